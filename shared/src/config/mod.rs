@@ -1,0 +1,97 @@
+//! Typed configuration read from the environment. Every error names the variable and what is wrong with
+//! it, so a bad deploy fails its cold start with a message that says what to fix.
+//!
+//! Readers take an [`Env`] rather than touching the process environment, so tests never mutate globals.
+
+pub mod ingest;
+pub mod notify;
+pub mod reconcile;
+
+use std::collections::HashMap;
+
+/// Where configuration comes from: the process environment in Lambda, a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// A configuration variable that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError { variable, problem: problem.into() }
+    }
+}
+
+/// The variable's value, trimmed; unset and blank are both `None`.
+pub fn optional(env: &impl Env, variable: &'static str) -> Option<String> {
+    env.var(variable).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+pub fn required(env: &impl Env, variable: &'static str) -> Result<String, ConfigError> {
+    optional(env, variable).ok_or_else(|| ConfigError::new(variable, "is required but not set"))
+}
+
+/// Parses an optional variable, or returns `default` when it is unset.
+pub fn parsed_or<T>(
+    env: &impl Env,
+    variable: &'static str,
+    default: T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match optional(env, variable) {
+        None => Ok(default),
+        Some(value) => parse(&value).map_err(|problem| ConfigError::new(variable, problem)),
+    }
+}
+
+/// A whole number within `range`, for sizes, counts and milliseconds.
+pub fn number_in(range: std::ops::RangeInclusive<u64>) -> impl FnOnce(&str) -> Result<u64, String> {
+    move |value| match value.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {} to {}, found {value:?}", range.start(), range.end())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_is_unset_and_errors_name_the_variable() {
+        let env = [("A", "  "), ("B", " 42 ")];
+        assert_eq!(optional(&env, "A"), None);
+        assert_eq!(required(&env, "B").unwrap(), "42");
+        let e = required(&env, "A").unwrap_err();
+        assert_eq!(e.to_string(), "configuration A: is required but not set");
+        let e = parsed_or(&env, "B", 0, number_in(1..=10)).unwrap_err();
+        assert_eq!(e.to_string(), "configuration B: expected a whole number from 1 to 10, found \"42\"");
+        assert_eq!(parsed_or(&env, "C", 7, number_in(1..=10)).unwrap(), 7);
+    }
+}

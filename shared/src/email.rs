@@ -1,0 +1,1 @@
+//! The notification e-mail: subject, plain text and HTML for one [`crate::message::NotificationEvent`].

@@ -1,0 +1,19 @@
+//! po-sync's shared crate: everything that is *decided*, as plain functions over data, with no I/O.
+//!
+//! - [`komet`]: Komet's webhook payload, parsed exactly and leniently, with path-naming errors;
+//! - [`reconcile`]: the reconciliation rules and their report;
+//! - [`appzen`]: AppZen's purchase-order body and the mapping to it;
+//! - [`message`]: the queue message and the notification event;
+//! - [`email`]: the notification e-mail (subject, text and HTML);
+//! - [`config`]: typed configuration read from the environment.
+
+pub mod appzen;
+pub mod config;
+pub mod email;
+pub mod json;
+pub mod komet;
+pub mod message;
+pub mod money;
+pub mod reconcile;
+
+pub use rust_decimal::Decimal;

@@ -1,0 +1,119 @@
+//! Exact money: `Decimal` in, `Decimal` out, JSON numbers on the wire, never `f64` in between.
+
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+/// Largest amount accepted from Komet. A floral purchase order above a trillion is not a real order; an
+/// absurd number is more likely a unit or encoding mistake that should reach a person.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0); // 10^12
+
+/// Parses a JSON number's text exactly (`0.1` is one tenth; `1e2` is 100). Fails for anything `Decimal`
+/// cannot hold without rounding, such as `1e400` or 40 significant digits.
+pub fn parse_exact(text: &str) -> Result<Decimal, String> {
+    let parsed = if text.bytes().any(|b| b == b'e' || b == b'E') {
+        Decimal::from_scientific(text)
+    } else {
+        Decimal::from_str_exact(text)
+    };
+    match parsed {
+        // Normalise -0 to 0 so it never prints as "-0".
+        Ok(d) if d.is_zero() => Ok(Decimal::new(0, d.scale())),
+        Ok(d) => Ok(d),
+        Err(_) => Err("expected a number with at most 28 significant digits".to_owned()),
+    }
+}
+
+/// Serde codec for `Decimal` as an exact JSON number, for `#[serde(with = "money::json_number")]`.
+///
+/// Serialises through `serde_json::value::RawValue`, so `0.3` leaves as `0.3` (not `"0.3"` and not
+/// `0.30000000000000004`), and reads back the same way. Reading needs `serde_json::from_slice`/`from_str`
+/// (a borrowed `RawValue`), which is how every po-sync message is read.
+pub mod json_number {
+    use rust_decimal::Decimal;
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    pub fn serialize<S: Serializer>(amount: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(amount.to_string()).map_err(S::Error::custom)?;
+        raw.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        let raw = <&RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Err(D::Error::custom(format!("expected a number, found {text}")));
+        }
+        super::parse_exact(text).map_err(D::Error::custom)
+    }
+
+    /// The same for `Option<Decimal>` (`null` or absent is `None`).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(amount: &Option<Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
+            match amount {
+                Some(amount) => super::serialize(amount, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Decimal>, D::Error> {
+            let raw = <Option<&RawValue>>::deserialize(deserializer)?;
+            match raw {
+                None => Ok(None),
+                Some(raw) if raw.get() == "null" => Ok(None),
+                Some(raw) => super::super::parse_exact(raw.get()).map(Some).map_err(D::Error::custom),
+            }
+        }
+    }
+}
+
+/// `Decimal::from_str` for constants in tests and configuration.
+pub fn decimal(text: &str) -> Result<Decimal, rust_decimal::Error> {
+    Decimal::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[test]
+    fn max_amount_is_one_trillion() {
+        assert_eq!(MAX_AMOUNT.to_string(), "1000000000000");
+    }
+
+    #[test]
+    fn parsing_is_exact() {
+        let sum = parse_exact("0.1").unwrap() + parse_exact("0.2").unwrap();
+        assert_eq!(sum, parse_exact("0.3").unwrap());
+        assert_eq!(parse_exact("1e2").unwrap().to_string(), "100");
+        assert_eq!(parse_exact("60.0").unwrap().to_string(), "60.0");
+        assert_eq!(parse_exact("-0.00").unwrap().to_string(), "0.00");
+        assert!(parse_exact("1e400").is_err());
+        assert!(parse_exact("12345678901234567890123456789012345").is_err());
+    }
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Line {
+        #[serde(with = "json_number")]
+        amount: Decimal,
+        #[serde(with = "json_number::option", default, skip_serializing_if = "Option::is_none")]
+        limit: Option<Decimal>,
+    }
+
+    #[test]
+    fn amounts_travel_as_exact_json_numbers() {
+        let line = Line { amount: parse_exact("0.1").unwrap() + parse_exact("0.2").unwrap(), limit: None };
+        let json = serde_json::to_string(&line).unwrap();
+        assert_eq!(json, r#"{"amount":0.3}"#);
+        assert_eq!(serde_json::from_str::<Line>(&json).unwrap(), line);
+        let with_limit: Line = serde_json::from_str(r#"{"amount":10.50,"limit":1e3}"#).unwrap();
+        assert_eq!(with_limit.limit.unwrap().to_string(), "1000");
+        assert_eq!(with_limit.amount.to_string(), "10.50");
+        assert!(serde_json::from_str::<Line>(r#"{"amount":"10.50"}"#).is_err());
+    }
+}

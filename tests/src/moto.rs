@@ -1,0 +1,150 @@
+//! moto server (PyPI `moto[server]`) as a real SQS / SES / Secrets Manager endpoint for tests.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// A running moto server, killed (by PID) when dropped.
+pub struct MotoServer {
+    child: Child,
+    port: u16,
+}
+
+/// Where moto_server is: `$MOTO_SERVER`, else the project's `.venv`, else `PATH`.
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return path.into();
+    }
+    let venv = crate::workspace_root().join(".venv/bin/moto_server");
+    if venv.exists() { venv } else { PathBuf::from("moto_server") }
+}
+
+/// A port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
+    listener.local_addr().expect("local address of a bound listener").port()
+}
+
+impl MotoServer {
+    /// Starts moto on a free port and waits until it answers. Panics with a clear message when moto is
+    /// not installed: these tests must run, never skip (`make test` installs moto into `.venv`).
+    pub fn start() -> MotoServer {
+        let binary = moto_binary();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut command = Command::new(&binary);
+            command
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // If the test process dies without unwinding, the kernel still stops moto.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = command.spawn().unwrap_or_else(|e| {
+                panic!("cannot start {}: {e}. Run `make test` (it installs moto[server] into .venv).", binary.display())
+            });
+            let mut server = MotoServer { child, port };
+            if server.wait_until_ready(Duration::from_secs(60)) {
+                return server;
+            }
+            // Lost a race for the port, or moto died: try another port.
+        }
+        panic!("moto_server did not start on 127.0.0.1 after 3 attempts");
+    }
+
+    fn wait_until_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_exited)) = self.child.try_wait() {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a function needs to talk to this moto through the SDK's standard variables.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint_url()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+    }
+
+    /// An SDK configuration pointing at this moto, built without touching the process environment
+    /// (tests run on parallel threads).
+    pub async fn sdk_config(&self) -> SdkConfig {
+        let credentials = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "moto");
+        aws_config::defaults(BehaviorVersion::latest())
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint_url())
+            .credentials_provider(credentials)
+            .load()
+            .await
+    }
+
+    /// Everything moto recorded, as JSON (`GET /moto-api/data.json`); SES mail is under `ses.Message`.
+    pub fn data(&self) -> serde_json::Value {
+        let body = http_get(self.port, "/moto-api/data.json");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("moto data.json is not JSON: {e}"))
+    }
+
+    /// The e-mails moto's SES has accepted through `SendEmail` (`ses.Message`) and `SendRawEmail`
+    /// (`ses.RawMessage`), oldest first. Note: for `SendEmail` moto records one `body`, the HTML part when
+    /// there is one.
+    pub fn sent_emails(&self) -> Vec<serde_json::Value> {
+        let data = self.data();
+        ["/ses/Message", "/ses/RawMessage"]
+            .iter()
+            .filter_map(|pointer| data.pointer(pointer).and_then(|v| v.as_array()).cloned())
+            .flatten()
+            .collect()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET to 127.0.0.1, so the harness needs no HTTP client of its own.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to 127.0.0.1");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
