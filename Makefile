@@ -4,16 +4,27 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test bootstrap
+.PHONY: demo serve test bootstrap check-template
 
-## demo: run po-sync on Komet's documented sample and print the report and the AppZen body
+## demo: run the whole pipeline locally (moto, AppZen sandbox, the three functions under cargo lambda watch)
+## on Komet's documented sample and a clean PO, print what happened, stop everything
 demo:
-	cargo run --quiet -p po-sync-shared --example doc-sample
+	cargo run -p po-sync-tests --bin po-sync-local -- run
+
+## serve: the same local pipeline, left running for your own curl requests; Ctrl-C stops it
+serve:
+	cargo run -p po-sync-tests --bin po-sync-local -- serve
 
 ## test: install what the tests need (into .venv) and run every test
-test: bootstrap
+test: bootstrap check-template
 	cargo test --workspace --all-targets --locked
 	cargo test --workspace --doc --locked
 
 bootstrap:
 	scripts/bootstrap
+
+## check-template: lint the SAM template (offline) and test the properties po-sync relies on; any finding fails
+check-template: bootstrap
+	cfn-lint --include-checks I -- infra/template.yaml
+	sam validate --lint --template infra/template.yaml --region us-east-1
+	python -m unittest discover -s infra/tests -v

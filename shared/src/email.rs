@@ -1,1 +1,352 @@
 //! The notification e-mail: subject, plain text and HTML for one [`crate::message::NotificationEvent`].
+//!
+//! Pure: an event and the subject prefix in, an [`Email`] out. The HTML comes from an askama template that
+//! escapes every value by default (`shared/templates/email/notification.html`); the text part from its twin
+//! (`notification.txt`). Both read the same [`View`], where every payload value is already a single line
+//! ([`one_line`]), so a PO number cannot add lines to the text part or headers to the message.
+
+use crate::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
+use askama::Template;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+/// The longest subject we produce, in characters; header folding and RFC 2047 encoding are the sender's job.
+pub const MAX_SUBJECT_CHARS: usize = 150;
+/// The most characters of a payload value (PO number, vendor…) put into the subject.
+const MAX_SUBJECT_VALUE_CHARS: usize = 60;
+/// How long the parked queue keeps a dead-lettered webhook: its `MessageRetentionPeriod` in
+/// `infra/template.yaml` (1209600 s, SQS's maximum; `infra/tests` checks the two agree).
+pub const PARKED_RETENTION_DAYS: u32 = 14;
+/// The most characters of a payload value put into the body (a Komet name is far shorter; this bounds abuse).
+const MAX_BODY_VALUE_CHARS: usize = 500;
+
+/// One rendered notification e-mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// One line, no control characters, at most [`MAX_SUBJECT_CHARS`] characters (prefix included).
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// What the e-mail needs besides the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailSettings {
+    /// Put in front of every subject, e.g. `[po-sync]` (already one line: see [`one_line`]).
+    pub subject_prefix: String,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        EmailSettings { subject_prefix: "[po-sync]".to_owned() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the notification e-mail could not be rendered: {0}")]
+pub struct RenderError(#[from] askama::Error);
+
+/// Renders the e-mail for one event.
+pub fn render(event: &NotificationEvent, settings: &EmailSettings) -> Result<Email, RenderError> {
+    let view = View::of(event);
+    let subject = subject(event, settings);
+    let text = TextEmail { v: &view }.render()?;
+    let html = HtmlEmail { v: &view, subject: &subject }.render()?;
+    Ok(Email { subject, text, html })
+}
+
+/// The event notify builds for a webhook that SQS moved to the dead-letter queue after `attempts` failed
+/// deliveries (see notify's `delivery_attempts` for how they are counted).
+pub fn dead_lettered(envelope: &WebhookEnvelope, attempts: Option<u32>, sqs_message_id: &str) -> NotificationEvent {
+    let mut event = NotificationEvent::about(NotificationKind::DeadLettered, envelope);
+    event.detail = Some(match attempts {
+        Some(n) => format!(
+            "The webhook could not be delivered to AppZen after {n} attempts (AppZen or the network kept failing), so SQS moved it to the dead-letter queue."
+        ),
+        None => "The webhook could not be delivered to AppZen after repeated attempts, so SQS moved it to the dead-letter queue.".to_owned(),
+    });
+    event.attempts = attempts;
+    event.sqs_message_id = Some(sqs_message_id.to_owned());
+    event
+}
+
+/// Makes a payload value safe for a header or a one-line field: every control character (CR, LF, TAB, NUL…)
+/// and Unicode line/paragraph separator becomes a space, runs of whitespace collapse to one space, the ends
+/// are trimmed and the result is cut at `max_chars` characters (marked with `…`). Other Unicode is kept.
+pub fn one_line(value: &str, max_chars: usize) -> String {
+    let is_break = |c: char| c.is_control() || c.is_whitespace() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{FEFF}');
+    let collapsed = value.split(is_break).filter(|word| !word.is_empty()).collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() <= max_chars {
+        return collapsed;
+    }
+    let cut: String = collapsed.chars().take(max_chars.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
+}
+
+/// `[po-sync] PO P002271 does not reconcile (2 discrepancies)`: names the PO and the problem; one line.
+pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
+    let prefix = one_line(&settings.subject_prefix, 40);
+    let about = match &event.po {
+        Some(po) => format!("PO {}", one_line(&po.po_number, MAX_SUBJECT_VALUE_CHARS)),
+        None => "Queue message".to_owned(),
+    };
+    let problem = match event.kind {
+        NotificationKind::ReconciliationMismatch => match event.discrepancies.len() {
+            1 => "does not reconcile (1 discrepancy)".to_owned(),
+            n => format!("does not reconcile ({n} discrepancies)"),
+        },
+        NotificationKind::MappingError => "cannot be sent to AppZen (mapping error)".to_owned(),
+        NotificationKind::AppzenRejected => match &event.appzen {
+            Some(answer) => format!("rejected by AppZen (HTTP {})", answer.http_status),
+            None => "rejected by AppZen".to_owned(),
+        },
+        NotificationKind::DeadLettered => match event.attempts {
+            Some(n) => format!("not delivered to AppZen after {n} attempts"),
+            None => "not delivered to AppZen".to_owned(),
+        },
+        NotificationKind::PoisonMessage => "could not be read and was set aside".to_owned(),
+    };
+    let line = if prefix.is_empty() { format!("{about} {problem}") } else { format!("{prefix} {about} {problem}") };
+    one_line(&line, MAX_SUBJECT_CHARS)
+}
+
+/// Everything the templates show, as display-ready single-line strings (the HTML template escapes them).
+#[derive(Debug, Clone)]
+pub struct View {
+    pub kind: &'static str,
+    /// What went wrong, in one sentence.
+    pub headline: String,
+    pub po: Option<PoView>,
+    pub discrepancies: Vec<DiscrepancyRow>,
+    pub appzen: Option<AppZenView>,
+    /// Free-text detail (mapping problem, dead-letter reason, why a message is unreadable).
+    pub detail: Option<String>,
+    /// What the reader should do next, one sentence each.
+    pub next_steps: Vec<String>,
+    pub links: Vec<LinkView>,
+    pub links_expire_at: Option<String>,
+    pub received_at: Option<String>,
+    pub body_sha256: Option<String>,
+    pub sqs_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoView {
+    pub number: String,
+    pub id: String,
+    pub ship_date: String,
+    pub arrival_date: String,
+    pub location: String,
+    pub vendors: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscrepancyRow {
+    /// The invoice number, or "whole PO" for the PO-level rules.
+    pub invoice: String,
+    pub rule: &'static str,
+    pub expected: String,
+    pub actual: String,
+    pub difference: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppZenView {
+    pub status: String,
+    pub message: String,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkView {
+    pub invoice: String,
+    pub url: String,
+    /// Only `http(s)://` links become clickable in the HTML; anything else (Komet's own sample sends
+    /// `www.kometsales.com/url`, a hostile payload could send `javascript:`) is shown as text.
+    pub clickable: bool,
+}
+
+const NOT_GIVEN: &str = "not given";
+
+fn field(value: &str) -> String {
+    one_line(value, MAX_BODY_VALUE_CHARS)
+}
+
+/// An amount as a buyer reads it: exact, at least two decimals (`30.0` → `30.00`, `0.125` stays).
+pub fn amount(value: Decimal) -> String {
+    let mut shown = value;
+    if shown.scale() < 2 {
+        shown.rescale(2);
+    }
+    shown.to_string()
+}
+
+/// A difference with its sign, so "+10.00" reads as "10.00 more than stated".
+fn signed_amount(value: Decimal) -> String {
+    if value.is_sign_positive() && !value.is_zero() { format!("+{}", amount(value)) } else { amount(value) }
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+impl View {
+    pub fn of(event: &NotificationEvent) -> View {
+        let po_number = event.po.as_ref().map(|po| field(&po.po_number));
+        let po_label = po_number.as_deref().map_or_else(|| "the purchase order".to_owned(), |n| format!("purchase order {n}"));
+        let detail = event.detail.as_deref().map(|d| one_line(d, 2000));
+        let headline = match event.kind {
+            NotificationKind::ReconciliationMismatch => {
+                let count = match event.discrepancies.len() {
+                    1 => "1 discrepancy".to_owned(),
+                    n => format!("{n} discrepancies"),
+                };
+                let fate = if event.forwarded_to_appzen {
+                    "it was still sent to AppZen, as the forward policy asks"
+                } else {
+                    "it was not sent to AppZen"
+                };
+                format!("{} does not add up against its invoices ({count}), and {fate}.", capitalise(&po_label))
+            }
+            NotificationKind::MappingError => {
+                format!("{} could not be sent to AppZen because it cannot be expressed as one AppZen purchase order.", capitalise(&po_label))
+            }
+            NotificationKind::AppzenRejected => {
+                let status = event.appzen.as_ref().map(|a| format!(" (HTTP {})", a.http_status)).unwrap_or_default();
+                format!("AppZen refused {po_label}{status}, so AppZen does not have the current version of it.")
+            }
+            NotificationKind::DeadLettered => match event.attempts {
+                Some(n) => format!("{} could not be delivered to AppZen after {n} attempts and was set aside.", capitalise(&po_label)),
+                None => format!("{} could not be delivered to AppZen and was set aside.", capitalise(&po_label)),
+            },
+            NotificationKind::PoisonMessage => {
+                "A message on a po-sync queue could not be read, so it was set aside instead of being retried.".to_owned()
+            }
+        };
+        let next_steps = match event.kind {
+            NotificationKind::ReconciliationMismatch => vec![
+                "Correct the purchase order or its invoices in Komet so that the figures above agree.".to_owned(),
+                "Then reconcile the purchase order again in Komet: the new webhook is checked and sent to AppZen.".to_owned(),
+            ],
+            NotificationKind::MappingError => vec![
+                "Fix the purchase order in Komet as the problem above says (one vendor per purchase order, every code filled in), then reconcile it again.".to_owned(),
+                "If the data in Komet is right, contact the integration owner: po-sync's AppZen mapping settings may need a change.".to_owned(),
+            ],
+            NotificationKind::AppzenRejected => vec![
+                "Read AppZen's message above. If it names data of the purchase order (an unknown supplier or entity, a code), fix it in Komet or in AppZen and reconcile the purchase order again in Komet.".to_owned(),
+                "Otherwise contact the integration owner and give them the correlation id.".to_owned(),
+            ],
+            NotificationKind::DeadLettered if event.parked => vec![
+                format!("AppZen or the network kept failing while po-sync retried. The webhook is kept for {PARKED_RETENTION_DAYS} days in po-sync's parked queue and can be redriven after the cause is fixed: contact the integration owner."),
+                "Or reconcile the purchase order again in Komet once AppZen is reachable.".to_owned(),
+            ],
+            NotificationKind::DeadLettered => vec![
+                "AppZen or the network kept failing while po-sync retried, and po-sync did not keep the webhook. Contact the integration owner to fix the cause.".to_owned(),
+                "Then reconcile the purchase order again in Komet so that a new webhook reaches AppZen.".to_owned(),
+            ],
+            NotificationKind::PoisonMessage => vec![
+                "Contact the integration owner and give them the message id below; nothing in Komet needs to change for this message.".to_owned(),
+            ],
+        };
+        View {
+            kind: event.kind.as_str(),
+            headline,
+            po: event.po.as_ref().map(|po| PoView {
+                number: field(&po.po_number),
+                id: po.id.to_string(),
+                ship_date: po.ship_date.map_or_else(|| NOT_GIVEN.to_owned(), |d| d.to_string()),
+                arrival_date: po.arrival_date.map_or_else(|| NOT_GIVEN.to_owned(), |d| d.to_string()),
+                location: po.location.as_deref().map_or_else(|| NOT_GIVEN.to_owned(), field),
+                vendors: if po.vendors.is_empty() {
+                    NOT_GIVEN.to_owned()
+                } else {
+                    po.vendors.iter().map(|v| field(v)).collect::<Vec<_>>().join(", ")
+                },
+            }),
+            discrepancies: event
+                .discrepancies
+                .iter()
+                .map(|d| DiscrepancyRow {
+                    invoice: d.invoice_number.as_deref().map_or_else(|| "whole PO".to_owned(), field),
+                    rule: d.rule.description(),
+                    expected: amount(d.expected),
+                    actual: amount(d.actual),
+                    difference: signed_amount(d.difference),
+                })
+                .collect(),
+            appzen: event.appzen.as_ref().map(|a| AppZenView {
+                status: match &a.error {
+                    Some(error) => format!("HTTP {} {}", a.http_status, field(error)),
+                    None => format!("HTTP {}", a.http_status),
+                },
+                message: a.message.as_deref().map_or_else(|| "(AppZen gave no message)".to_owned(), |m| one_line(m, 2000)),
+                correlation_id: a.correlation_id.as_deref().map(field),
+            }),
+            detail,
+            next_steps,
+            links: event
+                .invoice_links
+                .iter()
+                .map(|l| {
+                    let url = one_line(&l.url, 2000);
+                    let lower = url.to_ascii_lowercase();
+                    LinkView {
+                        invoice: field(&l.invoice_number),
+                        clickable: (lower.starts_with("https://") || lower.starts_with("http://")) && !url.contains(' '),
+                        url,
+                    }
+                })
+                .collect(),
+            links_expire_at: event.links_expire_at().map(timestamp),
+            received_at: event.received_at.map(timestamp),
+            body_sha256: event.body_sha256.as_deref().map(field),
+            sqs_message_id: event.sqs_message_id.as_deref().map(field),
+        }
+    }
+}
+
+fn capitalise(sentence: &str) -> String {
+    let mut chars = sentence.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "email/notification.txt")]
+struct TextEmail<'a> {
+    v: &'a View,
+}
+
+#[derive(Template)]
+#[template(path = "email/notification.html")]
+struct HtmlEmail<'a> {
+    v: &'a View,
+    subject: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_removes_line_breaks_and_controls_and_bounds_length() {
+        assert_eq!(one_line("P1\r\nBcc: x@example.com", 100), "P1 Bcc: x@example.com");
+        assert_eq!(one_line("  a\t\u{0}b\u{2028}c  ", 100), "a b c");
+        assert_eq!(one_line("Flores Ñandú 花", 100), "Flores Ñandú 花");
+        assert_eq!(one_line("abcdefghij", 5), "abcd…");
+        assert_eq!(one_line("abc  defghij", 5), "abc…");
+        assert_eq!(one_line("abcde", 5), "abcde");
+        assert_eq!(one_line("", 5), "");
+    }
+
+    #[test]
+    fn amounts_show_at_least_cents_and_keep_exact_digits() {
+        assert_eq!(amount(Decimal::new(300, 1)), "30.00");
+        assert_eq!(amount(Decimal::new(125, 3)), "0.125");
+        assert_eq!(signed_amount(Decimal::new(100, 1)), "+10.00");
+        assert_eq!(signed_amount(Decimal::new(-5, 2)), "-0.05");
+        assert_eq!(signed_amount(Decimal::ZERO), "0.00");
+    }
+}

@@ -345,8 +345,8 @@ impl Checker {
     fn link(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         let text = self.text(value, path)?;
         let text = text.trim();
-        let lower = text.to_ascii_lowercase();
-        if lower.starts_with("https://") || lower.starts_with("http://") {
+        let has_scheme = |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
+        if has_scheme("https://") || has_scheme("http://") {
             Some(text.to_owned())
         } else if text.is_empty() || text.contains(char::is_whitespace) {
             self.report(path, format!("expected a URL, found {}", value.describe()));

@@ -5,15 +5,18 @@
 //! - [`appzen`]: AppZen's purchase-order body and the mapping to it;
 //! - [`message`]: the queue message and the notification event;
 //! - [`email`]: the notification e-mail (subject, text and HTML);
-//! - [`config`]: typed configuration read from the environment.
+//! - [`config`]: typed configuration read from the environment;
+//! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen.
 
 pub mod appzen;
 pub mod config;
+pub mod decision;
 pub mod email;
 pub mod json;
 pub mod komet;
 pub mod message;
 pub mod money;
 pub mod reconcile;
+pub mod retry;
 
 pub use rust_decimal::Decimal;

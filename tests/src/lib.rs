@@ -13,3 +13,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
     let path = workspace_root().join("shared/tests/fixtures").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
+
+pub mod appzen_sandbox;
+pub mod poller;
+pub mod local;

@@ -2,6 +2,7 @@
 //!
 //! Everything here does I/O; the decisions live in `po-sync-shared`.
 
+pub mod appzen;
 pub mod secrets;
 
 use aws_config::{BehaviorVersion, SdkConfig};

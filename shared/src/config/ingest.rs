@@ -1,1 +1,255 @@
 //! Configuration of the `ingest` function.
+//!
+//! | variable             | meaning                                                                  |
+//! |----------------------|--------------------------------------------------------------------------|
+//! | `WEBHOOK_AUTH`       | `basic` or `bearer`: the authentication chosen in Komet's webhook setup  |
+//! | `WEBHOOK_USERNAME`   | Basic user name (without `WEBHOOK_SECRET_ARN`)                           |
+//! | `WEBHOOK_PASSWORD`   | Basic password (without `WEBHOOK_SECRET_ARN`)                            |
+//! | `WEBHOOK_TOKEN`      | Bearer token (without `WEBHOOK_SECRET_ARN`)                              |
+//! | `WEBHOOK_SECRET_ARN` | Secrets Manager JSON secret with `username`/`password` or `token`        |
+//! | `QUEUE_URL`          | the `webhooks.fifo` queue                                                |
+//! | `MAX_BODY_BYTES`     | largest body accepted, default 1 MiB                                     |
+
+use super::{ConfigError, Env, optional, parsed_or, required};
+use std::collections::HashMap;
+use std::fmt;
+
+/// Default for `MAX_BODY_BYTES`: far above any real PO, far below what would cost memory.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+/// Lambda's synchronous invocation payload limit; a larger body never reaches the function.
+pub const MAX_MAX_BODY_BYTES: u64 = 6 * 1_048_576;
+
+/// The authentication Komet is set up to send (Setup → Settings → Webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    Basic,
+    Bearer,
+}
+
+impl AuthScheme {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "basic" => Ok(AuthScheme::Basic),
+            "bearer" => Ok(AuthScheme::Bearer),
+            _ => Err(format!("expected basic or bearer, found {value:?}")),
+        }
+    }
+}
+
+/// What Komet must present. `Debug` never shows the secret parts.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Basic { username: String, password: String },
+    Bearer { token: String },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => {
+                f.debug_struct("Basic").field("username", username).field("password", &"<redacted>").finish()
+            }
+            Credentials::Bearer { .. } => f.debug_struct("Bearer").field("token", &"<redacted>").finish(),
+        }
+    }
+}
+
+impl Credentials {
+    pub fn scheme(&self) -> AuthScheme {
+        match self {
+            Credentials::Basic { .. } => AuthScheme::Basic,
+            Credentials::Bearer { .. } => AuthScheme::Bearer,
+        }
+    }
+
+    /// The credentials in a `WEBHOOK_SECRET_ARN` secret (keys `username`, `password`, `token`).
+    /// Errors name the variable and the missing key, never a value.
+    pub fn from_secret(scheme: AuthScheme, secret: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let key = |name: &str| {
+            secret
+                .get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| ConfigError::new(SECRET_ARN, format!("the secret has no {name:?} (WEBHOOK_AUTH is {scheme:?})")))
+        };
+        match scheme {
+            AuthScheme::Basic => basic(key("username")?, key("password")?, SECRET_ARN),
+            AuthScheme::Bearer => Ok(Credentials::Bearer { token: key("token")? }),
+        }
+    }
+}
+
+/// Basic credentials, refusing a user name Komet could not send (RFC 7617: no `:` in it).
+fn basic(username: String, password: String, variable: &'static str) -> Result<Credentials, ConfigError> {
+    if username.contains(':') {
+        return Err(ConfigError::new(variable, "the Basic user name must not contain ':'"));
+    }
+    Ok(Credentials::Basic { username, password })
+}
+
+/// Where the credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Given in the environment.
+    Environment(Credentials),
+    /// In a Secrets Manager secret, read once at cold start with [`Credentials::from_secret`].
+    Secret { arn: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    pub auth: AuthScheme,
+    pub credentials: CredentialSource,
+    pub queue_url: String,
+    pub max_body_bytes: usize,
+}
+
+const AUTH: &str = "WEBHOOK_AUTH";
+const USERNAME: &str = "WEBHOOK_USERNAME";
+const PASSWORD: &str = "WEBHOOK_PASSWORD";
+const TOKEN: &str = "WEBHOOK_TOKEN";
+const SECRET_ARN: &str = "WEBHOOK_SECRET_ARN";
+const QUEUE_URL: &str = "QUEUE_URL";
+const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+
+impl IngestConfig {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let auth = AuthScheme::parse(&required(env, AUTH)?).map_err(|problem| ConfigError::new(AUTH, problem))?;
+        let credentials = match optional(env, SECRET_ARN) {
+            Some(arn) => {
+                // Two sources for one credential is a deploy mistake: say so instead of silently picking one.
+                let in_env = match auth {
+                    AuthScheme::Basic => [USERNAME, PASSWORD].as_slice(),
+                    AuthScheme::Bearer => [TOKEN].as_slice(),
+                };
+                if let Some(variable) = in_env.iter().copied().find(|v| optional(env, v).is_some()) {
+                    return Err(ConfigError::new(variable, "must not be set together with WEBHOOK_SECRET_ARN"));
+                }
+                CredentialSource::Secret { arn }
+            }
+            None => CredentialSource::Environment(match auth {
+                AuthScheme::Basic => basic(required(env, USERNAME)?, required(env, PASSWORD)?, USERNAME)?,
+                AuthScheme::Bearer => Credentials::Bearer { token: required(env, TOKEN)? },
+            }),
+        };
+        let queue_url = required(env, QUEUE_URL)?;
+        if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) || !queue_url.ends_with(".fifo") {
+            // The message group and deduplication id only mean something on a FIFO queue.
+            return Err(ConfigError::new(QUEUE_URL, format!("expected the URL of a FIFO queue (…/NAME.fifo), found {queue_url:?}")));
+        }
+        let max_body_bytes =
+            parsed_or(env, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, super::number_in(1..=MAX_MAX_BODY_BYTES))?;
+        Ok(IngestConfig {
+            auth,
+            credentials,
+            queue_url,
+            // At most 6 MiB, so it fits in any usize.
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks.fifo";
+
+    fn error(env: &impl Env) -> String {
+        IngestConfig::from_env(env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn basic_credentials_from_the_environment_with_defaults() {
+        let env = [("WEBHOOK_AUTH", "Basic"), ("WEBHOOK_USERNAME", "komet"), ("WEBHOOK_PASSWORD", "pa:ss"), ("QUEUE_URL", QUEUE)];
+        let config = IngestConfig::from_env(&env).unwrap();
+        assert_eq!(config.auth, AuthScheme::Basic);
+        assert_eq!(
+            config.credentials,
+            CredentialSource::Environment(Credentials::Basic { username: "komet".into(), password: "pa:ss".into() })
+        );
+        assert_eq!(config.queue_url, QUEUE);
+        assert_eq!(config.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn bearer_token_and_body_limit() {
+        let env = [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t0k"), ("QUEUE_URL", QUEUE), ("MAX_BODY_BYTES", "2048")];
+        let config = IngestConfig::from_env(&env).unwrap();
+        assert_eq!(config.credentials, CredentialSource::Environment(Credentials::Bearer { token: "t0k".into() }));
+        assert_eq!(config.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn each_missing_or_bad_variable_is_named() {
+        assert_eq!(error(&[("QUEUE_URL", QUEUE)]), "configuration WEBHOOK_AUTH: is required but not set");
+        assert_eq!(
+            error(&[("WEBHOOK_AUTH", "digest"), ("QUEUE_URL", QUEUE)]),
+            "configuration WEBHOOK_AUTH: expected basic or bearer, found \"digest\""
+        );
+        assert_eq!(
+            error(&[("WEBHOOK_AUTH", "basic"), ("WEBHOOK_USERNAME", "komet"), ("QUEUE_URL", QUEUE)]),
+            "configuration WEBHOOK_PASSWORD: is required but not set"
+        );
+        assert_eq!(
+            error(&[("WEBHOOK_AUTH", "basic"), ("WEBHOOK_PASSWORD", "p"), ("QUEUE_URL", QUEUE)]),
+            "configuration WEBHOOK_USERNAME: is required but not set"
+        );
+        assert_eq!(
+            error(&[("WEBHOOK_AUTH", "basic"), ("WEBHOOK_USERNAME", "ko:met"), ("WEBHOOK_PASSWORD", "p"), ("QUEUE_URL", QUEUE)]),
+            "configuration WEBHOOK_USERNAME: the Basic user name must not contain ':'"
+        );
+        // A Basic password does not stand in for a Bearer token.
+        assert_eq!(
+            error(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_PASSWORD", "p"), ("QUEUE_URL", QUEUE)]),
+            "configuration WEBHOOK_TOKEN: is required but not set"
+        );
+        assert_eq!(
+            error(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t")]),
+            "configuration QUEUE_URL: is required but not set"
+        );
+        let standard = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks";
+        assert!(error(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", standard)])
+            .starts_with("configuration QUEUE_URL: expected the URL of a FIFO queue"));
+        for bad in ["0", "lots", "7340032"] {
+            let env = [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", QUEUE), ("MAX_BODY_BYTES", bad)];
+            assert!(error(&env).starts_with("configuration MAX_BODY_BYTES: expected a whole number from 1 to 6291456"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn with_a_secret_arn_the_credentials_come_later_from_the_secret() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:po-sync/komet-AbCdEf";
+        let env = [("WEBHOOK_AUTH", "basic"), ("WEBHOOK_SECRET_ARN", arn), ("QUEUE_URL", QUEUE)];
+        let config = IngestConfig::from_env(&env).unwrap();
+        assert_eq!(config.credentials, CredentialSource::Secret { arn: arn.to_owned() });
+
+        let secret: HashMap<String, String> =
+            [("username", "komet"), ("password", "s3cret")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        assert_eq!(
+            Credentials::from_secret(AuthScheme::Basic, &secret).unwrap(),
+            Credentials::Basic { username: "komet".into(), password: "s3cret".into() }
+        );
+        assert_eq!(
+            Credentials::from_secret(AuthScheme::Bearer, &secret).unwrap_err().to_string(),
+            "configuration WEBHOOK_SECRET_ARN: the secret has no \"token\" (WEBHOOK_AUTH is Bearer)"
+        );
+    }
+
+    #[test]
+    fn a_secret_and_environment_credentials_together_are_refused() {
+        let env = [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_SECRET_ARN", "arn:x"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", QUEUE)];
+        assert_eq!(error(&env), "configuration WEBHOOK_TOKEN: must not be set together with WEBHOOK_SECRET_ARN");
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let shown = format!(
+            "{:?} {:?}",
+            Credentials::Basic { username: "komet".into(), password: "hunter2".into() },
+            Credentials::Bearer { token: "tok-123".into() }
+        );
+        assert!(!shown.contains("hunter2") && !shown.contains("tok-123"), "{shown}");
+        assert!(shown.contains("komet"));
+    }
+}

@@ -1,1 +1,236 @@
 //! Configuration of the `reconcile` function.
+
+use super::{ConfigError, Env, number_in, optional, parsed_or, required};
+use crate::appzen::{Currency, EntityIdSource, MappingSettings, SupplierIdSource};
+use crate::decision::Policy;
+use crate::reconcile::Tolerance;
+use crate::retry::Backoff;
+use std::fmt;
+use std::time::Duration;
+
+pub const DEFAULT_APPZEN_BASE_URL: &str = "https://api.appzen.com";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileConfig {
+    pub notify_queue_url: String,
+    pub policy: Policy,
+    pub tolerance: Tolerance,
+    pub mapping: MappingSettings,
+    pub appzen: AppZenConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppZenConfig {
+    /// Without a trailing slash; `UPSERT_PATH` is appended.
+    pub base_url: String,
+    pub credentials: CredentialsSource,
+    /// Per HTTP request (`APPZEN_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// Attempts per message and invocation, the first included (`APPZEN_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// Not environment variables: sensible defaults, and tests set tiny ones here.
+    pub backoff: Backoff,
+    /// Time kept back at the end of an invocation to notify and answer Lambda.
+    pub deadline_margin: Duration,
+}
+
+/// Where the AppZen credentials come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CredentialsSource {
+    Inline(AppZenCredentials),
+    /// A Secrets Manager JSON secret with keys `api_key`, `customer_id`, `customer_key`, read at cold start.
+    Secret { arn: String },
+}
+
+/// AppZen's three header values. `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppZenCredentials {
+    pub api_key: String,
+    pub customer_id: String,
+    pub customer_key: String,
+}
+
+impl fmt::Debug for AppZenCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppZenCredentials(<redacted>)")
+    }
+}
+
+impl fmt::Debug for CredentialsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialsSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            CredentialsSource::Secret { arn } => f.debug_struct("Secret").field("arn", arn).finish(),
+        }
+    }
+}
+
+const INLINE_VARIABLES: [&str; 3] = ["APPZEN_API_KEY", "APPZEN_CUSTOMER_ID", "APPZEN_CUSTOMER_KEY"];
+
+impl ReconcileConfig {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let mapping = MappingSettings {
+            currency: parsed_or(env, "CURRENCY", Currency::default(), Currency::parse)?,
+            entity_id_source: parsed_or(env, "APPZEN_ENTITY_ID_FROM", EntityIdSource::default(), |v| match v {
+                "location_code" => Ok(EntityIdSource::LocationCode),
+                "location_id" => Ok(EntityIdSource::LocationId),
+                other => Err(format!("expected location_code or location_id, found {other:?}")),
+            })?,
+            supplier_id_source: parsed_or(env, "APPZEN_SUPPLIER_ID_FROM", SupplierIdSource::default(), |v| match v {
+                "accounting_code_or_code" => Ok(SupplierIdSource::AccountingCodeOrCode),
+                "accounting_code" => Ok(SupplierIdSource::AccountingCode),
+                "code" => Ok(SupplierIdSource::Code),
+                "id" => Ok(SupplierIdSource::Id),
+                other => Err(format!("expected accounting_code_or_code, accounting_code, code or id, found {other:?}")),
+            })?,
+            additional_charges_gl_code: optional(env, "APPZEN_CHARGES_GL_CODE")
+                .unwrap_or_else(|| MappingSettings::default().additional_charges_gl_code),
+            ..MappingSettings::default()
+        };
+        Ok(ReconcileConfig {
+            notify_queue_url: required(env, "NOTIFY_QUEUE_URL")?,
+            policy: parsed_or(env, "RECONCILE_POLICY", Policy::default(), Policy::parse)?,
+            tolerance: parsed_or(env, "RECONCILE_TOLERANCE", Tolerance::CENT, |v| {
+                crate::money::parse_exact(v).and_then(Tolerance::new).map_err(|e| format!("{e} (an amount such as 0.05)"))
+            })?,
+            mapping,
+            appzen: AppZenConfig {
+                base_url: parsed_or(env, "APPZEN_BASE_URL", DEFAULT_APPZEN_BASE_URL.to_owned(), base_url)?,
+                credentials: credentials(env)?,
+                request_timeout: Duration::from_millis(parsed_or(env, "APPZEN_TIMEOUT_MS", 10_000, number_in(100..=900_000))?),
+                max_attempts: parsed_or(env, "APPZEN_MAX_ATTEMPTS", 4, number_in(1..=20))? as u32,
+                backoff: Backoff::default(),
+                deadline_margin: Duration::from_secs(2),
+            },
+        })
+    }
+}
+
+fn base_url(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_end_matches('/');
+    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(trimmed.to_owned()),
+        _ => Err(format!("expected an http(s) URL such as {DEFAULT_APPZEN_BASE_URL}, found {value:?}")),
+    }
+}
+
+fn credentials(env: &impl Env) -> Result<CredentialsSource, ConfigError> {
+    let inline: Vec<Option<String>> = INLINE_VARIABLES.iter().map(|name| optional(env, name)).collect();
+    match (optional(env, "APPZEN_SECRET_ARN"), inline.as_slice()) {
+        (Some(_), [None, None, None]) => Ok(CredentialsSource::Secret { arn: required(env, "APPZEN_SECRET_ARN")? }),
+        (Some(_), _) => Err(ConfigError::new(
+            "APPZEN_SECRET_ARN",
+            "is set together with APPZEN_API_KEY/APPZEN_CUSTOMER_ID/APPZEN_CUSTOMER_KEY; set one or the other",
+        )),
+        (None, [Some(api_key), Some(customer_id), Some(customer_key)]) => Ok(CredentialsSource::Inline(AppZenCredentials {
+            api_key: api_key.clone(),
+            customer_id: customer_id.clone(),
+            customer_key: customer_key.clone(),
+        })),
+        (None, _) => {
+            let missing = INLINE_VARIABLES.iter().zip(&inline).find(|(_, v)| v.is_none()).map_or("APPZEN_API_KEY", |(n, _)| n);
+            Err(ConfigError::new(missing, "is required unless APPZEN_SECRET_ARN names a secret with the AppZen credentials"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::decimal;
+
+    const MINIMAL: [(&str, &str); 4] = [
+        ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
+        ("APPZEN_API_KEY", "key"),
+        ("APPZEN_CUSTOMER_ID", "cid"),
+        ("APPZEN_CUSTOMER_KEY", "ckey"),
+    ];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> std::collections::HashMap<String, String> {
+        MINIMAL.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn error(extra: &[(&'static str, &'static str)]) -> String {
+        ReconcileConfig::from_env(&with(extra)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_documented_contract() {
+        let config = ReconcileConfig::from_env(&MINIMAL).unwrap();
+        assert_eq!(config.policy, Policy::Block);
+        assert_eq!(config.tolerance, Tolerance::CENT);
+        assert_eq!(config.mapping, MappingSettings::default());
+        assert_eq!(config.appzen.base_url, "https://api.appzen.com");
+        assert_eq!(config.appzen.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.appzen.max_attempts, 4);
+        assert_eq!(
+            config.appzen.credentials,
+            CredentialsSource::Inline(AppZenCredentials { api_key: "key".into(), customer_id: "cid".into(), customer_key: "ckey".into() })
+        );
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = ReconcileConfig::from_env(&with(&[
+            ("RECONCILE_POLICY", "forward"),
+            ("RECONCILE_TOLERANCE", "0.05"),
+            ("CURRENCY", "EUR"),
+            ("APPZEN_BASE_URL", "http://127.0.0.1:9999/"),
+            ("APPZEN_ENTITY_ID_FROM", "location_id"),
+            ("APPZEN_SUPPLIER_ID_FROM", "id"),
+            ("APPZEN_CHARGES_GL_CODE", "6100"),
+            ("APPZEN_TIMEOUT_MS", "2500"),
+            ("APPZEN_MAX_ATTEMPTS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(config.policy, Policy::Forward);
+        assert_eq!(config.tolerance, Tolerance::new(decimal("0.05").unwrap()).unwrap());
+        assert_eq!(config.mapping.currency.as_str(), "EUR");
+        assert_eq!(config.mapping.entity_id_source, EntityIdSource::LocationId);
+        assert_eq!(config.mapping.supplier_id_source, SupplierIdSource::Id);
+        assert_eq!(config.mapping.additional_charges_gl_code, "6100");
+        assert_eq!(config.appzen.base_url, "http://127.0.0.1:9999", "trailing slash dropped");
+        assert_eq!(config.appzen.request_timeout, Duration::from_millis(2500));
+        assert_eq!(config.appzen.max_attempts, 2);
+    }
+
+    #[test]
+    fn a_secret_arn_replaces_the_three_inline_credentials() {
+        let env = [("NOTIFY_QUEUE_URL", "q"), ("APPZEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:appzen")];
+        let config = ReconcileConfig::from_env(&env).unwrap();
+        assert_eq!(config.appzen.credentials, CredentialsSource::Secret { arn: "arn:aws:secretsmanager:us-east-1:1:secret:appzen".into() });
+        assert!(error(&[("APPZEN_SECRET_ARN", "arn:x")]).starts_with("configuration APPZEN_SECRET_ARN: is set together"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert_eq!(
+            ReconcileConfig::from_env(&[("APPZEN_API_KEY", "k")]).unwrap_err().to_string(),
+            "configuration NOTIFY_QUEUE_URL: is required but not set"
+        );
+        let partial = [("NOTIFY_QUEUE_URL", "q"), ("APPZEN_API_KEY", "k"), ("APPZEN_CUSTOMER_KEY", "c")];
+        assert!(ReconcileConfig::from_env(&partial).unwrap_err().to_string().starts_with("configuration APPZEN_CUSTOMER_ID: is required"));
+        for (variable, value) in [
+            ("RECONCILE_POLICY", "drop"),
+            ("RECONCILE_TOLERANCE", "-0.01"),
+            ("RECONCILE_TOLERANCE", "five cents"),
+            ("CURRENCY", "usd"),
+            ("APPZEN_BASE_URL", "api.appzen.com"),
+            ("APPZEN_ENTITY_ID_FROM", "name"),
+            ("APPZEN_SUPPLIER_ID_FROM", "name"),
+            ("APPZEN_TIMEOUT_MS", "0"),
+            ("APPZEN_MAX_ATTEMPTS", "0"),
+        ] {
+            let message = error(&[(variable, value)]);
+            assert!(message.starts_with(&format!("configuration {variable}: ")), "{message}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let config = ReconcileConfig::from_env(&MINIMAL).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("ckey") && !debug.contains("\"key\"") && !debug.contains("cid"), "{debug}");
+    }
+}

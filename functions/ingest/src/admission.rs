@@ -1,0 +1,225 @@
+//! The request → decision logic: what a webhook request is worth, without any I/O.
+//!
+//! Checked in this order: method, credentials, content type, size, payload. Credentials come before
+//! anything about the body, so an unauthenticated caller learns nothing about what would be accepted.
+
+use crate::auth::{AuthFailure, Verifier};
+use crate::queue::OutgoingMessage;
+use chrono::{DateTime, SecondsFormat, Utc};
+use lambda_http::http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
+use po_sync::komet::{PayloadError, parse_webhook};
+use po_sync::message::WebhookEnvelope;
+
+/// The largest SQS message (body and attributes); SQS refuses anything larger.
+pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// Why a request is refused. Each is answered with a 4xx (or 500) and never queued.
+#[derive(Debug)]
+pub enum Rejection {
+    MethodNotAllowed,
+    Unauthorized(AuthFailure),
+    UnsupportedMediaType,
+    PayloadTooLarge { limit: usize },
+    InvalidPayload(PayloadError),
+    /// The envelope could not be written; a bug, not the sender's fault.
+    Internal(String),
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::InvalidPayload(_) => StatusCode::BAD_REQUEST,
+            Rejection::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The outcome label in the request's log line.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::Unauthorized(_) => "unauthorized",
+            Rejection::UnsupportedMediaType => "unsupported_media_type",
+            Rejection::PayloadTooLarge { .. } => "payload_too_large",
+            Rejection::InvalidPayload(_) => "invalid_payload",
+            Rejection::Internal(_) => "internal_error",
+        }
+    }
+
+    /// What Komet shows its user: enough to fix the setup or the payload, nothing about our secrets.
+    pub fn message(&self) -> String {
+        match self {
+            Rejection::MethodNotAllowed => "method not allowed: send the webhook with POST".to_owned(),
+            Rejection::Unauthorized(AuthFailure::Missing) => "authentication required".to_owned(),
+            Rejection::Unauthorized(AuthFailure::WrongScheme) => {
+                "wrong authentication type for this endpoint (check Basic or Bearer in the webhook setup)".to_owned()
+            }
+            Rejection::Unauthorized(_) => "invalid credentials".to_owned(),
+            Rejection::UnsupportedMediaType => "unsupported content type: send application/json".to_owned(),
+            Rejection::PayloadTooLarge { limit } => format!("payload too large: the limit is {limit} bytes"),
+            Rejection::InvalidPayload(e) => format!("invalid payload: {e}"),
+            Rejection::Internal(_) => "internal error: the webhook was not accepted, please retry later".to_owned(),
+        }
+    }
+}
+
+/// A webhook that passed every check, and the message that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub po_id: u64,
+    pub po_number: String,
+    pub message: OutgoingMessage,
+}
+
+/// The checks for one deployment: who may call, and how much they may send.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub verifier: Verifier,
+    pub max_body_bytes: usize,
+}
+
+/// `application/json`, in any case, with or without parameters such as `charset`.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let media_type = value.split(';').next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("application/json")
+}
+
+impl Admission {
+    pub fn admit(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<Admitted, Rejection> {
+        if method != Method::POST {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        self.verifier.verify(headers).map_err(Rejection::Unauthorized)?;
+        if !is_json(headers) {
+            return Err(Rejection::UnsupportedMediaType);
+        }
+        if body.len() > self.max_body_bytes {
+            return Err(Rejection::PayloadTooLarge { limit: self.max_body_bytes });
+        }
+        let po = parse_webhook(body).map_err(Rejection::InvalidPayload)?;
+        let (po_id, po_number) = (po.id, po.po_number.clone());
+        let envelope = WebhookEnvelope::new(po, body, received_at);
+        let message = OutgoingMessage {
+            body: envelope.to_json().map_err(|e| Rejection::Internal(format!("envelope: {e}")))?,
+            group_id: po_id.to_string(),
+            deduplication_id: envelope.body_sha256,
+            po_number: sqs_text(&po_number),
+            received_at: received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        };
+        // A PO SQS would refuse is refused here, with a 413 Komet will not retry, rather than a 503 it would.
+        if message.body.len() + message.po_number.len() + message.received_at.len() + 64 > SQS_MAX_MESSAGE_BYTES {
+            return Err(Rejection::PayloadTooLarge { limit: self.max_body_bytes.min(SQS_MAX_MESSAGE_BYTES) });
+        }
+        Ok(Admitted { po_id, po_number, message })
+    }
+}
+
+/// SQS message attributes allow only XML characters; anything else becomes U+FFFD so one odd PO number
+/// cannot make SQS refuse the message forever.
+fn sqs_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'.. => c,
+            _ => '\u{FFFD}',
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::http::HeaderValue;
+    use lambda_http::http::header::AUTHORIZATION;
+    use po_sync::config::ingest::Credentials;
+    use po_sync::message::sha256_hex;
+
+    const DOC_SAMPLE: &[u8] = include_bytes!("../../../shared/tests/fixtures/komet-doc-sample.json");
+
+    fn admission(max_body_bytes: usize) -> Admission {
+        Admission { verifier: Verifier::new(&Credentials::Bearer { token: "tok".into() }), max_body_bytes }
+    }
+
+    fn headers(content_type: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
+        if let Some(content_type) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        }
+        headers
+    }
+
+    fn at() -> DateTime<Utc> {
+        "2026-01-02T03:04:05.678Z".parse().unwrap()
+    }
+
+    #[test]
+    fn the_doc_sample_becomes_a_fifo_message_keyed_by_po_and_body_digest() {
+        let admitted = admission(1 << 20).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).unwrap();
+        assert_eq!((admitted.po_id, admitted.po_number.as_str()), (12345, "P002271"));
+        let message = &admitted.message;
+        assert_eq!(message.group_id, "12345");
+        assert_eq!(message.deduplication_id, sha256_hex(DOC_SAMPLE));
+        assert_eq!(message.po_number, "P002271");
+        assert_eq!(message.received_at, "2026-01-02T03:04:05.678Z");
+        let envelope = WebhookEnvelope::from_json(&message.body).unwrap();
+        assert_eq!(envelope.body_sha256, sha256_hex(DOC_SAMPLE));
+        assert_eq!(envelope.received_at, at());
+        assert_eq!(envelope.po, parse_webhook(DOC_SAMPLE).unwrap());
+    }
+
+    #[test]
+    fn content_type_is_json_in_any_case_with_any_parameters() {
+        for accepted in ["application/json", "application/JSON", "Application/Json; charset=UTF-8", " application/json ;charset=utf-8"] {
+            assert!(is_json(&headers(Some(accepted))), "{accepted}");
+        }
+        for refused in [None, Some("text/plain"), Some("application/jsonp"), Some("application/x-www-form-urlencoded"), Some("")] {
+            assert!(!is_json(&headers(refused)), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn checks_run_in_order_method_auth_type_size_payload() {
+        let gate = admission(10);
+        let big = br#"{"id": 1, "poNumber": "P1", "total": 1}"#;
+        let no_auth = HeaderMap::new();
+        let outcome = |method: Method, headers: &HeaderMap, body: &[u8]| gate.admit(&method, headers, body, at()).unwrap_err().outcome();
+        assert_eq!(outcome(Method::GET, &no_auth, big), "method_not_allowed");
+        assert_eq!(outcome(Method::POST, &no_auth, big), "unauthorized");
+        assert_eq!(outcome(Method::POST, &headers(Some("text/plain")), big), "unsupported_media_type");
+        assert_eq!(outcome(Method::POST, &headers(Some("application/json")), big), "payload_too_large");
+        assert_eq!(outcome(Method::POST, &headers(Some("application/json")), b"{}"), "invalid_payload");
+        assert_eq!(outcome(Method::POST, &headers(Some("application/json")), b""), "invalid_payload");
+    }
+
+    #[test]
+    fn a_body_of_exactly_the_limit_is_accepted_one_more_byte_is_not() {
+        let limit = DOC_SAMPLE.len();
+        assert!(admission(limit).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).is_ok());
+        let e = admission(limit - 1).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).unwrap_err();
+        assert_eq!((e.status(), e.message()), (StatusCode::PAYLOAD_TOO_LARGE, format!("payload too large: the limit is {} bytes", limit - 1)));
+    }
+
+    #[test]
+    fn a_po_larger_than_sqs_takes_is_refused_not_retried() {
+        let invoice = r#"{"invoiceNumber": "I", "invoiceAmount": 1, "purchaseOrderItems": [{"totalCost": 1}]}"#;
+        let invoices = vec![invoice; 20_000].join(",");
+        let body = format!(r#"{{"id": 1, "poNumber": "P1", "total": 20000, "vendorInvoices": [{invoices}]}}"#);
+        let e = admission(4 << 20).admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at()).unwrap_err();
+        assert_eq!(e.outcome(), "payload_too_large");
+    }
+
+    #[test]
+    fn po_numbers_are_made_safe_for_sqs_attributes() {
+        assert_eq!(sqs_text("P-1\u{0}\u{1F}é\u{FFFE}🌹"), "P-1\u{FFFD}\u{FFFD}é\u{FFFD}🌹");
+    }
+}

@@ -1,0 +1,155 @@
+//! `ingest`: Komet's PO Reconciliation webhook in, one SQS FIFO message out.
+//!
+//! - [`admission`] decides (method, credentials, content type, size, payload) without I/O;
+//! - [`queue`] sends, behind the [`Queue`] trait so the handler runs in tests without AWS;
+//! - [`Ingest::handle`] ties them together, answers in Komet's convention and logs one line per request;
+//! - [`Ingest::start`] is the cold start: credentials (from Secrets Manager if configured) and the SQS client.
+
+pub mod admission;
+pub mod auth;
+pub mod queue;
+
+use admission::{Admission, Rejection};
+use auth::Verifier;
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use po_sync::config::ConfigError;
+use po_sync::config::ingest::{CredentialSource, Credentials, IngestConfig};
+use po_sync_aws::secrets::{SecretError, read_json_secret};
+pub use queue::{MemoryQueue, OutgoingMessage, Queue, QueueError, SqsQueue};
+use std::time::Instant;
+
+/// The function, built once per cold start.
+#[derive(Debug)]
+pub struct Ingest<Q> {
+    pub admission: Admission,
+    pub queue: Q,
+}
+
+/// Why the function could not start; Lambda reports it as an init error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    // Boxed: the SDK error inside is large, and this is returned once per cold start at most.
+    #[error("configuration WEBHOOK_SECRET_ARN: {0}")]
+    Secret(Box<SecretError>),
+}
+
+impl Ingest<SqsQueue> {
+    /// The cold start: reads the credentials (once, from Secrets Manager when `WEBHOOK_SECRET_ARN` is set)
+    /// and builds the SQS client.
+    pub async fn start(config: IngestConfig, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
+        let credentials = match config.credentials {
+            CredentialSource::Environment(credentials) => credentials,
+            CredentialSource::Secret { arn } => {
+                let client = aws_sdk_secretsmanager::Client::new(aws);
+                let secret = read_json_secret(&client, &arn).await.map_err(|e| StartupError::Secret(Box::new(e)))?;
+                Credentials::from_secret(config.auth, &secret)?
+            }
+        };
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(aws), config.queue_url);
+        Ok(Ingest::new(&credentials, config.max_body_bytes, queue))
+    }
+}
+
+/// Komet's response convention, which Komet shows to its users.
+fn reply(status: StatusCode, text: &str) -> Response<Body> {
+    let body = if status.is_success() {
+        serde_json::json!({ "status": "1", "message": text })
+    } else {
+        serde_json::json!({ "status": "0", "error": text })
+    };
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+impl<Q: Queue> Ingest<Q> {
+    pub fn new(credentials: &Credentials, max_body_bytes: usize, queue: Q) -> Self {
+        Ingest { admission: Admission { verifier: Verifier::new(credentials), max_body_bytes }, queue }
+    }
+
+    /// Answers one webhook request. Success only once the queue has accepted the message.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let started = Instant::now();
+        // Milliseconds: the envelope and the `receivedAt` attribute then say exactly the same instant.
+        let received_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+        let (parts, body) = request.into_parts();
+        let body: &[u8] = body.as_ref();
+        let admitted = match self.admission.admit(&parts.method, &parts.headers, body, received_at) {
+            Ok(admitted) => admitted,
+            Err(rejection) => {
+                let mut response = reply(rejection.status(), &rejection.message());
+                match &rejection {
+                    Rejection::Unauthorized(failure) => {
+                        response.headers_mut().insert(header::WWW_AUTHENTICATE, self.admission.verifier.challenge());
+                        tracing::warn!(
+                            outcome = rejection.outcome(),
+                            status = rejection.status().as_u16(),
+                            auth = failure.label(),
+                            method = %parts.method,
+                            body_bytes = body.len(),
+                            latency_us = started.elapsed().as_micros() as u64,
+                            "webhook refused"
+                        );
+                    }
+                    Rejection::Internal(detail) => tracing::error!(
+                        outcome = rejection.outcome(),
+                        status = rejection.status().as_u16(),
+                        detail = %detail,
+                        body_bytes = body.len(),
+                        latency_us = started.elapsed().as_micros() as u64,
+                        "webhook not accepted"
+                    ),
+                    _ => {
+                        if matches!(rejection, Rejection::MethodNotAllowed) {
+                            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                        }
+                        // The error names fields and quotes at most 40 characters of a value: never the body.
+                        tracing::warn!(
+                            outcome = rejection.outcome(),
+                            status = rejection.status().as_u16(),
+                            error = %rejection.message(),
+                            method = %parts.method,
+                            body_bytes = body.len(),
+                            latency_us = started.elapsed().as_micros() as u64,
+                            "webhook refused"
+                        );
+                    }
+                }
+                return response;
+            }
+        };
+        match self.queue.send(&admitted.message).await {
+            Ok(message_id) => {
+                tracing::info!(
+                    outcome = "queued",
+                    status = 200u16,
+                    po_id = admitted.po_id,
+                    po_number = %admitted.po_number,
+                    body_sha256 = %admitted.message.deduplication_id,
+                    sqs_message_id = %message_id,
+                    body_bytes = body.len(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                    "webhook queued"
+                );
+                reply(StatusCode::OK, &format!("purchase order {} (id {}) received", admitted.po_number, admitted.po_id))
+            }
+            Err(e) => {
+                tracing::error!(
+                    outcome = "queue_unavailable",
+                    status = 503u16,
+                    po_id = admitted.po_id,
+                    po_number = %admitted.po_number,
+                    error = %e,
+                    body_bytes = body.len(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                    "webhook not queued"
+                );
+                reply(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be queued: please retry later")
+            }
+        }
+    }
+}

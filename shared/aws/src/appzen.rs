@@ -1,0 +1,280 @@
+//! AppZen's purchase-order upsert over HTTPS: one client (one connection pool) built at cold start, every
+//! answer classified into a typed outcome, transient failures retried with backoff inside the invocation.
+//!
+//! The credentials travel only in headers marked sensitive and are never logged.
+
+use bytes::Bytes;
+use po_sync::appzen::{ErrorResponse, UPSERT_PATH, UpsertResponse};
+use po_sync::config::reconcile::{AppZenConfig, AppZenCredentials, CredentialsSource};
+use po_sync::decision::{StatusClass, classify_status};
+use po_sync::retry::{Backoff, GiveUpReason, NextStep, next_step, parse_retry_after, wait_before_retry};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppZenSetupError {
+    #[error("AppZen credential {0} is not a valid HTTP header value")]
+    InvalidCredential(&'static str),
+    #[error("AppZen secret {arn} has no {key:?}")]
+    MissingSecretKey { arn: String, key: &'static str },
+    // Boxed: the SDK error inside is large, and this type travels in every `Result` here.
+    #[error(transparent)]
+    Secret(Box<crate::secrets::SecretError>),
+    #[error("cannot build the AppZen HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("APPZEN_BASE_URL gives an invalid URL {url:?}")]
+    InvalidUrl { url: String },
+}
+
+/// The credentials from the environment, or read once from Secrets Manager.
+pub async fn resolve_credentials(
+    source: &CredentialsSource,
+    aws: &aws_config::SdkConfig,
+) -> Result<AppZenCredentials, AppZenSetupError> {
+    match source {
+        CredentialsSource::Inline(credentials) => Ok(credentials.clone()),
+        CredentialsSource::Secret { arn } => {
+            let client = aws_sdk_secretsmanager::Client::new(aws);
+            let mut secret =
+                crate::secrets::read_json_secret(&client, arn).await.map_err(|e| AppZenSetupError::Secret(Box::new(e)))?;
+            let mut take = |key: &'static str| {
+                secret
+                    .remove(key)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| AppZenSetupError::MissingSecretKey { arn: arn.clone(), key })
+            };
+            Ok(AppZenCredentials { api_key: take("api_key")?, customer_id: take("customer_id")?, customer_key: take("customer_key")? })
+        }
+    }
+}
+
+/// AppZen took the PO (2xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub http_status: u16,
+    /// AppZen's id for the PO; `None` only if a 2xx body was not AppZen's usual JSON.
+    pub uuid: Option<String>,
+    /// `CREATED` or `UPDATED`.
+    pub status: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// AppZen refused the PO; retrying the same request cannot help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub http_status: u16,
+    pub error: ErrorResponse,
+    pub correlation_id: Option<String>,
+}
+
+/// A failure that may go away: 408/429/5xx, a timeout, a connection error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transient {
+    pub cause: TransientCause,
+    pub retry_after: Option<Duration>,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransientCause {
+    Status(u16),
+    Timeout,
+    /// Connection refused or reset, TLS, DNS, a body cut short. The text is reqwest's, without the URL.
+    Connection(String),
+}
+
+impl fmt::Display for TransientCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransientCause::Status(status) => write!(f, "HTTP {status}"),
+            TransientCause::Timeout => f.write_str("timeout"),
+            TransientCause::Connection(reason) => write!(f, "connection error: {reason}"),
+        }
+    }
+}
+
+/// One HTTP attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Accepted(Accepted),
+    Rejected(Rejected),
+    Transient(Transient),
+}
+
+/// The outcome of an upsert after retries: the record's fate follows from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Accepted(Accepted),
+    Rejected(Rejected),
+    /// Still failing when the attempts or the invocation's time ran out: SQS must redeliver.
+    GaveUp { last: Transient, reason: GiveUpReason },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upsert {
+    pub outcome: UpsertOutcome,
+    /// HTTP requests made.
+    pub attempts: u32,
+    /// The wait before each retry, in order (`Retry-After` shows here).
+    pub waits: Vec<Duration>,
+}
+
+/// AppZen's purchase-order upsert. Cheap to share by reference; holds one connection pool.
+pub struct AppZenClient {
+    http: reqwest::Client,
+    upsert_url: reqwest::Url,
+    request_timeout: Duration,
+    max_attempts: u32,
+    backoff: Backoff,
+    deadline_margin: Duration,
+}
+
+impl fmt::Debug for AppZenClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppZenClient").field("upsert_url", &self.upsert_url.as_str()).finish_non_exhaustive()
+    }
+}
+
+fn sensitive(name: &'static str, value: &str) -> Result<HeaderValue, AppZenSetupError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| AppZenSetupError::InvalidCredential(name))?;
+    // Keeps the value out of Debug output (and out of HPACK tables under HTTP/2).
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+impl AppZenClient {
+    pub fn new(config: &AppZenConfig, credentials: &AppZenCredentials) -> Result<Self, AppZenSetupError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-api-key"), sensitive("api_key", &credentials.api_key)?);
+        headers.insert(HeaderName::from_static("customer-id"), sensitive("customer_id", &credentials.customer_id)?);
+        headers.insert(HeaderName::from_static("customer-key"), sensitive("customer_key", &credentials.customer_key)?);
+        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+        let url = format!("{}{UPSERT_PATH}", config.base_url);
+        let upsert_url = reqwest::Url::parse(&url).map_err(|_| AppZenSetupError::InvalidUrl { url })?;
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            // A redirected POST loses its body; a redirect means a wrong base URL, which a person must fix.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+            // Lambda freezes between invocations; drop connections AppZen's load balancer has likely closed.
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!("po-sync/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(AppZenClient {
+            http,
+            upsert_url,
+            request_timeout: config.request_timeout,
+            max_attempts: config.max_attempts.max(1),
+            backoff: config.backoff,
+            deadline_margin: config.deadline_margin,
+        })
+    }
+
+    pub fn upsert_url(&self) -> &str {
+        self.upsert_url.as_str()
+    }
+
+    /// Upserts `body` (AppZen's JSON), retrying transient failures while attempts and time allow.
+    /// `deadline` is when the invocation ends; `None` means no limit but the attempts.
+    ///
+    /// Pass the body by value (`String`): every attempt then sends that one buffer, never a copy (a large
+    /// PO's body is tens of MB, and a copy would double reconcile's peak memory).
+    pub async fn upsert(&self, body: impl Into<Bytes>, deadline: Option<Instant>) -> Upsert {
+        let body = body.into();
+        let time_left = || deadline.map(|d| d.saturating_duration_since(Instant::now()).saturating_sub(self.deadline_margin));
+        let attempt_needs = self.request_timeout.min(Duration::from_secs(1));
+        let mut attempts = 0;
+        let mut waits = Vec::new();
+        loop {
+            let timeout = match time_left() {
+                Some(left) if left < attempt_needs => {
+                    let last = Transient { cause: TransientCause::Timeout, retry_after: None, correlation_id: None };
+                    return Upsert { outcome: UpsertOutcome::GaveUp { last, reason: GiveUpReason::OutOfTime }, attempts, waits };
+                }
+                Some(left) => self.request_timeout.min(left),
+                None => self.request_timeout,
+            };
+            attempts += 1;
+            let transient = match self.attempt(body.clone(), timeout).await {
+                Attempt::Accepted(accepted) => return Upsert { outcome: UpsertOutcome::Accepted(accepted), attempts, waits },
+                Attempt::Rejected(rejected) => return Upsert { outcome: UpsertOutcome::Rejected(rejected), attempts, waits },
+                Attempt::Transient(transient) => transient,
+            };
+            let wait = wait_before_retry(&self.backoff, attempts, transient.retry_after, fastrand::f64());
+            match next_step(attempts, self.max_attempts, wait, attempt_needs, time_left()) {
+                NextStep::WaitThenRetry(wait) => {
+                    tracing::warn!(attempt = attempts, cause = %transient.cause, wait_ms = wait.as_millis() as u64,
+                        correlation_id = transient.correlation_id.as_deref(), "AppZen transient failure; retrying");
+                    waits.push(wait);
+                    tokio::time::sleep(wait).await;
+                }
+                NextStep::GiveUp(reason) => {
+                    return Upsert { outcome: UpsertOutcome::GaveUp { last: transient, reason }, attempts, waits };
+                }
+            }
+        }
+    }
+
+    /// One HTTP request, classified. Cloning `Bytes` shares the buffer.
+    pub async fn attempt(&self, body: Bytes, timeout: Duration) -> Attempt {
+        let sent = self
+            .http
+            .post(self.upsert_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Attempt::Transient(transient_error(&error)),
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers();
+        let correlation_id = headers.get(CORRELATION_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let retry_after =
+            headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, SystemTime::now()));
+        match classify_status(status) {
+            StatusClass::Transient => {
+                Attempt::Transient(Transient { cause: TransientCause::Status(status), retry_after, correlation_id })
+            }
+            class => {
+                let bytes = match response.bytes().await {
+                    Ok(bytes) => bytes,
+                    // The answer was cut short: we cannot tell what AppZen decided, so try again.
+                    Err(error) => return Attempt::Transient(Transient { correlation_id, ..transient_error(&error) }),
+                };
+                if class == StatusClass::Accepted {
+                    let answer = serde_json::from_slice::<UpsertResponse>(&bytes).ok();
+                    Attempt::Accepted(Accepted {
+                        http_status: status,
+                        uuid: answer.as_ref().map(|a| a.uuid.clone()),
+                        status: answer.map(|a| a.status),
+                        correlation_id,
+                    })
+                } else {
+                    Attempt::Rejected(Rejected { http_status: status, error: ErrorResponse::from_body(&bytes), correlation_id })
+                }
+            }
+        }
+    }
+}
+
+fn transient_error(error: &reqwest::Error) -> Transient {
+    let cause = if error.is_timeout() {
+        TransientCause::Timeout
+    } else {
+        // Without the URL: it is known, and keeps the log line short.
+        let mut text = error.to_string();
+        if let Some(url) = error.url() {
+            text = text.replace(&format!(" ({url})"), "");
+        }
+        let source = std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default();
+        TransientCause::Connection(format!("{text}{source}"))
+    };
+    Transient { cause, retry_after: None, correlation_id: None }
+}

@@ -1,0 +1,219 @@
+//! What reconcile does with one webhook, decided without I/O: whether the PO goes to AppZen, which
+//! notifications a person gets, what an AppZen HTTP status means, and which SQS records a FIFO batch
+//! must hand back.
+
+use crate::appzen::{ErrorResponse, MappingSettings, PurchaseOrderBody, map_purchase_order};
+use crate::message::{AppZenAnswer, NotificationEvent, NotificationKind, WebhookEnvelope};
+use crate::reconcile::{Tolerance, reconcile};
+
+/// What to do with a PO that does not reconcile (`RECONCILE_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Do not send it to AppZen; a person is notified.
+    #[default]
+    Block,
+    /// Send it anyway; a person is still notified.
+    Forward,
+}
+
+impl Policy {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "block" => Ok(Policy::Block),
+            "forward" => Ok(Policy::Forward),
+            other => Err(format!("expected block or forward, found {other:?}")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Block => "block",
+            Policy::Forward => "forward",
+        }
+    }
+}
+
+/// The plan for one webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub discrepancy_count: usize,
+    /// The body to upsert, when the mapping succeeded and the policy allows it.
+    pub upsert: Option<PurchaseOrderBody>,
+    /// Raised once the record is done with, whatever AppZen answers.
+    pub notifications: Vec<NotificationEvent>,
+}
+
+/// Reconciles and maps one PO and applies the policy. A PO that is both mismatched and unmappable gets
+/// both notifications, so the person sees everything to fix at once.
+pub fn plan(envelope: &WebhookEnvelope, policy: Policy, tolerance: Tolerance, settings: &MappingSettings) -> Plan {
+    let report = reconcile(&envelope.po, tolerance);
+    let mapped = map_purchase_order(&envelope.po, settings);
+    let forwards = report.is_clean() || policy == Policy::Forward;
+    let discrepancy_count = report.discrepancies.len();
+
+    let mut notifications = Vec::new();
+    if !report.is_clean() {
+        let mut mismatch = NotificationEvent::about(NotificationKind::ReconciliationMismatch, envelope);
+        mismatch.discrepancies = report.discrepancies;
+        mismatch.forwarded_to_appzen = forwards && mapped.is_ok();
+        notifications.push(mismatch);
+    }
+    let upsert = match mapped {
+        Ok(body) => forwards.then_some(body),
+        Err(error) => {
+            let mut event = NotificationEvent::about(NotificationKind::MappingError, envelope);
+            event.detail = Some(error.to_string());
+            notifications.push(event);
+            None
+        }
+    };
+    Plan { discrepancy_count, upsert, notifications }
+}
+
+/// What an AppZen HTTP status means for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 2xx: done.
+    Accepted,
+    /// 3xx and 4xx other than 408/429: retrying cannot fix it; a person must.
+    Rejected,
+    /// 408, 429, 5xx: may work later.
+    Transient,
+}
+
+pub fn classify_status(status: u16) -> StatusClass {
+    match status {
+        200..=299 => StatusClass::Accepted,
+        408 | 429 => StatusClass::Transient,
+        500..=599 => StatusClass::Transient,
+        // 1xx never reaches here; 3xx is not followed (a redirected POST would lose its body), so it is a
+        // wrong APPZEN_BASE_URL, which a person must fix.
+        _ => StatusClass::Rejected,
+    }
+}
+
+/// The `appzen_rejected` notification for a PO AppZen refused.
+pub fn rejected_event(
+    envelope: &WebhookEnvelope,
+    http_status: u16,
+    error: &ErrorResponse,
+    correlation_id: Option<String>,
+) -> NotificationEvent {
+    let mut event = NotificationEvent::about(NotificationKind::AppzenRejected, envelope);
+    event.forwarded_to_appzen = true;
+    event.appzen = Some(AppZenAnswer {
+        http_status,
+        error: error.error.clone(),
+        message: error.message.clone(),
+        correlation_id,
+    });
+    event
+}
+
+/// AWS's rule for FIFO partial batches: from the first record that must be retried on, every record is
+/// handed back, so no later update to a PO overtakes an earlier one.
+pub fn fifo_failures<'a>(message_ids: &[&'a str], first_retry: Option<usize>) -> Vec<&'a str> {
+    match first_retry {
+        Some(index) => message_ids.get(index..).unwrap_or_default().to_vec(),
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::komet::parse_webhook;
+    use crate::reconcile::Rule;
+    use chrono::{TimeZone, Utc};
+
+    const DOC_SAMPLE: &[u8] = include_bytes!("../tests/fixtures/komet-doc-sample.json");
+    const CLEAN_PO: &[u8] = include_bytes!("../tests/fixtures/komet-clean-po.json");
+    const SEVERAL_VENDORS: &[u8] = include_bytes!("../tests/fixtures/komet-several-vendors.json");
+
+    fn envelope(body: &[u8]) -> WebhookEnvelope {
+        WebhookEnvelope::new(parse_webhook(body).unwrap(), body, Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap())
+    }
+
+    fn kinds(plan: &Plan) -> Vec<NotificationKind> {
+        plan.notifications.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn a_clean_po_is_sent_and_nobody_is_notified() {
+        let plan = plan(&envelope(CLEAN_PO), Policy::Block, Tolerance::CENT, &MappingSettings::default());
+        assert_eq!(plan.discrepancy_count, 0);
+        assert_eq!(plan.upsert.map(|b| b.purchase_order_number), Some("P004410".to_owned()));
+        assert!(plan.notifications.is_empty());
+    }
+
+    #[test]
+    fn block_holds_a_mismatched_po_and_notifies_with_the_discrepancies() {
+        let plan = plan(&envelope(DOC_SAMPLE), Policy::Block, Tolerance::CENT, &MappingSettings::default());
+        assert_eq!(plan.upsert, None);
+        assert_eq!(kinds(&plan), vec![NotificationKind::ReconciliationMismatch]);
+        let event = &plan.notifications[0];
+        assert!(!event.forwarded_to_appzen);
+        let found: Vec<_> = event.discrepancies.iter().map(|d| (d.rule, d.invoice_number.as_deref())).collect();
+        assert_eq!(found, vec![(Rule::InvoiceItems, Some("01-P002272")), (Rule::ItemsSubtotal, None)]);
+    }
+
+    #[test]
+    fn forward_sends_a_mismatched_po_and_still_notifies() {
+        let plan = plan(&envelope(DOC_SAMPLE), Policy::Forward, Tolerance::CENT, &MappingSettings::default());
+        assert_eq!(plan.upsert.as_ref().map(|b| b.purchase_order_number.as_str()), Some("P002271"));
+        assert_eq!(kinds(&plan), vec![NotificationKind::ReconciliationMismatch]);
+        assert!(plan.notifications[0].forwarded_to_appzen);
+    }
+
+    #[test]
+    fn a_tolerance_wide_enough_makes_the_sample_clean() {
+        let ten = Tolerance::new(crate::money::decimal("10").unwrap()).unwrap();
+        let plan = plan(&envelope(DOC_SAMPLE), Policy::Block, ten, &MappingSettings::default());
+        assert_eq!((plan.discrepancy_count, plan.upsert.is_some()), (0, true));
+    }
+
+    #[test]
+    fn an_unmappable_po_is_never_sent_under_either_policy() {
+        for policy in [Policy::Block, Policy::Forward] {
+            let plan = plan(&envelope(SEVERAL_VENDORS), policy, Tolerance::CENT, &MappingSettings::default());
+            assert_eq!(plan.upsert, None, "{policy:?}");
+            assert!(kinds(&plan).contains(&NotificationKind::MappingError), "{policy:?}");
+            let detail = plan.notifications.iter().find(|e| e.kind == NotificationKind::MappingError).unwrap();
+            assert!(detail.detail.as_deref().unwrap().contains("vendors"), "{detail:?}");
+            assert!(plan.notifications.iter().all(|e| !e.forwarded_to_appzen));
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified_by_who_can_fix_them() {
+        for status in [200, 201, 204] {
+            assert_eq!(classify_status(status), StatusClass::Accepted, "{status}");
+        }
+        for status in [301, 302, 400, 401, 403, 404, 409, 422] {
+            assert_eq!(classify_status(status), StatusClass::Rejected, "{status}");
+        }
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(classify_status(status), StatusClass::Transient, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_rejection_carries_appzen_s_message() {
+        let body = br#"{"timestamp":"2019-01-17T16:12:45.977+0000","status":400,"error":"Bad Request","message":"Error code : 17e3338d - entity_id unknown"}"#;
+        let event = rejected_event(&envelope(CLEAN_PO), 400, &ErrorResponse::from_body(body), Some("c-1".into()));
+        assert_eq!(event.kind, NotificationKind::AppzenRejected);
+        let answer = event.appzen.unwrap();
+        assert_eq!(answer.http_status, 400);
+        assert_eq!(answer.message.as_deref(), Some("Error code : 17e3338d - entity_id unknown"));
+        assert_eq!(answer.correlation_id.as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn fifo_batches_hand_back_the_first_retry_and_everything_after() {
+        let ids = ["a", "b", "c"];
+        assert_eq!(fifo_failures(&ids, None), Vec::<&str>::new());
+        assert_eq!(fifo_failures(&ids, Some(1)), vec!["b", "c"]);
+        assert_eq!(fifo_failures(&ids, Some(0)), vec!["a", "b", "c"]);
+        assert_eq!(fifo_failures(&ids, Some(9)), Vec::<&str>::new());
+    }
+}

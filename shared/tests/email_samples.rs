@@ -1,0 +1,88 @@
+//! One notification event of each kind, built from the shared fixtures exactly as reconcile and notify build
+//! them. Used by the golden rendering tests (`email_rendering.rs`) and by `examples/render-email.rs`, which
+//! writes the reviewed HTML samples under `docs/`.
+
+#![allow(dead_code)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use po_sync::appzen::{MappingSettings, map_purchase_order};
+use po_sync::email::dead_lettered;
+use po_sync::komet::parse_webhook;
+use po_sync::message::{AppZenAnswer, NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::reconcile::{Tolerance, reconcile};
+
+pub const DOC_SAMPLE: &[u8] = include_bytes!("fixtures/komet-doc-sample.json");
+pub const CLEAN_PO: &[u8] = include_bytes!("fixtures/komet-clean-po.json");
+pub const SEVERAL_VENDORS: &[u8] = include_bytes!("fixtures/komet-several-vendors.json");
+
+pub fn received_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap()
+}
+
+pub fn envelope(body: &[u8]) -> WebhookEnvelope {
+    WebhookEnvelope::new(parse_webhook(body).unwrap(), body, received_at())
+}
+
+/// Komet's documented sample (verbatim): two discrepancies, not forwarded (the default `block` policy).
+pub fn mismatch() -> NotificationEvent {
+    let envelope = envelope(DOC_SAMPLE);
+    let mut event = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
+    event.discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
+    assert_eq!(event.discrepancies.len(), 2, "the doc sample has two discrepancies");
+    event
+}
+
+/// The clean PO, refused by AppZen with a 400 as its API document shows errors.
+pub fn appzen_rejected() -> NotificationEvent {
+    let mut event = NotificationEvent::about(NotificationKind::AppzenRejected, &envelope(CLEAN_PO));
+    event.appzen = Some(AppZenAnswer {
+        http_status: 400,
+        error: Some("Bad Request".to_owned()),
+        message: Some("supplier_id V-0042 does not exist for entity 2".to_owned()),
+        correlation_id: Some("7f9c2b1e-5a43-4d7e-9c1a-2f0e8b6d4a10".to_owned()),
+    });
+    event
+}
+
+/// Two vendors on one PO: reconcile's mapping error, with the mapper's own words as the detail.
+pub fn mapping_error() -> NotificationEvent {
+    let envelope = envelope(SEVERAL_VENDORS);
+    let error = map_purchase_order(&envelope.po, &MappingSettings::default()).unwrap_err();
+    let mut event = NotificationEvent::about(NotificationKind::MappingError, &envelope);
+    event.detail = Some(error.to_string());
+    event
+}
+
+/// The doc sample, dead-lettered after five deliveries (`ApproximateReceiveCount` 6 on the DLQ record) and
+/// parked by notify, as the deployed stack (which sets `PARKED_QUEUE_URL`) does.
+pub fn dead_lettered_webhook() -> NotificationEvent {
+    let mut event = dead_lettered(&envelope(DOC_SAMPLE), Some(5), "0b6c1f9e-3d5a-4c8b-9e2f-7a1d4b6c8e01");
+    event.parked = true;
+    event
+}
+
+/// What notify builds for a body that is not a po-sync message.
+pub fn poison_message() -> NotificationEvent {
+    NotificationEvent::poison(
+        "a message that is not a po-sync message (11 bytes, not JSON with a \"type\")",
+        "5d3e2c1b-4a59-4f68-8e7d-6c5b4a392817",
+    )
+}
+
+/// Every sample, named as its golden and docs files are.
+pub fn all() -> Vec<(&'static str, NotificationEvent)> {
+    vec![
+        ("reconciliation-mismatch", mismatch()),
+        ("appzen-rejected", appzen_rejected()),
+        ("mapping-error", mapping_error()),
+        ("dead-lettered", dead_lettered_webhook()),
+        ("poison-message", poison_message()),
+    ]
+}
+
+#[test]
+fn there_is_one_sample_per_kind() {
+    let mut kinds: Vec<&str> = all().iter().map(|(_, event)| event.kind.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["appzen_rejected", "dead_lettered", "mapping_error", "poison_message", "reconciliation_mismatch"]);
+}

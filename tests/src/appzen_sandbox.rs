@@ -1,0 +1,748 @@
+//! A local AppZen: `POST /dictionary-data-services/purchase-order` with AppZen's documented contract, so the
+//! real `reconcile` binary can be exercised without an AppZen account.
+//!
+//! What it enforces (from AppZen's "Create or update a purchase order" page):
+//! - the three headers `x-api-key`, `customer-id`, `customer-key`: a missing one, or a wrong customer id or
+//!   key, is 401; a wrong `x-api-key` is 403 ("may not have permission");
+//! - a JSON body (`Content-Type: application/json`, else 415) holding every field AppZen marks required, each
+//!   of its documented type; numbers must be JSON numbers (`500.10`, never `"500.10"`); the
+//!   `appzen_*_status` fields take AppZen's values `PO_ISSUED` / `PO_CLOSED`; dates are `YYYY-MM-DD`.
+//!   Money fields are objects `{"amount": number, "currency": string}`: AppZen's field table calls some of
+//!   them "Number", its sample request shows objects, and the sample is what the API takes. Fields the
+//!   table does not list are accepted (AppZen's own sample carries `external_unique_id`).
+//!
+//! It answers 201 `{"uuid","status":"CREATED"}` for a new `purchase_order_number`, 200 `UPDATED` (same uuid)
+//! for a known one, and AppZen's error shape `{timestamp, status, error, message}` otherwise, the message
+//! naming every problem with its path.
+//!
+//! Control endpoints (for tests and for a developer with `curl`):
+//! - `GET /_sandbox/requests`: every request received, oldest first (headers without the secrets, the exact
+//!   body text, and the answer given);
+//! - `POST /_sandbox/fail` `{"times": 2, "status": 500}`: answer the next upserts with that status instead
+//!   (`"retry_after": 1` adds a `Retry-After` header, `"delay_ms": 3000` answers slowly, `"message"` sets the
+//!   error message; `"times": null` means until reset);
+//! - `POST /_sandbox/reset`: forget requests, purchase orders and pending failures.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// AppZen's upsert path.
+pub const UPSERT_PATH: &str = "/dictionary-data-services/purchase-order";
+
+/// The three values AppZen checks on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub api_key: String,
+    pub customer_id: String,
+    pub customer_key: String,
+}
+
+impl Default for Credentials {
+    /// The credentials of the local pipeline; not secrets, they only open this sandbox.
+    fn default() -> Self {
+        Credentials {
+            api_key: "local-api-key".to_owned(),
+            customer_id: "local-customer".to_owned(),
+            customer_key: "local-customer-key".to_owned(),
+        }
+    }
+}
+
+/// Headers never recorded: they are credentials.
+const SECRET_HEADERS: [&str; 4] = ["x-api-key", "customer-key", "authorization", "cookie"];
+
+/// One request as the sandbox received it, and what it answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// 1, 2, … in arrival order.
+    pub seq: u64,
+    pub received_at: String,
+    pub method: String,
+    pub path: String,
+    /// Lower-case names; the credential headers are left out.
+    pub headers: HashMap<String, String>,
+    /// The body exactly as sent (lossy only if it was not UTF-8).
+    pub body: String,
+    /// The answer's status, `None` while the answer is still being prepared (a slow call).
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+}
+
+impl RecordedRequest {
+    /// Whether this request was an upsert the sandbox accepted (200 or 201).
+    pub fn accepted(&self) -> bool {
+        matches!(self.response_status, Some(200 | 201))
+    }
+
+    /// The body as JSON (numbers as `f64`: for exact comparisons use `po_sync::json::parse(body)`).
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+/// A failure to inject into the next upserts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Failure {
+    /// How many upserts fail this way; `None` means every upsert until reset.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Status to answer instead of processing (e.g. 500, 429, 400). `None` with a delay: answer normally,
+    /// late.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `Retry-After` header, in seconds (AppZen's gateway sends it with 429).
+    #[serde(default)]
+    pub retry_after: Option<u32>,
+    /// Wait this long before answering.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// The `message` of the error body.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    requests: Vec<RecordedRequest>,
+    /// purchase_order_number → uuid.
+    purchase_orders: HashMap<String, String>,
+    failures: Vec<Failure>,
+}
+
+struct Shared {
+    credentials: Credentials,
+    ledger: Mutex<Ledger>,
+}
+
+impl Shared {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock cannot leave the ledger half-written in a way that matters here.
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A handle on the sandbox's state, usable while it serves.
+#[derive(Clone)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+}
+
+impl Sandbox {
+    pub fn new(credentials: Credentials) -> Self {
+        Sandbox { shared: Arc::new(Shared { credentials, ledger: Mutex::new(Ledger::default()) }) }
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.shared.credentials
+    }
+
+    /// The axum router (upsert plus control endpoints).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(UPSERT_PATH, post(upsert))
+            .route("/_sandbox/requests", get(list_requests))
+            .route("/_sandbox/fail", post(queue_failure))
+            .route("/_sandbox/reset", post(reset))
+            .fallback(not_found)
+            .with_state(self.clone())
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.ledger().requests.clone()
+    }
+
+    /// The upserts received so far (requests to the upsert path), oldest first.
+    pub fn upserts(&self) -> Vec<RecordedRequest> {
+        self.requests().into_iter().filter(|r| r.path == UPSERT_PATH).collect()
+    }
+
+    /// Makes the next upserts fail as described.
+    pub fn fail_next(&self, failure: Failure) {
+        self.shared.ledger().failures.push(failure);
+    }
+
+    pub fn reset(&self) {
+        *self.shared.ledger() = Ledger::default();
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+    }
+
+    /// Starts serving on 127.0.0.1 (port 0: a free one) in a background task.
+    pub async fn spawn(self, port: u16) -> std::io::Result<RunningSandbox> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let address = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let sandbox = self.clone();
+        let task = tokio::spawn(async move {
+            let _ = self
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(RunningSandbox { sandbox, address, stop: Some(stop), task })
+    }
+}
+
+/// A sandbox serving in the background; stops when dropped.
+pub struct RunningSandbox {
+    pub sandbox: Sandbox,
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSandbox {
+    /// `http://127.0.0.1:PORT`, the value for `APPZEN_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl std::ops::Deref for RunningSandbox {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+async fn upsert(State(sandbox): State<Sandbox>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let seq = record(&sandbox, &method, &uri, &headers, &body);
+    let failure = next_failure(&sandbox);
+    if let Some(delay) = failure.as_ref().and_then(|f| f.delay_ms) {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let answer = match failure {
+        Some(Failure { status: Some(status), retry_after, message, .. }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = message.unwrap_or_else(|| format!("Error code : {} - injected by the sandbox", error_code()));
+            let mut answer = Answer::error(status, message);
+            answer.retry_after = retry_after;
+            answer
+        }
+        _ => process(&sandbox, &headers, &body),
+    };
+    if let Some(entry) = sandbox.shared.ledger().requests.iter_mut().find(|r| r.seq == seq) {
+        entry.response_status = Some(answer.status.as_u16());
+        entry.response_body = Some(answer.body.to_string());
+    }
+    answer.into_response()
+}
+
+fn record(sandbox: &Sandbox, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> u64 {
+    let mut ledger = sandbox.shared.ledger();
+    let seq = ledger.requests.len() as u64 + 1;
+    let headers = headers
+        .iter()
+        .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
+    ledger.requests.push(RecordedRequest {
+        seq,
+        received_at: chrono::Utc::now().to_rfc3339(),
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        headers,
+        body: String::from_utf8_lossy(body).into_owned(),
+        response_status: None,
+        response_body: None,
+    });
+    seq
+}
+
+fn next_failure(sandbox: &Sandbox) -> Option<Failure> {
+    next_failure_locked(&mut sandbox.shared.ledger())
+}
+
+fn next_failure_locked(ledger: &mut Ledger) -> Option<Failure> {
+    while let Some(Failure { times: Some(0), .. }) = ledger.failures.first() {
+        ledger.failures.remove(0);
+    }
+    let failure = ledger.failures.first_mut()?;
+    let current = failure.clone();
+    match &mut failure.times {
+        Some(1) => {
+            ledger.failures.remove(0);
+        }
+        Some(n) => *n -= 1,
+        None => {}
+    }
+    Some(current)
+}
+
+/// The status and JSON the sandbox answers.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<u32>,
+}
+
+impl Answer {
+    fn ok(status: StatusCode, body: Value) -> Self {
+        Answer { status, body, retry_after: None }
+    }
+
+    /// AppZen's error shape: `{"timestamp","status","error","message"}`.
+    fn error(status: StatusCode, message: String) -> Self {
+        Answer {
+            status,
+            body: json!({
+                "timestamp": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f%z").to_string(),
+                "status": status.as_u16(),
+                "error": status.canonical_reason().unwrap_or("Error"),
+                "message": message,
+            }),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// AppZen prefixes its messages with an opaque error code (`Error code : 17e3338d - …`).
+fn error_code() -> String {
+    format!("{:08x}", fastrand::u32(..))
+}
+
+fn process(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Answer {
+    if let Err(answer) = check_credentials(&sandbox.shared.credentials, headers) {
+        return answer;
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("application/json") {
+        return Answer::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Error code : {} - Content type '{content_type}' not supported; send application/json", error_code()),
+        );
+    }
+    let document: Value = match serde_json::from_slice(body) {
+        Ok(document) => document,
+        Err(e) => {
+            return Answer::error(StatusCode::BAD_REQUEST, format!("Error code : {} - JSON parse error: {e}", error_code()));
+        }
+    };
+    let problems = validate_purchase_order(&document);
+    if !problems.is_empty() {
+        return Answer::error(StatusCode::BAD_REQUEST, format!("Error code : {} - {}", error_code(), problems.join("; ")));
+    }
+    let number = document["purchase_order_number"].as_str().unwrap_or_default().to_owned();
+    let mut ledger = sandbox.shared.ledger();
+    match ledger.purchase_orders.get(&number) {
+        Some(uuid) => Answer::ok(StatusCode::OK, json!({ "uuid": uuid, "status": "UPDATED" })),
+        None => {
+            let uuid = random_uuid();
+            ledger.purchase_orders.insert(number, uuid.clone());
+            Answer::ok(StatusCode::CREATED, json!({ "uuid": uuid, "status": "CREATED" }))
+        }
+    }
+}
+
+fn check_credentials(expected: &Credentials, headers: &HeaderMap) -> Result<(), Answer> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let unauthorized = |what: &str| {
+        Err(Answer::error(StatusCode::UNAUTHORIZED, format!("Error code : {} - {what}", error_code())))
+    };
+    let (Some(api_key), Some(customer_id), Some(customer_key)) = (header("x-api-key"), header("customer-id"), header("customer-key"))
+    else {
+        let missing: Vec<&str> =
+            ["x-api-key", "customer-id", "customer-key"].into_iter().filter(|name| header(name).is_none()).collect();
+        return unauthorized(&format!("missing header(s): {}", missing.join(", ")));
+    };
+    if customer_id != expected.customer_id || customer_key != expected.customer_key {
+        return unauthorized("invalid customer-id or customer-key");
+    }
+    if api_key != expected.api_key {
+        return Err(Answer::error(
+            StatusCode::FORBIDDEN,
+            format!("Error code : {} - the x-api-key has no permission for this request", error_code()),
+        ));
+    }
+    Ok(())
+}
+
+/// A random version-4 UUID in its usual text form.
+fn random_uuid() -> String {
+    let mut bytes: [u8; 16] = fastrand::u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// The type AppZen documents for a field.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    String,
+    Number,
+    /// A number > 0 (`rate`: "Minimum:0 exclusiveMinimum: True").
+    PositiveNumber,
+    Boolean,
+    /// `YYYY-MM-DD` (AppZen's examples: `2020-11-01`).
+    Date,
+    /// `{"amount": number, "currency": string}`.
+    Money,
+    /// `PO_ISSUED` or `PO_CLOSED`.
+    AppZenStatus,
+    /// Any JSON object (`custom_json`).
+    Object,
+    ExchangeRate,
+    Lines,
+    VatBreakdown,
+}
+
+type Field = (&'static str, Kind, bool);
+
+/// Header fields: (name, type, required).
+const HEADER_FIELDS: &[Field] = &[
+    ("purchase_order_number", Kind::String, true),
+    ("entity_id", Kind::String, true),
+    ("supplier_id", Kind::String, true),
+    ("gl_code", Kind::String, false),
+    ("payment_term_id", Kind::String, false),
+    ("external_unique_id", Kind::String, false),
+    ("comments", Kind::String, false),
+    ("exchange_rate", Kind::ExchangeRate, false),
+    ("start_date", Kind::Date, false),
+    ("end_date", Kind::Date, false),
+    ("total_amount", Kind::Money, false),
+    ("amount_limit", Kind::Money, false),
+    ("min_release_amount", Kind::Money, false),
+    ("email_address", Kind::String, false),
+    ("purchase_requisition_id", Kind::String, false),
+    ("purchase_order_type", Kind::String, false),
+    ("purchase_order_status", Kind::String, true),
+    ("appzen_purchase_order_status", Kind::AppZenStatus, true),
+    ("ship_to_location", Kind::String, false),
+    ("ship_to_location_id", Kind::String, false),
+    ("requester", Kind::String, false),
+    ("custom_json", Kind::Object, false),
+    ("purchase_order_lines", Kind::Lines, true),
+    ("purchase_order_date", Kind::String, false),
+];
+
+/// Line fields: (name, type, required).
+const LINE_FIELDS: &[Field] = &[
+    ("po_line_id", Kind::String, false),
+    ("line_number", Kind::Number, false),
+    ("gl_code", Kind::String, true),
+    ("line_item_code", Kind::String, false),
+    ("line_description", Kind::String, false),
+    ("quantity", Kind::Number, true),
+    ("unit_price", Kind::Money, true),
+    ("amount", Kind::Money, true),
+    ("line_vat_amount", Kind::Money, false),
+    ("line_vat_breakdown", Kind::VatBreakdown, false),
+    ("contractor_name", Kind::String, false),
+    ("contractor_start_date", Kind::String, false),
+    ("closed_flag", Kind::Boolean, false),
+    ("closed_by", Kind::String, false),
+    ("closed_date", Kind::String, false),
+    ("closed_reason", Kind::String, false),
+    ("cancel_flag", Kind::Boolean, false),
+    ("cancel_date", Kind::String, false),
+    ("cancel_reason", Kind::String, false),
+    ("taxable_flag", Kind::Boolean, false),
+    ("tax_code_id", Kind::String, false),
+    ("tax_name", Kind::String, false),
+    ("type_1099", Kind::String, false),
+    ("committed_amount", Kind::Money, false),
+    ("amount_limit", Kind::Money, false),
+    ("unit_list_price", Kind::Money, false),
+    ("base_list_price", Kind::Money, false),
+    ("uninvoiced_amount", Kind::Money, true),
+    ("received_amount", Kind::Money, false),
+    ("progress_payment_rate", Kind::Number, false),
+    ("item_category", Kind::String, false),
+    ("item_category_id", Kind::String, false),
+    ("hazard_class_id", Kind::String, false),
+    ("unit_of_measure", Kind::String, false),
+    ("committed_quantity", Kind::Number, false),
+    ("ordered_quantity", Kind::Number, false),
+    ("received_quantity", Kind::Number, false),
+    ("service_line_start_date", Kind::String, false),
+    ("service_line_end_date", Kind::String, false),
+    ("match_basis", Kind::String, false),
+    ("match_type", Kind::String, false),
+    ("line_type", Kind::String, false),
+    ("purchase_order_line_status", Kind::String, true),
+    ("appzen_purchase_order_line_status", Kind::AppZenStatus, true),
+    ("purchase_requisition_id", Kind::String, false),
+    ("buyer", Kind::String, false),
+    ("custom_json", Kind::Object, false),
+];
+
+/// Every problem with an upsert body, each naming its JSON path; empty when AppZen would accept it.
+pub fn validate_purchase_order(document: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    match document.as_object() {
+        Some(object) => check_fields(object, HEADER_FIELDS, "", &mut problems),
+        None => problems.push(format!("the body must be a JSON object, found {}", describe(document))),
+    }
+    problems
+}
+
+fn check_fields(object: &Map<String, Value>, fields: &[Field], prefix: &str, problems: &mut Vec<String>) {
+    for &(name, kind, required) in fields {
+        let path = format!("{prefix}{name}");
+        match object.get(name) {
+            None if required => problems.push(format!("{path}: is required")),
+            Some(Value::Null) if required => problems.push(format!("{path}: is required, found null")),
+            None | Some(Value::Null) => {}
+            Some(value) => check_value(value, kind, required, &path, problems),
+        }
+    }
+}
+
+fn check_value(value: &Value, kind: Kind, required: bool, path: &str, problems: &mut Vec<String>) {
+    let mut expected = |what: &str| problems.push(format!("{path}: expected {what}, found {}", describe(value)));
+    match kind {
+        Kind::String => match value.as_str() {
+            Some("") if required => problems.push(format!("{path}: must not be empty")),
+            Some(_) => {}
+            None => expected("a string"),
+        },
+        Kind::Number => {
+            if !value.is_number() {
+                expected("a number");
+            }
+        }
+        Kind::PositiveNumber => match value.as_f64() {
+            Some(n) if n > 0.0 => {}
+            Some(_) => problems.push(format!("{path}: must be greater than 0")),
+            None => expected("a number"),
+        },
+        Kind::Boolean => {
+            if !value.is_boolean() {
+                expected("true or false");
+            }
+        }
+        Kind::Date => match value.as_str() {
+            Some(text) if chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok() && text.len() == 10 => {}
+            Some(text) => problems.push(format!("{path}: expected a date like 2020-11-01, found \"{text}\"")),
+            None => expected("a date string like 2020-11-01"),
+        },
+        Kind::AppZenStatus => match value.as_str() {
+            Some("PO_ISSUED" | "PO_CLOSED") => {}
+            _ => expected("PO_ISSUED or PO_CLOSED"),
+        },
+        Kind::Object => {
+            if !value.is_object() {
+                expected("an object");
+            }
+        }
+        Kind::Money => match value.as_object() {
+            Some(money) => check_fields(money, &[("amount", Kind::Number, true), ("currency", Kind::String, true)], &format!("{path}."), problems),
+            None => expected("an object {\"amount\": number, \"currency\": string}"),
+        },
+        Kind::ExchangeRate => match value.as_object() {
+            Some(rate) => check_fields(
+                rate,
+                &[
+                    ("conversion_rate", Kind::Number, false),
+                    ("from_currency_code", Kind::String, false),
+                    ("to_currency_code", Kind::String, false),
+                ],
+                &format!("{path}."),
+                problems,
+            ),
+            None => expected("an object"),
+        },
+        Kind::Lines => match value.as_array() {
+            Some(lines) if lines.is_empty() => problems.push(format!("{path}: must hold at least one line")),
+            Some(lines) => {
+                for (i, line) in lines.iter().enumerate() {
+                    match line.as_object() {
+                        Some(line) => check_fields(line, LINE_FIELDS, &format!("{path}[{i}]."), problems),
+                        None => problems.push(format!("{path}[{i}]: expected an object, found {}", describe(line))),
+                    }
+                }
+            }
+            None => expected("an array of lines"),
+        },
+        Kind::VatBreakdown => match value.as_array() {
+            Some(entries) => {
+                for (i, entry) in entries.iter().enumerate() {
+                    match entry.as_object() {
+                        Some(entry) => check_fields(
+                            entry,
+                            &[("code", Kind::String, false), ("rate", Kind::PositiveNumber, false), ("vat_amount", Kind::Money, false)],
+                            &format!("{path}[{i}]."),
+                            problems,
+                        ),
+                        None => problems.push(format!("{path}[{i}]: expected an object, found {}", describe(entry))),
+                    }
+                }
+            }
+            None => expected("an array"),
+        },
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("string {:?}", s.chars().take(40).collect::<String>()),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+async fn list_requests(State(sandbox): State<Sandbox>) -> Response {
+    axum::Json(sandbox.requests()).into_response()
+}
+
+async fn queue_failure(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Failure>(&body) {
+        Ok(failure) => {
+            sandbox.fail_next(failure.clone());
+            (StatusCode::OK, axum::Json(json!({ "queued": failure }))).into_response()
+        }
+        Err(e) => Answer::error(StatusCode::BAD_REQUEST, format!("expected {{\"times\":N,\"status\":S,...}}: {e}")).into_response(),
+    }
+}
+
+async fn reset(State(sandbox): State<Sandbox>) -> Response {
+    sandbox.reset();
+    (StatusCode::OK, axum::Json(json!({ "reset": true }))).into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    Answer::error(
+        StatusCode::NOT_FOUND,
+        format!("Error code : {} - The resource you specified cannot be not found: {}", error_code(), uri.path()),
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Value {
+        json!({
+            "purchase_order_number": "P1", "entity_id": "2", "supplier_id": "V", "purchase_order_status": "Issued",
+            "appzen_purchase_order_status": "PO_ISSUED",
+            "total_amount": {"amount": 1.5, "currency": "USD"},
+            "purchase_order_lines": [{
+                "gl_code": "CGEN", "quantity": 1,
+                "unit_price": {"amount": 1.5, "currency": "USD"}, "amount": {"amount": 1.5, "currency": "USD"},
+                "uninvoiced_amount": {"amount": 0, "currency": "USD"},
+                "purchase_order_line_status": "Issued", "appzen_purchase_order_line_status": "PO_ISSUED"
+            }]
+        })
+    }
+
+    #[test]
+    fn a_complete_body_passes() {
+        assert_eq!(validate_purchase_order(&valid()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn appzens_own_sample_request_passes() {
+        // The sample on AppZen's page, with its null purchase_requisition_id and undocumented external_unique_id.
+        let sample = json!({
+            "purchase_order_number": "193-994K", "entity_id": "1002", "supplier_id": "3009293",
+            "gl_code": "1002.369.922.0000.0000", "payment_term_id": "8900012", "external_unique_id": "XP-1234-01",
+            "comments": "string", "exchange_rate": {"conversion_rate": 0, "from_currency_code": "", "to_currency_code": ""},
+            "start_date": "2020-11-01", "end_date": "2020-11-01", "total_amount": {"amount": 1.5, "currency": "USD"},
+            "amount_limit": {"amount": 1.5, "currency": "USD"}, "min_release_amount": {"amount": 1.5, "currency": "USD"},
+            "email_address": "john.doe@acme.org", "purchase_requisition_id": null, "purchase_order_type": "string",
+            "purchase_order_status": "Issued", "appzen_purchase_order_status": "PO_ISSUED", "custom_json": {},
+            "purchase_order_lines": [{
+                "po_line_id": "string", "line_number": 0, "gl_code": "string", "quantity": 0,
+                "unit_price": {"amount": 1.5, "currency": "USD"}, "amount": {"amount": 1.5, "currency": "USD"},
+                "line_vat_breakdown": [{"code": "GST", "rate": 20.5, "vat_amount": {"amount": 1.5, "currency": "USD"}}],
+                "closed_flag": true, "uninvoiced_amount": {"amount": 1.5, "currency": "USD"},
+                "purchase_order_line_status": "string", "appzen_purchase_order_line_status": "PO_ISSUED", "custom_json": {}
+            }],
+            "purchase_order_date": "2020-11-01"
+        });
+        assert_eq!(validate_purchase_order(&sample), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_path() {
+        let mut body = valid();
+        body["supplier_id"] = Value::Null;
+        body.as_object_mut().unwrap().remove("entity_id");
+        body["total_amount"]["amount"] = json!("1.50");
+        body["purchase_order_lines"][0]["quantity"] = json!("1");
+        body["purchase_order_lines"][0]["appzen_purchase_order_line_status"] = json!("OPEN");
+        body["start_date"] = json!("11/01/2020");
+        assert_eq!(
+            validate_purchase_order(&body),
+            vec![
+                "entity_id: is required",
+                "supplier_id: is required, found null",
+                "start_date: expected a date like 2020-11-01, found \"11/01/2020\"",
+                "total_amount.amount: expected a number, found string \"1.50\"",
+                "purchase_order_lines[0].quantity: expected a number, found string \"1\"",
+                "purchase_order_lines[0].appzen_purchase_order_line_status: expected PO_ISSUED or PO_CLOSED, found string \"OPEN\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn money_must_be_an_object_and_lines_must_exist() {
+        let mut body = valid();
+        body["total_amount"] = json!(1.5);
+        body["purchase_order_lines"] = json!([]);
+        assert_eq!(
+            validate_purchase_order(&body),
+            vec![
+                "total_amount: expected an object {\"amount\": number, \"currency\": string}, found 1.5",
+                "purchase_order_lines: must hold at least one line",
+            ]
+        );
+    }
+
+    #[test]
+    fn uuids_look_like_version_4_uuids() {
+        let uuid = random_uuid();
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "4");
+        assert_ne!(uuid, random_uuid());
+    }
+}

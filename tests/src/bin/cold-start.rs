@@ -1,0 +1,394 @@
+//! Cold start and peak memory of a po-sync Lambda binary, measured against a fake Lambda Runtime API.
+//!
+//! ```text
+//! cold-start ingest|reconcile|notify BINARY [RUNS]         # init time, median of RUNS (default 20)
+//! cold-start ingest|reconcile|notify BINARY --event PO     # peak RSS while handling one event built from PO
+//! ```
+//!
+//! Init time is measured from spawning the process until it first asks the Runtime API for an event
+//! (`GET /2018-06-01/runtime/invocation/next`): tracing, configuration and AWS clients are all built by then.
+//! With `--event`, the fake serves one event built from the Komet body in PO (ingest: an API Gateway v2
+//! request; reconcile: an SQS record carrying the envelope; notify: an SQS record carrying a mismatch
+//! notification), answers AWS (SQS, SES) and AppZen calls itself, and reports the child's peak RSS
+//! (`wait4`'s `ru_maxrss`) once the function asks for its next event. Everything listens on 127.0.0.1 only;
+//! the child is killed by PID.
+//!
+//! Prints one JSON line, e.g. `{"function":"ingest","runs":20,"init_median_ms":4.1,"init_min_ms":3.6,"init_max_ms":6.0}`
+//! or `{"function":"reconcile","event_bytes":…,"response":"…","max_rss_kb":…}`.
+
+use po_sync::komet::parse_webhook;
+use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::reconcile::{Discrepancy, Rule, Tolerance, reconcile};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "cold-start-bench-token";
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Function {
+    Ingest,
+    Reconcile,
+    Notify,
+}
+
+/// What the fake saw, in order.
+enum Seen {
+    Next(Instant),
+    Response(String),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let function = match args.first().map(String::as_str) {
+        Some("ingest") => Function::Ingest,
+        Some("reconcile") => Function::Reconcile,
+        Some("notify") => Function::Notify,
+        _ => return usage(),
+    };
+    let Some(binary) = args.get(1) else { return usage() };
+    let name = args[0].as_str();
+    let result = match args.get(2).map(String::as_str) {
+        Some("--event") => match args.get(3) {
+            Some(po) => peak_memory(function, name, binary, po),
+            None => return usage(),
+        },
+        Some(runs) => match runs.parse::<usize>() {
+            Ok(runs) if runs > 0 => init_time(function, name, binary, runs),
+            _ => return usage(),
+        },
+        None => init_time(function, name, binary, 20),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cold-start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: cold-start ingest|reconcile|notify BINARY [RUNS | --event KOMET_BODY_FILE]");
+    ExitCode::from(2)
+}
+
+fn init_time(function: Function, name: &str, binary: &str, runs: usize) -> Result<String, String> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let fake = Fake::start(None)?;
+        let started = Instant::now();
+        let mut child = spawn(function, binary, fake.port)?;
+        let first = fake.seen.recv_timeout(Duration::from_secs(10));
+        kill(&mut child);
+        match first {
+            Ok(Seen::Next(at)) => times.push(at.duration_since(started)),
+            _ => return Err(format!("{name} never asked for an event (see its log: {})", fake.log_hint())),
+        }
+    }
+    times.sort();
+    let ms = |d: Duration| (d.as_micros() as f64 / 100.0).round() / 10.0;
+    Ok(format!(
+        r#"{{"function":"{name}","runs":{runs},"init_median_ms":{},"init_min_ms":{},"init_max_ms":{}}}"#,
+        ms(times[runs / 2]),
+        ms(times[0]),
+        ms(times[runs - 1])
+    ))
+}
+
+fn peak_memory(function: Function, name: &str, binary: &str, po_file: &str) -> Result<String, String> {
+    let body = std::fs::read(po_file).map_err(|e| format!("cannot read {po_file}: {e}"))?;
+    let event = event_for(function, &body)?;
+    let event_bytes = event.len();
+    let fake = Fake::start(Some(event))?;
+    let mut child = spawn(function, binary, fake.port)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut nexts, mut response) = (0, None);
+    while nexts < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match fake.seen.recv_timeout(left) {
+            Ok(Seen::Next(_)) => nexts += 1,
+            Ok(Seen::Response(r)) => response = Some(r),
+            Err(_) => {
+                kill(&mut child);
+                return Err(format!("{name} did not finish the event in time (log: {})", fake.log_hint()));
+            }
+        }
+    }
+    // The function is idle again, waiting for its next event: its peak is behind it.
+    let max_rss_kb = kill_and_reap_max_rss(&mut child);
+    let response = response.unwrap_or_default();
+    let response: String = response.chars().take(200).collect::<String>().replace(['"', '\\'], "'");
+    Ok(format!(
+        r#"{{"function":"{name}","event_bytes":{event_bytes},"response":"{response}","max_rss_kb":{max_rss_kb}}}"#
+    ))
+}
+
+fn spawn(function: Function, binary: &str, port: u16) -> Result<Child, String> {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", "po-sync-bench")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/po-sync-bench")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let queue = format!("{endpoint}/123456789012");
+    match function {
+        Function::Ingest => command
+            .env("WEBHOOK_AUTH", "bearer")
+            .env("WEBHOOK_TOKEN", TOKEN)
+            .env("QUEUE_URL", format!("{queue}/webhooks.fifo"))
+            .env("MAX_BODY_BYTES", (6 * 1_048_576).to_string()),
+        Function::Reconcile => command
+            .env("NOTIFY_QUEUE_URL", format!("{queue}/notifications.fifo"))
+            .env("RECONCILE_POLICY", "block")
+            .env("APPZEN_BASE_URL", &endpoint)
+            .env("APPZEN_API_KEY", "key")
+            .env("APPZEN_CUSTOMER_ID", "customer")
+            .env("APPZEN_CUSTOMER_KEY", "customer-key"),
+        Function::Notify => command
+            .env("NOTIFY_FROM", "po-sync <ap-alerts@example.com>")
+            .env("NOTIFY_TO", "buyer@example.com,ap@example.com"),
+    };
+    command.spawn().map_err(|e| format!("cannot start {binary}: {e}"))
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Kills the child and reaps it with `wait4`, which reports its peak resident set (KiB on Linux).
+fn kill_and_reap_max_rss(child: &mut Child) -> i64 {
+    let _ = child.kill();
+    let mut status = 0;
+    // SAFETY: plain FFI with a valid pointer to a zeroed `rusage` we own; `pid` is our unreaped child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped == pid { usage.ru_maxrss } else { -1 }
+}
+
+/// The one event the function is served, built from a Komet body the way the upstream would build it.
+fn event_for(function: Function, body: &[u8]) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+    if function == Function::Ingest {
+        let event = serde_json::json!({
+            "version": "2.0",
+            "routeKey": "POST /webhooks/komet",
+            "rawPath": "/webhooks/komet",
+            "rawQueryString": "",
+            "headers": {
+                "authorization": format!("Bearer {TOKEN}"),
+                "content-type": "application/json",
+                "content-length": body.len().to_string(),
+                "host": "abc123.execute-api.us-east-1.amazonaws.com",
+            },
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "abc123",
+                "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+                "domainPrefix": "abc123",
+                "http": { "method": "POST", "path": "/webhooks/komet", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7", "userAgent": "Komet" },
+                "requestId": "bench-request",
+                "routeKey": "POST /webhooks/komet",
+                "stage": "$default",
+                "time": "06/May/2024:14:30:00 +0000",
+                "timeEpoch": 1_715_005_800_000_u64,
+            },
+            "body": text,
+            "isBase64Encoded": false,
+        });
+        return Ok(event.to_string().into_bytes());
+    }
+    let po = parse_webhook(body).map_err(|e| format!("not a valid Komet body: {e}"))?;
+    let received_at = chrono::DateTime::from_timestamp(1_715_005_800, 0).unwrap_or_default();
+    let envelope = WebhookEnvelope::new(po, body, received_at);
+    let (queue, message) = if function == Function::Reconcile {
+        ("webhooks.fifo", envelope.to_json().map_err(|e| e.to_string())?)
+    } else {
+        let mut event = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
+        event.discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
+        if let (true, Some(first)) = (event.discrepancies.is_empty(), envelope.po.vendor_invoices.first()) {
+            // A PO that adds up gets its first invoice a cent off, so the e-mail has a discrepancy to show.
+            let cent = po_sync::Decimal::new(1, 2);
+            event.discrepancies.push(Discrepancy {
+                rule: Rule::InvoiceItems,
+                invoice_number: Some(first.invoice_number.clone()),
+                expected: first.invoice_amount,
+                actual: first.invoice_amount + cent,
+                difference: cent,
+            });
+        }
+        ("notifications.fifo", event.to_json().map_err(|e| e.to_string())?)
+    };
+    let event = serde_json::json!({ "Records": [{
+        "messageId": "00000000-0000-4000-8000-000000000001",
+        "receiptHandle": "bench-receipt",
+        "body": message,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1715005800000",
+            "SenderId": "AIDAEXAMPLE",
+            "ApproximateFirstReceiveTimestamp": "1715005800001",
+            "MessageGroupId": envelope.po.id.to_string(),
+            "MessageDeduplicationId": envelope.body_sha256,
+            "SequenceNumber": "18849496460467696128",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"),
+        "awsRegion": "us-east-1",
+    }]});
+    Ok(event.to_string().into_bytes())
+}
+
+/// The fake Runtime API (plus AppZen, SQS and SES stand-ins) on one 127.0.0.1 port.
+struct Fake {
+    port: u16,
+    seen: mpsc::Receiver<Seen>,
+}
+
+impl Fake {
+    fn start(event: Option<Vec<u8>>) -> Result<Fake, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let (tx, seen) = mpsc::channel();
+        let event = std::sync::Arc::new(std::sync::Mutex::new(event));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (tx, event) = (tx.clone(), event.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &tx, &event);
+                });
+            }
+        });
+        Ok(Fake { port, seen })
+    }
+
+    fn log_hint(&self) -> &'static str {
+        "rerun the binary by hand with the same environment to see its output"
+    }
+}
+
+fn serve(stream: TcpStream, tx: &mpsc::Sender<Seen>, event: &std::sync::Mutex<Option<Vec<u8>>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let (mut length, mut chunked) = (0usize, false);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+                    _ => {}
+                }
+            }
+        }
+        let body = if chunked { read_chunked(&mut reader)? } else { read_exact(&mut reader, length)? };
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if method == "GET" && path == NEXT {
+            let _ = tx.send(Seen::Next(now));
+            // Serve the one event, if any; otherwise hold the request open as Lambda does while idle.
+            let next = event.lock().ok().and_then(|mut e| e.take());
+            match next {
+                Some(event) => {
+                    let deadline = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() + 900_000)
+                        .unwrap_or(0);
+                    let headers = format!(
+                        "Lambda-Runtime-Aws-Request-Id: bench-1\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\n\
+                         Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:po-sync-bench\r\n\
+                         Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\n"
+                    );
+                    respond(&mut writer, "200 OK", &headers, "application/json", &event)?;
+                }
+                None => std::thread::sleep(Duration::from_secs(3600)),
+            }
+        } else if method == "POST" && path.starts_with("/2018-06-01/runtime/") {
+            let _ = tx.send(Seen::Response(String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned()));
+            respond(&mut writer, "202 Accepted", "", "application/json", b"{}")?;
+        } else if path.starts_with("/dictionary-data-services/purchase-order") {
+            let answer = br#"{"uuid":"6f1c2a9e-0000-4000-8000-000000000001","status":"CREATED"}"#;
+            respond(&mut writer, "201 Created", "", "application/json", answer)?;
+        } else if String::from_utf8_lossy(&body).contains("Action=SendRawEmail") {
+            let answer = b"<SendRawEmailResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\"><SendRawEmailResult>\
+                <MessageId>bench-1</MessageId></SendRawEmailResult><ResponseMetadata><RequestId>r</RequestId>\
+                </ResponseMetadata></SendRawEmailResponse>";
+            respond(&mut writer, "200 OK", "", "text/xml", answer)?;
+        } else if String::from_utf8_lossy(&body).contains("Action=SendEmail") {
+            let answer = b"<SendEmailResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\"><SendEmailResult>\
+                <MessageId>bench-1</MessageId></SendEmailResult><ResponseMetadata><RequestId>r</RequestId>\
+                </ResponseMetadata></SendEmailResponse>";
+            respond(&mut writer, "200 OK", "", "text/xml", answer)?;
+        } else {
+            // SQS (AWS JSON 1.0): SendMessage's answer.
+            let answer = br#"{"MessageId":"00000000-0000-4000-8000-000000000002","SequenceNumber":"1"}"#;
+            respond(&mut writer, "200 OK", "", "application/x-amz-json-1.0", answer)?;
+        }
+    }
+}
+
+fn read_exact(reader: &mut impl Read, length: usize) -> std::io::Result<Vec<u8>> {
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(body)
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size)?;
+        let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        body.extend(read_exact(reader, size)?);
+        let mut crlf = String::new();
+        reader.read_line(&mut crlf)?;
+        if size == 0 {
+            return Ok(body);
+        }
+    }
+}
+
+fn respond(writer: &mut TcpStream, status: &str, headers: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+    write!(
+        writer,
+        "HTTP/1.1 {status}\r\n{headers}Content-Type: {content_type}\r\nContent-Length: {}\r\nx-amzn-RequestId: bench\r\n\r\n",
+        body.len()
+    )?;
+    writer.write_all(body)?;
+    writer.flush()
+}

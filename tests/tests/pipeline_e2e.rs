@@ -1,0 +1,221 @@
+//! End to end: the three real function binaries under `cargo lambda watch`, moto (SQS, SES), the AppZen
+//! sandbox and the local SQS poller, driven the way Komet drives ingest.
+//!
+//! The stack is started once and the scenarios run one after another in a single test, so it is stopped
+//! (by PID) when the test ends, passes or panics. Each scenario waits until every queue is empty, which is
+//! the end of processing (see `LocalStack::wait_until_idle`), then checks what AppZen received and what was
+//! mailed since the scenario began. Bodies differ per scenario: SQS FIFO drops a repeated body for five
+//! minutes (ingest deduplicates on its SHA-256).
+
+use std::time::{Duration, Instant};
+
+use po_sync_tests::appzen_sandbox::{Failure, RecordedRequest};
+use po_sync_tests::local::{LocalStack, NOTIFY_TO, SentEmail, StackOptions};
+use po_sync_tests::poller::LogSink;
+use po_sync_tests::{fixture, workspace_root};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// The clean PO with another Komet id and PO number, so it is a different webhook.
+fn clean_po_numbered(id: u64, po_number: &str) -> Vec<u8> {
+    let text = String::from_utf8(fixture("komet-clean-po.json")).unwrap();
+    assert!(text.contains("\"id\": 48213,") && text.contains("\"poNumber\": \"P004410\""), "fixture changed");
+    text.replacen("\"id\": 48213,", &format!("\"id\": {id},"), 1)
+        .replacen("\"poNumber\": \"P004410\"", &format!("\"poNumber\": \"{po_number}\""), 1)
+        .into_bytes()
+}
+
+/// The exact text of `total_amount.amount` in an AppZen body.
+fn total_of(request: &RecordedRequest) -> String {
+    let body = po_sync::json::parse(request.body.as_bytes()).unwrap();
+    match body.get("total_amount").and_then(|t| t.get("amount")) {
+        Some(po_sync::json::Value::Number(n)) => (*n).to_owned(),
+        other => panic!("total_amount.amount is not a number: {other:?}"),
+    }
+}
+
+struct Scenario<'a> {
+    stack: &'a LocalStack,
+    emails_before: usize,
+    invocations_before: usize,
+}
+
+impl<'a> Scenario<'a> {
+    fn begin(stack: &'a LocalStack, name: &str) -> Self {
+        eprintln!("--- scenario: {name}");
+        stack.sandbox.reset();
+        Scenario { stack, emails_before: stack.sent_emails().len(), invocations_before: stack.invocations().len() }
+    }
+
+    async fn post(&self, body: &[u8]) -> (u16, String) {
+        self.stack.post_webhook(body).await.unwrap()
+    }
+
+    async fn post_accepted(&self, body: &[u8]) {
+        let (status, answer) = self.post(body).await;
+        assert_eq!(status, 200, "ingest refused a valid webhook: {answer}");
+        assert!(answer.contains("\"status\":\"1\""), "{answer}");
+    }
+
+    async fn settle(&self) {
+        self.stack.wait_until_idle(SETTLE).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn new_emails(&self) -> Vec<SentEmail> {
+        self.stack.sent_emails().iter().skip(self.emails_before).map(SentEmail::from_moto).collect()
+    }
+
+    fn new_invocations(&self) -> usize {
+        self.stack.invocations().len() - self.invocations_before
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_pipeline_end_to_end() {
+    let started = Instant::now();
+    let logs = workspace_root().join("target/e2e-logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    let options = StackOptions::new(&logs);
+    let stack = LocalStack::start(options, &LogSink::stderr()).await.unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("stack ready after {:.1} s", started.elapsed().as_secs_f64());
+
+    komets_doc_sample_is_mailed_as_a_mismatch_and_not_sent(&stack).await;
+    a_clean_po_reaches_appzen_as_the_golden_body(&stack).await;
+    appzen_failing_twice_is_retried_and_forwarded_once(&stack).await;
+    appzen_refusing_is_mailed_with_its_message(&stack).await;
+    two_versions_of_a_po_reach_appzen_in_order(&stack).await;
+    a_bad_payload_is_refused_and_nothing_moves(&stack).await;
+    a_record_that_keeps_failing_is_dead_lettered_and_mailed(&stack).await;
+
+    stack.shutdown().await;
+    eprintln!("end-to-end scenarios done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn komets_doc_sample_is_mailed_as_a_mismatch_and_not_sent(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "Komet's doc sample");
+    scenario.post_accepted(&fixture("komet-doc-sample.json")).await;
+    scenario.settle().await;
+
+    assert!(stack.appzen_upserts().is_empty(), "a PO that does not add up is not sent: {:?}", stack.appzen_upserts());
+    let emails = scenario.new_emails();
+    assert_eq!(emails.len(), 1, "{emails:#?}");
+    let email = &emails[0];
+    assert!(email.subject.contains("P002271"), "{}", email.subject);
+    assert!(email.mentions("01-P002272"), "the mismatching invoice is named: {email:#?}");
+    assert_eq!(email.recipients, NOTIFY_TO);
+}
+
+async fn a_clean_po_reaches_appzen_as_the_golden_body(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "a clean PO");
+    scenario.post_accepted(&fixture("komet-clean-po.json")).await;
+    scenario.settle().await;
+
+    let upserts = stack.appzen_upserts();
+    assert_eq!(upserts.len(), 1, "{upserts:#?}");
+    let golden = std::fs::read(workspace_root().join("shared/tests/golden/appzen-clean-po.json")).unwrap();
+    assert_eq!(
+        po_sync::json::parse(upserts[0].body.as_bytes()).unwrap(),
+        po_sync::json::parse(&golden).unwrap(),
+        "AppZen received:\n{}",
+        upserts[0].body
+    );
+    assert_eq!(upserts[0].response_status, Some(201));
+    assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
+}
+
+async fn appzen_failing_twice_is_retried_and_forwarded_once(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "AppZen answers 500 twice, then accepts");
+    stack.sandbox.fail_next(Failure { times: Some(2), status: Some(500), ..Failure::default() });
+    scenario.post_accepted(&clean_po_numbered(48220, "P004420")).await;
+    scenario.settle().await;
+
+    let statuses: Vec<Option<u16>> = stack.appzen_upserts().iter().map(|r| r.response_status).collect();
+    assert_eq!(statuses, [Some(500), Some(500), Some(201)]);
+    assert!(stack.appzen_upserts().iter().all(|r| r.json().unwrap()["purchase_order_number"] == "P004420"));
+    assert!(scenario.new_emails().is_empty(), "a transient failure that recovers mails nobody: {:#?}", scenario.new_emails());
+}
+
+async fn appzen_refusing_is_mailed_with_its_message(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "AppZen answers 400");
+    let message = "Error code : 5e1f2a3b - entity_id 2 is not an entity of this customer";
+    stack.sandbox.fail_next(Failure {
+        times: Some(1),
+        status: Some(400),
+        message: Some(message.to_owned()),
+        ..Failure::default()
+    });
+    scenario.post_accepted(&clean_po_numbered(48230, "P004430")).await;
+    scenario.settle().await;
+
+    let statuses: Vec<Option<u16>> = stack.appzen_upserts().iter().map(|r| r.response_status).collect();
+    assert_eq!(statuses, [Some(400)], "a refusal is not retried");
+    let emails = scenario.new_emails();
+    assert_eq!(emails.len(), 1, "{emails:#?}");
+    assert!(emails[0].subject.contains("P004430"), "{}", emails[0].subject);
+    assert!(emails[0].mentions("entity_id 2 is not an entity of this customer"), "{:#?}", emails[0]);
+}
+
+async fn two_versions_of_a_po_reach_appzen_in_order(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "the same PO twice, with different totals");
+    let first = clean_po_numbered(48240, "P004440");
+    // The second version: one item costs 10.00 more, and its invoice, the subtotal and the total say so.
+    let second = String::from_utf8(first.clone())
+        .unwrap()
+        .replacen("\"totalCost\": 400.20", "\"totalCost\": 410.20", 1)
+        .replacen("\"invoiceAmount\": 400.50", "\"invoiceAmount\": 410.50", 1)
+        .replacen("\"subTotal\": 1234.56", "\"subTotal\": 1244.56", 1)
+        .replacen("\"total\": 1284.81", "\"total\": 1294.81", 1);
+    assert_ne!(second.as_bytes(), first.as_slice());
+    scenario.post_accepted(&first).await;
+    scenario.post_accepted(second.as_bytes()).await;
+    scenario.settle().await;
+
+    let upserts = stack.appzen_upserts();
+    let seen: Vec<(String, Option<u16>)> = upserts.iter().map(|r| (total_of(r), r.response_status)).collect();
+    assert_eq!(seen, [("1284.81".to_owned(), Some(201)), ("1294.81".to_owned(), Some(200))], "in Komet's order");
+    assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
+}
+
+async fn a_bad_payload_is_refused_and_nothing_moves(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "a bad payload");
+    let (status, answer) = scenario.post(br#"{"id": 77, "poNumber": "P0077", "total": "ten"}"#).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("\"status\":\"0\"") && answer.contains("total"), "the answer says what is wrong: {answer}");
+    let (status, answer) = stack.post_webhook_as(&clean_po_numbered(48270, "P004470"), Some(("komet", "wrong"))).await.unwrap();
+    assert!(status == 401 || status == 403, "wrong credentials: {status} {answer}");
+    scenario.settle().await;
+
+    assert!(stack.appzen_upserts().is_empty());
+    assert!(scenario.new_emails().is_empty());
+    assert_eq!(scenario.new_invocations(), 0, "nothing was queued, so no function ran");
+}
+
+async fn a_record_that_keeps_failing_is_dead_lettered_and_mailed(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "AppZen keeps failing: the webhook is dead-lettered");
+    stack.sandbox.fail_next(Failure { times: None, status: Some(503), ..Failure::default() });
+    scenario.post_accepted(&clean_po_numbered(48250, "P004450")).await;
+    scenario.settle().await;
+
+    let upserts = stack.appzen_upserts();
+    assert!(upserts.len() >= 3, "tried on each of the 3 receives before the DLQ: {}", upserts.len());
+    assert!(upserts.iter().all(|r| r.response_status == Some(503)));
+    let emails = scenario.new_emails();
+    assert_eq!(emails.len(), 1, "{emails:#?}");
+    assert!(emails[0].subject.contains("P004450"), "{}", emails[0].subject);
+    let reconcile_attempts: Vec<_> = stack
+        .invocations()
+        .into_iter()
+        .skip(scenario.invocations_before)
+        .filter(|i| i.queue_url == stack.queues.webhooks)
+        .collect();
+    assert_eq!(reconcile_attempts.len(), 3, "maxReceiveCount receives: {reconcile_attempts:#?}");
+    assert!(reconcile_attempts.iter().all(|i| i.failed_ids == i.message_ids), "each reported the record as failed");
+    let dead_letter_deliveries = stack
+        .invocations()
+        .iter()
+        .skip(scenario.invocations_before)
+        .filter(|i| i.queue_url == stack.queues.webhooks_dlq && i.error.is_none() && i.failed_ids.is_empty())
+        .count();
+    assert_eq!(dead_letter_deliveries, 1, "notify received the dead letter once: {:#?}", stack.invocations());
+    stack.sandbox.reset();
+}
