@@ -72,6 +72,9 @@ impl StackOptions {
 pub struct Queues {
     pub webhooks: String,
     pub webhooks_dlq: String,
+    /// Where notify keeps each dead-lettered webhook for a later redrive. Not in [`Queues::all`]: it holds
+    /// messages by design, so it never counts against "idle".
+    pub webhooks_parked: String,
     pub notifications: String,
     pub notifications_dlq: String,
 }
@@ -497,11 +500,12 @@ async fn wait_for_exit(process: &mut ProcessGroup) -> std::process::ExitStatus {
 }
 
 async fn create_queues(sqs: &aws_sdk_sqs::Client, options: &StackOptions) -> Result<Queues, StackError> {
+    let webhooks_parked = create_fifo_queue(sqs, "po-sync-webhooks-parked.fifo", options, None).await?;
     let webhooks_dlq = create_fifo_queue(sqs, "po-sync-webhooks-dlq.fifo", options, None).await?;
     let webhooks = create_fifo_queue(sqs, "po-sync-webhooks.fifo", options, Some(&webhooks_dlq)).await?;
     let notifications_dlq = create_fifo_queue(sqs, "po-sync-notifications-dlq.fifo", options, None).await?;
     let notifications = create_fifo_queue(sqs, "po-sync-notifications.fifo", options, Some(&notifications_dlq)).await?;
-    Ok(Queues { webhooks, webhooks_dlq, notifications, notifications_dlq })
+    Ok(Queues { webhooks, webhooks_dlq, webhooks_parked, notifications, notifications_dlq })
 }
 
 async fn create_fifo_queue(
@@ -545,6 +549,7 @@ fn function_env(moto: &MotoServer, sandbox: &RunningSandbox, queues: &Queues, op
         ("WEBHOOK_PASSWORD", WEBHOOK_PASSWORD.to_owned()),
         ("QUEUE_URL", queues.webhooks.clone()),
         ("NOTIFY_QUEUE_URL", queues.notifications.clone()),
+        ("PARKED_QUEUE_URL", queues.webhooks_parked.clone()),
         ("APPZEN_BASE_URL", sandbox.base_url()),
         ("APPZEN_API_KEY", credentials.api_key.clone()),
         ("APPZEN_CUSTOMER_ID", credentials.customer_id.clone()),

@@ -217,5 +217,19 @@ async fn a_record_that_keeps_failing_is_dead_lettered_and_mailed(stack: &LocalSt
         .filter(|i| i.queue_url == stack.queues.webhooks_dlq && i.error.is_none() && i.failed_ids.is_empty())
         .count();
     assert_eq!(dead_letter_deliveries, 1, "notify received the dead letter once: {:#?}", stack.invocations());
+    // Nothing accepted is lost: the webhook waits, unchanged, in the parked queue for a redrive.
+    assert!(emails[0].text.contains("kept for 14 days"), "{}", emails[0].text);
+    let parked = stack
+        .sqs
+        .receive_message()
+        .queue_url(&stack.queues.webhooks_parked)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("read the parked queue");
+    let parked: Vec<_> = parked.messages().iter().filter_map(|m| m.body()).map(po_sync::message::WebhookEnvelope::from_json).collect();
+    assert_eq!(parked.len(), 1, "one parked webhook: {parked:?}");
+    let envelope = parked[0].as_ref().expect("the parked body is the envelope, unchanged");
+    assert_eq!(envelope.po.po_number, "P004450");
     stack.sandbox.reset();
 }
