@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo serve test bootstrap check-template
+.PHONY: demo serve test bootstrap check-template lint
 
 ## demo: run the whole pipeline locally (moto, AppZen sandbox, the three functions under cargo lambda watch)
 ## on Komet's documented sample and a clean PO, print what happened, stop everything
@@ -16,9 +16,14 @@ serve:
 	cargo run -p po-sync-tests --bin po-sync-local -- serve
 
 ## test: install what the tests need (into .venv) and run every test
-test: bootstrap check-template
+test: bootstrap check-template lint
 	cargo test --workspace --all-targets --locked
 	cargo test --workspace --doc --locked
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 bootstrap:
 	scripts/bootstrap

@@ -8,9 +8,9 @@ use po_sync::reconcile::{Tolerance, reconcile};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let path = std::env::args().nth(1).unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/komet-doc-sample.json").to_owned()
-    });
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/komet-doc-sample.json").to_owned());
     let body = match std::fs::read(&path) {
         Ok(body) => body,
         Err(e) => {

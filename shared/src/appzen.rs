@@ -200,7 +200,9 @@ pub fn map_purchase_order(po: &PurchaseOrder, settings: &MappingSettings) -> Res
         for (j, item) in invoice.purchase_order_items.iter().enumerate() {
             let position = j as u32 + 1;
             let gl_code = item.category_procurement_accounting_code.clone().ok_or_else(|| {
-                MappingError::Missing(format!("vendorInvoices[{i}].purchaseOrderItems[{j}].categoryProcurementAccountingCode"))
+                MappingError::Missing(format!(
+                    "vendorInvoices[{i}].purchaseOrderItems[{j}].categoryProcurementAccountingCode"
+                ))
             })?;
             lines.push(line(
                 invoice_text("", &invoice.invoice_number, "-", Some(position)),
@@ -210,7 +212,10 @@ pub fn map_purchase_order(po: &PurchaseOrder, settings: &MappingSettings) -> Res
                 item.total_cost,
                 &money,
                 settings,
-                LineCustomJson { komet_invoice_number: invoice.invoice_number.clone(), komet_item_position: Some(position) },
+                LineCustomJson {
+                    komet_invoice_number: invoice.invoice_number.clone(),
+                    komet_item_position: Some(position),
+                },
             ));
         }
         if !invoice.total_additional_charges.is_zero() {
@@ -341,7 +346,9 @@ fn vendor_label(vendor: &Vendor) -> String {
 fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<String, MappingError> {
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
     let found = match source {
-        SupplierIdSource::AccountingCodeOrCode => non_empty(&vendor.vendor_accounting_code).or_else(|| non_empty(&vendor.code)),
+        SupplierIdSource::AccountingCodeOrCode => {
+            non_empty(&vendor.vendor_accounting_code).or_else(|| non_empty(&vendor.code))
+        }
         SupplierIdSource::AccountingCode => non_empty(&vendor.vendor_accounting_code),
         SupplierIdSource::Code => non_empty(&vendor.code),
         SupplierIdSource::Id => vendor.id.map(|id| id.to_string()),

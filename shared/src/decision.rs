@@ -101,12 +101,8 @@ pub fn rejected_event(
 ) -> NotificationEvent {
     let mut event = NotificationEvent::about(NotificationKind::AppzenRejected, envelope);
     event.forwarded_to_appzen = true;
-    event.appzen = Some(AppZenAnswer {
-        http_status,
-        error: error.error.clone(),
-        message: error.message.clone(),
-        correlation_id,
-    });
+    event.appzen =
+        Some(AppZenAnswer { http_status, error: error.error.clone(), message: error.message.clone(), correlation_id });
     event
 }
 

@@ -193,7 +193,8 @@ fn timestamp(at: DateTime<Utc>) -> String {
 impl View {
     pub fn of(event: &NotificationEvent) -> View {
         let po_number = event.po.as_ref().map(|po| field(&po.po_number));
-        let po_label = po_number.as_deref().map_or_else(|| "the purchase order".to_owned(), |n| format!("purchase order {n}"));
+        let po_label =
+            po_number.as_deref().map_or_else(|| "the purchase order".to_owned(), |n| format!("purchase order {n}"));
         let detail = event.detail.as_deref().map(|d| one_line(d, 2000));
         let headline = match event.kind {
             NotificationKind::ReconciliationMismatch => {
@@ -209,18 +210,25 @@ impl View {
                 format!("{} does not add up against its invoices ({count}), and {fate}.", capitalise(&po_label))
             }
             NotificationKind::MappingError => {
-                format!("{} could not be sent to AppZen because it cannot be expressed as one AppZen purchase order.", capitalise(&po_label))
+                format!(
+                    "{} could not be sent to AppZen because it cannot be expressed as one AppZen purchase order.",
+                    capitalise(&po_label)
+                )
             }
             NotificationKind::AppzenRejected => {
                 let status = event.appzen.as_ref().map(|a| format!(" (HTTP {})", a.http_status)).unwrap_or_default();
                 format!("AppZen refused {po_label}{status}, so AppZen does not have the current version of it.")
             }
             NotificationKind::DeadLettered => match event.attempts {
-                Some(n) => format!("{} could not be delivered to AppZen after {n} attempts and was set aside.", capitalise(&po_label)),
+                Some(n) => format!(
+                    "{} could not be delivered to AppZen after {n} attempts and was set aside.",
+                    capitalise(&po_label)
+                ),
                 None => format!("{} could not be delivered to AppZen and was set aside.", capitalise(&po_label)),
             },
             NotificationKind::PoisonMessage => {
-                "A message on a po-sync queue could not be read, so it was set aside instead of being retried.".to_owned()
+                "A message on a po-sync queue could not be read, so it was set aside instead of being retried."
+                    .to_owned()
             }
         };
         let next_steps = match event.kind {
@@ -279,7 +287,10 @@ impl View {
                     Some(error) => format!("HTTP {} {}", a.http_status, field(error)),
                     None => format!("HTTP {}", a.http_status),
                 },
-                message: a.message.as_deref().map_or_else(|| "(AppZen gave no message)".to_owned(), |m| one_line(m, 2000)),
+                message: a
+                    .message
+                    .as_deref()
+                    .map_or_else(|| "(AppZen gave no message)".to_owned(), |m| one_line(m, 2000)),
                 correlation_id: a.correlation_id.as_deref().map(field),
             }),
             detail,
@@ -292,7 +303,8 @@ impl View {
                     let lower = url.to_ascii_lowercase();
                     LinkView {
                         invoice: field(&l.invoice_number),
-                        clickable: (lower.starts_with("https://") || lower.starts_with("http://")) && !url.contains(' '),
+                        clickable: (lower.starts_with("https://") || lower.starts_with("http://"))
+                            && !url.contains(' '),
                         url,
                     }
                 })

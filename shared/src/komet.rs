@@ -214,12 +214,7 @@ impl Checker {
 
     /// The member named `key` (or any of its `aliases`); a member present twice, with different values,
     /// is a problem because a reader could not know which one Komet meant.
-    fn member<'v, 'a>(
-        &mut self,
-        members: Members<'v, 'a>,
-        parent: &Path<'_>,
-        names: &[&str],
-    ) -> Option<&'v Value<'a>> {
+    fn member<'v, 'a>(&mut self, members: Members<'v, 'a>, parent: &Path<'_>, names: &[&str]) -> Option<&'v Value<'a>> {
         let mut found: Option<(&str, &'v Value<'a>)> = None;
         for (key, value) in members {
             let Some(name) = names.iter().find(|name| **name == key.as_ref()) else { continue };
@@ -249,7 +244,10 @@ impl Checker {
         if value.is_none() {
             let present_as_null = members.iter().any(|(k, v)| names.contains(&k.as_ref()) && *v == Value::Null);
             let path = parent.key(names[0]);
-            self.report(&path, if present_as_null { format!("expected {what}, found null") } else { "is required".to_owned() });
+            self.report(
+                &path,
+                if present_as_null { format!("expected {what}, found null") } else { "is required".to_owned() },
+            );
         }
         value
     }
@@ -345,7 +343,8 @@ impl Checker {
     fn link(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         let text = self.text(value, path)?;
         let text = text.trim();
-        let has_scheme = |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
+        let has_scheme =
+            |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
         if has_scheme("https://") || has_scheme("http://") {
             Some(text.to_owned())
         } else if text.is_empty() || text.contains(char::is_whitespace) {
@@ -408,7 +407,8 @@ impl Checker {
         let ship_date = self.optional(members, &root, &["shipDate"], Self::date);
         let arrival_date = self.optional(members, &root, &["arrivalDate"], Self::date);
         let sub_total = self.optional(members, &root, &["subTotal", "subtotal"], Self::amount);
-        let total = self.required(members, &root, &["total"], "a number").and_then(|v| self.amount(v, &root.key("total")));
+        let total =
+            self.required(members, &root, &["total"], "a number").and_then(|v| self.amount(v, &root.key("total")));
         let location = self.optional(members, &root, &["location"], Self::location);
         let vendor_invoices = self
             .required(members, &root, &["vendorInvoices"], "an array")

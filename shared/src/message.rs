@@ -95,7 +95,9 @@ impl WebhookEnvelope {
     /// Reads an envelope from an SQS body; a wrong type or version is refused, not guessed at.
     pub fn from_json(json: &str) -> Result<Self, MessageError> {
         match serde_json::from_str::<WebhookEnvelope>(json) {
-            Ok(envelope) if envelope.message_type == ENVELOPE_TYPE && envelope.schema_version == ENVELOPE_SCHEMA_VERSION => {
+            Ok(envelope)
+                if envelope.message_type == ENVELOPE_TYPE && envelope.schema_version == ENVELOPE_SCHEMA_VERSION =>
+            {
                 Ok(envelope)
             }
             // Only on failure is the header read again, to say precisely why.
@@ -272,7 +274,11 @@ impl NotificationEvent {
                 .po
                 .vendor_invoices
                 .iter()
-                .filter_map(|i| i.file.as_ref().map(|url| InvoiceLink { invoice_number: i.invoice_number.clone(), url: url.clone() }))
+                .filter_map(|i| {
+                    i.file
+                        .as_ref()
+                        .map(|url| InvoiceLink { invoice_number: i.invoice_number.clone(), url: url.clone() })
+                })
                 .collect(),
         }
     }
@@ -308,7 +314,9 @@ impl NotificationEvent {
 
     pub fn from_json(json: &str) -> Result<Self, MessageError> {
         match serde_json::from_str::<NotificationEvent>(json) {
-            Ok(event) if event.message_type == NOTIFICATION_TYPE && event.schema_version == NOTIFICATION_SCHEMA_VERSION => {
+            Ok(event)
+                if event.message_type == NOTIFICATION_TYPE && event.schema_version == NOTIFICATION_SCHEMA_VERSION =>
+            {
                 Ok(event)
             }
             Ok(_) => {

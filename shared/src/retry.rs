@@ -149,6 +149,9 @@ mod tests {
         assert_eq!(next_step(4, 4, MS(50), needs, None), NextStep::GiveUp(GiveUpReason::AttemptsExhausted));
         assert_eq!(next_step(1, 4, MS(50), needs, Some(MS(150))), NextStep::WaitThenRetry(MS(50)));
         assert_eq!(next_step(1, 4, MS(51), needs, Some(MS(150))), NextStep::GiveUp(GiveUpReason::OutOfTime));
-        assert_eq!(next_step(1, 1, Duration::ZERO, needs, Some(MS(10_000))), NextStep::GiveUp(GiveUpReason::AttemptsExhausted));
+        assert_eq!(
+            next_step(1, 1, Duration::ZERO, needs, Some(MS(10_000))),
+            NextStep::GiveUp(GiveUpReason::AttemptsExhausted)
+        );
     }
 }

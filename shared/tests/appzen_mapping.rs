@@ -98,7 +98,8 @@ fn mapping_follows_the_documented_table() {
     assert_eq!(body.total_amount.amount.to_string(), "1284.81");
     assert_eq!(body.ship_to_location.as_deref(), Some("Chicago"));
     // Two items, one charges line, three items: six lines, numbered in order, ids stable per invoice position.
-    let ids: Vec<_> = body.purchase_order_lines.iter().map(|l| (l.line_number, l.po_line_id.as_str(), l.gl_code.as_str())).collect();
+    let ids: Vec<_> =
+        body.purchase_order_lines.iter().map(|l| (l.line_number, l.po_line_id.as_str(), l.gl_code.as_str())).collect();
     assert_eq!(
         ids,
         vec![
@@ -147,7 +148,10 @@ fn several_vendors_cannot_become_one_appzen_po() {
     let error = map_purchase_order(&po, &MappingSettings::default()).unwrap_err();
     assert_eq!(
         error,
-        MappingError::SeveralVendors(vec!["Miami L Vendor (id 29697)".to_owned(), "Bogotá Farms (id 31000)".to_owned()])
+        MappingError::SeveralVendors(vec![
+            "Miami L Vendor (id 29697)".to_owned(),
+            "Bogotá Farms (id 31000)".to_owned()
+        ])
     );
     assert_eq!(
         error.to_string(),

@@ -77,7 +77,13 @@ fn the_mismatch_e_mail_says_what_the_issue_asks_for() {
     ] {
         assert!(email.text.contains(needle), "text lacks {needle:?}:\n{}", email.text);
     }
-    for needle in ["<td style=\"padding:6px 8px;border-bottom:1px solid #d0d7de;white-space:nowrap;\">01-P002272</td>", ">+10.00</td>", ">30.00</td>", ">40.00</td>", "2026-11-21 23:00 UTC"] {
+    for needle in [
+        "<td style=\"padding:6px 8px;border-bottom:1px solid #d0d7de;white-space:nowrap;\">01-P002272</td>",
+        ">+10.00</td>",
+        ">30.00</td>",
+        ">40.00</td>",
+        "2026-11-21 23:00 UTC",
+    ] {
         assert!(email.html.contains(needle), "html lacks {needle:?}:\n{}", email.html);
     }
     assert!(email.html.contains("01-P002272: <a href=\"https://www.kometsales.com/url\">"), "{}", email.html);
@@ -96,8 +102,13 @@ fn the_rejection_e_mail_shows_appzen_s_status_and_message() {
 fn dead_letter_and_poison_e_mails_name_the_attempts_and_the_message() {
     let email = rendered(&email_samples::dead_lettered_webhook());
     assert_eq!(email.subject, "[po-sync] PO P002271 not delivered to AppZen after 5 attempts");
-    assert!(email.text.starts_with("Purchase order P002271 could not be delivered to AppZen after 5 attempts"), "{}", email.text);
-    let parked_sentence = "The webhook is kept for 14 days in po-sync's parked queue and can be redriven after the cause is fixed";
+    assert!(
+        email.text.starts_with("Purchase order P002271 could not be delivered to AppZen after 5 attempts"),
+        "{}",
+        email.text
+    );
+    let parked_sentence =
+        "The webhook is kept for 14 days in po-sync's parked queue and can be redriven after the cause is fixed";
     assert!(email.text.contains(parked_sentence), "{}", email.text);
     assert!(email.html.contains("kept for 14 days in po-sync&#39;s parked queue"), "{}", email.html);
 
@@ -122,9 +133,20 @@ fn a_po_number_with_crlf_and_bcc_cannot_add_a_header_or_a_line() {
     po.po_number = "P002271\r\nBcc: attacker@evil.example\r\n\r\nX-Injected: 1\u{2028}\u{0}".to_owned();
     let email = rendered(&event);
     assert!(!email.subject.contains(['\r', '\n', '\u{2028}', '\u{0}']), "{:?}", email.subject);
-    assert_eq!(email.subject, "[po-sync] PO P002271 Bcc: attacker@evil.example X-Injected: 1 does not reconcile (2 discrepancies)");
-    assert!(email.text.contains("  PO number:     P002271 Bcc: attacker@evil.example X-Injected: 1\n"), "{}", email.text);
-    assert!(!email.text.lines().any(|line| line.starts_with("Bcc:") || line.starts_with("X-Injected")), "{}", email.text);
+    assert_eq!(
+        email.subject,
+        "[po-sync] PO P002271 Bcc: attacker@evil.example X-Injected: 1 does not reconcile (2 discrepancies)"
+    );
+    assert!(
+        email.text.contains("  PO number:     P002271 Bcc: attacker@evil.example X-Injected: 1\n"),
+        "{}",
+        email.text
+    );
+    assert!(
+        !email.text.lines().any(|line| line.starts_with("Bcc:") || line.starts_with("X-Injected")),
+        "{}",
+        email.text
+    );
     assert!(!email.html.contains("\r"), "{}", email.html);
 
     // However long the payload value, the subject stays bounded.
@@ -140,8 +162,12 @@ fn html_and_quotes_in_vendor_and_location_names_arrive_as_text() {
     let po = event.po.as_mut().unwrap();
     po.vendors = vec![r#"<script>alert("x")</script> & 'Rosas' "Lda""#.to_owned()];
     po.location = Some(r#"Chicago <b onmouseover="steal()">North</b>"#.to_owned());
-    event.invoice_links.push(InvoiceLink { invoice_number: "<i>9</i>".to_owned(), url: "javascript:alert(1)".to_owned() });
-    event.invoice_links.push(InvoiceLink { invoice_number: "10".to_owned(), url: r#"https://x.example/a"onclick="b"#.to_owned() });
+    event
+        .invoice_links
+        .push(InvoiceLink { invoice_number: "<i>9</i>".to_owned(), url: "javascript:alert(1)".to_owned() });
+    event
+        .invoice_links
+        .push(InvoiceLink { invoice_number: "10".to_owned(), url: r#"https://x.example/a"onclick="b"#.to_owned() });
     let email = rendered(&event);
     for raw in ["<script>", "<b onmouseover", "<i>9</i>", "href=\"javascript:", "\"onclick=\"b", "'Rosas'"] {
         assert!(!email.html.contains(raw), "html contains {raw:?}:\n{}", email.html);

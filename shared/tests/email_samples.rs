@@ -84,5 +84,8 @@ pub fn all() -> Vec<(&'static str, NotificationEvent)> {
 fn there_is_one_sample_per_kind() {
     let mut kinds: Vec<&str> = all().iter().map(|(_, event)| event.kind.as_str()).collect();
     kinds.sort_unstable();
-    assert_eq!(kinds, ["appzen_rejected", "dead_lettered", "mapping_error", "poison_message", "reconciliation_mismatch"]);
+    assert_eq!(
+        kinds,
+        ["appzen_rejected", "dead_lettered", "mapping_error", "poison_message", "reconciliation_mismatch"]
+    );
 }

@@ -40,7 +40,10 @@ fn the_verbatim_doc_sample_parses_despite_its_trailing_commas_and_lowercase_subt
     assert_eq!(po.sub_total, Some(d("60.0")));
     assert_eq!(po.total, d("60.0"));
     let location = po.location.as_ref().unwrap();
-    assert_eq!((location.id, location.code.as_deref(), location.name.as_deref()), (Some(3), Some("02"), Some("Chicago")));
+    assert_eq!(
+        (location.id, location.code.as_deref(), location.name.as_deref()),
+        (Some(3), Some("02"), Some("Chicago"))
+    );
     assert_eq!(po.vendor_invoices.len(), 3);
     let second = &po.vendor_invoices[1];
     assert_eq!(second.invoice_number, "01-P002272");
@@ -136,11 +139,9 @@ fn every_problem_is_reported_not_just_the_first() {
 
 #[test]
 fn each_required_field_is_required() {
-    for (field, path) in [
-        ("\"id\" : 12345,", "id"),
-        ("\"poNumber\": \"P002271\",", "poNumber"),
-        ("\"total\": 60.0,", "total"),
-    ] {
+    for (field, path) in
+        [("\"id\" : 12345,", "id"), ("\"poNumber\": \"P002271\",", "poNumber"), ("\"total\": 60.0,", "total")]
+    {
         let e = refused(&sample_with(field, ""));
         assert_eq!(e.to_string(), format!("{path}: is required"));
     }
@@ -157,15 +158,36 @@ fn bad_values_are_refused_with_what_was_expected() {
         (sample_with("\"id\" : 12345", "\"id\" : 12.5"), "id: expected a non-negative whole number, found 12.5"),
         (sample_with("\"poNumber\": \"P002271\"", "\"poNumber\": 2271"), "poNumber: expected a string, found 2271"),
         (sample_with("\"poNumber\": \"P002271\"", "\"poNumber\": \"  \""), "poNumber: must not be empty"),
-        (sample_with("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"03/27/2020\""), "shipDate: expected a date (YYYY-MM-DD), found \"03/27/2020\""),
-        (sample_with("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"2020-3-27\""), "shipDate: expected a date (YYYY-MM-DD), found \"2020-3-27\""),
-        (sample_with("\"total\": 60.0", "\"total\": 1e13"), "total: expected an amount up to 1000000000000, found 1e13"),
-        (sample_with("\"total\": 60.0", "\"total\": 0.12345678901234567890123456789"), "total: expected a finite amount up to 1000000000000, found 0.12345678901234567890123456789"),
+        (
+            sample_with("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"03/27/2020\""),
+            "shipDate: expected a date (YYYY-MM-DD), found \"03/27/2020\"",
+        ),
+        (
+            sample_with("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"2020-3-27\""),
+            "shipDate: expected a date (YYYY-MM-DD), found \"2020-3-27\"",
+        ),
+        (
+            sample_with("\"total\": 60.0", "\"total\": 1e13"),
+            "total: expected an amount up to 1000000000000, found 1e13",
+        ),
+        (
+            sample_with("\"total\": 60.0", "\"total\": 0.12345678901234567890123456789"),
+            "total: expected a finite amount up to 1000000000000, found 0.12345678901234567890123456789",
+        ),
         (sample_with("\"total\": 60.0", "\"total\": \"60.0\""), "total: expected a number, found \"60.0\""),
         (sample_with("\"location\":{", "\"location\": [1], \"x\":{"), "location[0]: expected an object, found 1"),
-        (sample_with("\"vendorInvoices\": [", "\"vendorInvoices\": {\"a\": 1}, \"ignored\": ["), "vendorInvoices: expected an array, found an object"),
-        (sample_with("\"file\": \"www.kometsales.com/url\"", "\"file\": \"javascript:alert(1)\""), "vendorInvoices[0].file: expected an http or https URL, found scheme \"javascript\""),
-        (sample_with("\"code\": \"02\"", "\"code\": true"), "location.code: expected a string or a whole number, found true"),
+        (
+            sample_with("\"vendorInvoices\": [", "\"vendorInvoices\": {\"a\": 1}, \"ignored\": ["),
+            "vendorInvoices: expected an array, found an object",
+        ),
+        (
+            sample_with("\"file\": \"www.kometsales.com/url\"", "\"file\": \"javascript:alert(1)\""),
+            "vendorInvoices[0].file: expected an http or https URL, found scheme \"javascript\"",
+        ),
+        (
+            sample_with("\"code\": \"02\"", "\"code\": true"),
+            "location.code: expected a string or a whole number, found true",
+        ),
     ];
     for (body, expected) in cases {
         assert_eq!(refused(&body).to_string(), expected);
@@ -189,7 +211,10 @@ fn non_documents_are_refused() {
     }
     // Arbitrary non-JSON is not tolerated: only trailing commas are.
     let comment = sample_with("\"poNumber\"", "/* c */ \"poNumber\"");
-    assert_eq!(refused(&comment).to_string(), "body: invalid JSON at line 1, column 17: expected a quoted member name, found '/'");
+    assert_eq!(
+        refused(&comment).to_string(),
+        "body: invalid JSON at line 1, column 17: expected a quoted member name, found '/'"
+    );
     let nan = sample_with("\"total\": 60.0", "\"total\": NaN");
     assert!(refused(&nan).to_string().starts_with("body: invalid JSON"));
     let deep = format!("{{\"id\": 1, \"extra\": {}{}}}", "[".repeat(100), "]".repeat(100));

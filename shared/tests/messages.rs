@@ -18,7 +18,10 @@ fn envelope() -> WebhookEnvelope {
 fn the_envelope_round_trips_with_exact_amounts_and_the_body_digest() {
     let envelope = envelope();
     let json = envelope.to_json().unwrap();
-    assert!(json.starts_with(r#"{"type":"komet.po_reconciliation","schemaVersion":1,"receivedAt":"2026-11-21T17:00:00Z","#), "{json}");
+    assert!(
+        json.starts_with(r#"{"type":"komet.po_reconciliation","schemaVersion":1,"receivedAt":"2026-11-21T17:00:00Z","#),
+        "{json}"
+    );
     assert!(json.contains(r#""subTotal":60.0,"total":60.0"#), "normalised name, exact number: {json}");
     assert_eq!(envelope.body_sha256, sha256_hex(DOC_SAMPLE));
     assert_eq!(envelope.body_sha256.len(), 64);
@@ -45,7 +48,10 @@ fn a_mismatch_event_round_trips_and_carries_what_the_e_mail_needs() {
     event.discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
     let json = event.to_json().unwrap();
     assert!(json.contains(r#""kind":"reconciliation_mismatch""#), "{json}");
-    assert!(json.contains(r#""invoice_number":"01-P002272","expected":30.0,"actual":40.0,"difference":10.0"#), "{json}");
+    assert!(
+        json.contains(r#""invoice_number":"01-P002272","expected":30.0,"actual":40.0,"difference":10.0"#),
+        "{json}"
+    );
     let back = NotificationEvent::from_json(&json).unwrap();
     assert_eq!(back, event);
     let po = back.po.as_ref().unwrap();

@@ -352,18 +352,27 @@ fn process(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Answer {
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         return Answer::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Error code : {} - Content type '{content_type}' not supported; send application/json", error_code()),
+            format!(
+                "Error code : {} - Content type '{content_type}' not supported; send application/json",
+                error_code()
+            ),
         );
     }
     let document: Value = match serde_json::from_slice(body) {
         Ok(document) => document,
         Err(e) => {
-            return Answer::error(StatusCode::BAD_REQUEST, format!("Error code : {} - JSON parse error: {e}", error_code()));
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                format!("Error code : {} - JSON parse error: {e}", error_code()),
+            );
         }
     };
     let problems = validate_purchase_order(&document);
     if !problems.is_empty() {
-        return Answer::error(StatusCode::BAD_REQUEST, format!("Error code : {} - {}", error_code(), problems.join("; ")));
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            format!("Error code : {} - {}", error_code(), problems.join("; ")),
+        );
     }
     let number = document["purchase_order_number"].as_str().unwrap_or_default().to_owned();
     let mut ledger = sandbox.shared.ledger();
@@ -379,10 +388,10 @@ fn process(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Answer {
 
 fn check_credentials(expected: &Credentials, headers: &HeaderMap) -> Result<(), Answer> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-    let unauthorized = |what: &str| {
-        Err(Answer::error(StatusCode::UNAUTHORIZED, format!("Error code : {} - {what}", error_code())))
-    };
-    let (Some(api_key), Some(customer_id), Some(customer_key)) = (header("x-api-key"), header("customer-id"), header("customer-key"))
+    let unauthorized =
+        |what: &str| Err(Answer::error(StatusCode::UNAUTHORIZED, format!("Error code : {} - {what}", error_code())));
+    let (Some(api_key), Some(customer_id), Some(customer_key)) =
+        (header("x-api-key"), header("customer-id"), header("customer-key"))
     else {
         let missing: Vec<&str> =
             ["x-api-key", "customer-id", "customer-key"].into_iter().filter(|name| header(name).is_none()).collect();
@@ -571,7 +580,12 @@ fn check_value(value: &Value, kind: Kind, required: bool, path: &str, problems: 
             }
         }
         Kind::Money => match value.as_object() {
-            Some(money) => check_fields(money, &[("amount", Kind::Number, true), ("currency", Kind::String, true)], &format!("{path}."), problems),
+            Some(money) => check_fields(
+                money,
+                &[("amount", Kind::Number, true), ("currency", Kind::String, true)],
+                &format!("{path}."),
+                problems,
+            ),
             None => expected("an object {\"amount\": number, \"currency\": string}"),
         },
         Kind::ExchangeRate => match value.as_object() {
@@ -605,7 +619,11 @@ fn check_value(value: &Value, kind: Kind, required: bool, path: &str, problems: 
                     match entry.as_object() {
                         Some(entry) => check_fields(
                             entry,
-                            &[("code", Kind::String, false), ("rate", Kind::PositiveNumber, false), ("vat_amount", Kind::Money, false)],
+                            &[
+                                ("code", Kind::String, false),
+                                ("rate", Kind::PositiveNumber, false),
+                                ("vat_amount", Kind::Money, false),
+                            ],
                             &format!("{path}[{i}]."),
                             problems,
                         ),
@@ -639,7 +657,8 @@ async fn queue_failure(State(sandbox): State<Sandbox>, body: Bytes) -> Response 
             sandbox.fail_next(failure.clone());
             (StatusCode::OK, axum::Json(json!({ "queued": failure }))).into_response()
         }
-        Err(e) => Answer::error(StatusCode::BAD_REQUEST, format!("expected {{\"times\":N,\"status\":S,...}}: {e}")).into_response(),
+        Err(e) => Answer::error(StatusCode::BAD_REQUEST, format!("expected {{\"times\":N,\"status\":S,...}}: {e}"))
+            .into_response(),
     }
 }
 

@@ -15,5 +15,5 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 pub mod appzen_sandbox;
-pub mod poller;
 pub mod local;
+pub mod poller;

@@ -236,7 +236,11 @@ impl LocalStack {
             .send()
             .await
             .map_err(|e| setup("verify the SES sender")(aws_sdk_ses::Error::from(e).to_string()))?;
-        log.line(format!("moto on {} (pid {}): 4 FIFO queues, SES sender {NOTIFY_FROM} verified", moto.endpoint_url(), moto.pid()));
+        log.line(format!(
+            "moto on {} (pid {}): 4 FIFO queues, SES sender {NOTIFY_FROM} verified",
+            moto.endpoint_url(),
+            moto.pid()
+        ));
 
         let sandbox = Sandbox::new(Credentials::default())
             .spawn(options.sandbox_port)
@@ -276,9 +280,10 @@ impl LocalStack {
             mapping(&stack.queues.notifications, "notify"),
             mapping(&stack.queues.webhooks_dlq, "notify"),
         ];
-        let poller = Poller::start(stack.sqs.clone(), &stack.lambda_url, "us-east-1", mappings, LogSink::new(poller_log))
-            .await
-            .map_err(|e| setup("start the SQS poller")(e.to_string()))?;
+        let poller =
+            Poller::start(stack.sqs.clone(), &stack.lambda_url, "us-east-1", mappings, LogSink::new(poller_log))
+                .await
+                .map_err(|e| setup("start the SQS poller")(e.to_string()))?;
         stack.poller = Some(poller);
         log.line("poller: webhooks -> reconcile, notifications -> notify, webhooks-dlq -> notify");
         Ok(stack)
@@ -346,7 +351,8 @@ impl LocalStack {
         };
         // ingest answers a GET without credentials with a 4xx of its own; the batch functions accept an empty batch.
         check_answer("ingest", ingest, |s, _| (400..500).contains(&s) && s != 404, &functions_log).await?;
-        let empty_batch_ok = |s: u16, body: &str| s == 200 && crate::poller::batch_item_failures(body).is_ok_and(|f| f.is_empty());
+        let empty_batch_ok =
+            |s: u16, body: &str| s == 200 && crate::poller::batch_item_failures(body).is_ok_and(|f| f.is_empty());
         check_answer("reconcile", reconcile, empty_batch_ok, &functions_log).await?;
         check_answer("notify", notify, empty_batch_ok, &functions_log).await?;
         log.line(format!("functions ready after {:.1} s", started.elapsed().as_secs_f64()));
@@ -362,7 +368,11 @@ impl LocalStack {
         self.post_webhook_as(body, Some((WEBHOOK_USERNAME, WEBHOOK_PASSWORD))).await
     }
 
-    pub async fn post_webhook_as(&self, body: &[u8], basic: Option<(&str, &str)>) -> Result<(u16, String), reqwest::Error> {
+    pub async fn post_webhook_as(
+        &self,
+        body: &[u8],
+        basic: Option<(&str, &str)>,
+    ) -> Result<(u16, String), reqwest::Error> {
         let mut request = self
             .http
             .post(self.ingest_url())
@@ -424,7 +434,12 @@ impl LocalStack {
     }
 
     /// Waits until `condition` holds, checking every 100 ms until `timeout`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, mut condition: impl FnMut(&Self) -> bool) -> Result<(), StackError> {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut(&Self) -> bool,
+    ) -> Result<(), StackError> {
         let deadline = Instant::now() + timeout;
         while !condition(self) {
             if Instant::now() > deadline {
@@ -468,7 +483,11 @@ async fn check_answer(
     let answer = answer.map_err(|e| setup(name)(format!("no answer ({e}){}", log_tail(functions_log))))?;
     let status = answer.status().as_u16();
     let body = answer.text().await.unwrap_or_default();
-    if ok(status, &body) { Ok(()) } else { Err(setup(name)(format!("answered {status} {body}{}", log_tail(functions_log)))) }
+    if ok(status, &body) {
+        Ok(())
+    } else {
+        Err(setup(name)(format!("answered {status} {body}{}", log_tail(functions_log))))
+    }
 }
 
 /// The last lines of a log, to put in an error message.
@@ -483,7 +502,9 @@ fn log_tail(path: &str) -> String {
 async fn build_or_start_failure(functions_log: &str) -> String {
     loop {
         let text = std::fs::read_to_string(functions_log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.starts_with("error: could not compile") || l.contains("ERROR command exited")) {
+        if let Some(line) =
+            text.lines().find(|l| l.starts_with("error: could not compile") || l.contains("ERROR command exited"))
+        {
             return line.trim().to_owned();
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -531,7 +552,8 @@ async fn create_fifo_queue(
             .and_then(|a| a.get(&QueueAttributeName::QueueArn))
             .cloned()
             .unwrap_or_default();
-        let policy = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count });
+        let policy =
+            serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count });
         request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
     }
     let created = request.send().await.map_err(|e| setup(name)(aws_sdk_sqs::Error::from(e).to_string()))?;
@@ -539,7 +561,12 @@ async fn create_fifo_queue(
 }
 
 /// The functions' environment (the contract in the README), pointing at moto and the sandbox.
-fn function_env(moto: &MotoServer, sandbox: &RunningSandbox, queues: &Queues, options: &StackOptions) -> Vec<(String, String)> {
+fn function_env(
+    moto: &MotoServer,
+    sandbox: &RunningSandbox,
+    queues: &Queues,
+    options: &StackOptions,
+) -> Vec<(String, String)> {
     let credentials = sandbox.credentials();
     let mut env: Vec<(String, String)> = moto.aws_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let ours = [
@@ -592,7 +619,14 @@ pub fn without_crate_env(command: &mut Command) -> &mut Command {
         let set_for_a_crate = name.starts_with("CARGO_PKG_")
             || name.starts_with("CARGO_MANIFEST_")
             || name.starts_with("CARGO_BIN_")
-            || matches!(name, "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR" | "OUT_DIR");
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
         if set_for_a_crate {
             command.env_remove(name);
         }
@@ -682,7 +716,8 @@ impl SentEmail {
             .collect();
         let text_of = |key: &str| entry.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let body = text_of("body");
-        let (text, html) = if body.trim_start().starts_with('<') { (String::new(), body) } else { (body, String::new()) };
+        let (text, html) =
+            if body.trim_start().starts_with('<') { (String::new(), body) } else { (body, String::new()) };
         SentEmail { subject: text_of("subject"), recipients, text, html, raw: String::new() }
     }
 
@@ -698,7 +733,12 @@ pub fn describe_upsert(request: &RecordedRequest) -> String {
         (Some(status), Some(body)) => {
             let detail = serde_json::from_str::<serde_json::Value>(body)
                 .ok()
-                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned).or_else(|| v.get("message").map(|m| m.to_string())))
+                .and_then(|v| {
+                    v.get("status")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_owned)
+                        .or_else(|| v.get("message").map(|m| m.to_string()))
+                })
                 .unwrap_or_default();
             format!("{status} {detail}")
         }

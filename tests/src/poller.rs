@@ -234,7 +234,9 @@ impl Worker {
             let id = message.message_id.clone().unwrap_or_default();
             let Some(receipt) = message.receipt_handle() else { continue };
             if !failed.contains(&id) {
-                if let Err(e) = self.sqs.delete_message().queue_url(&self.mapping.queue_url).receipt_handle(receipt).send().await {
+                if let Err(e) =
+                    self.sqs.delete_message().queue_url(&self.mapping.queue_url).receipt_handle(receipt).send().await
+                {
                     self.log.line(format!("{queue}: could not delete {id}: {}", aws_sdk_sqs::Error::from(e)));
                 }
                 continue;
@@ -256,7 +258,8 @@ impl Worker {
                     .send()
                     .await;
                 if let Err(e) = changed {
-                    self.log.line(format!("{queue}: could not change visibility of {id}: {}", aws_sdk_sqs::Error::from(e)));
+                    self.log
+                        .line(format!("{queue}: could not change visibility of {id}: {}", aws_sdk_sqs::Error::from(e)));
                 }
             }
         }
@@ -280,7 +283,14 @@ impl Worker {
 
     /// Invokes the function; `Ok` holds the ids it reported as failed.
     async fn invoke(&self, event: &Value) -> Result<Vec<String>, String> {
-        let response = self.http.post(&self.invoke_url).header("content-type", "application/json").body(event.to_string()).send().await.map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .post(&self.invoke_url)
+            .header("content-type", "application/json")
+            .body(event.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         let function_error = response.headers().get("x-amz-function-error").is_some();
         let body = response.text().await.map_err(|e| e.to_string())?;

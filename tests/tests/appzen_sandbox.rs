@@ -43,7 +43,9 @@ async fn creates_then_updates_by_purchase_order_number() {
     assert_eq!(recorded[0].headers.get("customer-id").map(String::as_str), Some("local-customer"));
 
     // The same record over the control endpoint.
-    let listed: Value = serde_json::from_str(&reqwest::get(format!("{base}/_sandbox/requests")).await.unwrap().text().await.unwrap()).unwrap();
+    let listed: Value =
+        serde_json::from_str(&reqwest::get(format!("{base}/_sandbox/requests")).await.unwrap().text().await.unwrap())
+            .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     assert_eq!(listed[1]["response_status"], 200);
 }
@@ -84,7 +86,8 @@ async fn fails_on_demand_then_recovers() {
     let sandbox = Sandbox::new(Credentials::default()).spawn(0).await.unwrap();
     let base = sandbox.base_url();
     let control = reqwest::Client::new();
-    let queued = control.post(format!("{base}/_sandbox/fail")).body(r#"{"times":2,"status":500}"#).send().await.unwrap();
+    let queued =
+        control.post(format!("{base}/_sandbox/fail")).body(r#"{"times":2,"status":500}"#).send().await.unwrap();
     assert_eq!(queued.status(), 200);
     sandbox.fail_next(Failure { times: Some(1), status: Some(429), retry_after: Some(1), ..Failure::default() });
 

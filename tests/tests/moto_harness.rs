@@ -18,7 +18,14 @@ async fn moto_serves_sqs_fifo_and_ses_and_stops_by_pid() {
         .unwrap();
     let url = queue.queue_url().unwrap();
     for _ in 0..2 {
-        sqs.send_message().queue_url(url).message_body("same").message_group_id("g").message_deduplication_id("d").send().await.unwrap();
+        sqs.send_message()
+            .queue_url(url)
+            .message_body("same")
+            .message_group_id("g")
+            .message_deduplication_id("d")
+            .send()
+            .await
+            .unwrap();
     }
     let received = sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
     assert_eq!(received.messages().len(), 1, "FIFO deduplication drops the second send");
@@ -31,7 +38,11 @@ async fn moto_serves_sqs_fifo_and_ses_and_stops_by_pid() {
         .message(
             aws_sdk_ses::types::Message::builder()
                 .subject(aws_sdk_ses::types::Content::builder().data("Subject").build().unwrap())
-                .body(aws_sdk_ses::types::Body::builder().text(aws_sdk_ses::types::Content::builder().data("Text").build().unwrap()).build())
+                .body(
+                    aws_sdk_ses::types::Body::builder()
+                        .text(aws_sdk_ses::types::Content::builder().data("Text").build().unwrap())
+                        .build(),
+                )
                 .build(),
         )
         .send()
@@ -43,5 +54,8 @@ async fn moto_serves_sqs_fifo_and_ses_and_stops_by_pid() {
 
     let pid = moto.pid();
     drop(moto);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+    );
 }

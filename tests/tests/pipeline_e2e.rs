@@ -132,7 +132,11 @@ async fn appzen_failing_twice_is_retried_and_forwarded_once(stack: &LocalStack) 
     let statuses: Vec<Option<u16>> = stack.appzen_upserts().iter().map(|r| r.response_status).collect();
     assert_eq!(statuses, [Some(500), Some(500), Some(201)]);
     assert!(stack.appzen_upserts().iter().all(|r| r.json().unwrap()["purchase_order_number"] == "P004420"));
-    assert!(scenario.new_emails().is_empty(), "a transient failure that recovers mails nobody: {:#?}", scenario.new_emails());
+    assert!(
+        scenario.new_emails().is_empty(),
+        "a transient failure that recovers mails nobody: {:#?}",
+        scenario.new_emails()
+    );
 }
 
 async fn appzen_refusing_is_mailed_with_its_message(stack: &LocalStack) {
@@ -181,7 +185,8 @@ async fn a_bad_payload_is_refused_and_nothing_moves(stack: &LocalStack) {
     let (status, answer) = scenario.post(br#"{"id": 77, "poNumber": "P0077", "total": "ten"}"#).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("\"status\":\"0\"") && answer.contains("total"), "the answer says what is wrong: {answer}");
-    let (status, answer) = stack.post_webhook_as(&clean_po_numbered(48270, "P004470"), Some(("komet", "wrong"))).await.unwrap();
+    let (status, answer) =
+        stack.post_webhook_as(&clean_po_numbered(48270, "P004470"), Some(("komet", "wrong"))).await.unwrap();
     assert!(status == 401 || status == 403, "wrong credentials: {status} {answer}");
     scenario.settle().await;
 
@@ -227,7 +232,8 @@ async fn a_record_that_keeps_failing_is_dead_lettered_and_mailed(stack: &LocalSt
         .send()
         .await
         .expect("read the parked queue");
-    let parked: Vec<_> = parked.messages().iter().filter_map(|m| m.body()).map(po_sync::message::WebhookEnvelope::from_json).collect();
+    let parked: Vec<_> =
+        parked.messages().iter().filter_map(|m| m.body()).map(po_sync::message::WebhookEnvelope::from_json).collect();
     assert_eq!(parked.len(), 1, "one parked webhook: {parked:?}");
     let envelope = parked[0].as_ref().expect("the parked body is the envelope, unchanged");
     assert_eq!(envelope.po.po_number, "P004450");

@@ -46,7 +46,13 @@ async fn fake_function(State(deliveries): State<Deliveries>, Path(function): Pat
 async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str, redrive: Option<(&str, u32)>) -> String {
     let mut request = sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true");
     if let Some((dlq_url, max)) = redrive {
-        let arn = sqs.get_queue_attributes().queue_url(dlq_url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
         let arn = arn.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
         request = request.attributes(
             QueueAttributeName::RedrivePolicy,
@@ -74,9 +80,17 @@ async fn deletes_successes_redelivers_failures_in_order_and_dead_letters_poison(
     let send = |group: &'static str, body: &'static str| {
         let (sqs, queue) = (sqs.clone(), queue.clone());
         async move {
-            let mut request = sqs.send_message().queue_url(queue).message_body(body).message_group_id(group).message_deduplication_id(body);
+            let mut request = sqs
+                .send_message()
+                .queue_url(queue)
+                .message_body(body)
+                .message_group_id(group)
+                .message_deduplication_id(body);
             if body == "b1" {
-                request = request.message_attributes("kind", MessageAttributeValue::builder().data_type("String").string_value("test").build().unwrap());
+                request = request.message_attributes(
+                    "kind",
+                    MessageAttributeValue::builder().data_type("String").string_value("test").build().unwrap(),
+                );
             }
             request.send().await.unwrap();
         }
@@ -85,10 +99,19 @@ async fn deletes_successes_redelivers_failures_in_order_and_dead_letters_poison(
         send(group, body).await;
     }
 
-    let mapping = |queue: &str, function: &str| EventSourceMapping { retry_after_seconds: Some(1), ..EventSourceMapping::new(queue, function) };
-    let poller = Poller::start(sqs.clone(), &invoke_url, "us-east-1", vec![mapping(&queue, "work"), mapping(&dlq, "dead")], LogSink::stderr())
-        .await
-        .unwrap();
+    let mapping = |queue: &str, function: &str| EventSourceMapping {
+        retry_after_seconds: Some(1),
+        ..EventSourceMapping::new(queue, function)
+    };
+    let poller = Poller::start(
+        sqs.clone(),
+        &invoke_url,
+        "us-east-1",
+        vec![mapping(&queue, "work"), mapping(&dlq, "dead")],
+        LogSink::stderr(),
+    )
+    .await
+    .unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -115,7 +138,11 @@ async fn deletes_successes_redelivers_failures_in_order_and_dead_letters_poison(
 
     let deliveries = deliveries.lock().unwrap().clone();
     let bodies_of = |group: char| -> Vec<(String, String)> {
-        deliveries.iter().filter(|(f, b, _)| f == "work" && b.starts_with(group)).map(|(_, b, c)| (b.clone(), c.clone())).collect()
+        deliveries
+            .iter()
+            .filter(|(f, b, _)| f == "work" && b.starts_with(group))
+            .map(|(_, b, c)| (b.clone(), c.clone()))
+            .collect()
     };
     // a1 succeeded and was deleted; a2 failed once (a3 handed back with it) and both came back, in order.
     let a: Vec<String> = bodies_of('a').into_iter().map(|(b, _)| b).collect();
@@ -123,7 +150,8 @@ async fn deletes_successes_redelivers_failures_in_order_and_dead_letters_poison(
     assert_eq!(bodies_of('a')[3].1, "2", "the redelivery counts its receive");
     // Like reconcile, the stand-in hands back every record after the first failure, so b1 came back too.
     assert_eq!(bodies_of('b'), [("b1".to_owned(), "1".to_owned()), ("b1".to_owned(), "2".to_owned())]);
-    let poison: Vec<&String> = deliveries.iter().filter(|(f, b, _)| f == "work" && b == "poison").map(|(_, _, c)| c).collect();
+    let poison: Vec<&String> =
+        deliveries.iter().filter(|(f, b, _)| f == "work" && b == "poison").map(|(_, _, c)| c).collect();
     assert_eq!(poison, ["1", "2"], "maxReceiveCount 2, then the dead-letter queue");
     assert_eq!(deliveries.iter().filter(|(f, _, _)| f == "dead").count(), 1, "{deliveries:?}");
 }

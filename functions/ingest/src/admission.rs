@@ -19,7 +19,9 @@ pub enum Rejection {
     MethodNotAllowed,
     Unauthorized(AuthFailure),
     UnsupportedMediaType,
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        limit: usize,
+    },
     InvalidPayload(PayloadError),
     /// The envelope could not be written; a bug, not the sender's fault.
     Internal(String),
@@ -164,7 +166,8 @@ mod tests {
 
     #[test]
     fn the_doc_sample_becomes_a_fifo_message_keyed_by_po_and_body_digest() {
-        let admitted = admission(1 << 20).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).unwrap();
+        let admitted =
+            admission(1 << 20).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).unwrap();
         assert_eq!((admitted.po_id, admitted.po_number.as_str()), (12345, "P002271"));
         let message = &admitted.message;
         assert_eq!(message.group_id, "12345");
@@ -179,10 +182,17 @@ mod tests {
 
     #[test]
     fn content_type_is_json_in_any_case_with_any_parameters() {
-        for accepted in ["application/json", "application/JSON", "Application/Json; charset=UTF-8", " application/json ;charset=utf-8"] {
+        for accepted in [
+            "application/json",
+            "application/JSON",
+            "Application/Json; charset=UTF-8",
+            " application/json ;charset=utf-8",
+        ] {
             assert!(is_json(&headers(Some(accepted))), "{accepted}");
         }
-        for refused in [None, Some("text/plain"), Some("application/jsonp"), Some("application/x-www-form-urlencoded"), Some("")] {
+        for refused in
+            [None, Some("text/plain"), Some("application/jsonp"), Some("application/x-www-form-urlencoded"), Some("")]
+        {
             assert!(!is_json(&headers(refused)), "{refused:?}");
         }
     }
@@ -192,7 +202,9 @@ mod tests {
         let gate = admission(10);
         let big = br#"{"id": 1, "poNumber": "P1", "total": 1}"#;
         let no_auth = HeaderMap::new();
-        let outcome = |method: Method, headers: &HeaderMap, body: &[u8]| gate.admit(&method, headers, body, at()).unwrap_err().outcome();
+        let outcome = |method: Method, headers: &HeaderMap, body: &[u8]| {
+            gate.admit(&method, headers, body, at()).unwrap_err().outcome()
+        };
         assert_eq!(outcome(Method::GET, &no_auth, big), "method_not_allowed");
         assert_eq!(outcome(Method::POST, &no_auth, big), "unauthorized");
         assert_eq!(outcome(Method::POST, &headers(Some("text/plain")), big), "unsupported_media_type");
@@ -205,8 +217,13 @@ mod tests {
     fn a_body_of_exactly_the_limit_is_accepted_one_more_byte_is_not() {
         let limit = DOC_SAMPLE.len();
         assert!(admission(limit).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).is_ok());
-        let e = admission(limit - 1).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).unwrap_err();
-        assert_eq!((e.status(), e.message()), (StatusCode::PAYLOAD_TOO_LARGE, format!("payload too large: the limit is {} bytes", limit - 1)));
+        let e = admission(limit - 1)
+            .admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at())
+            .unwrap_err();
+        assert_eq!(
+            (e.status(), e.message()),
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("payload too large: the limit is {} bytes", limit - 1))
+        );
     }
 
     #[test]
@@ -214,7 +231,9 @@ mod tests {
         let invoice = r#"{"invoiceNumber": "I", "invoiceAmount": 1, "purchaseOrderItems": [{"totalCost": 1}]}"#;
         let invoices = vec![invoice; 20_000].join(",");
         let body = format!(r#"{{"id": 1, "poNumber": "P1", "total": 20000, "vendorInvoices": [{invoices}]}}"#);
-        let e = admission(4 << 20).admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at()).unwrap_err();
+        let e = admission(4 << 20)
+            .admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at())
+            .unwrap_err();
         assert_eq!(e.outcome(), "payload_too_large");
     }
 

@@ -135,7 +135,10 @@ impl<Q: Queue> Ingest<Q> {
                     latency_us = started.elapsed().as_micros() as u64,
                     "webhook queued"
                 );
-                reply(StatusCode::OK, &format!("purchase order {} (id {}) received", admitted.po_number, admitted.po_id))
+                reply(
+                    StatusCode::OK,
+                    &format!("purchase order {} (id {}) received", admitted.po_number, admitted.po_id),
+                )
             }
             Err(e) => {
                 tracing::error!(

@@ -154,7 +154,11 @@ async fn a_body_over_the_limit_is_413() {
 async fn an_invalid_base64_payload_is_400_naming_the_field() {
     use base64::Engine;
     let ingest = Ingest::new(&bearer(), 1 << 20, MemoryQueue::default());
-    let bad = String::from_utf8(DOC_SAMPLE.to_vec()).unwrap().replacen("\"invoiceAmount\": 30.0", "\"invoiceAmount\": -30.0", 1);
+    let bad = String::from_utf8(DOC_SAMPLE.to_vec()).unwrap().replacen(
+        "\"invoiceAmount\": 30.0",
+        "\"invoiceAmount\": -30.0",
+        1,
+    );
     let edit = |e: &mut Value| e["body"] = base64::engine::general_purpose::STANDARD.encode(&bad).into();
     let (status, body, _) = call(&ingest, event("function-url-bearer-base64.json", edit)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -177,5 +181,8 @@ async fn a_queue_that_cannot_take_the_message_is_503_for_komet_to_retry() {
     let ingest = Ingest::new(&basic(), 1 << 20, UnavailableQueue);
     let (status, body, _) = call(&ingest, event("apigw-http-v2-basic.json", |_| {})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body, serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"})
+    );
 }

@@ -78,7 +78,8 @@ impl Setup {
     }
 }
 
-const BASIC_ENV: [(&str, &str); 3] = [("WEBHOOK_AUTH", "basic"), ("WEBHOOK_USERNAME", "komet"), ("WEBHOOK_PASSWORD", "s3cret")];
+const BASIC_ENV: [(&str, &str); 3] =
+    [("WEBHOOK_AUTH", "basic"), ("WEBHOOK_USERNAME", "komet"), ("WEBHOOK_PASSWORD", "s3cret")];
 
 async fn call(ingest: &Ingest<SqsQueue>, request: Request) -> (StatusCode, Value) {
     let response = ingest.handle(request).await;
@@ -154,10 +155,22 @@ async fn every_bad_payload_class_is_400_naming_the_field_and_nothing_is_queued()
         (with("\"poNumber\": \"P002271\",", ""), "poNumber", "is required"),
         (with("\"total\": 60.0,", ""), "total", "is required"),
         (r#"{"id": 1, "poNumber": "P1", "total": 1}"#.to_owned(), "vendorInvoices", "is required"),
-        (with("\"invoiceAmount\": 30.0", "\"invoiceAmount\": -30.0"), "vendorInvoices[1].invoiceAmount", "must not be negative"),
-        (with("\"totalCost\": 3.0", "\"totalCost\": 1e400"), "vendorInvoices[2].purchaseOrderItems[0].totalCost", "expected a finite amount"),
+        (
+            with("\"invoiceAmount\": 30.0", "\"invoiceAmount\": -30.0"),
+            "vendorInvoices[1].invoiceAmount",
+            "must not be negative",
+        ),
+        (
+            with("\"totalCost\": 3.0", "\"totalCost\": 1e400"),
+            "vendorInvoices[2].purchaseOrderItems[0].totalCost",
+            "expected a finite amount",
+        ),
         (too_deep, "body", "nesting deeper than 8 levels"),
-        (with("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"2020-02-30\""), "shipDate", "expected a date (YYYY-MM-DD)"),
+        (
+            with("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"2020-02-30\""),
+            "shipDate",
+            "expected a date (YYYY-MM-DD)",
+        ),
         ("id=12345&poNumber=P002271".to_owned(), "body", "invalid JSON at line 1, column 1"),
     ];
     for (body, path, problem) in cases {
@@ -165,7 +178,10 @@ async fn every_bad_payload_class_is_400_naming_the_field_and_nothing_is_queued()
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(reply["status"], "0");
         let error = reply["error"].as_str().unwrap();
-        assert!(error.starts_with(&format!("invalid payload: {path}: ")) && error.contains(problem), "{error:?} should name {path} ({problem})");
+        assert!(
+            error.starts_with(&format!("invalid payload: {path}: ")) && error.contains(problem),
+            "{error:?} should name {path} ({problem})"
+        );
     }
     assert!(setup.queued().await.is_empty());
 }
@@ -177,7 +193,10 @@ async fn a_queue_that_does_not_exist_is_503_for_komet_to_retry() {
     let ingest = setup.ingest(&[BASIC_ENV[0], BASIC_ENV[1], BASIC_ENV[2], ("QUEUE_URL", &missing)]).await;
     let (status, reply) = call(&ingest, post(Some(&basic("komet", "s3cret")), doc_sample())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply, serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"}));
+    assert_eq!(
+        reply,
+        serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"})
+    );
     assert!(setup.queued().await.is_empty());
 }
 
@@ -216,21 +235,22 @@ async fn credentials_from_secrets_manager_are_read_at_start_and_used() {
 async fn a_secret_without_the_needed_key_or_an_unknown_secret_fails_the_cold_start() {
     let setup = setup().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&setup.aws);
-    let secret = secrets.create_secret().name("po-sync/half").secret_string(r#"{"username": "komet"}"#).send().await.unwrap();
+    let secret =
+        secrets.create_secret().name("po-sync/half").secret_string(r#"{"username": "komet"}"#).send().await.unwrap();
     let start = |arn: String| {
-        let vars: std::collections::HashMap<String, String> = [
-            ("WEBHOOK_AUTH", "basic".to_owned()),
-            ("WEBHOOK_SECRET_ARN", arn),
-            ("QUEUE_URL", setup.queue_url.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let vars: std::collections::HashMap<String, String> =
+            [("WEBHOOK_AUTH", "basic".to_owned()), ("WEBHOOK_SECRET_ARN", arn), ("QUEUE_URL", setup.queue_url.clone())]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
         Ingest::start(IngestConfig::from_env(&vars).unwrap(), &setup.aws)
     };
     let error = start(secret.arn().unwrap().to_owned()).await.unwrap_err().to_string();
     assert_eq!(error, "configuration WEBHOOK_SECRET_ARN: the secret has no \"password\" (WEBHOOK_AUTH is Basic)");
     let unknown = "arn:aws:secretsmanager:us-east-1:123456789012:secret:po-sync/none-AbCdEf";
     let error = start(unknown.to_owned()).await.unwrap_err().to_string();
-    assert!(error.starts_with(&format!("configuration WEBHOOK_SECRET_ARN: could not read secret {unknown}")), "{error}");
+    assert!(
+        error.starts_with(&format!("configuration WEBHOOK_SECRET_ARN: could not read secret {unknown}")),
+        "{error}"
+    );
 }

@@ -79,7 +79,9 @@ pub fn plan_for(record: &SqsMessage) -> Plan {
     match message_type(body).as_deref() {
         Some(NOTIFICATION_TYPE) => match NotificationEvent::from_json(body) {
             Ok(event) => mail(event),
-            Err(e) => mail(NotificationEvent::poison(format!("a notification event that cannot be read: {e}"), message_id)),
+            Err(e) => {
+                mail(NotificationEvent::poison(format!("a notification event that cannot be read: {e}"), message_id))
+            }
         },
         Some(ENVELOPE_TYPE) => match WebhookEnvelope::from_json(body) {
             Ok(envelope) => {
@@ -93,10 +95,15 @@ pub fn plan_for(record: &SqsMessage) -> Plan {
                 let parcel = Parcel { body: body.to_owned(), group_id, deduplication_id: envelope.body_sha256.clone() };
                 Plan { event: dead_lettered(&envelope, attempts, &message_id), parcel: Some(parcel) }
             }
-            Err(e) => mail(NotificationEvent::poison(format!("a dead-lettered webhook that cannot be read: {e}"), message_id)),
+            Err(e) => {
+                mail(NotificationEvent::poison(format!("a dead-lettered webhook that cannot be read: {e}"), message_id))
+            }
         },
         Some(other) => mail(NotificationEvent::poison(
-            format!("a message of unknown type {:?}; po-sync reads {NOTIFICATION_TYPE:?} and {ENVELOPE_TYPE:?}", one_line(other, 80)),
+            format!(
+                "a message of unknown type {:?}; po-sync reads {NOTIFICATION_TYPE:?} and {ENVELOPE_TYPE:?}",
+                one_line(other, 80)
+            ),
             message_id,
         )),
         None => mail(NotificationEvent::poison(
@@ -193,7 +200,9 @@ pub async fn send(ses: &aws_sdk_ses::Client, config: &NotifyConfig, raw: Vec<u8>
     let result = ses
         .send_raw_email()
         .source(config.from.address.as_str())
-        .raw_message(RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Permanent(e.to_string()))?)
+        .raw_message(
+            RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Permanent(e.to_string()))?,
+        )
         .send()
         .await;
     match result {
@@ -216,8 +225,14 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'sta
         _ => aws_sdk_ses::error::DisplayErrorContext(&error).to_string(),
     };
     match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => SendError::Transient(message),
-        _ if matches!(code.as_deref(), Some("Throttling" | "ThrottlingException" | "ServiceUnavailable" | "RequestTimeout")) => {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            SendError::Transient(message)
+        }
+        _ if matches!(
+            code.as_deref(),
+            Some("Throttling" | "ThrottlingException" | "ServiceUnavailable" | "RequestTimeout")
+        ) =>
+        {
             SendError::Transient(message)
         }
         _ if matches!(status, Some(500..=599)) => SendError::Transient(message),
@@ -239,7 +254,13 @@ async fn notify_one(notifier: &Notifier, record: &SqsMessage) -> Result<(), Noti
         match park(&notifier.sqs, queue_url, parcel).await {
             Ok(parked_message_id) => {
                 event.parked = true;
-                tracing::info!(po_id, po_number, sqs_message_id, parked_message_id, "dead-lettered webhook parked for a redrive");
+                tracing::info!(
+                    po_id,
+                    po_number,
+                    sqs_message_id,
+                    parked_message_id,
+                    "dead-lettered webhook parked for a redrive"
+                );
             }
             Err(e) => {
                 let error = e.to_string();
@@ -264,7 +285,16 @@ async fn notify_one(notifier: &Notifier, record: &SqsMessage) -> Result<(), Noti
     .await;
     match &outcome {
         Ok(ses_message_id) => {
-            tracing::info!(po_id, po_number, kind, parked, recipients, ses_message_id, sqs_message_id, "notification e-mail sent")
+            tracing::info!(
+                po_id,
+                po_number,
+                kind,
+                parked,
+                recipients,
+                ses_message_id,
+                sqs_message_id,
+                "notification e-mail sent"
+            )
         }
         Err(SendError::Transient(error)) => tracing::warn!(
             po_id,
@@ -329,7 +359,9 @@ mod tests {
         assert!(matches!(classify(service("Throttling", 400)), SendError::Transient(m) if m == "Throttling: m"));
         assert!(matches!(classify(service("InternalFailure", 500)), SendError::Transient(_)));
         assert!(matches!(classify(service("ServiceUnavailable", 503)), SendError::Transient(_)));
-        assert!(matches!(classify(service("MessageRejected", 400)), SendError::Permanent(m) if m == "MessageRejected: m"));
+        assert!(
+            matches!(classify(service("MessageRejected", 400)), SendError::Permanent(m) if m == "MessageRejected: m")
+        );
         assert!(matches!(classify(service("AccountSendingPausedException", 400)), SendError::Permanent(_)));
         let timeout: SdkError<SendRawEmailError, HttpResponse> = SdkError::timeout_error("operation timed out");
         assert!(matches!(classify(timeout), SendError::Transient(_)));
@@ -396,7 +428,9 @@ mod tests {
 
     #[test]
     fn unreadable_bodies_become_poison_events_naming_the_sqs_message() {
-        for body in ["", "not json", r#"{"type":"something.else"}"#, r#"{"type":"po_sync.notification","schemaVersion":9}"#] {
+        for body in
+            ["", "not json", r#"{"type":"something.else"}"#, r#"{"type":"po_sync.notification","schemaVersion":9}"#]
+        {
             let mut record = SqsMessage::default();
             record.message_id = Some("m-1".into());
             record.body = Some(body.into());

@@ -7,13 +7,20 @@ use po_sync::config::{ProcessEnv, notify::NotifyConfig};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = NotifyConfig::from_env(&ProcessEnv).inspect_err(|e| tracing::error!(error = %e, "notify cannot start"))?;
+    let config =
+        NotifyConfig::from_env(&ProcessEnv).inspect_err(|e| tracing::error!(error = %e, "notify cannot start"))?;
     let aws = po_sync_aws::load_aws_config().await;
     if config.parked_queue_url.is_none() {
-        tracing::warn!("PARKED_QUEUE_URL is not set: dead-lettered webhooks are e-mailed but not kept, so they cannot be redriven");
+        tracing::warn!(
+            "PARKED_QUEUE_URL is not set: dead-lettered webhooks are e-mailed but not kept, so they cannot be redriven"
+        );
     }
     let notifier = Notifier { ses: aws_sdk_ses::Client::new(&aws), sqs: aws_sdk_sqs::Client::new(&aws), config };
-    tracing::info!(recipients = notifier.config.to.len(), parked_queue = notifier.config.parked_queue_url.is_some(), "notify ready");
+    tracing::info!(
+        recipients = notifier.config.to.len(),
+        parked_queue = notifier.config.parked_queue_url.is_some(),
+        "notify ready"
+    );
     let notifier = &notifier;
     run(service_fn(move |event: LambdaEvent<_>| handle(notifier, event))).await
 }

@@ -50,7 +50,8 @@ async fn notifier_with(moto: &MotoServer, verify_sender: bool, extra: &[(&'stati
 async fn fifo_queue(moto: &MotoServer, name: &str) -> String {
     use aws_sdk_sqs::types::QueueAttributeName;
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let created = sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true").send().await.unwrap();
+    let created =
+        sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true").send().await.unwrap();
     created.queue_url().unwrap().to_owned()
 }
 
@@ -135,7 +136,12 @@ impl Sent {
             .iter()
             .map(|m| Sent {
                 source: m["source"].as_str().unwrap_or_default().to_owned(),
-                destinations: m["destinations"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect(),
+                destinations: m["destinations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap().to_owned())
+                    .collect(),
                 raw: m["raw_data"].as_str().expect("SendRawEmail keeps raw_data").to_owned(),
             })
             .collect()
@@ -235,7 +241,9 @@ async fn a_dead_lettered_webhook_is_parked_unchanged_in_its_group_and_then_maile
     assert_eq!(message.subject(), Some("[po-sync] PO P002271 not delivered to AppZen after 5 attempts"));
     let text = lf(&message.body_text(0).unwrap());
     assert!(
-        text.contains("The webhook is kept for 14 days in po-sync's parked queue and can be redriven after the cause is fixed"),
+        text.contains(
+            "The webhook is kept for 14 days in po-sync's parked queue and can be redriven after the cause is fixed"
+        ),
         "{text}"
     );
 }
@@ -286,9 +294,7 @@ async fn dead_letter_count_is_the_source_receives_plus_one_and_notify_reports_th
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let fifo = |name: &str| {
-        sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true")
-    };
+    let fifo = |name: &str| sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true");
     let dlq_url = fifo("webhooks-dlq.fifo").send().await.unwrap().queue_url().unwrap().to_owned();
     let dlq_arn = sqs
         .get_queue_attributes()
@@ -301,7 +307,14 @@ async fn dead_letter_count_is_the_source_receives_plus_one_and_notify_reports_th
         .unwrap()[&QueueAttributeName::QueueArn]
         .clone();
     let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#);
-    let source_url = fifo("webhooks.fifo").attributes(QueueAttributeName::RedrivePolicy, redrive).send().await.unwrap().queue_url().unwrap().to_owned();
+    let source_url = fifo("webhooks.fifo")
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
     let envelope = doc_sample_envelope();
     sqs.send_message()
         .queue_url(&source_url)

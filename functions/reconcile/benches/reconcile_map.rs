@@ -40,7 +40,9 @@ fn bench(c: &mut Criterion) {
     let settings = MappingSettings::default();
     let received_at = Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap();
     let big = generated_po(300);
-    for (name, body, policy) in [("doc_sample", DOC_SAMPLE, Policy::Forward), ("300_invoices", big.as_slice(), Policy::Block)] {
+    for (name, body, policy) in
+        [("doc_sample", DOC_SAMPLE, Policy::Forward), ("300_invoices", big.as_slice(), Policy::Block)]
+    {
         let envelope = WebhookEnvelope::new(parse_webhook(body).unwrap(), body, received_at);
         let queued = envelope.to_json().unwrap();
         // Forward for the doc sample so its (mismatched) body is still built and serialised.

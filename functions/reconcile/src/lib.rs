@@ -9,7 +9,9 @@ use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::decision::{self, fifo_failures};
 use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
 use po_sync::retry::GiveUpReason;
-use po_sync_aws::appzen::{Accepted, AppZenClient, AppZenSetupError, Rejected, Transient, UpsertOutcome, resolve_credentials};
+use po_sync_aws::appzen::{
+    Accepted, AppZenClient, AppZenSetupError, Rejected, Transient, UpsertOutcome, resolve_credentials,
+};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -107,7 +109,8 @@ impl Reconciler {
         let mut first_retry = None;
         // By value: each record's body (a whole PO as JSON) is freed as soon as it is parsed.
         for (index, record) in event.records.into_iter().enumerate() {
-            let out_of_time = deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) <= self.config.appzen.deadline_margin);
+            let out_of_time = deadline
+                .is_some_and(|d| d.saturating_duration_since(Instant::now()) <= self.config.appzen.deadline_margin);
             let report = if out_of_time {
                 RecordReport::not_attempted(ids[index])
             } else {
@@ -116,8 +119,11 @@ impl Reconciler {
             if report.outcome.fate() == Fate::Retry {
                 first_retry = Some(index);
                 if index + 1 < ids.len() {
-                    tracing::warn!(message_id = ids[index], later_records = ids.len() - index - 1,
-                        "handing back this record and every later one so no PO update overtakes an earlier one");
+                    tracing::warn!(
+                        message_id = ids[index],
+                        later_records = ids.len() - index - 1,
+                        "handing back this record and every later one so no PO update overtakes an earlier one"
+                    );
                 }
                 break;
             }
@@ -163,7 +169,12 @@ impl Reconciler {
         report
     }
 
-    async fn process_envelope(&self, message_id: String, envelope: &WebhookEnvelope, deadline: Option<Instant>) -> RecordReport {
+    async fn process_envelope(
+        &self,
+        message_id: String,
+        envelope: &WebhookEnvelope,
+        deadline: Option<Instant>,
+    ) -> RecordReport {
         let config = &self.config;
         let plan = decision::plan(envelope, config.policy, config.tolerance, &config.mapping);
         let mut notifications = plan.notifications;
@@ -281,7 +292,10 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
     let http_status = match &report.outcome {
         Outcome::Upserted(a) => Some(a.http_status),
         Outcome::Rejected(r) => Some(r.http_status),
-        Outcome::AppZenUnavailable { last: Transient { cause: po_sync_aws::appzen::TransientCause::Status(s), .. }, .. } => Some(*s),
+        Outcome::AppZenUnavailable {
+            last: Transient { cause: po_sync_aws::appzen::TransientCause::Status(s), .. },
+            ..
+        } => Some(*s),
         _ => None,
     };
     let correlation_id = match &report.outcome {

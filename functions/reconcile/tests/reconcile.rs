@@ -110,18 +110,31 @@ impl Harness {
                 let event = NotificationEvent::from_json(message.body().unwrap()).unwrap();
                 let group = message.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId].clone();
                 found.push((event, group));
-                self.sqs.delete_message().queue_url(&self.notify_url).receipt_handle(message.receipt_handle().unwrap()).send().await.unwrap();
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.notify_url)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
             }
         }
     }
 
     async fn appzen_bodies(&self) -> Vec<String> {
-        self.appzen.received_requests().await.unwrap().iter().map(|r| String::from_utf8(r.body.clone()).unwrap()).collect()
+        self.appzen
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8(r.body.clone()).unwrap())
+            .collect()
     }
 }
 
 async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    let queue = sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true").send().await.unwrap();
+    let queue =
+        sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true").send().await.unwrap();
     queue.queue_url().unwrap().to_owned()
 }
 
@@ -217,7 +230,10 @@ async fn the_same_po_is_created_then_updated() {
     }
     assert_eq!(
         answers,
-        vec![(201, Some("CREATED".into()), Some("uuid-1".into())), (200, Some("UPDATED".into()), Some("uuid-1".into()))]
+        vec![
+            (201, Some("CREATED".into()), Some("uuid-1".into())),
+            (200, Some("UPDATED".into()), Some("uuid-1".into()))
+        ]
     );
     let sent = h.appzen_bodies().await;
     assert_eq!((sent.len(), &sent[0]), (2, &sent[1]), "the same body both times");
@@ -264,10 +280,21 @@ async fn a_500_is_retried_and_then_succeeds() {
         .expect(1)
         .mount(&h.appzen)
         .await;
-    Mock::given(method("POST")).and(upsert_path()).respond_with(created("uuid-2", "corr-2")).expect(1).mount(&h.appzen).await;
+    Mock::given(method("POST"))
+        .and(upsert_path())
+        .respond_with(created("uuid-2", "corr-2"))
+        .expect(1)
+        .mount(&h.appzen)
+        .await;
 
     let body = envelope("komet-clean-po.json").to_json().unwrap();
-    let report = h.reconciler.process(&event(vec![record("m-1", &body)]).records[0], Some(tokio::time::Instant::now() + Duration::from_secs(60))).await;
+    let report = h
+        .reconciler
+        .process(
+            &event(vec![record("m-1", &body)]).records[0],
+            Some(tokio::time::Instant::now() + Duration::from_secs(60)),
+        )
+        .await;
     assert!(matches!(&report.outcome, Outcome::Upserted(a) if a.http_status == 201), "{report:?}");
     assert_eq!(report.attempts, 2);
     let sent = h.appzen_bodies().await;
@@ -285,7 +312,12 @@ async fn retry_after_is_honoured_and_a_wait_past_the_deadline_gives_up() {
         .expect(1)
         .mount(&appzen)
         .await;
-    Mock::given(method("POST")).and(upsert_path()).respond_with(created("uuid-3", "corr-3")).expect(1).mount(&appzen).await;
+    Mock::given(method("POST"))
+        .and(upsert_path())
+        .respond_with(created("uuid-3", "corr-3"))
+        .expect(1)
+        .mount(&appzen)
+        .await;
     let settings = config("unused", &appzen.uri(), &[]);
     let client = AppZenClient::new(&settings.appzen, &inline_credentials(&settings)).unwrap();
 
@@ -306,7 +338,10 @@ async fn retry_after_is_honoured_and_a_wait_past_the_deadline_gives_up() {
     let client = AppZenClient::new(&settings.appzen, &inline_credentials(&settings)).unwrap();
     let upsert = client.upsert("{}", Some(tokio::time::Instant::now() + Duration::from_secs(10))).await;
     let UpsertOutcome::GaveUp { last, reason } = &upsert.outcome else { panic!("{upsert:?}") };
-    assert_eq!((reason, &last.cause, last.retry_after), (&GiveUpReason::OutOfTime, &TransientCause::Status(429), Some(Duration::from_secs(120))));
+    assert_eq!(
+        (reason, &last.cause, last.retry_after),
+        (&GiveUpReason::OutOfTime, &TransientCause::Status(429), Some(Duration::from_secs(120)))
+    );
     assert_eq!((upsert.attempts, upsert.waits.len()), (1, 0));
 }
 
@@ -326,7 +361,11 @@ async fn a_timeout_that_persists_is_a_batch_failure() {
     assert_eq!(
         report.outcome,
         Outcome::AppZenUnavailable {
-            last: po_sync_aws::appzen::Transient { cause: TransientCause::Timeout, retry_after: None, correlation_id: None },
+            last: po_sync_aws::appzen::Transient {
+                cause: TransientCause::Timeout,
+                retry_after: None,
+                correlation_id: None
+            },
             reason: GiveUpReason::AttemptsExhausted
         }
     );
@@ -334,7 +373,10 @@ async fn a_timeout_that_persists_is_a_batch_failure() {
 
     let response = h.reconciler.handle_batch(batch, later()).await;
     assert_eq!(failures(&response), vec!["m-1"]);
-    assert!(h.notifications().await.is_empty(), "nobody is mailed for a retry; the DLQ path reports it if it never gets through");
+    assert!(
+        h.notifications().await.is_empty(),
+        "nobody is mailed for a retry; the DLQ path reports it if it never gets through"
+    );
 }
 
 #[tokio::test]
@@ -407,13 +449,32 @@ async fn through_the_webhook_queue(h: &Harness, envelopes: &[WebhookEnvelope]) -
 async fn a_fifo_batch_hands_back_the_transient_failure_and_everything_after_it() {
     let h = Harness::start(&[("APPZEN_MAX_ATTEMPTS", "2")]).await;
     let number = |n: &str| body_string_contains(format!(r#""purchase_order_number":"{n}""#));
-    Mock::given(method("POST")).and(number("P-ONE")).respond_with(created("uuid-1", "c1")).expect(1).mount(&h.appzen).await;
-    Mock::given(method("POST")).and(number("P-TWO")).respond_with(ResponseTemplate::new(503)).expect(2).mount(&h.appzen).await;
-    Mock::given(method("POST")).and(number("P-THREE")).respond_with(created("uuid-3", "c3")).expect(0).mount(&h.appzen).await;
+    Mock::given(method("POST"))
+        .and(number("P-ONE"))
+        .respond_with(created("uuid-1", "c1"))
+        .expect(1)
+        .mount(&h.appzen)
+        .await;
+    Mock::given(method("POST"))
+        .and(number("P-TWO"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&h.appzen)
+        .await;
+    Mock::given(method("POST"))
+        .and(number("P-THREE"))
+        .respond_with(created("uuid-3", "c3"))
+        .expect(0)
+        .mount(&h.appzen)
+        .await;
 
     let envelopes = [clean_po_numbered(1, "P-ONE"), clean_po_numbered(2, "P-TWO"), clean_po_numbered(3, "P-THREE")];
     let batch = through_the_webhook_queue(&h, &envelopes).await;
-    let bodies: Vec<_> = batch.records.iter().map(|r| WebhookEnvelope::from_json(r.body.as_deref().unwrap()).unwrap().po.po_number).collect();
+    let bodies: Vec<_> = batch
+        .records
+        .iter()
+        .map(|r| WebhookEnvelope::from_json(r.body.as_deref().unwrap()).unwrap().po.po_number)
+        .collect();
     assert_eq!(bodies, ["P-ONE", "P-TWO", "P-THREE"], "moto kept the order");
     let ids: Vec<String> = batch.records.iter().map(|r| r.message_id.clone().unwrap()).collect();
 
@@ -437,7 +498,10 @@ async fn komet_s_doc_sample_under_block_is_held_and_a_person_is_told_what_does_n
     let notifications = h.notifications().await;
     assert_eq!(notifications.len(), 1, "{notifications:?}");
     let (event, group) = &notifications[0];
-    assert_eq!((event.kind, group.as_str(), event.forwarded_to_appzen), (NotificationKind::ReconciliationMismatch, "12345", false));
+    assert_eq!(
+        (event.kind, group.as_str(), event.forwarded_to_appzen),
+        (NotificationKind::ReconciliationMismatch, "12345", false)
+    );
     let found: Vec<_> = event
         .discrepancies
         .iter()
@@ -475,7 +539,8 @@ async fn an_unmappable_po_is_held_with_a_mapping_error() {
     let response = h.reconciler.handle_batch(event(vec![record("m-1", &body)]), later()).await;
     assert!(failures(&response).is_empty());
     let notifications = h.notifications().await;
-    let mapping = notifications.iter().find(|(e, _)| e.kind == NotificationKind::MappingError).expect("a mapping_error event");
+    let mapping =
+        notifications.iter().find(|(e, _)| e.kind == NotificationKind::MappingError).expect("a mapping_error event");
     assert!(mapping.0.detail.as_deref().unwrap().contains("vendors"), "{:?}", mapping.0);
 }
 
@@ -490,7 +555,10 @@ async fn a_poison_record_is_reported_and_consumed_without_holding_up_the_next() 
     let notifications = h.notifications().await;
     assert_eq!(notifications.len(), 1);
     let (event, group) = &notifications[0];
-    assert_eq!((event.kind, group.as_str(), event.sqs_message_id.as_deref()), (NotificationKind::PoisonMessage, "unreadable", Some("m-poison")));
+    assert_eq!(
+        (event.kind, group.as_str(), event.sqs_message_id.as_deref()),
+        (NotificationKind::PoisonMessage, "unreadable", Some("m-poison"))
+    );
     assert!(event.detail.as_deref().unwrap().contains("type"), "{event:?}");
 }
 
@@ -526,7 +594,9 @@ async fn out_of_time_records_are_handed_back_unstarted() {
 /// `UPDATE_FIXTURES=1` rewrites them.
 #[test]
 fn the_invoke_fixtures_hold_current_envelopes() {
-    for (file, fixture_name) in [("sqs-event-clean-po.json", "komet-clean-po.json"), ("sqs-event-doc-sample.json", "komet-doc-sample.json")] {
+    for (file, fixture_name) in
+        [("sqs-event-clean-po.json", "komet-clean-po.json"), ("sqs-event-doc-sample.json", "komet-doc-sample.json")]
+    {
         let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
         let expected = envelope(fixture_name);
         if std::env::var_os("UPDATE_FIXTURES").is_some() {

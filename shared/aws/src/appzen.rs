@@ -39,15 +39,20 @@ pub async fn resolve_credentials(
         CredentialsSource::Inline(credentials) => Ok(credentials.clone()),
         CredentialsSource::Secret { arn } => {
             let client = aws_sdk_secretsmanager::Client::new(aws);
-            let mut secret =
-                crate::secrets::read_json_secret(&client, arn).await.map_err(|e| AppZenSetupError::Secret(Box::new(e)))?;
+            let mut secret = crate::secrets::read_json_secret(&client, arn)
+                .await
+                .map_err(|e| AppZenSetupError::Secret(Box::new(e)))?;
             let mut take = |key: &'static str| {
                 secret
                     .remove(key)
                     .filter(|v| !v.trim().is_empty())
                     .ok_or_else(|| AppZenSetupError::MissingSecretKey { arn: arn.clone(), key })
             };
-            Ok(AppZenCredentials { api_key: take("api_key")?, customer_id: take("customer_id")?, customer_key: take("customer_key")? })
+            Ok(AppZenCredentials {
+                api_key: take("api_key")?,
+                customer_id: take("customer_id")?,
+                customer_key: take("customer_key")?,
+            })
         }
     }
 }
@@ -111,7 +116,10 @@ pub enum UpsertOutcome {
     Accepted(Accepted),
     Rejected(Rejected),
     /// Still failing when the attempts or the invocation's time ran out: SQS must redeliver.
-    GaveUp { last: Transient, reason: GiveUpReason },
+    GaveUp {
+        last: Transient,
+        reason: GiveUpReason,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +193,8 @@ impl AppZenClient {
     /// PO's body is tens of MB, and a copy would double reconcile's peak memory).
     pub async fn upsert(&self, body: impl Into<Bytes>, deadline: Option<Instant>) -> Upsert {
         let body = body.into();
-        let time_left = || deadline.map(|d| d.saturating_duration_since(Instant::now()).saturating_sub(self.deadline_margin));
+        let time_left =
+            || deadline.map(|d| d.saturating_duration_since(Instant::now()).saturating_sub(self.deadline_margin));
         let attempt_needs = self.request_timeout.min(Duration::from_secs(1));
         let mut attempts = 0;
         let mut waits = Vec::new();
@@ -193,15 +202,23 @@ impl AppZenClient {
             let timeout = match time_left() {
                 Some(left) if left < attempt_needs => {
                     let last = Transient { cause: TransientCause::Timeout, retry_after: None, correlation_id: None };
-                    return Upsert { outcome: UpsertOutcome::GaveUp { last, reason: GiveUpReason::OutOfTime }, attempts, waits };
+                    return Upsert {
+                        outcome: UpsertOutcome::GaveUp { last, reason: GiveUpReason::OutOfTime },
+                        attempts,
+                        waits,
+                    };
                 }
                 Some(left) => self.request_timeout.min(left),
                 None => self.request_timeout,
             };
             attempts += 1;
             let transient = match self.attempt(body.clone(), timeout).await {
-                Attempt::Accepted(accepted) => return Upsert { outcome: UpsertOutcome::Accepted(accepted), attempts, waits },
-                Attempt::Rejected(rejected) => return Upsert { outcome: UpsertOutcome::Rejected(rejected), attempts, waits },
+                Attempt::Accepted(accepted) => {
+                    return Upsert { outcome: UpsertOutcome::Accepted(accepted), attempts, waits };
+                }
+                Attempt::Rejected(rejected) => {
+                    return Upsert { outcome: UpsertOutcome::Rejected(rejected), attempts, waits };
+                }
                 Attempt::Transient(transient) => transient,
             };
             let wait = wait_before_retry(&self.backoff, attempts, transient.retry_after, fastrand::f64());
@@ -236,8 +253,10 @@ impl AppZenClient {
         let status = response.status().as_u16();
         let headers = response.headers();
         let correlation_id = headers.get(CORRELATION_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let retry_after =
-            headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         match classify_status(status) {
             StatusClass::Transient => {
                 Attempt::Transient(Transient { cause: TransientCause::Status(status), retry_after, correlation_id })
@@ -257,7 +276,11 @@ impl AppZenClient {
                         correlation_id,
                     })
                 } else {
-                    Attempt::Rejected(Rejected { http_status: status, error: ErrorResponse::from_body(&bytes), correlation_id })
+                    Attempt::Rejected(Rejected {
+                        http_status: status,
+                        error: ErrorResponse::from_body(&bytes),
+                        correlation_id,
+                    })
                 }
             }
         }

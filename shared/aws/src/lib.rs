@@ -11,8 +11,7 @@ use aws_smithy_http_client::{Builder, tls};
 /// Loads the AWS configuration from the standard environment (region, credentials, and `AWS_ENDPOINT_URL`,
 /// which points every client at an emulator such as moto), with TLS through rustls on ring.
 pub async fn load_aws_config() -> SdkConfig {
-    let http_client = Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https();
+    let http_client =
+        Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
     aws_config::defaults(BehaviorVersion::latest()).http_client(http_client).load().await
 }

@@ -8,8 +8,13 @@ pub enum SecretError {
     #[error("could not read secret {arn}: {source}")]
     Unavailable {
         arn: String,
+        // Boxed: the SDK error is large, and this error is only ever built once, at cold start.
         #[source]
-        source: aws_sdk_secretsmanager::error::SdkError<aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError>,
+        source: Box<
+            aws_sdk_secretsmanager::error::SdkError<
+                aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError,
+            >,
+        >,
     },
     #[error("secret {arn} has no SecretString")]
     NotText { arn: String },
@@ -28,7 +33,7 @@ pub async fn read_json_secret(
         .secret_id(arn)
         .send()
         .await
-        .map_err(|source| SecretError::Unavailable { arn: arn.to_owned(), source })?;
+        .map_err(|source| SecretError::Unavailable { arn: arn.to_owned(), source: Box::new(source) })?;
     let text = output.secret_string().ok_or_else(|| SecretError::NotText { arn: arn.to_owned() })?;
     serde_json::from_str(text).map_err(|_| SecretError::NotJsonObject { arn: arn.to_owned() })
 }

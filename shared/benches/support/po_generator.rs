@@ -60,7 +60,8 @@ pub fn generate(shape: Shape, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed);
     let po_id = rng.between(100_000, 999_999);
     let po_number = format!("P{:06}", rng.between(1, 999_999));
-    let vendor = r#"{"id":29697,"code":"AV","name":"Miami L Vendor","vendorAccountingCode":"2000-AV","type":"Fresh Cut"}"#;
+    let vendor =
+        r#"{"id":29697,"code":"AV","name":"Miami L Vendor","vendorAccountingCode":"2000-AV","type":"Fresh Cut"}"#;
 
     let mut invoices = String::with_capacity(shape.invoices * (300 + 70 * shape.items_per_invoice));
     let (mut all_items, mut all_invoices) = (0u64, 0u64);
@@ -110,9 +111,6 @@ pub fn generate(shape: Shape, seed: u64) -> Vec<u8> {
     amount(&mut body, all_items);
     body.push_str(r#","total":"#);
     amount(&mut body, all_invoices);
-    let _ = write!(
-        body,
-        r#","location":{{"id":3,"code":"02","name":"Chicago"}},"vendorInvoices":[{invoices}]}}"#
-    );
+    let _ = write!(body, r#","location":{{"id":3,"code":"02","name":"Chicago"}},"vendorInvoices":[{invoices}]}}"#);
     body.into_bytes()
 }

@@ -55,7 +55,8 @@ fn main() -> ExitCode {
     let email_settings = EmailSettings::default();
 
     let ingest = median_ns(iterations, || drop(black_box(hot_paths::ingest(black_box(&body), at))));
-    let reconcile = median_ns(iterations, || drop(black_box(hot_paths::reconcile_path(black_box(&message), &settings))));
+    let reconcile =
+        median_ns(iterations, || drop(black_box(hot_paths::reconcile_path(black_box(&message), &settings))));
     let notify = median_ns(iterations, || drop(black_box(hot_paths::notify(black_box(&event), &email_settings))));
     println!(
         r#"{{"bytes":{},"ingest_median_us":{},"reconcile_median_us":{},"notify_median_us":{}}}"#,
@@ -81,7 +82,7 @@ fn median_ns(iterations: usize, mut run: impl FnMut()) -> u128 {
         .collect();
     times.sort_unstable();
     let mid = times.len() / 2;
-    if times.len() % 2 == 0 { (times[mid - 1] + times[mid]) / 2 } else { times[mid] }
+    if times.len().is_multiple_of(2) { (times[mid - 1] + times[mid]) / 2 } else { times[mid] }
 }
 
 /// Nanoseconds shown as microseconds with one decimal (a JSON number).

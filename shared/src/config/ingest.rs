@@ -66,11 +66,9 @@ impl Credentials {
     /// Errors name the variable and the missing key, never a value.
     pub fn from_secret(scheme: AuthScheme, secret: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let key = |name: &str| {
-            secret
-                .get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| ConfigError::new(SECRET_ARN, format!("the secret has no {name:?} (WEBHOOK_AUTH is {scheme:?})")))
+            secret.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                ConfigError::new(SECRET_ARN, format!("the secret has no {name:?} (WEBHOOK_AUTH is {scheme:?})"))
+            })
         };
         match scheme {
             AuthScheme::Basic => basic(key("username")?, key("password")?, SECRET_ARN),
@@ -135,7 +133,10 @@ impl IngestConfig {
         let queue_url = required(env, QUEUE_URL)?;
         if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) || !queue_url.ends_with(".fifo") {
             // The message group and deduplication id only mean something on a FIFO queue.
-            return Err(ConfigError::new(QUEUE_URL, format!("expected the URL of a FIFO queue (…/NAME.fifo), found {queue_url:?}")));
+            return Err(ConfigError::new(
+                QUEUE_URL,
+                format!("expected the URL of a FIFO queue (…/NAME.fifo), found {queue_url:?}"),
+            ));
         }
         let max_body_bytes =
             parsed_or(env, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, super::number_in(1..=MAX_MAX_BODY_BYTES))?;
@@ -161,7 +162,12 @@ mod tests {
 
     #[test]
     fn basic_credentials_from_the_environment_with_defaults() {
-        let env = [("WEBHOOK_AUTH", "Basic"), ("WEBHOOK_USERNAME", "komet"), ("WEBHOOK_PASSWORD", "pa:ss"), ("QUEUE_URL", QUEUE)];
+        let env = [
+            ("WEBHOOK_AUTH", "Basic"),
+            ("WEBHOOK_USERNAME", "komet"),
+            ("WEBHOOK_PASSWORD", "pa:ss"),
+            ("QUEUE_URL", QUEUE),
+        ];
         let config = IngestConfig::from_env(&env).unwrap();
         assert_eq!(config.auth, AuthScheme::Basic);
         assert_eq!(
@@ -174,7 +180,8 @@ mod tests {
 
     #[test]
     fn bearer_token_and_body_limit() {
-        let env = [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t0k"), ("QUEUE_URL", QUEUE), ("MAX_BODY_BYTES", "2048")];
+        let env =
+            [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t0k"), ("QUEUE_URL", QUEUE), ("MAX_BODY_BYTES", "2048")];
         let config = IngestConfig::from_env(&env).unwrap();
         assert_eq!(config.credentials, CredentialSource::Environment(Credentials::Bearer { token: "t0k".into() }));
         assert_eq!(config.max_body_bytes, 2048);
@@ -196,7 +203,12 @@ mod tests {
             "configuration WEBHOOK_USERNAME: is required but not set"
         );
         assert_eq!(
-            error(&[("WEBHOOK_AUTH", "basic"), ("WEBHOOK_USERNAME", "ko:met"), ("WEBHOOK_PASSWORD", "p"), ("QUEUE_URL", QUEUE)]),
+            error(&[
+                ("WEBHOOK_AUTH", "basic"),
+                ("WEBHOOK_USERNAME", "ko:met"),
+                ("WEBHOOK_PASSWORD", "p"),
+                ("QUEUE_URL", QUEUE)
+            ]),
             "configuration WEBHOOK_USERNAME: the Basic user name must not contain ':'"
         );
         // A Basic password does not stand in for a Bearer token.
@@ -209,11 +221,17 @@ mod tests {
             "configuration QUEUE_URL: is required but not set"
         );
         let standard = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks";
-        assert!(error(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", standard)])
-            .starts_with("configuration QUEUE_URL: expected the URL of a FIFO queue"));
+        assert!(
+            error(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", standard)])
+                .starts_with("configuration QUEUE_URL: expected the URL of a FIFO queue")
+        );
         for bad in ["0", "lots", "7340032"] {
-            let env = [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", QUEUE), ("MAX_BODY_BYTES", bad)];
-            assert!(error(&env).starts_with("configuration MAX_BODY_BYTES: expected a whole number from 1 to 6291456"), "{bad}");
+            let env =
+                [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", QUEUE), ("MAX_BODY_BYTES", bad)];
+            assert!(
+                error(&env).starts_with("configuration MAX_BODY_BYTES: expected a whole number from 1 to 6291456"),
+                "{bad}"
+            );
         }
     }
 
@@ -224,8 +242,10 @@ mod tests {
         let config = IngestConfig::from_env(&env).unwrap();
         assert_eq!(config.credentials, CredentialSource::Secret { arn: arn.to_owned() });
 
-        let secret: HashMap<String, String> =
-            [("username", "komet"), ("password", "s3cret")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let secret: HashMap<String, String> = [("username", "komet"), ("password", "s3cret")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         assert_eq!(
             Credentials::from_secret(AuthScheme::Basic, &secret).unwrap(),
             Credentials::Basic { username: "komet".into(), password: "s3cret".into() }
@@ -238,7 +258,8 @@ mod tests {
 
     #[test]
     fn a_secret_and_environment_credentials_together_are_refused() {
-        let env = [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_SECRET_ARN", "arn:x"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", QUEUE)];
+        let env =
+            [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_SECRET_ARN", "arn:x"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", QUEUE)];
         assert_eq!(error(&env), "configuration WEBHOOK_TOKEN: must not be set together with WEBHOOK_SECRET_ARN");
     }
 

@@ -148,7 +148,9 @@ impl NotifyConfig {
                 if clean != prefix || clean.chars().count() > MAX_SUBJECT_PREFIX_CHARS {
                     return Err(ConfigError::new(
                         "NOTIFY_SUBJECT_PREFIX",
-                        format!("must be one line of at most {MAX_SUBJECT_PREFIX_CHARS} characters without control characters"),
+                        format!(
+                            "must be one line of at most {MAX_SUBJECT_PREFIX_CHARS} characters without control characters"
+                        ),
                     ));
                 }
                 clean
@@ -185,7 +187,10 @@ mod tests {
     fn a_full_configuration_is_read_and_duplicates_are_removed_case_insensitively() {
         let env = [
             ("NOTIFY_FROM", "po-sync <alerts@flowers.example.com>"),
-            ("NOTIFY_TO", " ap@flowers.example.com, Buyer@Flowers.example.com ,AP@flowers.example.com,buyer@flowers.example.com"),
+            (
+                "NOTIFY_TO",
+                " ap@flowers.example.com, Buyer@Flowers.example.com ,AP@flowers.example.com,buyer@flowers.example.com",
+            ),
             ("NOTIFY_REPLY_TO", "it@flowers.example.com"),
             ("NOTIFY_SUBJECT_PREFIX", "[Komet→AppZen]"),
         ];
@@ -200,7 +205,8 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_optional_variables_are_unset() {
-        let config = NotifyConfig::from_env(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", "b@example.com")]).unwrap();
+        let config =
+            NotifyConfig::from_env(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", "b@example.com")]).unwrap();
         assert_eq!(config.from, Mailbox { name: None, address: Address::parse("a@example.com").unwrap() });
         assert_eq!(config.to.len(), 1);
         assert_eq!(config.reply_to, None);
@@ -218,7 +224,11 @@ mod tests {
             problem(&with("https://sqs.us-east-1.amazonaws.com/123456789012/po-sync-webhooks-parked")),
             "configuration PARKED_QUEUE_URL: must be the URL of a FIFO queue (ending in .fifo), got \"https://sqs.us-east-1.amazonaws.com/123456789012/po-sync-webhooks-parked\""
         );
-        for bad in ["po-sync-webhooks-parked.fifo", "arn:aws:sqs:us-east-1:123456789012:parked.fifo", "https://sqs.example.com/a b.fifo"] {
+        for bad in [
+            "po-sync-webhooks-parked.fifo",
+            "arn:aws:sqs:us-east-1:123456789012:parked.fifo",
+            "https://sqs.example.com/a b.fifo",
+        ] {
             let e = problem(&with(bad));
             assert!(e.starts_with("configuration PARKED_QUEUE_URL: must be an SQS queue URL"), "{bad}: {e}");
         }
@@ -229,7 +239,10 @@ mod tests {
     #[test]
     fn missing_variables_are_named() {
         assert_eq!(problem(&[("NOTIFY_TO", "b@example.com")]), "configuration NOTIFY_FROM: is required but not set");
-        assert_eq!(problem(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", " ")]), "configuration NOTIFY_TO: is required but not set");
+        assert_eq!(
+            problem(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", " ")]),
+            "configuration NOTIFY_TO: is required but not set"
+        );
     }
 
     #[test]
@@ -241,12 +254,25 @@ mod tests {
         );
         // Six entries, five different: fine.
         let five = "a@x.com,b@x.com,c@x.com,d@x.com,e@x.com,A@X.COM";
-        assert_eq!(NotifyConfig::from_env(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", five)]).unwrap().to.len(), 5);
+        assert_eq!(
+            NotifyConfig::from_env(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", five)]).unwrap().to.len(),
+            5
+        );
     }
 
     #[test]
     fn invalid_addresses_fail_naming_the_variable_and_the_value() {
-        for bad in ["ap", "ap@", "@x.com", "ap@localhost", "ap@x.com;b@x.com", "ap @x.com", "Ap <ap@x.com>", "ap@[10.0.0.1]", "ñ@x.com"] {
+        for bad in [
+            "ap",
+            "ap@",
+            "@x.com",
+            "ap@localhost",
+            "ap@x.com;b@x.com",
+            "ap @x.com",
+            "Ap <ap@x.com>",
+            "ap@[10.0.0.1]",
+            "ñ@x.com",
+        ] {
             let e = problem(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", bad)]);
             assert!(e.starts_with("configuration NOTIFY_TO: "), "{bad}: {e}");
             assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
@@ -262,7 +288,11 @@ mod tests {
     #[test]
     fn a_subject_prefix_with_a_line_break_or_too_long_fails() {
         for bad in ["[po\nsync]", "[po-sync]\r\nBcc: x@example.com", &"x".repeat(41)] {
-            let e = problem(&[("NOTIFY_FROM", "a@example.com"), ("NOTIFY_TO", "b@example.com"), ("NOTIFY_SUBJECT_PREFIX", bad)]);
+            let e = problem(&[
+                ("NOTIFY_FROM", "a@example.com"),
+                ("NOTIFY_TO", "b@example.com"),
+                ("NOTIFY_SUBJECT_PREFIX", bad),
+            ]);
             assert!(e.starts_with("configuration NOTIFY_SUBJECT_PREFIX: must be one line"), "{e}");
         }
     }

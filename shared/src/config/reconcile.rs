@@ -39,7 +39,9 @@ pub struct AppZenConfig {
 pub enum CredentialsSource {
     Inline(AppZenCredentials),
     /// A Secrets Manager JSON secret with keys `api_key`, `customer_id`, `customer_key`, read at cold start.
-    Secret { arn: String },
+    Secret {
+        arn: String,
+    },
 }
 
 /// AppZen's three header values. `Debug` never shows them.
@@ -91,13 +93,20 @@ impl ReconcileConfig {
             notify_queue_url: required(env, "NOTIFY_QUEUE_URL")?,
             policy: parsed_or(env, "RECONCILE_POLICY", Policy::default(), Policy::parse)?,
             tolerance: parsed_or(env, "RECONCILE_TOLERANCE", Tolerance::CENT, |v| {
-                crate::money::parse_exact(v).and_then(Tolerance::new).map_err(|e| format!("{e} (an amount such as 0.05)"))
+                crate::money::parse_exact(v)
+                    .and_then(Tolerance::new)
+                    .map_err(|e| format!("{e} (an amount such as 0.05)"))
             })?,
             mapping,
             appzen: AppZenConfig {
                 base_url: parsed_or(env, "APPZEN_BASE_URL", DEFAULT_APPZEN_BASE_URL.to_owned(), base_url)?,
                 credentials: credentials(env)?,
-                request_timeout: Duration::from_millis(parsed_or(env, "APPZEN_TIMEOUT_MS", 10_000, number_in(100..=900_000))?),
+                request_timeout: Duration::from_millis(parsed_or(
+                    env,
+                    "APPZEN_TIMEOUT_MS",
+                    10_000,
+                    number_in(100..=900_000),
+                )?),
                 max_attempts: parsed_or(env, "APPZEN_MAX_ATTEMPTS", 4, number_in(1..=20))? as u32,
                 backoff: Backoff::default(),
                 deadline_margin: Duration::from_secs(2),
@@ -123,14 +132,20 @@ fn credentials(env: &impl Env) -> Result<CredentialsSource, ConfigError> {
             "APPZEN_SECRET_ARN",
             "is set together with APPZEN_API_KEY/APPZEN_CUSTOMER_ID/APPZEN_CUSTOMER_KEY; set one or the other",
         )),
-        (None, [Some(api_key), Some(customer_id), Some(customer_key)]) => Ok(CredentialsSource::Inline(AppZenCredentials {
-            api_key: api_key.clone(),
-            customer_id: customer_id.clone(),
-            customer_key: customer_key.clone(),
-        })),
+        (None, [Some(api_key), Some(customer_id), Some(customer_key)]) => {
+            Ok(CredentialsSource::Inline(AppZenCredentials {
+                api_key: api_key.clone(),
+                customer_id: customer_id.clone(),
+                customer_key: customer_key.clone(),
+            }))
+        }
         (None, _) => {
-            let missing = INLINE_VARIABLES.iter().zip(&inline).find(|(_, v)| v.is_none()).map_or("APPZEN_API_KEY", |(n, _)| n);
-            Err(ConfigError::new(missing, "is required unless APPZEN_SECRET_ARN names a secret with the AppZen credentials"))
+            let missing =
+                INLINE_VARIABLES.iter().zip(&inline).find(|(_, v)| v.is_none()).map_or("APPZEN_API_KEY", |(n, _)| n);
+            Err(ConfigError::new(
+                missing,
+                "is required unless APPZEN_SECRET_ARN names a secret with the AppZen credentials",
+            ))
         }
     }
 }
@@ -166,7 +181,11 @@ mod tests {
         assert_eq!(config.appzen.max_attempts, 4);
         assert_eq!(
             config.appzen.credentials,
-            CredentialsSource::Inline(AppZenCredentials { api_key: "key".into(), customer_id: "cid".into(), customer_key: "ckey".into() })
+            CredentialsSource::Inline(AppZenCredentials {
+                api_key: "key".into(),
+                customer_id: "cid".into(),
+                customer_key: "ckey".into()
+            })
         );
     }
 
@@ -197,10 +216,16 @@ mod tests {
 
     #[test]
     fn a_secret_arn_replaces_the_three_inline_credentials() {
-        let env = [("NOTIFY_QUEUE_URL", "q"), ("APPZEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:appzen")];
+        let env =
+            [("NOTIFY_QUEUE_URL", "q"), ("APPZEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:appzen")];
         let config = ReconcileConfig::from_env(&env).unwrap();
-        assert_eq!(config.appzen.credentials, CredentialsSource::Secret { arn: "arn:aws:secretsmanager:us-east-1:1:secret:appzen".into() });
-        assert!(error(&[("APPZEN_SECRET_ARN", "arn:x")]).starts_with("configuration APPZEN_SECRET_ARN: is set together"));
+        assert_eq!(
+            config.appzen.credentials,
+            CredentialsSource::Secret { arn: "arn:aws:secretsmanager:us-east-1:1:secret:appzen".into() }
+        );
+        assert!(
+            error(&[("APPZEN_SECRET_ARN", "arn:x")]).starts_with("configuration APPZEN_SECRET_ARN: is set together")
+        );
     }
 
     #[test]
@@ -210,7 +235,12 @@ mod tests {
             "configuration NOTIFY_QUEUE_URL: is required but not set"
         );
         let partial = [("NOTIFY_QUEUE_URL", "q"), ("APPZEN_API_KEY", "k"), ("APPZEN_CUSTOMER_KEY", "c")];
-        assert!(ReconcileConfig::from_env(&partial).unwrap_err().to_string().starts_with("configuration APPZEN_CUSTOMER_ID: is required"));
+        assert!(
+            ReconcileConfig::from_env(&partial)
+                .unwrap_err()
+                .to_string()
+                .starts_with("configuration APPZEN_CUSTOMER_ID: is required")
+        );
         for (variable, value) in [
             ("RECONCILE_POLICY", "drop"),
             ("RECONCILE_TOLERANCE", "-0.01"),

@@ -345,7 +345,8 @@ fn serve(stream: TcpStream, tx: &mpsc::Sender<Seen>, event: &std::sync::Mutex<Op
             let answer = br#"{"uuid":"6f1c2a9e-0000-4000-8000-000000000001","status":"CREATED"}"#;
             respond(&mut writer, "201 Created", "", "application/json", answer)?;
         } else if String::from_utf8_lossy(&body).contains("Action=SendRawEmail") {
-            let answer = b"<SendRawEmailResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\"><SendRawEmailResult>\
+            let answer =
+                b"<SendRawEmailResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\"><SendRawEmailResult>\
                 <MessageId>bench-1</MessageId></SendRawEmailResult><ResponseMetadata><RequestId>r</RequestId>\
                 </ResponseMetadata></SendRawEmailResponse>";
             respond(&mut writer, "200 OK", "", "text/xml", answer)?;
@@ -383,7 +384,13 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn respond(writer: &mut TcpStream, status: &str, headers: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+fn respond(
+    writer: &mut TcpStream,
+    status: &str,
+    headers: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     write!(
         writer,
         "HTTP/1.1 {status}\r\n{headers}Content-Type: {content_type}\r\nContent-Length: {}\r\nx-amzn-RequestId: bench\r\n\r\n",

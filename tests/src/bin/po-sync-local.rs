@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use po_sync_tests::local::{LocalStack, SentEmail, StackOptions, WEBHOOK_PASSWORD, WEBHOOK_USERNAME, describe_upsert, without_crate_env};
+use po_sync_tests::local::{
+    LocalStack, SentEmail, StackOptions, WEBHOOK_PASSWORD, WEBHOOK_USERNAME, describe_upsert, without_crate_env,
+};
 use po_sync_tests::poller::LogSink;
 use po_sync_tests::{fixture, workspace_root};
 
@@ -22,7 +24,9 @@ const SAMPLES: [&str; 2] = ["komet-doc-sample.json", "komet-clean-po.json"];
 async fn main() -> ExitCode {
     let mode = std::env::args().nth(1).unwrap_or_default();
     if mode != "run" && mode != "serve" {
-        eprintln!("usage: po-sync-local run|serve\n  run    post Komet's sample and a clean PO through the local pipeline, print a summary, stop\n  serve  start the local pipeline and leave it running for your own requests (Ctrl-C stops it)");
+        eprintln!(
+            "usage: po-sync-local run|serve\n  run    post Komet's sample and a clean PO through the local pipeline, print a summary, stop\n  serve  start the local pipeline and leave it running for your own requests (Ctrl-C stops it)"
+        );
         return ExitCode::from(2);
     }
     let started = Instant::now();
@@ -116,7 +120,9 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
     let upserts = stack.appzen_upserts();
 
     println!();
-    println!("po-sync, locally: Komet -> ingest -> webhooks.fifo -> reconcile -> AppZen sandbox | notifications.fifo -> notify -> SES (moto)");
+    println!(
+        "po-sync, locally: Komet -> ingest -> webhooks.fifo -> reconcile -> AppZen sandbox | notifications.fifo -> notify -> SES (moto)"
+    );
     println!();
     println!("Ingest answered Komet:");
     answers.iter().for_each(|line| println!("{line}"));
@@ -129,7 +135,11 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
         println!("  \"{}\" to {} recipient(s), saved to {}", email.subject, email.recipients.len(), relative(path))
     });
     println!();
-    println!("Logs: {}/functions.log (ingest, reconcile, notify under cargo lambda watch), {}/poller.log", relative(stack.logs_dir()), relative(stack.logs_dir()));
+    println!(
+        "Logs: {}/functions.log (ingest, reconcile, notify under cargo lambda watch), {}/poller.log",
+        relative(stack.logs_dir()),
+        relative(stack.logs_dir())
+    );
     println!("Done in {:.1} s; everything started has been stopped.", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -162,11 +172,17 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
     println!("  curl -i -u {WEBHOOK_USERNAME}:{WEBHOOK_PASSWORD} -H 'content-type: application/json' \\");
     println!("       --data-binary @shared/tests/fixtures/komet-clean-po.json {ingest}");
     println!("  curl -s {appzen}/_sandbox/requests                                   # what AppZen received");
-    println!("  curl -s -X POST {appzen}/_sandbox/fail -d '{{\"times\":2,\"status\":500}}'   # AppZen fails the next two calls");
+    println!(
+        "  curl -s -X POST {appzen}/_sandbox/fail -d '{{\"times\":2,\"status\":500}}'   # AppZen fails the next two calls"
+    );
     println!("  curl -s {moto}/moto-api/data.json                                   # e-mails sent (ses.RawMessage)");
     println!();
     println!("New AppZen calls and e-mails are listed below; e-mails are saved to .local/mail/.");
-    println!("Logs: {}/functions.log, {}/poller.log. Stop with Ctrl-C.", relative(stack.logs_dir()), relative(stack.logs_dir()));
+    println!(
+        "Logs: {}/functions.log, {}/poller.log. Stop with Ctrl-C.",
+        relative(stack.logs_dir()),
+        relative(stack.logs_dir())
+    );
     let mail_dir = workspace_root().join(".local/mail");
     let _ = std::fs::remove_dir_all(&mail_dir);
     let (mut seen_upserts, mut seen_emails) = (0, 0);
@@ -180,7 +196,12 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
         }
         let emails = save_emails(stack, &mail_dir)?;
         for (email, path) in emails.iter().skip(seen_emails) {
-            println!("e-mail: \"{}\" to {} recipient(s), saved to {}", email.subject, email.recipients.len(), relative(path));
+            println!(
+                "e-mail: \"{}\" to {} recipient(s), saved to {}",
+                email.subject,
+                email.recipients.len(),
+                relative(path)
+            );
         }
         seen_emails = emails.len();
     }
