@@ -237,7 +237,7 @@ impl LocalStack {
             .await
             .map_err(|e| setup("verify the SES sender")(aws_sdk_ses::Error::from(e).to_string()))?;
         log.line(format!(
-            "moto on {} (pid {}): 4 FIFO queues, SES sender {NOTIFY_FROM} verified",
+            "moto on {} (pid {}): 5 FIFO queues (webhooks, notifications, their DLQs, parked), SES sender {NOTIFY_FROM} verified",
             moto.endpoint_url(),
             moto.pid()
         ));
@@ -535,29 +535,10 @@ async fn create_fifo_queue(
     options: &StackOptions,
     dead_letter_queue_url: Option<&str>,
 ) -> Result<String, StackError> {
-    let mut request = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(QueueAttributeName::VisibilityTimeout, options.visibility_timeout.to_string());
-    if let Some(dlq_url) = dead_letter_queue_url {
-        let dlq_arn = sqs
-            .get_queue_attributes()
-            .queue_url(dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| setup("read a DLQ's ARN")(aws_sdk_sqs::Error::from(e).to_string()))?
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .cloned()
-            .unwrap_or_default();
-        let policy =
-            serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count });
-        request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
-    }
-    let created = request.send().await.map_err(|e| setup(name)(aws_sdk_sqs::Error::from(e).to_string()))?;
-    created.queue_url().map(str::to_owned).ok_or_else(|| setup(name)("no queue URL".to_owned()))
+    let dead_letter = dead_letter_queue_url.map(|url| (url, options.max_receive_count));
+    crate::moto::create_fifo_queue(sqs, name, dead_letter, Some(options.visibility_timeout))
+        .await
+        .map_err(|e| setup(name)(e.to_string()))
 }
 
 /// The functions' environment (the contract in the README), pointing at moto and the sandbox.

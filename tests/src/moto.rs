@@ -138,6 +138,31 @@ impl Drop for MotoServer {
     }
 }
 
+/// Creates a FIFO queue and returns its URL. With `dead_letter = Some((dlq_url, max_receive_count))` it
+/// redrives there after that many receives, as the SAM template's queues do.
+pub async fn create_fifo_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    dead_letter: Option<(&str, u32)>,
+    visibility_timeout_seconds: Option<u32>,
+) -> Result<String, aws_sdk_sqs::Error> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let mut request = sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true");
+    if let Some(seconds) = visibility_timeout_seconds {
+        request = request.attributes(QueueAttributeName::VisibilityTimeout, seconds.to_string());
+    }
+    if let Some((dlq_url, max_receive_count)) = dead_letter {
+        let attributes =
+            sqs.get_queue_attributes().queue_url(dlq_url).attribute_names(QueueAttributeName::QueueArn).send().await?;
+        let dlq_arn =
+            attributes.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).cloned().unwrap_or_default();
+        let policy = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count });
+        request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+    }
+    let created = request.send().await?;
+    Ok(created.queue_url().unwrap_or_default().to_owned())
+}
+
 /// A minimal HTTP/1.0 GET to 127.0.0.1, so the harness needs no HTTP client of its own.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};

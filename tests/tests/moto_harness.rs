@@ -9,14 +9,7 @@ async fn moto_serves_sqs_fifo_and_ses_and_stops_by_pid() {
     let config = moto.sdk_config().await;
 
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let queue = sqs
-        .create_queue()
-        .queue_name("harness.fifo")
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap();
-    let url = queue.queue_url().unwrap();
+    let url = &po_sync_tests::moto::create_fifo_queue(&sqs, "harness.fifo", None, None).await.unwrap();
     for _ in 0..2 {
         sqs.send_message()
             .queue_url(url)

@@ -44,22 +44,7 @@ async fn fake_function(State(deliveries): State<Deliveries>, Path(function): Pat
 }
 
 async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str, redrive: Option<(&str, u32)>) -> String {
-    let mut request = sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true");
-    if let Some((dlq_url, max)) = redrive {
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap();
-        let arn = arn.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
-        request = request.attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max }).to_string(),
-        );
-    }
-    request.send().await.unwrap().queue_url().unwrap().to_owned()
+    po_sync_tests::moto::create_fifo_queue(sqs, name, redrive, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

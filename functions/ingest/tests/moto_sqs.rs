@@ -1,7 +1,7 @@
 //! ingest against real SQS FIFO and Secrets Manager APIs (moto server on 127.0.0.1), through the same
 //! cold-start code as Lambda (`Ingest::start`), checked with the real aws-sdk clients.
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use base64::Engine;
 use ingest::{Ingest, SqsQueue};
 use lambda_http::http::StatusCode;
@@ -41,14 +41,7 @@ async fn setup() -> Setup {
     let moto = MotoServer::start();
     let aws = moto.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let queue = sqs
-        .create_queue()
-        .queue_name("webhooks.fifo")
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap();
-    let queue_url = queue.queue_url().unwrap().to_owned();
+    let queue_url = po_sync_tests::moto::create_fifo_queue(&sqs, "webhooks.fifo", None, None).await.unwrap();
     Setup { moto, sqs, queue_url, aws }
 }
 

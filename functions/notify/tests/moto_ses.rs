@@ -48,11 +48,8 @@ async fn notifier_with(moto: &MotoServer, verify_sender: bool, extra: &[(&'stati
 
 /// A FIFO queue on moto, as the stack creates the parked queue; returns its URL.
 async fn fifo_queue(moto: &MotoServer, name: &str) -> String {
-    use aws_sdk_sqs::types::QueueAttributeName;
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let created =
-        sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true").send().await.unwrap();
-    created.queue_url().unwrap().to_owned()
+    po_sync_tests::moto::create_fifo_queue(&sqs, name, None, None).await.unwrap()
 }
 
 /// Every message on a queue (one receive of up to 10 suffices for these tests), with all system attributes.
@@ -290,31 +287,13 @@ async fn a_dead_letter_that_cannot_be_parked_is_a_batch_failure_and_is_not_maile
 /// moves the message and counts the DLQ receive too), and that notify turns it into reconcile's attempts.
 #[tokio::test]
 async fn dead_letter_count_is_the_source_receives_plus_one_and_notify_reports_the_source_receives() {
-    use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    use po_sync_tests::moto::create_fifo_queue;
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let fifo = |name: &str| sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true");
-    let dlq_url = fifo("webhooks-dlq.fifo").send().await.unwrap().queue_url().unwrap().to_owned();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#);
-    let source_url = fifo("webhooks.fifo")
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let dlq_url = create_fifo_queue(&sqs, "webhooks-dlq.fifo", None, None).await.unwrap();
+    let source_url = create_fifo_queue(&sqs, "webhooks.fifo", Some((&dlq_url, 2)), None).await.unwrap();
     let envelope = doc_sample_envelope();
     sqs.send_message()
         .queue_url(&source_url)

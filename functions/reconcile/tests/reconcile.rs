@@ -2,7 +2,7 @@
 //! AppZen through wiremock. Retry delays are tiny through configuration, never slept away here.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::{TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::config::reconcile::ReconcileConfig;
@@ -133,9 +133,7 @@ impl Harness {
 }
 
 async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    let queue =
-        sqs.create_queue().queue_name(name).attributes(QueueAttributeName::FifoQueue, "true").send().await.unwrap();
-    queue.queue_url().unwrap().to_owned()
+    po_sync_tests::moto::create_fifo_queue(sqs, name, None, None).await.unwrap()
 }
 
 /// Configuration as a deployment would give it, with tiny retry delays.
