@@ -16,6 +16,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MimeAddress;
 use po_sync::config::notify::NotifyConfig;
+use po_sync::decision::fifo_failures;
 use po_sync::email::{Email, dead_lettered, one_line, render};
 use po_sync::message::{ENVELOPE_TYPE, NOTIFICATION_TYPE, NotificationEvent, WebhookEnvelope, message_type};
 
@@ -322,20 +323,18 @@ async fn notify_one(notifier: &Notifier, record: &SqsMessage) -> Result<(), Noti
 
 /// The Lambda handler: one e-mail per record, partial batch failures in FIFO order.
 pub async fn handle(notifier: &Notifier, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    let mut response = SqsBatchResponse::default();
-    let mut failed = false;
-    for record in &event.payload.records {
-        let message_id = record.message_id.clone().unwrap_or_default();
-        if failed {
-            // Keep FIFO order: nothing after a failure is processed in this invocation.
-            response.add_failure(message_id);
-            continue;
-        }
+    let records = &event.payload.records;
+    let mut first_failure = None;
+    for (index, record) in records.iter().enumerate() {
         if notify_one(notifier, record).await.is_err() {
-            failed = true;
-            response.add_failure(message_id);
+            // Keep FIFO order: nothing after a failure is processed in this invocation.
+            first_failure = Some(index);
+            break;
         }
     }
+    let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_deref().unwrap_or_default()).collect();
+    let mut response = SqsBatchResponse::default();
+    response.set_failures(fifo_failures(&ids, first_failure));
     Ok(response)
 }
 

@@ -130,14 +130,7 @@ impl IngestConfig {
                 AuthScheme::Bearer => Credentials::Bearer { token: required(env, TOKEN)? },
             }),
         };
-        let queue_url = required(env, QUEUE_URL)?;
-        if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) || !queue_url.ends_with(".fifo") {
-            // The message group and deduplication id only mean something on a FIFO queue.
-            return Err(ConfigError::new(
-                QUEUE_URL,
-                format!("expected the URL of a FIFO queue (…/NAME.fifo), found {queue_url:?}"),
-            ));
-        }
+        let queue_url = super::fifo_queue_url(QUEUE_URL, &required(env, QUEUE_URL)?)?;
         let max_body_bytes =
             parsed_or(env, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, super::number_in(1..=MAX_MAX_BODY_BYTES))?;
         Ok(IngestConfig {
@@ -221,9 +214,9 @@ mod tests {
             "configuration QUEUE_URL: is required but not set"
         );
         let standard = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks";
-        assert!(
-            error(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", standard)])
-                .starts_with("configuration QUEUE_URL: expected the URL of a FIFO queue")
+        assert_eq!(
+            error(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", standard)]),
+            format!("configuration QUEUE_URL: must be the URL of a FIFO queue (ending in .fifo), got {standard:?}")
         );
         for bad in ["0", "lots", "7340032"] {
             let env =

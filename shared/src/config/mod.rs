@@ -71,6 +71,20 @@ pub fn parsed_or<T>(
     }
 }
 
+/// The URL of an SQS FIFO queue (`https://…/NAME.fifo`). po-sync always sends with a message group and a
+/// deduplication id, which a standard queue refuses: the mistake is caught at cold start, not at the first send.
+pub fn fifo_queue_url(variable: &'static str, url: &str) -> Result<String, ConfigError> {
+    let url = url.trim();
+    let problem = |p: &str| Err(ConfigError::new(variable, format!("{p}, got {url:?}")));
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+        return problem("must be an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>.fifo)");
+    }
+    if !url.ends_with(".fifo") {
+        return problem("must be the URL of a FIFO queue (ending in .fifo)");
+    }
+    Ok(url.to_owned())
+}
+
 /// A whole number within `range`, for sizes, counts and milliseconds.
 pub fn number_in(range: std::ops::RangeInclusive<u64>) -> impl FnOnce(&str) -> Result<u64, String> {
     move |value| match value.parse::<u64>() {

@@ -8,7 +8,7 @@
 //! | `NOTIFY_SUBJECT_PREFIX` | put in front of every subject; default `[po-sync]` |
 //! | `PARKED_QUEUE_URL` | optional FIFO queue (`….fifo`) where notify keeps each dead-lettered webhook before mailing it |
 
-use super::{ConfigError, Env, optional, required};
+use super::{ConfigError, Env, fifo_queue_url, optional, required};
 use crate::email::{EmailSettings, one_line};
 use email_address::{EmailAddress, Options};
 use std::fmt;
@@ -156,23 +156,10 @@ impl NotifyConfig {
                 clean
             }
         };
-        let parked_queue_url = optional(env, "PARKED_QUEUE_URL").map(|url| parse_fifo_queue_url(&url)).transpose()?;
+        let parked_queue_url =
+            optional(env, "PARKED_QUEUE_URL").map(|url| fifo_queue_url("PARKED_QUEUE_URL", &url)).transpose()?;
         Ok(NotifyConfig { from, to, reply_to, email: EmailSettings { subject_prefix }, parked_queue_url })
     }
-}
-
-/// An SQS queue URL of a FIFO queue: notify sends with a group and a deduplication id, which a standard
-/// queue refuses, so the mistake is caught at cold start rather than at the first dead letter.
-fn parse_fifo_queue_url(url: &str) -> Result<String, ConfigError> {
-    let url = url.trim();
-    let problem = |p: &str| Err(ConfigError::new("PARKED_QUEUE_URL", format!("{p}, got {url:?}")));
-    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
-        return problem("must be an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>.fifo)");
-    }
-    if !url.ends_with(".fifo") {
-        return problem("must be the URL of a FIFO queue (ending in .fifo)");
-    }
-    Ok(url.to_owned())
 }
 
 #[cfg(test)]
