@@ -2,12 +2,14 @@
 
 cfn-lint and `sam validate --lint` check that the template is *valid*; these tests check that it still says what
 po-sync relies on: FIFO queues with dead-letter queues, partial batch responses, visibility timeouts that cover
-the consumers, least-privilege IAM, JSON logs with retention, the webhook route, the alarms and the functions'
-environment contract.
+the consumers, least-privilege IAM, JSON logs with retention, the webhook route and its access log, the alarms, the
+functions' environment contract, reconcile's retained version ledger (DynamoDB, GetItem/PutItem on the table
+only), the outputs the operator CLI reads by name, and a reason on every checkov skip.
 
 Run: .venv/bin/python -m unittest discover -s infra/tests -v   (part of `make check-template` / `make test`)
 """
 
+import json
 import re
 import unittest
 from pathlib import Path
@@ -21,6 +23,16 @@ EMAIL_RS = Path(__file__).resolve().parents[2] / "shared" / "src" / "email.rs"
 WEBHOOK_ROUTE = "/webhooks/komet/po-reconciliation"
 LOG_STREAM_SUFFIX = ":log-stream:*"
 
+# Outputs the operator CLI reads by OutputKey -> the `!Ref` target each must have.
+OPERATOR_OUTPUTS = {
+    "LedgerTableName": "LedgerTable",
+    "WebhookQueueUrl": "WebhookQueue",
+    "WebhookDeadLetterQueueUrl": "WebhookDeadLetterQueue",
+    "WebhookParkedQueueUrl": "WebhookParkedQueue",
+    "NotificationQueueUrl": "NotificationQueue",
+    "NotificationDeadLetterQueueUrl": "NotificationDeadLetterQueue",
+}
+
 # The environment-variable contract (docs: README "Configuration"); a template may set a subset.
 ENV_CONTRACT = {
     "ingest": {
@@ -32,8 +44,9 @@ ENV_CONTRACT = {
         "allowed": {"NOTIFY_QUEUE_URL", "RECONCILE_POLICY", "RECONCILE_TOLERANCE", "CURRENCY", "APPZEN_BASE_URL",
                     "APPZEN_API_KEY", "APPZEN_CUSTOMER_ID", "APPZEN_CUSTOMER_KEY", "APPZEN_SECRET_ARN",
                     "APPZEN_ENTITY_ID_FROM", "APPZEN_SUPPLIER_ID_FROM", "APPZEN_CHARGES_GL_CODE",
-                    "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "RUST_LOG"},
-        "required": {"NOTIFY_QUEUE_URL", "APPZEN_SECRET_ARN", "APPZEN_BASE_URL", "RECONCILE_POLICY", "CURRENCY"},
+                    "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "LEDGER_TABLE_NAME", "RUST_LOG"},
+        "required": {"NOTIFY_QUEUE_URL", "APPZEN_SECRET_ARN", "APPZEN_BASE_URL", "RECONCILE_POLICY", "CURRENCY",
+                     "LEDGER_TABLE_NAME"},
     },
     "notify": {
         "allowed": {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
@@ -197,6 +210,18 @@ class TemplateTest(unittest.TestCase):
         self.assertTrue(url.startswith("https://${%s}.execute-api." % api), url)
         self.assertTrue(url.endswith(".${AWS::URLSuffix}" + WEBHOOK_ROUTE), url)
 
+    def test_webhook_api_writes_json_access_logs_to_its_own_group_with_retention(self):
+        settings = self.resources["WebhookApi"]["Properties"].get("AccessLogSettings")
+        self.assertIsNotNone(settings, "AccessLogSettings missing: throttled or rejected calls would leave no trace")
+        group = target(settings["DestinationArn"])
+        self.assertEqual(self.resources[group]["Type"], "AWS::Logs::LogGroup")
+        self.assertIn("RetentionInDays", self.resources[group]["Properties"])
+        function_groups = {target(self.effective(f, "LoggingConfig")["LogGroup"]) for f in self.functions().values()}
+        self.assertNotIn(group, function_groups, "access logs get their own group")
+        fields = json.loads(settings["Format"])
+        for variable in ("$context.requestId", "$context.status", "$context.routeKey"):
+            self.assertIn(variable, fields.values())
+
     # -- queues -------------------------------------------------------------------------------------------
 
     def test_all_queues_are_fifo_and_encrypted(self):
@@ -341,6 +366,74 @@ class TemplateTest(unittest.TestCase):
                                            r":identity/\$\{\w+\}$")
         for role in ("IngestRole", "ReconcileRole"):
             self.assertFalse({a for a, _ in grants[role] if a.startswith("ses:")}, f"{role} must not send e-mail")
+
+    # -- version ledger -----------------------------------------------------------------------------------
+
+    def test_ledger_table_is_keyed_by_po_id_on_demand_recoverable_encrypted_and_retained(self):
+        tables = self.of_type("AWS::DynamoDB::Table")
+        self.assertEqual(set(tables), {"LedgerTable"})
+        table = tables["LedgerTable"]
+        # The ledger is what keeps AppZen from going back to an older PO version after a redrive.
+        self.assertEqual(table.get("DeletionPolicy"), "Retain")
+        self.assertEqual(table.get("UpdateReplacePolicy"), "Retain")
+        properties = table["Properties"]
+        self.assertNotIn("TableName", properties, "a fixed name would collide with the retained table on redeploy")
+        self.assertEqual(properties["KeySchema"], [{"AttributeName": "poId", "KeyType": "HASH"}])
+        self.assertEqual(properties["AttributeDefinitions"], [{"AttributeName": "poId", "AttributeType": "S"}])
+        self.assertEqual(properties.get("BillingMode"), "PAY_PER_REQUEST")
+        self.assertNotIn("ProvisionedThroughput", properties)
+        self.assertIs(properties.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled"), True)
+        self.assertIs(properties.get("SSESpecification", {}).get("SSEEnabled"), True)
+
+    def test_reconcile_is_told_the_ledger_table(self):
+        _, reconcile = self.function_named("reconcile")
+        self.assertEqual(reconcile["Properties"]["Environment"]["Variables"].get("LEDGER_TABLE_NAME"),
+                         {"Ref": "LedgerTable"})
+
+    def test_only_reconcile_may_get_and_put_ledger_items_on_the_table_itself(self):
+        dynamodb = [(where, statement) for where, statement in self.policy_statements()
+                    if any(str(a).lower().startswith("dynamodb:") for a in as_list(statement["Action"]))]
+        self.assertEqual([where.split("/")[0] for where, _ in dynamodb], ["ReconcileRole"],
+                         "exactly one DynamoDB statement, in reconcile's role")
+        _, statement = dynamodb[0]
+        self.assertEqual(statement["Effect"], "Allow")
+        self.assertEqual(sorted(as_list(statement["Action"])), ["dynamodb:GetItem", "dynamodb:PutItem"])
+        self.assertEqual(as_list(statement["Resource"]), [{"Fn::GetAtt": ["LedgerTable", "Arn"]}],
+                         "the table's ARN only: no index, no wildcard, no other table")
+        # No other statement, role or policy so much as mentions DynamoDB or the table.
+        for where, other in self.policy_statements():
+            if other is not statement:
+                with self.subTest(statement=f"{where}/{other.get('Sid', '?')}"):
+                    self.assertNotIn("dynamodb", json.dumps(other).lower())
+                    self.assertNotIn("ledgertable", json.dumps(other).lower())
+        for name, resource in self.resources.items():
+            if resource["Type"].startswith("AWS::IAM::") and name != "ReconcileRole":
+                with self.subTest(resource=name):
+                    self.assertNotIn("dynamodb", json.dumps(resource).lower())
+
+    # -- outputs ------------------------------------------------------------------------------------------
+
+    def test_outputs_the_operator_cli_reads_by_name(self):
+        outputs = self.template["Outputs"]
+        for key, resource in OPERATOR_OUTPUTS.items():
+            with self.subTest(output=key):
+                self.assertIn(key, outputs)
+                self.assertEqual(outputs[key]["Value"], {"Ref": resource})
+        self.assertEqual(self.resources["LedgerTable"]["Type"], "AWS::DynamoDB::Table")
+        for key in OPERATOR_OUTPUTS:
+            if key.endswith("QueueUrl"):
+                self.assertEqual(self.resources[OPERATOR_OUTPUTS[key]]["Type"], "AWS::SQS::Queue", key)
+
+    # -- checkov ------------------------------------------------------------------------------------------
+
+    def test_every_checkov_skip_names_a_check_and_says_why(self):
+        skips = [(name, skip) for name, resource in self.resources.items()
+                 for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])]
+        self.assertTrue(skips)
+        for name, skip in skips:
+            with self.subTest(resource=name, check=skip.get("id")):
+                self.assertRegex(skip.get("id", ""), r"^CKV_AWS_\d+$")
+                self.assertGreaterEqual(len(skip.get("comment", "").split()), 8, "a skip needs its reason")
 
     # -- parameters ---------------------------------------------------------------------------------------
 

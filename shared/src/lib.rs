@@ -6,6 +6,7 @@
 //! - [`message`]: the queue message and the notification event;
 //! - [`email`]: the notification e-mail (subject, text and HTML);
 //! - [`config`]: typed configuration read from the environment;
+//! - [`ledger`]: the version ledger's rules (superseded, duplicate, claim, settle);
 //! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen.
 
 pub mod appzen;
@@ -14,6 +15,7 @@ pub mod decision;
 pub mod email;
 pub mod json;
 pub mod komet;
+pub mod ledger;
 pub mod message;
 pub mod money;
 pub mod reconcile;

@@ -31,9 +31,15 @@ pub struct WebhookEnvelope {
     #[serde(rename = "type")]
     pub message_type: String,
     pub schema_version: u32,
+    /// When ingest received the webhook, in milliseconds: the PO version's order (see [`crate::ledger`]).
     pub received_at: DateTime<Utc>,
-    /// SHA-256 of the body exactly as Komet sent it; also the SQS deduplication id.
+    /// SHA-256 of the body exactly as Komet sent it: the content's identity (duplicates are found by it).
     pub body_sha256: String,
+    /// The identity of the send: API Gateway's / the Function URL's request id, which a Lambda retry of the same
+    /// request keeps (so SQS drops the retry), and two different requests never share. Also the SQS
+    /// deduplication id. Absent in messages written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_id: Option<String>,
     pub po: PurchaseOrder,
 }
 
@@ -79,8 +85,24 @@ impl WebhookEnvelope {
             schema_version: ENVELOPE_SCHEMA_VERSION,
             received_at,
             body_sha256: sha256_hex(body),
+            send_id: None,
             po,
         }
+    }
+
+    pub fn with_send_id(mut self, send_id: impl Into<String>) -> Self {
+        self.send_id = Some(send_id.into());
+        self
+    }
+
+    /// The version this envelope carries: `receivedAt` in milliseconds.
+    pub fn version(&self) -> i64 {
+        self.received_at.timestamp_millis()
+    }
+
+    /// The SQS FIFO deduplication id: the send's identity, else (an envelope from before `sendId`) the body's.
+    pub fn deduplication_id(&self) -> &str {
+        self.send_id.as_deref().unwrap_or(&self.body_sha256)
     }
 
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
@@ -114,8 +136,9 @@ impl WebhookEnvelope {
 }
 
 /// What went wrong, which decides the e-mail's wording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum NotificationKind {
     /// The PO does not add up against its invoices.
     ReconciliationMismatch,
@@ -130,14 +153,9 @@ pub enum NotificationKind {
 }
 
 impl NotificationKind {
+    /// The name in the JSON and the logs (serde's and strum's snake_case agree; a test pins it).
     pub fn as_str(self) -> &'static str {
-        match self {
-            NotificationKind::ReconciliationMismatch => "reconciliation_mismatch",
-            NotificationKind::MappingError => "mapping_error",
-            NotificationKind::AppzenRejected => "appzen_rejected",
-            NotificationKind::DeadLettered => "dead_lettered",
-            NotificationKind::PoisonMessage => "poison_message",
-        }
+        self.into()
     }
 }
 

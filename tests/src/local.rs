@@ -26,6 +26,8 @@ pub const WEBHOOK_PASSWORD: &str = "local-webhook-password";
 /// The verified SES sender and the people notified.
 pub const NOTIFY_FROM: &str = "po-sync@example.com";
 pub const NOTIFY_TO: [&str; 2] = ["accounts-payable@example.com", "purchasing@example.com"];
+/// The version ledger table the local pipeline creates in moto.
+pub const LEDGER_TABLE: &str = "po-sync-ledger";
 
 /// How the local pipeline is set up.
 #[derive(Debug, Clone)]
@@ -215,6 +217,8 @@ pub struct LocalStack {
     pub moto: MotoServer,
     pub sqs: aws_sdk_sqs::Client,
     pub queues: Queues,
+    /// The version ledger (moto DynamoDB), read the way reconcile writes it.
+    pub ledger: po_sync_aws::ledger::DynamoLedger,
     http: reqwest::Client,
     lambda_url: String,
     options: StackOptions,
@@ -230,6 +234,11 @@ impl LocalStack {
         let config = moto.sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&config);
         let queues = create_queues(&sqs, &options).await?;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let ledger_table = crate::moto::create_ledger_table(&dynamodb, LEDGER_TABLE)
+            .await
+            .map_err(|e| setup("create the ledger table")(e.to_string()))?;
+        let ledger = po_sync_aws::ledger::DynamoLedger::new(dynamodb, ledger_table);
         let ses = aws_sdk_ses::Client::new(&config);
         ses.verify_email_identity()
             .email_address(NOTIFY_FROM)
@@ -237,7 +246,7 @@ impl LocalStack {
             .await
             .map_err(|e| setup("verify the SES sender")(aws_sdk_ses::Error::from(e).to_string()))?;
         log.line(format!(
-            "moto on {} (pid {}): 5 FIFO queues (webhooks, notifications, their DLQs, parked), SES sender {NOTIFY_FROM} verified",
+            "moto on {} (pid {}): 5 FIFO queues (webhooks, notifications, their DLQs, parked), the ledger table {LEDGER_TABLE}, SES sender {NOTIFY_FROM} verified",
             moto.endpoint_url(),
             moto.pid()
         ));
@@ -266,7 +275,8 @@ impl LocalStack {
             .timeout(options.ready_timeout)
             .build()
             .map_err(|e| setup("build an HTTP client")(e.to_string()))?;
-        let mut stack = LocalStack { poller: None, lambda, sandbox, moto, sqs, queues, http, lambda_url, options };
+        let mut stack =
+            LocalStack { poller: None, lambda, sandbox, moto, sqs, queues, ledger, http, lambda_url, options };
         stack.wait_until_functions_answer(log).await?;
 
         let poller_log = std::fs::File::create(stack.options.logs_dir.join("poller.log"))
@@ -558,6 +568,7 @@ fn function_env(
         ("QUEUE_URL", queues.webhooks.clone()),
         ("NOTIFY_QUEUE_URL", queues.notifications.clone()),
         ("PARKED_QUEUE_URL", queues.webhooks_parked.clone()),
+        ("LEDGER_TABLE_NAME", LEDGER_TABLE.to_owned()),
         ("APPZEN_BASE_URL", sandbox.base_url()),
         ("APPZEN_API_KEY", credentials.api_key.clone()),
         ("APPZEN_CUSTOMER_ID", credentials.customer_id.clone()),

@@ -173,3 +173,24 @@ pub fn http_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut response).expect("read response");
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
 }
+
+/// Creates the version ledger table as the SAM template does (partition key `poId`, a string; on demand) and
+/// returns its name.
+pub async fn create_ledger_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<String, aws_sdk_dynamodb::Error> {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let key = po_sync_aws::ledger::KEY;
+    dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name(key).attribute_type(ScalarAttributeType::S).build()?,
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name(key).key_type(KeyType::Hash).build()?)
+        .send()
+        .await?;
+    Ok(name.to_owned())
+}

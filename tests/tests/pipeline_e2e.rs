@@ -4,11 +4,13 @@
 //! The stack is started once and the scenarios run one after another in a single test, so it is stopped
 //! (by PID) when the test ends, passes or panics. Each scenario waits until every queue is empty, which is
 //! the end of processing (see `LocalStack::wait_until_idle`), then checks what AppZen received and what was
-//! mailed since the scenario began. Bodies differ per scenario: SQS FIFO drops a repeated body for five
-//! minutes (ingest deduplicates on its SHA-256).
+//! mailed since the scenario began. Each request is its own send (ingest deduplicates on the request id, not
+//! the body), and the version ledger decides what reaches AppZen: scenarios use their own PO ids so one
+//! scenario's versions do not supersede another's.
 
 use std::time::{Duration, Instant};
 
+use po_sync_aws::ledger::Ledger;
 use po_sync_tests::appzen_sandbox::{Failure, RecordedRequest};
 use po_sync_tests::local::{LocalStack, NOTIFY_TO, SentEmail, StackOptions};
 use po_sync_tests::poller::LogSink;
@@ -84,6 +86,8 @@ async fn the_whole_pipeline_end_to_end() {
     appzen_failing_twice_is_retried_and_forwarded_once(&stack).await;
     appzen_refusing_is_mailed_with_its_message(&stack).await;
     two_versions_of_a_po_reach_appzen_in_order(&stack).await;
+    a_revert_a_b_a_ends_with_appzen_on_a(&stack).await;
+    the_same_body_sent_twice_is_upserted_once(&stack).await;
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
     a_record_that_keeps_failing_is_dead_lettered_and_mailed(&stack).await;
 
@@ -178,6 +182,55 @@ async fn two_versions_of_a_po_reach_appzen_in_order(stack: &LocalStack) {
     let seen: Vec<(String, Option<u16>)> = upserts.iter().map(|r| (total_of(r), r.response_status)).collect();
     assert_eq!(seen, [("1284.81".to_owned(), Some(201)), ("1294.81".to_owned(), Some(200))], "in Komet's order");
     assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
+}
+
+/// The clean PO under `id` with one item 10.00 dearer (and its invoice, subtotal and total): version B.
+fn dearer(body: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let changed = text
+        .replacen("\"totalCost\": 400.20", "\"totalCost\": 410.20", 1)
+        .replacen("\"invoiceAmount\": 400.50", "\"invoiceAmount\": 410.50", 1)
+        .replacen("\"subTotal\": 1234.56", "\"subTotal\": 1244.56", 1)
+        .replacen("\"total\": 1284.81", "\"total\": 1294.81", 1);
+    assert_ne!(changed.as_bytes(), body, "fixture changed");
+    changed.into_bytes()
+}
+
+async fn a_revert_a_b_a_ends_with_appzen_on_a(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "A, B, then A again within a minute");
+    let a = clean_po_numbered(48280, "P004480");
+    let b = dearer(&a);
+    for body in [&a, &b, &a] {
+        scenario.post_accepted(body).await;
+    }
+    scenario.settle().await;
+
+    let totals: Vec<String> = stack.appzen_upserts().iter().map(total_of).collect();
+    assert_eq!(totals, ["1284.81", "1294.81", "1284.81"], "Komet's last word was A, and AppZen ends on it");
+    let entry = stack.ledger.read(48280).await.unwrap().expect("the ledger has the PO");
+    let holds = entry.appzen.expect("AppZen holds a version");
+    assert_eq!(holds.body_sha256, po_sync::message::sha256_hex(&a));
+    assert_eq!(entry.latest.map(|l| l.version), Some(holds.version), "AppZen holds the latest version");
+}
+
+async fn the_same_body_sent_twice_is_upserted_once(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "the same body in two requests");
+    let body = clean_po_numbered(48290, "P004490");
+    scenario.post_accepted(&body).await;
+    scenario.post_accepted(&body).await;
+    scenario.settle().await;
+
+    assert_eq!(stack.appzen_upserts().len(), 1, "{:#?}", stack.appzen_upserts());
+    let latest = stack.ledger.read(48290).await.unwrap().and_then(|e| e.latest).expect("a settled version");
+    assert_eq!(latest.outcome, po_sync::ledger::LedgerOutcome::Duplicate, "the second send was seen, not re-sent");
+    let reconciled: usize = stack
+        .invocations()
+        .iter()
+        .skip(scenario.invocations_before)
+        .filter(|i| i.queue_url == stack.queues.webhooks)
+        .map(|i| i.message_ids.len())
+        .sum();
+    assert_eq!(reconciled, 2, "both requests were queued and reconciled");
 }
 
 async fn a_bad_payload_is_refused_and_nothing_moves(stack: &LocalStack) {

@@ -4,7 +4,7 @@
 //! `cargo bench -p ingest --bench handler`
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use ingest::{Ingest, MemoryQueue};
+use ingest::{Ingest, MemoryFifoQueue};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use po_sync::config::ingest::Credentials;
@@ -25,7 +25,7 @@ fn request() -> Request {
 
 fn handler(c: &mut Criterion) {
     let credentials = Credentials::Basic { username: "komet".into(), password: "s3cret".into() };
-    let ingest = Ingest::new(&credentials, 1 << 20, MemoryQueue::default());
+    let ingest = Ingest::new(&credentials, 1 << 20, MemoryFifoQueue::default());
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     assert_eq!(runtime.block_on(ingest.handle(request())).status(), StatusCode::OK);
     c.bench_function("ingest handle doc sample (in-memory queue)", |b| {

@@ -4,11 +4,11 @@
 //! anything about the body, so an unauthenticated caller learns nothing about what would be accepted.
 
 use crate::auth::{AuthFailure, Verifier};
-use crate::queue::OutgoingMessage;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
 use po_sync::komet::{PayloadError, parse_webhook};
 use po_sync::message::WebhookEnvelope;
+use po_sync_aws::queue::FifoMessage;
 
 /// The largest SQS message (body and attributes); SQS refuses anything larger.
 pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
@@ -73,7 +73,8 @@ impl Rejection {
 pub struct Admitted {
     pub po_id: u64,
     pub po_number: String,
-    pub message: OutgoingMessage,
+    pub body_sha256: String,
+    pub message: FifoMessage,
 }
 
 /// The checks for one deployment: who may call, and how much they may send.
@@ -91,12 +92,16 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 }
 
 impl Admission {
+    /// `send_id` names this request (the API Gateway / Function URL request id): the queue drops a second
+    /// message with the same id, so a retry of the same request is queued once, while two requests with the
+    /// same body are two versions.
     pub fn admit(
         &self,
         method: &Method,
         headers: &HeaderMap,
         body: &[u8],
         received_at: DateTime<Utc>,
+        send_id: &str,
     ) -> Result<Admitted, Rejection> {
         if method != Method::POST {
             return Err(Rejection::MethodNotAllowed);
@@ -110,31 +115,16 @@ impl Admission {
         }
         let po = parse_webhook(body).map_err(Rejection::InvalidPayload)?;
         let (po_id, po_number) = (po.id, po.po_number.clone());
-        let envelope = WebhookEnvelope::new(po, body, received_at);
-        let message = OutgoingMessage {
-            body: envelope.to_json().map_err(|e| Rejection::Internal(format!("envelope: {e}")))?,
-            group_id: po_id.to_string(),
-            deduplication_id: envelope.body_sha256,
-            po_number: sqs_text(&po_number),
-            received_at: received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        };
+        let envelope = WebhookEnvelope::new(po, body, received_at).with_send_id(send_id);
+        let json = envelope.to_json().map_err(|e| Rejection::Internal(format!("envelope: {e}")))?;
+        let message = FifoMessage::webhook(&envelope, json);
         // A PO SQS would refuse is refused here, with a 413 Komet will not retry, rather than a 503 it would.
-        if message.body.len() + message.po_number.len() + message.received_at.len() + 64 > SQS_MAX_MESSAGE_BYTES {
+        if message.size() > SQS_MAX_MESSAGE_BYTES {
             return Err(Rejection::PayloadTooLarge { limit: self.max_body_bytes.min(SQS_MAX_MESSAGE_BYTES) });
         }
-        Ok(Admitted { po_id, po_number, message })
+        let body_sha256 = envelope.body_sha256;
+        Ok(Admitted { po_id, po_number, body_sha256, message })
     }
-}
-
-/// SQS message attributes allow only XML characters; anything else becomes U+FFFD so one odd PO number
-/// cannot make SQS refuse the message forever.
-fn sqs_text(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'.. => c,
-            _ => '\u{FFFD}',
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -165,16 +155,21 @@ mod tests {
     }
 
     #[test]
-    fn the_doc_sample_becomes_a_fifo_message_keyed_by_po_and_body_digest() {
-        let admitted =
-            admission(1 << 20).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).unwrap();
+    fn the_doc_sample_becomes_a_fifo_message_keyed_by_po_and_request() {
+        let admitted = admission(1 << 20)
+            .admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at(), "req-1")
+            .unwrap();
         assert_eq!((admitted.po_id, admitted.po_number.as_str()), (12345, "P002271"));
+        assert_eq!(admitted.body_sha256, sha256_hex(DOC_SAMPLE));
         let message = &admitted.message;
         assert_eq!(message.group_id, "12345");
-        assert_eq!(message.deduplication_id, sha256_hex(DOC_SAMPLE));
-        assert_eq!(message.po_number, "P002271");
-        assert_eq!(message.received_at, "2026-01-02T03:04:05.678Z");
+        assert_eq!(message.deduplication_id, "req-1", "the request, never the body, identifies a send");
+        assert_eq!(
+            message.attributes,
+            vec![("poNumber", "P002271".to_owned()), ("receivedAt", "2026-01-02T03:04:05.678Z".to_owned())]
+        );
         let envelope = WebhookEnvelope::from_json(&message.body).unwrap();
+        assert_eq!(envelope.send_id.as_deref(), Some("req-1"));
         assert_eq!(envelope.body_sha256, sha256_hex(DOC_SAMPLE));
         assert_eq!(envelope.received_at, at());
         assert_eq!(envelope.po, parse_webhook(DOC_SAMPLE).unwrap());
@@ -203,7 +198,7 @@ mod tests {
         let big = br#"{"id": 1, "poNumber": "P1", "total": 1}"#;
         let no_auth = HeaderMap::new();
         let outcome = |method: Method, headers: &HeaderMap, body: &[u8]| {
-            gate.admit(&method, headers, body, at()).unwrap_err().outcome()
+            gate.admit(&method, headers, body, at(), "r").unwrap_err().outcome()
         };
         assert_eq!(outcome(Method::GET, &no_auth, big), "method_not_allowed");
         assert_eq!(outcome(Method::POST, &no_auth, big), "unauthorized");
@@ -216,9 +211,11 @@ mod tests {
     #[test]
     fn a_body_of_exactly_the_limit_is_accepted_one_more_byte_is_not() {
         let limit = DOC_SAMPLE.len();
-        assert!(admission(limit).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at()).is_ok());
+        assert!(
+            admission(limit).admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at(), "r").is_ok()
+        );
         let e = admission(limit - 1)
-            .admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at())
+            .admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at(), "r")
             .unwrap_err();
         assert_eq!(
             (e.status(), e.message()),
@@ -232,13 +229,13 @@ mod tests {
         let invoices = vec![invoice; 20_000].join(",");
         let body = format!(r#"{{"id": 1, "poNumber": "P1", "total": 20000, "vendorInvoices": [{invoices}]}}"#);
         let e = admission(4 << 20)
-            .admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at())
+            .admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at(), "r")
             .unwrap_err();
         assert_eq!(e.outcome(), "payload_too_large");
     }
 
     #[test]
     fn po_numbers_are_made_safe_for_sqs_attributes() {
-        assert_eq!(sqs_text("P-1\u{0}\u{1F}é\u{FFFE}🌹"), "P-1\u{FFFD}\u{FFFD}é\u{FFFD}🌹");
+        assert_eq!(po_sync_aws::queue::sqs_text("P-1\u{0}\u{1F}é\u{FFFE}🌹"), "P-1\u{FFFD}\u{FFFD}é\u{FFFD}🌹");
     }
 }

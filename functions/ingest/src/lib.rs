@@ -1,22 +1,21 @@
 //! `ingest`: Komet's PO Reconciliation webhook in, one SQS FIFO message out.
 //!
 //! - [`admission`] decides (method, credentials, content type, size, payload) without I/O;
-//! - [`queue`] sends, behind the [`Queue`] trait so the handler runs in tests without AWS;
+//! - the queue is a [`FifoQueue`] port (po-sync-aws): SQS in Lambda, memory in tests and benchmarks;
 //! - [`Ingest::handle`] ties them together, answers in Komet's convention and logs one line per request;
 //! - [`Ingest::start`] is the cold start: credentials (from Secrets Manager if configured) and the SQS client.
 
 pub mod admission;
 pub mod auth;
-pub mod queue;
 
 use admission::{Admission, Rejection};
 use auth::Verifier;
 use lambda_http::http::{HeaderValue, StatusCode, header};
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use po_sync::config::ConfigError;
 use po_sync::config::ingest::{CredentialSource, Credentials, IngestConfig};
+pub use po_sync_aws::queue::{FifoMessage, FifoQueue, MemoryFifoQueue, SqsFifoQueue};
 use po_sync_aws::secrets::{SecretError, read_json_secret};
-pub use queue::{MemoryQueue, OutgoingMessage, Queue, QueueError, SqsQueue};
 use std::time::Instant;
 
 /// The function, built once per cold start.
@@ -36,7 +35,7 @@ pub enum StartupError {
     Secret(Box<SecretError>),
 }
 
-impl Ingest<SqsQueue> {
+impl Ingest<SqsFifoQueue> {
     /// The cold start: reads the credentials (once, from Secrets Manager when `WEBHOOK_SECRET_ARN` is set)
     /// and builds the SQS client.
     pub async fn start(config: IngestConfig, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
@@ -48,7 +47,7 @@ impl Ingest<SqsQueue> {
                 Credentials::from_secret(config.auth, &secret)?
             }
         };
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(aws), config.queue_url);
+        let queue = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.queue_url);
         Ok(Ingest::new(&credentials, config.max_body_bytes, queue))
     }
 }
@@ -66,7 +65,7 @@ fn reply(status: StatusCode, text: &str) -> Response<Body> {
     response
 }
 
-impl<Q: Queue> Ingest<Q> {
+impl<Q: FifoQueue> Ingest<Q> {
     pub fn new(credentials: &Credentials, max_body_bytes: usize, queue: Q) -> Self {
         Ingest { admission: Admission { verifier: Verifier::new(credentials), max_body_bytes }, queue }
     }
@@ -76,9 +75,10 @@ impl<Q: Queue> Ingest<Q> {
         let started = Instant::now();
         // Milliseconds: the envelope and the `receivedAt` attribute then say exactly the same instant.
         let received_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+        let send_id = send_id(&request);
         let (parts, body) = request.into_parts();
         let body: &[u8] = body.as_ref();
-        let admitted = match self.admission.admit(&parts.method, &parts.headers, body, received_at) {
+        let admitted = match self.admission.admit(&parts.method, &parts.headers, body, received_at, &send_id) {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 let mut response = reply(rejection.status(), &rejection.message());
@@ -129,7 +129,8 @@ impl<Q: Queue> Ingest<Q> {
                     status = 200u16,
                     po_id = admitted.po_id,
                     po_number = %admitted.po_number,
-                    body_sha256 = %admitted.message.deduplication_id,
+                    request_id = %send_id,
+                    body_sha256 = %admitted.body_sha256,
                     sqs_message_id = %message_id,
                     body_bytes = body.len(),
                     latency_us = started.elapsed().as_micros() as u64,
@@ -146,6 +147,7 @@ impl<Q: Queue> Ingest<Q> {
                     status = 503u16,
                     po_id = admitted.po_id,
                     po_number = %admitted.po_number,
+                    request_id = %send_id,
                     error = %e,
                     body_bytes = body.len(),
                     latency_us = started.elapsed().as_micros() as u64,
@@ -155,4 +157,16 @@ impl<Q: Queue> Ingest<Q> {
             }
         }
     }
+}
+
+/// The identity of this send: API Gateway's / the Function URL's `requestContext.requestId`, which a retry of
+/// the same request inside AWS keeps. Without one (never seen from API Gateway or a Function URL), a fresh
+/// random id: two requests are never taken for one.
+pub fn send_id(request: &Request) -> String {
+    let from_gateway = match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => context.request_id.clone(),
+        #[allow(unreachable_patterns)] // other variants exist only with other lambda_http features
+        _ => None,
+    };
+    from_gateway.filter(|id| !id.trim().is_empty()).unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)))
 }

@@ -3,7 +3,7 @@
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use base64::Engine;
-use ingest::{Ingest, SqsQueue};
+use ingest::{Ingest, SqsFifoQueue};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use po_sync::config::ingest::IngestConfig;
@@ -30,6 +30,16 @@ fn post(authorization: Option<&str>, body: impl Into<Vec<u8>>) -> Request {
     request.body(Body::from(body.into())).unwrap()
 }
 
+/// The request as API Gateway / a Function URL hands it over, with its `requestContext.requestId`.
+fn with_request_id(request: Request, request_id: &str) -> Request {
+    use lambda_http::RequestExt;
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+    // aws_lambda_events structs are non-exhaustive: built from JSON, as the runtime does.
+    let context: ApiGatewayV2httpRequestContext =
+        serde_json::from_value(serde_json::json!({ "requestId": request_id, "http": { "method": "POST" } })).unwrap();
+    request.with_request_context(lambda_http::request::RequestContext::ApiGatewayV2(context))
+}
+
 struct Setup {
     moto: MotoServer,
     sqs: aws_sdk_sqs::Client,
@@ -47,7 +57,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     /// The function as Lambda would build it, from these variables plus `QUEUE_URL`.
-    async fn ingest(&self, env: &[(&str, &str)]) -> Ingest<SqsQueue> {
+    async fn ingest(&self, env: &[(&str, &str)]) -> Ingest<SqsFifoQueue> {
         let mut vars: std::collections::HashMap<String, String> =
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         vars.entry("QUEUE_URL".to_owned()).or_insert_with(|| self.queue_url.clone());
@@ -74,29 +84,30 @@ impl Setup {
 const BASIC_ENV: [(&str, &str); 3] =
     [("WEBHOOK_AUTH", "basic"), ("WEBHOOK_USERNAME", "komet"), ("WEBHOOK_PASSWORD", "s3cret")];
 
-async fn call(ingest: &Ingest<SqsQueue>, request: Request) -> (StatusCode, Value) {
+async fn call(ingest: &Ingest<SqsFifoQueue>, request: Request) -> (StatusCode, Value) {
     let response = ingest.handle(request).await;
     (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap())
 }
 
 #[tokio::test]
-async fn the_doc_sample_is_queued_once_in_group_12345_even_when_sent_twice() {
+async fn the_doc_sample_is_queued_once_in_group_12345_when_the_same_request_is_retried() {
     let setup = setup().await;
     let ingest = setup.ingest(&BASIC_ENV).await;
     let body = doc_sample();
-    let (status, reply) = call(&ingest, post(Some(&basic("komet", "s3cret")), body.clone())).await;
+    let request = || with_request_id(post(Some(&basic("komet", "s3cret")), body.clone()), "req-7Qm2");
+    let (status, reply) = call(&ingest, request()).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["status"], "1");
 
-    let (status, _) = call(&ingest, post(Some(&basic("komet", "s3cret")), body.clone())).await;
-    assert_eq!(status, StatusCode::OK, "a resend is answered 200 too: SQS took it (and dropped it as a duplicate)");
+    let (status, _) = call(&ingest, request()).await;
+    assert_eq!(status, StatusCode::OK, "a retry is answered 200 too: SQS took it (and dropped it as a duplicate)");
 
     let messages = setup.queued().await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     let message = &messages[0];
     let system = message.attributes().unwrap();
     assert_eq!(system[&MessageSystemAttributeName::MessageGroupId], "12345");
-    assert_eq!(system[&MessageSystemAttributeName::MessageDeduplicationId], sha256_hex(&body));
+    assert_eq!(system[&MessageSystemAttributeName::MessageDeduplicationId], "req-7Qm2");
     let attributes = message.message_attributes().unwrap();
     assert_eq!(attributes["poNumber"].string_value(), Some("P002271"));
     let received_at = attributes["receivedAt"].string_value().unwrap();
@@ -106,6 +117,23 @@ async fn the_doc_sample_is_queued_once_in_group_12345_even_when_sent_twice() {
     assert_eq!(envelope.po.id, 12345);
     assert_eq!(envelope.po.po_number, "P002271");
     assert_eq!(envelope.received_at, chrono::DateTime::parse_from_rfc3339(received_at).unwrap());
+    assert_eq!(envelope.send_id.as_deref(), Some("req-7Qm2"));
+}
+
+#[tokio::test]
+async fn two_requests_with_the_same_body_are_both_queued_in_order() {
+    let setup = setup().await;
+    let ingest = setup.ingest(&BASIC_ENV).await;
+    for request_id in ["req-1", "req-2"] {
+        let request = with_request_id(post(Some(&basic("komet", "s3cret")), doc_sample()), request_id);
+        let (status, reply) = call(&ingest, request).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    let envelopes: Vec<WebhookEnvelope> =
+        setup.queued().await.iter().map(|m| WebhookEnvelope::from_json(m.body().unwrap()).unwrap()).collect();
+    let sends: Vec<_> = envelopes.iter().map(|e| e.send_id.as_deref().unwrap()).collect();
+    assert_eq!(sends, ["req-1", "req-2"], "a resend is a new version, never dropped as a duplicate");
+    assert!(envelopes[0].version() <= envelopes[1].version());
 }
 
 #[tokio::test]

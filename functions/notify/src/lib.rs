@@ -4,28 +4,35 @@
 //! Per SQS record, in order: [`plan_for`] decides what happened and whether the record is a dead-lettered
 //! webhook to keep (pure); [`park`] puts such a webhook, unchanged, on the parked queue (I/O, only when
 //! `PARKED_QUEUE_URL` is set); [`po_sync::email::render`] writes the e-mail (pure), [`mime_message`] builds the
-//! MIME message (pure) and [`send`] hands it to SES (I/O). At the first record that could not be parked or
+//! MIME message (pure) and the [`EmailSender`] port hands it to SES (I/O). At the first record that could not be parked or
 //! mailed, that record and every later one are reported as batch failures: the queues are FIFO, so a later
 //! record must not overtake an earlier one.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_ses::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ses::primitives::Blob;
-use aws_sdk_ses::types::RawMessage;
-use lambda_runtime::{Error, LambdaEvent};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MimeAddress;
 use po_sync::config::notify::NotifyConfig;
 use po_sync::decision::fifo_failures;
 use po_sync::email::{Email, dead_lettered, one_line, render};
 use po_sync::message::{ENVELOPE_TYPE, NOTIFICATION_TYPE, NotificationEvent, WebhookEnvelope, message_type};
+use po_sync_aws::mail::{EmailSender, SesEmailSender};
+use po_sync_aws::port::{Failure, PortError};
+use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
 
-/// What notify needs, built once per cold start and shared by every invocation.
-pub struct Notifier {
-    pub ses: aws_sdk_ses::Client,
-    /// Sends dead-lettered webhooks to the parked queue (`config.parked_queue_url`).
-    pub sqs: aws_sdk_sqs::Client,
+/// What notify needs, built once per cold start and shared by every invocation: the e-mail sender and, when
+/// `PARKED_QUEUE_URL` is set, the parked queue for dead-lettered webhooks.
+pub struct Notifier<E, Q> {
+    pub email: E,
+    pub parked: Option<Q>,
     pub config: NotifyConfig,
+}
+
+impl Notifier<SesEmailSender, SqsFifoQueue> {
+    /// The cold start: the SES client, and the SQS client for the parked queue when one is configured.
+    pub fn start(config: NotifyConfig, aws: &aws_config::SdkConfig) -> Self {
+        let parked = config.parked_queue_url.as_ref().map(|url| SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), url));
+        Notifier { email: SesEmailSender::new(aws_sdk_ses::Client::new(aws)), parked, config }
+    }
 }
 
 /// The SQS attribute naming a FIFO record's message group (the PO id, as ingest sends it).
@@ -46,25 +53,17 @@ pub fn delivery_attempts(receive_count: Option<&str>) -> Option<u32> {
     receive_count.and_then(|count| count.trim().parse::<u32>().ok()).map(|count| count.saturating_sub(1).max(1))
 }
 
-/// A dead-lettered webhook as it goes to the parked queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parcel {
-    /// The DLQ record's body, byte for byte: a redrive puts on `webhooks.fifo` exactly what ingest put there.
-    pub body: String,
-    /// The record's own group (the PO id, as ingest set it), so a redrive keeps each PO's order.
-    pub group_id: String,
-    /// The envelope's `body_sha256`, as ingest used it: a second parking of the same webhook within SQS's
-    /// five-minute window (an e-mail that failed after the parking, retried) is dropped by SQS.
-    pub deduplication_id: String,
-}
-
 /// What notify does with one SQS record: always mail `event`; first park `parcel`, when there is one.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub event: NotificationEvent,
-    /// `Some` for a readable dead-lettered webhook. An unreadable one is mailed as poison and not parked:
-    /// redriving it would only fail reconcile again.
-    pub parcel: Option<Parcel>,
+    /// `Some` for a readable dead-lettered webhook: its body byte for byte (a redrive puts on `webhooks.fifo`
+    /// exactly what ingest put there), in its own group (the PO id, so a redrive keeps each PO's order), and
+    /// deduplicated by the DLQ record's message id (a second parking of the same dead letter, when the e-mail
+    /// failed after the parking and the record came back, is dropped by SQS; two sends of one body are two
+    /// dead letters). An unreadable one is mailed as poison and not parked: redriving it would only fail
+    /// reconcile again.
+    pub parcel: Option<FifoMessage>,
 }
 
 /// Reads one SQS record into the event to mail. Pure and total: whatever the body, there is an event.
@@ -93,7 +92,7 @@ pub fn plan_for(record: &SqsMessage) -> Plan {
                     .filter(|group| !group.trim().is_empty())
                     .cloned()
                     .unwrap_or_else(|| envelope.po.id.to_string());
-                let parcel = Parcel { body: body.to_owned(), group_id, deduplication_id: envelope.body_sha256.clone() };
+                let parcel = FifoMessage::new(body.to_owned(), group_id, message_id.clone());
                 Plan { event: dead_lettered(&envelope, attempts, &message_id), parcel: Some(parcel) }
             }
             Err(e) => {
@@ -114,51 +113,33 @@ pub fn plan_for(record: &SqsMessage) -> Plan {
     }
 }
 
-/// Why a dead-lettered webhook was not parked (throttling, a missing queue, no permission): whatever the
-/// cause, the record is a batch failure, so it stays on the webhook DLQ and nothing is mailed as kept.
+/// Why a record was not handled; every kind is reported as a batch failure (nothing is dropped). They differ
+/// in what a person must do: wait (a transient failure: SQS retries) or fix the setup (a permanent one: the
+/// record ends in its queue's DLQ).
 #[derive(Debug, thiserror::Error)]
-#[error("the dead-lettered webhook could not be parked: {0}")]
-pub struct ParkError(String);
+pub enum NotifyError {
+    /// Throttling, a missing queue, no permission: the record stays on the webhook DLQ and nothing is mailed
+    /// as kept.
+    #[error("the dead-lettered webhook could not be parked: {0}")]
+    NotParked(#[source] PortError),
+    #[error("the e-mail could not be written: {0}")]
+    Unwritable(String),
+    #[error("the e-mail was not sent: {0}")]
+    NotSent(#[source] PortError),
+}
 
-/// Puts a dead-lettered webhook on the parked queue; returns the parked message's SQS id.
-pub async fn park(sqs: &aws_sdk_sqs::Client, queue_url: &str, parcel: &Parcel) -> Result<String, ParkError> {
-    let result = sqs
-        .send_message()
-        .queue_url(queue_url)
-        .message_body(parcel.body.as_str())
-        .message_group_id(parcel.group_id.as_str())
-        .message_deduplication_id(parcel.deduplication_id.as_str())
-        .send()
-        .await;
-    match result {
-        Ok(output) => Ok(output.message_id().unwrap_or_default().to_owned()),
-        Err(e) => Err(ParkError(match (e.code(), e.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_owned(),
-            _ => aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-        })),
+impl NotifyError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            NotifyError::NotParked(e) | NotifyError::NotSent(e) => e.failure,
+            NotifyError::Unwritable(_) => Failure::Permanent,
+        }
     }
 }
 
-/// Why a record was not handled; both are reported as batch failures.
-#[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
-    #[error(transparent)]
-    NotParked(#[from] ParkError),
-    #[error(transparent)]
-    NotSent(#[from] SendError),
-}
-
-/// Why an e-mail was not sent. Both kinds are reported as batch failures (nothing is dropped); they differ in
-/// what a person must do: wait (SQS retries) or fix the setup (the record ends in the notification DLQ).
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// Throttling, a timeout, a 5xx: retrying later will likely work.
-    #[error("SES is unavailable for now: {0}")]
-    Transient(String),
-    /// Unverified sender, paused account, a message SES refuses: retrying will not help.
-    #[error("SES refused the e-mail: {0}")]
-    Permanent(String),
+/// Puts a dead-lettered webhook on the parked queue; returns the parked message's SQS id.
+pub async fn park(parked: &impl FifoQueue, parcel: &FifoMessage) -> Result<String, NotifyError> {
+    parked.send(parcel).await.map_err(NotifyError::NotParked)
 }
 
 /// Builds the MIME message handed to SES.
@@ -194,99 +175,63 @@ pub fn message_id_for(event: &NotificationEvent, config: &NotifyConfig) -> Strin
     format!("po-sync.{}@{}", &event.deduplication_id()[..32], config.from.address.domain())
 }
 
-/// Hands the message to SES; returns SES's message id.
-pub async fn send(ses: &aws_sdk_ses::Client, config: &NotifyConfig, raw: Vec<u8>) -> Result<String, SendError> {
-    // Destinations come from the To header (SES reads them when the parameter is absent), so the envelope and
-    // what recipients see cannot differ.
-    let result = ses
-        .send_raw_email()
-        .source(config.from.address.as_str())
-        .raw_message(
-            RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Permanent(e.to_string()))?,
-        )
-        .send()
-        .await;
-    match result {
-        Ok(output) => Ok(output.message_id().to_owned()),
-        Err(e) => Err(classify(e)),
-    }
-}
-
-/// Transient or permanent, from the error's kind, code and HTTP status. Throttling and 5xx are transient even
-/// after the SDK's own retries: SQS retries the record later. Anything else SES said (MessageRejected for an
-/// unverified sender, AccountSendingPaused, an invalid parameter) needs a person.
-pub fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
-    error: SdkError<E, aws_sdk_ses::config::http::HttpResponse>,
-) -> SendError {
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let code = error.code().map(str::to_owned);
-    let message = match (&code, error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.clone(),
-        _ => aws_sdk_ses::error::DisplayErrorContext(&error).to_string(),
-    };
-    match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            SendError::Transient(message)
-        }
-        _ if matches!(
-            code.as_deref(),
-            Some("Throttling" | "ThrottlingException" | "ServiceUnavailable" | "RequestTimeout")
-        ) =>
-        {
-            SendError::Transient(message)
-        }
-        _ if matches!(status, Some(500..=599)) => SendError::Transient(message),
-        _ => SendError::Permanent(message),
-    }
-}
-
-/// Parks a dead-lettered webhook first (when a parked queue is configured), then mails the record; logs one
-/// line for the parking and one for the e-mail.
-async fn notify_one(notifier: &Notifier, record: &SqsMessage) -> Result<(), NotifyError> {
-    let Plan { mut event, parcel } = plan_for(record);
-    let po_id = event.po.as_ref().map(|po| po.id);
-    let po_number = event.po.as_ref().map(|po| one_line(&po.po_number, 60));
-    let kind = event.kind.as_str();
-    let recipients = notifier.config.to.len();
-    let sqs_message_id = record.message_id.as_deref().unwrap_or_default();
-    // Without PARKED_QUEUE_URL the webhook is only mailed (main warned at cold start).
-    if let (Some(parcel), Some(queue_url)) = (&parcel, &notifier.config.parked_queue_url) {
-        match park(&notifier.sqs, queue_url, parcel).await {
-            Ok(parked_message_id) => {
-                event.parked = true;
-                tracing::info!(
-                    po_id,
-                    po_number,
-                    sqs_message_id,
-                    parked_message_id,
-                    "dead-lettered webhook parked for a redrive"
-                );
-            }
-            Err(e) => {
-                let error = e.to_string();
-                tracing::error!(
-                    po_id,
-                    po_number,
-                    sqs_message_id,
-                    error,
-                    "dead-lettered webhook NOT parked, so not e-mailed yet; the record stays on the webhook DLQ and is retried (check PARKED_QUEUE_URL and notify's sqs:SendMessage permission)"
-                );
-                return Err(e.into());
+impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
+    /// One e-mail per record, partial batch failures in FIFO order: at the first record that could not be
+    /// parked or mailed, that record and every later one are handed back, unstarted.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let records = &event.records;
+        let mut first_failure = None;
+        for (index, record) in records.iter().enumerate() {
+            if self.notify_one(record).await.is_err() {
+                first_failure = Some(index);
+                break;
             }
         }
+        let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_deref().unwrap_or_default()).collect();
+        let mut response = SqsBatchResponse::default();
+        response.set_failures(fifo_failures(&ids, first_failure));
+        response
     }
-    let parked = event.parked;
-    let outcome = async {
-        let email = render(&event, &notifier.config.email).map_err(|e| SendError::Permanent(e.to_string()))?;
-        let raw = mime_message(&notifier.config, &email, &message_id_for(&event, &notifier.config))
-            .map_err(|e| SendError::Permanent(format!("the MIME message could not be built: {e}")))?;
-        send(&notifier.ses, &notifier.config, raw).await
-    }
-    .await;
-    match &outcome {
-        Ok(ses_message_id) => {
-            tracing::info!(
+
+    /// Parks a dead-lettered webhook first (when a parked queue is configured), then mails the record; logs
+    /// one line for the parking and one for the e-mail.
+    async fn notify_one(&self, record: &SqsMessage) -> Result<(), NotifyError> {
+        let Plan { mut event, parcel } = plan_for(record);
+        let po_id = event.po.as_ref().map(|po| po.id);
+        let po_number = event.po.as_ref().map(|po| one_line(&po.po_number, 60));
+        let kind: &'static str = event.kind.into();
+        let recipients = self.config.to.len();
+        let sqs_message_id = record.message_id.as_deref().unwrap_or_default();
+        // Without PARKED_QUEUE_URL the webhook is only mailed (main warned at cold start).
+        if let (Some(parcel), Some(parked)) = (&parcel, &self.parked) {
+            match park(parked, parcel).await {
+                Ok(parked_message_id) => {
+                    event.parked = true;
+                    tracing::info!(
+                        po_id,
+                        po_number,
+                        sqs_message_id,
+                        parked_message_id,
+                        "dead-lettered webhook parked for a redrive"
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(
+                        po_id,
+                        po_number,
+                        sqs_message_id,
+                        error = %error,
+                        failure = %error.failure(),
+                        "dead-lettered webhook NOT parked, so not e-mailed yet; the record stays on the webhook DLQ and is retried (check PARKED_QUEUE_URL and notify's sqs:SendMessage permission)"
+                    );
+                    return Err(error);
+                }
+            }
+        }
+        let parked = event.parked;
+        let outcome = self.mail(&event).await;
+        match &outcome {
+            Ok(ses_message_id) => tracing::info!(
                 po_id,
                 po_number,
                 kind,
@@ -295,76 +240,46 @@ async fn notify_one(notifier: &Notifier, record: &SqsMessage) -> Result<(), Noti
                 ses_message_id,
                 sqs_message_id,
                 "notification e-mail sent"
-            )
+            ),
+            Err(error) if error.failure() == Failure::Transient => tracing::warn!(
+                po_id,
+                po_number,
+                kind,
+                parked,
+                recipients,
+                sqs_message_id,
+                error = %error,
+                "notification e-mail not sent yet; SQS will retry"
+            ),
+            Err(error) => tracing::error!(
+                po_id,
+                po_number,
+                kind,
+                parked,
+                recipients,
+                sqs_message_id,
+                error = %error,
+                "notification e-mail REFUSED; fix the SES setup (verified sender, sending quota); the record goes to its queue's DLQ"
+            ),
         }
-        Err(SendError::Transient(error)) => tracing::warn!(
-            po_id,
-            po_number,
-            kind,
-            parked,
-            recipients,
-            sqs_message_id,
-            error,
-            "notification e-mail not sent yet; SQS will retry"
-        ),
-        Err(SendError::Permanent(error)) => tracing::error!(
-            po_id,
-            po_number,
-            kind,
-            parked,
-            recipients,
-            sqs_message_id,
-            error,
-            "notification e-mail REFUSED by SES; fix the SES setup (verified sender, sending quota); the record goes to its queue's DLQ"
-        ),
+        outcome.map(|_| ())
     }
-    outcome.map(|_| ()).map_err(NotifyError::from)
-}
 
-/// The Lambda handler: one e-mail per record, partial batch failures in FIFO order.
-pub async fn handle(notifier: &Notifier, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    let records = &event.payload.records;
-    let mut first_failure = None;
-    for (index, record) in records.iter().enumerate() {
-        if notify_one(notifier, record).await.is_err() {
-            // Keep FIFO order: nothing after a failure is processed in this invocation.
-            first_failure = Some(index);
-            break;
-        }
+    /// Renders the event, builds the MIME message and hands it to the sender; returns the provider's id.
+    async fn mail(&self, event: &NotificationEvent) -> Result<String, NotifyError> {
+        let email = render(event, &self.config.email).map_err(|e| NotifyError::Unwritable(e.to_string()))?;
+        let raw = mime_message(&self.config, &email, &message_id_for(event, &self.config))
+            .map_err(|e| NotifyError::Unwritable(format!("the MIME message could not be built: {e}")))?;
+        self.email.send_raw(self.config.from.address.as_str(), raw).await.map_err(NotifyError::NotSent)
     }
-    let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_deref().unwrap_or_default()).collect();
-    let mut response = SqsBatchResponse::default();
-    response.set_failures(fifo_failures(&ids, first_failure));
-    Ok(response)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use po_sync::message::NotificationKind;
-
-    #[test]
-    fn throttling_timeouts_and_5xx_are_transient_and_refusals_permanent() {
-        use aws_sdk_ses::config::http::HttpResponse;
-        use aws_sdk_ses::error::ErrorMetadata;
-        use aws_sdk_ses::operation::send_raw_email::SendRawEmailError;
-        use aws_smithy_types::body::SdkBody;
-        let service = |code: &str, status: u16| {
-            SdkError::service_error(
-                SendRawEmailError::generic(ErrorMetadata::builder().code(code).message("m").build()),
-                HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()),
-            )
-        };
-        assert!(matches!(classify(service("Throttling", 400)), SendError::Transient(m) if m == "Throttling: m"));
-        assert!(matches!(classify(service("InternalFailure", 500)), SendError::Transient(_)));
-        assert!(matches!(classify(service("ServiceUnavailable", 503)), SendError::Transient(_)));
-        assert!(
-            matches!(classify(service("MessageRejected", 400)), SendError::Permanent(m) if m == "MessageRejected: m")
-        );
-        assert!(matches!(classify(service("AccountSendingPausedException", 400)), SendError::Permanent(_)));
-        let timeout: SdkError<SendRawEmailError, HttpResponse> = SdkError::timeout_error("operation timed out");
-        assert!(matches!(classify(timeout), SendError::Transient(_)));
-    }
+    use po_sync_aws::mail::MemoryEmailSender;
+    use po_sync_aws::queue::MemoryFifoQueue;
 
     #[test]
     fn attempts_are_the_receives_before_this_one() {
@@ -401,7 +316,7 @@ mod tests {
         let parcel = plan.parcel.unwrap();
         assert_eq!(parcel.body, json);
         assert_eq!(parcel.group_id, "group-from-sqs");
-        assert_eq!(parcel.deduplication_id, envelope.body_sha256);
+        assert_eq!(parcel.deduplication_id, "m-dead", "the dead letter's own message id");
 
         // Without the attribute (or with an empty one) the group is the PO id, as ingest sets it.
         for group in [None, Some(" ")] {
@@ -437,6 +352,91 @@ mod tests {
             assert_eq!(event.kind, NotificationKind::PoisonMessage, "{body}");
             assert_eq!(event.sqs_message_id.as_deref(), Some("m-1"));
             assert!(event.detail.is_some());
+        }
+    }
+
+    fn memory_notifier(parked: bool) -> Notifier<MemoryEmailSender, MemoryFifoQueue> {
+        let mut env = vec![("NOTIFY_FROM", "alerts@flowers.example.com"), ("NOTIFY_TO", "ap@flowers.example.com")];
+        if parked {
+            env.push(("PARKED_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks-parked.fifo"));
+        }
+        let env: std::collections::HashMap<String, String> =
+            env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let config = NotifyConfig::from_env(&env).unwrap();
+        Notifier { email: MemoryEmailSender::default(), parked: parked.then(MemoryFifoQueue::default), config }
+    }
+
+    fn dead_letter_json() -> String {
+        let body = po_sync_tests::fixture("komet-clean-po.json");
+        let po = po_sync::komet::parse_webhook(&body).unwrap();
+        WebhookEnvelope::new(po, &body, chrono::Utc::now()).with_send_id("req-1").to_json().unwrap()
+    }
+
+    fn batch(records: Vec<SqsMessage>) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
+    }
+
+    fn failed(response: &SqsBatchResponse) -> Vec<&str> {
+        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_is_parked_before_it_is_mailed_as_kept() {
+        let notifier = memory_notifier(true);
+        let response = notifier.handle(batch(vec![dlq_record(&dead_letter_json(), Some("48213"))])).await;
+        assert!(failed(&response).is_empty());
+        let parked = notifier.parked.as_ref().unwrap().messages();
+        assert_eq!(parked.len(), 1);
+        assert_eq!((parked[0].group_id.as_str(), parked[0].deduplication_id.as_str()), ("48213", "m-dead"));
+        let sent = notifier.email.sent();
+        assert_eq!(sent.len(), 1);
+        let text = String::from_utf8_lossy(&sent[0].mime);
+        assert!(text.contains("parked queue"), "the e-mail says the webhook was kept");
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_that_cannot_be_parked_is_not_mailed_and_holds_back_the_rest() {
+        let notifier = memory_notifier(true);
+        notifier.parked.as_ref().unwrap().fail_next(1, Failure::Transient);
+        let event = NotificationEvent::poison("x", "m-0").to_json().unwrap();
+        let mut later = SqsMessage::default();
+        later.message_id = Some("m-later".into());
+        later.body = Some(event);
+        let response = notifier.handle(batch(vec![dlq_record(&dead_letter_json(), None), later])).await;
+        assert_eq!(failed(&response), ["m-dead", "m-later"]);
+        assert!(notifier.email.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_e_mail_is_a_batch_failure_for_it_and_every_later_record() {
+        let notifier = memory_notifier(false);
+        notifier.email.fail_next(1, Failure::Permanent);
+        let first = dlq_record(&NotificationEvent::poison("x", "m-0").to_json().unwrap(), None);
+        let mut second = first.clone();
+        second.message_id = Some("m-second".into());
+        let response = notifier.handle(batch(vec![first, second])).await;
+        assert_eq!(failed(&response), ["m-dead", "m-second"]);
+        assert!(notifier.email.sent().is_empty(), "the later record was not started");
+        // The next delivery goes through.
+        let response = notifier.handle(batch(vec![dlq_record(&dead_letter_json(), None)])).await;
+        assert!(failed(&response).is_empty());
+        let sent = notifier.email.sent();
+        assert_eq!((sent.len(), sent[0].source.as_str()), (1, "alerts@flowers.example.com"));
+        assert!(!String::from_utf8_lossy(&sent[0].mime).contains("parked queue"), "nothing was parked");
+    }
+
+    #[test]
+    fn kinds_are_named_as_serde_names_them() {
+        for kind in [
+            NotificationKind::ReconciliationMismatch,
+            NotificationKind::MappingError,
+            NotificationKind::AppzenRejected,
+            NotificationKind::DeadLettered,
+            NotificationKind::PoisonMessage,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }
 }

@@ -1,7 +1,7 @@
-//! notify's Lambda entry point: tracing, configuration, the SES and SQS clients, then the runtime loop.
+//! notify's Lambda entry point: tracing, configuration, clients (built once), then the runtime loop.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use notify::{Notifier, handle};
+use notify::Notifier;
 use po_sync::config::{ProcessEnv, notify::NotifyConfig};
 
 #[tokio::main]
@@ -9,18 +9,14 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config =
         NotifyConfig::from_env(&ProcessEnv).inspect_err(|e| tracing::error!(error = %e, "notify cannot start"))?;
-    let aws = po_sync_aws::load_aws_config().await;
     if config.parked_queue_url.is_none() {
         tracing::warn!(
             "PARKED_QUEUE_URL is not set: dead-lettered webhooks are e-mailed but not kept, so they cannot be redriven"
         );
     }
-    let notifier = Notifier { ses: aws_sdk_ses::Client::new(&aws), sqs: aws_sdk_sqs::Client::new(&aws), config };
-    tracing::info!(
-        recipients = notifier.config.to.len(),
-        parked_queue = notifier.config.parked_queue_url.is_some(),
-        "notify ready"
-    );
+    let notifier = Notifier::start(config, &po_sync_aws::load_aws_config().await);
+    tracing::info!(recipients = notifier.config.to.len(), parked_queue = notifier.parked.is_some(), "notify ready");
     let notifier = &notifier;
-    run(service_fn(move |event: LambdaEvent<_>| handle(notifier, event))).await
+    run(service_fn(move |event: LambdaEvent<_>| async move { Ok::<_, Error>(notifier.handle(event.payload).await) }))
+        .await
 }

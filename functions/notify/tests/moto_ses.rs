@@ -7,14 +7,16 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{TimeZone, Utc};
-use lambda_runtime::{Context, LambdaEvent};
 use mail_parser::{Address, MessageParser, MimeHeaders};
-use notify::{Notifier, SendError, handle, send};
+use notify::{Notifier, NotifyError};
 use po_sync::config::notify::NotifyConfig;
 use po_sync::email::{EmailSettings, render};
 use po_sync::komet::parse_webhook;
 use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
 use po_sync::reconcile::{Tolerance, reconcile};
+use po_sync_aws::mail::{EmailSender, SesEmailSender};
+use po_sync_aws::port::Failure;
+use po_sync_aws::queue::SqsFifoQueue;
 use po_sync_tests::moto::MotoServer;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -33,17 +35,19 @@ fn config(extra: &[(&'static str, &'static str)]) -> NotifyConfig {
     NotifyConfig::from_env(&env).unwrap()
 }
 
-async fn notifier(moto: &MotoServer, verify_sender: bool) -> Notifier {
+type MotoNotifier = Notifier<SesEmailSender, SqsFifoQueue>;
+
+async fn notifier(moto: &MotoServer, verify_sender: bool) -> MotoNotifier {
     notifier_with(moto, verify_sender, &[]).await
 }
 
-async fn notifier_with(moto: &MotoServer, verify_sender: bool, extra: &[(&'static str, &'static str)]) -> Notifier {
+async fn notifier_with(moto: &MotoServer, verify_sender: bool, extra: &[(&'static str, &'static str)]) -> MotoNotifier {
     let aws = moto.sdk_config().await;
     let ses = aws_sdk_ses::Client::new(&aws);
     if verify_sender {
         ses.verify_email_identity().email_address("alerts@flowers.example.com").send().await.unwrap();
     }
-    Notifier { ses, sqs: aws_sdk_sqs::Client::new(&aws), config: config(extra) }
+    Notifier::start(config(extra), &aws)
 }
 
 /// A FIFO queue on moto, as the stack creates the parked queue; returns its URL.
@@ -95,10 +99,10 @@ fn record(message_id: &str, body: &str) -> SqsMessage {
     record
 }
 
-fn sqs_event(records: Vec<SqsMessage>) -> LambdaEvent<SqsEvent> {
+fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = records;
-    LambdaEvent::new(event, Context::default())
+    event
 }
 
 fn failures(response: &SqsBatchResponse) -> Vec<&str> {
@@ -160,7 +164,7 @@ async fn a_notification_event_is_mailed_with_subject_text_and_html_as_rendered()
     let event = mismatch_event();
     let sqs = fixture_event("notification-queue-event.json", &event.to_json().unwrap());
 
-    let response = handle(&notifier, LambdaEvent::new(sqs, Context::default())).await.unwrap();
+    let response = notifier.handle(sqs).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
 
     let sent = Sent::all(&moto);
@@ -193,7 +197,7 @@ async fn a_dead_lettered_webhook_is_mailed_with_the_number_of_attempts() {
     let sqs = fixture_event("webhook-dlq-event.json", &doc_sample_envelope().to_json().unwrap());
     assert_eq!(sqs.records[0].attributes["ApproximateReceiveCount"], "6");
 
-    let response = handle(&notifier, LambdaEvent::new(sqs, Context::default())).await.unwrap();
+    let response = notifier.handle(sqs).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
     let sent = Sent::all(&moto);
     assert_eq!(sent.len(), 1);
@@ -216,11 +220,12 @@ async fn a_dead_lettered_webhook_is_parked_unchanged_in_its_group_and_then_maile
     let envelope = doc_sample_envelope();
     let sqs = fixture_event("webhook-dlq-event.json", &envelope.to_json().unwrap());
     let original_body = sqs.records[0].body.clone().unwrap();
+    let dlq_message_id = sqs.records[0].message_id.clone().unwrap();
     // A group different from the PO id, to see that the record's own group is kept.
     let mut sqs = sqs;
     sqs.records[0].attributes.insert("MessageGroupId".to_owned(), "12345-group".to_owned());
 
-    let response = handle(&notifier, LambdaEvent::new(sqs, Context::default())).await.unwrap();
+    let response = notifier.handle(sqs).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
 
     let parked = messages_on(&moto, &parked_url).await;
@@ -228,7 +233,8 @@ async fn a_dead_lettered_webhook_is_parked_unchanged_in_its_group_and_then_maile
     assert_eq!(parked[0].body(), Some(original_body.as_str()), "the body is parked byte for byte");
     let attributes = parked[0].attributes().unwrap();
     assert_eq!(attributes[&MessageSystemAttributeName::MessageGroupId], "12345-group");
-    assert_eq!(attributes[&MessageSystemAttributeName::MessageDeduplicationId], envelope.body_sha256);
+    // Deduplicated by the dead letter's own message id: one parking per dead letter, even if mailed twice.
+    assert_eq!(attributes[&MessageSystemAttributeName::MessageDeduplicationId], dlq_message_id);
     // What a redrive puts back on webhooks.fifo is what reconcile reads.
     assert_eq!(WebhookEnvelope::from_json(parked[0].body().unwrap()).unwrap(), envelope);
 
@@ -254,7 +260,7 @@ async fn a_dead_letter_without_a_group_attribute_is_parked_in_the_po_group_and_a
     let dead = record("m-dead", &doc_sample_envelope().to_json().unwrap());
     let notification = record("m-event", &mismatch_event().to_json().unwrap());
 
-    let response = handle(&notifier, sqs_event(vec![dead, notification])).await.unwrap();
+    let response = notifier.handle(sqs_event(vec![dead, notification])).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
     let parked = messages_on(&moto, &parked_url).await;
     assert_eq!(parked.len(), 1, "only the dead letter is parked");
@@ -271,14 +277,15 @@ async fn a_dead_letter_that_cannot_be_parked_is_a_batch_failure_and_is_not_maile
     let dead = record("m-dead", &doc_sample_envelope().to_json().unwrap());
     let later = record("m-later", &mismatch_event().to_json().unwrap());
 
-    let response = handle(&notifier, sqs_event(vec![dead, later])).await.unwrap();
+    let response = notifier.handle(sqs_event(vec![dead, later])).await;
     assert_eq!(failures(&response), ["m-dead", "m-later"], "the record stays on the DLQ; FIFO order kept");
     assert!(Sent::all(&moto).is_empty(), "nothing is mailed before the webhook is kept");
 
     // The SQS error is what the log line carries (moto answers with the query protocol's code).
     let parcel = notify::plan_for(&record("m", &doc_sample_envelope().to_json().unwrap())).parcel.unwrap();
-    let queue_url = notifier.config.parked_queue_url.as_deref().unwrap();
-    let error = notify::park(&notifier.sqs, queue_url, &parcel).await.unwrap_err().to_string();
+    let error = notify::park(notifier.parked.as_ref().unwrap(), &parcel).await.unwrap_err();
+    assert_eq!(error.failure(), Failure::Permanent, "a missing queue needs a person, not a retry");
+    let error = error.to_string();
     assert!(error.starts_with("the dead-lettered webhook could not be parked: "), "{error}");
     assert!(error.contains("The specified queue does not exist"), "{error}");
 }
@@ -321,7 +328,7 @@ async fn dead_letter_count_is_the_source_receives_plus_one_and_notify_reports_th
 
     let mut dlq_record = record(message.message_id().unwrap(), message.body().unwrap());
     dlq_record.attributes.insert("ApproximateReceiveCount".to_owned(), count);
-    let response = handle(&notifier, sqs_event(vec![dlq_record])).await.unwrap();
+    let response = notifier.handle(sqs_event(vec![dlq_record])).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
     let sent = Sent::all(&moto);
     let parsed = MessageParser::default().parse(sent[0].raw.as_bytes()).unwrap();
@@ -333,13 +340,17 @@ async fn an_unverified_sender_is_a_permanent_failure_reported_for_the_record_and
     let moto = MotoServer::start();
     let notifier = notifier(&moto, false).await;
     let event = mismatch_event().to_json().unwrap();
-    let response = handle(&notifier, sqs_event(vec![record("m-1", &event), record("m-2", "not json")])).await.unwrap();
+    let response = notifier.handle(sqs_event(vec![record("m-1", &event), record("m-2", "not json")])).await;
     assert_eq!(failures(&response), ["m-1", "m-2"], "nothing dropped; FIFO order kept");
     assert!(Sent::all(&moto).is_empty());
 
     let raw = b"From: alerts@flowers.example.com\r\nTo: ap@flowers.example.com\r\nSubject: x\r\n\r\nx\r\n".to_vec();
-    match send(&notifier.ses, &notifier.config, raw).await {
-        Err(SendError::Permanent(message)) => assert!(message.contains("MessageRejected"), "{message}"),
+    match notifier.email.send_raw("alerts@flowers.example.com", raw).await {
+        Err(error) => {
+            assert_eq!(error.failure, Failure::Permanent, "{error}");
+            assert!(error.summary.contains("MessageRejected"), "{error}");
+            assert!(matches!(NotifyError::NotSent(error).failure(), Failure::Permanent));
+        }
         other => panic!("expected a permanent failure, got {other:?}"),
     }
 }
@@ -348,7 +359,7 @@ async fn an_unverified_sender_is_a_permanent_failure_reported_for_the_record_and
 async fn an_unreadable_message_is_mailed_as_poison_and_consumed() {
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
-    let response = handle(&notifier, sqs_event(vec![record("m-poison", "{\"hello\":")])).await.unwrap();
+    let response = notifier.handle(sqs_event(vec![record("m-poison", "{\"hello\":")])).await;
     assert_eq!(failures(&response), Vec::<&str>::new(), "a poison message is not retried forever");
     let sent = Sent::all(&moto);
     assert_eq!(sent.len(), 1);
@@ -365,7 +376,7 @@ async fn crlf_and_bcc_in_the_po_number_add_no_recipient_and_no_header_and_unicod
     let po = event.po.as_mut().unwrap();
     po.po_number = "P002271\r\nBcc: attacker@evil.example\r\nX-Injected: yes".to_owned();
     po.vendors = vec!["Flores Bogotá 花店 <b>\"Ñ\"</b>".to_owned()];
-    let response = handle(&notifier, sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await.unwrap();
+    let response = notifier.handle(sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
 
     let sent = Sent::all(&moto);
@@ -391,7 +402,7 @@ async fn a_unicode_subject_is_rfc_2047_encoded_and_decodes_intact() {
     let notifier = notifier(&moto, true).await;
     let mut event = mismatch_event();
     event.po.as_mut().unwrap().po_number = "P-Ω7 Ñandú".to_owned();
-    handle(&notifier, sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await.unwrap();
+    notifier.handle(sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await;
     let sent = Sent::all(&moto);
     let header_block = sent[0].raw.split("\r\n\r\n").next().unwrap();
     assert!(header_block.is_ascii(), "headers are 7-bit: {header_block}");

@@ -1,36 +1,53 @@
-//! The `reconcile` function: for each queued webhook, reconcile the PO, apply the policy, upsert it into
-//! AppZen, and raise a notification when a person must act.
+//! The `reconcile` function: for each queued webhook, consult the version ledger, reconcile the PO, apply the
+//! policy, upsert it into AppZen, and raise a notification when a person must act.
 //!
-//! Every record ends in one [`Fate`]: consumed (done, or handed to a person through `notifications.fifo`)
-//! or retried (SQS redelivers it; after `maxReceiveCount` it goes to the DLQ, which notify reports).
+//! Every record ends in one [`Fate`]: consumed (done, superseded by a newer version, a duplicate of what AppZen
+//! holds, or handed to a person through `notifications.fifo`) or retried (SQS redelivers it; after
+//! `maxReceiveCount` it goes to the DLQ, which notify reports). The side effects are ports: the notification
+//! queue ([`FifoQueue`]) and the ledger ([`Ledger`]); AppZen is an HTTP client tested with wiremock.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::decision::{self, fifo_failures};
+use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement, Verdict};
 use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
 use po_sync::retry::GiveUpReason;
 use po_sync_aws::appzen::{
     Accepted, AppZenClient, AppZenSetupError, Rejected, Transient, UpsertOutcome, resolve_credentials,
 };
+use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
+use po_sync_aws::port::{Failure, PortError};
+use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 /// What became of one SQS record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// AppZen took the PO.
     Upserted(Accepted),
     /// AppZen refused the PO; a person was notified.
+    #[strum(serialize = "appzen_rejected")]
     Rejected(Rejected),
     /// Not sent (a mismatch under `block`, or a mapping error); a person was notified.
     Held,
+    /// A newer version of this PO was already processed (or is being processed): not sent, consumed.
+    Superseded { newer_version: i64 },
+    /// AppZen already holds exactly this body: not sent again, consumed.
+    Duplicate,
     /// Not a po-sync envelope; a person was notified.
     Poison,
     /// AppZen kept failing transiently.
+    #[strum(serialize = "appzen_unavailable")]
     AppZenUnavailable { last: Transient, reason: GiveUpReason },
+    /// Another record of this PO is being processed right now; this one comes back later.
+    LedgerBusy { claimed_by: String },
+    /// The ledger could not be read or written: never upsert blind, so the record comes back.
+    LedgerUnavailable(PortError),
     /// A notification could not be queued, so the record must come back rather than be lost.
-    NotifyFailed(String),
+    NotifyFailed(PortError),
     /// Not started: an earlier record of this FIFO batch must be retried, or the invocation is out of time.
     NotAttempted,
 }
@@ -45,26 +62,27 @@ pub enum Fate {
 impl Outcome {
     pub fn fate(&self) -> Fate {
         match self {
-            Outcome::Upserted(_) | Outcome::Rejected(_) | Outcome::Held | Outcome::Poison => Fate::Consumed,
-            Outcome::AppZenUnavailable { .. } | Outcome::NotifyFailed(_) | Outcome::NotAttempted => Fate::Retry,
+            Outcome::Upserted(_)
+            | Outcome::Rejected(_)
+            | Outcome::Held
+            | Outcome::Superseded { .. }
+            | Outcome::Duplicate
+            | Outcome::Poison => Fate::Consumed,
+            Outcome::AppZenUnavailable { .. }
+            | Outcome::LedgerBusy { .. }
+            | Outcome::LedgerUnavailable(_)
+            | Outcome::NotifyFailed(_)
+            | Outcome::NotAttempted => Fate::Retry,
         }
     }
 
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Outcome::Upserted(_) => "upserted",
-            Outcome::Rejected(_) => "appzen_rejected",
-            Outcome::Held => "held",
-            Outcome::Poison => "poison",
-            Outcome::AppZenUnavailable { .. } => "appzen_unavailable",
-            Outcome::NotifyFailed(_) => "notify_failed",
-            Outcome::NotAttempted => "not_attempted",
-        }
+        self.into()
     }
 }
 
 /// One record's outcome with what the log line and the tests need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct RecordReport {
     pub message_id: String,
     pub outcome: Outcome,
@@ -81,23 +99,49 @@ pub enum StartupError {
     AppZen(#[from] AppZenSetupError),
 }
 
+/// How many times a ledger write that lost a race is decided again before the record is handed back.
+const LEDGER_RACE_ROUNDS: usize = 5;
+/// How long a claim outlives its invocation's deadline (or, without a deadline, Lambda's 15-minute maximum).
+const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+const LAMBDA_MAX_RUNTIME: Duration = Duration::from_secs(15 * 60);
+
 /// Everything an invocation needs, built once at cold start.
-pub struct Reconciler {
+pub struct Reconciler<Q, L> {
     config: ReconcileConfig,
     appzen: AppZenClient,
-    sqs: aws_sdk_sqs::Client,
+    notifications: Q,
+    ledger: L,
 }
 
-impl Reconciler {
-    pub fn new(config: ReconcileConfig, appzen: AppZenClient, sqs: aws_sdk_sqs::Client) -> Self {
-        Reconciler { config, appzen, sqs }
-    }
-
+impl Reconciler<SqsFifoQueue, DynamoLedger> {
     /// Reads the AppZen credentials (from Secrets Manager if configured) and builds the clients.
     pub async fn start(config: ReconcileConfig, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let credentials = resolve_credentials(&config.appzen.credentials, aws).await?;
         let appzen = AppZenClient::new(&config.appzen, &credentials)?;
-        Ok(Reconciler::new(config, appzen, aws_sdk_sqs::Client::new(aws)))
+        let notifications = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.notify_queue_url.clone());
+        let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.ledger_table.clone());
+        Ok(Reconciler::new(config, appzen, notifications, ledger))
+    }
+}
+
+/// What the ledger said about a record before any work on it.
+enum Admission {
+    /// Ours to process; the claim as written.
+    Claimed(LedgerEntry),
+    Done(Outcome),
+}
+
+impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
+    pub fn new(config: ReconcileConfig, appzen: AppZenClient, notifications: Q, ledger: L) -> Self {
+        Reconciler { config, appzen, notifications, ledger }
+    }
+
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    pub fn notifications(&self) -> &Q {
+        &self.notifications
     }
 
     /// Handles an SQS batch in order. At the first record that must be retried, that record and every
@@ -175,16 +219,51 @@ impl Reconciler {
         envelope: &WebhookEnvelope,
         deadline: Option<Instant>,
     ) -> RecordReport {
+        let mut report = RecordReport::not_attempted(&message_id);
+        let arrival = Arrival {
+            po_id: envelope.po.id,
+            po_number: &envelope.po.po_number,
+            received_at: envelope.received_at,
+            body_sha256: &envelope.body_sha256,
+            sqs_message_id: &message_id,
+        };
+        let claim = match self.admit(&arrival, deadline).await {
+            Admission::Claimed(claim) => claim,
+            Admission::Done(outcome) => {
+                report.outcome = outcome;
+                return report;
+            }
+        };
+        let (outcome, settlement) = self.reconcile_and_upsert(envelope, deadline, &mut report).await;
+        report.outcome = outcome;
+        match settlement {
+            Some(settlement) => {
+                if let Err(error) = self.settle(claim, &arrival, &settlement).await {
+                    // AppZen and the notifications are done, but the ledger does not say so: the redelivery
+                    // does it all again (AppZen's upsert is idempotent; SQS drops the same notifications).
+                    report.outcome = Outcome::LedgerUnavailable(error);
+                }
+            }
+            None => self.release(claim, &arrival).await,
+        }
+        report
+    }
+
+    /// Reconciles, upserts and notifies; returns the outcome and, when it is final, what the ledger records.
+    async fn reconcile_and_upsert(
+        &self,
+        envelope: &WebhookEnvelope,
+        deadline: Option<Instant>,
+        report: &mut RecordReport,
+    ) -> (Outcome, Option<Settlement>) {
         let config = &self.config;
         let plan = decision::plan(envelope, config.policy, config.tolerance, &config.mapping);
         let mut notifications = plan.notifications;
-        let mut report = RecordReport {
-            message_id,
-            outcome: Outcome::Held,
-            discrepancy_count: plan.discrepancy_count,
-            attempts: 0,
-            notified: Vec::new(),
-        };
+        report.discrepancy_count = plan.discrepancy_count;
+        let unmappable = notifications.iter().any(|e| e.kind == NotificationKind::MappingError);
+        let mut ledger_outcome = if unmappable { LedgerOutcome::Unmappable } else { LedgerOutcome::Held };
+        let mut accepted_by_appzen = None;
+        let mut outcome = Outcome::Held;
         if let Some(body) = plan.upsert {
             let json = match body.to_json() {
                 Ok(json) => json,
@@ -193,6 +272,7 @@ impl Reconciler {
                     let mut event = NotificationEvent::about(NotificationKind::MappingError, envelope);
                     event.detail = Some(format!("the AppZen body could not be written: {error}"));
                     notifications.push(event);
+                    ledger_outcome = LedgerOutcome::Unmappable;
                     String::new()
                 }
             };
@@ -202,8 +282,16 @@ impl Reconciler {
             if !json.is_empty() {
                 let upsert = self.appzen.upsert(json, deadline).await;
                 report.attempts = upsert.attempts;
-                report.outcome = match upsert.outcome {
-                    UpsertOutcome::Accepted(accepted) => Outcome::Upserted(accepted),
+                outcome = match upsert.outcome {
+                    UpsertOutcome::Accepted(accepted) => {
+                        ledger_outcome = LedgerOutcome::Upserted;
+                        accepted_by_appzen = Some(ledger::Accepted {
+                            http_status: accepted.http_status,
+                            uuid: accepted.uuid.clone(),
+                            status: accepted.status.clone(),
+                        });
+                        Outcome::Upserted(accepted)
+                    }
                     UpsertOutcome::Rejected(rejected) => {
                         notifications.push(decision::rejected_event(
                             envelope,
@@ -211,25 +299,86 @@ impl Reconciler {
                             &rejected.error,
                             rejected.correlation_id.clone(),
                         ));
+                        ledger_outcome = LedgerOutcome::Rejected;
                         Outcome::Rejected(rejected)
                     }
                     // Nobody is notified yet: the redelivery raises the events once it is done with, and a
                     // record that never gets through reaches the DLQ, which notify reports.
                     UpsertOutcome::GaveUp { last, reason } => {
-                        report.outcome = Outcome::AppZenUnavailable { last, reason };
-                        return report;
+                        return (Outcome::AppZenUnavailable { last, reason }, None);
                     }
                 };
             }
         }
         for event in &notifications {
             if let Err(error) = self.notify(event).await {
-                report.outcome = Outcome::NotifyFailed(error);
-                return report;
+                return (Outcome::NotifyFailed(error), None);
             }
             report.notified.push(event.kind);
         }
-        report
+        (outcome, Some(Settlement { outcome: ledger_outcome, accepted: accepted_by_appzen }))
+    }
+
+    /// Reads the ledger and decides; on a lost race, reads again and decides again.
+    async fn admit(&self, arrival: &Arrival<'_>, deadline: Option<Instant>) -> Admission {
+        let lease = claim_lease(deadline);
+        for _round in 0..LEDGER_RACE_ROUNDS {
+            let current = match self.ledger.read(arrival.po_id).await {
+                Ok(current) => current,
+                Err(error) => return Admission::Done(Outcome::LedgerUnavailable(error)),
+            };
+            let (write, done) = match ledger::judge(current.as_ref(), arrival, chrono::Utc::now(), lease) {
+                Verdict::Superseded { newer_version } => return Admission::Done(Outcome::Superseded { newer_version }),
+                Verdict::Busy { claimed_by, .. } => return Admission::Done(Outcome::LedgerBusy { claimed_by }),
+                Verdict::Duplicate { record: None } => return Admission::Done(Outcome::Duplicate),
+                Verdict::Duplicate { record: Some(record) } => (record, Some(Outcome::Duplicate)),
+                Verdict::Proceed { claim } => (claim, None),
+            };
+            match self.ledger.write(&write).await {
+                Ok(Written::Stored) => return done.map_or(Admission::Claimed(write), Admission::Done),
+                Ok(Written::Conflict) => continue,
+                Err(error) => return Admission::Done(Outcome::LedgerUnavailable(error)),
+            }
+        }
+        Admission::Done(Outcome::LedgerBusy { claimed_by: "(a writer that kept winning the race)".to_owned() })
+    }
+
+    /// Records the final outcome of a claimed version. A claim that was taken over (its lease ran out, so this
+    /// invocation was far slower than its own deadline) is logged, not forced.
+    async fn settle(
+        &self,
+        mut current: LedgerEntry,
+        arrival: &Arrival<'_>,
+        settlement: &Settlement,
+    ) -> Result<(), PortError> {
+        for _round in 0..LEDGER_RACE_ROUNDS {
+            let Some(settled) = ledger::settle(&current, arrival, settlement, chrono::Utc::now()) else {
+                tracing::error!(
+                    version = arrival.version(),
+                    "the claim on this PO was taken over before it was settled; the newer claim decides"
+                );
+                return Ok(());
+            };
+            match self.ledger.write(&settled).await? {
+                Written::Stored => return Ok(()),
+                Written::Conflict => {
+                    current = self.ledger.read(arrival.po_id).await?.ok_or_else(|| {
+                        PortError::new("dynamodb:GetItem", Failure::Permanent, "the ledger item disappeared")
+                    })?;
+                }
+            }
+        }
+        Err(PortError::new("dynamodb:PutItem", Failure::Transient, "kept losing the race to settle the claim"))
+    }
+
+    /// Gives a claim back after a transient failure, so the ledger is as it was. Best effort: an unreleased
+    /// claim expires by itself, and its own redelivery may take it again at once.
+    async fn release(&self, claim: LedgerEntry, arrival: &Arrival<'_>) {
+        if let Some(released) = ledger::release(&claim, arrival, chrono::Utc::now()) {
+            if let Err(error) = self.ledger.write(&released).await {
+                tracing::warn!(error = %error, "the claim could not be released; it expires by itself");
+            }
+        }
     }
 
     async fn poison(&self, message_id: String, detail: String, started: Instant) -> RecordReport {
@@ -246,20 +395,18 @@ impl Reconciler {
         report
     }
 
-    /// Queues a notification event on `notifications.fifo`: grouped per PO, deduplicated by content.
-    async fn notify(&self, event: &NotificationEvent) -> Result<(), String> {
-        let body = event.to_json().map_err(|e| format!("cannot write the notification: {e}"))?;
-        self.sqs
-            .send_message()
-            .queue_url(&self.config.notify_queue_url)
-            .message_body(body)
-            .message_group_id(event.group_id())
-            .message_deduplication_id(event.deduplication_id())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    /// Queues a notification event on `notifications.fifo`.
+    async fn notify(&self, event: &NotificationEvent) -> Result<(), PortError> {
+        let message = FifoMessage::notification(event)
+            .map_err(|e| PortError::new("sqs:SendMessage", Failure::Permanent, format!("notification JSON: {e}")))?;
+        self.notifications.send(&message).await.map(|_| ())
     }
+}
+
+/// How long a claim lasts: past the invocation's deadline, so a live invocation never loses its claim.
+fn claim_lease(deadline: Option<Instant>) -> chrono::Duration {
+    let remaining = deadline.map_or(LAMBDA_MAX_RUNTIME, |d| d.saturating_duration_since(Instant::now()));
+    chrono::Duration::from_std(remaining + CLAIM_MARGIN).unwrap_or(chrono::Duration::minutes(16))
 }
 
 /// The record's envelope, or why it is poison.
@@ -307,10 +454,21 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
     let detail = match &report.outcome {
         Outcome::Rejected(r) => Some(r.error.to_string()),
         Outcome::AppZenUnavailable { last, reason } => Some(format!("{} ({})", last.cause, reason.as_str())),
-        Outcome::NotifyFailed(error) => Some(error.clone()),
+        Outcome::NotifyFailed(error) | Outcome::LedgerUnavailable(error) => Some(error.to_string()),
+        Outcome::Superseded { newer_version } => Some(format!(
+            "a newer version (received {}) was already processed; this one is not sent to AppZen",
+            chrono::DateTime::from_timestamp_millis(*newer_version)
+                .map_or_else(|| newer_version.to_string(), |t| t.to_rfc3339())
+        )),
+        Outcome::Duplicate => Some("AppZen already holds exactly this body; not sent again".to_owned()),
+        Outcome::LedgerBusy { claimed_by } => {
+            Some(format!("record {claimed_by} of this PO is being processed; retried later"))
+        }
         _ => None,
     };
     let notified: Vec<&str> = report.notified.iter().map(|k| k.as_str()).collect();
+    let version = envelope.map(WebhookEnvelope::version);
+    let send_id = envelope.and_then(|e| e.send_id.as_deref());
     let fields = (
         envelope.map(|e| e.po.id),
         envelope.map(|e| e.po.po_number.as_str()),
@@ -328,6 +486,8 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
                 message_id = %report.message_id,
                 po_id,
                 po_number,
+                version,
+                send_id,
                 outcome,
                 discrepancies,
                 appzen_http_status = http_status,

@@ -11,6 +11,8 @@ use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope, sha
 use po_sync::reconcile::Rule;
 use po_sync::retry::{Backoff, GiveUpReason};
 use po_sync_aws::appzen::{AppZenClient, TransientCause, UpsertOutcome};
+use po_sync_aws::ledger::DynamoLedger;
+use po_sync_aws::queue::SqsFifoQueue;
 use po_sync_tests::fixture;
 use po_sync_tests::moto::MotoServer;
 use reconcile::{Fate, Outcome, Reconciler};
@@ -69,25 +71,30 @@ fn later() -> Option<SystemTime> {
     Some(SystemTime::now() + Duration::from_secs(120))
 }
 
-/// A moto SQS with `notifications.fifo`, a wiremock AppZen, and a reconciler wired to both.
+type MotoReconciler = Reconciler<SqsFifoQueue, DynamoLedger>;
+
+/// A moto SQS with `notifications.fifo`, a moto DynamoDB ledger table, a wiremock AppZen, and a reconciler
+/// wired to them through the real SDK adapters.
 struct Harness {
     moto: MotoServer,
     sqs: aws_sdk_sqs::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
     notify_url: String,
     appzen: MockServer,
-    reconciler: Reconciler,
+    reconciler: MotoReconciler,
 }
 
 impl Harness {
     async fn start(extra: &[(&str, &str)]) -> Harness {
         let moto = MotoServer::start();
-        let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
+        let aws = moto.sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
         let notify_url = fifo_queue(&sqs, "po-sync-notifications.fifo").await;
+        po_sync_tests::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
         let appzen = MockServer::start().await;
-        let config = config(&notify_url, &appzen.uri(), extra);
-        let client = AppZenClient::new(&config.appzen, &inline_credentials(&config)).unwrap();
-        let reconciler = Reconciler::new(config, client, sqs.clone());
-        Harness { moto, sqs, notify_url, appzen, reconciler }
+        let reconciler = reconciler(&sqs, &dynamodb, &notify_url, &appzen.uri(), extra);
+        Harness { moto, sqs, dynamodb, notify_url, appzen, reconciler }
     }
 
     /// Every notification queued so far, oldest first, with its FIFO group id (read and deleted).
@@ -132,6 +139,20 @@ impl Harness {
     }
 }
 
+fn reconciler(
+    sqs: &aws_sdk_sqs::Client,
+    dynamodb: &aws_sdk_dynamodb::Client,
+    notify_url: &str,
+    appzen_url: &str,
+    extra: &[(&str, &str)],
+) -> MotoReconciler {
+    let config = config(notify_url, appzen_url, extra);
+    let client = AppZenClient::new(&config.appzen, &inline_credentials(&config)).unwrap();
+    let notifications = SqsFifoQueue::new(sqs.clone(), notify_url);
+    let ledger = DynamoLedger::new(dynamodb.clone(), config.ledger_table.clone());
+    Reconciler::new(config, client, notifications, ledger)
+}
+
 async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
     po_sync_tests::moto::create_fifo_queue(sqs, name, None, None).await.unwrap()
 }
@@ -140,6 +161,7 @@ async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
 fn config(notify_url: &str, appzen_url: &str, extra: &[(&str, &str)]) -> ReconcileConfig {
     let mut env: HashMap<String, String> = [
         ("NOTIFY_QUEUE_URL", notify_url),
+        ("LEDGER_TABLE_NAME", "po-sync-ledger"),
         ("APPZEN_BASE_URL", appzen_url),
         ("APPZEN_API_KEY", "test-api-key"),
         ("APPZEN_CUSTOMER_ID", "test-customer-id"),
@@ -218,9 +240,15 @@ async fn the_same_po_is_created_then_updated() {
         .mount(&h.appzen)
         .await;
 
-    let body = envelope("komet-clean-po.json").to_json().unwrap();
+    // Two versions of the PO: Komet moved the arrival date (the same body again would be a duplicate).
+    let first = envelope("komet-clean-po.json");
+    let mut second = first.clone();
+    second.received_at += chrono::Duration::minutes(5);
+    second.po.arrival_date = second.po.arrival_date.map(|d| d + chrono::Days::new(1));
+    second.body_sha256 = sha256_hex(b"the body with the new arrival date");
     let mut answers = Vec::new();
-    for message_id in ["m-1", "m-2"] {
+    for (message_id, version) in [("m-1", &first), ("m-2", &second)] {
+        let body = version.to_json().unwrap();
         let report = h.reconciler.process(&event(vec![record(message_id, &body)]).records[0], None).await;
         assert_eq!(report.outcome.fate(), Fate::Consumed, "{report:?}");
         let Outcome::Upserted(accepted) = report.outcome else { panic!("{report:?}") };
@@ -234,7 +262,8 @@ async fn the_same_po_is_created_then_updated() {
         ]
     );
     let sent = h.appzen_bodies().await;
-    assert_eq!((sent.len(), &sent[0]), (2, &sent[1]), "the same body both times");
+    assert_eq!(sent.len(), 2);
+    assert_ne!(sent[0], sent[1], "the second version carries the new arrival date");
 }
 
 #[tokio::test]
@@ -356,16 +385,19 @@ async fn a_timeout_that_persists_is_a_batch_failure() {
     let body = envelope("komet-clean-po.json").to_json().unwrap();
     let batch = event(vec![record("m-1", &body)]);
     let report = h.reconciler.process(&batch.records[0], None).await;
-    assert_eq!(
-        report.outcome,
-        Outcome::AppZenUnavailable {
-            last: po_sync_aws::appzen::Transient {
-                cause: TransientCause::Timeout,
-                retry_after: None,
-                correlation_id: None
-            },
-            reason: GiveUpReason::AttemptsExhausted
-        }
+    assert!(
+        matches!(
+            &report.outcome,
+            Outcome::AppZenUnavailable {
+                last: po_sync_aws::appzen::Transient {
+                    cause: TransientCause::Timeout,
+                    retry_after: None,
+                    correlation_id: None
+                },
+                reason: GiveUpReason::AttemptsExhausted
+            }
+        ),
+        "{report:?}"
     );
     assert_eq!((report.attempts, report.outcome.fate()), (2, Fate::Retry));
 
@@ -389,6 +421,8 @@ async fn credentials_can_come_from_secrets_manager() {
         .send()
         .await
         .unwrap();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    po_sync_tests::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
     let appzen = MockServer::start().await;
     Mock::given(method("POST"))
         .and(upsert_path())
@@ -401,6 +435,7 @@ async fn credentials_can_come_from_secrets_manager() {
         .await;
     let env = [
         ("NOTIFY_QUEUE_URL", "unused".to_owned()),
+        ("LEDGER_TABLE_NAME", "po-sync-ledger".to_owned()),
         ("APPZEN_BASE_URL", appzen.uri()),
         ("APPZEN_SECRET_ARN", secret.arn().unwrap().to_owned()),
     ];
@@ -565,9 +600,7 @@ async fn when_the_notification_cannot_be_queued_the_record_comes_back() {
     let h = Harness::start(&[]).await;
     Mock::given(method("POST")).respond_with(created("never", "never")).expect(0).mount(&h.appzen).await;
     let missing_queue = format!("{}/123456789012/no-such-queue.fifo", h.moto.endpoint_url());
-    let settings = config(&missing_queue, &h.appzen.uri(), &[]);
-    let client = AppZenClient::new(&settings.appzen, &inline_credentials(&settings)).unwrap();
-    let reconciler = Reconciler::new(settings, client, h.sqs.clone());
+    let reconciler = reconciler(&h.sqs, &h.dynamodb, &missing_queue, &h.appzen.uri(), &[]);
 
     let mismatch = envelope("komet-doc-sample.json").to_json().unwrap();
     let batch = event(vec![record("m-1", &mismatch), record("m-2", "not json")]);

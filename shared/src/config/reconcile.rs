@@ -13,6 +13,8 @@ pub const DEFAULT_APPZEN_BASE_URL: &str = "https://api.appzen.com";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconcileConfig {
     pub notify_queue_url: String,
+    /// The version ledger's DynamoDB table (`LEDGER_TABLE_NAME`).
+    pub ledger_table: String,
     pub policy: Policy,
     pub tolerance: Tolerance,
     pub mapping: MappingSettings,
@@ -111,6 +113,7 @@ impl ReconcileConfig {
                 backoff: Backoff::default(),
                 deadline_margin: Duration::from_secs(2),
             },
+            ledger_table: required(env, "LEDGER_TABLE_NAME")?,
         })
     }
 }
@@ -155,8 +158,9 @@ mod tests {
     use super::*;
     use crate::money::decimal;
 
-    const MINIMAL: [(&str, &str); 4] = [
+    const MINIMAL: [(&str, &str); 5] = [
         ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
+        ("LEDGER_TABLE_NAME", "po-sync-ledger"),
         ("APPZEN_API_KEY", "key"),
         ("APPZEN_CUSTOMER_ID", "cid"),
         ("APPZEN_CUSTOMER_KEY", "ckey"),
@@ -179,6 +183,7 @@ mod tests {
         assert_eq!(config.appzen.base_url, "https://api.appzen.com");
         assert_eq!(config.appzen.request_timeout, Duration::from_secs(10));
         assert_eq!(config.appzen.max_attempts, 4);
+        assert_eq!(config.ledger_table, "po-sync-ledger");
         assert_eq!(
             config.appzen.credentials,
             CredentialsSource::Inline(AppZenCredentials {
@@ -216,8 +221,11 @@ mod tests {
 
     #[test]
     fn a_secret_arn_replaces_the_three_inline_credentials() {
-        let env =
-            [("NOTIFY_QUEUE_URL", "q"), ("APPZEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:appzen")];
+        let env = [
+            ("NOTIFY_QUEUE_URL", "q"),
+            ("LEDGER_TABLE_NAME", "t"),
+            ("APPZEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:appzen"),
+        ];
         let config = ReconcileConfig::from_env(&env).unwrap();
         assert_eq!(
             config.appzen.credentials,
@@ -240,6 +248,13 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("configuration APPZEN_CUSTOMER_ID: is required")
+        );
+        let without_ledger: Vec<_> = MINIMAL.iter().filter(|(k, _)| *k != "LEDGER_TABLE_NAME").copied().collect();
+        let env: std::collections::HashMap<String, String> =
+            without_ledger.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(
+            ReconcileConfig::from_env(&env).unwrap_err().to_string(),
+            "configuration LEDGER_TABLE_NAME: is required but not set"
         );
         for (variable, value) in [
             ("RECONCILE_POLICY", "drop"),

@@ -1,0 +1,202 @@
+//! po-sync's operator CLI (`po-sync-admin`): the state of the queues, one PO's ledger entry, a redrive of the
+//! parked webhooks, and a replay of a saved Komet webhook.
+//!
+//! Each command is a function taking the AWS [`Clients`] and the [`Resources`] it works on, returning a report
+//! that prints as text (`Display`) or JSON (`Serialize`); [`run`] is the command line around them.
+
+pub mod error;
+pub mod po;
+pub mod redrive;
+pub mod replay;
+pub mod resources;
+pub mod status;
+
+pub use error::Error;
+pub use resources::{Resource, Resources};
+
+use aws_config::SdkConfig;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The AWS clients the commands use, built from one configuration.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig) -> Self {
+        Clients {
+            sqs: aws_sdk_sqs::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            cloudformation: aws_sdk_cloudformation::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+        }
+    }
+}
+
+/// Operator commands for po-sync (Komet webhooks -> SQS -> reconcile -> AppZen).
+///
+/// Resources come from the CloudFormation stack's outputs (--stack, default po-sync), or from the flags, which
+/// override them; when the flags name everything a command needs, the stack is not read. AWS region,
+/// credentials and AWS_ENDPOINT_URL come from the standard AWS environment.
+#[derive(Debug, Parser)]
+#[command(name = "po-sync-admin", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+    /// Print the result as JSON on stdout (progress still goes to stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResourceArgs {
+    /// CloudFormation stack whose outputs name the queues and the ledger table
+    #[arg(long, global = true, value_name = "NAME", default_value = "po-sync")]
+    pub stack: String,
+    /// webhooks.fifo (output WebhookQueueUrl)
+    #[arg(long, global = true, value_name = "URL")]
+    pub webhook_queue_url: Option<String>,
+    /// webhooks-dlq.fifo (output WebhookDeadLetterQueueUrl)
+    #[arg(long, global = true, value_name = "URL")]
+    pub webhook_dlq_url: Option<String>,
+    /// webhooks-parked.fifo (output WebhookParkedQueueUrl)
+    #[arg(long, global = true, value_name = "URL")]
+    pub parked_queue_url: Option<String>,
+    /// notifications.fifo (output NotificationQueueUrl)
+    #[arg(long, global = true, value_name = "URL")]
+    pub notification_queue_url: Option<String>,
+    /// notifications-dlq.fifo (output NotificationDeadLetterQueueUrl)
+    #[arg(long, global = true, value_name = "URL")]
+    pub notification_dlq_url: Option<String>,
+    /// The version ledger's DynamoDB table (output LedgerTableName)
+    #[arg(long, global = true, value_name = "TABLE")]
+    pub ledger_table: Option<String>,
+}
+
+impl ResourceArgs {
+    pub fn given(&self) -> Resources {
+        Resources {
+            webhook_queue_url: self.webhook_queue_url.clone(),
+            webhook_dlq_url: self.webhook_dlq_url.clone(),
+            parked_queue_url: self.parked_queue_url.clone(),
+            notification_queue_url: self.notification_queue_url.clone(),
+            notification_dlq_url: self.notification_dlq_url.clone(),
+            ledger_table: self.ledger_table.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Messages waiting, in flight, and the oldest message's age (CloudWatch) on po-sync's five queues.
+    Status,
+    /// One PO's ledger entry (latest version, what AppZen holds, any claim) and whether AppZen holds the latest.
+    Po {
+        /// Komet's numeric PO id (the webhook's "id", also the SQS message group), not the PO number
+        #[arg(value_name = "PO_ID", value_parser = po::parse_po_id)]
+        po_id: u64,
+    },
+    /// Move the parked (dead-lettered) webhooks back to the webhook queue, wait for reconcile, and report which
+    /// versions were applied, superseded or are still pending.
+    Redrive {
+        /// auto: SQS's move task where the endpoint has it, else copy; copy: send then delete, message by message
+        #[arg(long, value_enum, default_value = "auto")]
+        method: redrive::Method,
+        /// Seconds to wait for the move, and then for reconcile
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        timeout: u64,
+        /// Do not wait for reconcile (no ledger needed)
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Queue a saved Komet webhook body (JSON exactly as Komet sent it) again as a new version. It is validated
+    /// first; nothing is sent if it is invalid.
+    Replay {
+        /// The saved body
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+impl Command {
+    /// The resources the command cannot do without.
+    pub fn needs(&self) -> Vec<Resource> {
+        match self {
+            Command::Status => status::QUEUES.to_vec(),
+            Command::Po { .. } => vec![Resource::LedgerTable],
+            Command::Redrive { no_wait: true, .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue],
+            Command::Redrive { .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue, Resource::LedgerTable],
+            Command::Replay { .. } => vec![Resource::WebhookQueue],
+        }
+    }
+}
+
+/// Runs a parsed command line: checks its inputs first (nothing is called for a bad file), loads the AWS
+/// configuration from the environment, finds the resources, runs the command, and prints its report on `out`.
+/// `progress` gets redrive's progress lines. Returns whether the command fully succeeded (exit code 1 if not).
+pub async fn run(cli: &Cli, out: &mut dyn Write, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
+    let saved = match &cli.command {
+        Command::Replay { file } => Some(replay::read_webhook(file)?),
+        _ => None,
+    };
+    let config = po_sync_aws::load_aws_config().await;
+    let clients = Clients::new(&config);
+    execute(cli, &clients, saved.as_ref(), out, progress).await
+}
+
+/// [`run`] with the clients given (and, for `replay`, the validated body).
+pub async fn execute(
+    cli: &Cli,
+    clients: &Clients,
+    saved: Option<&replay::SavedWebhook>,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(&str),
+) -> Result<bool, Error> {
+    let resources =
+        Resources::resolve(&clients.cloudformation, &cli.resources.stack, cli.resources.given(), &cli.command.needs())
+            .await?;
+    let (text, json, ok) = match &cli.command {
+        Command::Status => {
+            let report = status::status(clients, &resources).await?;
+            (report.to_string(), to_json(&report)?, report.is_complete())
+        }
+        Command::Po { po_id } => {
+            let report = po::po(clients, &resources, *po_id).await?;
+            (report.to_string(), to_json(&report.entry)?, true)
+        }
+        Command::Redrive { method, timeout, no_wait } => {
+            let options = redrive::RedriveOptions {
+                method: *method,
+                timeout: Duration::from_secs(*timeout),
+                wait: !no_wait,
+                ..redrive::RedriveOptions::default()
+            };
+            let report = redrive::redrive(clients, &resources, &options, progress).await?;
+            (report.to_string(), to_json(&report)?, report.is_success())
+        }
+        Command::Replay { file } => {
+            let saved = match saved {
+                Some(saved) => saved.clone(),
+                None => replay::read_webhook(file)?,
+            };
+            let report = replay::replay(clients, &resources, &saved, chrono::Utc::now()).await?;
+            (report.to_string(), to_json(&report)?, true)
+        }
+    };
+    let written = if cli.json { writeln!(out, "{json}") } else { write!(out, "{text}") };
+    written.map_err(|e| Error::Failed(format!("cannot write the report: {e}")))?;
+    Ok(ok)
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::Failed(format!("cannot write JSON: {e}")))
+}

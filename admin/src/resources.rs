@@ -1,0 +1,213 @@
+//! Which queues and table a command works on: given by flags, else read from the CloudFormation stack's
+//! outputs (`infra/template.yaml`). When the flags give everything a command needs, the stack is not read.
+
+use crate::error::{Error, aws};
+use serde::Serialize;
+
+/// One of the deployed resources the CLI works with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    WebhookQueue,
+    WebhookDeadLetterQueue,
+    ParkedQueue,
+    NotificationQueue,
+    NotificationDeadLetterQueue,
+    LedgerTable,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 6] = [
+        Resource::WebhookQueue,
+        Resource::WebhookDeadLetterQueue,
+        Resource::ParkedQueue,
+        Resource::NotificationQueue,
+        Resource::NotificationDeadLetterQueue,
+        Resource::LedgerTable,
+    ];
+
+    /// The stack output that names it (`infra/template.yaml`, Outputs).
+    pub fn output_key(self) -> &'static str {
+        match self {
+            Resource::WebhookQueue => "WebhookQueueUrl",
+            Resource::WebhookDeadLetterQueue => "WebhookDeadLetterQueueUrl",
+            Resource::ParkedQueue => "WebhookParkedQueueUrl",
+            Resource::NotificationQueue => "NotificationQueueUrl",
+            Resource::NotificationDeadLetterQueue => "NotificationDeadLetterQueueUrl",
+            Resource::LedgerTable => "LedgerTableName",
+        }
+    }
+
+    /// The flag that gives or overrides it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Resource::WebhookQueue => "--webhook-queue-url",
+            Resource::WebhookDeadLetterQueue => "--webhook-dlq-url",
+            Resource::ParkedQueue => "--parked-queue-url",
+            Resource::NotificationQueue => "--notification-queue-url",
+            Resource::NotificationDeadLetterQueue => "--notification-dlq-url",
+            Resource::LedgerTable => "--ledger-table",
+        }
+    }
+
+    /// What it is, in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Resource::WebhookQueue => "webhook queue",
+            Resource::WebhookDeadLetterQueue => "webhook DLQ",
+            Resource::ParkedQueue => "parked webhooks",
+            Resource::NotificationQueue => "notification queue",
+            Resource::NotificationDeadLetterQueue => "notification DLQ",
+            Resource::LedgerTable => "ledger table",
+        }
+    }
+}
+
+/// The resources known so far: queue URLs and the ledger table's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub webhook_queue_url: Option<String>,
+    pub webhook_dlq_url: Option<String>,
+    pub parked_queue_url: Option<String>,
+    pub notification_queue_url: Option<String>,
+    pub notification_dlq_url: Option<String>,
+    pub ledger_table: Option<String>,
+}
+
+impl Resources {
+    pub fn get(&self, resource: Resource) -> Option<&str> {
+        match resource {
+            Resource::WebhookQueue => self.webhook_queue_url.as_deref(),
+            Resource::WebhookDeadLetterQueue => self.webhook_dlq_url.as_deref(),
+            Resource::ParkedQueue => self.parked_queue_url.as_deref(),
+            Resource::NotificationQueue => self.notification_queue_url.as_deref(),
+            Resource::NotificationDeadLetterQueue => self.notification_dlq_url.as_deref(),
+            Resource::LedgerTable => self.ledger_table.as_deref(),
+        }
+    }
+
+    fn slot(&mut self, resource: Resource) -> &mut Option<String> {
+        match resource {
+            Resource::WebhookQueue => &mut self.webhook_queue_url,
+            Resource::WebhookDeadLetterQueue => &mut self.webhook_dlq_url,
+            Resource::ParkedQueue => &mut self.parked_queue_url,
+            Resource::NotificationQueue => &mut self.notification_queue_url,
+            Resource::NotificationDeadLetterQueue => &mut self.notification_dlq_url,
+            Resource::LedgerTable => &mut self.ledger_table,
+        }
+    }
+
+    /// Sets a resource (builder style, for tests and callers that know their resources).
+    pub fn with(mut self, resource: Resource, value: impl Into<String>) -> Self {
+        *self.slot(resource) = Some(value.into());
+        self
+    }
+
+    /// The resource, or an error that says how to give it.
+    pub fn require(&self, resource: Resource) -> Result<&str, Error> {
+        self.get(resource).filter(|value| !value.trim().is_empty()).ok_or_else(|| {
+            Error::Usage(format!(
+                "the {} is not known: pass {} (or --stack NAME of a stack with the output {})",
+                resource.label(),
+                resource.flag(),
+                resource.output_key()
+            ))
+        })
+    }
+
+    fn has(&self, resource: Resource) -> bool {
+        self.get(resource).is_some_and(|value| !value.trim().is_empty())
+    }
+
+    /// Completes `given` (the flags) from the stack's outputs, reading the stack only when a resource in
+    /// `needed` is missing; flags win over outputs. Fails naming each needed resource that is still missing.
+    pub async fn resolve(
+        cloudformation: &aws_sdk_cloudformation::Client,
+        stack: &str,
+        given: Resources,
+        needed: &[Resource],
+    ) -> Result<Resources, Error> {
+        let missing: Vec<Resource> = needed.iter().copied().filter(|r| !given.has(*r)).collect();
+        if missing.is_empty() {
+            return Ok(given);
+        }
+        let flags = missing.iter().map(|r| r.flag()).collect::<Vec<_>>().join(", ");
+        let outputs = stack_outputs(cloudformation, stack).await.map_err(|e| {
+            Error::Usage(format!(
+                "cannot read the outputs of CloudFormation stack {stack:?} ({e}); pass --stack NAME with po-sync's \
+                 stack name, or give {flags}"
+            ))
+        })?;
+        let mut resources = given;
+        for resource in Resource::ALL {
+            if resources.has(resource) {
+                continue;
+            }
+            if let Some((_, value)) = outputs.iter().find(|(key, _)| key == resource.output_key()) {
+                *resources.slot(resource) = Some(value.clone());
+            }
+        }
+        let still_missing: Vec<String> = needed
+            .iter()
+            .filter(|r| !resources.has(**r))
+            .map(|r| format!("{} (pass {})", r.output_key(), r.flag()))
+            .collect();
+        if still_missing.is_empty() {
+            Ok(resources)
+        } else {
+            Err(Error::Usage(format!(
+                "CloudFormation stack {stack:?} has no output {}; is it po-sync's stack, deployed from the current \
+                 infra/template.yaml?",
+                still_missing.join(", ")
+            )))
+        }
+    }
+}
+
+/// The stack's outputs as (key, value) pairs.
+pub async fn stack_outputs(
+    cloudformation: &aws_sdk_cloudformation::Client,
+    stack: &str,
+) -> Result<Vec<(String, String)>, Error> {
+    let described = cloudformation
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(aws("cloudformation:DescribeStacks"))?;
+    let Some(found) = described.stacks().first() else {
+        return Err(Error::Usage(format!("no stack named {stack:?}")));
+    };
+    Ok(found
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
+        .collect())
+}
+
+/// The queue's name: the last segment of its URL (`…/123456789012/po-sync-webhooks.fifo`).
+pub fn queue_name(queue_url: &str) -> &str {
+    queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or(queue_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_resource_names_its_flag_and_output() {
+        let message = Resources::default().require(Resource::ParkedQueue).unwrap_err().to_string();
+        assert!(message.contains("--parked-queue-url") && message.contains("WebhookParkedQueueUrl"), "{message}");
+        let given = Resources::default().with(Resource::LedgerTable, "t");
+        assert_eq!(given.require(Resource::LedgerTable).unwrap(), "t");
+    }
+
+    #[test]
+    fn a_queue_name_is_the_last_segment_of_its_url() {
+        assert_eq!(
+            queue_name("https://sqs.eu-west-1.amazonaws.com/123/po-sync-webhooks.fifo"),
+            "po-sync-webhooks.fifo"
+        );
+        assert_eq!(queue_name("http://127.0.0.1:5000/123/q.fifo/"), "q.fifo");
+    }
+}

@@ -1,0 +1,596 @@
+//! The operator CLI against a real moto server, through the real SDK: resources from a CloudFormation stack and
+//! from flags, `status`, `po`, `replay`, `redrive` (the copy fallback, as moto has no StartMessageMoveTask), and
+//! the built binary's wiring.
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use po_sync::komet::parse_webhook;
+use po_sync::ledger::{AppZenHolds, LedgerEntry, LedgerOutcome, SettledVersion};
+use po_sync::message::{WebhookEnvelope, sha256_hex};
+use po_sync_admin::redrive::{Fate, Method, RedriveOptions, redrive};
+use po_sync_admin::{Clients, Error, Resource, Resources, po, replay, status};
+use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
+use po_sync_tests::fixture;
+use po_sync_tests::moto::{MotoServer, create_fifo_queue};
+use std::process::Command;
+use std::time::Duration as StdDuration;
+
+const TABLE: &str = "po-sync-ledger";
+
+/// A po-sync-shaped set of queues and the ledger table in moto, named by flags.
+async fn deploy(clients: &Clients) -> Resources {
+    let sqs = &clients.sqs;
+    let parked = create_fifo_queue(sqs, "t-webhooks-parked.fifo", None, None).await.unwrap();
+    let dlq = create_fifo_queue(sqs, "t-webhooks-dlq.fifo", Some((&parked, 3)), Some(30)).await.unwrap();
+    let webhooks = create_fifo_queue(sqs, "t-webhooks.fifo", Some((&dlq, 3)), Some(30)).await.unwrap();
+    let notification_dlq = create_fifo_queue(sqs, "t-notifications-dlq.fifo", None, None).await.unwrap();
+    let notifications =
+        create_fifo_queue(sqs, "t-notifications.fifo", Some((&notification_dlq, 3)), None).await.unwrap();
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(TABLE)
+        .key_schema(KeySchemaElement::builder().attribute_name("poId").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("poId")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    Resources::default()
+        .with(Resource::WebhookQueue, webhooks)
+        .with(Resource::WebhookDeadLetterQueue, dlq)
+        .with(Resource::ParkedQueue, parked)
+        .with(Resource::NotificationQueue, notifications)
+        .with(Resource::NotificationDeadLetterQueue, notification_dlq)
+        .with(Resource::LedgerTable, TABLE)
+}
+
+async fn start() -> (MotoServer, Clients) {
+    let moto = MotoServer::start();
+    let clients = Clients::new(&moto.sdk_config().await);
+    (moto, clients)
+}
+
+fn url(resources: &Resources, resource: Resource) -> String {
+    resources.get(resource).unwrap().to_owned()
+}
+
+async fn send(clients: &Clients, queue: &str, body: &str, group: &str, dedup: &str) {
+    clients
+        .sqs
+        .send_message()
+        .queue_url(queue)
+        .message_body(body)
+        .message_group_id(group)
+        .message_deduplication_id(dedup)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Everything on a queue, received and deleted: (body, group, deduplication id).
+async fn drain(clients: &Clients, queue: &str) -> Vec<(String, String, String)> {
+    let mut drained = Vec::new();
+    loop {
+        let received = clients
+            .sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        if received.messages().is_empty() {
+            return drained;
+        }
+        for m in received.messages() {
+            let attribute = |name| m.attributes().and_then(|a| a.get(&name)).cloned().unwrap_or_default();
+            drained.push((
+                m.body().unwrap().to_owned(),
+                attribute(MessageSystemAttributeName::MessageGroupId),
+                attribute(MessageSystemAttributeName::MessageDeduplicationId),
+            ));
+            clients
+                .sqs
+                .delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn at(second: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, second).unwrap()
+}
+
+/// A ledger entry as reconcile leaves it after upserting the version received at `received_at`.
+fn upserted(po_id: u64, po_number: &str, received_at: DateTime<Utc>, sha: &str, revision: u64) -> LedgerEntry {
+    let settled = received_at + Duration::seconds(2);
+    LedgerEntry {
+        po_id: po_id.to_string(),
+        po_number: po_number.to_owned(),
+        revision,
+        latest: Some(SettledVersion {
+            version: received_at.timestamp_millis(),
+            received_at,
+            body_sha256: sha.to_owned(),
+            sqs_message_id: "0b0c1e6a-reconcile".to_owned(),
+            outcome: LedgerOutcome::Upserted,
+            settled_at: settled,
+        }),
+        appzen: Some(AppZenHolds {
+            version: received_at.timestamp_millis(),
+            body_sha256: sha.to_owned(),
+            uuid: Some("5f0c2d7e-appzen".to_owned()),
+            status: Some("CREATED".to_owned()),
+            http_status: 201,
+            upserted_at: settled,
+        }),
+        claim: None,
+        updated_at: settled,
+    }
+}
+
+/// An envelope of `body` received at `received_at`, parked as notify parks it (group = PO id, deduplication id =
+/// body digest). Returns (envelope, the parked body).
+async fn park(
+    clients: &Clients,
+    resources: &Resources,
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    send: &str,
+) -> (WebhookEnvelope, String) {
+    let envelope = WebhookEnvelope::new(parse_webhook(body).unwrap(), body, received_at).with_send_id(send);
+    let json = envelope.to_json().unwrap();
+    let parked = url(resources, Resource::ParkedQueue);
+    self::send(clients, &parked, &json, &envelope.po.id.to_string(), &envelope.body_sha256).await;
+    (envelope, json)
+}
+
+#[tokio::test]
+async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
+    let (_moto, clients) = start().await;
+    let queue = |name: &str, dlq: Option<&str>| {
+        let mut properties = serde_json::json!({ "QueueName": name, "FifoQueue": true });
+        if let Some(dlq) = dlq {
+            properties["RedrivePolicy"] =
+                serde_json::json!({ "deadLetterTargetArn": { "Fn::GetAtt": [dlq, "Arn"] }, "maxReceiveCount": 3 });
+        }
+        serde_json::json!({ "Type": "AWS::SQS::Queue", "Properties": properties })
+    };
+    let template = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "WebhookParkedQueue": queue("cf-webhooks-parked.fifo", None),
+            "WebhookDeadLetterQueue": queue("cf-webhooks-dlq.fifo", Some("WebhookParkedQueue")),
+            "WebhookQueue": queue("cf-webhooks.fifo", Some("WebhookDeadLetterQueue")),
+            "NotificationDeadLetterQueue": queue("cf-notifications-dlq.fifo", None),
+            "NotificationQueue": queue("cf-notifications.fifo", Some("NotificationDeadLetterQueue")),
+            "LedgerTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "TableName": "cf-ledger",
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "AttributeDefinitions": [{ "AttributeName": "poId", "AttributeType": "S" }],
+                    "KeySchema": [{ "AttributeName": "poId", "KeyType": "HASH" }]
+                }
+            }
+        },
+        "Outputs": {
+            "WebhookQueueUrl": { "Value": { "Ref": "WebhookQueue" } },
+            "WebhookDeadLetterQueueUrl": { "Value": { "Ref": "WebhookDeadLetterQueue" } },
+            "WebhookParkedQueueUrl": { "Value": { "Ref": "WebhookParkedQueue" } },
+            "NotificationQueueUrl": { "Value": { "Ref": "NotificationQueue" } },
+            "NotificationDeadLetterQueueUrl": { "Value": { "Ref": "NotificationDeadLetterQueue" } },
+            "LedgerTableName": { "Value": { "Ref": "LedgerTable" } }
+        }
+    });
+    clients
+        .cloudformation
+        .create_stack()
+        .stack_name("po-sync-cf")
+        .template_body(template.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    let all = Resource::ALL;
+    let resolved = Resources::resolve(&clients.cloudformation, "po-sync-cf", Resources::default(), &all).await.unwrap();
+    for (resource, name) in [
+        (Resource::WebhookQueue, "/cf-webhooks.fifo"),
+        (Resource::WebhookDeadLetterQueue, "cf-webhooks-dlq.fifo"),
+        (Resource::ParkedQueue, "cf-webhooks-parked.fifo"),
+        (Resource::NotificationQueue, "cf-notifications.fifo"),
+        (Resource::NotificationDeadLetterQueue, "cf-notifications-dlq.fifo"),
+    ] {
+        assert!(resolved.get(resource).unwrap().ends_with(name), "{resource:?}: {resolved:?}");
+    }
+    assert_eq!(resolved.get(Resource::LedgerTable), Some("cf-ledger"));
+
+    // The stack's resources work: its queues through `status`, its ledger table through `po`.
+    let report = status::status(&clients, &resolved).await.unwrap();
+    assert!(report.is_complete(), "{report}");
+    assert_eq!(report.queues[0].queue, "cf-webhooks.fifo");
+    let report = po::po(&clients, &resolved, 1).await.unwrap();
+    assert!(report.answer.starts_with("no record"), "{}", report.answer);
+
+    // A flag overrides its output, the others still come from the stack.
+    let given = Resources::default().with(Resource::LedgerTable, "other-ledger");
+    let mixed = Resources::resolve(&clients.cloudformation, "po-sync-cf", given, &all).await.unwrap();
+    assert_eq!(mixed.get(Resource::LedgerTable), Some("other-ledger"));
+    assert_eq!(mixed.get(Resource::WebhookQueue), resolved.get(Resource::WebhookQueue));
+
+    // A stack without an output: the error names the output and the flag.
+    let partial = serde_json::json!({
+        "Resources": { "Q": queue("cf-only.fifo", None) },
+        "Outputs": { "WebhookQueueUrl": { "Value": { "Ref": "Q" } } }
+    });
+    clients
+        .cloudformation
+        .create_stack()
+        .stack_name("partial")
+        .template_body(partial.to_string())
+        .send()
+        .await
+        .unwrap();
+    let error = Resources::resolve(&clients.cloudformation, "partial", Resources::default(), &[Resource::ParkedQueue])
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::Usage(_)) && error.exit_code() == 2);
+    assert!(message.contains("WebhookParkedQueueUrl") && message.contains("--parked-queue-url"), "{message}");
+
+    // No such stack: the error says so and how to do without it.
+    let error = Resources::resolve(&clients.cloudformation, "nope", Resources::default(), &[Resource::LedgerTable])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("\"nope\"") && error.contains("--stack") && error.contains("--ledger-table"), "{error}");
+}
+
+#[tokio::test]
+async fn flags_that_name_everything_needed_leave_the_stack_unread() {
+    let (_moto, clients) = start().await;
+    let given = Resources::default().with(Resource::WebhookQueue, "http://q").with(Resource::LedgerTable, "t");
+    // There is no stack "absent": resolving would fail if it were read.
+    let resolved = Resources::resolve(
+        &clients.cloudformation,
+        "absent",
+        given.clone(),
+        &[Resource::WebhookQueue, Resource::LedgerTable],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resolved, given);
+    assert!(Resources::resolve(&clients.cloudformation, "absent", given, &[Resource::ParkedQueue]).await.is_err());
+}
+
+#[tokio::test]
+async fn status_counts_visible_and_in_flight_messages_and_explains_a_missing_age() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let webhooks = url(&resources, Resource::WebhookQueue);
+    for group in ["1", "2", "3"] {
+        send(&clients, &webhooks, "{}", group, group).await;
+    }
+    let received = clients.sqs.receive_message().queue_url(&webhooks).max_number_of_messages(1).send().await.unwrap();
+    assert_eq!(received.messages().len(), 1);
+    send(&clients, &url(&resources, Resource::ParkedQueue), "{}", "9", "9").await;
+
+    let report = status::status(&clients, &resources).await.unwrap();
+    let rows: Vec<(&str, Option<u64>, Option<u64>)> =
+        report.queues.iter().map(|q| (q.queue.as_str(), q.visible, q.in_flight)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("t-webhooks.fifo", Some(2), Some(1)),
+            ("t-webhooks-dlq.fifo", Some(0), Some(0)),
+            ("t-webhooks-parked.fifo", Some(1), Some(0)),
+            ("t-notifications.fifo", Some(0), Some(0)),
+            ("t-notifications-dlq.fifo", Some(0), Some(0)),
+        ]
+    );
+    assert!(report.is_complete());
+    // moto's CloudWatch has no SQS metrics: every age is n/a, explained once.
+    assert!(report.queues.iter().all(|q| q.oldest_age_seconds.is_none()));
+    // (moto 5.2.5 does not serve the CBOR protocol of aws-sdk-cloudwatch; either reason is given in one note.)
+    let note = report.age_note.clone().unwrap();
+    assert!(note.starts_with("n/a: CloudWatch "), "{note}");
+    assert!(note.len() < 400, "a short reason, not a dump of the response: {note}");
+    let text = report.to_string();
+    assert!(text.contains("n/a*") && text.matches("* n/a:").count() == 1, "{text}");
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["queues"][0]["inFlight"], 1);
+    assert_eq!(json["queues"][0]["oldestAgeSeconds"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn po_reports_a_missing_po_and_a_written_entry() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+
+    let missing = po::po(&clients, &resources, 123).await.unwrap();
+    assert_eq!(missing.entry, None);
+    assert!(missing.answer.starts_with("no record: po-sync has never processed PO 123"), "{}", missing.answer);
+
+    let sha = sha256_hex(b"body");
+    let entry = upserted(48213, "P004410", at(1), &sha, 1);
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
+    assert_eq!(ledger.write(&entry).await.unwrap(), Written::Stored);
+    let report = po::po(&clients, &resources, 48213).await.unwrap();
+    assert_eq!(report.entry.as_ref(), Some(&entry));
+    assert_eq!(report.answer, "AppZen holds the latest version Komet sent (upserted 2026-11-22T09:00:03Z)");
+    let text = report.to_string();
+    for expected in [
+        "PO 48213 (PO number P004410)",
+        "2026-11-22T09:00:01.000Z",
+        "upserted, settled",
+        &sha[..12],
+        "5f0c2d7e-appzen",
+        "CREATED (HTTP 201)",
+        "revision         1",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    assert!(!text.contains(&sha), "only the digest's first 12 characters are shown");
+}
+
+#[tokio::test]
+async fn replay_queues_a_new_version_of_the_file_each_time() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let bytes = fixture("komet-clean-po.json");
+    let saved = replay::validate(&bytes, "komet-clean-po.json").unwrap();
+
+    let first = replay::replay(&clients, &resources, &saved, Utc::now()).await.unwrap();
+    let second = replay::replay(&clients, &resources, &saved, Utc::now() + Duration::milliseconds(5)).await.unwrap();
+    assert_eq!((first.po_id, first.po_number.as_str()), (48213, "P004410"));
+    assert_ne!(first.send_id, second.send_id);
+    assert_ne!(first.sqs_message_id, second.sqs_message_id);
+
+    let queued = drain(&clients, &url(&resources, Resource::WebhookQueue)).await;
+    assert_eq!(queued.len(), 2, "two replays of one file are two messages");
+    for ((body, group, dedup), report) in queued.iter().zip([&first, &second]) {
+        let envelope = WebhookEnvelope::from_json(body).unwrap();
+        assert_eq!(envelope.body_sha256, sha256_hex(&bytes), "the envelope is of the file, byte for byte");
+        assert_eq!(envelope.po, parse_webhook(&bytes).unwrap());
+        assert_eq!(envelope.version(), report.version);
+        assert_eq!(envelope.received_at.timestamp_subsec_nanos() % 1_000_000, 0, "received at whole milliseconds");
+        assert_eq!(group, "48213", "grouped by PO id");
+        assert!(dedup.starts_with("replay-") && dedup.len() == "replay-".len() + 32, "{dedup}");
+        assert!(dedup["replay-".len()..].chars().all(|c| c.is_ascii_hexdigit()), "{dedup}");
+        assert_eq!(envelope.send_id.as_deref(), Some(dedup.as_str()));
+        assert_eq!(dedup, &report.send_id);
+    }
+
+    // Komet's documented sample (trailing commas and all) is a valid body too.
+    let sample = replay::validate(&fixture("komet-doc-sample.json"), "komet-doc-sample.json").unwrap();
+    assert!(sample.po.id > 0);
+}
+
+#[tokio::test]
+async fn redrive_copies_parked_webhooks_back_and_reports_applied_superseded_and_pending() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let clean = fixture("komet-clean-po.json");
+    let mut clean_again = clean.clone();
+    clean_again.push(b'\n'); // a second send of the PO with another body digest
+    let sample = fixture("komet-doc-sample.json");
+    let (older, older_json) = park(&clients, &resources, &clean, at(1), "send-a").await;
+    let (latest, latest_json) = park(&clients, &resources, &clean_again, at(5), "send-b").await;
+    let (other, other_json) = park(&clients, &resources, &sample, at(3), "send-c").await;
+
+    // reconcile, simulated: takes each webhook off the queue; on the latest version of PO 48213, settles it in
+    // the ledger first (as reconcile does before deleting the record).
+    let reconcile = {
+        let clients = clients.clone();
+        let webhooks = url(&resources, Resource::WebhookQueue);
+        let latest_version = latest.version();
+        let entry = upserted(latest.po.id, &latest.po.po_number, latest.received_at, &latest.body_sha256, 1);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let deadline = std::time::Instant::now() + StdDuration::from_secs(30);
+            while seen.len() < 3 && std::time::Instant::now() < deadline {
+                let received = clients
+                    .sqs
+                    .receive_message()
+                    .queue_url(&webhooks)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .message_system_attribute_names(MessageSystemAttributeName::All)
+                    .send()
+                    .await
+                    .unwrap();
+                for m in received.messages() {
+                    let body = m.body().unwrap().to_owned();
+                    if WebhookEnvelope::from_json(&body).unwrap().version() == latest_version {
+                        DynamoLedger::new(clients.dynamodb.clone(), TABLE).write(&entry).await.unwrap();
+                    }
+                    let group = m.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId].clone();
+                    seen.push((body, group));
+                    clients
+                        .sqs
+                        .delete_message()
+                        .queue_url(&webhooks)
+                        .receipt_handle(m.receipt_handle().unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            seen
+        })
+    };
+
+    let options = RedriveOptions {
+        poll_interval: StdDuration::from_millis(200),
+        timeout: StdDuration::from_secs(60),
+        ..RedriveOptions::default()
+    };
+    let mut lines = Vec::new();
+    let report = redrive(&clients, &resources, &options, &mut |line| lines.push(line.to_owned())).await.unwrap();
+    let seen = reconcile.await.unwrap();
+
+    assert_eq!(report.snapshot.webhooks.len(), 3);
+    assert!(report.snapshot.unreadable.is_empty());
+    let movement = report.movement.clone().unwrap();
+    assert_eq!(movement.method, Method::Copy, "moto 5.2.5 has no StartMessageMoveTask");
+    assert!(movement.why.starts_with("StartMessageMoveTask is not available on this endpoint"), "{}", movement.why);
+    assert_eq!((movement.moved, movement.to_move, movement.complete), (3, Some(3), true));
+    assert!(report.is_success());
+    assert!(lines.iter().any(|l| l == "moved 3 of 3"), "{lines:?}");
+
+    // On the webhook queue: the parked bodies byte for byte, in their groups, PO 48213's two versions in order.
+    let mut expected = vec![
+        (older_json, older.po.id.to_string()),
+        (latest_json, latest.po.id.to_string()),
+        (other_json, other.po.id.to_string()),
+    ];
+    let mut got = seen.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    let order: Vec<i64> = seen
+        .iter()
+        .map(|(body, _)| WebhookEnvelope::from_json(body).unwrap())
+        .filter(|e| e.po.id == 48213)
+        .map(|e| e.version())
+        .collect();
+    assert_eq!(order, [older.version(), latest.version()]);
+    assert_eq!(
+        status::counts(&clients.sqs, &url(&resources, Resource::ParkedQueue)).await.unwrap(),
+        (0, 0),
+        "parked queue empty"
+    );
+
+    let waited = report.waited.clone().unwrap();
+    assert!(!waited.timed_out);
+    let fate_of = |version: i64| waited.fates.iter().find(|f| f.version == version).unwrap().fate.clone();
+    assert_eq!(fate_of(latest.version()), Fate::Applied { outcome: LedgerOutcome::Upserted });
+    assert_eq!(fate_of(older.version()), Fate::Superseded { by_version: latest.version() });
+    assert!(matches!(fate_of(other.version()), Fate::Pending { .. }));
+    let text = report.to_string();
+    assert!(text.contains("reconcile: 1 applied, 1 superseded, 1 pending"), "{text}");
+    assert!(text.contains("moved 3 of 3 with copy: StartMessageMoveTask is not available"), "{text}");
+}
+
+#[tokio::test]
+async fn redrive_leaves_unreadable_messages_parked_and_a_forced_move_task_fails_clearly_on_moto() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let parked = url(&resources, Resource::ParkedQueue);
+    send(&clients, &parked, "not a webhook", "x", "poison").await;
+    let (envelope, json) = park(&clients, &resources, &fixture("komet-clean-po.json"), at(1), "send-a").await;
+
+    let forced = RedriveOptions { method: Method::MoveTask, wait: false, ..RedriveOptions::default() };
+    let error = redrive(&clients, &resources, &forced, &mut |_| {}).await.unwrap_err().to_string();
+    assert!(error.contains("StartMessageMoveTask is not available") && error.contains("--method copy"), "{error}");
+    assert_eq!(status::counts(&clients.sqs, &parked).await.unwrap(), (2, 0), "the snapshot let go of both");
+
+    let options = RedriveOptions { wait: false, ..RedriveOptions::default() };
+    let report = redrive(&clients, &resources, &options, &mut |_| {}).await.unwrap();
+    assert_eq!(report.snapshot.unreadable.len(), 1);
+    assert!(report.snapshot.unreadable[0].reason.contains("not a po-sync message"), "{:?}", report.snapshot.unreadable);
+    let movement = report.movement.clone().unwrap();
+    assert_eq!((movement.method, movement.moved, movement.complete), (Method::Copy, 1, true));
+    assert!(movement.why.contains("1 unreadable message(s) are parked"), "{}", movement.why);
+    assert_eq!(report.waited, None, "--no-wait");
+    let text = report.to_string();
+    assert!(text.contains(&report.snapshot.unreadable[0].message_id) && text.contains("stay parked"), "{text}");
+
+    let moved = drain(&clients, &url(&resources, Resource::WebhookQueue)).await;
+    assert_eq!(moved, [(json, envelope.po.id.to_string(), "send-a".to_owned())]);
+    let (visible, in_flight) = status::counts(&clients.sqs, &parked).await.unwrap();
+    assert_eq!(visible + in_flight, 1, "the unreadable message is still parked");
+}
+
+/// The built binary, configured only through the standard AWS environment and flags.
+#[tokio::test]
+async fn the_binary_runs_the_commands_against_moto() {
+    let (moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_po-sync-admin"))
+            .args(args)
+            .envs(moto.aws_env())
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+    let flag = |resource: Resource| format!("{}={}", resource.flag(), url(&resources, resource));
+    let queues: Vec<String> = status::QUEUES.iter().map(|r| flag(*r)).collect();
+    let queue_args: Vec<&str> = queues.iter().map(String::as_str).collect();
+
+    let (code, stdout, stderr) = run(&[&["status", "--json", "--stack", "absent"], queue_args.as_slice()].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["queues"].as_array().unwrap().len(), 5);
+    assert_eq!(json["queues"][2]["queue"], "t-webhooks-parked.fifo");
+
+    let (code, stdout, _) = run(&[&["status", "--stack", "absent"], queue_args.as_slice()].concat());
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("ROLE") && stdout.contains("n/a*"), "{stdout}");
+
+    let (code, _, stderr) = run(&["po", "P004410"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("not a PO id"), "{stderr}");
+
+    let ledger = flag(Resource::LedgerTable);
+    let (code, stdout, stderr) = run(&["po", "777", &ledger]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("no record: po-sync has never processed PO 777"), "{stdout}");
+    let (code, stdout, _) = run(&["po", "777", "--json", &ledger]);
+    assert_eq!((code, stdout.trim()), (Some(0), "null"));
+
+    let (code, _, stderr) = run(&["po", "777", "--stack", "absent"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--ledger-table") && stderr.contains("\"absent\""), "{stderr}");
+
+    // A replay of an invalid body names the field and sends nothing; a valid one is queued.
+    let dir = std::env::temp_dir().join(format!("po-sync-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&fixture("komet-clean-po.json")).unwrap();
+    body["total"] = serde_json::json!("a lot");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, body.to_string()).unwrap();
+    let webhook_queue = flag(Resource::WebhookQueue);
+    let (code, stdout, stderr) = run(&["replay", bad.to_str().unwrap(), &webhook_queue]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stderr.contains("total") && stderr.contains("nothing was queued"), "{stderr}");
+    assert_eq!(status::counts(&clients.sqs, &url(&resources, Resource::WebhookQueue)).await.unwrap(), (0, 0));
+
+    let good = dir.join("good.json");
+    std::fs::write(&good, fixture("komet-clean-po.json")).unwrap();
+    let (code, stdout, stderr) = run(&["replay", good.to_str().unwrap(), &webhook_queue]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("queued PO P004410 (id 48213) as a new version"), "{stdout}");
+    assert_eq!(status::counts(&clients.sqs, &url(&resources, Resource::WebhookQueue)).await.unwrap(), (1, 0));
+    std::fs::remove_dir_all(&dir).ok();
+
+    // redrive through the binary: nothing parked, nothing to do.
+    let parked = flag(Resource::ParkedQueue);
+    let (code, stdout, stderr) = run(&["redrive", "--no-wait", &parked, &webhook_queue]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("nothing to redrive"), "{stdout}");
+
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for command in ["status", "po", "redrive", "replay"] {
+        assert!(stdout.contains(command), "{stdout}");
+    }
+}

@@ -1,0 +1,152 @@
+//! The version ledger port: one [`LedgerEntry`] per Komet PO, read consistently and written only by
+//! compare-and-set on its revision. DynamoDB in Lambda, memory in tests. The rules are in `po_sync::ledger`.
+
+use crate::port::{Failure, PortError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use po_sync::ledger::LedgerEntry;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+/// The outcome of a compare-and-set write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Stored,
+    /// Someone wrote first: read again and decide again.
+    Conflict,
+}
+
+pub trait Ledger: Send + Sync {
+    /// The PO's entry, as last written (strongly consistent).
+    fn read(&self, po_id: u64) -> impl Future<Output = Result<Option<LedgerEntry>, PortError>> + Send;
+    /// Stores `entry` if the stored entry is still the one it was derived from: revision `entry.revision - 1`,
+    /// or no entry at all when `entry.revision` is 1.
+    fn write(&self, entry: &LedgerEntry) -> impl Future<Output = Result<Written, PortError>> + Send;
+}
+
+/// The DynamoDB table at `LEDGER_TABLE_NAME` (partition key `poId`, a string).
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+const GET_ITEM: &str = "dynamodb:GetItem";
+const PUT_ITEM: &str = "dynamodb:PutItem";
+pub const KEY: &str = "poId";
+
+impl DynamoLedger {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoLedger { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+impl Ledger for DynamoLedger {
+    async fn read(&self, po_id: u64) -> Result<Option<LedgerEntry>, PortError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(po_id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::from_sdk(GET_ITEM, e))?;
+        match output.item {
+            None => Ok(None),
+            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| {
+                // Someone edited the item by hand into something po-sync cannot read: a person must look.
+                PortError::new(GET_ITEM, Failure::Permanent, format!("ledger item for PO {po_id} is unreadable: {e}"))
+            }),
+        }
+    }
+
+    async fn write(&self, entry: &LedgerEntry) -> Result<Written, PortError> {
+        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(entry)
+            .map_err(|e| PortError::new(PUT_ITEM, Failure::Permanent, format!("ledger item: {e}")))?;
+        let mut request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        request = match entry.revision.checked_sub(1) {
+            Some(0) | None => request.condition_expression("attribute_not_exists(poId)"),
+            Some(expected) => request
+                .condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", AttributeValue::N(expected.to_string())),
+        };
+        match request.send().await {
+            Ok(_) => Ok(Written::Stored),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                Ok(Written::Conflict)
+            }
+            Err(e) => Err(PortError::from_sdk(PUT_ITEM, e)),
+        }
+    }
+}
+
+/// An in-memory ledger with the same compare-and-set rule; can be told to fail the next calls.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    state: Mutex<(HashMap<String, LedgerEntry>, Vec<Failure>)>,
+}
+
+impl MemoryLedger {
+    pub fn entry(&self, po_id: u64) -> Option<LedgerEntry> {
+        self.state.lock().ok().and_then(|s| s.0.get(&po_id.to_string()).cloned())
+    }
+
+    /// The next `count` reads or writes fail with `failure`.
+    pub fn fail_next(&self, count: usize, failure: Failure) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1.extend(std::iter::repeat_n(failure, count));
+        }
+    }
+
+    fn with<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut HashMap<String, LedgerEntry>) -> T,
+    ) -> Result<T, PortError> {
+        let mut state =
+            self.state.lock().map_err(|_| PortError::new(operation, Failure::Permanent, "memory ledger poisoned"))?;
+        if !state.1.is_empty() {
+            let failure = state.1.remove(0);
+            return Err(PortError::new(operation, failure, "injected failure"));
+        }
+        Ok(f(&mut state.0))
+    }
+}
+
+impl Ledger for MemoryLedger {
+    async fn read(&self, po_id: u64) -> Result<Option<LedgerEntry>, PortError> {
+        self.with(GET_ITEM, |items| items.get(&po_id.to_string()).cloned())
+    }
+
+    async fn write(&self, entry: &LedgerEntry) -> Result<Written, PortError> {
+        self.with(PUT_ITEM, |items| {
+            let stored = items.get(&entry.po_id).map(|e| e.revision);
+            let expected = entry.revision.saturating_sub(1);
+            let fits = match stored {
+                None => expected == 0,
+                Some(revision) => revision == expected && expected > 0,
+            };
+            if fits {
+                items.insert(entry.po_id.clone(), entry.clone());
+                Written::Stored
+            } else {
+                Written::Conflict
+            }
+        })
+    }
+}
+
+impl<L: Ledger> Ledger for &L {
+    fn read(&self, po_id: u64) -> impl Future<Output = Result<Option<LedgerEntry>, PortError>> + Send {
+        (**self).read(po_id)
+    }
+
+    fn write(&self, entry: &LedgerEntry) -> impl Future<Output = Result<Written, PortError>> + Send {
+        (**self).write(entry)
+    }
+}

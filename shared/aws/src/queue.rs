@@ -1,0 +1,194 @@
+//! The FIFO queue port: every message po-sync sends (ingest's webhooks, reconcile's notifications, notify's
+//! parked dead letters) is a [`FifoMessage`] sent through a [`FifoQueue`]: SQS in Lambda, memory in tests.
+
+use crate::port::{Failure, PortError};
+use aws_sdk_sqs::types::MessageAttributeValue;
+use po_sync::message::{NotificationEvent, WebhookEnvelope, sha256_hex};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+/// One SQS FIFO message, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoMessage {
+    pub body: String,
+    /// Messages of one group are delivered in order, one at a time (po-sync: the Komet PO id).
+    pub group_id: String,
+    /// A second message with the same id within SQS's five-minute window is dropped.
+    pub deduplication_id: String,
+    /// String message attributes, so a queue can be inspected without reading bodies.
+    pub attributes: Vec<(&'static str, String)>,
+}
+
+impl FifoMessage {
+    pub fn new(body: String, group_id: impl Into<String>, deduplication_id: impl Into<String>) -> Self {
+        FifoMessage {
+            body,
+            group_id: group_id.into(),
+            deduplication_id: deduplication_id.into(),
+            attributes: Vec::new(),
+        }
+    }
+
+    pub fn with_attribute(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.attributes.push((name, value.into()));
+        self
+    }
+
+    /// A webhook for `webhooks.fifo` (ingest, and the operator's replay): grouped by PO so each PO's versions
+    /// are processed in order, deduplicated by the send (never by the body: a resend is a new version), and
+    /// labelled with the PO number and arrival time for anyone inspecting the queue.
+    pub fn webhook(envelope: &WebhookEnvelope, envelope_json: String) -> Self {
+        FifoMessage::new(envelope_json, envelope.po.id.to_string(), envelope.deduplication_id())
+            .with_attribute(PO_NUMBER_ATTRIBUTE, sqs_text(&envelope.po.po_number))
+            .with_attribute(
+                RECEIVED_AT_ATTRIBUTE,
+                envelope.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+    }
+
+    /// A notification event for `notifications.fifo`: serialised once, grouped per PO, and deduplicated by
+    /// its own digest, so a redelivered record that raises the same event again is not mailed twice within
+    /// SQS's five-minute window.
+    pub fn notification(event: &NotificationEvent) -> Result<Self, serde_json::Error> {
+        let json = event.to_json()?;
+        let deduplication_id = sha256_hex(json.as_bytes());
+        Ok(FifoMessage::new(json, event.group_id(), deduplication_id))
+    }
+
+    /// The bytes SQS counts against its 1 MiB limit: body, attribute names and values, and their types.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self.attributes.iter().map(|(name, value)| name.len() + value.len() + "String".len()).sum::<usize>()
+    }
+}
+
+pub const PO_NUMBER_ATTRIBUTE: &str = "poNumber";
+pub const RECEIVED_AT_ATTRIBUTE: &str = "receivedAt";
+
+/// SQS message attributes allow only XML characters; anything else becomes U+FFFD so one odd PO number cannot
+/// make SQS refuse the message forever.
+pub fn sqs_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'.. => c,
+            _ => '\u{FFFD}',
+        })
+        .collect()
+}
+
+/// Sends a message to one FIFO queue and returns its message id.
+pub trait FifoQueue: Send + Sync {
+    fn send(&self, message: &FifoMessage) -> impl Future<Output = Result<String, PortError>> + Send;
+}
+
+impl<Q: FifoQueue> FifoQueue for &Q {
+    fn send(&self, message: &FifoMessage) -> impl Future<Output = Result<String, PortError>> + Send {
+        (**self).send(message)
+    }
+}
+
+/// One SQS FIFO queue.
+#[derive(Debug, Clone)]
+pub struct SqsFifoQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsFifoQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        SqsFifoQueue { client, queue_url: queue_url.into() }
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+}
+
+const SEND_MESSAGE: &str = "sqs:SendMessage";
+
+impl FifoQueue for SqsFifoQueue {
+    async fn send(&self, message: &FifoMessage) -> Result<String, PortError> {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(&message.body)
+            .message_group_id(&message.group_id)
+            .message_deduplication_id(&message.deduplication_id);
+        for (name, value) in &message.attributes {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| PortError::new(SEND_MESSAGE, Failure::Permanent, format!("attribute {name}: {e}")))?;
+            request = request.message_attributes(*name, value);
+        }
+        let output = request.send().await.map_err(|e| PortError::from_sdk(SEND_MESSAGE, e))?;
+        Ok(output.message_id().unwrap_or_default().to_owned())
+    }
+}
+
+/// An in-memory FIFO queue for tests and benchmarks. It deduplicates like SQS (by deduplication id), and
+/// can be told to fail the next sends, transiently or permanently.
+#[derive(Debug, Default)]
+pub struct MemoryFifoQueue {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    messages: Vec<FifoMessage>,
+    ids: HashMap<String, String>,
+    failures: Vec<Failure>,
+}
+
+impl MemoryFifoQueue {
+    /// The messages accepted so far, oldest first (a deduplicated send is not repeated).
+    pub fn messages(&self) -> Vec<FifoMessage> {
+        self.state.lock().map(|s| s.messages.clone()).unwrap_or_default()
+    }
+
+    /// The next `count` sends fail with `failure`.
+    pub fn fail_next(&self, count: usize, failure: Failure) {
+        if let Ok(mut state) = self.state.lock() {
+            state.failures.extend(std::iter::repeat_n(failure, count));
+        }
+    }
+}
+
+impl FifoQueue for MemoryFifoQueue {
+    async fn send(&self, message: &FifoMessage) -> Result<String, PortError> {
+        let mut state =
+            self.state.lock().map_err(|_| PortError::new(SEND_MESSAGE, Failure::Permanent, "memory queue poisoned"))?;
+        if !state.failures.is_empty() {
+            let failure = state.failures.remove(0);
+            return Err(PortError::new(SEND_MESSAGE, failure, "injected failure"));
+        }
+        if let Some(id) = state.ids.get(&message.deduplication_id) {
+            return Ok(id.clone());
+        }
+        let id = format!("memory-{}", state.messages.len() + 1);
+        state.messages.push(message.clone());
+        state.ids.insert(message.deduplication_id.clone(), id.clone());
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_queue_deduplicates_like_sqs_and_fails_on_demand() {
+        let queue = MemoryFifoQueue::default();
+        let a = FifoMessage::new("a".into(), "g", "d1");
+        let first = queue.send(&a).await.unwrap();
+        assert_eq!(queue.send(&a).await.unwrap(), first, "same deduplication id, same message");
+        queue.send(&FifoMessage::new("a".into(), "g", "d2")).await.unwrap();
+        assert_eq!(queue.messages().len(), 2);
+        queue.fail_next(1, Failure::Transient);
+        assert!(queue.send(&a).await.unwrap_err().is_transient());
+        assert_eq!(queue.send(&a).await.unwrap(), first);
+    }
+}

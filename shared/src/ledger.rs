@@ -1,0 +1,397 @@
+//! The version ledger: for each Komet PO, the latest version reconcile has seen and what it did with it, so
+//! AppZen always ends on what Komet last sent and never goes back to an older version.
+//!
+//! A *version* is the instant ingest received the webhook (`receivedAt`, in milliseconds): two sends of the
+//! same body are two versions, and a revert (A, B, A) makes the second A the newest. Per record, in order:
+//!
+//! 1. **Superseded**: a newer version is already final, or being processed → consumed, not sent to AppZen.
+//! 2. **Duplicate**: this exact version is already final, or its body is what AppZen already holds → consumed
+//!    without a second upsert (the ledger notes the newer version).
+//! 3. **Busy**: another record of this PO holds a live claim → retried later, so two writers never race.
+//! 4. Otherwise the record **claims** the PO, is processed as usual, and **settles** the claim once its outcome
+//!    is final; a transient failure **releases** the claim, leaving the ledger as it was.
+//!
+//! Every write is a compare-and-set on [`LedgerEntry::revision`] (the `Ledger` port in po-sync-aws): of two
+//! concurrent writers one wins, and the other reads again and decides again. A claim is a lease that outlives
+//! the claiming invocation (its deadline plus a margin), so an expired claim means its holder is gone.
+//!
+//! Everything here is pure: entries in, entries out.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One ledger item per Komet PO (DynamoDB key `poId`): an operator reads "what happened to PO 12345?" with
+/// one `GetItem`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// Komet's PO id, as text (the table's partition key).
+    pub po_id: String,
+    pub po_number: String,
+    /// Incremented by every write; the compare-and-set token.
+    pub revision: u64,
+    /// The latest version whose outcome is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<SettledVersion>,
+    /// What AppZen holds: the last version it accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appzen: Option<AppZenHolds>,
+    /// A version being processed right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A version and what was done with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettledVersion {
+    pub version: i64,
+    pub received_at: DateTime<Utc>,
+    pub body_sha256: String,
+    pub sqs_message_id: String,
+    pub outcome: LedgerOutcome,
+    pub settled_at: DateTime<Utc>,
+}
+
+/// What reconcile did with the latest version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum LedgerOutcome {
+    /// AppZen accepted it.
+    Upserted,
+    /// AppZen already held this body; not sent again.
+    Duplicate,
+    /// Not sent: it does not reconcile and the policy is `block` (a person was notified).
+    Held,
+    /// AppZen refused it (a person was notified).
+    Rejected,
+    /// It cannot be expressed as an AppZen PO (a person was notified).
+    Unmappable,
+}
+
+/// The version AppZen last accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppZenHolds {
+    pub version: i64,
+    pub body_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// AppZen's `CREATED` or `UPDATED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    pub http_status: u16,
+    pub upserted_at: DateTime<Utc>,
+}
+
+/// A lease on the PO while one record is processed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub version: i64,
+    pub body_sha256: String,
+    pub sqs_message_id: String,
+    pub until: DateTime<Utc>,
+}
+
+/// The record being decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival<'a> {
+    pub po_id: u64,
+    pub po_number: &'a str,
+    pub received_at: DateTime<Utc>,
+    pub body_sha256: &'a str,
+    pub sqs_message_id: &'a str,
+}
+
+impl Arrival<'_> {
+    /// The version: when ingest received the webhook, in milliseconds.
+    pub fn version(&self) -> i64 {
+        self.received_at.timestamp_millis()
+    }
+}
+
+/// What to do with an arrival, given the ledger as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Process it: first write `claim` (compare-and-set on the entry read).
+    Proceed { claim: LedgerEntry },
+    /// Consume it, not sent to AppZen: a newer version exists.
+    Superseded { newer_version: i64 },
+    /// Consume it without a second upsert; write `record` first when there is one (compare-and-set).
+    Duplicate { record: Option<LedgerEntry> },
+    /// Another record of this PO is being processed: retry later.
+    Busy { claimed_by: String, until: DateTime<Utc> },
+}
+
+/// Decides what an arrival is worth against the ledger entry read for its PO (`None`: never seen).
+pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime<Utc>, lease: Duration) -> Verdict {
+    let version = arrival.version();
+    let Some(entry) = current else {
+        return Verdict::Proceed { claim: claimed(new_entry(arrival, now), arrival, now, lease) };
+    };
+    if let Some(latest) = &entry.latest {
+        if version < latest.version {
+            return Verdict::Superseded { newer_version: latest.version };
+        }
+        if version == latest.version && latest.body_sha256 == arrival.body_sha256 {
+            // This very version is already final (a redelivery after the ledger was written).
+            return Verdict::Duplicate { record: None };
+        }
+    }
+    if let Some(claim) = entry.claim.as_ref().filter(|c| c.sqs_message_id != arrival.sqs_message_id && c.until > now) {
+        if claim.version > version {
+            return Verdict::Superseded { newer_version: claim.version };
+        }
+        return Verdict::Busy { claimed_by: claim.sqs_message_id.clone(), until: claim.until };
+    }
+    if entry.appzen.as_ref().is_some_and(|holds| holds.body_sha256 == arrival.body_sha256) {
+        let mut record = entry.clone();
+        record.latest = Some(settled(arrival, LedgerOutcome::Duplicate, now));
+        // A claim left by this same message (it died before settling) is done with too.
+        record.claim = None;
+        record.revision += 1;
+        record.updated_at = now;
+        return Verdict::Duplicate { record: Some(record) };
+    }
+    Verdict::Proceed { claim: claimed(entry.clone(), arrival, now, lease) }
+}
+
+/// What became of a claimed version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub outcome: LedgerOutcome,
+    /// AppZen's answer when it accepted the PO.
+    pub accepted: Option<Accepted>,
+}
+
+/// AppZen's acceptance, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub http_status: u16,
+    pub uuid: Option<String>,
+    pub status: Option<String>,
+}
+
+/// The entry once the arrival's claim is settled; `None` when the claim is no longer this arrival's (its lease
+/// expired and another record took the PO).
+pub fn settle(
+    current: &LedgerEntry,
+    arrival: &Arrival<'_>,
+    settlement: &Settlement,
+    now: DateTime<Utc>,
+) -> Option<LedgerEntry> {
+    if !holds_claim(current, arrival) {
+        return None;
+    }
+    let mut entry = current.clone();
+    entry.latest = Some(settled(arrival, settlement.outcome, now));
+    if let Some(accepted) = &settlement.accepted {
+        entry.appzen = Some(AppZenHolds {
+            version: arrival.version(),
+            body_sha256: arrival.body_sha256.to_owned(),
+            uuid: accepted.uuid.clone(),
+            status: accepted.status.clone(),
+            http_status: accepted.http_status,
+            upserted_at: now,
+        });
+    }
+    entry.po_number = arrival.po_number.to_owned();
+    entry.claim = None;
+    entry.revision += 1;
+    entry.updated_at = now;
+    Some(entry)
+}
+
+/// The entry with the arrival's claim removed (a transient failure: the redelivery decides afresh); `None`
+/// when there is nothing of this arrival's to release.
+pub fn release(current: &LedgerEntry, arrival: &Arrival<'_>, now: DateTime<Utc>) -> Option<LedgerEntry> {
+    if !holds_claim(current, arrival) {
+        return None;
+    }
+    let mut entry = current.clone();
+    entry.claim = None;
+    entry.revision += 1;
+    entry.updated_at = now;
+    Some(entry)
+}
+
+fn holds_claim(entry: &LedgerEntry, arrival: &Arrival<'_>) -> bool {
+    entry.claim.as_ref().is_some_and(|c| c.sqs_message_id == arrival.sqs_message_id && c.version == arrival.version())
+}
+
+fn new_entry(arrival: &Arrival<'_>, now: DateTime<Utc>) -> LedgerEntry {
+    LedgerEntry {
+        po_id: arrival.po_id.to_string(),
+        po_number: arrival.po_number.to_owned(),
+        // The first write expects no item, then stores revision 1.
+        revision: 0,
+        latest: None,
+        appzen: None,
+        claim: None,
+        updated_at: now,
+    }
+}
+
+fn claimed(mut entry: LedgerEntry, arrival: &Arrival<'_>, now: DateTime<Utc>, lease: Duration) -> LedgerEntry {
+    entry.claim = Some(Claim {
+        version: arrival.version(),
+        body_sha256: arrival.body_sha256.to_owned(),
+        sqs_message_id: arrival.sqs_message_id.to_owned(),
+        until: now + lease,
+    });
+    entry.po_number = arrival.po_number.to_owned();
+    entry.revision += 1;
+    entry.updated_at = now;
+    entry
+}
+
+fn settled(arrival: &Arrival<'_>, outcome: LedgerOutcome, now: DateTime<Utc>) -> SettledVersion {
+    SettledVersion {
+        version: arrival.version(),
+        received_at: arrival.received_at,
+        body_sha256: arrival.body_sha256.to_owned(),
+        sqs_message_id: arrival.sqs_message_id.to_owned(),
+        outcome,
+        settled_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const LEASE: Duration = Duration::minutes(17);
+
+    fn at(second: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, second).unwrap()
+    }
+
+    fn arrival<'a>(second: u32, sha: &'a str, message: &'a str) -> Arrival<'a> {
+        Arrival { po_id: 7, po_number: "P7", received_at: at(second), body_sha256: sha, sqs_message_id: message }
+    }
+
+    fn upserted() -> Settlement {
+        Settlement {
+            outcome: LedgerOutcome::Upserted,
+            accepted: Some(Accepted { http_status: 201, uuid: Some("u-1".into()), status: Some("CREATED".into()) }),
+        }
+    }
+
+    /// Claims and settles an arrival as reconcile would; returns the entry written last.
+    fn process(current: Option<LedgerEntry>, arrival: &Arrival<'_>, settlement: &Settlement) -> LedgerEntry {
+        let Verdict::Proceed { claim } = judge(current.as_ref(), arrival, at(50), LEASE) else {
+            panic!("expected to proceed: {:?}", judge(current.as_ref(), arrival, at(50), LEASE))
+        };
+        assert_eq!(claim.revision, current.as_ref().map_or(0, |c| c.revision) + 1);
+        settle(&claim, arrival, settlement, at(51)).expect("the claim is ours")
+    }
+
+    #[test]
+    fn a_first_version_is_claimed_then_settled_with_what_appzen_holds() {
+        let a = arrival(1, "A", "m1");
+        let entry = process(None, &a, &upserted());
+        assert_eq!(entry.revision, 2);
+        assert_eq!(entry.claim, None);
+        let latest = entry.latest.as_ref().unwrap();
+        assert_eq!((latest.version, latest.outcome), (a.version(), LedgerOutcome::Upserted));
+        let holds = entry.appzen.unwrap();
+        assert_eq!((holds.body_sha256.as_str(), holds.uuid.as_deref()), ("A", Some("u-1")));
+    }
+
+    #[test]
+    fn a_revert_is_a_newer_version_and_goes_through() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let entry = process(Some(entry), &arrival(2, "B", "m2"), &upserted());
+        let entry = process(Some(entry), &arrival(3, "A", "m3"), &upserted());
+        assert_eq!(entry.appzen.unwrap().body_sha256, "A");
+        assert_eq!(entry.latest.unwrap().version, at(3).timestamp_millis());
+    }
+
+    #[test]
+    fn an_older_version_is_superseded_by_a_settled_or_a_claimed_newer_one() {
+        let entry = process(None, &arrival(5, "B", "m2"), &upserted());
+        let older = arrival(1, "A", "m1");
+        assert_eq!(
+            judge(Some(&entry), &older, at(50), LEASE),
+            Verdict::Superseded { newer_version: at(5).timestamp_millis() }
+        );
+        let Verdict::Proceed { claim } = judge(Some(&entry), &arrival(9, "C", "m3"), at(50), LEASE) else { panic!() };
+        assert_eq!(
+            judge(Some(&claim), &arrival(7, "X", "m4"), at(50), LEASE),
+            Verdict::Superseded { newer_version: at(9).timestamp_millis() }
+        );
+    }
+
+    #[test]
+    fn the_same_body_again_is_a_duplicate_and_only_notes_the_newer_version() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let again = arrival(2, "A", "m2");
+        let Verdict::Duplicate { record: Some(record) } = judge(Some(&entry), &again, at(50), LEASE) else { panic!() };
+        assert_eq!(record.revision, entry.revision + 1);
+        let latest = record.latest.as_ref().unwrap();
+        assert_eq!((latest.version, latest.outcome), (again.version(), LedgerOutcome::Duplicate));
+        assert_eq!(record.appzen, entry.appzen, "AppZen's copy is unchanged");
+        // A redelivery of a version already final writes nothing.
+        assert_eq!(judge(Some(&record), &again, at(50), LEASE), Verdict::Duplicate { record: None });
+    }
+
+    #[test]
+    fn a_body_appzen_holds_is_a_duplicate_even_after_a_held_version() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
+        let entry = process(Some(entry), &arrival(2, "B", "m2"), &held);
+        assert!(matches!(judge(Some(&entry), &arrival(3, "A", "m3"), at(50), LEASE), Verdict::Duplicate { .. }));
+    }
+
+    #[test]
+    fn a_live_claim_makes_an_equal_or_newer_arrival_wait_and_an_expired_one_does_not() {
+        let Verdict::Proceed { claim } = judge(None, &arrival(1, "A", "m1"), at(10), LEASE) else { panic!() };
+        let newer = arrival(2, "B", "m2");
+        assert!(
+            matches!(judge(Some(&claim), &newer, at(11), LEASE), Verdict::Busy { claimed_by, .. } if claimed_by == "m1")
+        );
+        let after_lease = at(10) + LEASE + Duration::seconds(1);
+        assert!(matches!(judge(Some(&claim), &newer, after_lease, LEASE), Verdict::Proceed { .. }));
+        // The claim's own message (redelivered after a crash) takes it again.
+        assert!(matches!(judge(Some(&claim), &arrival(1, "A", "m1"), at(11), LEASE), Verdict::Proceed { .. }));
+    }
+
+    #[test]
+    fn a_lost_claim_cannot_be_settled_or_released() {
+        let a = arrival(1, "A", "m1");
+        let Verdict::Proceed { claim } = judge(None, &a, at(10), LEASE) else { panic!() };
+        let b = arrival(2, "B", "m2");
+        let Verdict::Proceed { claim: taken } = judge(Some(&claim), &b, at(10) + LEASE * 2, LEASE) else { panic!() };
+        assert_eq!(settle(&taken, &a, &upserted(), at(59)), None);
+        assert_eq!(release(&taken, &a, at(59)), None);
+        assert!(settle(&taken, &b, &upserted(), at(59)).is_some());
+    }
+
+    #[test]
+    fn a_release_leaves_the_ledger_as_it_was_but_for_the_revision() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let b = arrival(2, "B", "m2");
+        let Verdict::Proceed { claim } = judge(Some(&entry), &b, at(50), LEASE) else { panic!() };
+        let released = release(&claim, &b, at(52)).unwrap();
+        assert_eq!(
+            (released.latest.clone(), released.appzen.clone(), released.claim.clone()),
+            (entry.latest, entry.appzen, None)
+        );
+        assert_eq!(released.revision, claim.revision + 1);
+    }
+
+    #[test]
+    fn the_item_reads_as_camel_case_json_with_snake_case_outcomes() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["poId"], "7");
+        assert_eq!(json["latest"]["outcome"], "upserted");
+        assert_eq!(json["appzen"]["uuid"], "u-1");
+        assert!(json.get("claim").is_none());
+        assert_eq!(serde_json::from_value::<LedgerEntry>(json).unwrap(), entry);
+    }
+}
