@@ -46,10 +46,32 @@ where
     let status = error.raw_response().map(|r| r.status().as_u16());
     let content_type = error.raw_response().and_then(|r| r.headers().get("content-type")).map(str::to_owned);
     let named = error.code().is_some();
+    let service = matches!(error, SdkError::ServiceError(_));
+    let chain = causes(&error);
     let mut port = PortError::from_sdk(operation, error);
-    if let (false, Some(status)) = (named, status) {
+    if !service {
+        // A timeout, a refused connection, no region: the causes in words, without the SDK's debug dump.
+        port.summary = chain;
+        if port.summary.contains("region") {
+            port.summary.push_str(" (set AWS_REGION)");
+        }
+    } else if let (false, Some(status)) = (named, status) {
         let body = content_type.map(|c| format!(", a {c} body")).unwrap_or_default();
         port.summary = format!("HTTP {status} without an AWS error code{body}");
     }
     port
+}
+
+/// An error and its sources, `: `-separated, each said once.
+fn causes(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }

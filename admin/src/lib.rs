@@ -108,7 +108,7 @@ pub enum Command {
     /// Move the parked (dead-lettered) webhooks back to the webhook queue, wait for reconcile, and report which
     /// versions were applied, superseded or are still pending.
     Redrive {
-        /// auto: SQS's move task where the endpoint has it, else copy; copy: send then delete, message by message
+        /// How to move the messages
         #[arg(long, value_enum, default_value = "auto")]
         method: redrive::Method,
         /// Seconds to wait for the move, and then for reconcile
@@ -149,6 +149,11 @@ pub async fn run(cli: &Cli, out: &mut dyn Write, progress: &mut dyn FnMut(&str))
         _ => None,
     };
     let config = po_sync_aws::load_aws_config().await;
+    if config.region().is_none() {
+        return Err(Error::Usage(
+            "no AWS region: set AWS_REGION (or AWS_PROFILE with a profile that has a region)".to_owned(),
+        ));
+    }
     let clients = Clients::new(&config);
     execute(cli, &clients, saved.as_ref(), out, progress).await
 }
@@ -193,8 +198,12 @@ pub async fn execute(
         }
     };
     let written = if cli.json { writeln!(out, "{json}") } else { write!(out, "{text}") };
-    written.map_err(|e| Error::Failed(format!("cannot write the report: {e}")))?;
-    Ok(ok)
+    match written.and_then(|()| out.flush()) {
+        // The reader went away (`| head`): nothing left to tell it.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ok),
+        Err(e) => Err(Error::Failed(format!("cannot write the report: {e}"))),
+        Ok(()) => Ok(ok),
+    }
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {

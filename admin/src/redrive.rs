@@ -490,13 +490,19 @@ async fn follow_move_task(
     }
 }
 
-/// The deduplication id a copied webhook is sent with: the envelope's own (its `sendId`, as ingest sent it;
-/// the body digest for an envelope from before `sendId`). Not the parked message's: notify parks with the
-/// body digest, so two parked versions of one body (a revert A, B, A) share it and SQS would drop the second
-/// copy within its five-minute window, leaving AppZen on B. The envelope's id is distinct per send, and the
-/// same for a second copy of the same message (a redrive retried after a crash), which SQS then drops.
-pub fn copy_deduplication_id(envelope: &WebhookEnvelope) -> String {
-    envelope.deduplication_id().to_owned()
+/// The deduplication id a copied webhook is sent with: the parked message's own (notify parks with the dead
+/// letter's message id; SQS's own redrive keeps ingest's), so a second copy of the same message within SQS's
+/// five-minute window (a redrive retried after a crash) is dropped. If another message of this run already used
+/// that id (parked by an older notify with the body digest, so two versions of one body share it: a revert
+/// A, B, A), the envelope's own id (its `sendId`) is used instead, or SQS would drop the newer A and leave
+/// AppZen on B.
+pub fn copy_deduplication_id(parked: Option<&str>, envelope: &WebhookEnvelope, used: &mut HashSet<String>) -> String {
+    let id = match parked {
+        Some(id) if !used.contains(id) => id.to_owned(),
+        _ => envelope.deduplication_id().to_owned(),
+    };
+    used.insert(id.clone());
+    id
 }
 
 /// Receives parked messages and, for each readable webhook, sends it to the webhook queue (same body, group
@@ -516,6 +522,7 @@ async fn copy(
     let mut moved: Vec<ParkedWebhook> = Vec::new();
     let deadline = Instant::now() + options.timeout;
     let mut unreadable: HashSet<String> = HashSet::new();
+    let mut used: HashSet<String> = HashSet::new();
     let result: Result<(), String> = async {
         loop {
             if Instant::now() >= deadline {
@@ -544,7 +551,11 @@ async fn copy(
                     .queue_url(webhook_url)
                     .message_body(body)
                     .message_group_id(&group)
-                    .message_deduplication_id(copy_deduplication_id(&envelope))
+                    .message_deduplication_id(copy_deduplication_id(
+                        system_attribute(message, MessageSystemAttributeName::MessageDeduplicationId),
+                        &envelope,
+                        &mut used,
+                    ))
                     .set_message_attributes(message.message_attributes.clone())
                     .send()
                     .await
@@ -709,7 +720,7 @@ impl fmt::Display for RedriveReport {
             writeln!(f, "  NOT COMPLETE: {problem}")?;
         }
         if movement.method == Method::Copy && !s.unreadable.is_empty() {
-            writeln!(f, "  the unreadable message(s) stay parked")?;
+            writeln!(f, "  the unreadable message(s) stay parked (hidden for up to a minute after being looked at)")?;
         }
         let Some(waited) = &self.waited else {
             return Ok(());
@@ -783,6 +794,22 @@ mod tests {
         assert!(matches!(fate(Some(&entry(Some(1), Some((9, 40)))), v(7), at(45)), Fate::Pending { .. }));
         let Fate::Pending { reason } = fate(Some(&entry(None, Some((7, 40)))), v(7), at(30)) else { panic!() };
         assert!(reason.starts_with("being processed"), "{reason}");
+    }
+
+    #[test]
+    fn a_copy_keeps_the_parked_deduplication_id_unless_this_run_already_used_it() {
+        let body = br#"{"id": 7, "poNumber": "P7", "total": 0, "vendorInvoices": []}"#;
+        let po = po_sync::komet::parse_webhook(body).unwrap();
+        let a1 = WebhookEnvelope::new(po.clone(), body, at(1)).with_send_id("send-1");
+        let a3 = WebhookEnvelope::new(po, body, at(3)).with_send_id("send-3");
+        let mut used = HashSet::new();
+        assert_eq!(copy_deduplication_id(Some("dead-letter-1"), &a1, &mut used), "dead-letter-1");
+        assert_eq!(copy_deduplication_id(Some("dead-letter-2"), &a3, &mut used), "dead-letter-2");
+        // An older notify parked both versions of one body under its digest.
+        let mut used = HashSet::new();
+        assert_eq!(copy_deduplication_id(Some(&a1.body_sha256), &a1, &mut used), a1.body_sha256);
+        assert_eq!(copy_deduplication_id(Some(&a3.body_sha256), &a3, &mut used), "send-3");
+        assert_eq!(copy_deduplication_id(None, &a1, &mut HashSet::new()), "send-1");
     }
 
     #[test]

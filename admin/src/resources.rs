@@ -133,10 +133,15 @@ impl Resources {
         }
         let flags = missing.iter().map(|r| r.flag()).collect::<Vec<_>>().join(", ");
         let outputs = stack_outputs(cloudformation, stack).await.map_err(|e| {
-            Error::Usage(format!(
+            let message = format!(
                 "cannot read the outputs of CloudFormation stack {stack:?} ({e}); pass --stack NAME with po-sync's \
                  stack name, or give {flags}"
-            ))
+            );
+            // No such stack (ValidationError) is the operator's to fix; anything else (credentials, network) is not.
+            match &e {
+                Error::Aws(port) if !port.summary.starts_with("ValidationError") => Error::Failed(message),
+                _ => Error::Usage(message),
+            }
         })?;
         let mut resources = given;
         for resource in Resource::ALL {

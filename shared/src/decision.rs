@@ -3,7 +3,7 @@
 //! must hand back.
 
 use crate::appzen::{ErrorResponse, MappingSettings, PurchaseOrderBody, map_purchase_order};
-use crate::message::{AppZenAnswer, NotificationEvent, NotificationKind, WebhookEnvelope};
+use crate::message::{AppZenAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
 use crate::reconcile::{Tolerance, reconcile};
 
 /// What to do with a PO that does not reconcile (`RECONCILE_POLICY`).
@@ -53,17 +53,16 @@ pub fn plan(envelope: &WebhookEnvelope, policy: Policy, tolerance: Tolerance, se
 
     let mut notifications = Vec::new();
     if !report.is_clean() {
-        let mut mismatch = NotificationEvent::about(NotificationKind::ReconciliationMismatch, envelope);
-        mismatch.discrepancies = report.discrepancies;
-        mismatch.forwarded_to_appzen = forwards && mapped.is_ok();
-        notifications.push(mismatch);
+        let forwarded_to_appzen = forwards && mapped.is_ok();
+        let detail =
+            NotificationDetail::ReconciliationMismatch { discrepancies: report.discrepancies, forwarded_to_appzen };
+        notifications.push(NotificationEvent::about(envelope, detail));
     }
     let upsert = match mapped {
         Ok(body) => forwards.then_some(body),
         Err(error) => {
-            let mut event = NotificationEvent::about(NotificationKind::MappingError, envelope);
-            event.detail = Some(error.to_string());
-            notifications.push(event);
+            let detail = NotificationDetail::MappingError { problem: error.to_string() };
+            notifications.push(NotificationEvent::about(envelope, detail));
             None
         }
     };
@@ -99,11 +98,9 @@ pub fn rejected_event(
     error: &ErrorResponse,
     correlation_id: Option<String>,
 ) -> NotificationEvent {
-    let mut event = NotificationEvent::about(NotificationKind::AppzenRejected, envelope);
-    event.forwarded_to_appzen = true;
-    event.appzen =
-        Some(AppZenAnswer { http_status, error: error.error.clone(), message: error.message.clone(), correlation_id });
-    event
+    let appzen =
+        AppZenAnswer { http_status, error: error.error.clone(), message: error.message.clone(), correlation_id };
+    NotificationEvent::about(envelope, NotificationDetail::AppzenRejected { appzen })
 }
 
 /// AWS's rule for FIFO partial batches: from the first record that must be retried on, every record is
@@ -119,7 +116,8 @@ pub fn fifo_failures<'a>(message_ids: &[&'a str], first_retry: Option<usize>) ->
 mod tests {
     use super::*;
     use crate::komet::parse_webhook;
-    use crate::reconcile::Rule;
+    use crate::message::NotificationKind;
+    use crate::reconcile::{Discrepancy, Rule};
     use chrono::{TimeZone, Utc};
 
     const DOC_SAMPLE: &[u8] = include_bytes!("../tests/fixtures/komet-doc-sample.json");
@@ -130,8 +128,18 @@ mod tests {
         WebhookEnvelope::new(parse_webhook(body).unwrap(), body, Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap())
     }
 
+    /// A mismatch event's discrepancies and whether it was forwarded.
+    fn mismatch(event: &NotificationEvent) -> (&[Discrepancy], bool) {
+        match &event.detail {
+            NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen } => {
+                (discrepancies, *forwarded_to_appzen)
+            }
+            other => panic!("not a mismatch: {other:?}"),
+        }
+    }
+
     fn kinds(plan: &Plan) -> Vec<NotificationKind> {
-        plan.notifications.iter().map(|e| e.kind).collect()
+        plan.notifications.iter().map(NotificationEvent::kind).collect()
     }
 
     #[test]
@@ -147,9 +155,9 @@ mod tests {
         let plan = plan(&envelope(DOC_SAMPLE), Policy::Block, Tolerance::CENT, &MappingSettings::default());
         assert_eq!(plan.upsert, None);
         assert_eq!(kinds(&plan), vec![NotificationKind::ReconciliationMismatch]);
-        let event = &plan.notifications[0];
-        assert!(!event.forwarded_to_appzen);
-        let found: Vec<_> = event.discrepancies.iter().map(|d| (d.rule, d.invoice_number.as_deref())).collect();
+        let (discrepancies, forwarded) = mismatch(&plan.notifications[0]);
+        assert!(!forwarded);
+        let found: Vec<_> = discrepancies.iter().map(|d| (d.rule, d.invoice_number.as_deref())).collect();
         assert_eq!(found, vec![(Rule::InvoiceItems, Some("01-P002272")), (Rule::ItemsSubtotal, None)]);
     }
 
@@ -158,7 +166,7 @@ mod tests {
         let plan = plan(&envelope(DOC_SAMPLE), Policy::Forward, Tolerance::CENT, &MappingSettings::default());
         assert_eq!(plan.upsert.as_ref().map(|b| b.purchase_order_number.as_str()), Some("P002271"));
         assert_eq!(kinds(&plan), vec![NotificationKind::ReconciliationMismatch]);
-        assert!(plan.notifications[0].forwarded_to_appzen);
+        assert!(mismatch(&plan.notifications[0]).1);
     }
 
     #[test]
@@ -174,9 +182,17 @@ mod tests {
             let plan = plan(&envelope(SEVERAL_VENDORS), policy, Tolerance::CENT, &MappingSettings::default());
             assert_eq!(plan.upsert, None, "{policy:?}");
             assert!(kinds(&plan).contains(&NotificationKind::MappingError), "{policy:?}");
-            let detail = plan.notifications.iter().find(|e| e.kind == NotificationKind::MappingError).unwrap();
-            assert!(detail.detail.as_deref().unwrap().contains("vendors"), "{detail:?}");
-            assert!(plan.notifications.iter().all(|e| !e.forwarded_to_appzen));
+            let problem = plan.notifications.iter().find_map(|e| match &e.detail {
+                NotificationDetail::MappingError { problem } => Some(problem),
+                _ => None,
+            });
+            assert!(problem.unwrap().contains("vendors"), "{problem:?}");
+            assert!(
+                plan.notifications
+                    .iter()
+                    .filter(|e| e.kind() == NotificationKind::ReconciliationMismatch)
+                    .all(|e| !mismatch(e).1)
+            );
         }
     }
 
@@ -197,8 +213,8 @@ mod tests {
     fn a_rejection_carries_appzen_s_message() {
         let body = br#"{"timestamp":"2019-01-17T16:12:45.977+0000","status":400,"error":"Bad Request","message":"Error code : 17e3338d - entity_id unknown"}"#;
         let event = rejected_event(&envelope(CLEAN_PO), 400, &ErrorResponse::from_body(body), Some("c-1".into()));
-        assert_eq!(event.kind, NotificationKind::AppzenRejected);
-        let answer = event.appzen.unwrap();
+        assert_eq!(event.kind(), NotificationKind::AppzenRejected);
+        let NotificationDetail::AppzenRejected { appzen: answer } = event.detail else { panic!("{event:?}") };
         assert_eq!(answer.http_status, 400);
         assert_eq!(answer.message.as_deref(), Some("Error code : 17e3338d - entity_id unknown"));
         assert_eq!(answer.correlation_id.as_deref(), Some("c-1"));

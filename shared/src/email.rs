@@ -5,7 +5,7 @@
 //! (`notification.txt`). Both read the same [`View`], where every payload value is already a single line
 //! ([`one_line`]), so a PO number cannot add lines to the text part or headers to the message.
 
-use crate::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
+use crate::message::{NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope};
 use askama::Template;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -58,16 +58,19 @@ pub fn render(event: &NotificationEvent, settings: &EmailSettings) -> Result<Ema
 /// The event notify builds for a webhook that SQS moved to the dead-letter queue after `attempts` failed
 /// deliveries (see notify's `delivery_attempts` for how they are counted).
 pub fn dead_lettered(envelope: &WebhookEnvelope, attempts: Option<u32>, sqs_message_id: &str) -> NotificationEvent {
-    let mut event = NotificationEvent::about(NotificationKind::DeadLettered, envelope);
-    event.detail = Some(match attempts {
+    let detail =
+        NotificationDetail::DeadLettered { attempts, sqs_message_id: sqs_message_id.to_owned(), parked: false };
+    NotificationEvent::about(envelope, detail)
+}
+
+/// Why a webhook was dead-lettered, in words.
+fn dead_letter_explanation(attempts: Option<u32>) -> String {
+    match attempts {
         Some(n) => format!(
             "The webhook could not be delivered to AppZen after {n} attempts (AppZen or the network kept failing), so SQS moved it to the dead-letter queue."
         ),
         None => "The webhook could not be delivered to AppZen after repeated attempts, so SQS moved it to the dead-letter queue.".to_owned(),
-    });
-    event.attempts = attempts;
-    event.sqs_message_id = Some(sqs_message_id.to_owned());
-    event
+    }
 }
 
 /// Makes a payload value safe for a header or a one-line field: every control character (CR, LF, TAB, NUL…)
@@ -86,25 +89,22 @@ pub fn one_line(value: &str, max_chars: usize) -> String {
 /// `[po-sync] PO P002271 does not reconcile (2 discrepancies)`: names the PO and the problem; one line.
 pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
     let prefix = one_line(&settings.subject_prefix, 40);
-    let about = match &event.po {
+    let about = match event.po() {
         Some(po) => format!("PO {}", one_line(&po.po_number, MAX_SUBJECT_VALUE_CHARS)),
         None => "Queue message".to_owned(),
     };
-    let problem = match event.kind {
-        NotificationKind::ReconciliationMismatch => match event.discrepancies.len() {
+    let problem = match &event.detail {
+        NotificationDetail::ReconciliationMismatch { discrepancies, .. } => match discrepancies.len() {
             1 => "does not reconcile (1 discrepancy)".to_owned(),
             n => format!("does not reconcile ({n} discrepancies)"),
         },
-        NotificationKind::MappingError => "cannot be sent to AppZen (mapping error)".to_owned(),
-        NotificationKind::AppzenRejected => match &event.appzen {
-            Some(answer) => format!("rejected by AppZen (HTTP {})", answer.http_status),
-            None => "rejected by AppZen".to_owned(),
-        },
-        NotificationKind::DeadLettered => match event.attempts {
-            Some(n) => format!("not delivered to AppZen after {n} attempts"),
-            None => "not delivered to AppZen".to_owned(),
-        },
-        NotificationKind::PoisonMessage => "could not be read and was set aside".to_owned(),
+        NotificationDetail::MappingError { .. } => "cannot be sent to AppZen (mapping error)".to_owned(),
+        NotificationDetail::AppzenRejected { appzen } => format!("rejected by AppZen (HTTP {})", appzen.http_status),
+        NotificationDetail::DeadLettered { attempts: Some(n), .. } => {
+            format!("not delivered to AppZen after {n} attempts")
+        }
+        NotificationDetail::DeadLettered { attempts: None, .. } => "not delivered to AppZen".to_owned(),
+        NotificationDetail::PoisonMessage { .. } => "could not be read and was set aside".to_owned(),
     };
     let line = if prefix.is_empty() { format!("{about} {problem}") } else { format!("{prefix} {about} {problem}") };
     one_line(&line, MAX_SUBJECT_CHARS)
@@ -192,17 +192,39 @@ fn timestamp(at: DateTime<Utc>) -> String {
 
 impl View {
     pub fn of(event: &NotificationEvent) -> View {
-        let po_number = event.po.as_ref().map(|po| field(&po.po_number));
+        let po_number = event.po().map(|po| field(&po.po_number));
         let po_label =
             po_number.as_deref().map_or_else(|| "the purchase order".to_owned(), |n| format!("purchase order {n}"));
-        let detail = event.detail.as_deref().map(|d| one_line(d, 2000));
-        let headline = match event.kind {
+        let no_discrepancies = Vec::new();
+        let (discrepancies, forwarded_to_appzen) = match &event.detail {
+            NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen } => {
+                (discrepancies, *forwarded_to_appzen)
+            }
+            _ => (&no_discrepancies, false),
+        };
+        let appzen = match &event.detail {
+            NotificationDetail::AppzenRejected { appzen } => Some(appzen),
+            _ => None,
+        };
+        let (attempts, sqs_message_id) = match &event.detail {
+            NotificationDetail::DeadLettered { attempts, sqs_message_id, .. } => (*attempts, Some(sqs_message_id)),
+            NotificationDetail::PoisonMessage { sqs_message_id, .. } => (None, Some(sqs_message_id)),
+            _ => (None, None),
+        };
+        let detail = match &event.detail {
+            NotificationDetail::MappingError { problem } | NotificationDetail::PoisonMessage { problem, .. } => {
+                Some(one_line(problem, 2000))
+            }
+            NotificationDetail::DeadLettered { attempts, .. } => Some(dead_letter_explanation(*attempts)),
+            _ => None,
+        };
+        let headline = match event.kind() {
             NotificationKind::ReconciliationMismatch => {
-                let count = match event.discrepancies.len() {
+                let count = match discrepancies.len() {
                     1 => "1 discrepancy".to_owned(),
                     n => format!("{n} discrepancies"),
                 };
-                let fate = if event.forwarded_to_appzen {
+                let fate = if forwarded_to_appzen {
                     "it was still sent to AppZen, as the forward policy asks"
                 } else {
                     "it was not sent to AppZen"
@@ -216,10 +238,10 @@ impl View {
                 )
             }
             NotificationKind::AppzenRejected => {
-                let status = event.appzen.as_ref().map(|a| format!(" (HTTP {})", a.http_status)).unwrap_or_default();
+                let status = appzen.map(|a| format!(" (HTTP {})", a.http_status)).unwrap_or_default();
                 format!("AppZen refused {po_label}{status}, so AppZen does not have the current version of it.")
             }
-            NotificationKind::DeadLettered => match event.attempts {
+            NotificationKind::DeadLettered => match attempts {
                 Some(n) => format!(
                     "{} could not be delivered to AppZen after {n} attempts and was set aside.",
                     capitalise(&po_label)
@@ -231,7 +253,7 @@ impl View {
                     .to_owned()
             }
         };
-        let next_steps = match event.kind {
+        let next_steps = match event.kind() {
             NotificationKind::ReconciliationMismatch => vec![
                 "Correct the purchase order or its invoices in Komet so that the figures above agree.".to_owned(),
                 "Then reconcile the purchase order again in Komet: the new webhook is checked and sent to AppZen.".to_owned(),
@@ -244,7 +266,7 @@ impl View {
                 "Read AppZen's message above. If it names data of the purchase order (an unknown supplier or entity, a code), fix it in Komet or in AppZen and reconcile the purchase order again in Komet.".to_owned(),
                 "Otherwise contact the integration owner and give them the correlation id.".to_owned(),
             ],
-            NotificationKind::DeadLettered if event.parked => vec![
+            NotificationKind::DeadLettered if event.is_parked() => vec![
                 format!("AppZen or the network kept failing while po-sync retried. The webhook is kept for {PARKED_RETENTION_DAYS} days in po-sync's parked queue and can be redriven after the cause is fixed: contact the integration owner."),
                 "Or reconcile the purchase order again in Komet once AppZen is reachable.".to_owned(),
             ],
@@ -256,10 +278,11 @@ impl View {
                 "Contact the integration owner and give them the message id below; nothing in Komet needs to change for this message.".to_owned(),
             ],
         };
+        let webhook = event.webhook.as_ref();
         View {
-            kind: event.kind.as_str(),
+            kind: event.kind().as_str(),
             headline,
-            po: event.po.as_ref().map(|po| PoView {
+            po: event.po().map(|po| PoView {
                 number: field(&po.po_number),
                 id: po.id.to_string(),
                 ship_date: po.ship_date.map_or_else(|| NOT_GIVEN.to_owned(), |d| d.to_string()),
@@ -271,8 +294,7 @@ impl View {
                     po.vendors.iter().map(|v| field(v)).collect::<Vec<_>>().join(", ")
                 },
             }),
-            discrepancies: event
-                .discrepancies
+            discrepancies: discrepancies
                 .iter()
                 .map(|d| DiscrepancyRow {
                     invoice: d.invoice_number.as_deref().map_or_else(|| "whole PO".to_owned(), field),
@@ -282,7 +304,7 @@ impl View {
                     difference: signed_amount(d.difference),
                 })
                 .collect(),
-            appzen: event.appzen.as_ref().map(|a| AppZenView {
+            appzen: appzen.map(|a| AppZenView {
                 status: match &a.error {
                     Some(error) => format!("HTTP {} {}", a.http_status, field(error)),
                     None => format!("HTTP {}", a.http_status),
@@ -295,8 +317,9 @@ impl View {
             }),
             detail,
             next_steps,
-            links: event
-                .invoice_links
+            links: webhook
+                .map(|w| w.invoice_links.as_slice())
+                .unwrap_or_default()
                 .iter()
                 .map(|l| {
                     let url = one_line(&l.url, 2000);
@@ -310,9 +333,9 @@ impl View {
                 })
                 .collect(),
             links_expire_at: event.links_expire_at().map(timestamp),
-            received_at: event.received_at.map(timestamp),
-            body_sha256: event.body_sha256.as_deref().map(field),
-            sqs_message_id: event.sqs_message_id.as_deref().map(field),
+            received_at: webhook.map(|w| timestamp(w.received_at)),
+            body_sha256: webhook.map(|w| field(&w.body_sha256)),
+            sqs_message_id: sqs_message_id.map(|id| field(id)),
         }
     }
 }

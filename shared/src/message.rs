@@ -12,12 +12,29 @@ use sha2::{Digest, Sha256};
 
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_SCHEMA_VERSION: u32 = 1;
-/// The notification event version this build writes and reads.
-pub const NOTIFICATION_SCHEMA_VERSION: u32 = 1;
+/// The notification event version this build writes and reads (2: a header plus a per-kind detail).
+pub const NOTIFICATION_SCHEMA_VERSION: u32 = 2;
 
 /// Tells the two message types apart when they share a queue (notify reads both).
 pub const ENVELOPE_TYPE: &str = "komet.po_reconciliation";
 pub const NOTIFICATION_TYPE: &str = "po_sync.notification";
+
+/// The `type` of a [`WebhookEnvelope`]. A one-value type, so reading any other message as an envelope fails at
+/// its first member (po-sync always writes `type` first) instead of after the whole body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum EnvelopeType {
+    #[default]
+    #[serde(rename = "komet.po_reconciliation")]
+    PoReconciliation,
+}
+
+/// The `type` of a [`NotificationEvent`]; see [`EnvelopeType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NotificationType {
+    #[default]
+    #[serde(rename = "po_sync.notification")]
+    Notification,
+}
 
 /// Lowercase hex SHA-256, as used for the body digest and deduplication ids.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -29,7 +46,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEnvelope {
     #[serde(rename = "type")]
-    pub message_type: String,
+    pub message_type: EnvelopeType,
     pub schema_version: u32,
     /// When ingest received the webhook, in milliseconds: the PO version's order (see [`crate::ledger`]).
     pub received_at: DateTime<Utc>,
@@ -51,6 +68,8 @@ pub enum MessageError {
     WrongType { expected: &'static str, found: String },
     #[error("schema version {found} is not supported (this build reads version {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
+    #[error("a message of unknown type {0:?}; po-sync reads {NOTIFICATION_TYPE:?} and {ENVELOPE_TYPE:?}")]
+    UnknownType(String),
 }
 
 /// Just enough of a message to route it before reading it whole.
@@ -81,7 +100,7 @@ pub fn message_type(json: &str) -> Option<String> {
 impl WebhookEnvelope {
     pub fn new(po: PurchaseOrder, body: &[u8], received_at: DateTime<Utc>) -> Self {
         WebhookEnvelope {
-            message_type: ENVELOPE_TYPE.to_owned(),
+            message_type: EnvelopeType::PoReconciliation,
             schema_version: ENVELOPE_SCHEMA_VERSION,
             received_at,
             body_sha256: sha256_hex(body),
@@ -117,11 +136,7 @@ impl WebhookEnvelope {
     /// Reads an envelope from an SQS body; a wrong type or version is refused, not guessed at.
     pub fn from_json(json: &str) -> Result<Self, MessageError> {
         match serde_json::from_str::<WebhookEnvelope>(json) {
-            Ok(envelope)
-                if envelope.message_type == ENVELOPE_TYPE && envelope.schema_version == ENVELOPE_SCHEMA_VERSION =>
-            {
-                Ok(envelope)
-            }
+            Ok(envelope) if envelope.schema_version == ENVELOPE_SCHEMA_VERSION => Ok(envelope),
             // Only on failure is the header read again, to say precisely why.
             Ok(_) => {
                 check_header(json, ENVELOPE_TYPE, ENVELOPE_SCHEMA_VERSION)?;
@@ -232,62 +247,80 @@ pub struct AppZenAnswer {
 }
 
 /// Something a person must act on. One event is one e-mail.
+///
+/// A header (which webhook it is about) and a per-kind [`NotificationDetail`] holding exactly what that kind
+/// needs. The detail is externally tagged (`"detail": {"reconciliationMismatch": {…}}`), which serde reads
+/// without buffering, so the exact-decimal amounts of a discrepancy read back digit for digit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationEvent {
     #[serde(rename = "type")]
-    pub message_type: String,
+    pub message_type: NotificationType,
     pub schema_version: u32,
-    pub kind: NotificationKind,
-    /// `None` only for a poison message, whose PO could not be read.
+    /// The webhook the event is about; `None` only for a poison message, whose webhook could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub po: Option<PoIdentity>,
-    /// For a mismatch: what did not add up.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub discrepancies: Vec<Discrepancy>,
-    /// For a mapping error, a dead letter or a poison message: what went wrong, in words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub appzen: Option<AppZenAnswer>,
-    /// For a dead letter: how many times delivery was tried.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempts: Option<u32>,
-    /// Whether the PO was still sent to AppZen (the `forward` policy).
-    #[serde(default)]
-    pub forwarded_to_appzen: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub received_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_sha256: Option<String>,
-    /// The SQS message the event is about, for a poison message that has no PO to name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sqs_message_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub invoice_links: Vec<InvoiceLink>,
-    /// For a dead letter: notify kept the webhook in the parked queue (`PARKED_QUEUE_URL`), so it can be
-    /// redriven. Set by notify only; left out of the JSON when false, so reconcile's events are unchanged.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub parked: bool,
+    pub webhook: Option<WebhookFacts>,
+    pub detail: NotificationDetail,
 }
 
-impl NotificationEvent {
-    /// An event about an accepted webhook; the caller fills in the kind-specific fields.
-    pub fn about(kind: NotificationKind, envelope: &WebhookEnvelope) -> Self {
-        NotificationEvent {
-            message_type: NOTIFICATION_TYPE.to_owned(),
-            schema_version: NOTIFICATION_SCHEMA_VERSION,
-            kind,
-            po: Some(PoIdentity::of(&envelope.po)),
-            discrepancies: Vec::new(),
-            detail: None,
-            appzen: None,
-            attempts: None,
-            forwarded_to_appzen: false,
-            received_at: Some(envelope.received_at),
-            body_sha256: Some(envelope.body_sha256.clone()),
-            sqs_message_id: None,
-            parked: false,
+/// What a person needs to know of the webhook an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookFacts {
+    pub po: PoIdentity,
+    pub received_at: DateTime<Utc>,
+    pub body_sha256: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invoice_links: Vec<InvoiceLink>,
+}
+
+/// What happened, with what the e-mail needs for that kind and nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum NotificationDetail {
+    /// The PO does not add up against its invoices.
+    ReconciliationMismatch {
+        discrepancies: Vec<Discrepancy>,
+        /// Whether the PO was still sent to AppZen (the `forward` policy).
+        forwarded_to_appzen: bool,
+    },
+    /// The PO cannot be expressed as one AppZen PO; `problem` says why, in words.
+    MappingError { problem: String },
+    /// AppZen refused the PO.
+    AppzenRejected { appzen: AppZenAnswer },
+    /// The webhook kept failing transiently and SQS moved it to the dead-letter queue.
+    DeadLettered {
+        /// How many times delivery was tried, when SQS said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts: Option<u32>,
+        /// The dead-lettered SQS message.
+        sqs_message_id: String,
+        /// notify kept the webhook in the parked queue (`PARKED_QUEUE_URL`), so it can be redriven.
+        #[serde(default)]
+        parked: bool,
+    },
+    /// A queue message that is not a po-sync message at all; `problem` says why, in words.
+    PoisonMessage { problem: String, sqs_message_id: String },
+}
+
+impl NotificationDetail {
+    pub fn kind(&self) -> NotificationKind {
+        match self {
+            NotificationDetail::ReconciliationMismatch { .. } => NotificationKind::ReconciliationMismatch,
+            NotificationDetail::MappingError { .. } => NotificationKind::MappingError,
+            NotificationDetail::AppzenRejected { .. } => NotificationKind::AppzenRejected,
+            NotificationDetail::DeadLettered { .. } => NotificationKind::DeadLettered,
+            NotificationDetail::PoisonMessage { .. } => NotificationKind::PoisonMessage,
+        }
+    }
+}
+
+impl WebhookFacts {
+    pub fn of(envelope: &WebhookEnvelope) -> Self {
+        WebhookFacts {
+            po: PoIdentity::of(&envelope.po),
+            received_at: envelope.received_at,
+            body_sha256: envelope.body_sha256.clone(),
             invoice_links: envelope
                 .po
                 .vendor_invoices
@@ -300,30 +333,55 @@ impl NotificationEvent {
                 .collect(),
         }
     }
+}
+
+impl NotificationEvent {
+    /// An event about an accepted webhook.
+    pub fn about(envelope: &WebhookEnvelope, detail: NotificationDetail) -> Self {
+        NotificationEvent {
+            message_type: NotificationType::Notification,
+            schema_version: NOTIFICATION_SCHEMA_VERSION,
+            webhook: Some(WebhookFacts::of(envelope)),
+            detail,
+        }
+    }
 
     /// An event about a queue message that could not be read at all.
-    pub fn poison(detail: impl Into<String>, sqs_message_id: impl Into<String>) -> Self {
+    pub fn poison(problem: impl Into<String>, sqs_message_id: impl Into<String>) -> Self {
         NotificationEvent {
-            message_type: NOTIFICATION_TYPE.to_owned(),
+            message_type: NotificationType::Notification,
             schema_version: NOTIFICATION_SCHEMA_VERSION,
-            kind: NotificationKind::PoisonMessage,
-            po: None,
-            discrepancies: Vec::new(),
-            detail: Some(detail.into()),
-            appzen: None,
-            attempts: None,
-            forwarded_to_appzen: false,
-            received_at: None,
-            body_sha256: None,
-            sqs_message_id: Some(sqs_message_id.into()),
-            invoice_links: Vec::new(),
-            parked: false,
+            webhook: None,
+            detail: NotificationDetail::PoisonMessage {
+                problem: problem.into(),
+                sqs_message_id: sqs_message_id.into(),
+            },
         }
+    }
+
+    pub fn kind(&self) -> NotificationKind {
+        self.detail.kind()
+    }
+
+    /// The PO the event is about; `None` for a poison message.
+    pub fn po(&self) -> Option<&PoIdentity> {
+        self.webhook.as_ref().map(|w| &w.po)
     }
 
     /// When the invoice links stop working: six hours after Komet sent the webhook (we know when it arrived).
     pub fn links_expire_at(&self) -> Option<DateTime<Utc>> {
-        self.received_at.map(|at| at + chrono::Duration::hours(INVOICE_LINK_LIFETIME_HOURS))
+        self.webhook.as_ref().map(|w| w.received_at + chrono::Duration::hours(INVOICE_LINK_LIFETIME_HOURS))
+    }
+
+    /// For a dead letter: notify kept the webhook in the parked queue.
+    pub fn mark_parked(&mut self) {
+        if let NotificationDetail::DeadLettered { parked, .. } = &mut self.detail {
+            *parked = true;
+        }
+    }
+
+    pub fn is_parked(&self) -> bool {
+        matches!(self.detail, NotificationDetail::DeadLettered { parked: true, .. })
     }
 
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
@@ -332,11 +390,7 @@ impl NotificationEvent {
 
     pub fn from_json(json: &str) -> Result<Self, MessageError> {
         match serde_json::from_str::<NotificationEvent>(json) {
-            Ok(event)
-                if event.message_type == NOTIFICATION_TYPE && event.schema_version == NOTIFICATION_SCHEMA_VERSION =>
-            {
-                Ok(event)
-            }
+            Ok(event) if event.schema_version == NOTIFICATION_SCHEMA_VERSION => Ok(event),
             Ok(_) => {
                 check_header(json, NOTIFICATION_TYPE, NOTIFICATION_SCHEMA_VERSION)?;
                 Err(MessageError::Malformed("unexpected header".to_owned()))
@@ -349,16 +403,47 @@ impl NotificationEvent {
     }
 
     /// The FIFO deduplication id: a digest of the event itself, so a redelivered envelope that raises the
-    /// same event again is not mailed twice within SQS's five-minute window.
+    /// same event again is not mailed twice within SQS's five-minute window. (Sending it, the queue adapter
+    /// digests the JSON it sends instead: the same value, without writing the event twice.)
     pub fn deduplication_id(&self) -> String {
         sha256_hex(serde_json::to_string(self).unwrap_or_default().as_bytes())
     }
 
     /// The FIFO message group: per PO, so one PO's events stay in order without holding up others.
     pub fn group_id(&self) -> String {
-        match &self.po {
+        match self.po() {
             Some(po) => po.id.to_string(),
             None => "unreadable".to_owned(),
+        }
+    }
+}
+
+/// A message on a queue notify reads: a notification event or a dead-lettered webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueMessage {
+    Notification(NotificationEvent),
+    Webhook(WebhookEnvelope),
+}
+
+impl QueueMessage {
+    /// Reads a queue body once. Each candidate type fails at the first member (`type`) when it is the other
+    /// one, so the body is read whole only once; only an unreadable body is looked at again, to say why.
+    pub fn from_json(json: &str) -> Result<Self, MessageError> {
+        if let Ok(event) = serde_json::from_str::<NotificationEvent>(json)
+            && event.schema_version == NOTIFICATION_SCHEMA_VERSION
+        {
+            return Ok(QueueMessage::Notification(event));
+        }
+        if let Ok(envelope) = serde_json::from_str::<WebhookEnvelope>(json)
+            && envelope.schema_version == ENVELOPE_SCHEMA_VERSION
+        {
+            return Ok(QueueMessage::Webhook(envelope));
+        }
+        match message_type(json).as_deref() {
+            Some(NOTIFICATION_TYPE) => NotificationEvent::from_json(json).map(QueueMessage::Notification),
+            Some(ENVELOPE_TYPE) => WebhookEnvelope::from_json(json).map(QueueMessage::Webhook),
+            Some(other) => Err(MessageError::UnknownType(other.to_owned())),
+            None => Err(MessageError::Malformed("not JSON with a \"type\"".to_owned())),
         }
     }
 }

@@ -9,7 +9,7 @@
 mod email_samples;
 
 use po_sync::email::{Email, EmailSettings, MAX_SUBJECT_CHARS, render};
-use po_sync::message::{InvoiceLink, NotificationEvent};
+use po_sync::message::{InvoiceLink, NotificationDetail, NotificationEvent};
 use std::path::PathBuf;
 
 fn golden_dir() -> PathBuf {
@@ -114,7 +114,9 @@ fn dead_letter_and_poison_e_mails_name_the_attempts_and_the_message() {
 
     // Without a parked queue nothing is kept, and the e-mail must not promise a redrive.
     let mut unparked = email_samples::dead_lettered_webhook();
-    unparked.parked = false;
+    if let NotificationDetail::DeadLettered { parked, .. } = &mut unparked.detail {
+        *parked = false;
+    }
     let email = rendered(&unparked);
     assert!(!email.text.contains("parked queue") && !email.text.contains("redrive"), "{}", email.text);
     assert!(email.text.contains("po-sync did not keep the webhook"), "{}", email.text);
@@ -129,7 +131,7 @@ fn dead_letter_and_poison_e_mails_name_the_attempts_and_the_message() {
 #[test]
 fn a_po_number_with_crlf_and_bcc_cannot_add_a_header_or_a_line() {
     let mut event = email_samples::mismatch();
-    let po = event.po.as_mut().unwrap();
+    let po = &mut event.webhook.as_mut().unwrap().po;
     po.po_number = "P002271\r\nBcc: attacker@evil.example\r\n\r\nX-Injected: 1\u{2028}\u{0}".to_owned();
     let email = rendered(&event);
     assert!(!email.subject.contains(['\r', '\n', '\u{2028}', '\u{0}']), "{:?}", email.subject);
@@ -150,7 +152,7 @@ fn a_po_number_with_crlf_and_bcc_cannot_add_a_header_or_a_line() {
     assert!(!email.html.contains("\r"), "{}", email.html);
 
     // However long the payload value, the subject stays bounded.
-    event.po.as_mut().unwrap().po_number = "P".repeat(10_000);
+    event.webhook.as_mut().unwrap().po.po_number = "P".repeat(10_000);
     let subject = rendered(&event).subject;
     assert!(subject.chars().count() <= MAX_SUBJECT_CHARS, "{subject}");
     assert!(subject.contains("PPP…"), "{subject}");
@@ -159,15 +161,12 @@ fn a_po_number_with_crlf_and_bcc_cannot_add_a_header_or_a_line() {
 #[test]
 fn html_and_quotes_in_vendor_and_location_names_arrive_as_text() {
     let mut event = email_samples::mismatch();
-    let po = event.po.as_mut().unwrap();
+    let po = &mut event.webhook.as_mut().unwrap().po;
     po.vendors = vec![r#"<script>alert("x")</script> & 'Rosas' "Lda""#.to_owned()];
     po.location = Some(r#"Chicago <b onmouseover="steal()">North</b>"#.to_owned());
-    event
-        .invoice_links
-        .push(InvoiceLink { invoice_number: "<i>9</i>".to_owned(), url: "javascript:alert(1)".to_owned() });
-    event
-        .invoice_links
-        .push(InvoiceLink { invoice_number: "10".to_owned(), url: r#"https://x.example/a"onclick="b"#.to_owned() });
+    let links = &mut event.webhook.as_mut().unwrap().invoice_links;
+    links.push(InvoiceLink { invoice_number: "<i>9</i>".to_owned(), url: "javascript:alert(1)".to_owned() });
+    links.push(InvoiceLink { invoice_number: "10".to_owned(), url: r#"https://x.example/a"onclick="b"#.to_owned() });
     let email = rendered(&event);
     for raw in ["<script>", "<b onmouseover", "<i>9</i>", "href=\"javascript:", "\"onclick=\"b", "'Rosas'"] {
         assert!(!email.html.contains(raw), "html contains {raw:?}:\n{}", email.html);
@@ -188,7 +187,7 @@ fn html_and_quotes_in_vendor_and_location_names_arrive_as_text() {
 #[test]
 fn unicode_names_survive_in_subject_text_and_html() {
     let mut event = email_samples::mismatch();
-    let po = event.po.as_mut().unwrap();
+    let po = &mut event.webhook.as_mut().unwrap().po;
     po.po_number = "P-Ω7 Ñandú".to_owned();
     po.vendors = vec!["Flores Bogotá 花店 🌷".to_owned()];
     po.location = Some("Zürich (ZH)".to_owned());

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use po_sync::appzen::{MappingSettings, map_purchase_order};
 use po_sync::email::dead_lettered;
 use po_sync::komet::parse_webhook;
-use po_sync::message::{AppZenAnswer, NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::message::{AppZenAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
 use po_sync::reconcile::{Tolerance, reconcile};
 
 pub const DOC_SAMPLE: &[u8] = include_bytes!("fixtures/komet-doc-sample.json");
@@ -26,38 +26,37 @@ pub fn envelope(body: &[u8]) -> WebhookEnvelope {
 /// Komet's documented sample (verbatim): two discrepancies, not forwarded (the default `block` policy).
 pub fn mismatch() -> NotificationEvent {
     let envelope = envelope(DOC_SAMPLE);
-    let mut event = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
-    event.discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
-    assert_eq!(event.discrepancies.len(), 2, "the doc sample has two discrepancies");
-    event
+    let discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
+    assert_eq!(discrepancies.len(), 2, "the doc sample has two discrepancies");
+    NotificationEvent::about(
+        &envelope,
+        NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen: false },
+    )
 }
 
 /// The clean PO, refused by AppZen with a 400 as its API document shows errors.
 pub fn appzen_rejected() -> NotificationEvent {
-    let mut event = NotificationEvent::about(NotificationKind::AppzenRejected, &envelope(CLEAN_PO));
-    event.appzen = Some(AppZenAnswer {
+    let appzen = AppZenAnswer {
         http_status: 400,
         error: Some("Bad Request".to_owned()),
         message: Some("supplier_id V-0042 does not exist for entity 2".to_owned()),
         correlation_id: Some("7f9c2b1e-5a43-4d7e-9c1a-2f0e8b6d4a10".to_owned()),
-    });
-    event
+    };
+    NotificationEvent::about(&envelope(CLEAN_PO), NotificationDetail::AppzenRejected { appzen })
 }
 
 /// Two vendors on one PO: reconcile's mapping error, with the mapper's own words as the detail.
 pub fn mapping_error() -> NotificationEvent {
     let envelope = envelope(SEVERAL_VENDORS);
     let error = map_purchase_order(&envelope.po, &MappingSettings::default()).unwrap_err();
-    let mut event = NotificationEvent::about(NotificationKind::MappingError, &envelope);
-    event.detail = Some(error.to_string());
-    event
+    NotificationEvent::about(&envelope, NotificationDetail::MappingError { problem: error.to_string() })
 }
 
 /// The doc sample, dead-lettered after five deliveries (`ApproximateReceiveCount` 6 on the DLQ record) and
 /// parked by notify, as the deployed stack (which sets `PARKED_QUEUE_URL`) does.
 pub fn dead_lettered_webhook() -> NotificationEvent {
     let mut event = dead_lettered(&envelope(DOC_SAMPLE), Some(5), "0b6c1f9e-3d5a-4c8b-9e2f-7a1d4b6c8e01");
-    event.parked = true;
+    event.mark_parked();
     event
 }
 
@@ -82,7 +81,7 @@ pub fn all() -> Vec<(&'static str, NotificationEvent)> {
 
 #[test]
 fn there_is_one_sample_per_kind() {
-    let mut kinds: Vec<&str> = all().iter().map(|(_, event)| event.kind.as_str()).collect();
+    let mut kinds: Vec<&str> = all().iter().map(|(_, event)| event.kind().as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(
         kinds,

@@ -3,7 +3,8 @@
 use chrono::{TimeZone, Utc};
 use po_sync::komet::parse_webhook;
 use po_sync::message::{
-    AppZenAnswer, MessageError, NotificationEvent, NotificationKind, WebhookEnvelope, message_type, sha256_hex,
+    AppZenAnswer, MessageError, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope,
+    message_type, sha256_hex,
 };
 use po_sync::reconcile::{Tolerance, reconcile};
 
@@ -44,33 +45,40 @@ fn envelopes_of_another_version_or_type_are_refused() {
 #[test]
 fn a_mismatch_event_round_trips_and_carries_what_the_e_mail_needs() {
     let envelope = envelope();
-    let mut event = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
-    event.discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
+    let discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
+    let detail = NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen: false };
+    let event = NotificationEvent::about(&envelope, detail);
     let json = event.to_json().unwrap();
-    assert!(json.contains(r#""kind":"reconciliation_mismatch""#), "{json}");
+    // A header, then the kind's own detail, externally tagged.
+    assert!(
+        json.starts_with(r#"{"type":"po_sync.notification","schemaVersion":2,"webhook":{"po":{"id":12345,"#),
+        "{json}"
+    );
+    assert!(json.contains(r#""detail":{"reconciliationMismatch":{"discrepancies":[{"#), "{json}");
     assert!(
         json.contains(r#""invoice_number":"01-P002272","expected":30.0,"actual":40.0,"difference":10.0"#),
         "{json}"
     );
     let back = NotificationEvent::from_json(&json).unwrap();
     assert_eq!(back, event);
-    let po = back.po.as_ref().unwrap();
+    assert_eq!(back.kind(), NotificationKind::ReconciliationMismatch);
+    let po = back.po().unwrap();
     assert_eq!((po.id, po.po_number.as_str(), po.location.as_deref()), (12345, "P002271", Some("Chicago (02)")));
     assert_eq!(po.vendors, vec!["Miami L Vendor (AV)".to_owned()]);
-    assert_eq!(back.invoice_links.len(), 3);
+    assert_eq!(back.webhook.as_ref().unwrap().invoice_links.len(), 3);
     assert_eq!(back.links_expire_at().unwrap().to_rfc3339(), "2026-11-21T23:00:00+00:00");
     assert_eq!(back.group_id(), "12345");
 }
 
 #[test]
 fn rejection_and_poison_events_round_trip() {
-    let mut rejected = NotificationEvent::about(NotificationKind::AppzenRejected, &envelope());
-    rejected.appzen = Some(AppZenAnswer {
+    let appzen = AppZenAnswer {
         http_status: 400,
         error: Some("Bad Request".into()),
         message: Some("entity_id is unknown".into()),
         correlation_id: Some("c-1".into()),
-    });
+    };
+    let rejected = NotificationEvent::about(&envelope(), NotificationDetail::AppzenRejected { appzen });
     assert_eq!(NotificationEvent::from_json(&rejected.to_json().unwrap()).unwrap(), rejected);
     let poison = NotificationEvent::poison("not a po-sync message: expected value at line 1", "m-42");
     let back = NotificationEvent::from_json(&poison.to_json().unwrap()).unwrap();
@@ -81,10 +89,32 @@ fn rejection_and_poison_events_round_trip() {
 #[test]
 fn the_deduplication_id_is_stable_for_the_same_event_and_differs_otherwise() {
     let envelope = envelope();
-    let a = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
-    let b = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
-    let c = NotificationEvent::about(NotificationKind::MappingError, &envelope);
+    let mismatch = || NotificationDetail::ReconciliationMismatch { discrepancies: vec![], forwarded_to_appzen: false };
+    let a = NotificationEvent::about(&envelope, mismatch());
+    let b = NotificationEvent::about(&envelope, mismatch());
+    let c = NotificationEvent::about(&envelope, NotificationDetail::MappingError { problem: "x".into() });
     assert_eq!(a.deduplication_id(), b.deduplication_id());
     assert_ne!(a.deduplication_id(), c.deduplication_id());
     assert!(a.deduplication_id().len() <= 128, "SQS allows 128 characters");
+}
+
+#[test]
+fn a_queue_body_is_read_as_whichever_message_it_is_and_anything_else_is_explained() {
+    let envelope = envelope();
+    let event = NotificationEvent::poison("x", "m-1");
+    assert_eq!(QueueMessage::from_json(&envelope.to_json().unwrap()).unwrap(), QueueMessage::Webhook(envelope));
+    assert_eq!(QueueMessage::from_json(&event.to_json().unwrap()).unwrap(), QueueMessage::Notification(event));
+    let explain = |json: &str| QueueMessage::from_json(json).unwrap_err().to_string();
+    assert_eq!(
+        explain(r#"{"type":"something.else"}"#),
+        r#"a message of unknown type "something.else"; po-sync reads "po_sync.notification" and "komet.po_reconciliation""#
+    );
+    assert_eq!(
+        explain(r#"{"type":"po_sync.notification","schemaVersion":1,"kind":"mapping_error"}"#),
+        "schema version 1 is not supported (this build reads version 2)"
+    );
+    assert!(explain("not json").starts_with("not a po-sync message"), "{}", explain("not json"));
+    assert!(
+        explain(r#"{"type":"komet.po_reconciliation","schemaVersion":1,"po":{}}"#).starts_with("not a po-sync message")
+    );
 }

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use clap::Parser as _;
 use po_sync_aws::ledger::Ledger;
 use po_sync_tests::appzen_sandbox::{Failure, RecordedRequest};
 use po_sync_tests::local::{LocalStack, NOTIFY_TO, SentEmail, StackOptions};
@@ -90,6 +91,7 @@ async fn the_whole_pipeline_end_to_end() {
     the_same_body_sent_twice_is_upserted_once(&stack).await;
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
     a_record_that_keeps_failing_is_dead_lettered_and_mailed(&stack).await;
+    a_parked_version_redriven_after_a_newer_one_is_superseded(&stack).await;
 
     stack.shutdown().await;
     eprintln!("end-to-end scenarios done in {:.1} s", started.elapsed().as_secs_f64());
@@ -277,7 +279,7 @@ async fn a_record_that_keeps_failing_is_dead_lettered_and_mailed(stack: &LocalSt
     assert_eq!(dead_letter_deliveries, 1, "notify received the dead letter once: {:#?}", stack.invocations());
     // Nothing accepted is lost: the webhook waits, unchanged, in the parked queue for a redrive.
     assert!(emails[0].text.contains("kept for 14 days"), "{}", emails[0].text);
-    let parked = stack
+    let received = stack
         .sqs
         .receive_message()
         .queue_url(&stack.queues.webhooks_parked)
@@ -285,10 +287,74 @@ async fn a_record_that_keeps_failing_is_dead_lettered_and_mailed(stack: &LocalSt
         .send()
         .await
         .expect("read the parked queue");
+    // Looked at, not taken: visible again at once for the operator's redrive.
+    for message in received.messages() {
+        stack
+            .sqs
+            .change_message_visibility()
+            .queue_url(&stack.queues.webhooks_parked)
+            .receipt_handle(message.receipt_handle().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("release the parked message");
+    }
     let parked: Vec<_> =
-        parked.messages().iter().filter_map(|m| m.body()).map(po_sync::message::WebhookEnvelope::from_json).collect();
+        received.messages().iter().filter_map(|m| m.body()).map(po_sync::message::WebhookEnvelope::from_json).collect();
     assert_eq!(parked.len(), 1, "one parked webhook: {parked:?}");
     let envelope = parked[0].as_ref().expect("the parked body is the envelope, unchanged");
     assert_eq!(envelope.po.po_number, "P004450");
     stack.sandbox.reset();
+}
+
+async fn a_parked_version_redriven_after_a_newer_one_is_superseded(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "the parked webhook is redriven after a newer version went through");
+    // P004450 (id 48250) waits in the parked queue since AppZen kept failing. AppZen is back, and Komet sends
+    // a newer version, which goes through.
+    let newer = dearer(&clean_po_numbered(48250, "P004450"));
+    scenario.post_accepted(&newer).await;
+    scenario.settle().await;
+    let totals: Vec<String> = stack.appzen_upserts().iter().map(total_of).collect();
+    assert_eq!(totals, ["1294.81"]);
+
+    // The operator redrives the parked webhook, as the README says.
+    let cli = po_sync_admin::Cli::parse_from([
+        "po-sync-admin",
+        "--webhook-queue-url",
+        &stack.queues.webhooks,
+        "--parked-queue-url",
+        &stack.queues.webhooks_parked,
+        "--ledger-table",
+        po_sync_tests::local::LEDGER_TABLE,
+        "redrive",
+        "--timeout",
+        "120",
+    ]);
+    let clients = po_sync_admin::Clients::new(&stack.moto.sdk_config().await);
+    let mut report = Vec::new();
+    let done = po_sync_admin::execute(&cli, &clients, None, &mut report, &mut |line| eprintln!("  admin: {line}"))
+        .await
+        .unwrap_or_else(|e| panic!("redrive failed: {e}"));
+    let report = String::from_utf8(report).unwrap();
+    assert!(done, "{report}");
+    assert!(report.contains("0 applied, 1 superseded, 0 pending"), "{report}");
+    scenario.settle().await;
+
+    let totals: Vec<String> = stack.appzen_upserts().iter().map(total_of).collect();
+    assert_eq!(totals, ["1294.81"], "the older version never reached AppZen: AppZen keeps the newer one");
+    let holds = stack.ledger.read(48250).await.unwrap().and_then(|e| e.appzen).expect("AppZen holds a version");
+    assert_eq!(holds.body_sha256, po_sync::message::sha256_hex(&newer));
+    let parked = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&stack.queues.webhooks_parked)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("read the parked queue's depth");
+    let left: u64 =
+        parked.attributes().into_iter().flat_map(|a| a.values()).filter_map(|v| v.parse::<u64>().ok()).sum();
+    assert_eq!(left, 0, "the parked queue is empty after the redrive");
+    assert!(scenario.new_emails().is_empty(), "a superseded redrive mails nobody: {:#?}", scenario.new_emails());
 }

@@ -82,6 +82,7 @@ impl<Q: FifoQueue> Ingest<Q> {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 let mut response = reply(rejection.status(), &rejection.message());
+                po_sync_aws::metrics::webhook_refused(rejection.outcome());
                 match &rejection {
                     Rejection::Unauthorized(failure) => {
                         response.headers_mut().insert(header::WWW_AUTHENTICATE, self.admission.verifier.challenge());
@@ -124,6 +125,7 @@ impl<Q: FifoQueue> Ingest<Q> {
         };
         match self.queue.send(&admitted.message).await {
             Ok(message_id) => {
+                po_sync_aws::metrics::webhook_accepted();
                 tracing::info!(
                     outcome = "queued",
                     status = 200u16,
@@ -142,6 +144,7 @@ impl<Q: FifoQueue> Ingest<Q> {
                 )
             }
             Err(e) => {
+                po_sync_aws::metrics::webhook_refused("queue_unavailable");
                 tracing::error!(
                     outcome = "queue_unavailable",
                     status = 503u16,

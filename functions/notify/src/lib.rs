@@ -14,7 +14,7 @@ use mail_builder::headers::address::Address as MimeAddress;
 use po_sync::config::notify::NotifyConfig;
 use po_sync::decision::fifo_failures;
 use po_sync::email::{Email, dead_lettered, one_line, render};
-use po_sync::message::{ENVELOPE_TYPE, NOTIFICATION_TYPE, NotificationEvent, WebhookEnvelope, message_type};
+use po_sync::message::{MessageError, NOTIFICATION_TYPE, NotificationEvent, QueueMessage, message_type, sha256_hex};
 use po_sync_aws::mail::{EmailSender, SesEmailSender};
 use po_sync_aws::port::{Failure, PortError};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
@@ -71,45 +71,36 @@ pub fn event_for(record: &SqsMessage) -> NotificationEvent {
     plan_for(record).event
 }
 
-/// Reads one SQS record into what to do with it. Pure and total.
+/// Reads one SQS record into what to do with it. Pure and total. The body is read once.
 pub fn plan_for(record: &SqsMessage) -> Plan {
     let message_id = record.message_id.clone().unwrap_or_else(|| "(no message id)".to_owned());
     let body = record.body.as_deref().unwrap_or_default();
     let mail = |event: NotificationEvent| Plan { event, parcel: None };
-    match message_type(body).as_deref() {
-        Some(NOTIFICATION_TYPE) => match NotificationEvent::from_json(body) {
-            Ok(event) => mail(event),
-            Err(e) => {
-                mail(NotificationEvent::poison(format!("a notification event that cannot be read: {e}"), message_id))
-            }
-        },
-        Some(ENVELOPE_TYPE) => match WebhookEnvelope::from_json(body) {
-            Ok(envelope) => {
-                let attempts = delivery_attempts(record.attributes.get(RECEIVE_COUNT_ATTRIBUTE).map(String::as_str));
-                let group_id = record
-                    .attributes
-                    .get(MESSAGE_GROUP_ATTRIBUTE)
-                    .filter(|group| !group.trim().is_empty())
-                    .cloned()
-                    .unwrap_or_else(|| envelope.po.id.to_string());
-                let parcel = FifoMessage::new(body.to_owned(), group_id, message_id.clone());
-                Plan { event: dead_lettered(&envelope, attempts, &message_id), parcel: Some(parcel) }
-            }
-            Err(e) => {
-                mail(NotificationEvent::poison(format!("a dead-lettered webhook that cannot be read: {e}"), message_id))
-            }
-        },
-        Some(other) => mail(NotificationEvent::poison(
-            format!(
-                "a message of unknown type {:?}; po-sync reads {NOTIFICATION_TYPE:?} and {ENVELOPE_TYPE:?}",
-                one_line(other, 80)
-            ),
-            message_id,
-        )),
-        None => mail(NotificationEvent::poison(
-            format!("a message that is not a po-sync message ({} bytes, not JSON with a \"type\")", body.len()),
-            message_id,
-        )),
+    match QueueMessage::from_json(body) {
+        Ok(QueueMessage::Notification(event)) => mail(event),
+        Ok(QueueMessage::Webhook(envelope)) => {
+            let attempts = delivery_attempts(record.attributes.get(RECEIVE_COUNT_ATTRIBUTE).map(String::as_str));
+            let group_id = record
+                .attributes
+                .get(MESSAGE_GROUP_ATTRIBUTE)
+                .filter(|group| !group.trim().is_empty())
+                .cloned()
+                .unwrap_or_else(|| envelope.po.id.to_string());
+            let parcel = FifoMessage::new(body.to_owned(), group_id, message_id.clone());
+            Plan { event: dead_lettered(&envelope, attempts, &message_id), parcel: Some(parcel) }
+        }
+        // Unreadable: said in the words a person needs (rare, so the body may be looked at again).
+        Err(error) => {
+            let problem = match (&error, message_type(body).as_deref()) {
+                (MessageError::UnknownType(found), _) => MessageError::UnknownType(one_line(found, 80)).to_string(),
+                (_, None) => {
+                    format!("a message that is not a po-sync message ({} bytes, not JSON with a \"type\")", body.len())
+                }
+                (_, Some(NOTIFICATION_TYPE)) => format!("a notification event that cannot be read: {error}"),
+                (_, Some(_)) => format!("a dead-lettered webhook that cannot be read: {error}"),
+            };
+            mail(NotificationEvent::poison(problem, message_id))
+        }
     }
 }
 
@@ -169,10 +160,12 @@ pub fn mime_message(config: &NotifyConfig, email: &Email, message_id: &str) -> R
     builder.write_to_vec()
 }
 
-/// A Message-ID derived from the event, so a redelivered event that is mailed again threads with (and is
-/// recognisable as) the first copy.
-pub fn message_id_for(event: &NotificationEvent, config: &NotifyConfig) -> String {
-    format!("po-sync.{}@{}", &event.deduplication_id()[..32], config.from.address.domain())
+/// A Message-ID derived from the record's body digest (for reconcile's events, the event's own deduplication
+/// id) and the kind, so a redelivered record that is mailed again threads with (and is recognisable as) the
+/// first copy.
+pub fn message_id_for(body_sha256: &str, event: &NotificationEvent, config: &NotifyConfig) -> String {
+    let digest = body_sha256.get(..32).unwrap_or(body_sha256);
+    format!("po-sync.{digest}.{}@{}", event.kind().as_str(), config.from.address.domain())
 }
 
 impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
@@ -197,16 +190,17 @@ impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
     /// one line for the parking and one for the e-mail.
     async fn notify_one(&self, record: &SqsMessage) -> Result<(), NotifyError> {
         let Plan { mut event, parcel } = plan_for(record);
-        let po_id = event.po.as_ref().map(|po| po.id);
-        let po_number = event.po.as_ref().map(|po| one_line(&po.po_number, 60));
-        let kind: &'static str = event.kind.into();
+        let po_id = event.po().map(|po| po.id);
+        let po_number = event.po().map(|po| one_line(&po.po_number, 60));
+        let kind = event.kind().as_str();
         let recipients = self.config.to.len();
         let sqs_message_id = record.message_id.as_deref().unwrap_or_default();
         // Without PARKED_QUEUE_URL the webhook is only mailed (main warned at cold start).
         if let (Some(parcel), Some(parked)) = (&parcel, &self.parked) {
             match park(parked, parcel).await {
                 Ok(parked_message_id) => {
-                    event.parked = true;
+                    event.mark_parked();
+                    po_sync_aws::metrics::webhook_parked();
                     tracing::info!(
                         po_id,
                         po_number,
@@ -228,8 +222,14 @@ impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
                 }
             }
         }
-        let parked = event.parked;
-        let outcome = self.mail(&event).await;
+        let parked = event.is_parked();
+        // The Message-ID comes from the record's body, so a redelivered record threads with its first e-mail
+        // without writing the event again.
+        let thread = sha256_hex(record.body.as_deref().unwrap_or_default().as_bytes());
+        let outcome = self.mail(&event, &thread).await;
+        if outcome.is_ok() {
+            po_sync_aws::metrics::email_sent(kind);
+        }
         match &outcome {
             Ok(ses_message_id) => tracing::info!(
                 po_id,
@@ -266,9 +266,9 @@ impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
     }
 
     /// Renders the event, builds the MIME message and hands it to the sender; returns the provider's id.
-    async fn mail(&self, event: &NotificationEvent) -> Result<String, NotifyError> {
+    async fn mail(&self, event: &NotificationEvent, thread: &str) -> Result<String, NotifyError> {
         let email = render(event, &self.config.email).map_err(|e| NotifyError::Unwritable(e.to_string()))?;
-        let raw = mime_message(&self.config, &email, &message_id_for(event, &self.config))
+        let raw = mime_message(&self.config, &email, &message_id_for(thread, event, &self.config))
             .map_err(|e| NotifyError::Unwritable(format!("the MIME message could not be built: {e}")))?;
         self.email.send_raw(self.config.from.address.as_str(), raw).await.map_err(NotifyError::NotSent)
     }
@@ -277,7 +277,7 @@ impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use po_sync::message::NotificationKind;
+    use po_sync::message::{NotificationDetail, NotificationKind, WebhookEnvelope};
     use po_sync_aws::mail::MemoryEmailSender;
     use po_sync_aws::queue::MemoryFifoQueue;
 
@@ -311,8 +311,8 @@ mod tests {
         assert_ne!(json, envelope.to_json().unwrap());
 
         let plan = plan_for(&dlq_record(&json, Some("group-from-sqs")));
-        assert_eq!(plan.event.kind, NotificationKind::DeadLettered);
-        assert!(!plan.event.parked, "parked is set only once the parking succeeded");
+        assert_eq!(plan.event.kind(), NotificationKind::DeadLettered);
+        assert!(!plan.event.is_parked(), "parked is set only once the parking succeeded");
         let parcel = plan.parcel.unwrap();
         assert_eq!(parcel.body, json);
         assert_eq!(parcel.group_id, "group-from-sqs");
@@ -329,15 +329,16 @@ mod tests {
         let envelope_type_but_broken = r#"{"type":"komet.po_reconciliation","schemaVersion":1,"po":{}}"#;
         for body in ["not json", envelope_type_but_broken, r#"{"type":"po_sync.notification","schemaVersion":9}"#] {
             let plan = plan_for(&dlq_record(body, Some("1")));
-            assert_eq!(plan.event.kind, NotificationKind::PoisonMessage, "{body}");
+            assert_eq!(plan.event.kind(), NotificationKind::PoisonMessage, "{body}");
             assert!(plan.parcel.is_none(), "{body}");
         }
-        let mut event = NotificationEvent::poison("x", "m-1");
+        let event = NotificationEvent::poison("x", "m-1");
         assert!(plan_for(&dlq_record(&event.to_json().unwrap(), None)).parcel.is_none());
-        // `parked` is left out of the JSON when false, so the events reconcile writes are unchanged.
+        // `parked` belongs to the dead letter's detail only, and survives the queue.
         assert!(!event.to_json().unwrap().contains("parked"));
-        event.parked = true;
-        assert!(NotificationEvent::from_json(&event.to_json().unwrap()).unwrap().parked);
+        let mut dead = plan_for(&dlq_record(&dead_letter_json(), None)).event;
+        dead.mark_parked();
+        assert!(NotificationEvent::from_json(&dead.to_json().unwrap()).unwrap().is_parked());
     }
 
     #[test]
@@ -349,9 +350,11 @@ mod tests {
             record.message_id = Some("m-1".into());
             record.body = Some(body.into());
             let event = event_for(&record);
-            assert_eq!(event.kind, NotificationKind::PoisonMessage, "{body}");
-            assert_eq!(event.sqs_message_id.as_deref(), Some("m-1"));
-            assert!(event.detail.is_some());
+            let NotificationDetail::PoisonMessage { problem, sqs_message_id } = &event.detail else {
+                panic!("{body}: {event:?}")
+            };
+            assert_eq!(sqs_message_id, "m-1");
+            assert!(!problem.is_empty());
         }
     }
 

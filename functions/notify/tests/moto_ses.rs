@@ -12,7 +12,7 @@ use notify::{Notifier, NotifyError};
 use po_sync::config::notify::NotifyConfig;
 use po_sync::email::{EmailSettings, render};
 use po_sync::komet::parse_webhook;
-use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::message::{NotificationDetail, NotificationEvent, WebhookEnvelope};
 use po_sync::reconcile::{Tolerance, reconcile};
 use po_sync_aws::mail::{EmailSender, SesEmailSender};
 use po_sync_aws::port::Failure;
@@ -87,9 +87,11 @@ fn doc_sample_envelope() -> WebhookEnvelope {
 
 fn mismatch_event() -> NotificationEvent {
     let envelope = doc_sample_envelope();
-    let mut event = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
-    event.discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
-    event
+    let discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
+    NotificationEvent::about(
+        &envelope,
+        NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen: false },
+    )
 }
 
 fn record(message_id: &str, body: &str) -> SqsMessage {
@@ -373,7 +375,7 @@ async fn crlf_and_bcc_in_the_po_number_add_no_recipient_and_no_header_and_unicod
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
     let mut event = mismatch_event();
-    let po = event.po.as_mut().unwrap();
+    let po = &mut event.webhook.as_mut().unwrap().po;
     po.po_number = "P002271\r\nBcc: attacker@evil.example\r\nX-Injected: yes".to_owned();
     po.vendors = vec!["Flores Bogotá 花店 <b>\"Ñ\"</b>".to_owned()];
     let response = notifier.handle(sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await;
@@ -401,7 +403,7 @@ async fn a_unicode_subject_is_rfc_2047_encoded_and_decodes_intact() {
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
     let mut event = mismatch_event();
-    event.po.as_mut().unwrap().po_number = "P-Ω7 Ñandú".to_owned();
+    event.webhook.as_mut().unwrap().po.po_number = "P-Ω7 Ñandú".to_owned();
     notifier.handle(sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await;
     let sent = Sent::all(&moto);
     let header_block = sent[0].raw.split("\r\n\r\n").next().unwrap();

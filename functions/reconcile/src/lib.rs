@@ -10,12 +10,13 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::decision::{self, fifo_failures};
 use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement, Verdict};
-use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::message::{NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope};
 use po_sync::retry::GiveUpReason;
 use po_sync_aws::appzen::{
     Accepted, AppZenClient, AppZenSetupError, Rejected, Transient, UpsertOutcome, resolve_credentials,
 };
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
+use po_sync_aws::metrics::RecordOutcome;
 use po_sync_aws::port::{Failure, PortError};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
 use std::time::{Duration, SystemTime};
@@ -79,6 +80,25 @@ impl Outcome {
     pub fn as_str(&self) -> &'static str {
         self.into()
     }
+
+    /// The `outcome` of the `Records` metric for a record reconcile is done with (`unmappable`: held because it
+    /// cannot become an AppZen PO); `None` for one handed back, which the batch counts as `retried`.
+    pub fn metric(&self, unmappable: bool) -> Option<RecordOutcome> {
+        Some(match self {
+            Outcome::Upserted(_) => RecordOutcome::Upserted,
+            Outcome::Rejected(_) => RecordOutcome::Rejected,
+            Outcome::Held if unmappable => RecordOutcome::Unmappable,
+            Outcome::Held => RecordOutcome::Held,
+            Outcome::Superseded { .. } => RecordOutcome::Superseded,
+            Outcome::Duplicate => RecordOutcome::Duplicate,
+            Outcome::Poison => RecordOutcome::Poison,
+            Outcome::AppZenUnavailable { .. }
+            | Outcome::LedgerBusy { .. }
+            | Outcome::LedgerUnavailable(_)
+            | Outcome::NotifyFailed(_)
+            | Outcome::NotAttempted => return None,
+        })
+    }
 }
 
 /// One record's outcome with what the log line and the tests need.
@@ -126,8 +146,8 @@ impl Reconciler<SqsFifoQueue, DynamoLedger> {
 
 /// What the ledger said about a record before any work on it.
 enum Admission {
-    /// Ours to process; the claim as written.
-    Claimed(LedgerEntry),
+    /// Ours to process; the claim as written (boxed: an entry is much larger than an outcome).
+    Claimed(Box<LedgerEntry>),
     Done(Outcome),
 }
 
@@ -176,6 +196,7 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
         // A record without a message id cannot be named; an empty identifier makes Lambda retry the whole
         // batch, which is the safe reading for FIFO.
         response.set_failures(fifo_failures(&ids, first_retry));
+        po_sync_aws::metrics::records_retried(first_retry.map_or(0, |index| ids.len() - index));
         response
     }
 
@@ -228,7 +249,7 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
             sqs_message_id: &message_id,
         };
         let claim = match self.admit(&arrival, deadline).await {
-            Admission::Claimed(claim) => claim,
+            Admission::Claimed(claim) => *claim,
             Admission::Done(outcome) => {
                 report.outcome = outcome;
                 return report;
@@ -260,7 +281,7 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
         let plan = decision::plan(envelope, config.policy, config.tolerance, &config.mapping);
         let mut notifications = plan.notifications;
         report.discrepancy_count = plan.discrepancy_count;
-        let unmappable = notifications.iter().any(|e| e.kind == NotificationKind::MappingError);
+        let unmappable = notifications.iter().any(|e| e.kind() == NotificationKind::MappingError);
         let mut ledger_outcome = if unmappable { LedgerOutcome::Unmappable } else { LedgerOutcome::Held };
         let mut accepted_by_appzen = None;
         let mut outcome = Outcome::Held;
@@ -269,9 +290,9 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
                 Ok(json) => json,
                 Err(error) => {
                     // Not expected (the body is plain data), but if it happens a person must look.
-                    let mut event = NotificationEvent::about(NotificationKind::MappingError, envelope);
-                    event.detail = Some(format!("the AppZen body could not be written: {error}"));
-                    notifications.push(event);
+                    let problem = format!("the AppZen body could not be written: {error}");
+                    notifications
+                        .push(NotificationEvent::about(envelope, NotificationDetail::MappingError { problem }));
                     ledger_outcome = LedgerOutcome::Unmappable;
                     String::new()
                 }
@@ -314,7 +335,7 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
             if let Err(error) = self.notify(event).await {
                 return (Outcome::NotifyFailed(error), None);
             }
-            report.notified.push(event.kind);
+            report.notified.push(event.kind());
         }
         (outcome, Some(Settlement { outcome: ledger_outcome, accepted: accepted_by_appzen }))
     }
@@ -335,7 +356,9 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
                 Verdict::Proceed { claim } => (claim, None),
             };
             match self.ledger.write(&write).await {
-                Ok(Written::Stored) => return done.map_or(Admission::Claimed(write), Admission::Done),
+                Ok(Written::Stored) => {
+                    return done.map_or_else(|| Admission::Claimed(Box::new(write)), Admission::Done);
+                }
                 Ok(Written::Conflict) => continue,
                 Err(error) => return Admission::Done(Outcome::LedgerUnavailable(error)),
             }
@@ -374,10 +397,10 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
     /// Gives a claim back after a transient failure, so the ledger is as it was. Best effort: an unreleased
     /// claim expires by itself, and its own redelivery may take it again at once.
     async fn release(&self, claim: LedgerEntry, arrival: &Arrival<'_>) {
-        if let Some(released) = ledger::release(&claim, arrival, chrono::Utc::now()) {
-            if let Err(error) = self.ledger.write(&released).await {
-                tracing::warn!(error = %error, "the claim could not be released; it expires by itself");
-            }
+        if let Some(released) = ledger::release(&claim, arrival, chrono::Utc::now())
+            && let Err(error) = self.ledger.write(&released).await
+        {
+            tracing::warn!(error = %error, "the claim could not be released; it expires by itself");
         }
     }
 
@@ -386,7 +409,7 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
         let mut report = RecordReport::not_attempted(&message_id);
         report.outcome = match self.notify(&event).await {
             Ok(()) => {
-                report.notified.push(event.kind);
+                report.notified.push(event.kind());
                 Outcome::Poison
             }
             Err(error) => Outcome::NotifyFailed(error),
@@ -502,6 +525,12 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
             )
         };
     }
+    let unmappable = report.notified.contains(&NotificationKind::MappingError);
+    po_sync_aws::metrics::record_processed(
+        report.outcome.metric(unmappable),
+        report.discrepancy_count,
+        report.attempts,
+    );
     match report.outcome.fate() {
         Fate::Consumed => line!(info),
         Fate::Retry => line!(warn),

@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::komet::{PurchaseOrder, parse_webhook};
-use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope, sha256_hex};
+use po_sync::message::{NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope, sha256_hex};
 use po_sync::reconcile::Rule;
 use po_sync::retry::{Backoff, GiveUpReason};
 use po_sync_aws::appzen::{AppZenClient, TransientCause, UpsertOutcome};
@@ -288,13 +288,13 @@ async fn a_400_notifies_with_appzen_s_message_and_is_not_retried() {
     let notifications = h.notifications().await;
     assert_eq!(notifications.len(), 1, "{notifications:?}");
     let (event, group) = &notifications[0];
-    assert_eq!(event.kind, NotificationKind::AppzenRejected);
+    assert_eq!(event.kind(), NotificationKind::AppzenRejected);
     assert_eq!(group, "48213", "grouped per PO");
-    let answer = event.appzen.as_ref().unwrap();
+    let NotificationDetail::AppzenRejected { appzen: answer } = &event.detail else { panic!("{event:?}") };
     assert_eq!(answer.http_status, 400);
     assert_eq!(answer.message.as_deref(), Some("Error code : 17e3338d - entity_id 2 is unknown"));
     assert_eq!(answer.correlation_id.as_deref(), Some("corr-400"));
-    assert_eq!(event.po.as_ref().unwrap().po_number, "P004410");
+    assert_eq!(event.po().unwrap().po_number, "P004410");
 }
 
 #[tokio::test]
@@ -531,12 +531,14 @@ async fn komet_s_doc_sample_under_block_is_held_and_a_person_is_told_what_does_n
     let notifications = h.notifications().await;
     assert_eq!(notifications.len(), 1, "{notifications:?}");
     let (event, group) = &notifications[0];
+    let NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen } = &event.detail else {
+        panic!("{event:?}")
+    };
     assert_eq!(
-        (event.kind, group.as_str(), event.forwarded_to_appzen),
+        (event.kind(), group.as_str(), *forwarded_to_appzen),
         (NotificationKind::ReconciliationMismatch, "12345", false)
     );
-    let found: Vec<_> = event
-        .discrepancies
+    let found: Vec<_> = discrepancies
         .iter()
         .map(|d| (d.rule, d.invoice_number.as_deref(), d.expected.to_string(), d.actual.to_string()))
         .collect();
@@ -547,8 +549,8 @@ async fn komet_s_doc_sample_under_block_is_held_and_a_person_is_told_what_does_n
             (Rule::ItemsSubtotal, None, "60.0".to_owned(), "70.0".to_owned()),
         ]
     );
-    assert_eq!(event.po.as_ref().unwrap().po_number, "P002271");
-    assert_eq!(event.invoice_links.len(), 3, "the e-mail can link the invoices");
+    assert_eq!(event.po().unwrap().po_number, "P002271");
+    assert_eq!(event.webhook.as_ref().unwrap().invoice_links.len(), 3, "the e-mail can link the invoices");
 }
 
 #[tokio::test]
@@ -560,7 +562,17 @@ async fn under_forward_the_doc_sample_is_sent_and_a_person_is_still_told() {
     assert!(failures(&response).is_empty());
     let sent = h.appzen_bodies().await;
     assert!(sent[0].contains(r#""purchase_order_number":"P002271""#), "{}", sent[0]);
-    let kinds: Vec<_> = h.notifications().await.into_iter().map(|(e, _)| (e.kind, e.forwarded_to_appzen)).collect();
+    let kinds: Vec<_> = h
+        .notifications()
+        .await
+        .into_iter()
+        .map(|(e, _)| match e.detail {
+            NotificationDetail::ReconciliationMismatch { forwarded_to_appzen, .. } => {
+                (NotificationKind::ReconciliationMismatch, forwarded_to_appzen)
+            }
+            other => (other.kind(), false),
+        })
+        .collect();
     assert_eq!(kinds, vec![(NotificationKind::ReconciliationMismatch, true)]);
 }
 
@@ -572,9 +584,14 @@ async fn an_unmappable_po_is_held_with_a_mapping_error() {
     let response = h.reconciler.handle_batch(event(vec![record("m-1", &body)]), later()).await;
     assert!(failures(&response).is_empty());
     let notifications = h.notifications().await;
-    let mapping =
-        notifications.iter().find(|(e, _)| e.kind == NotificationKind::MappingError).expect("a mapping_error event");
-    assert!(mapping.0.detail.as_deref().unwrap().contains("vendors"), "{:?}", mapping.0);
+    let problem = notifications
+        .iter()
+        .find_map(|(e, _)| match &e.detail {
+            NotificationDetail::MappingError { problem } => Some(problem),
+            _ => None,
+        })
+        .expect("a mapping_error event");
+    assert!(problem.contains("vendors"), "{problem}");
 }
 
 #[tokio::test]
@@ -588,11 +605,12 @@ async fn a_poison_record_is_reported_and_consumed_without_holding_up_the_next() 
     let notifications = h.notifications().await;
     assert_eq!(notifications.len(), 1);
     let (event, group) = &notifications[0];
+    let NotificationDetail::PoisonMessage { problem, sqs_message_id } = &event.detail else { panic!("{event:?}") };
     assert_eq!(
-        (event.kind, group.as_str(), event.sqs_message_id.as_deref()),
+        (event.kind(), group.as_str(), Some(sqs_message_id.as_str())),
         (NotificationKind::PoisonMessage, "unreadable", Some("m-poison"))
     );
-    assert!(event.detail.as_deref().unwrap().contains("type"), "{event:?}");
+    assert!(problem.contains("type"), "{event:?}");
 }
 
 #[tokio::test]

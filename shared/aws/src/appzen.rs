@@ -212,7 +212,10 @@ impl AppZenClient {
                 None => self.request_timeout,
             };
             attempts += 1;
-            let transient = match self.attempt(body.clone(), timeout).await {
+            let sent_at = Instant::now();
+            let attempt = self.attempt(body.clone(), timeout).await;
+            crate::metrics::appzen_request(sent_at.elapsed());
+            let transient = match attempt {
                 Attempt::Accepted(accepted) => {
                     return Upsert { outcome: UpsertOutcome::Accepted(accepted), attempts, waits };
                 }

@@ -9,6 +9,7 @@
 pub mod appzen;
 pub mod ledger;
 pub mod mail;
+pub mod metrics;
 pub mod port;
 pub mod queue;
 pub mod secrets;

@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use po_sync::appzen::{MappingSettings, map_purchase_order};
 use po_sync::komet::parse_webhook;
-use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::message::{NotificationDetail, NotificationEvent, WebhookEnvelope};
 use po_sync::reconcile::{Tolerance, reconcile};
 
 /// A fixed arrival time, so every run serialises the same bytes.
@@ -33,9 +33,8 @@ pub fn reconcile_path(queue_message: &str, settings: &MappingSettings) -> (usize
 /// a PO that adds up, its first invoice a cent off. It carries every invoice link (2,000 on the 3 MB PO).
 pub fn mismatch_event(queue_message: &str) -> NotificationEvent {
     let envelope = WebhookEnvelope::from_json(queue_message).expect("the envelope ingest wrote");
-    let mut event = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
     let report = reconcile(&envelope.po, Tolerance::CENT);
-    event.discrepancies = match envelope.po.vendor_invoices.first() {
+    let discrepancies = match envelope.po.vendor_invoices.first() {
         Some(invoice) if report.is_clean() => vec![po_sync::reconcile::Discrepancy {
             rule: po_sync::reconcile::Rule::InvoiceItems,
             invoice_number: Some(invoice.invoice_number.clone()),
@@ -45,7 +44,8 @@ pub fn mismatch_event(queue_message: &str) -> NotificationEvent {
         }],
         _ => report.discrepancies,
     };
-    event
+    let detail = NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen: false };
+    NotificationEvent::about(&envelope, detail)
 }
 
 /// notify: render the e-mail (subject, text and HTML parts) for one event.

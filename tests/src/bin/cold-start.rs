@@ -17,7 +17,7 @@
 //! or `{"function":"reconcile","event_bytes":…,"response":"…","max_rss_kb":…}`.
 
 use po_sync::komet::parse_webhook;
-use po_sync::message::{NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::message::{NotificationDetail, NotificationEvent, WebhookEnvelope};
 use po_sync::reconcile::{Discrepancy, Rule, Tolerance, reconcile};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -226,12 +226,11 @@ fn event_for(function: Function, body: &[u8]) -> Result<Vec<u8>, String> {
     let (queue, message) = if function == Function::Reconcile {
         ("webhooks.fifo", envelope.to_json().map_err(|e| e.to_string())?)
     } else {
-        let mut event = NotificationEvent::about(NotificationKind::ReconciliationMismatch, &envelope);
-        event.discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
-        if let (true, Some(first)) = (event.discrepancies.is_empty(), envelope.po.vendor_invoices.first()) {
+        let mut discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
+        if let (true, Some(first)) = (discrepancies.is_empty(), envelope.po.vendor_invoices.first()) {
             // A PO that adds up gets its first invoice a cent off, so the e-mail has a discrepancy to show.
             let cent = po_sync::Decimal::new(1, 2);
-            event.discrepancies.push(Discrepancy {
+            discrepancies.push(Discrepancy {
                 rule: Rule::InvoiceItems,
                 invoice_number: Some(first.invoice_number.clone()),
                 expected: first.invoice_amount,
@@ -239,6 +238,8 @@ fn event_for(function: Function, body: &[u8]) -> Result<Vec<u8>, String> {
                 difference: cent,
             });
         }
+        let detail = NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen: false };
+        let event = NotificationEvent::about(&envelope, detail);
         ("notifications.fifo", event.to_json().map_err(|e| e.to_string())?)
     };
     let event = serde_json::json!({ "Records": [{

@@ -3,7 +3,7 @@
 //! `cargo run --release --bin po-generate -- INVOICES ITEMS_PER_INVOICE [SEED] > po.json`
 //! (300 10 → ~280 KB; 2000 20 → ~3 MB). The same arguments always give the same bytes.
 
-#[path = "../../benches/support/po_generator.rs"]
+#[path = "../support/po_generator.rs"]
 mod po_generator;
 
 use std::io::Write;

@@ -2,6 +2,7 @@
 //! `{"bytes":…,"ingest_median_us":…,"reconcile_median_us":…,"notify_median_us":…}`.
 //!
 //! `cargo run --release --bin po-bench -- FILE ITERATIONS`
+//! `cargo run --release --bin po-bench -- --print envelope|appzen FILE` (the queue message, or AppZen's body)
 //!
 //! - ingest: parse + validate the body, build the SQS message (what ingest does besides SendMessage);
 //! - reconcile: read that message, reconcile, map and serialise AppZen's body (besides the POST);
@@ -10,7 +11,7 @@
 //! Each figure is the median of ITERATIONS timed runs after a short warm-up. For confidence intervals and
 //! regressions use the criterion benches (`cargo bench -p po-sync-shared`).
 
-#[path = "../../benches/support/hot_paths.rs"]
+#[path = "../support/hot_paths.rs"]
 mod hot_paths;
 
 use po_sync::appzen::MappingSettings;
@@ -21,8 +22,13 @@ use std::time::Instant;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, what, path] = args.as_slice()
+        && flag == "--print"
+    {
+        return print(what, path);
+    }
     let (Some(path), Some(Ok(iterations))) = (args.first(), args.get(1).map(|n| n.parse::<usize>())) else {
-        eprintln!("usage: po-bench FILE ITERATIONS");
+        eprintln!("usage: po-bench FILE ITERATIONS | po-bench --print envelope|appzen FILE");
         return ExitCode::from(2);
     };
     if iterations == 0 {
@@ -65,6 +71,29 @@ fn main() -> ExitCode {
         Micros(reconcile),
         Micros(notify)
     );
+    ExitCode::SUCCESS
+}
+
+/// Writes what the timed paths produce for FILE: the queue message (`envelope`) or AppZen's body (`appzen`), so
+/// another implementation of the same work (`python_peer.py`) can be checked byte for byte.
+fn print(what: &str, path: &str) -> ExitCode {
+    let body = match std::fs::read(path) {
+        Ok(body) => body,
+        Err(e) => {
+            eprintln!("cannot read {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let message = hot_paths::ingest(&body, hot_paths::received_at());
+    let text = match what {
+        "envelope" => message,
+        "appzen" => hot_paths::reconcile_path(&message, &MappingSettings::default()).1,
+        _ => {
+            eprintln!("usage: po-bench --print envelope|appzen FILE");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{text}");
     ExitCode::SUCCESS
 }
 
