@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo serve test bootstrap check-template lint
+.PHONY: demo serve test bootstrap check-template lint soak
 
 ## demo: run the whole pipeline locally (moto, AppZen sandbox, the three functions under cargo lambda watch)
 ## on Komet's documented sample and a clean PO, print what happened, stop everything
@@ -19,6 +19,7 @@ serve:
 test: bootstrap check-template lint
 	cargo test --workspace --all-targets --locked
 	cargo test --workspace --doc --locked
+	cargo run -p po-sync-tests --bin po-sync-soak --locked -- --webhooks 300 --seed 7 --require-each-fault 2
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -36,3 +37,9 @@ check-template: bootstrap
 	env -u BC_API_KEY -u PRISMA_API_URL CKV_SKIP_PACKAGE_UPDATE_CHECK=true .venv-checkov/bin/checkov \
 	    --file infra/template.yaml --framework cloudformation secrets --skip-download --compact --quiet
 	python -m unittest discover -s infra/tests -v
+
+## soak: the long fault-injection soak with its accounting (README "Reliability"); SOAK_ARGS to change it,
+## e.g. make soak SOAK_ARGS="--webhooks 5000 --seed 9"; the report is also written to target/soak-report.json
+SOAK_ARGS ?= --webhooks 2000 --seed 7
+soak: bootstrap
+	cargo run -p po-sync-tests --bin po-sync-soak --locked -- $(SOAK_ARGS) --json target/soak-report.json

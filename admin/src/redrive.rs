@@ -2,7 +2,8 @@
 //! of each.
 //!
 //! 1. **Snapshot**: every parked message is received (the parked queue has no redrive policy, so receive counts
-//!    do not matter there), read as a [`WebhookEnvelope`] for its PO and version, and made visible again.
+//!    do not matter there), read as a [`WebhookEnvelope`] or its claim check ([`BodyRef`], a PO too large for one
+//!    SQS message: reconcile fetches the stored body) for its PO and version, and made visible again.
 //! 2. **Move**: SQS's own move task (`StartMessageMoveTask`), or, where the endpoint does not implement it (moto)
 //!    or with `--method copy`, a client-side copy: send to the webhook queue in the same group, then delete from
 //!    the parked queue (at least once: reconcile's version ledger makes a second delivery harmless).
@@ -22,7 +23,7 @@ use aws_sdk_sqs::types::{
 };
 use chrono::{DateTime, Utc};
 use po_sync::ledger::{LedgerEntry, LedgerOutcome};
-use po_sync::message::WebhookEnvelope;
+use po_sync::message::{BodyRef, QueueMessage, WebhookEnvelope};
 use po_sync_aws::ledger::{DynamoLedger, Ledger};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -330,16 +331,56 @@ fn system_attribute(message: &Message, name: MessageSystemAttributeName) -> Opti
     message.attributes().and_then(|a| a.get(&name)).map(String::as_str).filter(|v| !v.is_empty())
 }
 
+/// What a parked webhook says of itself: an envelope, or the claim check of one stored in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedIdentity {
+    pub po_id: u64,
+    pub po_number: String,
+    /// `receivedAt` in milliseconds.
+    pub version: i64,
+    /// The webhook's own deduplication id (its `sendId`, else its body digest).
+    pub deduplication_id: String,
+}
+
+impl ParkedIdentity {
+    pub fn of_envelope(envelope: &WebhookEnvelope) -> Self {
+        ParkedIdentity {
+            po_id: envelope.po.id,
+            po_number: envelope.po.po_number.clone(),
+            version: envelope.version(),
+            deduplication_id: envelope.deduplication_id().to_owned(),
+        }
+    }
+
+    pub fn of_ref(pointer: &BodyRef) -> Self {
+        ParkedIdentity {
+            po_id: pointer.po_id,
+            po_number: pointer.po_number.clone(),
+            version: pointer.version(),
+            deduplication_id: pointer.deduplication_id().to_owned(),
+        }
+    }
+}
+
+/// Reads a parked body: a webhook envelope or its claim check; anything else (a notification event included)
+/// is unreadable here.
+pub fn parked_identity(body: &str) -> Result<ParkedIdentity, String> {
+    match QueueMessage::from_json(body).map_err(|e| e.to_string())? {
+        QueueMessage::Webhook(envelope) => Ok(ParkedIdentity::of_envelope(&envelope)),
+        QueueMessage::WebhookRef(pointer) => Ok(ParkedIdentity::of_ref(&pointer)),
+        QueueMessage::Notification(_) => Err("a notification event, not a webhook".to_owned()),
+    }
+}
+
 fn read(message: &Message) -> Result<ParkedWebhook, String> {
-    let body = message.body().unwrap_or_default();
-    let envelope = WebhookEnvelope::from_json(body).map_err(|e| e.to_string())?;
+    let identity = parked_identity(message.body().unwrap_or_default())?;
     Ok(ParkedWebhook {
         message_id: message.message_id().unwrap_or_default().to_owned(),
-        po_id: envelope.po.id,
-        po_number: envelope.po.po_number.clone(),
-        version: envelope.version(),
         group_id: system_attribute(message, MessageSystemAttributeName::MessageGroupId)
-            .map_or_else(|| envelope.po.id.to_string(), str::to_owned),
+            .map_or_else(|| identity.po_id.to_string(), str::to_owned),
+        po_id: identity.po_id,
+        po_number: identity.po_number,
+        version: identity.version,
     })
 }
 
@@ -494,12 +535,12 @@ async fn follow_move_task(
 /// letter's message id; SQS's own redrive keeps ingest's), so a second copy of the same message within SQS's
 /// five-minute window (a redrive retried after a crash) is dropped. If another message of this run already used
 /// that id (parked by an older notify with the body digest, so two versions of one body share it: a revert
-/// A, B, A), the envelope's own id (its `sendId`) is used instead, or SQS would drop the newer A and leave
+/// A, B, A), the webhook's own id (its `sendId`) is used instead, or SQS would drop the newer A and leave
 /// AppZen on B.
-pub fn copy_deduplication_id(parked: Option<&str>, envelope: &WebhookEnvelope, used: &mut HashSet<String>) -> String {
+pub fn copy_deduplication_id(parked: Option<&str>, webhook: &ParkedIdentity, used: &mut HashSet<String>) -> String {
     let id = match parked {
         Some(id) if !used.contains(id) => id.to_owned(),
-        _ => envelope.deduplication_id().to_owned(),
+        _ => webhook.deduplication_id.clone(),
     };
     used.insert(id.clone());
     id
@@ -537,8 +578,8 @@ async fn copy(
             for message in &messages {
                 let id = message.message_id().unwrap_or_default().to_owned();
                 let body = message.body().unwrap_or_default();
-                let envelope = match WebhookEnvelope::from_json(body) {
-                    Ok(envelope) => envelope,
+                let webhook = match parked_identity(body) {
+                    Ok(webhook) => webhook,
                     Err(_) => {
                         // Left parked; hidden until its visibility timeout ends, so not received again now.
                         progressed |= unreadable.insert(id);
@@ -546,14 +587,14 @@ async fn copy(
                     }
                 };
                 let group = system_attribute(message, MessageSystemAttributeName::MessageGroupId)
-                    .map_or_else(|| envelope.po.id.to_string(), str::to_owned);
+                    .map_or_else(|| webhook.po_id.to_string(), str::to_owned);
                 sqs.send_message()
                     .queue_url(webhook_url)
                     .message_body(body)
                     .message_group_id(&group)
                     .message_deduplication_id(copy_deduplication_id(
                         system_attribute(message, MessageSystemAttributeName::MessageDeduplicationId),
-                        &envelope,
+                        &webhook,
                         &mut used,
                     ))
                     .set_message_attributes(message.message_attributes.clone())
@@ -576,9 +617,9 @@ async fn copy(
                 movement.moved += 1;
                 moved.push(ParkedWebhook {
                     message_id: id,
-                    po_id: envelope.po.id,
-                    po_number: envelope.po.po_number.clone(),
-                    version: envelope.version(),
+                    po_id: webhook.po_id,
+                    po_number: webhook.po_number,
+                    version: webhook.version,
                     group_id: group,
                 });
                 progress(&format!("moved {} of {total}", movement.moved));
@@ -601,11 +642,18 @@ pub fn fate(entry: Option<&LedgerEntry>, version: i64, now: DateTime<Utc>) -> Fa
     let Some(entry) = entry else {
         return Fate::Pending { reason: "no ledger entry yet".to_owned() };
     };
+    if entry.appzen.as_ref().is_some_and(|holds| holds.version == version) {
+        // AppZen holds this version (newer ones since did not reach AppZen: held, rejected, unmappable).
+        return Fate::Applied { outcome: LedgerOutcome::Upserted };
+    }
     if let Some(latest) = &entry.latest {
         if latest.version == version {
             return Fate::Applied { outcome: latest.outcome };
         }
-        if latest.version > version {
+        // As reconcile judges it (po_sync::ledger::judge): a newer version supersedes this one once it reached
+        // AppZen, or AppZen holds a version newer than this one.
+        let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
+        if latest.version > version && (reached_appzen || entry.appzen.as_ref().is_some_and(|h| h.version > version)) {
             return Fate::Superseded { by_version: latest.version };
         }
     }
@@ -786,7 +834,23 @@ mod tests {
     fn a_version_is_applied_superseded_or_pending_by_the_ledger() {
         let v = |s| at(s).timestamp_millis();
         assert_eq!(fate(Some(&entry(Some(5), None)), v(5), at(50)), Fate::Applied { outcome: LedgerOutcome::Held });
-        assert_eq!(fate(Some(&entry(Some(5), None)), v(3), at(50)), Fate::Superseded { by_version: v(5) });
+        // A newer version supersedes once it reached AppZen; a held one does not (the older one is still due).
+        let mut upserted = entry(Some(5), None);
+        upserted.latest.as_mut().unwrap().outcome = LedgerOutcome::Upserted;
+        assert_eq!(fate(Some(&upserted), v(3), at(50)), Fate::Superseded { by_version: v(5) });
+        assert!(matches!(fate(Some(&entry(Some(5), None)), v(3), at(50)), Fate::Pending { .. }));
+        // AppZen holds the older version while a newer one was held: the older one was applied.
+        let mut holds_older = entry(Some(5), None);
+        holds_older.appzen = Some(po_sync::ledger::AppZenHolds {
+            version: v(3),
+            body_sha256: "a".into(),
+            uuid: None,
+            status: None,
+            http_status: 200,
+            upserted_at: at(6),
+        });
+        assert_eq!(fate(Some(&holds_older), v(3), at(50)), Fate::Applied { outcome: LedgerOutcome::Upserted });
+        assert_eq!(fate(Some(&holds_older), v(2), at(50)), Fate::Superseded { by_version: v(5) });
         assert!(matches!(fate(Some(&entry(Some(5), None)), v(7), at(50)), Fate::Pending { .. }));
         assert!(matches!(fate(None, v(7), at(50)), Fate::Pending { .. }));
         // A live claim of a newer version supersedes; an expired one says nothing.
@@ -800,15 +864,16 @@ mod tests {
     fn a_copy_keeps_the_parked_deduplication_id_unless_this_run_already_used_it() {
         let body = br#"{"id": 7, "poNumber": "P7", "total": 0, "vendorInvoices": []}"#;
         let po = po_sync::komet::parse_webhook(body).unwrap();
-        let a1 = WebhookEnvelope::new(po.clone(), body, at(1)).with_send_id("send-1");
-        let a3 = WebhookEnvelope::new(po, body, at(3)).with_send_id("send-3");
+        let a1 = ParkedIdentity::of_envelope(&WebhookEnvelope::new(po.clone(), body, at(1)).with_send_id("send-1"));
+        let a3 = ParkedIdentity::of_envelope(&WebhookEnvelope::new(po, body, at(3)).with_send_id("send-3"));
         let mut used = HashSet::new();
         assert_eq!(copy_deduplication_id(Some("dead-letter-1"), &a1, &mut used), "dead-letter-1");
         assert_eq!(copy_deduplication_id(Some("dead-letter-2"), &a3, &mut used), "dead-letter-2");
         // An older notify parked both versions of one body under its digest.
         let mut used = HashSet::new();
-        assert_eq!(copy_deduplication_id(Some(&a1.body_sha256), &a1, &mut used), a1.body_sha256);
-        assert_eq!(copy_deduplication_id(Some(&a3.body_sha256), &a3, &mut used), "send-3");
+        let digest = po_sync::message::sha256_hex(body);
+        assert_eq!(copy_deduplication_id(Some(&digest), &a1, &mut used), digest);
+        assert_eq!(copy_deduplication_id(Some(&digest), &a3, &mut used), "send-3");
         assert_eq!(copy_deduplication_id(None, &a1, &mut HashSet::new()), "send-1");
     }
 

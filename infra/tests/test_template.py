@@ -4,7 +4,9 @@ cfn-lint and `sam validate --lint` check that the template is *valid*; these tes
 po-sync relies on: FIFO queues with dead-letter queues, partial batch responses, visibility timeouts that cover
 the consumers, least-privilege IAM, JSON logs with retention, the webhook route and its access log, the alarms, the
 functions' environment contract, reconcile's retained version ledger (DynamoDB, GetItem/PutItem on the table
-only), the outputs the operator CLI reads by name, and a reason on every checkov skip.
+only), the outputs the operator CLI reads by name, a reason on every checkov skip, and the dashboard and business
+alarms, whose metric names, dimensions and values must be ones the code emits (infra/metrics.json, written from
+shared/aws/src/metrics.rs and kept equal to it by a Rust test).
 
 Run: .venv/bin/python -m unittest discover -s infra/tests -v   (part of `make check-template` / `make test`)
 """
@@ -19,6 +21,8 @@ from cfnlint.decode import decode  # cfn-lint's own loader: understands !Ref, !S
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 # notify's e-mail promises how long a parked webhook is kept; the parked queue's retention must agree.
 EMAIL_RS = Path(__file__).resolve().parents[2] / "shared" / "src" / "email.rs"
+# The metrics the functions emit (names, units, dimensions and their values), as shared/aws/src/metrics.rs says.
+METRICS_CATALOGUE = Path(__file__).resolve().parents[1] / "metrics.json"
 
 WEBHOOK_ROUTE = "/webhooks/komet/po-reconciliation"
 LOG_STREAM_SUFFIX = ":log-stream:*"
@@ -37,22 +41,28 @@ OPERATOR_OUTPUTS = {
 ENV_CONTRACT = {
     "ingest": {
         "allowed": {"WEBHOOK_AUTH", "WEBHOOK_USERNAME", "WEBHOOK_PASSWORD", "WEBHOOK_TOKEN",
-                    "WEBHOOK_SECRET_ARN", "QUEUE_URL", "MAX_BODY_BYTES", "RUST_LOG"},
-        "required": {"WEBHOOK_AUTH", "WEBHOOK_SECRET_ARN", "QUEUE_URL"},
+                    "WEBHOOK_SECRET_ARN", "QUEUE_URL", "MAX_BODY_BYTES", "RUST_LOG", "METRICS_NAMESPACE",
+                    "ARCHIVE_BUCKET"},
+        # ARCHIVE_BUCKET is optional for the binary, not for the stack: without it a PO too large for one SQS
+        # message is refused (413) instead of stored under bodies/ with a claim check on the queue.
+        "required": {"WEBHOOK_AUTH", "WEBHOOK_SECRET_ARN", "QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET"},
     },
     "reconcile": {
         "allowed": {"NOTIFY_QUEUE_URL", "RECONCILE_POLICY", "RECONCILE_TOLERANCE", "CURRENCY", "APPZEN_BASE_URL",
                     "APPZEN_API_KEY", "APPZEN_CUSTOMER_ID", "APPZEN_CUSTOMER_KEY", "APPZEN_SECRET_ARN",
                     "APPZEN_ENTITY_ID_FROM", "APPZEN_SUPPLIER_ID_FROM", "APPZEN_CHARGES_GL_CODE",
-                    "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "LEDGER_TABLE_NAME", "RUST_LOG"},
+                    "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "LEDGER_TABLE_NAME", "RUST_LOG",
+                    "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "INVOICE_MAX_BYTES",
+                    "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY"},
+        # ARCHIVE_BUCKET is optional for the binary, not for the stack: without it invoices die with Komet's links.
         "required": {"NOTIFY_QUEUE_URL", "APPZEN_SECRET_ARN", "APPZEN_BASE_URL", "RECONCILE_POLICY", "CURRENCY",
-                     "LEDGER_TABLE_NAME"},
+                     "LEDGER_TABLE_NAME", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS"},
     },
     "notify": {
         "allowed": {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
-                    "RUST_LOG"},
+                    "RUST_LOG", "METRICS_NAMESPACE", "ARCHIVE_BUCKET"},
         # PARKED_QUEUE_URL is optional for the binary, not for the stack: without it dead letters are lost.
-        "required": {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL"},
+        "required": {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET"},
     },
 }
 
@@ -250,7 +260,9 @@ class TemplateTest(unittest.TestCase):
         dlq = self.resources["WebhookDeadLetterQueue"]["Properties"]
         self.assertEqual(dlq["RedrivePolicy"]["deadLetterTargetArn"], {"Fn::GetAtt": ["WebhookParkedQueue", "Arn"]},
                          "the webhook DLQ must dead-letter into the parked queue, never into the notifications DLQ")
-        self.assertEqual(dlq["RedrivePolicy"]["maxReceiveCount"], {"Ref": "MaxReceiveCount"})
+        # A dead letter arrives with MaxReceiveCount receives already counted: the DLQ's own limit must be higher,
+        # or SQS moves every dead letter on at notify's first receive, unmailed (ten times: its digits and a "0").
+        self.assertEqual(dlq["RedrivePolicy"]["maxReceiveCount"], {"Fn::Sub": "${MaxReceiveCount}0"})
 
         parked = self.resources["WebhookParkedQueue"]["Properties"]
         self.assertTrue(sub_text(parked["QueueName"]).endswith("-webhooks-parked.fifo"))
@@ -326,9 +338,13 @@ class TemplateTest(unittest.TestCase):
                         self.assertIsNotNone(target(resource), f"unrecognised resource {resource!r}")
                         continue
                     self.assertNotEqual(text.strip(), "*")
-                    if "*" in text:
-                        # The single exception: Lambda names the log streams, so the stream part is a wildcard
-                        # inside one named log group of this stack.
+                    bucket_prefix = re.fullmatch(r"\$\{(\w+)\.Arn\}/[a-z]+/\*", text)
+                    if bucket_prefix:
+                        # The objects under one named prefix of one of this stack's buckets.
+                        self.assertEqual(self.resources[bucket_prefix.group(1)]["Type"], "AWS::S3::Bucket", text)
+                    elif "*" in text:
+                        # Otherwise the single exception: Lambda names the log streams, so the stream part is a
+                        # wildcard inside one named log group of this stack.
                         self.assertTrue(text.endswith(LOG_STREAM_SUFFIX), f"wildcard resource {text}")
                         self.assertEqual(text.count("*"), 1, text)
                         group = re.search(r":log-group:\$\{(\w+)\}:log-stream:\*$", text)
@@ -411,6 +427,86 @@ class TemplateTest(unittest.TestCase):
                 with self.subTest(resource=name):
                     self.assertNotIn("dynamodb", json.dumps(resource).lower())
 
+    # -- invoice archive ----------------------------------------------------------------------------------
+
+    def test_archive_bucket_is_encrypted_private_tls_only_versioned_expiring_and_retained(self):
+        bucket = self.resources["ArchiveBucket"]
+        self.assertEqual(bucket["Type"], "AWS::S3::Bucket")
+        self.assertEqual((bucket.get("DeletionPolicy"), bucket.get("UpdateReplacePolicy")), ("Retain", "Retain"))
+        properties = bucket["Properties"]
+        rule = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        self.assertIn(rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"], {"AES256", "aws:kms"})
+        block = properties["PublicAccessBlockConfiguration"]
+        self.assertEqual(block, {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                 "IgnorePublicAcls": True, "RestrictPublicBuckets": True})
+        self.assertEqual(properties["VersioningConfiguration"]["Status"], "Enabled")
+        expiring = [r for r in properties["LifecycleConfiguration"]["Rules"] if r.get("Prefix") == "invoices/"]
+        self.assertEqual(len(expiring), 1)
+        self.assertEqual(expiring[0]["Status"], "Enabled")
+        self.assertEqual(expiring[0]["ExpirationInDays"], {"Ref": "InvoiceRetentionDays"})
+        self.assertIn("InvoiceRetentionDays", self.template["Parameters"])
+        policies = [r for r in self.of_type("AWS::S3::BucketPolicy").values()
+                    if target(r["Properties"]["Bucket"]) == "ArchiveBucket"]
+        self.assertEqual(len(policies), 1, "one bucket policy")
+        statements = policies[0]["Properties"]["PolicyDocument"]["Statement"]
+        tls = [st for st in statements if st["Effect"] == "Deny"
+               and st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)]
+        self.assertEqual(len(tls), 1, "a deny of every request without TLS")
+        self.assertEqual(tls[0]["Principal"], "*")
+        self.assertEqual(as_list(tls[0]["Action"]), ["s3:*"])
+        self.assertEqual(len(as_list(tls[0]["Resource"])), 2, "the bucket and its objects")
+
+    def test_each_role_has_exactly_its_s3_grants_on_the_invoice_and_body_prefixes(self):
+        # reconcile archives invoices and reads the claim-checked bodies ingest writes; notify reads invoices.
+        s3 = {}
+        for where, statement in self.policy_statements():
+            actions = [str(a) for a in as_list(statement["Action"]) if str(a).lower().startswith("s3:")]
+            if actions:
+                self.assertEqual(statement["Effect"], "Allow", where)
+                resources = [sub_text(r) for r in as_list(statement["Resource"])]
+                s3.setdefault(where.split("/")[0], []).append((sorted(actions), resources))
+        self.assertEqual({role: sorted(grants) for role, grants in s3.items()}, {
+            "IngestRole": [(["s3:PutObject"], ["${ArchiveBucket.Arn}/bodies/*"])],
+            "ReconcileRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/bodies/*"]),
+                              (["s3:GetObject", "s3:PutObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
+            "NotifyRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
+        })
+        for binary in ("ingest", "reconcile", "notify"):
+            _, function = self.function_named(binary)
+            self.assertEqual(function["Properties"]["Environment"]["Variables"]["ARCHIVE_BUCKET"], {"Ref": "ArchiveBucket"})
+
+    def test_claim_checked_bodies_expire_after_the_parked_queue_lets_go_of_their_claim_checks(self):
+        rules = self.resources["ArchiveBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        bodies = [r for r in rules if r.get("Prefix") == "bodies/"
+                  or r.get("Filter", {}).get("Prefix") == "bodies/"]
+        self.assertEqual(len(bodies), 1, "one lifecycle rule for bodies/")
+        rule = bodies[0]
+        self.assertEqual(rule["Status"], "Enabled")
+        self.assertEqual(rule["ExpirationInDays"], 30)
+        # A parked claim check must still find its body when it is redriven: the body outlives the parked queue.
+        parked_days = int(self.resources["WebhookParkedQueue"]["Properties"]["MessageRetentionPeriod"]) // 86400
+        self.assertGreater(rule["ExpirationInDays"], parked_days)
+        # The bucket is versioned: without this the expired bodies would stay as noncurrent versions.
+        self.assertLessEqual(rule["NoncurrentVersionExpiration"]["NoncurrentDays"], 30)
+        # No other expiring rule reaches into bodies/ (the invoice rule keeps PDFs for years).
+        for other in rules:
+            if other is not rule and ({"ExpirationInDays", "ExpirationDate", "NoncurrentVersionExpiration"} & set(other)):
+                prefix = other.get("Prefix", other.get("Filter", {}).get("Prefix", ""))
+                self.assertTrue(prefix and not "bodies/".startswith(prefix), other.get("Id"))
+
+    def test_invoice_hosts_parameter_takes_domains_never_an_ip_address(self):
+        import re as regex
+        parameter = self.template["Parameters"]["InvoiceHosts"]
+        pattern = regex.compile(parameter["AllowedPattern"])
+        self.assertTrue(pattern.fullmatch(parameter["Default"]))
+        for accepted in ["kometsales.com", "kometsales.com,files.example.org"]:
+            self.assertTrue(pattern.fullmatch(accepted), accepted)
+        # An address entry lifts the private-address guard (for a local test server only): never in the stack.
+        for refused in ["127.0.0.1", "kometsales.com,10.0.0.1", "169.254.169.254", "localhost", "kometsales.com,"]:
+            self.assertFalse(pattern.fullmatch(refused), refused)
+        _, reconcile = self.function_named("reconcile")
+        self.assertEqual(reconcile["Properties"]["Environment"]["Variables"]["INVOICE_HOSTS"], {"Ref": "InvoiceHosts"})
+
     # -- outputs ------------------------------------------------------------------------------------------
 
     def test_outputs_the_operator_cli_reads_by_name(self):
@@ -470,8 +566,10 @@ class TemplateTest(unittest.TestCase):
                  m["MetricStat"]["Metric"].get("Dimensions", []))
                 for m in p.get("Metrics", []) if "MetricStat" in m]
             for namespace, metric, dimensions in metrics:
+                # po-sync's own namespace is the parameter; a plain dimension value is kept as it is.
+                namespace = namespace if isinstance(namespace, str) else f"!Ref {target(namespace)}"
                 for dimension in dimensions:
-                    found.add((namespace, metric, target(dimension["Value"])))
+                    found.add((namespace, metric, target(dimension["Value"]) or dimension["Value"]))
             self.assertIn("AlarmActions", p, "every alarm notifies the optional SNS topic")
         return found
 
@@ -497,6 +595,201 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(alarm["Threshold"], 10 * 86400)
         # Evaluated at most a day after crossing the threshold: days left to redrive when it fires.
         self.assertLessEqual(alarm["Threshold"] + alarm["Period"] * alarm["EvaluationPeriods"], retention - 3 * 86400)
+
+    # -- metrics, dashboard and business alarms -----------------------------------------------------------
+
+    def catalogue(self):
+        """{metric name: its entry in infra/metrics.json}: what the code emits."""
+        catalogue = json.loads(METRICS_CATALOGUE.read_text())
+        self.assertEqual(catalogue["namespaceParameter"], "MetricsNamespace")
+        self.assertEqual(catalogue["serviceDimension"], "service")
+        return {metric["name"]: metric for metric in catalogue["metrics"]}
+
+    def dashboard(self):
+        """The dashboard body as JSON: `${X}` / `${X.Attr}` become "@X" / "@X.Attr"; the Sub's own variables
+        (the optional alarm's entry) are expanded with the resource present."""
+        dashboards = self.of_type("AWS::CloudWatch::Dashboard")
+        self.assertEqual(list(dashboards), ["Dashboard"])
+        body = dashboards["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+        text, variables = (body[0], body[1]) if isinstance(body, list) else (body, {})
+        for name, value in variables.items():
+            # !If [condition, !Sub '...', ""]: the text when the resource exists.
+            present = value["Fn::If"][1] if isinstance(value, dict) and "Fn::If" in value else value
+            text = text.replace("${%s}" % name, sub_text(present) if not isinstance(present, str) else present)
+        for reference in set(re.findall(r"\$\{([^}!]+)\}", text)):
+            root = reference.split(".")[0]
+            self.assertTrue(root in self.resources or root in self.template["Parameters"] or root.startswith("AWS::"),
+                            f"the dashboard names ${{{reference}}}, which the template does not define")
+        text = re.sub(r"\$\{([^}]+)\}", r"@\1", text)
+        return json.loads(text)
+
+    def dashboard_rows(self):
+        """(widget title, namespace, metric, {dimension: value}, options) for every metric row of every widget."""
+        rows = []
+        for widget in self.dashboard()["widgets"]:
+            properties = widget["properties"]
+            for row in properties.get("metrics", []):
+                options = row[-1] if isinstance(row[-1], dict) else {}
+                fields = row[:-1] if options is row[-1] else row
+                if not fields:  # an expression row
+                    continue
+                self.assertNotEqual(fields[0], ".", "spell metric rows out: the test reads each on its own")
+                namespace, metric, pairs = fields[0], fields[1], fields[2:]
+                self.assertEqual(len(pairs) % 2, 0, f"{properties.get('title')}: {row}")
+                dimensions = dict(zip(pairs[::2], pairs[1::2]))
+                effective = {"stat": properties.get("stat"), **options}
+                rows.append((properties.get("title"), namespace, metric, dimensions, effective))
+        self.assertTrue(rows)
+        return rows
+
+    def test_every_function_writes_its_metrics_to_the_namespace_parameter(self):
+        parameter = self.template["Parameters"]["MetricsNamespace"]
+        self.assertEqual(parameter["Default"], json.loads(METRICS_CATALOGUE.read_text())["defaultNamespace"])
+        pattern = re.compile(parameter["AllowedPattern"])
+        for good in ("po-sync", "po-sync-staging", "acme/po-sync", "po_sync.prod#2"):
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in ("", "AWS/Lambda", "po sync", "x" * 256):  # as the functions refuse them (METRICS_NAMESPACE)
+            self.assertFalse(pattern.fullmatch(bad), bad)
+        for binary in ("ingest", "reconcile", "notify"):
+            _, function = self.function_named(binary)
+            self.assertEqual(function["Properties"]["Environment"]["Variables"]["METRICS_NAMESPACE"],
+                             {"Ref": "MetricsNamespace"}, binary)
+
+    def test_the_dashboard_shows_only_metrics_the_code_emits_with_their_dimensions(self):
+        catalogue = self.catalogue()
+        custom = [r for r in self.dashboard_rows() if not r[1].startswith("AWS/")]
+        self.assertTrue(custom)
+        for title, namespace, metric, dimensions, options in custom:
+            with self.subTest(widget=title, metric=metric, dimensions=dimensions):
+                self.assertEqual(namespace, "@MetricsNamespace", "the namespace is the parameter, never spelled out")
+                self.assertIn(metric, catalogue, "not a metric the code emits")
+                spec = catalogue[metric]
+                expected = {"service"} | ({spec["dimension"]["name"]} if spec["dimension"] else set())
+                self.assertEqual(set(dimensions), expected, "CloudWatch matches the whole dimension set")
+                self.assertIn(dimensions["service"], spec["services"])
+                if spec["dimension"]:
+                    self.assertIn(dimensions[spec["dimension"]["name"]], spec["dimension"]["values"])
+                if spec["kind"] == "counter":
+                    self.assertEqual(options["stat"], "Sum", "a counter is shown as the count it adds up to")
+
+    def test_the_dashboard_shows_every_metric_under_every_dimension_value(self):
+        shown = {(r[2], r[3]["service"], tuple(sorted((k, v) for k, v in r[3].items() if k != "service")))
+                 for r in self.dashboard_rows() if not r[1].startswith("AWS/")}
+        for name, spec in self.catalogue().items():
+            values = [()] if not spec["dimension"] else [((spec["dimension"]["name"], v),)
+                                                          for v in spec["dimension"]["values"]]
+            for service in spec["services"]:
+                for value in values:
+                    self.assertIn((name, service, value), shown, f"{name} for {service} {value} is never shown")
+        latency = [r[4]["stat"] for r in self.dashboard_rows() if r[2] == "AppZenLatency"]
+        self.assertLessEqual({"p50", "p99"}, set(latency), "AppZen latency as p50 and p99")
+
+    def test_the_dashboard_shows_queue_depths_ages_dead_letters_and_the_functions(self):
+        rows = [r for r in self.dashboard_rows() if r[1].startswith("AWS/")]
+        seen = set()
+        for title, namespace, metric, dimensions, _ in rows:
+            with self.subTest(widget=title, metric=metric):
+                (dimension, value), = dimensions.items()
+                self.assertTrue(value.startswith("@"), "resources of this stack, by reference")
+                resource = self.resources[value[1:].split(".")[0]]
+                if namespace == "AWS/SQS":
+                    self.assertEqual((dimension, resource["Type"]), ("QueueName", "AWS::SQS::Queue"))
+                    self.assertTrue(value.endswith(".QueueName"))
+                else:
+                    self.assertEqual(namespace, "AWS/Lambda")
+                    self.assertEqual((dimension, resource["Type"]), ("FunctionName", "AWS::Serverless::Function"))
+                seen.add((namespace, metric, value[1:].split(".")[0]))
+        for queue in self.of_type("AWS::SQS::Queue"):
+            self.assertIn(("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue), seen, "depth / dead letters")
+            self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", queue), seen, "oldest-message age")
+        for function in self.functions():
+            for metric in ("Errors", "Throttles", "Duration"):
+                self.assertIn(("AWS/Lambda", metric, function), seen)
+
+    def test_the_dashboard_lists_every_alarm_and_the_stack_outputs_its_url(self):
+        listed = set()
+        for widget in self.dashboard()["widgets"]:
+            if widget["type"] == "alarm":
+                listed |= {arn[1:].removesuffix(".Arn") for arn in widget["properties"]["alarms"]}
+        self.assertEqual(listed, set(self.of_type("AWS::CloudWatch::Alarm")))
+        url = sub_text(self.template["Outputs"]["DashboardUrl"]["Value"])
+        self.assertTrue(url.startswith("https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home?"), url)
+        self.assertIn("region=${AWS::Region}", url)
+        self.assertTrue(url.endswith("#dashboards/dashboard/${Dashboard}"), url)
+
+    def business_alarms(self):
+        """{alarm name: properties} for the alarms on po-sync's own metrics, each checked against the catalogue."""
+        catalogue = self.catalogue()
+        found = {}
+        for name, alarm in self.of_type("AWS::CloudWatch::Alarm").items():
+            p = alarm["Properties"]
+            # A single-metric alarm, or each metric of a metric-math alarm.
+            metrics = [(p.get("Namespace"), p)] if "MetricName" in p else [
+                (m["MetricStat"]["Metric"]["Namespace"], {**m["MetricStat"]["Metric"], "Statistic": m["MetricStat"]["Stat"]})
+                for m in p.get("Metrics", []) if "MetricStat" in m]
+            for namespace, metric in metrics:
+                if isinstance(namespace, str):
+                    self.assertTrue(namespace.startswith("AWS/"), f"{name}: po-sync's namespace is the parameter")
+                    continue
+                self.assertEqual(namespace, {"Ref": "MetricsNamespace"}, name)
+                self.assertIn("MetricName", p, f"{name}: a business alarm watches one metric")
+                with self.subTest(alarm=name):
+                    spec = catalogue.get(metric["MetricName"])
+                    self.assertIsNotNone(spec, f"{name}: {metric['MetricName']} is not a metric the code emits")
+                    dimensions = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+                    expected = {"service"} | ({spec["dimension"]["name"]} if spec["dimension"] else set())
+                    self.assertEqual(set(dimensions), expected, "CloudWatch matches the whole dimension set")
+                    self.assertIn(dimensions["service"], spec["services"])
+                    if spec["dimension"]:
+                        self.assertIn(dimensions[spec["dimension"]["name"]], spec["dimension"]["values"])
+                    self.assertEqual(metric["Statistic"], "Sum")
+                found[name] = (p, dimensions, alarm.get("Condition"))
+        self.assertTrue(found)
+        return found
+
+    def test_appzen_rejections_alarm_counts_refused_pos_per_hour_against_a_parameter(self):
+        alarms = [a for a in self.business_alarms().values()
+                  if a[0]["MetricName"] == "Records" and a[1].get("outcome") == "rejected"]
+        self.assertEqual(len(alarms), 1)
+        p, _, _ = alarms[0]
+        self.assertEqual((p["Period"], p["EvaluationPeriods"], p["ComparisonOperator"], p["TreatMissingData"]),
+                         (3600, 1, "GreaterThanThreshold", "notBreaching"))
+        self.assertEqual(p["Threshold"], {"Ref": "AppZenRejectionsAlarmThreshold"})
+        self.assertGreaterEqual(self.template["Parameters"]["AppZenRejectionsAlarmThreshold"]["Default"], 1)
+
+    def test_no_webhook_alarm_treats_silence_as_breaching_and_outlasts_a_weekend(self):
+        alarms = [a for a in self.business_alarms().values() if a[0]["MetricName"] == "WebhooksAccepted"]
+        self.assertEqual(len(alarms), 1)
+        p, dimensions, condition = alarms[0]
+        self.assertEqual(dimensions, {"service": "ingest"})
+        self.assertEqual((p["ComparisonOperator"], p["Threshold"], p["TreatMissingData"], p["Period"]),
+                         ("LessThanThreshold", 1, "breaching", 3600), "an hour without any accepted webhook breaches")
+        hours = {"Ref": "NoWebhookAlarmHours"}
+        self.assertEqual((p["EvaluationPeriods"], p["DatapointsToAlarm"]), (hours, hours), "every hour of the window")
+        # 0 disables it.
+        self.assertEqual(self.template["Conditions"][condition],
+                         {"Fn::Not": [{"Fn::Equals": [{"Ref": "NoWebhookAlarmHours"}, "0"]}]})
+        parameter = self.template["Parameters"]["NoWebhookAlarmHours"]
+        self.assertEqual(parameter["MinValue"], 0)
+        # Friday 17:00 to Monday 09:00 is 64 hours without POs for a business closed at weekends.
+        self.assertGreater(parameter["Default"], 64, "the default must not fire every weekend")
+        self.assertLessEqual(parameter["MaxValue"] * 3600, 7 * 86400, "CloudWatch evaluates at most 7 days")
+
+    def test_reconcile_retries_alarm_wants_retries_sustained_across_redeliveries(self):
+        alarms = [a for a in self.business_alarms().values()
+                  if a[0]["MetricName"] == "Records" and a[1].get("outcome") == "retried"]
+        self.assertEqual(len(alarms), 1)
+        p, _, _ = alarms[0]
+        self.assertEqual((p["ComparisonOperator"], p["Threshold"], p["TreatMissingData"]),
+                         ("GreaterThanThreshold", 0, "notBreaching"))
+        self.assertGreaterEqual(p["EvaluationPeriods"], 2, "one failed batch is not 'sustained'")
+        self.assertEqual(p.get("DatapointsToAlarm", p["EvaluationPeriods"]), p["EvaluationPeriods"])
+        visibility = self.resources["WebhookQueue"]["Properties"]["VisibilityTimeout"]
+        # A failing record comes back once per visibility timeout: each period must see at least one return.
+        self.assertGreaterEqual(p["Period"], visibility)
+        # And it fires before the webhooks are dead-lettered (MaxReceiveCount deliveries).
+        max_receive = self.template["Parameters"]["MaxReceiveCount"]["Default"]
+        self.assertLess(p["Period"] * p["EvaluationPeriods"], max_receive * visibility)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 
 /// AppZen's path for the upsert, appended to the configured base URL.
@@ -84,80 +85,178 @@ impl Default for MappingSettings {
     }
 }
 
-/// `{ "amount": 12.5, "currency": "USD" }`, AppZen's shape for every money field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Money {
-    #[serde(with = "money::json_number")]
-    pub amount: Decimal,
-    pub currency: String,
+/// Text in AppZen's body: borrowed from the Komet PO or the settings (nearly all of it), or owned when po-sync
+/// computes it (a line id, a numeric id written as text). Reads like a `&str`: `as_str()`, `Deref`, `==`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Text<'a>(Cow<'a, str>);
+
+impl Text<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PurchaseOrderBody {
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(text: &'a str) -> Self {
+        Text(Cow::Borrowed(text))
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(text: String) -> Self {
+        Text(Cow::Owned(text))
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq<str> for Text<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text<'_> {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self)
+    }
+}
+
+/// `{ "amount": 12.5, "currency": "USD" }`, AppZen's shape for every money field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Money<'a> {
+    #[serde(with = "money::json_number")]
+    pub amount: Decimal,
+    pub currency: Text<'a>,
+}
+
+/// AppZen's upsert body. It borrows its text from the Komet PO and the [`MappingSettings`] it was mapped from,
+/// so mapping copies no string but the PO number and the line ids; [`PurchaseOrderBody::to_json`] writes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PurchaseOrderBody<'a> {
     pub purchase_order_number: String,
-    pub entity_id: String,
-    pub supplier_id: String,
+    pub entity_id: Text<'a>,
+    pub supplier_id: Text<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_date: Option<NaiveDate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_date: Option<NaiveDate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purchase_order_date: Option<NaiveDate>,
-    pub total_amount: Money,
-    pub purchase_order_status: String,
-    pub appzen_purchase_order_status: String,
+    pub total_amount: Money<'a>,
+    pub purchase_order_status: Text<'a>,
+    pub appzen_purchase_order_status: Text<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ship_to_location: Option<String>,
+    pub ship_to_location: Option<Text<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ship_to_location_id: Option<String>,
-    pub custom_json: HeaderCustomJson,
-    pub purchase_order_lines: Vec<PurchaseOrderLine>,
+    pub ship_to_location_id: Option<Text<'a>>,
+    pub custom_json: HeaderCustomJson<'a>,
+    pub purchase_order_lines: Vec<PurchaseOrderLine<'a>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PurchaseOrderLine {
-    pub po_line_id: String,
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PurchaseOrderLine<'a> {
+    pub po_line_id: Text<'a>,
     pub line_number: u32,
-    pub gl_code: String,
-    pub line_description: String,
+    pub gl_code: Text<'a>,
+    pub line_description: LineDescription<'a>,
     pub quantity: u32,
-    pub unit_price: Money,
-    pub amount: Money,
-    pub uninvoiced_amount: Money,
-    pub purchase_order_line_status: String,
-    pub appzen_purchase_order_line_status: String,
-    pub custom_json: LineCustomJson,
+    pub unit_price: Money<'a>,
+    pub amount: Money<'a>,
+    pub uninvoiced_amount: Money<'a>,
+    pub purchase_order_line_status: Text<'a>,
+    pub appzen_purchase_order_line_status: Text<'a>,
+    pub custom_json: LineCustomJson<'a>,
+}
+
+/// A line's description, `Invoice 01-P002271 item 2` or `Invoice 01-P002271 additional charges`: kept as its
+/// parts and written out where it is needed (`Display`, the JSON), never allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineDescription<'a> {
+    pub invoice_number: &'a str,
+    /// 1-based position of the item within its invoice; `None` for the additional-charges line.
+    pub item_position: Option<u32>,
+}
+
+impl fmt::Display for LineDescription<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.item_position {
+            Some(position) => write!(f, "Invoice {} item {position}", self.invoice_number),
+            None => write!(f, "Invoice {} additional charges", self.invoice_number),
+        }
+    }
+}
+
+impl Serialize for LineDescription<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// Komet's identities and figures kept alongside the PO in AppZen, for auditors to trace back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HeaderCustomJson {
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeaderCustomJson<'a> {
     pub komet_po_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub komet_location_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub komet_vendor_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub komet_vendor_name: Option<String>,
-    #[serde(with = "money::json_number::option", skip_serializing_if = "Option::is_none", default)]
+    pub komet_vendor_name: Option<Text<'a>>,
+    #[serde(with = "money::json_number::option", skip_serializing_if = "Option::is_none")]
     pub komet_sub_total: Option<Decimal>,
-    pub komet_invoices: Vec<InvoiceCustomJson>,
+    pub komet_invoices: Vec<InvoiceCustomJson<'a>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InvoiceCustomJson {
-    pub invoice_number: String,
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InvoiceCustomJson<'a> {
+    pub invoice_number: Text<'a>,
     #[serde(with = "money::json_number")]
     pub invoice_amount: Decimal,
     #[serde(with = "money::json_number")]
     pub total_additional_charges: Decimal,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
+    pub file: Option<Text<'a>>,
+    /// Where po-sync keeps the PDF (`s3://bucket/key`), next to Komet's link, which dies after six hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_file: Option<String>,
+    /// Why po-sync could not keep the PDF (an expired link, not a PDF, a host off the allow-list…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_incomplete: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LineCustomJson {
-    pub komet_invoice_number: String,
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LineCustomJson<'a> {
+    pub komet_invoice_number: Text<'a>,
     /// 1-based position of the item within its invoice; absent on an additional-charges line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub komet_item_position: Option<u32>,
@@ -176,59 +275,85 @@ pub enum MappingError {
     NoLines,
 }
 
-/// Maps a Komet PO to AppZen's upsert body. Pure: the same PO and settings always give the same body.
-pub fn map_purchase_order(po: &PurchaseOrder, settings: &MappingSettings) -> Result<PurchaseOrderBody, MappingError> {
-    let currency = settings.currency.as_str();
-    let money = |amount: Decimal| Money { amount, currency: currency.to_owned() };
+/// Up to this many invoices, duplicates are found by comparing each with those before it (no allocation);
+/// beyond, with a hash set.
+const LINEAR_DUPLICATE_SCAN: usize = 32;
+
+/// Maps a Komet PO to AppZen's upsert body. Pure: the same PO and settings always give the same body, which
+/// borrows its text from both.
+pub fn map_purchase_order<'a>(
+    po: &'a PurchaseOrder,
+    settings: &'a MappingSettings,
+) -> Result<PurchaseOrderBody<'a>, MappingError> {
+    let currency = Text::from(settings.currency.as_str());
+    let money = |amount: Decimal| Money { amount, currency: currency.clone() };
+    let status = Text::from(settings.purchase_order_status.as_str());
 
     let location = po.location.as_ref();
     let entity_id = match settings.entity_id_source {
-        EntityIdSource::LocationCode => location.and_then(|l| l.code.clone()).ok_or("location.code"),
-        EntityIdSource::LocationId => location.and_then(|l| l.id).map(|id| id.to_string()).ok_or("location.id"),
+        EntityIdSource::LocationCode => location.and_then(|l| l.code.as_deref()).map(Text::from).ok_or("location.code"),
+        EntityIdSource::LocationId => {
+            location.and_then(|l| l.id).map(|id| Text::from(id.to_string())).ok_or("location.id")
+        }
     }
     .map_err(|field| MappingError::Missing(field.to_owned()))?;
 
     let vendor = single_vendor(po)?;
     let supplier_id = supplier_id(vendor, settings.supplier_id_source)?;
 
-    let mut lines = Vec::with_capacity(po.items().count() + po.vendor_invoices.len());
-    let mut seen_invoices = std::collections::HashSet::with_capacity(po.vendor_invoices.len());
-    for (i, invoice) in po.vendor_invoices.iter().enumerate() {
-        if !seen_invoices.insert(invoice.invoice_number.as_str()) {
-            return Err(MappingError::DuplicateInvoice(invoice.invoice_number.clone()));
+    let invoices = &po.vendor_invoices;
+    let mut lines = Vec::with_capacity(po.items().count() + invoices.len());
+    let mut seen_invoices = std::collections::HashSet::new();
+    for (i, invoice) in invoices.iter().enumerate() {
+        let number = invoice.invoice_number.as_str();
+        let duplicate = if invoices.len() <= LINEAR_DUPLICATE_SCAN {
+            invoices[..i].iter().any(|earlier| earlier.invoice_number == number)
+        } else {
+            !seen_invoices.insert(number)
+        };
+        if duplicate {
+            return Err(MappingError::DuplicateInvoice(number.to_owned()));
         }
         for (j, item) in invoice.purchase_order_items.iter().enumerate() {
             let position = j as u32 + 1;
-            let gl_code = item.category_procurement_accounting_code.clone().ok_or_else(|| {
+            let gl_code = item.category_procurement_accounting_code.as_deref().ok_or_else(|| {
                 MappingError::Missing(format!(
                     "vendorInvoices[{i}].purchaseOrderItems[{j}].categoryProcurementAccountingCode"
                 ))
             })?;
-            lines.push(line(
-                invoice_text("", &invoice.invoice_number, "-", Some(position)),
-                lines.len() as u32 + 1,
-                gl_code,
-                invoice_text("Invoice ", &invoice.invoice_number, " item ", Some(position)),
-                item.total_cost,
-                &money,
-                settings,
-                LineCustomJson {
-                    komet_invoice_number: invoice.invoice_number.clone(),
+            lines.push(PurchaseOrderLine {
+                po_line_id: line_id(number, Some(position)),
+                line_number: lines.len() as u32 + 1,
+                gl_code: Text::from(gl_code),
+                line_description: LineDescription { invoice_number: number, item_position: Some(position) },
+                // Komet sends a cost per item line, not units: one unit at the line's cost (AppZen: "1 if missing").
+                quantity: 1,
+                unit_price: money(item.total_cost),
+                amount: money(item.total_cost),
+                // The PO is built from its invoices, so nothing on it is left to invoice.
+                uninvoiced_amount: money(Decimal::ZERO),
+                purchase_order_line_status: status.clone(),
+                appzen_purchase_order_line_status: Text::from(APPZEN_STATUS_ISSUED),
+                custom_json: LineCustomJson {
+                    komet_invoice_number: Text::from(number),
                     komet_item_position: Some(position),
                 },
-            ));
+            });
         }
         if !invoice.total_additional_charges.is_zero() {
-            lines.push(line(
-                invoice_text("", &invoice.invoice_number, "-charges", None),
-                lines.len() as u32 + 1,
-                settings.additional_charges_gl_code.clone(),
-                invoice_text("Invoice ", &invoice.invoice_number, " additional charges", None),
-                invoice.total_additional_charges,
-                &money,
-                settings,
-                LineCustomJson { komet_invoice_number: invoice.invoice_number.clone(), komet_item_position: None },
-            ));
+            lines.push(PurchaseOrderLine {
+                po_line_id: line_id(number, None),
+                line_number: lines.len() as u32 + 1,
+                gl_code: Text::from(settings.additional_charges_gl_code.as_str()),
+                line_description: LineDescription { invoice_number: number, item_position: None },
+                quantity: 1,
+                unit_price: money(invoice.total_additional_charges),
+                amount: money(invoice.total_additional_charges),
+                uninvoiced_amount: money(Decimal::ZERO),
+                purchase_order_line_status: status.clone(),
+                appzen_purchase_order_line_status: Text::from(APPZEN_STATUS_ISSUED),
+                custom_json: LineCustomJson { komet_invoice_number: Text::from(number), komet_item_position: None },
+            });
         }
     }
     if lines.is_empty() {
@@ -243,24 +368,29 @@ pub fn map_purchase_order(po: &PurchaseOrder, settings: &MappingSettings) -> Res
         end_date: po.arrival_date,
         purchase_order_date: po.ship_date,
         total_amount: money(po.total),
-        purchase_order_status: settings.purchase_order_status.clone(),
-        appzen_purchase_order_status: APPZEN_STATUS_ISSUED.to_owned(),
-        ship_to_location: location.and_then(|l| l.name.clone()),
-        ship_to_location_id: location.and_then(|l| l.code.clone().or_else(|| l.id.map(|id| id.to_string()))),
+        purchase_order_status: status.clone(),
+        appzen_purchase_order_status: Text::from(APPZEN_STATUS_ISSUED),
+        ship_to_location: location.and_then(|l| l.name.as_deref()).map(Text::from),
+        ship_to_location_id: location.and_then(|l| match (&l.code, l.id) {
+            (Some(code), _) => Some(Text::from(code.as_str())),
+            (None, Some(id)) => Some(Text::from(id.to_string())),
+            (None, None) => None,
+        }),
         custom_json: HeaderCustomJson {
             komet_po_id: po.id,
             komet_location_id: location.and_then(|l| l.id),
             komet_vendor_id: vendor.id,
-            komet_vendor_name: vendor.name.clone(),
+            komet_vendor_name: vendor.name.as_deref().map(Text::from),
             komet_sub_total: po.sub_total,
-            komet_invoices: po
-                .vendor_invoices
+            komet_invoices: invoices
                 .iter()
                 .map(|invoice| InvoiceCustomJson {
-                    invoice_number: invoice.invoice_number.clone(),
+                    invoice_number: Text::from(invoice.invoice_number.as_str()),
                     invoice_amount: invoice.invoice_amount,
                     total_additional_charges: invoice.total_additional_charges,
-                    file: invoice.file.clone(),
+                    file: invoice.file.as_deref().map(Text::from),
+                    archived_file: None,
+                    archive_incomplete: None,
                 })
                 .collect(),
         },
@@ -268,64 +398,38 @@ pub fn map_purchase_order(po: &PurchaseOrder, settings: &MappingSettings) -> Res
     })
 }
 
-/// `prefix` + `invoice_number` + `suffix` (+ `position`), allocated once at its final size: `format!` here
-/// cost a grow-and-copy on each of a large PO's tens of thousands of lines.
-fn invoice_text(prefix: &str, invoice_number: &str, suffix: &str, position: Option<u32>) -> String {
-    let mut text = String::with_capacity(prefix.len() + invoice_number.len() + suffix.len() + 10);
-    text.push_str(prefix);
-    text.push_str(invoice_number);
-    text.push_str(suffix);
-    if let Some(position) = position {
-        // Writing to a String cannot fail.
-        let _ = fmt::Write::write_fmt(&mut text, format_args!("{position}"));
+/// `01-P002271-2` for an item, `01-P002271-charges` for the additional charges: the one string a line owns,
+/// allocated once at its final size.
+fn line_id(invoice_number: &str, item_position: Option<u32>) -> Text<'static> {
+    let mut id = String::with_capacity(invoice_number.len() + 11);
+    id.push_str(invoice_number);
+    match item_position {
+        Some(position) => {
+            id.push('-');
+            json_out::push_u64(&mut id, u64::from(position));
+        }
+        None => id.push_str("-charges"),
     }
-    text
-}
-
-#[allow(clippy::too_many_arguments)]
-fn line(
-    po_line_id: String,
-    line_number: u32,
-    gl_code: String,
-    line_description: String,
-    amount: Decimal,
-    money: &impl Fn(Decimal) -> Money,
-    settings: &MappingSettings,
-    custom_json: LineCustomJson,
-) -> PurchaseOrderLine {
-    PurchaseOrderLine {
-        po_line_id,
-        line_number,
-        gl_code,
-        line_description,
-        // Komet sends a cost per item line, not units: one unit at the line's cost (AppZen: "1 if missing").
-        quantity: 1,
-        unit_price: money(amount),
-        amount: money(amount),
-        // The PO is built from its invoices, so nothing on it is left to invoice.
-        uninvoiced_amount: money(Decimal::ZERO),
-        purchase_order_line_status: settings.purchase_order_status.clone(),
-        appzen_purchase_order_line_status: APPZEN_STATUS_ISSUED.to_owned(),
-        custom_json,
-    }
+    Text::from(id)
 }
 
 /// The one vendor all invoices name (by id, else by code). Several vendors cannot be one AppZen PO.
 fn single_vendor(po: &PurchaseOrder) -> Result<&Vendor, MappingError> {
-    let mut vendors: Vec<&Vendor> = Vec::new();
-    for invoice in &po.vendor_invoices {
-        let Some(vendor) = invoice.vendor.as_ref() else {
-            continue;
-        };
+    let mut named = po.vendor_invoices.iter().filter_map(|invoice| invoice.vendor.as_ref());
+    let Some(first) = named.next() else {
+        return Err(MappingError::Missing("vendorInvoices[].vendor".to_owned()));
+    };
+    if named.clone().all(|vendor| same_vendor(first, vendor)) {
+        return Ok(first);
+    }
+    // Only for the error: each different vendor once, in the order the invoices name them.
+    let mut vendors: Vec<&Vendor> = vec![first];
+    for vendor in named {
         if !vendors.iter().any(|known| same_vendor(known, vendor)) {
             vendors.push(vendor);
         }
     }
-    match vendors.as_slice() {
-        [] => Err(MappingError::Missing("vendorInvoices[].vendor".to_owned())),
-        [one] => Ok(one),
-        many => Err(MappingError::SeveralVendors(many.iter().map(|v| vendor_label(v)).collect())),
-    }
+    Err(MappingError::SeveralVendors(vendors.iter().map(|v| vendor_label(v)).collect()))
 }
 
 fn same_vendor(a: &Vendor, b: &Vendor) -> bool {
@@ -343,15 +447,17 @@ fn vendor_label(vendor: &Vendor) -> String {
     }
 }
 
-fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<String, MappingError> {
-    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<Text<'_>, MappingError> {
+    fn non_empty(value: &Option<String>) -> Option<Text<'_>> {
+        value.as_deref().filter(|s| !s.trim().is_empty()).map(Text::from)
+    }
     let found = match source {
         SupplierIdSource::AccountingCodeOrCode => {
             non_empty(&vendor.vendor_accounting_code).or_else(|| non_empty(&vendor.code))
         }
         SupplierIdSource::AccountingCode => non_empty(&vendor.vendor_accounting_code),
         SupplierIdSource::Code => non_empty(&vendor.code),
-        SupplierIdSource::Id => vendor.id.map(|id| id.to_string()),
+        SupplierIdSource::Id => vendor.id.map(|id| Text::from(id.to_string())),
     };
     found.ok_or_else(|| {
         MappingError::Missing(
@@ -366,15 +472,296 @@ fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<String, Mapp
     })
 }
 
-impl PurchaseOrderBody {
+impl PurchaseOrderBody<'_> {
+    /// Notes, invoice by invoice, where po-sync keeps each PDF or why it could not.
+    pub fn note_archive(&mut self, archives: &[crate::archive::InvoiceArchive]) {
+        for invoice in &mut self.custom_json.komet_invoices {
+            if let Some(archive) = archives.iter().find(|a| a.invoice_number == *invoice.invoice_number) {
+                match &archive.outcome {
+                    Ok(pdf) => invoice.archived_file = Some(pdf.location()),
+                    Err(why) => invoice.archive_incomplete = Some(why.to_string()),
+                }
+            }
+        }
+    }
+
     /// The exact JSON sent to AppZen; amounts are JSON numbers with the digits Komet sent.
+    ///
+    /// Written straight into the one buffer that becomes the request body: the same bytes as
+    /// `serde_json::to_string(self)` (the derived `Serialize`; a test holds the two together), without its
+    /// per-key escaping and with amounts printed from their digits. It never fails; the `Result` is the
+    /// serde_json-shaped signature callers already handle.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         // The body is ~6x its Komet input (~460 bytes per line): reserving it up front saves ~20 doublings
         // and their copies on a large PO. Over-reserving is free: untouched capacity is never paged in.
         let estimate = 1024 + 512 * self.purchase_order_lines.len() + 256 * self.custom_json.komet_invoices.len();
-        let mut json = Vec::with_capacity(estimate);
-        serde_json::to_writer(&mut json, self)?;
-        String::from_utf8(json).map_err(serde::ser::Error::custom)
+        let mut out = String::with_capacity(estimate);
+        self.write_json(&mut out);
+        Ok(out)
+    }
+
+    /// Appends the body's JSON (see [`PurchaseOrderBody::to_json`]) to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        use json_out::{push_date, push_money, push_str, push_u64};
+        out.push_str("{\"purchase_order_number\":");
+        push_str(out, &self.purchase_order_number);
+        out.push_str(",\"entity_id\":");
+        push_str(out, &self.entity_id);
+        out.push_str(",\"supplier_id\":");
+        push_str(out, &self.supplier_id);
+        for (key, date) in [
+            (",\"start_date\":", self.start_date),
+            (",\"end_date\":", self.end_date),
+            (",\"purchase_order_date\":", self.purchase_order_date),
+        ] {
+            if let Some(date) = date {
+                out.push_str(key);
+                push_date(out, date);
+            }
+        }
+        out.push_str(",\"total_amount\":");
+        push_money(out, &self.total_amount);
+        out.push_str(",\"purchase_order_status\":");
+        push_str(out, &self.purchase_order_status);
+        out.push_str(",\"appzen_purchase_order_status\":");
+        push_str(out, &self.appzen_purchase_order_status);
+        if let Some(location) = &self.ship_to_location {
+            out.push_str(",\"ship_to_location\":");
+            push_str(out, location);
+        }
+        if let Some(location_id) = &self.ship_to_location_id {
+            out.push_str(",\"ship_to_location_id\":");
+            push_str(out, location_id);
+        }
+
+        let custom = &self.custom_json;
+        out.push_str(",\"custom_json\":{\"komet_po_id\":");
+        push_u64(out, custom.komet_po_id);
+        if let Some(id) = custom.komet_location_id {
+            out.push_str(",\"komet_location_id\":");
+            push_u64(out, id);
+        }
+        if let Some(id) = custom.komet_vendor_id {
+            out.push_str(",\"komet_vendor_id\":");
+            push_u64(out, id);
+        }
+        if let Some(name) = &custom.komet_vendor_name {
+            out.push_str(",\"komet_vendor_name\":");
+            push_str(out, name);
+        }
+        if let Some(sub_total) = &custom.komet_sub_total {
+            out.push_str(",\"komet_sub_total\":");
+            json_out::push_decimal(out, sub_total);
+        }
+        out.push_str(",\"komet_invoices\":[");
+        for (i, invoice) in custom.komet_invoices.iter().enumerate() {
+            out.push_str(if i == 0 { "{\"invoice_number\":" } else { ",{\"invoice_number\":" });
+            push_str(out, &invoice.invoice_number);
+            out.push_str(",\"invoice_amount\":");
+            json_out::push_decimal(out, &invoice.invoice_amount);
+            out.push_str(",\"total_additional_charges\":");
+            json_out::push_decimal(out, &invoice.total_additional_charges);
+            if let Some(file) = &invoice.file {
+                out.push_str(",\"file\":");
+                push_str(out, file);
+            }
+            if let Some(archived) = &invoice.archived_file {
+                out.push_str(",\"archived_file\":");
+                push_str(out, archived);
+            }
+            if let Some(why) = &invoice.archive_incomplete {
+                out.push_str(",\"archive_incomplete\":");
+                push_str(out, why);
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+
+        out.push_str(",\"purchase_order_lines\":[");
+        for (i, line) in self.purchase_order_lines.iter().enumerate() {
+            out.push_str(if i == 0 { "{\"po_line_id\":" } else { ",{\"po_line_id\":" });
+            push_str(out, &line.po_line_id);
+            out.push_str(",\"line_number\":");
+            push_u64(out, u64::from(line.line_number));
+            out.push_str(",\"gl_code\":");
+            push_str(out, &line.gl_code);
+            out.push_str(",\"line_description\":\"Invoice ");
+            json_out::push_escaped(out, line.line_description.invoice_number);
+            match line.line_description.item_position {
+                Some(position) => {
+                    out.push_str(" item ");
+                    push_u64(out, u64::from(position));
+                }
+                None => out.push_str(" additional charges"),
+            }
+            out.push_str("\",\"quantity\":");
+            push_u64(out, u64::from(line.quantity));
+            out.push_str(",\"unit_price\":");
+            push_money(out, &line.unit_price);
+            out.push_str(",\"amount\":");
+            push_money(out, &line.amount);
+            out.push_str(",\"uninvoiced_amount\":");
+            push_money(out, &line.uninvoiced_amount);
+            out.push_str(",\"purchase_order_line_status\":");
+            push_str(out, &line.purchase_order_line_status);
+            out.push_str(",\"appzen_purchase_order_line_status\":");
+            push_str(out, &line.appzen_purchase_order_line_status);
+            out.push_str(",\"custom_json\":{\"komet_invoice_number\":");
+            push_str(out, &line.custom_json.komet_invoice_number);
+            if let Some(position) = line.custom_json.komet_item_position {
+                out.push_str(",\"komet_item_position\":");
+                push_u64(out, u64::from(position));
+            }
+            out.push_str("}}");
+        }
+        out.push_str("]}");
+    }
+}
+
+/// The pieces of JSON [`PurchaseOrderBody::write_json`] writes, each exactly as serde_json writes it.
+mod json_out {
+    use super::Money;
+    use chrono::{Datelike, NaiveDate};
+    use rust_decimal::Decimal;
+
+    /// A JSON string: quoted and escaped as serde_json escapes (`\"`, `\\`, `\b\t\n\f\r`, other control
+    /// characters as `\u00XX`; everything else, including non-ASCII, as it is).
+    pub fn push_str(out: &mut String, text: &str) {
+        out.push('"');
+        push_escaped(out, text);
+        out.push('"');
+    }
+
+    /// The inside of a JSON string; runs of characters that need no escape are copied at once.
+    pub fn push_escaped(out: &mut String, text: &str) {
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        for (i, &byte) in bytes.iter().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0x00..=0x1f => "",
+                _ => continue,
+            };
+            // Every byte that needs an escape is ASCII, so `i` is on a character boundary.
+            out.push_str(&text[start..i]);
+            if escape.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            } else {
+                out.push_str(escape);
+            }
+            start = i + 1;
+        }
+        out.push_str(&text[start..]);
+    }
+
+    pub fn push_u64(out: &mut String, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        push_ascii(out, &digits[at..]);
+    }
+
+    fn push_ascii(out: &mut String, ascii: &[u8]) {
+        // Only ASCII digits, signs and points come here; `from_utf8` cannot fail on them.
+        out.push_str(std::str::from_utf8(ascii).unwrap_or_default());
+    }
+
+    /// An amount as a JSON number, with exactly the text `Decimal`'s `Display` gives (`60.0`, `0.05`, `-0`).
+    pub fn push_decimal(out: &mut String, amount: &Decimal) {
+        let scale = amount.scale() as usize;
+        let mantissa = amount.mantissa().unsigned_abs();
+        // 96 bits of mantissa are at most 29 digits; a scale is at most 28.
+        let mut digits = [0u8; 40];
+        let mut at = digits.len();
+        match u64::try_from(mantissa) {
+            Ok(mut n) => loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            },
+            Err(_) => {
+                let mut n = mantissa;
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if amount.is_sign_negative() {
+            out.push('-');
+        }
+        let digits = &digits[at..];
+        if scale == 0 {
+            push_ascii(out, digits);
+        } else if digits.len() > scale {
+            let (whole, fraction) = digits.split_at(digits.len() - scale);
+            push_ascii(out, whole);
+            out.push('.');
+            push_ascii(out, fraction);
+        } else {
+            out.push_str("0.");
+            for _ in digits.len()..scale {
+                out.push('0');
+            }
+            push_ascii(out, digits);
+        }
+    }
+
+    pub fn push_money(out: &mut String, money: &Money<'_>) {
+        out.push_str("{\"amount\":");
+        push_decimal(out, &money.amount);
+        out.push_str(",\"currency\":");
+        push_str(out, &money.currency);
+        out.push('}');
+    }
+
+    /// `"YYYY-MM-DD"`, as chrono's `Display` writes a date (which also covers years outside 0..=9999).
+    pub fn push_date(out: &mut String, date: NaiveDate) {
+        let year = date.year();
+        if (0..=9999).contains(&year) {
+            let (year, month, day) = (year as u32, date.month(), date.day());
+            let text = [
+                b'"',
+                b'0' + (year / 1000) as u8,
+                b'0' + (year / 100 % 10) as u8,
+                b'0' + (year / 10 % 10) as u8,
+                b'0' + (year % 10) as u8,
+                b'-',
+                b'0' + (month / 10) as u8,
+                b'0' + (month % 10) as u8,
+                b'-',
+                b'0' + (day / 10) as u8,
+                b'0' + (day % 10) as u8,
+                b'"',
+            ];
+            push_ascii(out, &text);
+        } else {
+            // Writing to a String cannot fail.
+            let _ = std::fmt::Write::write_fmt(out, format_args!("\"{date}\""));
+        }
     }
 }
 
@@ -422,6 +809,168 @@ impl fmt::Display for ErrorResponse {
             (None, Some(message)) => f.write_str(message),
             (Some(error), None) => f.write_str(error),
             (None, None) => f.write_str("no message"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::komet::parse_webhook;
+    use proptest::prelude::*;
+
+    const FIXTURES: [&[u8]; 3] = [
+        include_bytes!("../tests/fixtures/komet-clean-po.json"),
+        include_bytes!("../tests/fixtures/komet-doc-sample.json"),
+        include_bytes!("../tests/fixtures/komet-optional-fields-absent.json"),
+    ];
+
+    fn decimal(text: &str) -> Decimal {
+        money::decimal(text).unwrap()
+    }
+
+    fn serde_json_of(body: &PurchaseOrderBody<'_>) -> String {
+        serde_json::to_string(body).unwrap()
+    }
+
+    #[test]
+    fn to_json_writes_exactly_what_the_derived_serialize_writes_for_every_fixture_and_setting() {
+        let settings = [
+            MappingSettings::default(),
+            MappingSettings {
+                currency: Currency::parse("EUR").unwrap(),
+                entity_id_source: EntityIdSource::LocationId,
+                supplier_id_source: SupplierIdSource::Id,
+                additional_charges_gl_code: "61\"00\\".to_owned(),
+                purchase_order_status: "Issued\n(open)".to_owned(),
+            },
+        ];
+        for fixture in FIXTURES {
+            let po = parse_webhook(fixture).unwrap();
+            for settings in &settings {
+                let Ok(body) = map_purchase_order(&po, settings) else { continue };
+                assert_eq!(body.to_json().unwrap(), serde_json_of(&body));
+            }
+        }
+    }
+
+    /// Every field, every option present and absent, text that needs every kind of escape, amounts and dates
+    /// at their limits.
+    #[test]
+    fn to_json_matches_serde_json_on_awkward_bodies() {
+        let awkward = "q\"b\\s/ \u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f} é 🌹 \u{2028}";
+        let amounts = [
+            Decimal::ZERO,
+            decimal("0.00"),
+            decimal("60.0"),
+            decimal("0.05"),
+            decimal("1234.5678"),
+            Decimal::new(1, 28),
+            Decimal::new(-1, 28),
+            Decimal::from_parts(0, 0, 0, true, 2),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::from_parts(u32::MAX, u32::MAX, 0, false, 5),
+            Decimal::from_parts(0, 0, 1, false, 0),
+        ];
+        let dates = [
+            NaiveDate::from_ymd_opt(2026, 2, 9),
+            NaiveDate::from_ymd_opt(0, 1, 1),
+            NaiveDate::from_ymd_opt(9999, 12, 31),
+            NaiveDate::from_ymd_opt(10_000, 1, 1),
+            NaiveDate::from_ymd_opt(-44, 3, 15),
+            None,
+        ];
+        for (i, &amount) in amounts.iter().enumerate() {
+            let text = |s: &'static str| Text::from(if i % 2 == 0 { s } else { awkward });
+            let money = |amount| Money { amount, currency: text("USD") };
+            let line = |position: Option<u32>| PurchaseOrderLine {
+                po_line_id: Text::from(format!("{awkward}-{i}")),
+                line_number: if i == 3 { u32::MAX } else { i as u32 },
+                gl_code: text("CGEN"),
+                line_description: LineDescription {
+                    invoice_number: if i % 3 == 0 { "" } else { awkward },
+                    item_position: position,
+                },
+                quantity: i as u32,
+                unit_price: money(amount),
+                amount: money(-amount),
+                uninvoiced_amount: money(Decimal::ZERO),
+                purchase_order_line_status: text("Issued"),
+                appzen_purchase_order_line_status: text(APPZEN_STATUS_ISSUED),
+                custom_json: LineCustomJson { komet_invoice_number: text("01-P1"), komet_item_position: position },
+            };
+            let date = dates[i % dates.len()];
+            let present = i % 2 == 1;
+            let body = PurchaseOrderBody {
+                purchase_order_number: awkward.to_owned(),
+                entity_id: text(""),
+                supplier_id: text("V-0042"),
+                start_date: date,
+                end_date: dates[(i + 1) % dates.len()],
+                purchase_order_date: date,
+                total_amount: money(amount),
+                purchase_order_status: text("Issued"),
+                appzen_purchase_order_status: text(APPZEN_STATUS_ISSUED),
+                ship_to_location: present.then(|| text("Chicago")),
+                ship_to_location_id: present.then(|| Text::from(i.to_string())),
+                custom_json: HeaderCustomJson {
+                    komet_po_id: if i == 0 { u64::MAX } else { i as u64 },
+                    komet_location_id: present.then_some(0),
+                    komet_vendor_id: present.then_some(u64::MAX),
+                    komet_vendor_name: present.then(|| text("Miami L Vendor")),
+                    komet_sub_total: present.then_some(amount),
+                    komet_invoices: (0..i % 3)
+                        .map(|n| InvoiceCustomJson {
+                            invoice_number: text("01-P1"),
+                            invoice_amount: amount,
+                            total_additional_charges: Decimal::new(n as i64, 1),
+                            file: (n == 1).then(|| text("https://files.kometsales.com/x.pdf?a=1&b=\"2\"")),
+                            archived_file: (n == 2).then(|| "s3://b/invoices/1/01-P1/ab.pdf".to_owned()),
+                            archive_incomplete: (n == 3).then(|| "the link has expired (HTTP 403)".to_owned()),
+                        })
+                        .collect(),
+                },
+                purchase_order_lines: (0..i % 4).map(|n| line((n % 2 == 0).then_some(n as u32 + 1))).collect(),
+            };
+            assert_eq!(body.to_json().unwrap(), serde_json_of(&body), "case {i}");
+        }
+    }
+
+    #[test]
+    fn the_line_description_reads_as_before() {
+        let item = LineDescription { invoice_number: "01-P002271", item_position: Some(2) };
+        assert_eq!(item.to_string(), "Invoice 01-P002271 item 2");
+        let charges = LineDescription { invoice_number: "01-P002271", item_position: None };
+        assert_eq!(charges.to_string(), "Invoice 01-P002271 additional charges");
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_escaped_as_serde_json_escapes_it(chars in proptest::collection::vec(any::<char>(), 0..48)) {
+            let text: String = chars.into_iter().collect();
+            let mut out = String::new();
+            json_out::push_str(&mut out, &text);
+            prop_assert_eq!(out, serde_json::to_string(&text).unwrap());
+        }
+
+        #[test]
+        fn any_decimal_is_written_with_its_display_digits(
+            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(), negative in any::<bool>(), scale in 0u32..=28,
+            small in any::<bool>(),
+        ) {
+            // Half the cases with a mantissa below 2^64, the path nearly every amount takes.
+            let amount = Decimal::from_parts(lo, if small { mid % 1000 } else { mid }, if small { 0 } else { hi }, negative, scale);
+            let mut out = String::new();
+            json_out::push_decimal(&mut out, &amount);
+            prop_assert_eq!(out, amount.to_string());
+        }
+
+        #[test]
+        fn any_whole_number_is_written_as_display_writes_it(n in any::<u64>()) {
+            let mut out = String::new();
+            json_out::push_u64(&mut out, n);
+            prop_assert_eq!(out, n.to_string());
         }
     }
 }

@@ -35,17 +35,22 @@ impl Policy {
 
 /// The plan for one webhook.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub struct Plan<'a> {
     pub discrepancy_count: usize,
     /// The body to upsert, when the mapping succeeded and the policy allows it.
-    pub upsert: Option<PurchaseOrderBody>,
+    pub upsert: Option<PurchaseOrderBody<'a>>,
     /// Raised once the record is done with, whatever AppZen answers.
     pub notifications: Vec<NotificationEvent>,
 }
 
 /// Reconciles and maps one PO and applies the policy. A PO that is both mismatched and unmappable gets
 /// both notifications, so the person sees everything to fix at once.
-pub fn plan(envelope: &WebhookEnvelope, policy: Policy, tolerance: Tolerance, settings: &MappingSettings) -> Plan {
+pub fn plan<'a>(
+    envelope: &'a WebhookEnvelope,
+    policy: Policy,
+    tolerance: Tolerance,
+    settings: &'a MappingSettings,
+) -> Plan<'a> {
     let report = reconcile(&envelope.po, tolerance);
     let mapped = map_purchase_order(&envelope.po, settings);
     let forwards = report.is_clean() || policy == Policy::Forward;
@@ -144,7 +149,8 @@ mod tests {
 
     #[test]
     fn a_clean_po_is_sent_and_nobody_is_notified() {
-        let plan = plan(&envelope(CLEAN_PO), Policy::Block, Tolerance::CENT, &MappingSettings::default());
+        let (envelope, settings) = (envelope(CLEAN_PO), MappingSettings::default());
+        let plan = plan(&envelope, Policy::Block, Tolerance::CENT, &settings);
         assert_eq!(plan.discrepancy_count, 0);
         assert_eq!(plan.upsert.map(|b| b.purchase_order_number), Some("P004410".to_owned()));
         assert!(plan.notifications.is_empty());
@@ -152,7 +158,8 @@ mod tests {
 
     #[test]
     fn block_holds_a_mismatched_po_and_notifies_with_the_discrepancies() {
-        let plan = plan(&envelope(DOC_SAMPLE), Policy::Block, Tolerance::CENT, &MappingSettings::default());
+        let (envelope, settings) = (envelope(DOC_SAMPLE), MappingSettings::default());
+        let plan = plan(&envelope, Policy::Block, Tolerance::CENT, &settings);
         assert_eq!(plan.upsert, None);
         assert_eq!(kinds(&plan), vec![NotificationKind::ReconciliationMismatch]);
         let (discrepancies, forwarded) = mismatch(&plan.notifications[0]);
@@ -163,7 +170,8 @@ mod tests {
 
     #[test]
     fn forward_sends_a_mismatched_po_and_still_notifies() {
-        let plan = plan(&envelope(DOC_SAMPLE), Policy::Forward, Tolerance::CENT, &MappingSettings::default());
+        let (envelope, settings) = (envelope(DOC_SAMPLE), MappingSettings::default());
+        let plan = plan(&envelope, Policy::Forward, Tolerance::CENT, &settings);
         assert_eq!(plan.upsert.as_ref().map(|b| b.purchase_order_number.as_str()), Some("P002271"));
         assert_eq!(kinds(&plan), vec![NotificationKind::ReconciliationMismatch]);
         assert!(mismatch(&plan.notifications[0]).1);
@@ -172,14 +180,16 @@ mod tests {
     #[test]
     fn a_tolerance_wide_enough_makes_the_sample_clean() {
         let ten = Tolerance::new(crate::money::decimal("10").unwrap()).unwrap();
-        let plan = plan(&envelope(DOC_SAMPLE), Policy::Block, ten, &MappingSettings::default());
+        let (envelope, settings) = (envelope(DOC_SAMPLE), MappingSettings::default());
+        let plan = plan(&envelope, Policy::Block, ten, &settings);
         assert_eq!((plan.discrepancy_count, plan.upsert.is_some()), (0, true));
     }
 
     #[test]
     fn an_unmappable_po_is_never_sent_under_either_policy() {
         for policy in [Policy::Block, Policy::Forward] {
-            let plan = plan(&envelope(SEVERAL_VENDORS), policy, Tolerance::CENT, &MappingSettings::default());
+            let (envelope, settings) = (envelope(SEVERAL_VENDORS), MappingSettings::default());
+            let plan = plan(&envelope, policy, Tolerance::CENT, &settings);
             assert_eq!(plan.upsert, None, "{policy:?}");
             assert!(kinds(&plan).contains(&NotificationKind::MappingError), "{policy:?}");
             let problem = plan.notifications.iter().find_map(|e| match &e.detail {

@@ -48,7 +48,19 @@ pub struct RenderError(#[from] askama::Error);
 
 /// Renders the e-mail for one event.
 pub fn render(event: &NotificationEvent, settings: &EmailSettings) -> Result<Email, RenderError> {
-    let view = View::of(event);
+    render_with_attachments(event, settings, &[])
+}
+
+/// Renders the e-mail for one event whose archived PDFs of `attached` (invoice numbers) go with it.
+pub fn render_with_attachments(
+    event: &NotificationEvent,
+    settings: &EmailSettings,
+    attached: &[&str],
+) -> Result<Email, RenderError> {
+    let mut view = View::of(event);
+    for link in &mut view.links {
+        link.attached = link.archived.is_some() && attached.contains(&link.source_invoice.as_str());
+    }
     let subject = subject(event, settings);
     let text = TextEmail { v: &view }.render()?;
     let html = HtmlEmail { v: &view, subject: &subject }.render()?;
@@ -164,6 +176,27 @@ pub struct LinkView {
     /// Only `http(s)://` links become clickable in the HTML; anything else (Komet's own sample sends
     /// `www.kometsales.com/url`, a hostile payload could send `javascript:`) is shown as text.
     pub clickable: bool,
+    /// Where the PDF is kept (`s3://bucket/key`), which outlives Komet's link.
+    pub archived: Option<String>,
+    /// Why it is not kept (`archive_incomplete`).
+    pub not_archived: Option<String>,
+    /// The PDF is attached to this e-mail.
+    pub attached: bool,
+    /// The invoice number as sent, to match attachments.
+    pub source_invoice: String,
+}
+
+/// The invoice PDFs an e-mail about `event` should carry: for a mismatch, the invoices with discrepancies;
+/// otherwise every invoice of the PO. Only archived ones can be attached.
+pub fn attachment_candidates(event: &NotificationEvent) -> Vec<&crate::message::InvoiceLink> {
+    let Some(webhook) = &event.webhook else { return Vec::new() };
+    let archived = webhook.invoice_links.iter().filter(|link| link.archived.is_some());
+    match &event.detail {
+        NotificationDetail::ReconciliationMismatch { discrepancies, .. } => archived
+            .filter(|link| discrepancies.iter().any(|d| d.invoice_number.as_deref() == Some(&link.invoice_number)))
+            .collect(),
+        _ => archived.collect(),
+    }
 }
 
 const NOT_GIVEN: &str = "not given";
@@ -329,6 +362,10 @@ impl View {
                         clickable: (lower.starts_with("https://") || lower.starts_with("http://"))
                             && !url.contains(' '),
                         url,
+                        archived: l.archived.as_ref().map(|a| field(&a.location())),
+                        not_archived: l.not_archived.as_deref().map(field),
+                        attached: false,
+                        source_invoice: l.invoice_number.clone(),
                     }
                 })
                 .collect(),

@@ -1,5 +1,5 @@
 //! Komet Sales' "PO Reconciliation Invoices" webhook payload: typed, exact, and parsed leniently where
-//! Komet's own documentation is inconsistent (see `docs/komet-payload.md` and the fixtures in
+//! Komet's own documentation is inconsistent (see README, "The Komet payload", and the fixtures in
 //! `shared/tests/fixtures/`).
 //!
 //! Accepted beyond the field list, because Komet's documented sample does it:
@@ -341,7 +341,11 @@ impl Checker {
     /// An invoice link: kept when http(s), given `https://` when Komet omits the scheme, refused otherwise
     /// (it ends up as a link in an e-mail).
     fn link(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
-        let text = self.text(value, path)?;
+        let Value::String(text) = value else {
+            self.expected(path, "a string", value);
+            return None;
+        };
+        // Read in place and allocated once, at its final size.
         let text = text.trim();
         let has_scheme =
             |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
@@ -354,7 +358,10 @@ impl Checker {
             self.report(path, format!("expected an http or https URL, found scheme \"{}\"", scheme.escape_debug()));
             None
         } else {
-            Some(format!("https://{text}"))
+            let mut link = String::with_capacity("https://".len() + text.len());
+            link.push_str("https://");
+            link.push_str(text);
+            Some(link)
         }
     }
 

@@ -4,7 +4,11 @@
 //! A *version* is the instant ingest received the webhook (`receivedAt`, in milliseconds): two sends of the
 //! same body are two versions, and a revert (A, B, A) makes the second A the newest. Per record, in order:
 //!
-//! 1. **Superseded**: a newer version is already final, or being processed → consumed, not sent to AppZen.
+//! 1. **Superseded**: a newer version is already final and reached AppZen (or AppZen holds a version at least as
+//!    new), or a newer version is being processed → consumed, not sent to AppZen. A newer version that never
+//!    reached AppZen (held, rejected, unmappable) does not supersede an older one AppZen can take: otherwise the
+//!    order of failures would decide what AppZen ends on (an older version parked, redriven after a newer one
+//!    that does not add up, would be dropped, where without the fault it would have been sent first).
 //! 2. **Duplicate**: this exact version is already final, or its body is what AppZen already holds → consumed
 //!    without a second upsert (the ledger notes the newer version).
 //! 3. **Busy**: another record of this PO holds a live claim → retried later, so two writers never race.
@@ -132,13 +136,16 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
     let Some(entry) = current else {
         return Verdict::Proceed { claim: claimed(new_entry(arrival, now), arrival, now, lease) };
     };
+    let holds = entry.appzen.as_ref();
     if let Some(latest) = &entry.latest {
-        if version < latest.version {
-            return Verdict::Superseded { newer_version: latest.version };
-        }
-        if version == latest.version && latest.body_sha256 == arrival.body_sha256 {
+        let is_this = |other: i64, sha: &str| other == version && sha == arrival.body_sha256;
+        if is_this(latest.version, &latest.body_sha256) || holds.is_some_and(|h| is_this(h.version, &h.body_sha256)) {
             // This very version is already final (a redelivery after the ledger was written).
             return Verdict::Duplicate { record: None };
+        }
+        let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
+        if version < latest.version && (reached_appzen || holds.is_some_and(|h| h.version > version)) {
+            return Verdict::Superseded { newer_version: latest.version };
         }
     }
     if let Some(claim) = entry.claim.as_ref().filter(|c| c.sqs_message_id != arrival.sqs_message_id && c.until > now) {
@@ -149,7 +156,7 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
     }
     if entry.appzen.as_ref().is_some_and(|holds| holds.body_sha256 == arrival.body_sha256) {
         let mut record = entry.clone();
-        record.latest = Some(settled(arrival, LedgerOutcome::Duplicate, now));
+        record.latest = Some(latest_after(entry, arrival, LedgerOutcome::Duplicate, now));
         // A claim left by this same message (it died before settling) is done with too.
         record.claim = None;
         record.revision += 1;
@@ -187,7 +194,7 @@ pub fn settle(
         return None;
     }
     let mut entry = current.clone();
-    entry.latest = Some(settled(arrival, settlement.outcome, now));
+    entry.latest = Some(latest_after(current, arrival, settlement.outcome, now));
     if let Some(accepted) = &settlement.accepted {
         entry.appzen = Some(AppZenHolds {
             version: arrival.version(),
@@ -216,6 +223,20 @@ pub fn release(current: &LedgerEntry, arrival: &Arrival<'_>, now: DateTime<Utc>)
     entry.revision += 1;
     entry.updated_at = now;
     Some(entry)
+}
+
+/// The ledger's latest version once `arrival` is final: the arrival, unless a newer version is already final (an
+/// older version AppZen could still take went through after newer ones it could not: `latest` stays the newest).
+fn latest_after(
+    entry: &LedgerEntry,
+    arrival: &Arrival<'_>,
+    outcome: LedgerOutcome,
+    now: DateTime<Utc>,
+) -> SettledVersion {
+    match &entry.latest {
+        Some(latest) if latest.version > arrival.version() => latest.clone(),
+        _ => settled(arrival, outcome, now),
+    }
 }
 
 fn holds_claim(entry: &LedgerEntry, arrival: &Arrival<'_>) -> bool {
@@ -324,6 +345,30 @@ mod tests {
             judge(Some(&claim), &arrival(7, "X", "m4"), at(50), LEASE),
             Verdict::Superseded { newer_version: at(9).timestamp_millis() }
         );
+    }
+
+    #[test]
+    fn a_newer_version_appzen_never_took_does_not_supersede_an_older_one_it_can_take() {
+        // A (1) is parked during an outage; B (3) does not add up and is held; A is redriven.
+        let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
+        let entry = process(None, &arrival(3, "B", "m3"), &held);
+        let a = arrival(1, "A", "m1-redriven");
+        let entry = process(Some(entry), &a, &upserted());
+        let latest = entry.latest.as_ref().unwrap();
+        assert_eq!((latest.version, latest.outcome), (at(3).timestamp_millis(), LedgerOutcome::Held), "latest stays B");
+        assert_eq!(
+            entry.appzen.as_ref().unwrap().version,
+            a.version(),
+            "AppZen takes A, as it would have without the outage"
+        );
+        // A's redelivery is done; a version older than what AppZen holds is superseded.
+        assert_eq!(judge(Some(&entry), &a, at(50), LEASE), Verdict::Duplicate { record: None });
+        assert!(matches!(judge(Some(&entry), &arrival(0, "Z", "m0"), at(50), LEASE), Verdict::Superseded { .. }));
+        // A version between A and B still goes through: it is the newest AppZen can take.
+        assert!(matches!(judge(Some(&entry), &arrival(2, "C", "m2"), at(50), LEASE), Verdict::Proceed { .. }));
+        // Once a newer version reached AppZen, every older one is superseded.
+        let entry = process(Some(entry), &arrival(4, "D", "m4"), &upserted());
+        assert!(matches!(judge(Some(&entry), &arrival(2, "C", "m2"), at(50), LEASE), Verdict::Superseded { .. }));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! - [`komet`]: Komet's webhook payload, parsed exactly and leniently, with path-naming errors;
 //! - [`reconcile`]: the reconciliation rules and their report;
 //! - [`appzen`]: AppZen's purchase-order body and the mapping to it;
+//! - [`archive`]: the invoice archive's rules (which links may be fetched, PDF check, keys);
 //! - [`message`]: the queue message and the notification event;
 //! - [`email`]: the notification e-mail (subject, text and HTML);
 //! - [`config`]: typed configuration read from the environment;
@@ -10,6 +11,7 @@
 //! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen.
 
 pub mod appzen;
+pub mod archive;
 pub mod config;
 pub mod decision;
 pub mod email;

@@ -3,7 +3,10 @@
 //! - [`WebhookEnvelope`]: ingest → `webhooks.fifo` → reconcile (and, after `maxReceiveCount`, → the DLQ → notify).
 //! - [`NotificationEvent`]: reconcile → `notifications.fifo` → notify (and notify builds the same event
 //!   itself for a dead-lettered envelope).
+//! - [`BodyRef`]: a claim check: ingest → `webhooks.fifo` → reconcile in place of an envelope too large for one
+//!   SQS message, pointing at the envelope stored in the bucket ([`body_key`]).
 
+use crate::archive::{ArchivedPdf, InvoiceArchive};
 use crate::komet::PurchaseOrder;
 use crate::reconcile::Discrepancy;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -15,9 +18,16 @@ pub const ENVELOPE_SCHEMA_VERSION: u32 = 1;
 /// The notification event version this build writes and reads (2: a header plus a per-kind detail).
 pub const NOTIFICATION_SCHEMA_VERSION: u32 = 2;
 
-/// Tells the two message types apart when they share a queue (notify reads both).
+/// The claim check version this build writes and reads.
+pub const BODY_REF_SCHEMA_VERSION: u32 = 1;
+
+/// Tells the message types apart when they share a queue (notify reads all three).
 pub const ENVELOPE_TYPE: &str = "komet.po_reconciliation";
 pub const NOTIFICATION_TYPE: &str = "po_sync.notification";
+pub const BODY_REF_TYPE: &str = "komet.po_reconciliation.ref";
+
+/// Where ingest stores the envelopes too large for one SQS message (the bucket's lifecycle rule expires them).
+pub const BODY_KEY_PREFIX: &str = "bodies/";
 
 /// The `type` of a [`WebhookEnvelope`]. A one-value type, so reading any other message as an envelope fails at
 /// its first member (po-sync always writes `type` first) instead of after the whole body.
@@ -26,6 +36,14 @@ pub enum EnvelopeType {
     #[default]
     #[serde(rename = "komet.po_reconciliation")]
     PoReconciliation,
+}
+
+/// The `type` of a [`BodyRef`]; see [`EnvelopeType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BodyRefType {
+    #[default]
+    #[serde(rename = "komet.po_reconciliation.ref")]
+    PoReconciliationRef,
 }
 
 /// The `type` of a [`NotificationEvent`]; see [`EnvelopeType`].
@@ -68,7 +86,9 @@ pub enum MessageError {
     WrongType { expected: &'static str, found: String },
     #[error("schema version {found} is not supported (this build reads version {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
-    #[error("a message of unknown type {0:?}; po-sync reads {NOTIFICATION_TYPE:?} and {ENVELOPE_TYPE:?}")]
+    #[error(
+        "a message of unknown type {0:?}; po-sync reads {NOTIFICATION_TYPE:?}, {ENVELOPE_TYPE:?} and {BODY_REF_TYPE:?}"
+    )]
     UnknownType(String),
 }
 
@@ -150,6 +170,104 @@ impl WebhookEnvelope {
     }
 }
 
+/// A claim check: the message ingest queues instead of a [`WebhookEnvelope`] too large for one SQS message.
+/// The envelope itself (its JSON, exactly what the message body would have been) is stored at `key` in `bucket`
+/// before this is sent. It carries the envelope's identity, so the queue's group, deduplication and version
+/// ordering, notify's e-mail and the redrive report work without fetching the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BodyRef {
+    #[serde(rename = "type")]
+    pub message_type: BodyRefType,
+    pub schema_version: u32,
+    pub po_id: u64,
+    pub po_number: String,
+    /// The envelope's `receivedAt`: the PO version's order.
+    pub received_at: DateTime<Utc>,
+    pub body_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_id: Option<String>,
+    pub bucket: String,
+    pub key: String,
+}
+
+impl BodyRef {
+    /// The claim check for `envelope`, stored at `key` in `bucket`.
+    pub fn of(envelope: &WebhookEnvelope, bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        BodyRef {
+            message_type: BodyRefType::PoReconciliationRef,
+            schema_version: BODY_REF_SCHEMA_VERSION,
+            po_id: envelope.po.id,
+            po_number: envelope.po.po_number.clone(),
+            received_at: envelope.received_at,
+            body_sha256: envelope.body_sha256.clone(),
+            send_id: envelope.send_id.clone(),
+            bucket: bucket.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The version the stored envelope carries: `receivedAt` in milliseconds.
+    pub fn version(&self) -> i64 {
+        self.received_at.timestamp_millis()
+    }
+
+    /// The SQS FIFO deduplication id, the same as the envelope's: the send, else the body.
+    pub fn deduplication_id(&self) -> &str {
+        self.send_id.as_deref().unwrap_or(&self.body_sha256)
+    }
+
+    /// `s3://bucket/key`.
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    /// Reads a claim check from an SQS body; a wrong type or version is refused, not guessed at.
+    pub fn from_json(json: &str) -> Result<Self, MessageError> {
+        match serde_json::from_str::<BodyRef>(json) {
+            Ok(pointer) if pointer.schema_version == BODY_REF_SCHEMA_VERSION => Ok(pointer),
+            Ok(_) => {
+                check_header(json, BODY_REF_TYPE, BODY_REF_SCHEMA_VERSION)?;
+                Err(MessageError::Malformed("unexpected header".to_owned()))
+            }
+            Err(e) => {
+                check_header(json, BODY_REF_TYPE, BODY_REF_SCHEMA_VERSION)?;
+                Err(MessageError::Malformed(e.to_string()))
+            }
+        }
+    }
+
+    /// Whether `envelope` is the one this claim check names: the same PO and the same body. (`receivedAt` is
+    /// not compared: a retry of the same request inside AWS stores the same body again under the same key,
+    /// with its own arrival time, while SQS keeps the first claim check; the claim check's time is the version.)
+    pub fn names(&self, envelope: &WebhookEnvelope) -> bool {
+        envelope.po.id == self.po_id && envelope.body_sha256 == self.body_sha256
+    }
+}
+
+/// The key of a stored envelope: `bodies/<PO id>/<deduplication id>.json` (the send's id, else the body's
+/// digest). Characters other than ASCII letters, digits, `.` and `-` are written `_XX` (hex), so two ids never
+/// share a key (API Gateway's request ids are base64, with `/`, `+` and `=`); an id too long for a key is
+/// replaced by its digest.
+pub fn body_key(po_id: u64, deduplication_id: &str) -> String {
+    let mut segment = String::with_capacity(deduplication_id.len());
+    for byte in deduplication_id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-' {
+            segment.push(byte as char);
+        } else {
+            segment.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    if segment.len() > 200 || segment.is_empty() || segment.chars().all(|c| c == '.') {
+        segment = sha256_hex(deduplication_id.as_bytes());
+    }
+    format!("{BODY_KEY_PREFIX}{po_id}/{segment}.json")
+}
+
 /// What went wrong, which decides the e-mail's wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
@@ -222,12 +340,18 @@ impl PoIdentity {
     }
 }
 
-/// An invoice PDF link; Komet's links expire six hours after the webhook was sent.
+/// An invoice PDF link; Komet's links expire six hours after the webhook was sent, so reconcile keeps a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InvoiceLink {
     pub invoice_number: String,
     pub url: String,
+    /// The copy in the archive bucket, when reconcile could make one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<ArchivedPdf>,
+    /// Why there is no copy (`archive_incomplete`), when reconcile tried and could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_archived: Option<String>,
 }
 
 /// How long Komet keeps an invoice link alive after sending the webhook.
@@ -316,6 +440,36 @@ impl NotificationDetail {
 }
 
 impl WebhookFacts {
+    /// Notes, link by link, what the archive made of each invoice.
+    pub fn note_archive(&mut self, archives: &[InvoiceArchive]) {
+        for link in &mut self.invoice_links {
+            if let Some(archive) = archives.iter().find(|a| a.invoice_number == link.invoice_number) {
+                match &archive.outcome {
+                    Ok(pdf) => link.archived = Some(pdf.clone()),
+                    Err(why) => link.not_archived = Some(why.to_string()),
+                }
+            }
+        }
+    }
+
+    /// What a claim check says of its webhook, without fetching it: the PO's id and number, when it arrived and
+    /// the body's digest (no vendors, location or invoice links).
+    pub fn of_ref(pointer: &BodyRef) -> Self {
+        WebhookFacts {
+            po: PoIdentity {
+                id: pointer.po_id,
+                po_number: pointer.po_number.clone(),
+                ship_date: None,
+                arrival_date: None,
+                location: None,
+                vendors: Vec::new(),
+            },
+            received_at: pointer.received_at,
+            body_sha256: pointer.body_sha256.clone(),
+            invoice_links: Vec::new(),
+        }
+    }
+
     pub fn of(envelope: &WebhookEnvelope) -> Self {
         WebhookFacts {
             po: PoIdentity::of(&envelope.po),
@@ -328,7 +482,12 @@ impl WebhookFacts {
                 .filter_map(|i| {
                     i.file
                         .as_ref()
-                        .map(|url| InvoiceLink { invoice_number: i.invoice_number.clone(), url: url.clone() })
+                        .map(|url| InvoiceLink {
+                            invoice_number: i.invoice_number.clone(),
+                            url: url.clone(),
+                            archived: None,
+                            not_archived: None,
+                        })
                 })
                 .collect(),
         }
@@ -338,10 +497,15 @@ impl WebhookFacts {
 impl NotificationEvent {
     /// An event about an accepted webhook.
     pub fn about(envelope: &WebhookEnvelope, detail: NotificationDetail) -> Self {
+        NotificationEvent::about_facts(WebhookFacts::of(envelope), detail)
+    }
+
+    /// An event about a webhook known by `facts` (for a claim check: [`WebhookFacts::of_ref`]).
+    pub fn about_facts(facts: WebhookFacts, detail: NotificationDetail) -> Self {
         NotificationEvent {
             message_type: NotificationType::Notification,
             schema_version: NOTIFICATION_SCHEMA_VERSION,
-            webhook: Some(WebhookFacts::of(envelope)),
+            webhook: Some(facts),
             detail,
         }
     }
@@ -418,15 +582,17 @@ impl NotificationEvent {
     }
 }
 
-/// A message on a queue notify reads: a notification event or a dead-lettered webhook.
+/// A message on a po-sync queue: a notification event, a webhook, or a webhook's claim check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueueMessage {
     Notification(NotificationEvent),
     Webhook(WebhookEnvelope),
+    /// A webhook too large for one SQS message, stored in the bucket.
+    WebhookRef(BodyRef),
 }
 
 impl QueueMessage {
-    /// Reads a queue body once. Each candidate type fails at the first member (`type`) when it is the other
+    /// Reads a queue body once. Each candidate type fails at the first member (`type`) when it is another
     /// one, so the body is read whole only once; only an unreadable body is looked at again, to say why.
     pub fn from_json(json: &str) -> Result<Self, MessageError> {
         if let Ok(event) = serde_json::from_str::<NotificationEvent>(json)
@@ -439,9 +605,15 @@ impl QueueMessage {
         {
             return Ok(QueueMessage::Webhook(envelope));
         }
+        if let Ok(pointer) = serde_json::from_str::<BodyRef>(json)
+            && pointer.schema_version == BODY_REF_SCHEMA_VERSION
+        {
+            return Ok(QueueMessage::WebhookRef(pointer));
+        }
         match message_type(json).as_deref() {
             Some(NOTIFICATION_TYPE) => NotificationEvent::from_json(json).map(QueueMessage::Notification),
             Some(ENVELOPE_TYPE) => WebhookEnvelope::from_json(json).map(QueueMessage::Webhook),
+            Some(BODY_REF_TYPE) => BodyRef::from_json(json).map(QueueMessage::WebhookRef),
             Some(other) => Err(MessageError::UnknownType(other.to_owned())),
             None => Err(MessageError::Malformed("not JSON with a \"type\"".to_owned())),
         }

@@ -89,7 +89,8 @@ fn is_money(v: &Value) -> bool {
 #[test]
 fn mapping_follows_the_documented_table() {
     let po = parse_webhook(CLEAN_PO.as_bytes()).unwrap();
-    let body = map_purchase_order(&po, &MappingSettings::default()).unwrap();
+    let settings = MappingSettings::default();
+    let body = map_purchase_order(&po, &settings).unwrap();
     assert_eq!(body.purchase_order_number, "P004410");
     assert_eq!(body.entity_id, "2", "location code by default");
     assert_eq!(body.supplier_id, "V-0042", "vendorAccountingCode first");
@@ -136,7 +137,8 @@ fn mapping_settings_change_the_sources_and_currency() {
 #[test]
 fn without_an_accounting_code_the_vendor_code_is_the_supplier() {
     let po = parse_webhook(DOC_SAMPLE.as_bytes()).unwrap();
-    let body = map_purchase_order(&po, &MappingSettings::default()).unwrap();
+    let settings = MappingSettings::default();
+    let body = map_purchase_order(&po, &settings).unwrap();
     assert_eq!((body.supplier_id.as_str(), body.entity_id.as_str()), ("AV", "02"));
     let json = body.to_json().unwrap();
     assert!(json.contains(r#""total_amount":{"amount":60.0,"currency":"USD"}"#), "{json}");

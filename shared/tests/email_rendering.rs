@@ -165,8 +165,18 @@ fn html_and_quotes_in_vendor_and_location_names_arrive_as_text() {
     po.vendors = vec![r#"<script>alert("x")</script> & 'Rosas' "Lda""#.to_owned()];
     po.location = Some(r#"Chicago <b onmouseover="steal()">North</b>"#.to_owned());
     let links = &mut event.webhook.as_mut().unwrap().invoice_links;
-    links.push(InvoiceLink { invoice_number: "<i>9</i>".to_owned(), url: "javascript:alert(1)".to_owned() });
-    links.push(InvoiceLink { invoice_number: "10".to_owned(), url: r#"https://x.example/a"onclick="b"#.to_owned() });
+    links.push(InvoiceLink {
+        invoice_number: "<i>9</i>".to_owned(),
+        url: "javascript:alert(1)".to_owned(),
+        archived: None,
+        not_archived: None,
+    });
+    links.push(InvoiceLink {
+        invoice_number: "10".to_owned(),
+        url: r#"https://x.example/a"onclick="b"#.to_owned(),
+        archived: None,
+        not_archived: Some("<b>expired</b>".to_owned()),
+    });
     let email = rendered(&event);
     for raw in ["<script>", "<b onmouseover", "<i>9</i>", "href=\"javascript:", "\"onclick=\"b", "'Rosas'"] {
         assert!(!email.html.contains(raw), "html contains {raw:?}:\n{}", email.html);
@@ -177,6 +187,7 @@ fn html_and_quotes_in_vendor_and_location_names_arrive_as_text() {
         "Chicago &#60;b onmouseover=&#34;steal()&#34;&#62;North&#60;/b&#62;",
         "&#60;i&#62;9&#60;/i&#62;: javascript:alert(1)",
         "href=\"https://x.example/a&#34;onclick=&#34;b\"",
+        "not archived: &#60;b&#62;expired&#60;/b&#62;",
     ] {
         assert!(email.html.contains(escaped), "html lacks {escaped:?}:\n{}", email.html);
     }

@@ -3,8 +3,8 @@
 use chrono::{TimeZone, Utc};
 use po_sync::komet::parse_webhook;
 use po_sync::message::{
-    AppZenAnswer, MessageError, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope,
-    message_type, sha256_hex,
+    AppZenAnswer, BodyRef, MessageError, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage,
+    WebhookEnvelope, body_key, message_type, sha256_hex,
 };
 use po_sync::reconcile::{Tolerance, reconcile};
 
@@ -107,7 +107,7 @@ fn a_queue_body_is_read_as_whichever_message_it_is_and_anything_else_is_explaine
     let explain = |json: &str| QueueMessage::from_json(json).unwrap_err().to_string();
     assert_eq!(
         explain(r#"{"type":"something.else"}"#),
-        r#"a message of unknown type "something.else"; po-sync reads "po_sync.notification" and "komet.po_reconciliation""#
+        r#"a message of unknown type "something.else"; po-sync reads "po_sync.notification", "komet.po_reconciliation" and "komet.po_reconciliation.ref""#
     );
     assert_eq!(
         explain(r#"{"type":"po_sync.notification","schemaVersion":1,"kind":"mapping_error"}"#),
@@ -117,4 +117,73 @@ fn a_queue_body_is_read_as_whichever_message_it_is_and_anything_else_is_explaine
     assert!(
         explain(r#"{"type":"komet.po_reconciliation","schemaVersion":1,"po":{}}"#).starts_with("not a po-sync message")
     );
+}
+
+fn claim_check() -> (WebhookEnvelope, BodyRef) {
+    let envelope = envelope().with_send_id("UqZ6tjK4/oAMEJ3w=");
+    let key = body_key(envelope.po.id, envelope.deduplication_id());
+    let pointer = BodyRef::of(&envelope, "po-sync-archive", key);
+    (envelope, pointer)
+}
+
+#[test]
+fn a_claim_check_round_trips_and_carries_its_envelopes_identity() {
+    let (envelope, pointer) = claim_check();
+    let json = pointer.to_json().unwrap();
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"type":"komet.po_reconciliation.ref","schemaVersion":1,"poId":12345,"poNumber":"P002271","receivedAt":"2026-11-21T17:00:00Z","bodySha256":"{}","sendId":"UqZ6tjK4/oAMEJ3w=","bucket":"po-sync-archive","key":"bodies/12345/UqZ6tjK4_2FoAMEJ3w_3D.json"}}"#,
+            envelope.body_sha256
+        )
+    );
+    assert_eq!(BodyRef::from_json(&json).unwrap(), pointer);
+    assert_eq!(message_type(&json).as_deref(), Some("komet.po_reconciliation.ref"));
+    assert_eq!((pointer.version(), pointer.deduplication_id()), (envelope.version(), envelope.deduplication_id()));
+    assert_eq!(pointer.location(), "s3://po-sync-archive/bodies/12345/UqZ6tjK4_2FoAMEJ3w_3D.json");
+    assert!(pointer.names(&envelope));
+    // Without a send id (an envelope from before sendId), the body's digest names it, as it deduplicates it.
+    let old = self::envelope();
+    let old_ref = BodyRef::of(&old, "b", body_key(old.po.id, old.deduplication_id()));
+    assert_eq!(old_ref.deduplication_id(), old.body_sha256);
+    assert_eq!(old_ref.key, format!("bodies/12345/{}.json", old.body_sha256));
+    assert!(!old_ref.to_json().unwrap().contains("sendId"));
+}
+
+#[test]
+fn claim_checks_of_another_version_or_type_are_refused_and_keys_never_collide() {
+    let (envelope, pointer) = claim_check();
+    let json = pointer.to_json().unwrap();
+    let v2 = json.replace(r#""schemaVersion":1"#, r#""schemaVersion":2"#);
+    assert_eq!(BodyRef::from_json(&v2), Err(MessageError::UnsupportedVersion { found: 2, supported: 1 }));
+    assert!(matches!(BodyRef::from_json(&envelope.to_json().unwrap()), Err(MessageError::WrongType { .. })));
+    assert!(matches!(WebhookEnvelope::from_json(&json), Err(MessageError::WrongType { .. })));
+    assert!(matches!(BodyRef::from_json(&json.replace(r#","key":"#, r#","kee":"#)), Err(MessageError::Malformed(_))));
+    // Another body under the same PO and send is not the one the claim check names.
+    let mut other = envelope.clone();
+    other.body_sha256 = sha256_hex(b"other");
+    assert!(!pointer.names(&other));
+    // Characters a key must not carry are escaped one to one: different ids, different keys.
+    assert_eq!(body_key(1, "a/b"), "bodies/1/a_2Fb.json");
+    assert_ne!(body_key(1, "a/b"), body_key(1, "a_b"));
+    assert_eq!(body_key(1, "a_b"), "bodies/1/a_5Fb.json");
+    assert_eq!(body_key(1, ".."), format!("bodies/1/{}.json", sha256_hex(b"..")));
+    assert_eq!(body_key(1, &"x".repeat(300)), format!("bodies/1/{}.json", sha256_hex("x".repeat(300).as_bytes())));
+}
+
+#[test]
+fn a_queue_body_is_read_as_any_of_the_three_messages_in_one_pass() {
+    let (envelope, pointer) = claim_check();
+    let event = NotificationEvent::poison("x", "m-1");
+    assert_eq!(QueueMessage::from_json(&envelope.to_json().unwrap()).unwrap(), QueueMessage::Webhook(envelope));
+    assert_eq!(QueueMessage::from_json(&event.to_json().unwrap()).unwrap(), QueueMessage::Notification(event));
+    let json = pointer.to_json().unwrap();
+    assert_eq!(QueueMessage::from_json(&json).unwrap(), QueueMessage::WebhookRef(pointer));
+    let v2 = json.replace(r#""schemaVersion":1"#, r#""schemaVersion":2"#);
+    assert_eq!(
+        QueueMessage::from_json(&v2).unwrap_err().to_string(),
+        "schema version 2 is not supported (this build reads version 1)"
+    );
+    let broken = r#"{"type":"komet.po_reconciliation.ref","schemaVersion":1,"poId":"x"}"#;
+    assert!(QueueMessage::from_json(broken).unwrap_err().to_string().starts_with("not a po-sync message"));
 }

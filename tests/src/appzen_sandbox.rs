@@ -110,7 +110,19 @@ pub struct Failure {
     /// The `message` of the error body.
     #[serde(default)]
     pub message: Option<String>,
+    /// Process the upsert as usual (AppZen applies it), then hold the answer back this long: a slow answer
+    /// the client may have given up on although the PO was updated.
+    #[serde(default)]
+    pub delay_after_ms: Option<u64>,
 }
+
+/// Decides, per upsert (given its body), a failure to answer instead when none is queued with
+/// [`Sandbox::fail_next`]: the soak's seeded random faults.
+pub type FaultHook = Arc<dyn Fn(&[u8]) -> Option<Failure> + Send + Sync>;
+
+/// The header every upsert answer carries, as AppZen's do: `sandbox-<seq>`, naming the request in
+/// `/_sandbox/requests`, so a caller's log line leads to the request.
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 
 #[derive(Default)]
 struct Ledger {
@@ -123,6 +135,7 @@ struct Ledger {
 struct Shared {
     credentials: Credentials,
     ledger: Mutex<Ledger>,
+    fault_hook: Mutex<Option<FaultHook>>,
 }
 
 impl Shared {
@@ -140,7 +153,18 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(credentials: Credentials) -> Self {
-        Sandbox { shared: Arc::new(Shared { credentials, ledger: Mutex::new(Ledger::default()) }) }
+        Sandbox {
+            shared: Arc::new(Shared {
+                credentials,
+                ledger: Mutex::new(Ledger::default()),
+                fault_hook: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Consulted for every upsert that no queued failure answers (`None` removes it).
+    pub fn set_fault_hook(&self, hook: Option<FaultHook>) {
+        *self.shared.fault_hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -154,6 +178,10 @@ impl Sandbox {
             .route("/_sandbox/requests", get(list_requests))
             .route("/_sandbox/fail", post(queue_failure))
             .route("/_sandbox/reset", post(reset))
+            // Komet's file server, for the invoice archive: PDFs, links that have expired, a page that is no PDF.
+            .route("/invoices/{name}", get(invoice_pdf))
+            .route("/expired/{name}", get(expired_link))
+            .route("/not-a-pdf/{name}", get(not_a_pdf))
             .fallback(not_found)
             .with_state(self.clone())
     }
@@ -240,7 +268,9 @@ impl Drop for RunningSandbox {
 
 async fn upsert(State(sandbox): State<Sandbox>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let seq = record(&sandbox, &method, &uri, &headers, &body);
-    let failure = next_failure(&sandbox);
+    let hook = sandbox.shared.fault_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let failure = next_failure(&sandbox).or_else(|| hook.and_then(|decide| decide(&body)));
+    let delay_after = failure.as_ref().and_then(|f| f.delay_after_ms);
     if let Some(delay) = failure.as_ref().and_then(|f| f.delay_ms) {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -258,7 +288,14 @@ async fn upsert(State(sandbox): State<Sandbox>, method: Method, uri: Uri, header
         entry.response_status = Some(answer.status.as_u16());
         entry.response_body = Some(answer.body.to_string());
     }
-    answer.into_response()
+    if let Some(delay) = delay_after {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let mut response = answer.into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("sandbox-{seq}")) {
+        response.headers_mut().insert(CORRELATION_ID_HEADER, value);
+    }
+    response
 }
 
 fn record(sandbox: &Sandbox, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> u64 {
@@ -645,6 +682,34 @@ fn describe(value: &Value) -> String {
         Value::Array(_) => "an array".to_owned(),
         Value::Object(_) => "an object".to_owned(),
     }
+}
+
+/// A small, valid PDF naming the invoice, the same bytes for the same name (so a re-run archives nothing new).
+pub fn invoice_pdf_bytes(name: &str) -> Vec<u8> {
+    let text = name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect::<String>();
+    let stream = format!("BT /F1 12 Tf 72 720 Td (Invoice {text}) Tj ET");
+    format!(
+        "%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n\
+         3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >> endobj\n\
+         4 0 obj << /Length {} >> stream\n{stream}\nendstream endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+        stream.len()
+    )
+    .into_bytes()
+}
+
+async fn invoice_pdf(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    ([(header::CONTENT_TYPE, "application/pdf")], invoice_pdf_bytes(&name)).into_response()
+}
+
+/// What an expired pre-signed link answers.
+async fn expired_link() -> Response {
+    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/xml")], "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+        .into_response()
+}
+
+/// A login page served where a PDF was expected.
+async fn not_a_pdf() -> Response {
+    ([(header::CONTENT_TYPE, "application/pdf")], "<html><body>Please sign in</body></html>").into_response()
 }
 
 async fn list_requests(State(sandbox): State<Sandbox>) -> Response {

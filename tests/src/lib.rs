@@ -15,5 +15,8 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 pub mod appzen_sandbox;
+pub mod fault_proxy;
 pub mod local;
 pub mod poller;
+pub mod soak;
+pub mod stack_env;

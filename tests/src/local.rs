@@ -13,9 +13,12 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use base64::Engine;
 
 use crate::appzen_sandbox::{Credentials, RecordedRequest, RunningSandbox, Sandbox};
+use crate::fault_proxy::{ProxyFaults, RunningProxy};
 use crate::moto::{MotoServer, free_port};
-use crate::poller::{EventSourceMapping, Invocation, LogSink, Poller};
+use crate::poller::{EventSourceMapping, Invocation, InvocationDeaths, LogSink, Poller};
+use crate::stack_env::{self, ResolvedStack};
 use crate::workspace_root;
+use po_sync_aws::metrics::{self, emf};
 
 /// The functions, as `cargo lambda watch` knows them (their binary names).
 pub const FUNCTIONS: [&str; 3] = ["ingest", "reconcile", "notify"];
@@ -26,18 +29,19 @@ pub const WEBHOOK_PASSWORD: &str = "local-webhook-password";
 /// The verified SES sender and the people notified.
 pub const NOTIFY_FROM: &str = "po-sync@example.com";
 pub const NOTIFY_TO: [&str; 2] = ["accounts-payable@example.com", "purchasing@example.com"];
-/// The version ledger table the local pipeline creates in moto.
-pub const LEDGER_TABLE: &str = "po-sync-ledger";
+/// The subject prefix of the local pipeline's e-mails (the template's `NotificationSubjectPrefix`).
+pub const SUBJECT_PREFIX: &str = "[po-sync local]";
 
 /// How the local pipeline is set up.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     /// Where each process writes its output (`functions.log`, `poller.log`).
     pub logs_dir: PathBuf,
-    /// Receives before SQS moves a webhook to its dead-letter queue.
+    /// Receives before SQS moves a webhook to its dead-letter queue (the template's `MaxReceiveCount`).
     pub max_receive_count: u32,
-    /// The queues' visibility timeout, in seconds: how long a batch may take before SQS hands it out again.
-    pub visibility_timeout: u32,
+    /// The SAM template the functions' environment, the queues, the ledger table and the event sources come
+    /// from (deployed into moto's CloudFormation: `stack_env`).
+    pub template: PathBuf,
     /// After a failed record, the poller makes it visible again after this many seconds (keeps retries
     /// and the road to the DLQ quick).
     pub retry_after_seconds: Option<i32>,
@@ -49,8 +53,14 @@ pub struct StackOptions {
     pub lambda_port: u16,
     /// Port for the AppZen sandbox (0: a free one).
     pub sandbox_port: u16,
-    /// Extra or overriding function environment (`NAME`, `value`).
+    /// Extra or overriding environment for every function (`NAME`, `value`), on top of the template's.
     pub function_env: Vec<(String, String)>,
+    /// Put the fault-injecting proxy between the functions and moto (the soak); `None`: they talk to moto.
+    pub aws_faults: Option<ProxyFaults>,
+    /// Injected invocation deaths, per function (binary name) the poller invokes (the soak).
+    pub invocation_deaths: Vec<(String, InvocationDeaths)>,
+    /// Instances of ingest `cargo lambda watch` may run at once (Lambda runs one per concurrent caller).
+    pub ingest_concurrency: u32,
 }
 
 impl StackOptions {
@@ -58,13 +68,16 @@ impl StackOptions {
         StackOptions {
             logs_dir: logs_dir.into(),
             max_receive_count: 3,
-            visibility_timeout: 30,
+            template: stack_env::default_template(),
             retry_after_seconds: Some(1),
             reload: false,
             ready_timeout: Duration::from_secs(300),
             lambda_port: 0,
             sandbox_port: 0,
             function_env: Vec::new(),
+            aws_faults: None,
+            invocation_deaths: Vec::new(),
+            ingest_concurrency: 1,
         }
     }
 }
@@ -208,17 +221,27 @@ pub fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
+/// One `cargo lambda watch` per function, each started with the environment the template gives that function.
+struct Emulator {
+    function: String,
+    url: String,
+    process: ProcessGroup,
+}
+
 /// The running local pipeline.
 pub struct LocalStack {
     // Field order is drop order: the poller stops before the functions, the functions before moto.
     poller: Option<Poller>,
-    lambda: ProcessGroup,
+    lambdas: Vec<Emulator>,
+    proxy: Option<RunningProxy>,
     pub sandbox: RunningSandbox,
     pub moto: MotoServer,
     pub sqs: aws_sdk_sqs::Client,
     pub queues: Queues,
     /// The version ledger (moto DynamoDB), read the way reconcile writes it.
     pub ledger: po_sync_aws::ledger::DynamoLedger,
+    /// The template as deployed into moto: each function's resolved environment and event sources.
+    pub stack: ResolvedStack,
     http: reqwest::Client,
     lambda_url: String,
     options: StackOptions,
@@ -229,15 +252,20 @@ impl LocalStack {
     pub async fn start(options: StackOptions, log: &LogSink) -> Result<LocalStack, StackError> {
         std::fs::create_dir_all(&options.logs_dir).map_err(|e| setup("create the logs directory")(e.to_string()))?;
 
-        log.line("starting moto server (SQS, SES)");
+        log.line("starting moto server (SQS, SES, DynamoDB, CloudFormation)");
         let moto = MotoServer::start();
         let config = moto.sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&config);
-        let queues = create_queues(&sqs, &options).await?;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let ledger_table = crate::moto::create_ledger_table(&dynamodb, LEDGER_TABLE)
+        log.line(format!(
+            "deploying {} into moto's CloudFormation (translated by aws-sam-translator)",
+            options.template.display()
+        ));
+        let stack = stack_env::deploy(&config, &options.template, &stack_parameters(&options))
             .await
-            .map_err(|e| setup("create the ledger table")(e.to_string()))?;
+            .map_err(|e| setup(&format!("deploy {}", options.template.display()))(e))?;
+        let queues = stack_queues(&sqs, &stack).await?;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let ledger_table = stack.required_var("reconcile", "LEDGER_TABLE_NAME").map_err(setup("the ledger table"))?;
         let ledger = po_sync_aws::ledger::DynamoLedger::new(dynamodb, ledger_table);
         let ses = aws_sdk_ses::Client::new(&config);
         ses.verify_email_identity()
@@ -246,9 +274,13 @@ impl LocalStack {
             .await
             .map_err(|e| setup("verify the SES sender")(aws_sdk_ses::Error::from(e).to_string()))?;
         log.line(format!(
-            "moto on {} (pid {}): 5 FIFO queues (webhooks, notifications, their DLQs, parked), the ledger table {LEDGER_TABLE}, SES sender {NOTIFY_FROM} verified",
+            "moto on {} (pid {}): stack {} ({} resources left to the local pipeline: {}), the ledger table {}, SES sender {NOTIFY_FROM} verified",
             moto.endpoint_url(),
-            moto.pid()
+            moto.pid(),
+            stack.stack_name,
+            stack.left_out.len(),
+            stack.left_out.join(", "),
+            ledger.table()
         ));
 
         let sandbox = Sandbox::new(Credentials::default())
@@ -257,45 +289,101 @@ impl LocalStack {
             .map_err(|e| setup("start the AppZen sandbox")(e.to_string()))?;
         log.line(format!("AppZen sandbox on {}", sandbox.base_url()));
 
-        let env_file = options.logs_dir.join("functions.env");
-        let env = function_env(&moto, &sandbox, &queues, &options);
-        let env_text: String = env.iter().map(|(name, value)| format!("{name}={}\n", env_file_value(value))).collect();
-        std::fs::write(&env_file, env_text).map_err(|e| setup("write the functions' env file")(e.to_string()))?;
+        let proxy = match &options.aws_faults {
+            Some(faults) => {
+                let mut faults = faults.clone();
+                if faults.slow_queue.is_empty() {
+                    faults.slow_queue = queues.webhooks.rsplit('/').next().unwrap_or_default().to_owned();
+                }
+                let proxy = RunningProxy::start(&moto.endpoint_url(), faults)
+                    .await
+                    .map_err(|e| setup("start the fault proxy")(e.to_string()))?;
+                log.line(format!("fault proxy on {} in front of moto", proxy.endpoint_url()));
+                Some(proxy)
+            }
+            None => None,
+        };
+        let aws_endpoint = proxy.as_ref().map_or_else(|| moto.endpoint_url(), RunningProxy::endpoint_url);
+        let envs = function_envs(&stack, &aws_endpoint, &sandbox, &options)?;
 
-        let lambda_port = if options.lambda_port == 0 { free_port() } else { options.lambda_port };
-        let lambda = start_cargo_lambda(lambda_port, &env_file, &options)?;
-        let lambda_url = format!("http://127.0.0.1:{lambda_port}");
-        log.line(format!(
-            "cargo lambda watch on {lambda_url} (pid {}), output in {}",
-            lambda.pid(),
-            options.logs_dir.join("functions.log").display()
-        ));
+        // Every emulator writes to the one functions.log, each appending.
+        std::fs::File::create(options.logs_dir.join("functions.log"))
+            .map_err(|e| setup("create functions.log")(e.to_string()))?;
+        let mut lambdas = Vec::with_capacity(envs.len());
+        for (function, env) in &envs {
+            let env_file = options.logs_dir.join(format!("{function}.env"));
+            let env_text: String =
+                env.iter().map(|(name, value)| format!("{name}={}\n", env_file_value(value))).collect();
+            std::fs::write(&env_file, env_text).map_err(|e| setup("write a function's env file")(e.to_string()))?;
+            let port = match (function.as_str(), options.lambda_port) {
+                ("ingest", port) if port != 0 => port,
+                _ => free_port(),
+            };
+            let process = start_cargo_lambda(port, &env_file, &options, function)?;
+            let url = format!("http://127.0.0.1:{port}");
+            log.line(format!(
+                "{function}: cargo lambda watch on {url} (pid {}), environment {}",
+                process.pid(),
+                env_file.display()
+            ));
+            lambdas.push(Emulator { function: function.clone(), url, process });
+        }
+        let lambda_url = lambdas
+            .iter()
+            .find(|e| e.function == "ingest")
+            .map(|e| e.url.clone())
+            .ok_or_else(|| setup("the template")("it has no ingest function".to_owned()))?;
 
         let http = reqwest::Client::builder()
             .timeout(options.ready_timeout)
             .build()
             .map_err(|e| setup("build an HTTP client")(e.to_string()))?;
-        let mut stack =
-            LocalStack { poller: None, lambda, sandbox, moto, sqs, queues, ledger, http, lambda_url, options };
+        let mut stack = LocalStack {
+            poller: None,
+            lambdas,
+            proxy,
+            sandbox,
+            moto,
+            sqs,
+            queues,
+            ledger,
+            stack,
+            http,
+            lambda_url,
+            options,
+        };
         stack.wait_until_functions_answer(log).await?;
 
         let poller_log = std::fs::File::create(stack.options.logs_dir.join("poller.log"))
             .map_err(|e| setup("create poller.log")(e.to_string()))?;
-        let mapping = |queue: &str, function: &str| EventSourceMapping {
-            retry_after_seconds: stack.options.retry_after_seconds,
-            ..EventSourceMapping::new(queue, function)
-        };
-        let mappings = vec![
-            mapping(&stack.queues.webhooks, "reconcile"),
-            mapping(&stack.queues.notifications, "notify"),
-            mapping(&stack.queues.webhooks_dlq, "notify"),
-        ];
+        // The template's own event sources (its functions' `Events`), played by the local poller.
+        let mut mappings = Vec::new();
+        for source in &stack.stack.event_sources {
+            mappings.push(EventSourceMapping {
+                batch_size: source.batch_size,
+                retry_after_seconds: stack.options.retry_after_seconds,
+                invoke_base_url: Some(stack.emulator_url(&source.function)?.to_owned()),
+                deaths: stack
+                    .options
+                    .invocation_deaths
+                    .iter()
+                    .find(|(f, _)| *f == source.function)
+                    .map(|(_, d)| d.clone()),
+                ..EventSourceMapping::new(&source.queue_url, &source.function)
+            });
+        }
+        let described: Vec<String> = stack
+            .stack
+            .event_sources
+            .iter()
+            .map(|s| format!("{} -> {}", s.queue_url.rsplit('/').next().unwrap_or_default(), s.function))
+            .collect();
         let poller =
             Poller::start(stack.sqs.clone(), &stack.lambda_url, "us-east-1", mappings, LogSink::new(poller_log))
                 .await
                 .map_err(|e| setup("start the SQS poller")(e.to_string()))?;
         stack.poller = Some(poller);
-        log.line("poller: webhooks -> reconcile, notifications -> notify, webhooks-dlq -> notify");
+        log.line(format!("poller (the template's event sources): {}", described.join(", ")));
         Ok(stack)
     }
 
@@ -313,38 +401,60 @@ impl LocalStack {
         &self.options.logs_dir
     }
 
+    /// The PID of ingest's `cargo lambda watch`.
     pub fn lambda_pid(&self) -> u32 {
-        self.lambda.pid()
+        self.lambdas.iter().find(|e| e.function == "ingest").map_or(0, |e| e.process.pid())
+    }
+
+    /// `http://127.0.0.1:PORT` of the `cargo lambda watch` that runs `function`.
+    pub fn emulator_url(&self, function: &str) -> Result<&str, StackError> {
+        self.lambdas.iter().find(|e| e.function == function).map(|e| e.url.as_str()).ok_or_else(|| {
+            setup("the template")(format!("an event source feeds {function}, which is not a function of the template"))
+        })
+    }
+
+    /// The fault proxy between the functions and moto, when [`StackOptions::aws_faults`] asked for one.
+    pub fn proxy(&self) -> Option<&RunningProxy> {
+        self.proxy.as_ref()
     }
 
     /// Invokes each function once with a harmless event, so `cargo lambda watch` builds and starts them.
     async fn wait_until_functions_answer(&mut self, log: &LogSink) -> Result<(), StackError> {
         let started = Instant::now();
         let deadline = started + self.options.ready_timeout;
-        while tokio::net::TcpStream::connect(self.lambda_url.trim_start_matches("http://")).await.is_err() {
-            if let Some(status) = self.lambda.exited() {
-                return Err(setup("cargo lambda watch")(format!("exited with {status}; see {}", self.functions_log())));
+        for emulator in &mut self.lambdas {
+            while tokio::net::TcpStream::connect(emulator.url.trim_start_matches("http://")).await.is_err() {
+                if let Some(status) = emulator.process.exited() {
+                    return Err(setup("cargo lambda watch")(format!(
+                        "{}'s exited with {status}; see {}",
+                        emulator.function,
+                        self.options.logs_dir.join("functions.log").display()
+                    )));
+                }
+                if Instant::now() > deadline {
+                    return Err(StackError::Timeout(format!("cargo lambda watch did not listen on {}", emulator.url)));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if Instant::now() > deadline {
-                return Err(StackError::Timeout(format!("cargo lambda watch did not listen on {}", self.lambda_url)));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         log.line("building and starting ingest, reconcile and notify (the first time compiles them)");
         let empty_batch = r#"{"Records":[]}"#;
         let ingest = self.http.get(self.ingest_url()).send();
-        let invoke = |function: &str| {
+        let (reconcile_url, notify_url) =
+            (self.emulator_url("reconcile")?.to_owned(), self.emulator_url("notify")?.to_owned());
+        let invoke = |base: &str, function: &str| {
             self.http
-                .post(format!("{}/2015-03-31/functions/{function}/invocations", self.lambda_url))
+                .post(format!("{base}/2015-03-31/functions/{function}/invocations"))
                 .header("content-type", "application/json")
                 .body(empty_batch)
                 .send()
         };
-        let warm_up = async { tokio::join!(ingest, invoke("reconcile"), invoke("notify")) };
+        let warm_up =
+            async { tokio::join!(ingest, invoke(&reconcile_url, "reconcile"), invoke(&notify_url, "notify")) };
         let functions_log = self.functions_log();
         let (ingest, reconcile, notify) = tokio::select! {
             answers = warm_up => answers,
-            status = wait_for_exit(&mut self.lambda) => {
+            status = wait_for_any_exit(&mut self.lambdas) => {
                 return Err(setup("cargo lambda watch")(format!("exited with {status}{}", log_tail(&functions_log))));
             }
             // A function that does not compile or dies at start never takes its invocation: fail now, not at the deadline.
@@ -480,7 +590,9 @@ impl LocalStack {
         if let Some(poller) = self.poller.take() {
             poller.stop().await;
         }
-        self.lambda.stop(Duration::from_secs(3));
+        for emulator in &mut self.lambdas {
+            emulator.process.stop(Duration::from_secs(3));
+        }
     }
 }
 
@@ -521,70 +633,169 @@ async fn build_or_start_failure(functions_log: &str) -> String {
     }
 }
 
-async fn wait_for_exit(process: &mut ProcessGroup) -> std::process::ExitStatus {
+/// Resolves when any of the emulators exits.
+async fn wait_for_any_exit(emulators: &mut [Emulator]) -> String {
     loop {
-        if let Some(status) = process.exited() {
-            return status;
+        for emulator in emulators.iter_mut() {
+            if let Some(status) = emulator.process.exited() {
+                return format!("{}'s with {status}", emulator.function);
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn create_queues(sqs: &aws_sdk_sqs::Client, options: &StackOptions) -> Result<Queues, StackError> {
-    let webhooks_parked = create_fifo_queue(sqs, "po-sync-webhooks-parked.fifo", options, None).await?;
-    let webhooks_dlq = create_fifo_queue(sqs, "po-sync-webhooks-dlq.fifo", options, None).await?;
-    let webhooks = create_fifo_queue(sqs, "po-sync-webhooks.fifo", options, Some(&webhooks_dlq)).await?;
-    let notifications_dlq = create_fifo_queue(sqs, "po-sync-notifications-dlq.fifo", options, None).await?;
-    let notifications = create_fifo_queue(sqs, "po-sync-notifications.fifo", options, Some(&notifications_dlq)).await?;
+/// The template's parameters, as the local pipeline deploys it.
+fn stack_parameters(options: &StackOptions) -> Vec<(String, String)> {
+    [
+        ("WebhookAuth", "basic".to_owned()),
+        ("NotificationSender", NOTIFY_FROM.to_owned()),
+        ("NotificationRecipients", NOTIFY_TO.join(",")),
+        ("NotificationSubjectPrefix", SUBJECT_PREFIX.to_owned()),
+        ("MaxReceiveCount", options.max_receive_count.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The queues as the deployed template wires them: ingest's `QUEUE_URL`, reconcile's `NOTIFY_QUEUE_URL`,
+/// notify's `PARKED_QUEUE_URL`, and the dead-letter queues their redrive policies name.
+async fn stack_queues(sqs: &aws_sdk_sqs::Client, stack: &ResolvedStack) -> Result<Queues, StackError> {
+    let wired =
+        |binary: &str, name: &str| stack.required_var(binary, name).map(str::to_owned).map_err(setup("the queues"));
+    let webhooks = wired("ingest", "QUEUE_URL")?;
+    let notifications = wired("reconcile", "NOTIFY_QUEUE_URL")?;
+    let webhooks_parked = wired("notify", "PARKED_QUEUE_URL")?;
+    let webhooks_dlq = dead_letter_queue(sqs, &webhooks).await?;
+    let notifications_dlq = dead_letter_queue(sqs, &notifications).await?;
     Ok(Queues { webhooks, webhooks_dlq, webhooks_parked, notifications, notifications_dlq })
 }
 
-async fn create_fifo_queue(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    options: &StackOptions,
-    dead_letter_queue_url: Option<&str>,
-) -> Result<String, StackError> {
-    let dead_letter = dead_letter_queue_url.map(|url| (url, options.max_receive_count));
-    crate::moto::create_fifo_queue(sqs, name, dead_letter, Some(options.visibility_timeout))
+/// The URL of the queue `queue_url`'s redrive policy sends dead letters to.
+async fn dead_letter_queue(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<String, StackError> {
+    let fail = |detail: String| setup(&format!("the dead-letter queue of {queue_url}"))(detail);
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
         .await
-        .map_err(|e| setup(name)(e.to_string()))
+        .map_err(|e| fail(aws_sdk_sqs::Error::from(e).to_string()))?;
+    let policy = attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        .ok_or_else(|| fail("the template gives it no RedrivePolicy".to_owned()))?;
+    let policy: serde_json::Value = serde_json::from_str(policy).map_err(|e| fail(format!("RedrivePolicy: {e}")))?;
+    let arn = policy.get("deadLetterTargetArn").and_then(|v| v.as_str()).unwrap_or_default();
+    let name =
+        arn.rsplit(':').next().filter(|n| !n.is_empty()).ok_or_else(|| fail(format!("RedrivePolicy {policy}")))?;
+    let found =
+        sqs.get_queue_url().queue_name(name).send().await.map_err(|e| fail(aws_sdk_sqs::Error::from(e).to_string()))?;
+    Ok(found.queue_url().unwrap_or_default().to_owned())
 }
 
-/// The functions' environment (the contract in the README), pointing at moto and the sandbox.
-fn function_env(
-    moto: &MotoServer,
+/// What the local pipeline puts in place of a template variable that refers to a Secrets Manager secret (moto
+/// resolves such a `Ref` to nothing): the same credentials, inline, through the variables each function reads
+/// when no secret is named.
+fn inline_credentials(
+    variable: &str,
+    env: &[(String, String)],
     sandbox: &RunningSandbox,
-    queues: &Queues,
+) -> Option<Vec<(String, String)>> {
+    let pairs: Vec<(&str, String)> = match variable {
+        "WEBHOOK_SECRET_ARN" => {
+            let auth = env.iter().find(|(n, _)| n == "WEBHOOK_AUTH").map(|(_, v)| v.to_ascii_lowercase());
+            if auth.as_deref() == Some("bearer") {
+                vec![("WEBHOOK_TOKEN", WEBHOOK_PASSWORD.to_owned())]
+            } else {
+                vec![
+                    ("WEBHOOK_USERNAME", WEBHOOK_USERNAME.to_owned()),
+                    ("WEBHOOK_PASSWORD", WEBHOOK_PASSWORD.to_owned()),
+                ]
+            }
+        }
+        "APPZEN_SECRET_ARN" => {
+            let credentials = sandbox.credentials();
+            vec![
+                ("APPZEN_API_KEY", credentials.api_key.clone()),
+                ("APPZEN_CUSTOMER_ID", credentials.customer_id.clone()),
+                ("APPZEN_CUSTOMER_KEY", credentials.customer_key.clone()),
+            ]
+        }
+        _ => return None,
+    };
+    Some(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// A function's environment, in order (`NAME`, `value`).
+type Env = Vec<(String, String)>;
+
+/// Shorter AppZen waits than on AWS (defaults 10 s and 4 attempts), so a failing AppZen reaches the DLQ in
+/// seconds; given to the functions that talk to AppZen, unless the template sets them.
+const LOCAL_APPZEN_TUNING: [(&str, &str); 2] = [("APPZEN_TIMEOUT_MS", "5000"), ("APPZEN_MAX_ATTEMPTS", "3")];
+
+/// Each function's environment: the AWS SDK's variables pointing at moto (or the fault proxy), then what the
+/// template gives the function, resolved by CloudFormation, with three local replacements: inline credentials
+/// where the template names a secret, the AppZen sandbox as `APPZEN_BASE_URL`, and [`LOCAL_APPZEN_TUNING`];
+/// then `options.function_env`. Each is read by the function's own configuration reader before anything
+/// starts, so a variable the template forgot or renamed stops the pipeline here, named.
+fn function_envs(
+    stack: &ResolvedStack,
+    aws_endpoint: &str,
+    sandbox: &RunningSandbox,
     options: &StackOptions,
-) -> Vec<(String, String)> {
-    let credentials = sandbox.credentials();
-    let mut env: Vec<(String, String)> = moto.aws_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    let ours = [
-        ("RUST_LOG", "info".to_owned()),
-        ("WEBHOOK_AUTH", "basic".to_owned()),
-        ("WEBHOOK_USERNAME", WEBHOOK_USERNAME.to_owned()),
-        ("WEBHOOK_PASSWORD", WEBHOOK_PASSWORD.to_owned()),
-        ("QUEUE_URL", queues.webhooks.clone()),
-        ("NOTIFY_QUEUE_URL", queues.notifications.clone()),
-        ("PARKED_QUEUE_URL", queues.webhooks_parked.clone()),
-        ("LEDGER_TABLE_NAME", LEDGER_TABLE.to_owned()),
-        ("APPZEN_BASE_URL", sandbox.base_url()),
-        ("APPZEN_API_KEY", credentials.api_key.clone()),
-        ("APPZEN_CUSTOMER_ID", credentials.customer_id.clone()),
-        ("APPZEN_CUSTOMER_KEY", credentials.customer_key.clone()),
-        ("APPZEN_TIMEOUT_MS", "5000".to_owned()),
-        ("APPZEN_MAX_ATTEMPTS", "3".to_owned()),
-        ("NOTIFY_FROM", NOTIFY_FROM.to_owned()),
-        ("NOTIFY_TO", NOTIFY_TO.join(",")),
-        ("NOTIFY_SUBJECT_PREFIX", "[po-sync local]".to_owned()),
-    ];
-    env.extend(ours.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    for (name, value) in &options.function_env {
-        env.retain(|(existing, _)| existing != name);
-        env.push((name.clone(), value.clone()));
+) -> Result<Vec<(String, Env)>, StackError> {
+    let template = options.template.display().to_string();
+    let mut envs = Vec::with_capacity(stack.functions.len());
+    for function in &stack.functions {
+        let problem = |detail: String| {
+            setup(&format!("{template}: {} (binary {})", function.logical_id, function.binary))(detail)
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("AWS_ENDPOINT_URL".to_owned(), aws_endpoint.to_owned()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
+            ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+        ];
+        env.extend(function.env.iter().cloned());
+        for (variable, secret) in &function.secrets {
+            let inline = inline_credentials(variable, &function.env, sandbox).ok_or_else(|| {
+                problem(format!(
+                    "{variable} refers to the secret {secret}, and the local pipeline does not know which variables \
+                     carry those credentials inline (tests/src/local.rs, inline_credentials)"
+                ))
+            })?;
+            env.extend(inline);
+        }
+        // The sandbox also serves Komet's invoice PDFs, on a local address: allowed by address, locally only
+        // (the template's InvoiceHosts parameter accepts domains only).
+        if let Some(hosts) = env.iter_mut().find(|(n, _)| n == "INVOICE_HOSTS") {
+            hosts.1 = "127.0.0.1".to_owned();
+        }
+        if let Some(base_url) = env.iter_mut().find(|(n, _)| n == "APPZEN_BASE_URL") {
+            base_url.1 = sandbox.base_url();
+            for (name, value) in LOCAL_APPZEN_TUNING {
+                if !env.iter().any(|(n, _)| n == name) {
+                    env.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
+        for (name, value) in &options.function_env {
+            env.retain(|(existing, _)| existing != name);
+            env.push((name.clone(), value.clone()));
+        }
+        stack_env::check_function_env(&function.binary, &env)
+            .map_err(|e| problem(format!("the function would not start: {e}")))?;
+        envs.push((function.binary.clone(), env));
     }
-    env
+    if !envs.iter().any(|(_, env)| env.iter().any(|(n, v)| n == "APPZEN_BASE_URL" && *v == sandbox.base_url())) {
+        return Err(setup(&template)(
+            "no function has APPZEN_BASE_URL, so none can be pointed at the AppZen sandbox".to_owned(),
+        ));
+    }
+    Ok(envs)
 }
 
 /// A value for cargo-lambda's env file (dotenv syntax): double-quoted, with `\`, `"` and `$` escaped.
@@ -635,10 +846,19 @@ fn cargo_lambda_binary() -> PathBuf {
     if venv.exists() { venv } else { PathBuf::from("cargo-lambda") }
 }
 
-fn start_cargo_lambda(port: u16, env_file: &Path, options: &StackOptions) -> Result<ProcessGroup, StackError> {
+fn start_cargo_lambda(
+    port: u16,
+    env_file: &Path,
+    options: &StackOptions,
+    function: &str,
+) -> Result<ProcessGroup, StackError> {
     let log_path = options.logs_dir.join("functions.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| setup("create functions.log")(e.to_string()))?;
-    let log_err = log.try_clone().map_err(|e| setup("create functions.log")(e.to_string()))?;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log_path)
+        .map_err(|e| setup("open functions.log")(e.to_string()))?;
+    let log_err = log.try_clone().map_err(|e| setup("open functions.log")(e.to_string()))?;
     let root = workspace_root();
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![root.join(".venv/bin")];
@@ -656,9 +876,12 @@ fn start_cargo_lambda(port: u16, env_file: &Path, options: &StackOptions) -> Res
     if !options.reload {
         command.arg("--ignore-changes");
     }
+    if function == "ingest" && options.ingest_concurrency > 1 {
+        command.args(["--concurrency", &options.ingest_concurrency.to_string()]);
+    }
     without_crate_env(&mut command);
     command.env_remove("RUST_LOG");
-    ProcessGroup::spawn("cargo lambda watch", command).map_err(|e| {
+    ProcessGroup::spawn(&format!("cargo lambda watch ({function})"), command).map_err(|e| {
         setup("start cargo lambda watch")(format!(
             "{e}: is cargo-lambda installed? `scripts/bootstrap` installs it into .venv ({})",
             cargo_lambda_binary().display()
@@ -716,6 +939,188 @@ impl SentEmail {
     /// Whether the text or the HTML part mentions `needle`.
     pub fn mentions(&self, needle: &str) -> bool {
         self.text.contains(needle) || self.html.contains(needle)
+    }
+}
+
+// ---------------------------------------------------------------- metrics: the functions' EMF lines
+
+/// A (service, metric, dimensions as `name=value`) that must have been emitted at least once.
+pub type ExpectedSeries<'a> = (&'a str, &'a str, &'a [&'a str]);
+
+impl LocalStack {
+    /// The CloudWatch namespace the local functions write their metrics to.
+    pub fn metrics_namespace(&self) -> String {
+        self.options
+            .function_env
+            .iter()
+            .find(|(name, _)| name == metrics::NAMESPACE_VARIABLE)
+            .map_or_else(|| metrics::DEFAULT_NAMESPACE.to_owned(), |(_, value)| value.clone())
+    }
+
+    /// Every EMF document the functions printed so far (`functions.log`), each checked against the EMF
+    /// specification and the metrics catalogue, added up per series; or every bad line with its problems.
+    pub fn emitted_metrics(&self) -> Result<emf::Summary, String> {
+        let path = self.functions_log();
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+        emf::read_log(&text, &self.metrics_namespace()).map_err(|problems| {
+            format!("{path} holds EMF lines CloudWatch would drop or misread:\n  {}", problems.join("\n  "))
+        })
+    }
+
+    /// Checks the metrics against what the run did, waiting up to 15 s for the last lines to land: every EMF
+    /// line is valid; each function counted its cold start; reconcile's `Records` add up to the records the
+    /// poller delivered, and its `retried` ones to the records it got back as failures; notify's `EmailsSent`
+    /// add up to the e-mails SES (moto) accepted; and each of `at_least_once` was emitted. Returns the summary.
+    pub async fn check_emitted_metrics(&self, at_least_once: &[ExpectedSeries<'_>]) -> Result<emf::Summary, String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            // An invalid line fails at once: waiting cannot mend it.
+            let summary = self.emitted_metrics()?;
+            let disagreements = self.disagreements(&summary, at_least_once);
+            if disagreements.is_empty() {
+                return Ok(summary);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the metrics in {} do not match what happened:\n  {}",
+                    self.functions_log(),
+                    disagreements.join("\n  ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn disagreements(&self, summary: &emf::Summary, at_least_once: &[ExpectedSeries<'_>]) -> Vec<String> {
+        let mut found = Vec::new();
+        for service in FUNCTIONS {
+            if summary.total(service, metrics::COLD_START.name, &[]) < 1.0 {
+                found.push(format!("{service}: no ColdStart"));
+            }
+        }
+        let reconciled: Vec<Invocation> = self
+            .invocations()
+            .into_iter()
+            .filter(|i| i.queue_url == self.queues.webhooks && i.error.is_none())
+            .collect();
+        let delivered: usize = reconciled.iter().map(|i| i.message_ids.len()).sum();
+        let failed: usize = reconciled.iter().map(|i| i.failed_ids.len()).sum();
+        let records =
+            |outcome: &str| summary.total("reconcile", metrics::RECORDS.name, &[&format!("outcome={outcome}")]);
+        let all_records: f64 =
+            metrics::RECORDS.dimension.map_or(&[][..], |d| d.values).iter().map(|o| records(o)).sum();
+        if all_records != delivered as f64 {
+            found.push(format!("reconcile: Records add up to {all_records}, the poller delivered {delivered} records"));
+        }
+        if records("retried") != failed as f64 {
+            found.push(format!(
+                "reconcile: {} Records retried, the poller got {failed} failures back",
+                records("retried")
+            ));
+        }
+        let emails: f64 = metrics::EMAIL_KINDS
+            .iter()
+            .map(|kind| summary.total("notify", metrics::EMAILS_SENT.name, &[&format!("kind={kind}")]))
+            .sum();
+        let sent = self.sent_emails().len();
+        if emails != sent as f64 {
+            found.push(format!("notify: EmailsSent add up to {emails}, SES accepted {sent} e-mails"));
+        }
+        for (service, name, dimensions) in at_least_once {
+            if summary.values(service, name, dimensions).is_empty() {
+                found.push(format!("{service}: {name} {dimensions:?} was never emitted"));
+            }
+        }
+        found
+    }
+}
+
+/// The metrics of a run, one line per series: service, metric and dimensions, then a counter's total or a
+/// histogram's values (all of them up to 5, else min, median and max).
+pub fn describe_metrics(summary: &emf::Summary) -> Vec<String> {
+    summary
+        .series
+        .iter()
+        .map(|(key, series)| {
+            let name = std::iter::once(key.name.as_str()).chain(key.dimensions.iter().map(String::as_str));
+            let name = name.collect::<Vec<_>>().join(" ");
+            format!("{:<10} {:<45} {}", key.service, name, describe_values(&key.name, series))
+        })
+        .collect()
+}
+
+fn describe_values(name: &str, series: &emf::Series) -> String {
+    let unit = if series.unit.as_deref() == Some("Milliseconds") { " ms" } else { "" };
+    let number = |v: f64| if v.fract() == 0.0 { format!("{v}{unit}") } else { format!("{v:.1}{unit}") };
+    if metrics::spec(name).is_none_or(|spec| spec.kind == metrics::Kind::Counter) {
+        return number(series.total());
+    }
+    let mut values = series.values.clone();
+    values.sort_by(f64::total_cmp);
+    let count = format!("{} value{}", values.len(), if values.len() == 1 { "" } else { "s" });
+    if values.len() <= 5 {
+        format!("{count}: {}", values.iter().map(|v| number(*v)).collect::<Vec<_>>().join(", "))
+    } else {
+        let median = values[values.len() / 2];
+        format!(
+            "{count}: min {}, median {}, max {}",
+            number(values[0]),
+            number(median),
+            number(values[values.len() - 1])
+        )
+    }
+}
+
+/// One EMF document on one line, as `make serve` prints it: `service Metric dim=value = value(s)`, comma-separated.
+pub fn describe_document(document: &emf::Document) -> String {
+    let mut summary = emf::Summary::default();
+    summary.add(document);
+    summary
+        .series
+        .iter()
+        .map(|(key, series)| {
+            let mut name = vec![key.name.clone()];
+            name.extend(key.dimensions.iter().cloned());
+            format!("{} {} = {}", key.service, name.join(" "), describe_values(&key.name, series))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads a growing log from where it was last read, a whole line at a time (`make serve` follows
+/// `functions.log` with it).
+#[derive(Debug)]
+pub struct LogTail {
+    path: PathBuf,
+    offset: u64,
+    line: usize,
+    partial: Vec<u8>,
+}
+
+impl LogTail {
+    /// Follows `path` from its start.
+    pub fn from_start(path: impl Into<PathBuf>) -> Self {
+        LogTail { path: path.into(), offset: 0, line: 0, partial: Vec::new() }
+    }
+
+    /// The lines completed since the last call, with their line numbers (1-based).
+    pub fn new_lines(&mut self) -> Vec<(usize, String)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(&self.path)
+            .and_then(|mut file| file.seek(SeekFrom::Start(self.offset)).and_then(|_| file.read_to_end(&mut bytes)));
+        if read.is_err() {
+            return Vec::new();
+        }
+        self.offset += bytes.len() as u64;
+        self.partial.extend_from_slice(&bytes);
+        let mut lines = Vec::new();
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.line += 1;
+            lines.push((self.line, String::from_utf8_lossy(&line).trim_end().to_owned()));
+        }
+        lines
     }
 }
 

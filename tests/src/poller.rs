@@ -53,7 +53,25 @@ pub struct EventSourceMapping {
     /// After a failure, make the failed records visible again after this many seconds instead of waiting
     /// out the queue's visibility timeout (`None`: leave them, as Lambda does).
     pub retry_after_seconds: Option<i32>,
+    /// Where this function is invoked (`http://127.0.0.1:PORT` of its `cargo lambda watch`); `None`: the
+    /// `invoke_base_url` given to [`Poller::start`].
+    pub invoke_base_url: Option<String>,
+    /// Invocations that die mid-batch, injected (the soak); `None` in normal use.
+    pub deaths: Option<InvocationDeaths>,
 }
+
+/// Injected invocation deaths: with probability `rate` per batch, the function handles only the first `k` of
+/// the batch's `n` records (`k` drawn from 1..=n) and then "dies": the poller reports an invocation error, as
+/// Lambda does for a function that crashed or timed out, so all `n` records become visible again (their
+/// receive counts go up) while the first `k` have had their effects. Seeded: the same seed, the same draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationDeaths {
+    pub seed: u64,
+    pub rate: f64,
+}
+
+/// How an injected death is reported in [`Invocation::error`].
+pub const INJECTED_DEATH: &str = "injected: the invocation died";
 
 impl EventSourceMapping {
     pub fn new(queue_url: impl Into<String>, function_name: impl Into<String>) -> Self {
@@ -63,6 +81,8 @@ impl EventSourceMapping {
             batch_size: 10,
             wait_time_seconds: 1,
             retry_after_seconds: None,
+            invoke_base_url: None,
+            deaths: None,
         }
     }
 }
@@ -103,14 +123,16 @@ impl Poller {
         let mut tasks = Vec::with_capacity(mappings.len());
         for mapping in mappings {
             let queue_arn = queue_arn(&sqs, &mapping.queue_url).await?;
+            let base_url = mapping.invoke_base_url.as_deref().unwrap_or(invoke_base_url);
             let worker = Worker {
                 sqs: sqs.clone(),
                 http: http.clone(),
                 invoke_url: format!(
                     "{}/2015-03-31/functions/{}/invocations",
-                    invoke_base_url.trim_end_matches('/'),
+                    base_url.trim_end_matches('/'),
                     mapping.function_name
                 ),
+                deaths: mapping.deaths.as_ref().map(|d| Mutex::new(fastrand::Rng::with_seed(d.seed))),
                 region: region.to_owned(),
                 queue_arn,
                 mapping,
@@ -168,6 +190,7 @@ struct Worker {
     region: String,
     queue_arn: String,
     mapping: EventSourceMapping,
+    deaths: Option<Mutex<fastrand::Rng>>,
     log: LogSink,
     in_flight: Arc<AtomicUsize>,
     invocations: Arc<Mutex<Vec<Invocation>>>,
@@ -221,9 +244,15 @@ impl Worker {
     }
 
     async fn handle(&self, queue: &str, messages: Vec<Message>) {
-        let event = sqs_event(&messages, &self.queue_arn, &self.region);
         let message_ids: Vec<String> = messages.iter().filter_map(|m| m.message_id.clone()).collect();
-        let outcome = self.invoke(&event).await;
+        let outcome = match self.death(messages.len()) {
+            // The function handles the first `handled` records, then dies before answering.
+            Some(handled) => {
+                let _ = self.invoke(&sqs_event(&messages[..handled], &self.queue_arn, &self.region)).await;
+                Err(format!("{INJECTED_DEATH} after {handled} of {} record(s)", messages.len()))
+            }
+            None => self.invoke(&sqs_event(&messages, &self.queue_arn, &self.region)).await,
+        };
         let failed: HashSet<String> = match &outcome {
             Ok(failures) => failures.iter().cloned().collect(),
             Err(_) => message_ids.iter().cloned().collect(),
@@ -279,6 +308,13 @@ impl Worker {
             failed_ids,
             error,
         });
+    }
+
+    /// With an injected death due for this batch of `n`: how many records the function handles first.
+    fn death(&self, n: usize) -> Option<usize> {
+        let rate = self.mapping.deaths.as_ref()?.rate;
+        let mut rng = self.deaths.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        (n > 0 && rng.f64() < rate).then(|| rng.usize(1..=n))
     }
 
     /// Invokes the function; `Ok` holds the ids it reported as failed.

@@ -88,10 +88,32 @@ async fn the_whole_pipeline_end_to_end() {
     appzen_refusing_is_mailed_with_its_message(&stack).await;
     two_versions_of_a_po_reach_appzen_in_order(&stack).await;
     a_revert_a_b_a_ends_with_appzen_on_a(&stack).await;
+    invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(&stack).await;
     the_same_body_sent_twice_is_upserted_once(&stack).await;
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
     a_record_that_keeps_failing_is_dead_lettered_and_mailed(&stack).await;
     a_parked_version_redriven_after_a_newer_one_is_superseded(&stack).await;
+    // Every EMF line the functions printed is valid, agrees with the poller and SES, and shows the above.
+    stack
+        .check_emitted_metrics(&[
+            ("ingest", "WebhooksAccepted", &[]),
+            ("ingest", "WebhooksRefused", &["reason=invalid_payload"]),
+            ("ingest", "WebhooksRefused", &["reason=unauthorized"]),
+            ("reconcile", "Records", &["outcome=held"]),
+            ("reconcile", "Records", &["outcome=upserted"]),
+            ("reconcile", "Records", &["outcome=rejected"]),
+            ("reconcile", "Records", &["outcome=duplicate"]),
+            ("reconcile", "Records", &["outcome=retried"]),
+            ("reconcile", "Discrepancies", &[]),
+            ("reconcile", "AppZenLatency", &[]),
+            ("reconcile", "AppZenAttempts", &[]),
+            ("notify", "EmailsSent", &["kind=reconciliation_mismatch"]),
+            ("notify", "EmailsSent", &["kind=appzen_rejected"]),
+            ("notify", "EmailsSent", &["kind=dead_lettered"]),
+            ("notify", "WebhooksParked", &[]),
+        ])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     stack.shutdown().await;
     eprintln!("end-to-end scenarios done in {:.1} s", started.elapsed().as_secs_f64());
@@ -215,6 +237,47 @@ async fn a_revert_a_b_a_ends_with_appzen_on_a(stack: &LocalStack) {
     assert_eq!(entry.latest.map(|l| l.version), Some(holds.version), "AppZen holds the latest version");
 }
 
+/// The clean PO under `id` with its two invoice links on the sandbox's file server, at `paths`.
+fn with_invoice_links(body: &[u8], stack: &LocalStack, paths: [&str; 2]) -> Vec<u8> {
+    let base = stack.sandbox.base_url();
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .replacen("https://files.kometsales.com/invoices/01-P004410.pdf", &format!("{base}{}", paths[0]), 1)
+        .replacen("https://files.kometsales.com/invoices/01-P004411.pdf", &format!("{base}{}", paths[1]), 1)
+        .into_bytes()
+}
+
+async fn invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "invoice PDFs are archived, the expired one is noted, and a mismatch e-mail attaches them");
+    let clean = with_invoice_links(&clean_po_numbered(48300, "P004500"), stack, ["/invoices/01-P004410.pdf", "/expired/01-P004411.pdf"]);
+    scenario.post_accepted(&clean).await;
+    scenario.settle().await;
+    let upserts = stack.appzen_upserts();
+    assert_eq!(upserts.len(), 1, "the expired link does not hold the PO back: {upserts:#?}");
+    let body = upserts[0].json().unwrap();
+    let invoices = &body["custom_json"]["komet_invoices"];
+    let archived = invoices[0]["archived_file"].as_str().unwrap_or_default();
+    assert!(archived.starts_with("s3://") && archived.contains("/invoices/48300/01-P004410/"), "{body:#}");
+    assert_eq!(invoices[1]["archive_incomplete"], "the link has expired or is gone (HTTP 403)", "{body:#}");
+
+    // A PO that does not add up (one invoice dearer than its items): the e-mail carries that invoice's PDF.
+    let mismatched = String::from_utf8(with_invoice_links(&clean_po_numbered(48310, "P004510"), stack, ["/invoices/01-P004410.pdf", "/not-a-pdf/01-P004411.pdf"]))
+        .unwrap()
+        .replacen("\"invoiceAmount\": 884.31", "\"invoiceAmount\": 885.31", 1);
+    scenario.post_accepted(mismatched.as_bytes()).await;
+    scenario.settle().await;
+    let emails = scenario.new_emails();
+    assert_eq!(emails.len(), 1, "{emails:#?}");
+    let message = mail_parser::MessageParser::default().parse(emails[0].raw.as_bytes()).expect("a MIME message");
+    let attached: Vec<(String, Vec<u8>)> = message
+        .attachments()
+        .map(|a| (mail_parser::MimeHeaders::attachment_name(a).unwrap_or_default().to_owned(), a.contents().to_vec()))
+        .collect();
+    let expected = po_sync_tests::appzen_sandbox::invoice_pdf_bytes("01-P004410.pdf");
+    assert_eq!(attached, [("invoice-01-P004410.pdf".to_owned(), expected)], "the discrepant invoice's PDF, byte for byte");
+    assert!(emails[0].text.contains("(attached)"), "{}", emails[0].text);
+}
+
 async fn the_same_body_sent_twice_is_upserted_once(stack: &LocalStack) {
     let scenario = Scenario::begin(stack, "the same body in two requests");
     let body = clean_po_numbered(48290, "P004490");
@@ -325,7 +388,7 @@ async fn a_parked_version_redriven_after_a_newer_one_is_superseded(stack: &Local
         "--parked-queue-url",
         &stack.queues.webhooks_parked,
         "--ledger-table",
-        po_sync_tests::local::LEDGER_TABLE,
+        stack.ledger.table(),
         "redrive",
         "--timeout",
         "120",

@@ -7,7 +7,7 @@ use crate::auth::{AuthFailure, Verifier};
 use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
 use po_sync::komet::{PayloadError, parse_webhook};
-use po_sync::message::WebhookEnvelope;
+use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
 use po_sync_aws::queue::FifoMessage;
 
 /// The largest SQS message (body and attributes); SQS refuses anything larger.
@@ -74,7 +74,20 @@ pub struct Admitted {
     pub po_id: u64,
     pub po_number: String,
     pub body_sha256: String,
+    /// The envelope itself, or (with `claim_check`) the claim check pointing at it.
     pub message: FifoMessage,
+    /// For a PO too large for one SQS message: the envelope to store before `message` is sent.
+    pub claim_check: Option<ClaimCheck>,
+}
+
+/// An envelope to store in the bucket, at the key its claim check names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCheck {
+    pub key: String,
+    /// The envelope's JSON: exactly what the queue message would have been.
+    pub envelope_json: String,
+    /// The object's user metadata (`po-id`, `po-number`, `send-id`), ASCII, for anyone browsing the bucket.
+    pub metadata: Vec<(&'static str, String)>,
 }
 
 /// The checks for one deployment: who may call, and how much they may send.
@@ -82,6 +95,8 @@ pub struct Admitted {
 pub struct Admission {
     pub verifier: Verifier,
     pub max_body_bytes: usize,
+    /// The bucket a PO too large for one SQS message is stored in; `None`: such a PO is refused (413).
+    pub claim_check_bucket: Option<String>,
 }
 
 /// `application/json`, in any case, with or without parameters such as `charset`.
@@ -118,13 +133,37 @@ impl Admission {
         let envelope = WebhookEnvelope::new(po, body, received_at).with_send_id(send_id);
         let json = envelope.to_json().map_err(|e| Rejection::Internal(format!("envelope: {e}")))?;
         let message = FifoMessage::webhook(&envelope, json);
-        // A PO SQS would refuse is refused here, with a 413 Komet will not retry, rather than a 503 it would.
-        if message.size() > SQS_MAX_MESSAGE_BYTES {
-            return Err(Rejection::PayloadTooLarge { limit: self.max_body_bytes.min(SQS_MAX_MESSAGE_BYTES) });
+        if message.size() <= SQS_MAX_MESSAGE_BYTES {
+            let body_sha256 = envelope.body_sha256;
+            return Ok(Admitted { po_id, po_number, body_sha256, message, claim_check: None });
         }
-        let body_sha256 = envelope.body_sha256;
-        Ok(Admitted { po_id, po_number, body_sha256, message })
+        // Too large for SQS: through the bucket when there is one. Without one it is refused here, with a 413
+        // Komet will not retry, rather than a 503 it would.
+        let Some(bucket) = &self.claim_check_bucket else {
+            return Err(Rejection::PayloadTooLarge { limit: self.max_body_bytes.min(SQS_MAX_MESSAGE_BYTES) });
+        };
+        let key = body_key(po_id, envelope.deduplication_id());
+        let pointer = BodyRef::of(&envelope, bucket.as_str(), key.as_str());
+        let pointer_json = pointer.to_json().map_err(|e| Rejection::Internal(format!("claim check: {e}")))?;
+        let metadata = vec![
+            ("po-id", po_id.to_string()),
+            ("po-number", metadata_text(&po_number)),
+            ("send-id", metadata_text(send_id)),
+        ];
+        let envelope_json = message.body;
+        Ok(Admitted {
+            po_id,
+            po_number,
+            body_sha256: envelope.body_sha256,
+            message: FifoMessage::webhook_ref(&pointer, pointer_json),
+            claim_check: Some(ClaimCheck { key, envelope_json, metadata }),
+        })
     }
+}
+
+/// S3 user metadata travels as HTTP headers: printable ASCII only, anything else `?`, at most 200 characters.
+fn metadata_text(value: &str) -> String {
+    value.chars().take(200).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
 }
 
 #[cfg(test)]
@@ -138,7 +177,11 @@ mod tests {
     const DOC_SAMPLE: &[u8] = include_bytes!("../../../shared/tests/fixtures/komet-doc-sample.json");
 
     fn admission(max_body_bytes: usize) -> Admission {
-        Admission { verifier: Verifier::new(&Credentials::Bearer { token: "tok".into() }), max_body_bytes }
+        Admission {
+            verifier: Verifier::new(&Credentials::Bearer { token: "tok".into() }),
+            max_body_bytes,
+            claim_check_bucket: None,
+        }
     }
 
     fn headers(content_type: Option<&str>) -> HeaderMap {
@@ -232,6 +275,35 @@ mod tests {
             .admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at(), "r")
             .unwrap_err();
         assert_eq!(e.outcome(), "payload_too_large");
+    }
+
+    #[test]
+    fn with_a_bucket_a_po_larger_than_sqs_takes_becomes_a_claim_check_for_its_envelope() {
+        let invoice = r#"{"invoiceNumber": "I", "invoiceAmount": 1, "purchaseOrderItems": [{"totalCost": 1}]}"#;
+        let invoices = vec![invoice; 20_000].join(",");
+        let body = format!(r#"{{"id": 7, "poNumber": "P-é7", "total": 20000, "vendorInvoices": [{invoices}]}}"#);
+        let gate = Admission { claim_check_bucket: Some("archive".into()), ..admission(4 << 20) };
+        let admitted =
+            gate.admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at(), "a/b+c=").unwrap();
+        let check = admitted.claim_check.expect("a claim check");
+        assert_eq!(check.key, "bodies/7/a_2Fb_2Bc_3D.json");
+        let envelope = WebhookEnvelope::from_json(&check.envelope_json).unwrap();
+        assert!(check.envelope_json.len() > SQS_MAX_MESSAGE_BYTES);
+        assert_eq!((envelope.po.id, envelope.send_id.as_deref(), envelope.received_at), (7, Some("a/b+c="), at()));
+        assert_eq!(
+            check.metadata,
+            vec![("po-id", "7".to_owned()), ("po-number", "P-?7".to_owned()), ("send-id", "a/b+c=".to_owned())]
+        );
+        let message = &admitted.message;
+        assert!(message.size() < 1024, "{}", message.size());
+        assert_eq!((message.group_id.as_str(), message.deduplication_id.as_str()), ("7", "a/b+c="));
+        let pointer = BodyRef::from_json(&message.body).unwrap();
+        assert_eq!(pointer, BodyRef::of(&envelope, "archive", "bodies/7/a_2Fb_2Bc_3D.json"));
+        assert_eq!(admitted.body_sha256, sha256_hex(body.as_bytes()));
+        // A PO that fits is queued as it is, bucket or not.
+        let small = gate.admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at(), "r").unwrap();
+        assert!(small.claim_check.is_none());
+        assert!(WebhookEnvelope::from_json(&small.message.body).is_ok());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - [`admission`] decides (method, credentials, content type, size, payload) without I/O;
 //! - the queue is a [`FifoQueue`] port (po-sync-aws): SQS in Lambda, memory in tests and benchmarks;
+//! - a PO too large for one SQS message is stored first through an [`ObjectStore`] port (S3's `bodies/`), and
+//!   its message is a claim check pointing at it (when `ARCHIVE_BUCKET` is set; otherwise it is a 413);
 //! - [`Ingest::handle`] ties them together, answers in Komet's convention and logs one line per request;
 //! - [`Ingest::start`] is the cold start: credentials (from Secrets Manager if configured) and the SQS client.
 
@@ -14,15 +16,19 @@ use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use po_sync::config::ConfigError;
 use po_sync::config::ingest::{CredentialSource, Credentials, IngestConfig};
+pub use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore, S3ObjectStore};
 pub use po_sync_aws::queue::{FifoMessage, FifoQueue, MemoryFifoQueue, SqsFifoQueue};
+use po_sync_aws::port::{Failure, PortError};
 use po_sync_aws::secrets::{SecretError, read_json_secret};
 use std::time::Instant;
 
 /// The function, built once per cold start.
 #[derive(Debug)]
-pub struct Ingest<Q> {
+pub struct Ingest<Q, S = S3ObjectStore> {
     pub admission: Admission,
     pub queue: Q,
+    /// Where a PO too large for one SQS message is stored (`ARCHIVE_BUCKET`); `None`: such a PO is a 413.
+    pub bodies: Option<S>,
 }
 
 /// Why the function could not start; Lambda reports it as an init error.
@@ -48,9 +54,15 @@ impl Ingest<SqsFifoQueue> {
             }
         };
         let queue = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.queue_url);
-        Ok(Ingest::new(&credentials, config.max_body_bytes, queue))
+        let ingest = Ingest::new(&credentials, config.max_body_bytes, queue);
+        Ok(match config.archive_bucket {
+            Some(bucket) => ingest.with_bodies(S3ObjectStore::new(aws, bucket)),
+            None => ingest,
+        })
     }
 }
+
+const PUT_OBJECT: &str = "s3:PutObject";
 
 /// Komet's response convention, which Komet shows to its users.
 fn reply(status: StatusCode, text: &str) -> Response<Body> {
@@ -66,11 +78,22 @@ fn reply(status: StatusCode, text: &str) -> Response<Body> {
 }
 
 impl<Q: FifoQueue> Ingest<Q> {
+    /// Without a bucket: a PO too large for one SQS message is refused (413); see [`Ingest::with_bodies`].
     pub fn new(credentials: &Credentials, max_body_bytes: usize, queue: Q) -> Self {
-        Ingest { admission: Admission { verifier: Verifier::new(credentials), max_body_bytes }, queue }
+        let admission = Admission { verifier: Verifier::new(credentials), max_body_bytes, claim_check_bucket: None };
+        Ingest { admission, queue, bodies: None }
+    }
+}
+
+impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
+    /// Stores each PO too large for one SQS message in `store` (under `bodies/`) and queues a claim check.
+    pub fn with_bodies<T: ObjectStore>(self, store: T) -> Ingest<Q, T> {
+        let admission = Admission { claim_check_bucket: Some(store.bucket().to_owned()), ..self.admission };
+        Ingest { admission, queue: self.queue, bodies: Some(store) }
     }
 
-    /// Answers one webhook request. Success only once the queue has accepted the message.
+    /// Answers one webhook request. Success only once the queue has accepted the message (and, for a claim
+    /// check, once the bucket has stored the envelope it points at, before the message is sent).
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let started = Instant::now();
         // Milliseconds: the envelope and the `receivedAt` attribute then say exactly the same instant.
@@ -123,6 +146,40 @@ impl<Q: FifoQueue> Ingest<Q> {
                 return response;
             }
         };
+        // A claim check is sent only once the envelope it points at is stored: never a pointer to nothing.
+        let claim_check = admitted.claim_check.as_ref().map(|check| check.key.as_str());
+        if let Some(check) = &admitted.claim_check {
+            let stored = match &self.bodies {
+                Some(store) => {
+                    let object = NewObject {
+                        key: &check.key,
+                        bytes: check.envelope_json.as_bytes(),
+                        content_type: "application/json",
+                        metadata: &check.metadata,
+                    };
+                    store.put(&object).await
+                }
+                // Not reached: admission makes claim checks only with the bucket `with_bodies` gives it.
+                None => Err(PortError::new(PUT_OBJECT, Failure::Permanent, "no store for webhook bodies")),
+            };
+            if let Err(e) = stored {
+                // Counted with the queue's failures: either way the webhook was not queued and Komet retries.
+                po_sync_aws::metrics::webhook_refused("queue_unavailable");
+                tracing::error!(
+                    outcome = "body_not_stored",
+                    status = 503u16,
+                    po_id = admitted.po_id,
+                    po_number = %admitted.po_number,
+                    request_id = %send_id,
+                    claim_check,
+                    error = %e,
+                    body_bytes = body.len(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                    "webhook not queued: its body could not be stored"
+                );
+                return reply(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be queued: please retry later");
+            }
+        }
         match self.queue.send(&admitted.message).await {
             Ok(message_id) => {
                 po_sync_aws::metrics::webhook_accepted();
@@ -134,6 +191,7 @@ impl<Q: FifoQueue> Ingest<Q> {
                     request_id = %send_id,
                     body_sha256 = %admitted.body_sha256,
                     sqs_message_id = %message_id,
+                    claim_check,
                     body_bytes = body.len(),
                     latency_us = started.elapsed().as_micros() as u64,
                     "webhook queued"
@@ -151,6 +209,8 @@ impl<Q: FifoQueue> Ingest<Q> {
                     po_id = admitted.po_id,
                     po_number = %admitted.po_number,
                     request_id = %send_id,
+                    // A stored body without its claim check is left to the bucket's lifecycle rule.
+                    claim_check,
                     error = %e,
                     body_bytes = body.len(),
                     latency_us = started.elapsed().as_micros() as u64,

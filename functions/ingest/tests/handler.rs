@@ -1,11 +1,12 @@
 //! The handler on realistic Lambda events (API Gateway HTTP API v2 and a Function URL, plain and base64
-//! bodies, mixed-case headers), deserialised by lambda_http exactly as in Lambda, with an in-memory queue.
+//! bodies, mixed-case headers), deserialised by lambda_http exactly as in Lambda, with an in-memory queue
+//! (and an in-memory bucket for the claim checks of POs too large for one SQS message).
 
-use ingest::{FifoMessage, FifoQueue, Ingest, MemoryFifoQueue};
+use ingest::{FifoMessage, FifoQueue, Ingest, MemoryFifoQueue, MemoryObjectStore, ObjectStore};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use po_sync::config::ingest::Credentials;
-use po_sync::message::{WebhookEnvelope, sha256_hex};
+use po_sync::message::{BodyRef, WebhookEnvelope, sha256_hex};
 use po_sync_aws::port::Failure;
 use serde_json::Value;
 
@@ -31,7 +32,10 @@ fn event(name: &str, edit: impl FnOnce(&mut Value)) -> Request {
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
-async fn call(ingest: &Ingest<impl FifoQueue>, request: Request) -> (StatusCode, Value, Response<Body>) {
+async fn call(
+    ingest: &Ingest<impl FifoQueue, impl ObjectStore>,
+    request: Request,
+) -> (StatusCode, Value, Response<Body>) {
     let response = ingest.handle(request).await;
     let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -215,4 +219,110 @@ async fn a_queue_that_cannot_take_the_message_is_503_for_komet_to_retry() {
         serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"})
     );
     assert!(ingest.queue.messages().is_empty());
+}
+
+/// A valid PO of `invoices` one-item invoices (106 bytes of envelope each: 9,890 of them make a queue message
+/// just over SQS's 1 MiB, 9,889 one just under).
+fn po_of(invoices: usize) -> Vec<u8> {
+    let invoice = r#"{"invoiceNumber": "I", "invoiceAmount": 1, "purchaseOrderItems": [{"totalCost": 1}]}"#;
+    let invoices_json = vec![invoice; invoices].join(",");
+    format!(r#"{{"id": 7, "poNumber": "P7", "total": {invoices}, "vendorInvoices": [{invoices_json}]}}"#).into_bytes()
+}
+
+/// A POST with the Bearer token of the fixtures, as API Gateway hands it over with request id `req-big`.
+fn post(body: Vec<u8>) -> Request {
+    let request = event("function-url-bearer-base64.json", |e| {
+        e["requestContext"]["requestId"] = "req-big".into();
+    });
+    let (parts, _) = request.into_parts();
+    Request::from_parts(parts, Body::from(body))
+}
+
+/// The in-memory bucket of an ingest built with one.
+fn bucket<Q>(ingest: &Ingest<Q, MemoryObjectStore>) -> &MemoryObjectStore {
+    ingest.bodies.as_ref().unwrap()
+}
+
+const SQS_LIMIT: usize = 1_048_576;
+
+#[tokio::test]
+async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
+    let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    let body = po_of(9_890);
+    let (status, reply, _) = call(&ingest, post(body.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply, serde_json::json!({"status": "1", "message": "purchase order P7 (id 7) received"}));
+
+    let messages = ingest.queue.messages();
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    let pointer = BodyRef::from_json(&message.body).expect("the queued message is a claim check");
+    assert_eq!((message.group_id.as_str(), message.deduplication_id.as_str()), ("7", "req-big"));
+    assert_eq!(message.attributes[0], ("poNumber", "P7".to_owned()));
+    assert_eq!((pointer.bucket.as_str(), pointer.key.as_str()), ("memory-bucket", "bodies/7/req-big.json"));
+
+    let stored = bucket(&ingest).object(&pointer.key).expect("the envelope is stored at the key");
+    let json = String::from_utf8(stored.bytes).unwrap();
+    assert!(json.len().abs_diff(SQS_LIMIT) < 100, "just over SQS's limit with the attributes: {}", json.len());
+    let envelope = WebhookEnvelope::from_json(&json).unwrap();
+    assert!(pointer.names(&envelope));
+    assert_eq!(envelope.body_sha256, sha256_hex(&body));
+    assert_eq!((envelope.received_at, envelope.send_id.as_deref()), (pointer.received_at, Some("req-big")));
+    assert_eq!(envelope.po.vendor_invoices.len(), 9_890);
+    assert_eq!(stored.content_type, "application/json");
+    let metadata: Vec<(&str, &str)> = stored.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(metadata, [("po-id", "7"), ("po-number", "P7"), ("send-id", "req-big")]);
+
+    // One invoice fewer fits in one message: queued as it is, nothing stored.
+    let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    let (status, _, _) = call(&ingest, post(po_of(9_889))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(WebhookEnvelope::from_json(&ingest.queue.messages()[0].body).is_ok());
+    assert_eq!(bucket(&ingest).puts(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_cannot_be_stored_is_503_and_nothing_is_queued() {
+    let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    bucket(&ingest).fail_next(1, Failure::Transient);
+    let (status, reply, _) = call(&ingest, post(po_of(9_890))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply, serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"}));
+    assert!(ingest.queue.messages().is_empty(), "no claim check without its body");
+    assert!(bucket(&ingest).keys().is_empty());
+    // Komet's retry goes through.
+    assert_eq!(call(&ingest, post(po_of(9_890))).await.0, StatusCode::OK);
+    assert_eq!(ingest.queue.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_claim_check_the_queue_refuses_is_503_and_its_body_is_left_to_expire() {
+    let queue = MemoryFifoQueue::default();
+    queue.fail_next(1, Failure::Transient);
+    let ingest = Ingest::new(&bearer(), 6_000_000, queue).with_bodies(MemoryObjectStore::default());
+    let (status, _, _) = call(&ingest, post(po_of(9_890))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ingest.queue.messages().is_empty());
+    assert_eq!(bucket(&ingest).keys(), ["bodies/7/req-big.json"], "stored first; the lifecycle rule removes it");
+}
+
+#[tokio::test]
+async fn without_a_bucket_a_po_over_the_sqs_limit_is_413() {
+    let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default());
+    let (status, reply, _) = call(&ingest, post(po_of(9_890))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply["error"], "payload too large: the limit is 1048576 bytes");
+    assert!(ingest.queue.messages().is_empty());
+}
+
+#[tokio::test]
+async fn above_max_body_bytes_it_is_413_bucket_or_not() {
+    let body = po_of(9_890);
+    let limit = body.len() - 1;
+    let ingest = Ingest::new(&bearer(), limit, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    let (status, reply, _) = call(&ingest, post(body)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply["error"], format!("payload too large: the limit is {limit} bytes"));
+    assert!(ingest.queue.messages().is_empty());
+    assert_eq!(bucket(&ingest).puts(), 0);
 }

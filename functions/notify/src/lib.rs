@@ -3,7 +3,8 @@
 //!
 //! Per SQS record, in order: [`plan_for`] decides what happened and whether the record is a dead-lettered
 //! webhook to keep (pure); [`park`] puts such a webhook, unchanged, on the parked queue (I/O, only when
-//! `PARKED_QUEUE_URL` is set); [`po_sync::email::render`] writes the e-mail (pure), [`mime_message`] builds the
+//! `PARKED_QUEUE_URL` is set); the archived invoice PDFs it should carry are read (I/O, within a size budget);
+//! [`po_sync::email::render_with_attachments`] writes the e-mail (pure), [`mime_message`] builds the
 //! MIME message (pure) and the [`EmailSender`] port hands it to SES (I/O). At the first record that could not be parked or
 //! mailed, that record and every later one are reported as batch failures: the queues are FIFO, so a later
 //! record must not overtake an earlier one.
@@ -13,25 +14,37 @@ use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MimeAddress;
 use po_sync::config::notify::NotifyConfig;
 use po_sync::decision::fifo_failures;
-use po_sync::email::{Email, dead_lettered, one_line, render};
-use po_sync::message::{MessageError, NOTIFICATION_TYPE, NotificationEvent, QueueMessage, message_type, sha256_hex};
+use po_sync::email::{Email, dead_lettered, one_line};
+use po_sync::message::{
+    MessageError, NOTIFICATION_TYPE, NotificationDetail, NotificationEvent, QueueMessage, WebhookFacts, message_type,
+    sha256_hex,
+};
 use po_sync_aws::mail::{EmailSender, SesEmailSender};
+use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use po_sync_aws::port::{Failure, PortError};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
 
-/// What notify needs, built once per cold start and shared by every invocation: the e-mail sender and, when
-/// `PARKED_QUEUE_URL` is set, the parked queue for dead-lettered webhooks.
-pub struct Notifier<E, Q> {
+/// What notify needs, built once per cold start and shared by every invocation: the e-mail sender, the parked
+/// queue for dead-lettered webhooks (`PARKED_QUEUE_URL`), and the invoice archive whose PDFs the e-mails
+/// attach (`ARCHIVE_BUCKET`).
+pub struct Notifier<E, Q, S = S3ObjectStore> {
     pub email: E,
     pub parked: Option<Q>,
+    pub archive: Option<S>,
     pub config: NotifyConfig,
 }
 
-impl Notifier<SesEmailSender, SqsFifoQueue> {
-    /// The cold start: the SES client, and the SQS client for the parked queue when one is configured.
+/// The most PDF bytes attached to one e-mail. SES takes raw messages up to 10 MB after MIME encoding, and
+/// base64 makes attachments a third larger (with line breaks, ×1.37): 6 MiB of PDFs is ~8.6 MB encoded,
+/// leaving room for the text and HTML parts. Invoices beyond it are named by their archived location.
+pub const ATTACHMENT_BUDGET_BYTES: u64 = 6 * 1024 * 1024;
+
+impl Notifier<SesEmailSender, SqsFifoQueue, S3ObjectStore> {
+    /// The cold start: the SES client, and the SQS and S3 clients for what is configured.
     pub fn start(config: NotifyConfig, aws: &aws_config::SdkConfig) -> Self {
         let parked = config.parked_queue_url.as_ref().map(|url| SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), url));
-        Notifier { email: SesEmailSender::new(aws_sdk_ses::Client::new(aws)), parked, config }
+        let archive = config.archive_bucket.as_ref().map(|bucket| S3ObjectStore::new(aws, bucket));
+        Notifier { email: SesEmailSender::new(aws_sdk_ses::Client::new(aws)), parked, archive, config }
     }
 }
 
@@ -57,7 +70,7 @@ pub fn delivery_attempts(receive_count: Option<&str>) -> Option<u32> {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub event: NotificationEvent,
-    /// `Some` for a readable dead-lettered webhook: its body byte for byte (a redrive puts on `webhooks.fifo`
+    /// `Some` for a readable dead-lettered webhook (or its claim check): its body byte for byte (a redrive puts on `webhooks.fifo`
     /// exactly what ingest put there), in its own group (the PO id, so a redrive keeps each PO's order), and
     /// deduplicated by the DLQ record's message id (a second parking of the same dead letter, when the e-mail
     /// failed after the parking and the record came back, is dropped by SQS; two sends of one body are two
@@ -76,18 +89,28 @@ pub fn plan_for(record: &SqsMessage) -> Plan {
     let message_id = record.message_id.clone().unwrap_or_else(|| "(no message id)".to_owned());
     let body = record.body.as_deref().unwrap_or_default();
     let mail = |event: NotificationEvent| Plan { event, parcel: None };
+    let attempts = || delivery_attempts(record.attributes.get(RECEIVE_COUNT_ATTRIBUTE).map(String::as_str));
+    let parcel = |po_id: u64| {
+        let group_id = record
+            .attributes
+            .get(MESSAGE_GROUP_ATTRIBUTE)
+            .filter(|group| !group.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| po_id.to_string());
+        Some(FifoMessage::new(body.to_owned(), group_id, message_id.clone()))
+    };
     match QueueMessage::from_json(body) {
         Ok(QueueMessage::Notification(event)) => mail(event),
         Ok(QueueMessage::Webhook(envelope)) => {
-            let attempts = delivery_attempts(record.attributes.get(RECEIVE_COUNT_ATTRIBUTE).map(String::as_str));
-            let group_id = record
-                .attributes
-                .get(MESSAGE_GROUP_ATTRIBUTE)
-                .filter(|group| !group.trim().is_empty())
-                .cloned()
-                .unwrap_or_else(|| envelope.po.id.to_string());
-            let parcel = FifoMessage::new(body.to_owned(), group_id, message_id.clone());
-            Plan { event: dead_lettered(&envelope, attempts, &message_id), parcel: Some(parcel) }
+            Plan { event: dead_lettered(&envelope, attempts(), &message_id), parcel: parcel(envelope.po.id) }
+        }
+        // A claim check (a PO too large for one SQS message, stored in the bucket) is parked the same way, byte
+        // for byte: its stored body outlives the parked queue's retention. The e-mail names the PO as the claim
+        // check does (no vendors, location or links: notify does not fetch the body).
+        Ok(QueueMessage::WebhookRef(pointer)) => {
+            let detail =
+                NotificationDetail::DeadLettered { attempts: attempts(), sqs_message_id: message_id.clone(), parked: false };
+            Plan { event: NotificationEvent::about_facts(WebhookFacts::of_ref(&pointer), detail), parcel: parcel(pointer.po_id) }
         }
         // Unreadable: said in the words a person needs (rare, so the body may be looked at again).
         Err(error) => {
@@ -140,7 +163,12 @@ pub async fn park(parked: &impl FifoQueue, parcel: &FifoMessage) -> Result<Strin
 /// integration tests check both bodies as sent (moto's `SendEmail` keeps only the HTML one). mail-builder also
 /// encodes a non-ASCII subject and display name per RFC 2047 and folds long headers, which `SendEmail` leaves
 /// to SES. The subject is already one line (`po_sync::email::subject`), so no payload text can become a header.
-pub fn mime_message(config: &NotifyConfig, email: &Email, message_id: &str) -> Result<Vec<u8>, std::io::Error> {
+pub fn mime_message(
+    config: &NotifyConfig,
+    email: &Email,
+    attachments: &[Attachment],
+    message_id: &str,
+) -> Result<Vec<u8>, std::io::Error> {
     let from = match &config.from.name {
         Some(name) => MimeAddress::new_address(Some(name.as_str()), config.from.address.as_str()),
         None => MimeAddress::new_address(None::<&str>, config.from.address.as_str()),
@@ -157,7 +185,30 @@ pub fn mime_message(config: &NotifyConfig, email: &Email, message_id: &str) -> R
     if let Some(reply_to) = &config.reply_to {
         builder = builder.reply_to(MimeAddress::new_address(None::<&str>, reply_to.as_str()));
     }
+    for attachment in attachments {
+        builder = builder.attachment("application/pdf", attachment.file_name(), attachment.bytes.as_slice());
+    }
     builder.write_to_vec()
+}
+
+/// An invoice PDF attached to an e-mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub invoice_number: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Attachment {
+    /// `invoice-<number>.pdf`, with only safe characters (the number comes from the payload).
+    pub fn file_name(&self) -> String {
+        let number: String = self
+            .invoice_number
+            .chars()
+            .take(80)
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+            .collect();
+        format!("invoice-{number}.pdf")
+    }
 }
 
 /// A Message-ID derived from the record's body digest (for reconcile's events, the event's own deduplication
@@ -168,7 +219,7 @@ pub fn message_id_for(body_sha256: &str, event: &NotificationEvent, config: &Not
     format!("po-sync.{digest}.{}@{}", event.kind().as_str(), config.from.address.domain())
 }
 
-impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
+impl<E: EmailSender, Q: FifoQueue, S: ObjectStore> Notifier<E, Q, S> {
     /// One e-mail per record, partial batch failures in FIFO order: at the first record that could not be
     /// parked or mailed, that record and every later one are handed back, unstarted.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
@@ -265,10 +316,36 @@ impl<E: EmailSender, Q: FifoQueue> Notifier<E, Q> {
         outcome.map(|_| ())
     }
 
+    /// The archived PDFs this e-mail carries, within [`ATTACHMENT_BUDGET_BYTES`]. One that cannot be read is
+    /// left out (the e-mail still names where it is kept): an attachment never holds an e-mail back.
+    async fn attachments(&self, event: &NotificationEvent) -> Vec<Attachment> {
+        let Some(archive) = &self.archive else { return Vec::new() };
+        let mut attached = Vec::new();
+        let mut total = 0;
+        for link in po_sync::email::attachment_candidates(event) {
+            let Some(pdf) = link.archived.as_ref().filter(|pdf| pdf.bucket == archive.bucket()) else { continue };
+            if total + pdf.bytes > ATTACHMENT_BUDGET_BYTES {
+                continue;
+            }
+            match archive.get(&pdf.key).await {
+                Ok(Some(bytes)) => {
+                    total += bytes.len() as u64;
+                    attached.push(Attachment { invoice_number: link.invoice_number.clone(), bytes });
+                }
+                Ok(None) => tracing::warn!(key = %pdf.key, "an archived invoice PDF is missing; the e-mail names it"),
+                Err(error) => tracing::warn!(key = %pdf.key, error = %error, "an archived invoice PDF could not be read; the e-mail names it"),
+            }
+        }
+        attached
+    }
+
     /// Renders the event, builds the MIME message and hands it to the sender; returns the provider's id.
     async fn mail(&self, event: &NotificationEvent, thread: &str) -> Result<String, NotifyError> {
-        let email = render(event, &self.config.email).map_err(|e| NotifyError::Unwritable(e.to_string()))?;
-        let raw = mime_message(&self.config, &email, &message_id_for(thread, event, &self.config))
+        let attachments = self.attachments(event).await;
+        let attached: Vec<&str> = attachments.iter().map(|a| a.invoice_number.as_str()).collect();
+        let email = po_sync::email::render_with_attachments(event, &self.config.email, &attached)
+            .map_err(|e| NotifyError::Unwritable(e.to_string()))?;
+        let raw = mime_message(&self.config, &email, &attachments, &message_id_for(thread, event, &self.config))
             .map_err(|e| NotifyError::Unwritable(format!("the MIME message could not be built: {e}")))?;
         self.email.send_raw(self.config.from.address.as_str(), raw).await.map_err(NotifyError::NotSent)
     }
@@ -279,6 +356,7 @@ mod tests {
     use super::*;
     use po_sync::message::{NotificationDetail, NotificationKind, WebhookEnvelope};
     use po_sync_aws::mail::MemoryEmailSender;
+    use po_sync_aws::objects::MemoryObjectStore;
     use po_sync_aws::queue::MemoryFifoQueue;
 
     #[test]
@@ -325,6 +403,33 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_lettered_claim_check_is_parked_byte_for_byte_and_mailed_with_its_po() {
+        let body = po_sync_tests::fixture("komet-clean-po.json");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T09:00:00.123Z").unwrap().to_utc();
+        let envelope =
+            WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, at).with_send_id("req-big");
+        let pointer = po_sync::message::BodyRef::of(&envelope, "archive", "bodies/48213/req-big.json");
+        let json = pointer.to_json().unwrap().replacen(',', " , ", 1);
+
+        let plan = plan_for(&dlq_record(&json, Some("48213")));
+        let parcel = plan.parcel.expect("a claim check is parked");
+        assert_eq!(parcel.body, json, "byte for byte");
+        assert_eq!((parcel.group_id.as_str(), parcel.deduplication_id.as_str()), ("48213", "m-dead"));
+        assert_eq!(plan_for(&dlq_record(&json, None)).parcel.unwrap().group_id, "48213");
+
+        let event = plan.event;
+        assert_eq!(event.kind(), NotificationKind::DeadLettered);
+        let NotificationDetail::DeadLettered { attempts, sqs_message_id, parked } = &event.detail else { panic!() };
+        assert_eq!((*attempts, sqs_message_id.as_str(), *parked), (Some(5), "m-dead", false));
+        let webhook = event.webhook.as_ref().unwrap();
+        assert_eq!((webhook.po.id, webhook.po.po_number.as_str()), (48213, "P004410"));
+        assert_eq!((webhook.received_at, webhook.body_sha256.as_str()), (at, envelope.body_sha256.as_str()));
+        assert!(webhook.invoice_links.is_empty());
+        let email = po_sync::email::render_with_attachments(&event, &memory_notifier(true).config.email, &[]).unwrap();
+        assert!(email.subject.contains("P004410"), "{}", email.subject);
+    }
+
+    #[test]
     fn only_readable_dead_letters_are_parked() {
         let envelope_type_but_broken = r#"{"type":"komet.po_reconciliation","schemaVersion":1,"po":{}}"#;
         for body in ["not json", envelope_type_but_broken, r#"{"type":"po_sync.notification","schemaVersion":9}"#] {
@@ -358,7 +463,7 @@ mod tests {
         }
     }
 
-    fn memory_notifier(parked: bool) -> Notifier<MemoryEmailSender, MemoryFifoQueue> {
+    fn memory_notifier(parked: bool) -> Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore> {
         let mut env = vec![("NOTIFY_FROM", "alerts@flowers.example.com"), ("NOTIFY_TO", "ap@flowers.example.com")];
         if parked {
             env.push(("PARKED_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks-parked.fifo"));
@@ -366,7 +471,12 @@ mod tests {
         let env: std::collections::HashMap<String, String> =
             env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let config = NotifyConfig::from_env(&env).unwrap();
-        Notifier { email: MemoryEmailSender::default(), parked: parked.then(MemoryFifoQueue::default), config }
+        Notifier {
+            email: MemoryEmailSender::default(),
+            parked: parked.then(MemoryFifoQueue::default),
+            archive: Some(MemoryObjectStore::default()),
+            config,
+        }
     }
 
     fn dead_letter_json() -> String {
@@ -441,5 +551,78 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
+    }
+
+    /// A mismatch about the clean PO, with its two invoice links archived (sizes as given) and the first one
+    /// discrepant; the bucket holds both PDFs.
+    fn archived_mismatch(notifier: &Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore>, sizes: [usize; 2]) -> String {
+        use po_sync::archive::ArchivedPdf;
+        use po_sync::reconcile::{Discrepancy, Rule};
+        let body = po_sync_tests::fixture("komet-clean-po.json");
+        let envelope = WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, chrono::Utc::now());
+        let discrepancy = Discrepancy {
+            rule: Rule::InvoiceItems,
+            invoice_number: Some("01-P004410".into()),
+            expected: po_sync::Decimal::new(100, 2),
+            actual: po_sync::Decimal::new(200, 2),
+            difference: po_sync::Decimal::new(100, 2),
+        };
+        let mut event = NotificationEvent::about(
+            &envelope,
+            NotificationDetail::ReconciliationMismatch { discrepancies: vec![discrepancy.clone(), Discrepancy { invoice_number: Some("01-P004411".into()), ..discrepancy }], forwarded_to_appzen: false },
+        );
+        let store = notifier.archive.as_ref().unwrap();
+        for (link, size) in event.webhook.as_mut().unwrap().invoice_links.iter_mut().zip(sizes) {
+            let mut pdf = b"%PDF-1.7\n".to_vec();
+            pdf.resize(size, b'x');
+            let key = format!("invoices/48213/{}/k.pdf", link.invoice_number);
+            let metadata = [];
+            let object = po_sync_aws::objects::NewObject { key: &key, bytes: &pdf, content_type: "application/pdf", metadata: &metadata };
+            futures_executor_block_on(store.put(&object)).unwrap();
+            link.archived = Some(ArchivedPdf { bucket: store.bucket().into(), key, sha256: "k".into(), bytes: size as u64 });
+        }
+        event.to_json().unwrap()
+    }
+
+    fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    fn attachments_of(mime: &[u8]) -> Vec<(String, usize)> {
+        use mail_parser::MimeHeaders;
+        let message = mail_parser::MessageParser::default().parse(mime).unwrap();
+        message.attachments().map(|a| (a.attachment_name().unwrap_or_default().to_owned(), a.contents().len())).collect()
+    }
+
+    #[test]
+    fn the_archived_pdfs_of_the_e_mail_are_attached_within_the_budget() {
+        let notifier = memory_notifier(false);
+        let event = archived_mismatch(&notifier, [2_000, 3_000]);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let response = runtime.block_on(notifier.handle(batch(vec![dlq_record(&event, None)])));
+        assert!(failed(&response).is_empty());
+        let sent = notifier.email.sent();
+        assert_eq!(
+            attachments_of(&sent[0].mime),
+            [("invoice-01-P004410.pdf".to_owned(), 2_000), ("invoice-01-P004411.pdf".to_owned(), 3_000)]
+        );
+        let text = String::from_utf8_lossy(&sent[0].mime).into_owned();
+        assert!(text.contains("(attached)"), "the e-mail says which PDFs it carries");
+    }
+
+    #[test]
+    fn pdfs_beyond_the_budget_are_named_by_their_archived_location_instead() {
+        let notifier = memory_notifier(false);
+        let big = (ATTACHMENT_BUDGET_BYTES - 1_000) as usize;
+        let event = archived_mismatch(&notifier, [big, 5_000]);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(notifier.handle(batch(vec![dlq_record(&event, None)])));
+        let sent = notifier.email.sent();
+        assert_eq!(attachments_of(&sent[0].mime), [("invoice-01-P004410.pdf".to_owned(), big)]);
+        let message = mail_parser::MessageParser::default().parse(&sent[0].mime).unwrap();
+        let text = message.body_text(0).unwrap().into_owned();
+        let named = "kept by po-sync as s3://memory-bucket/invoices/48213/01-P004411/k.pdf";
+        assert!(text.lines().any(|line| line.trim() == named), "named, not attached: {text}");
+        assert!(text.contains("invoices/48213/01-P004410/k.pdf (attached)"), "{text}");
     }
 }

@@ -8,17 +8,18 @@ use po_sync::config::notify::NotifyConfig;
 use po_sync::message::{NotificationEvent, WebhookEnvelope};
 use po_sync_aws::mail::MemoryEmailSender;
 use po_sync_aws::metrics::{Capture, Metrics, Service, emf};
+use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
 
-fn notifier() -> Notifier<MemoryEmailSender, MemoryFifoQueue> {
+fn notifier() -> Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore> {
     let env = [
         ("NOTIFY_FROM", "alerts@flowers.example.com"),
         ("NOTIFY_TO", "ap@flowers.example.com"),
         ("PARKED_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks-parked.fifo"),
     ];
     let config = NotifyConfig::from_env(&env).unwrap();
-    Notifier { email: MemoryEmailSender::default(), parked: Some(MemoryFifoQueue::default()), config }
+    Notifier { email: MemoryEmailSender::default(), parked: Some(MemoryFifoQueue::default()), archive: None, config }
 }
 
 fn record(message_id: &str, body: String) -> SqsMessage {

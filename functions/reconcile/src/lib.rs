@@ -10,12 +10,15 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::decision::{self, fifo_failures};
 use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement, Verdict};
-use po_sync::message::{NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope};
+use po_sync::message::{BodyRef, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope};
 use po_sync::retry::GiveUpReason;
 use po_sync_aws::appzen::{
     Accepted, AppZenClient, AppZenSetupError, Rejected, Transient, UpsertOutcome, resolve_credentials,
 };
+use po_sync::archive::InvoiceArchive;
+use po_sync_aws::invoices::{InvoiceArchiver, InvoiceFetcher};
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
+use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use po_sync_aws::metrics::RecordOutcome;
 use po_sync_aws::port::{Failure, PortError};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
@@ -38,8 +41,11 @@ pub enum Outcome {
     Superseded { newer_version: i64 },
     /// AppZen already holds exactly this body: not sent again, consumed.
     Duplicate,
-    /// Not a po-sync envelope; a person was notified.
+    /// Not a po-sync envelope (or a claim check whose stored body is gone or is not one); a person was notified.
     Poison,
+    /// A claim check's stored body could not be read (S3 failed, or reconcile has no or another bucket): the
+    /// record comes back, and after `maxReceiveCount` it is parked like any dead letter.
+    BodyUnavailable { location: String, error: PortError },
     /// AppZen kept failing transiently.
     #[strum(serialize = "appzen_unavailable")]
     AppZenUnavailable { last: Transient, reason: GiveUpReason },
@@ -73,6 +79,7 @@ impl Outcome {
             | Outcome::LedgerBusy { .. }
             | Outcome::LedgerUnavailable(_)
             | Outcome::NotifyFailed(_)
+            | Outcome::BodyUnavailable { .. }
             | Outcome::NotAttempted => Fate::Retry,
         }
     }
@@ -96,6 +103,7 @@ impl Outcome {
             | Outcome::LedgerBusy { .. }
             | Outcome::LedgerUnavailable(_)
             | Outcome::NotifyFailed(_)
+            | Outcome::BodyUnavailable { .. }
             | Outcome::NotAttempted => return None,
         })
     }
@@ -111,6 +119,9 @@ pub struct RecordReport {
     pub attempts: u32,
     /// Notifications queued for this record, in order.
     pub notified: Vec<NotificationKind>,
+    /// Invoice PDFs archived, and not archived (`archive_incomplete`), for this record.
+    pub invoices_archived: usize,
+    pub invoices_not_archived: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,21 +137,35 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(60);
 const LAMBDA_MAX_RUNTIME: Duration = Duration::from_secs(15 * 60);
 
 /// Everything an invocation needs, built once at cold start.
-pub struct Reconciler<Q, L> {
+pub struct Reconciler<Q, L, S = S3ObjectStore> {
     config: ReconcileConfig,
     appzen: AppZenClient,
     notifications: Q,
     ledger: L,
+    /// Copies invoice PDFs into the bucket (`ARCHIVE_BUCKET`); `None` leaves Komet's links as they are.
+    archiver: Option<InvoiceArchiver<S>>,
+    /// Where ingest stored the POs too large for one SQS message (`ARCHIVE_BUCKET`, `bodies/`): a claim check
+    /// is resolved here. `None`: a claim check is retried (and so ends parked) until the bucket is configured.
+    bodies: Option<S>,
 }
 
-impl Reconciler<SqsFifoQueue, DynamoLedger> {
+impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore> {
     /// Reads the AppZen credentials (from Secrets Manager if configured) and builds the clients.
     pub async fn start(config: ReconcileConfig, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let credentials = resolve_credentials(&config.appzen.credentials, aws).await?;
         let appzen = AppZenClient::new(&config.appzen, &credentials)?;
         let notifications = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.notify_queue_url.clone());
         let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.ledger_table.clone());
-        Ok(Reconciler::new(config, appzen, notifications, ledger))
+        let archiver = match &config.archive {
+            Some(archive) => {
+                let fetcher = InvoiceFetcher::new(archive.policy.clone(), archive.timeout)
+                    .map_err(|e| StartupError::AppZen(AppZenSetupError::Client(e)))?;
+                Some(InvoiceArchiver::new(fetcher, S3ObjectStore::new(aws, &archive.bucket), archive.concurrency))
+            }
+            None => None,
+        };
+        let bodies = config.archive.as_ref().map(|archive| S3ObjectStore::new(aws, &archive.bucket));
+        Ok(Reconciler { archiver, bodies, ..Reconciler::new(config, appzen, notifications, ledger) })
     }
 }
 
@@ -151,13 +176,30 @@ enum Admission {
     Done(Outcome),
 }
 
-impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
+impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S> {
     pub fn new(config: ReconcileConfig, appzen: AppZenClient, notifications: Q, ledger: L) -> Self {
-        Reconciler { config, appzen, notifications, ledger }
+        Reconciler { config, appzen, notifications, ledger, archiver: None, bodies: None }
+    }
+
+    /// Resolves claim checks (POs too large for one SQS message) through `store`.
+    pub fn with_bodies(mut self, store: S) -> Self {
+        self.bodies = Some(store);
+        self
+    }
+
+    /// Archives invoice PDFs through `archiver` before each upsert.
+    pub fn with_archiver(mut self, archiver: InvoiceArchiver<S>) -> Self {
+        self.archiver = Some(archiver);
+        self
     }
 
     pub fn ledger(&self) -> &L {
         &self.ledger
+    }
+
+    /// The store claim checks are resolved through, if any.
+    pub fn bodies(&self) -> Option<&S> {
+        self.bodies.as_ref()
     }
 
     pub fn notifications(&self) -> &Q {
@@ -220,12 +262,23 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
     async fn process_read(
         &self,
         message_id: String,
-        envelope: Result<WebhookEnvelope, String>,
+        received: Result<Received, String>,
         started: Instant,
         deadline: Option<Instant>,
     ) -> RecordReport {
-        let envelope = match envelope {
-            Ok(envelope) => envelope,
+        let envelope = match received {
+            Ok(Received::Envelope(envelope)) => envelope,
+            Ok(Received::Ref(pointer)) => match self.resolve(&pointer).await {
+                Ok(envelope) => envelope,
+                Err(Unresolved::Poison(detail)) => return self.poison(message_id, detail, started).await,
+                Err(Unresolved::Unavailable(error)) => {
+                    let span = tracing::info_span!("po", po_id = pointer.po_id, po_number = %pointer.po_number, message_id = %message_id);
+                    let mut report = RecordReport::not_attempted(&message_id);
+                    report.outcome = Outcome::BodyUnavailable { location: pointer.location(), error };
+                    span.in_scope(|| log_report(&report, None, started.elapsed()));
+                    return report;
+                }
+            },
             Err(detail) => return self.poison(message_id, detail, started).await,
         };
         let span = tracing::info_span!("po", po_id = envelope.po.id, po_number = %envelope.po.po_number, message_id = %message_id);
@@ -255,7 +308,14 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
                 return report;
             }
         };
-        let (outcome, settlement) = self.reconcile_and_upsert(envelope, deadline, &mut report).await;
+        // Before the upsert, and whatever becomes of it: Komet's links die in six hours.
+        let archives = match &self.archiver {
+            Some(archiver) => archiver.archive(&envelope.po, deadline).await,
+            None => Vec::new(),
+        };
+        report.invoices_archived = archives.iter().filter(|a| a.outcome.is_ok()).count();
+        report.invoices_not_archived = archives.len() - report.invoices_archived;
+        let (outcome, settlement) = self.reconcile_and_upsert(envelope, &archives, deadline, &mut report).await;
         report.outcome = outcome;
         match settlement {
             Some(settlement) => {
@@ -274,6 +334,7 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
     async fn reconcile_and_upsert(
         &self,
         envelope: &WebhookEnvelope,
+        archives: &[InvoiceArchive],
         deadline: Option<Instant>,
         report: &mut RecordReport,
     ) -> (Outcome, Option<Settlement>) {
@@ -285,7 +346,8 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
         let mut ledger_outcome = if unmappable { LedgerOutcome::Unmappable } else { LedgerOutcome::Held };
         let mut accepted_by_appzen = None;
         let mut outcome = Outcome::Held;
-        if let Some(body) = plan.upsert {
+        if let Some(mut body) = plan.upsert {
+            body.note_archive(archives);
             let json = match body.to_json() {
                 Ok(json) => json,
                 Err(error) => {
@@ -331,7 +393,10 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
                 };
             }
         }
-        for event in &notifications {
+        for event in &mut notifications {
+            if let Some(webhook) = event.webhook.as_mut() {
+                webhook.note_archive(archives);
+            }
             if let Err(error) = self.notify(event).await {
                 return (Outcome::NotifyFailed(error), None);
             }
@@ -418,6 +483,49 @@ impl<Q: FifoQueue, L: Ledger> Reconciler<Q, L> {
         report
     }
 
+    /// The envelope a claim check points at. The ledger and everything after it then treat it exactly as an
+    /// envelope that came inline.
+    async fn resolve(&self, pointer: &BodyRef) -> Result<WebhookEnvelope, Unresolved> {
+        let location = pointer.location();
+        let unavailable = |summary: String| Unresolved::Unavailable(PortError::new(GET_OBJECT, Failure::Permanent, summary));
+        let Some(store) = &self.bodies else {
+            return Err(unavailable(format!("{location}: reconcile has no bucket for claim checks (ARCHIVE_BUCKET)")));
+        };
+        if store.bucket() != pointer.bucket {
+            return Err(unavailable(format!("{location}: reconcile reads bucket {:?} (ARCHIVE_BUCKET)", store.bucket())));
+        }
+        let poison = |what: String| {
+            Unresolved::Poison(format!(
+                "the claim check for PO {} (id {}, received {}) points to {location}, {what}",
+                pointer.po_number,
+                pointer.po_id,
+                pointer.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ))
+        };
+        let bytes = match store.get(&pointer.key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(poison("which does not exist (deleted, or expired by the bucket's lifecycle rule)".into()));
+            }
+            Err(error) => return Err(Unresolved::Unavailable(error)),
+        };
+        let read = std::str::from_utf8(&bytes)
+            .map_err(|e| format!("not UTF-8: {e}"))
+            .and_then(|json| WebhookEnvelope::from_json(json).map_err(|e| e.to_string()));
+        drop(bytes);
+        let mut envelope = read.map_err(|why| poison(format!("which is not a webhook envelope: {why}")))?;
+        if !pointer.names(&envelope) {
+            return Err(poison(format!(
+                "which holds another webhook (PO id {}, body {})",
+                envelope.po.id, envelope.body_sha256
+            )));
+        }
+        // The version is the one SQS delivered: the claim check's (see `BodyRef::names`).
+        envelope.received_at = pointer.received_at;
+        envelope.send_id = pointer.send_id.clone();
+        Ok(envelope)
+    }
+
     /// Queues a notification event on `notifications.fifo`.
     async fn notify(&self, event: &NotificationEvent) -> Result<(), PortError> {
         let message = FifoMessage::notification(event)
@@ -432,10 +540,30 @@ fn claim_lease(deadline: Option<Instant>) -> chrono::Duration {
     chrono::Duration::from_std(remaining + CLAIM_MARGIN).unwrap_or(chrono::Duration::minutes(16))
 }
 
-/// The record's envelope, or why it is poison.
-fn read_envelope(body: Option<&str>) -> Result<WebhookEnvelope, String> {
-    match body.map(WebhookEnvelope::from_json) {
-        Some(Ok(envelope)) => Ok(envelope),
+/// A record's message: the envelope itself, or a claim check for one ingest stored in the bucket.
+enum Received {
+    Envelope(WebhookEnvelope),
+    Ref(BodyRef),
+}
+
+/// Why a claim check did not give its envelope.
+enum Unresolved {
+    /// The stored body is gone or is not the envelope it should be: a person is told, the record consumed.
+    Poison(String),
+    /// The body could not be read now (or reconcile cannot read that bucket): the record comes back.
+    Unavailable(PortError),
+}
+
+const GET_OBJECT: &str = "s3:GetObject";
+
+/// The record's envelope or claim check, or why it is poison (the body is read once).
+fn read_envelope(body: Option<&str>) -> Result<Received, String> {
+    match body.map(QueueMessage::from_json) {
+        Some(Ok(QueueMessage::Webhook(envelope))) => Ok(Received::Envelope(envelope)),
+        Some(Ok(QueueMessage::WebhookRef(pointer))) => Ok(Received::Ref(pointer)),
+        Some(Ok(QueueMessage::Notification(_))) => {
+            Err(format!("a notification event ({:?}) where a webhook was expected", po_sync::message::NOTIFICATION_TYPE))
+        }
         Some(Err(error)) => Err(error.to_string()),
         None => Err("the SQS record has no body".to_owned()),
     }
@@ -449,6 +577,8 @@ impl RecordReport {
             discrepancy_count: 0,
             attempts: 0,
             notified: Vec::new(),
+            invoices_archived: 0,
+            invoices_not_archived: 0,
         }
     }
 }
@@ -478,6 +608,9 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
         Outcome::Rejected(r) => Some(r.error.to_string()),
         Outcome::AppZenUnavailable { last, reason } => Some(format!("{} ({})", last.cause, reason.as_str())),
         Outcome::NotifyFailed(error) | Outcome::LedgerUnavailable(error) => Some(error.to_string()),
+        Outcome::BodyUnavailable { location, error } => {
+            Some(format!("the claim check's body {location} could not be read ({error}); retried later"))
+        }
         Outcome::Superseded { newer_version } => Some(format!(
             "a newer version (received {}) was already processed; this one is not sent to AppZen",
             chrono::DateTime::from_timestamp_millis(*newer_version)
@@ -518,6 +651,8 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
                 uuid,
                 correlation_id,
                 attempts = report.attempts,
+                invoices_archived = report.invoices_archived,
+                invoices_not_archived = report.invoices_not_archived,
                 latency_ms = latency.as_millis() as u64,
                 notified = ?notified,
                 detail = detail.as_deref(),
@@ -525,12 +660,11 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
             )
         };
     }
-    let unmappable = report.notified.contains(&NotificationKind::MappingError);
-    po_sync_aws::metrics::record_processed(
-        report.outcome.metric(unmappable),
-        report.discrepancy_count,
-        report.attempts,
-    );
+    let metric = report.outcome.metric(report.notified.contains(&NotificationKind::MappingError));
+    po_sync_aws::metrics::record_processed(metric, report.discrepancy_count, report.attempts);
+    if metric.is_some() {
+        po_sync_aws::metrics::invoices_archived(report.invoices_archived, report.invoices_not_archived);
+    }
     match report.outcome.fate() {
         Fate::Consumed => line!(info),
         Fate::Retry => line!(warn),

@@ -6,13 +6,16 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
+use po_sync::archive::{FetchPolicy, HostRule};
 use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
 use po_sync::komet::parse_webhook;
 use po_sync::message::WebhookEnvelope;
 use po_sync::retry::Backoff;
 use po_sync_aws::appzen::AppZenClient;
+use po_sync_aws::invoices::{InvoiceArchiver, InvoiceFetcher};
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::metrics::{Capture, Metrics, Service, emf};
+use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
 use po_sync_tests::fixture;
@@ -22,7 +25,7 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger>;
+type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore>;
 
 fn reconciler_for(appzen: &MockServer) -> MemoryReconciler {
     let env = [
@@ -178,6 +181,33 @@ async fn poison_duplicate_and_superseded_records_are_told_apart() {
         [("duplicate", 1), ("poison", 1), ("superseded", 1), ("upserted", 1)].map(|(o, n)| (o.to_owned(), n)).into();
     assert_eq!(seen, expected);
     assert_eq!(capture.histogram("AppZenAttempts", &[]), [1.0], "only the upsert called AppZen");
+}
+
+#[tokio::test]
+async fn invoice_pdfs_are_counted_archived_or_not_once_the_record_is_done() {
+    let server = appzen_answering(201).await;
+    let pdf: &[u8] = b"%PDF-1.4\n%%EOF\n";
+    Mock::given(method("GET"))
+        .and(path("/i/1.pdf"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(pdf))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET")).and(path("/i/2.pdf")).respond_with(ResponseTemplate::new(410)).mount(&server).await;
+    let policy = FetchPolicy { hosts: vec![HostRule::Address("127.0.0.1".parse().unwrap())], max_bytes: 1 << 20 };
+    let fetcher = InvoiceFetcher::new(policy, Duration::from_secs(2)).unwrap();
+    let reconciler =
+        reconciler_for(&server).with_archiver(InvoiceArchiver::new(fetcher, MemoryObjectStore::default(), 2));
+    let body = String::from_utf8(fixture("komet-clean-po.json"))
+        .unwrap()
+        .replacen("https://files.kometsales.com/invoices/01-P004410.pdf", &format!("{}/i/1.pdf", server.uri()), 1)
+        .replacen("https://files.kometsales.com/invoices/01-P004411.pdf", &format!("{}/i/2.pdf", server.uri()), 1);
+    let received = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
+    let envelope = WebhookEnvelope::new(parse_webhook(body.as_bytes()).unwrap(), body.as_bytes(), received);
+    let capture = Capture::default();
+    let _scope = capture.enter();
+    reconciler.handle_batch(batch(&[&envelope]), None).await;
+    assert_eq!(outcomes(&capture), [("upserted".to_owned(), 1)]);
+    assert_eq!((capture.counter("InvoicesArchived", &[]), capture.counter("InvoicesNotArchived", &[])), (1, 1));
 }
 
 /// The one test in this binary that installs the production collector (once per process). Every other test

@@ -1,14 +1,16 @@
 //! po-sync's edges: AWS clients and the AppZen HTTP client, built once at cold start and passed in.
 //!
 //! One port per side effect, each a small trait with an AWS SDK adapter and an in-memory adapter:
-//! [`queue::FifoQueue`] (SQS FIFO), [`mail::EmailSender`] (SES), [`ledger::Ledger`] (DynamoDB). Their errors
+//! [`queue::FifoQueue`] (SQS FIFO), [`mail::EmailSender`] (SES), [`ledger::Ledger`] (DynamoDB), [`objects::ObjectStore`] (S3). Their errors
 //! are [`port::PortError`]s that say transient or permanent and keep their source.
 //!
 //! Everything here does I/O; the decisions live in `po-sync-shared`.
 
 pub mod appzen;
+pub mod invoices;
 pub mod ledger;
 pub mod mail;
+pub mod objects;
 pub mod metrics;
 pub mod port;
 pub mod queue;

@@ -200,6 +200,22 @@ pub const APPZEN_ATTEMPTS: MetricSpec = MetricSpec {
     dimension: None,
     meaning: "AppZen requests per record that called AppZen in one delivery (1 = no retry)",
 };
+pub const INVOICES_ARCHIVED: MetricSpec = MetricSpec {
+    name: "InvoicesArchived",
+    unit: "Count",
+    kind: Kind::Counter,
+    services: RECONCILE,
+    dimension: None,
+    meaning: "invoice PDFs copied to the archive bucket, for the POs reconcile finished with",
+};
+pub const INVOICES_NOT_ARCHIVED: MetricSpec = MetricSpec {
+    name: "InvoicesNotArchived",
+    unit: "Count",
+    kind: Kind::Counter,
+    services: RECONCILE,
+    dimension: None,
+    meaning: "invoice PDFs that could not be archived (the PO says archive_incomplete; Komet's link is the only copy)",
+};
 pub const EMAILS_SENT: MetricSpec = MetricSpec {
     name: "EmailsSent",
     unit: "Count",
@@ -226,6 +242,8 @@ pub const CATALOGUE: &[MetricSpec] = &[
     DISCREPANCIES,
     APPZEN_LATENCY,
     APPZEN_ATTEMPTS,
+    INVOICES_ARCHIVED,
+    INVOICES_NOT_ARCHIVED,
     EMAILS_SENT,
     WEBHOOKS_PARKED,
 ];
@@ -258,6 +276,16 @@ pub fn record_processed(outcome: Option<RecordOutcome>, discrepancies: usize, ap
     }
     if appzen_attempts > 0 {
         metrics::histogram!(APPZEN_ATTEMPTS.name).record(appzen_attempts);
+    }
+}
+
+/// reconcile, for a record it finished with: its invoice PDFs archived, and not archived.
+pub fn invoices_archived(archived: usize, not_archived: usize) {
+    if archived > 0 {
+        metrics::counter!(INVOICES_ARCHIVED.name).increment(archived as u64);
+    }
+    if not_archived > 0 {
+        metrics::counter!(INVOICES_NOT_ARCHIVED.name).increment(not_archived as u64);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::port::{Failure, PortError};
 use aws_sdk_sqs::types::MessageAttributeValue;
-use po_sync::message::{NotificationEvent, WebhookEnvelope, sha256_hex};
+use po_sync::message::{BodyRef, NotificationEvent, WebhookEnvelope, sha256_hex};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -44,6 +44,17 @@ impl FifoMessage {
             .with_attribute(
                 RECEIVED_AT_ATTRIBUTE,
                 envelope.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+    }
+
+    /// A webhook's claim check for `webhooks.fifo` (a PO too large for one SQS message, stored in the bucket):
+    /// the same group, deduplication id and attributes as [`FifoMessage::webhook`] would give its envelope.
+    pub fn webhook_ref(pointer: &BodyRef, pointer_json: String) -> Self {
+        FifoMessage::new(pointer_json, pointer.po_id.to_string(), pointer.deduplication_id())
+            .with_attribute(PO_NUMBER_ATTRIBUTE, sqs_text(&pointer.po_number))
+            .with_attribute(
+                RECEIVED_AT_ATTRIBUTE,
+                pointer.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             )
     }
 

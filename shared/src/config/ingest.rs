@@ -8,14 +8,22 @@
 //! | `WEBHOOK_TOKEN`      | Bearer token (without `WEBHOOK_SECRET_ARN`)                              |
 //! | `WEBHOOK_SECRET_ARN` | Secrets Manager JSON secret with `username`/`password` or `token`        |
 //! | `QUEUE_URL`          | the `webhooks.fifo` queue                                                |
-//! | `MAX_BODY_BYTES`     | largest body accepted, default 1 MiB                                     |
+//! | `MAX_BODY_BYTES`     | largest body accepted, default 6,000,000 bytes (about what Lambda takes) |
+//! | `ARCHIVE_BUCKET`     | where a PO too large for one SQS message is stored (`bodies/`); optional |
 
 use super::{ConfigError, Env, optional, parsed_or, required};
 use std::collections::HashMap;
 use std::fmt;
 
-/// Default for `MAX_BODY_BYTES`: far above any real PO, far below what would cost memory.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+/// Default for `MAX_BODY_BYTES`: about the largest body that can reach the function at all, so the 413 is left
+/// for bodies nobody could accept. Lambda takes a synchronous event of at most 6 MiB (6,291,456 bytes), and
+/// API Gateway's event is the body as a JSON string (each `"` and `\` escaped, so one byte more each) plus the
+/// headers and request context (a few KB): a body of 6,000,000 bytes leaves 291,456 bytes (~285 KiB) for both.
+/// A larger body can never arrive, and a body near this size arrives only if it has few characters to escape
+/// (compact Komet JSON has one `"` in ~7 bytes, so about 5.3 MB of it arrives); what does not arrive is refused
+/// by Lambda and API Gateway before ingest runs. A PO whose message would exceed SQS's 1 MiB goes through the
+/// bucket (`ARCHIVE_BUCKET`) as a claim check.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 6_000_000;
 /// Lambda's synchronous invocation payload limit; a larger body never reaches the function.
 pub const MAX_MAX_BODY_BYTES: u64 = 6 * 1_048_576;
 
@@ -100,6 +108,9 @@ pub struct IngestConfig {
     pub credentials: CredentialSource,
     pub queue_url: String,
     pub max_body_bytes: usize,
+    /// `ARCHIVE_BUCKET`: where a PO too large for one SQS message is stored (`bodies/…`), its queue message then
+    /// a claim check. `None`: such a PO is refused with a 413.
+    pub archive_bucket: Option<String>,
 }
 
 const AUTH: &str = "WEBHOOK_AUTH";
@@ -109,6 +120,7 @@ const TOKEN: &str = "WEBHOOK_TOKEN";
 const SECRET_ARN: &str = "WEBHOOK_SECRET_ARN";
 const QUEUE_URL: &str = "QUEUE_URL";
 const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+const ARCHIVE_BUCKET: &str = "ARCHIVE_BUCKET";
 
 impl IngestConfig {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
@@ -139,6 +151,7 @@ impl IngestConfig {
             queue_url,
             // At most 6 MiB, so it fits in any usize.
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            archive_bucket: optional(env, ARCHIVE_BUCKET),
         })
     }
 }
@@ -168,16 +181,23 @@ mod tests {
             CredentialSource::Environment(Credentials::Basic { username: "komet".into(), password: "pa:ss".into() })
         );
         assert_eq!(config.queue_url, QUEUE);
-        assert_eq!(config.max_body_bytes, 1_048_576);
+        assert_eq!(config.max_body_bytes, 6_000_000);
+        assert_eq!(config.archive_bucket, None);
     }
 
     #[test]
     fn bearer_token_and_body_limit() {
-        let env =
-            [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t0k"), ("QUEUE_URL", QUEUE), ("MAX_BODY_BYTES", "2048")];
+        let env = [
+            ("WEBHOOK_AUTH", "bearer"),
+            ("WEBHOOK_TOKEN", "t0k"),
+            ("QUEUE_URL", QUEUE),
+            ("MAX_BODY_BYTES", "2048"),
+            ("ARCHIVE_BUCKET", " po-sync-archive "),
+        ];
         let config = IngestConfig::from_env(&env).unwrap();
         assert_eq!(config.credentials, CredentialSource::Environment(Credentials::Bearer { token: "t0k".into() }));
         assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.archive_bucket.as_deref(), Some("po-sync-archive"));
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub struct NotifyConfig {
     pub email: EmailSettings,
     /// Where dead-lettered webhooks are kept for a redrive; `None`: they are e-mailed and then gone.
     pub parked_queue_url: Option<String>,
+    /// The invoice archive (`ARCHIVE_BUCKET`), whose PDFs the e-mails attach; without it they only link.
+    pub archive_bucket: Option<String>,
 }
 
 impl NotifyConfig {
@@ -158,7 +160,8 @@ impl NotifyConfig {
         };
         let parked_queue_url =
             optional(env, "PARKED_QUEUE_URL").map(|url| fifo_queue_url("PARKED_QUEUE_URL", &url)).transpose()?;
-        Ok(NotifyConfig { from, to, reply_to, email: EmailSettings { subject_prefix }, parked_queue_url })
+        let archive_bucket = optional(env, "ARCHIVE_BUCKET");
+        Ok(NotifyConfig { from, to, reply_to, email: EmailSettings { subject_prefix }, parked_queue_url, archive_bucket })
     }
 }
 

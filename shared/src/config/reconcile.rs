@@ -2,6 +2,7 @@
 
 use super::{ConfigError, Env, number_in, optional, parsed_or, required};
 use crate::appzen::{Currency, EntityIdSource, MappingSettings, SupplierIdSource};
+use crate::archive::{DEFAULT_INVOICE_HOSTS, FetchPolicy};
 use crate::decision::Policy;
 use crate::reconcile::Tolerance;
 use crate::retry::Backoff;
@@ -15,6 +16,8 @@ pub struct ReconcileConfig {
     pub notify_queue_url: String,
     /// The version ledger's DynamoDB table (`LEDGER_TABLE_NAME`).
     pub ledger_table: String,
+    /// Where invoice PDFs are archived; `None` (no `ARCHIVE_BUCKET`) leaves Komet's links as they are.
+    pub archive: Option<ArchiveConfig>,
     pub policy: Policy,
     pub tolerance: Tolerance,
     pub mapping: MappingSettings,
@@ -34,6 +37,19 @@ pub struct AppZenConfig {
     pub backoff: Backoff,
     /// Time kept back at the end of an invocation to notify and answer Lambda.
     pub deadline_margin: Duration,
+}
+
+/// The invoice archive: the bucket and how invoice links are fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveConfig {
+    /// `ARCHIVE_BUCKET`.
+    pub bucket: String,
+    /// `INVOICE_HOSTS` and `INVOICE_MAX_BYTES`.
+    pub policy: FetchPolicy,
+    /// Per download (`INVOICE_TIMEOUT_MS`).
+    pub timeout: Duration,
+    /// Downloads at once (`INVOICE_CONCURRENCY`).
+    pub concurrency: usize,
 }
 
 /// Where the AppZen credentials come from.
@@ -114,8 +130,28 @@ impl ReconcileConfig {
                 deadline_margin: Duration::from_secs(2),
             },
             ledger_table: required(env, "LEDGER_TABLE_NAME")?,
+            archive: archive(env)?,
         })
     }
+}
+
+fn archive(env: &impl Env) -> Result<Option<ArchiveConfig>, ConfigError> {
+    let Some(bucket) = optional(env, "ARCHIVE_BUCKET") else { return Ok(None) };
+    let hosts = parsed_or(env, "INVOICE_HOSTS", Vec::new(), FetchPolicy::parse_hosts)?;
+    let hosts = if hosts.is_empty() {
+        FetchPolicy::parse_hosts(DEFAULT_INVOICE_HOSTS).map_err(|p| ConfigError::new("INVOICE_HOSTS", p))?
+    } else {
+        hosts
+    };
+    Ok(Some(ArchiveConfig {
+        bucket,
+        policy: FetchPolicy {
+            hosts,
+            max_bytes: parsed_or(env, "INVOICE_MAX_BYTES", 20 << 20, number_in(1024..=100 << 20))? as usize,
+        },
+        timeout: Duration::from_millis(parsed_or(env, "INVOICE_TIMEOUT_MS", 10_000, number_in(100..=120_000))?),
+        concurrency: parsed_or(env, "INVOICE_CONCURRENCY", 4, number_in(1..=16))? as usize,
+    }))
 }
 
 fn base_url(value: &str) -> Result<String, String> {
@@ -156,6 +192,7 @@ fn credentials(env: &impl Env) -> Result<CredentialsSource, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::HostRule;
     use crate::money::decimal;
 
     const MINIMAL: [(&str, &str); 5] = [
@@ -270,6 +307,29 @@ mod tests {
             let message = error(&[(variable, value)]);
             assert!(message.starts_with(&format!("configuration {variable}: ")), "{message}");
         }
+    }
+
+    #[test]
+    fn the_archive_is_on_with_a_bucket_and_fetches_from_komet_by_default() {
+        assert_eq!(ReconcileConfig::from_env(&MINIMAL).unwrap().archive, None);
+        let archive = ReconcileConfig::from_env(&with(&[("ARCHIVE_BUCKET", "po-sync-archive")])).unwrap().archive.unwrap();
+        assert_eq!(archive.bucket, "po-sync-archive");
+        assert_eq!(archive.policy.hosts, vec![HostRule::Domain("kometsales.com".into())]);
+        assert_eq!((archive.policy.max_bytes, archive.timeout, archive.concurrency), (20 << 20, Duration::from_secs(10), 4));
+        let tuned = ReconcileConfig::from_env(&with(&[
+            ("ARCHIVE_BUCKET", "b"),
+            ("INVOICE_HOSTS", "127.0.0.1"),
+            ("INVOICE_MAX_BYTES", "2048"),
+            ("INVOICE_TIMEOUT_MS", "500"),
+            ("INVOICE_CONCURRENCY", "2"),
+        ]))
+        .unwrap()
+        .archive
+        .unwrap();
+        assert_eq!(tuned.policy.hosts, vec![HostRule::Address("127.0.0.1".parse().unwrap())]);
+        assert_eq!((tuned.policy.max_bytes, tuned.timeout, tuned.concurrency), (2048, Duration::from_millis(500), 2));
+        assert!(error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_HOSTS", "localhost")]).starts_with("configuration INVOICE_HOSTS: "));
+        assert!(error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_CONCURRENCY", "0")]).starts_with("configuration INVOICE_CONCURRENCY: "));
     }
 
     #[test]

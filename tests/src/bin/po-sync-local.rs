@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use po_sync_aws::metrics::emf;
 use po_sync_tests::local::{
-    LocalStack, SentEmail, StackOptions, WEBHOOK_PASSWORD, WEBHOOK_USERNAME, describe_upsert, without_crate_env,
+    LocalStack, LogTail, SentEmail, StackOptions, WEBHOOK_PASSWORD, WEBHOOK_USERNAME, describe_document,
+    describe_metrics, describe_upsert, without_crate_env,
 };
 use po_sync_tests::poller::LogSink;
 use po_sync_tests::{fixture, workspace_root};
@@ -118,6 +120,8 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&mail_dir);
     let emails = save_emails(stack, &mail_dir)?;
     let upserts = stack.appzen_upserts();
+    // Read from the functions' own output (EMF lines), checked and compared with what the poller and SES saw.
+    let metrics = stack.check_emitted_metrics(&[]).await?;
 
     println!();
     println!(
@@ -134,6 +138,17 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
     emails.iter().for_each(|(email, path)| {
         println!("  \"{}\" to {} recipient(s), saved to {}", email.subject, email.recipients.len(), relative(path))
     });
+    println!();
+    println!(
+        "Metrics the functions emitted ({} EMF documents in {}/functions.log, namespace {}; each valid, and they agree with the poller and SES):",
+        metrics.documents,
+        relative(stack.logs_dir()),
+        stack.metrics_namespace()
+    );
+    describe_metrics(&metrics).iter().for_each(|line| println!("  {line}"));
+    if metrics.total("ingest", "WebhooksRefused", &["reason=method_not_allowed"]) > 0.0 {
+        println!("  (the refused GET is the start-up check that ingest answers; README, \"Metrics and dashboard\")");
+    }
     println!();
     println!(
         "Logs: {}/functions.log (ingest, reconcile, notify under cargo lambda watch), {}/poller.log",
@@ -177,7 +192,25 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
     );
     println!("  curl -s {moto}/moto-api/data.json                                   # e-mails sent (ses.RawMessage)");
     println!();
-    println!("New AppZen calls and e-mails are listed below; e-mails are saved to .local/mail/.");
+    println!("The operator CLI against this pipeline (moto stands in for AWS):");
+    println!();
+    let q = &stack.queues;
+    println!(
+        "  AWS_ENDPOINT_URL={moto} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n  \
+         cargo run -q -p po-sync-admin -- --webhook-queue-url {} --webhook-dlq-url {} \\\n    \
+         --parked-queue-url {} --notification-queue-url {} \\\n    --notification-dlq-url {} --ledger-table {} \\\n    status",
+        q.webhooks,
+        q.webhooks_dlq,
+        q.webhooks_parked,
+        q.notifications,
+        q.notifications_dlq,
+        po_sync_aws::ledger::DynamoLedger::table(&stack.ledger),
+    );
+    println!("  (then `po 48213`, `redrive` or `replay FILE` in place of `status`)");
+    println!();
+    println!(
+        "New AppZen calls, e-mails and metrics (each EMF line the functions print) are listed below; e-mails are saved to .local/mail/."
+    );
     println!(
         "Logs: {}/functions.log, {}/poller.log. Stop with Ctrl-C.",
         relative(stack.logs_dir()),
@@ -186,6 +219,8 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
     let mail_dir = workspace_root().join(".local/mail");
     let _ = std::fs::remove_dir_all(&mail_dir);
     let (mut seen_upserts, mut seen_emails) = (0, 0);
+    let mut functions_log = LogTail::from_start(stack.logs_dir().join("functions.log"));
+    let namespace = stack.metrics_namespace();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
@@ -204,5 +239,12 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
             );
         }
         seen_emails = emails.len();
+        for (line, text) in functions_log.new_lines().into_iter().filter(|(_, text)| text.contains("\"_aws\"")) {
+            let json = &text[text.find('{').unwrap_or(0)..];
+            match emf::parse(json).and_then(|document| emf::check(&document, &namespace).map(|()| document)) {
+                Ok(document) => println!("metrics: {}", describe_document(&document)),
+                Err(problems) => println!("metrics: INVALID EMF at functions.log:{line}: {}", problems.join("; ")),
+            }
+        }
     }
 }
