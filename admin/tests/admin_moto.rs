@@ -7,8 +7,8 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use po_sync::komet::parse_webhook;
 use po_sync::ledger::{AppZenHolds, LedgerEntry, LedgerOutcome, SettledVersion};
-use po_sync::message::{WebhookEnvelope, sha256_hex};
-use po_sync_admin::redrive::{Fate, Method, RedriveOptions, redrive};
+use po_sync::message::{BodyRef, WebhookEnvelope, body_key, sha256_hex};
+use po_sync_admin::redrive::{Fate, Method, RedriveOptions, redrive, snapshot};
 use po_sync_admin::{Clients, Error, Resource, Resources, po, replay, status};
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
 use po_sync_tests::fixture;
@@ -486,6 +486,36 @@ async fn redrive_copies_parked_webhooks_back_and_reports_applied_superseded_and_
     let text = report.to_string();
     assert!(text.contains("reconcile: 1 applied, 1 superseded, 1 pending"), "{text}");
     assert!(text.contains("moved 3 of 3 with copy: StartMessageMoveTask is not available"), "{text}");
+}
+
+#[tokio::test]
+async fn a_parked_claim_check_is_read_by_the_snapshot_and_copied_back_byte_for_byte() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let parked = url(&resources, Resource::ParkedQueue);
+    // A PO too large for one SQS message: the parked message is its claim check (the body stays in the bucket).
+    let body = fixture("komet-clean-po.json");
+    let envelope = WebhookEnvelope::new(parse_webhook(&body).unwrap(), &body, at(7)).with_send_id("send-big");
+    let pointer = BodyRef::of(&envelope, "po-sync-archive", body_key(envelope.po.id, "send-big"));
+    let json = pointer.to_json().unwrap();
+    send(&clients, &parked, &json, "48213", "dead-send-big").await;
+
+    let seen = snapshot(&clients.sqs, &parked, 30).await.unwrap();
+    assert!(seen.unreadable.is_empty(), "{:?}", seen.unreadable);
+    assert_eq!(seen.webhooks.len(), 1);
+    let webhook = &seen.webhooks[0];
+    assert_eq!(
+        (webhook.po_id, webhook.po_number.as_str(), webhook.version, webhook.group_id.as_str()),
+        (48213, "P004410", at(7).timestamp_millis(), "48213")
+    );
+    assert_eq!(status::counts(&clients.sqs, &parked).await.unwrap(), (1, 0), "made visible again");
+
+    let options = RedriveOptions { wait: false, ..RedriveOptions::default() };
+    let report = redrive(&clients, &resources, &options, &mut |_| {}).await.unwrap();
+    let movement = report.movement.clone().unwrap();
+    assert_eq!((movement.method, movement.moved, movement.complete), (Method::Copy, 1, true));
+    let moved = drain(&clients, &url(&resources, Resource::WebhookQueue)).await;
+    assert_eq!(moved, [(json, "48213".to_owned(), "dead-send-big".to_owned())], "same body, group, dedup id");
 }
 
 #[tokio::test]

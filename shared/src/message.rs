@@ -480,14 +480,12 @@ impl WebhookFacts {
                 .vendor_invoices
                 .iter()
                 .filter_map(|i| {
-                    i.file
-                        .as_ref()
-                        .map(|url| InvoiceLink {
-                            invoice_number: i.invoice_number.clone(),
-                            url: url.clone(),
-                            archived: None,
-                            not_archived: None,
-                        })
+                    i.file.as_ref().map(|url| InvoiceLink {
+                        invoice_number: i.invoice_number.clone(),
+                        url: url.clone(),
+                        archived: None,
+                        not_archived: None,
+                    })
                 })
                 .collect(),
         }

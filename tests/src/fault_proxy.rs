@@ -234,6 +234,11 @@ impl RunningProxy {
         lock(&self.shared.record).sent.clone()
     }
 
+    /// How many `SendMessage`s to the queue named `queue_name` moto accepted so far.
+    pub fn sent_to(&self, queue_name: &str) -> usize {
+        lock(&self.shared.record).sent.iter().filter(|m| m.queue_name() == queue_name).count()
+    }
+
     /// Every e-mail passed to SES, in order.
     pub fn emails(&self) -> Vec<ForwardedEmail> {
         lock(&self.shared.record).emails.clone()

@@ -690,9 +690,10 @@ async fn dead_letter_queue(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result
     let arn = policy.get("deadLetterTargetArn").and_then(|v| v.as_str()).unwrap_or_default();
     let name =
         arn.rsplit(':').next().filter(|n| !n.is_empty()).ok_or_else(|| fail(format!("RedrivePolicy {policy}")))?;
-    let found =
-        sqs.get_queue_url().queue_name(name).send().await.map_err(|e| fail(aws_sdk_sqs::Error::from(e).to_string()))?;
-    Ok(found.queue_url().unwrap_or_default().to_owned())
+    // The same account and region as the source queue: its URL with the dead-letter queue's name, in the form
+    // the stack's outputs (and so the event sources) give queue URLs.
+    let (prefix, _) = queue_url.rsplit_once('/').ok_or_else(|| fail("not a queue URL".to_owned()))?;
+    Ok(format!("{prefix}/{name}"))
 }
 
 /// What the local pipeline puts in place of a template variable that refers to a Secrets Manager secret (moto
@@ -1038,9 +1039,16 @@ impl LocalStack {
 /// The metrics of a run, one line per series: service, metric and dimensions, then a counter's total or a
 /// histogram's values (all of them up to 5, else min, median and max).
 pub fn describe_metrics(summary: &emf::Summary) -> Vec<String> {
-    summary
-        .series
-        .iter()
+    // In the pipeline's order, then the catalogue's.
+    let rank = |key: &emf::SeriesKey| {
+        let service = FUNCTIONS.iter().position(|f| *f == key.service).unwrap_or(FUNCTIONS.len());
+        let metric = metrics::CATALOGUE.iter().position(|m| m.name == key.name).unwrap_or(metrics::CATALOGUE.len());
+        (service, metric, key.dimensions.clone())
+    };
+    let mut series: Vec<_> = summary.series.iter().collect();
+    series.sort_by_key(|(key, _)| rank(key));
+    series
+        .into_iter()
         .map(|(key, series)| {
             let name = std::iter::once(key.name.as_str()).chain(key.dimensions.iter().map(String::as_str));
             let name = name.collect::<Vec<_>>().join(" ");

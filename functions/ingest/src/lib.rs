@@ -17,8 +17,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use po_sync::config::ConfigError;
 use po_sync::config::ingest::{CredentialSource, Credentials, IngestConfig};
 pub use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore, S3ObjectStore};
-pub use po_sync_aws::queue::{FifoMessage, FifoQueue, MemoryFifoQueue, SqsFifoQueue};
 use po_sync_aws::port::{Failure, PortError};
+pub use po_sync_aws::queue::{FifoMessage, FifoQueue, MemoryFifoQueue, SqsFifoQueue};
 use po_sync_aws::secrets::{SecretError, read_json_secret};
 use std::time::Instant;
 

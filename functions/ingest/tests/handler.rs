@@ -247,7 +247,8 @@ const SQS_LIMIT: usize = 1_048_576;
 
 #[tokio::test]
 async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
-    let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    let ingest =
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
     let body = po_of(9_890);
     let (status, reply, _) = call(&ingest, post(body.clone())).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
@@ -274,7 +275,8 @@ async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
     assert_eq!(metadata, [("po-id", "7"), ("po-number", "P7"), ("send-id", "req-big")]);
 
     // One invoice fewer fits in one message: queued as it is, nothing stored.
-    let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    let ingest =
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
     let (status, _, _) = call(&ingest, post(po_of(9_889))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(WebhookEnvelope::from_json(&ingest.queue.messages()[0].body).is_ok());
@@ -283,11 +285,15 @@ async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
 
 #[tokio::test]
 async fn a_body_that_cannot_be_stored_is_503_and_nothing_is_queued() {
-    let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    let ingest =
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
     bucket(&ingest).fail_next(1, Failure::Transient);
     let (status, reply, _) = call(&ingest, post(po_of(9_890))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply, serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"}));
+    assert_eq!(
+        reply,
+        serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"})
+    );
     assert!(ingest.queue.messages().is_empty(), "no claim check without its body");
     assert!(bucket(&ingest).keys().is_empty());
     // Komet's retry goes through.

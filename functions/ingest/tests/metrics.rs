@@ -32,56 +32,62 @@ fn webhook() -> Request {
     request("POST", Some(BASIC), "application/json", DOC_SAMPLE)
 }
 
-/// Every kind of answer, with the counter it must record (name, `reason`).
-fn cases() -> Vec<(&'static str, Request, bool, (&'static str, Option<&'static str>))> {
+/// One kind of answer, and the counter it must record.
+struct Case {
+    name: &'static str,
+    request: Request,
+    /// SQS refuses the message.
+    queue_fails: bool,
+    metric: &'static str,
+    reason: Option<&'static str>,
+}
+
+fn case(name: &'static str, request: Request, metric: &'static str, reason: Option<&'static str>) -> Case {
+    Case { name, request, queue_fails: false, metric, reason }
+}
+
+/// Every kind of answer.
+fn cases() -> Vec<Case> {
+    let json = "application/json";
     vec![
-        ("queued", webhook(), false, ("WebhooksAccepted", None)),
-        (
-            "GET",
-            request("GET", Some(BASIC), "application/json", b""),
-            false,
-            ("WebhooksRefused", Some("method_not_allowed")),
-        ),
-        (
-            "no credentials",
-            request("POST", None, "application/json", DOC_SAMPLE),
-            false,
-            ("WebhooksRefused", Some("unauthorized")),
-        ),
-        (
+        case("queued", webhook(), "WebhooksAccepted", None),
+        case("GET", request("GET", Some(BASIC), json, b""), "WebhooksRefused", Some("method_not_allowed")),
+        case("no credentials", request("POST", None, json, DOC_SAMPLE), "WebhooksRefused", Some("unauthorized")),
+        case(
             "text/plain",
             request("POST", Some(BASIC), "text/plain", DOC_SAMPLE),
-            false,
-            ("WebhooksRefused", Some("unsupported_media_type")),
+            "WebhooksRefused",
+            Some("unsupported_media_type"),
         ),
-        (
+        case(
             "too large",
-            request("POST", Some(BASIC), "application/json", &[b' '; 5000]),
-            false,
-            ("WebhooksRefused", Some("payload_too_large")),
+            request("POST", Some(BASIC), json, &[b' '; 5000]),
+            "WebhooksRefused",
+            Some("payload_too_large"),
         ),
-        (
+        case(
             "invalid",
-            request("POST", Some(BASIC), "application/json", br#"{"id": 1}"#),
-            false,
-            ("WebhooksRefused", Some("invalid_payload")),
+            request("POST", Some(BASIC), json, br#"{"id": 1}"#),
+            "WebhooksRefused",
+            Some("invalid_payload"),
         ),
-        ("SQS down", webhook(), true, ("WebhooksRefused", Some("queue_unavailable"))),
+        Case { queue_fails: true, ..case("SQS down", webhook(), "WebhooksRefused", Some("queue_unavailable")) },
     ]
 }
 
 #[tokio::test]
 async fn each_answer_records_exactly_one_counter_with_its_reason() {
-    for (case, request, queue_fails, (name, reason)) in cases() {
+    for case in cases() {
         let ingest = ingest();
-        if queue_fails {
+        if case.queue_fails {
             ingest.queue.fail_next(1, Failure::Transient);
         }
         let capture = Capture::default();
         let _scope = capture.enter();
-        ingest.handle(request).await;
-        let labels: Vec<(String, String)> = reason.iter().map(|r| ("reason".to_owned(), (*r).to_owned())).collect();
-        assert_eq!(capture.counters(), [((name.to_owned(), labels), 1)], "{case}");
+        ingest.handle(case.request).await;
+        let labels: Vec<(String, String)> =
+            case.reason.iter().map(|r| ("reason".to_owned(), (*r).to_owned())).collect();
+        assert_eq!(capture.counters(), [((case.metric.to_owned(), labels), 1)], "{}", case.name);
     }
 }
 
@@ -91,13 +97,13 @@ async fn each_answer_records_exactly_one_counter_with_its_reason() {
 async fn the_collector_writes_valid_emf_once_per_invocation() {
     let metrics = Metrics::install(Service::Ingest, &[("METRICS_NAMESPACE", "po-sync-test")]).unwrap();
     let mut flushes = Vec::new();
-    for (index, (_, request, queue_fails, _)) in cases().into_iter().enumerate() {
+    for (index, case) in cases().into_iter().enumerate() {
         let ingest = ingest();
-        if queue_fails {
+        if case.queue_fails {
             ingest.queue.fail_next(1, Failure::Transient);
         }
         metrics.begin(&format!("request-{index}"));
-        ingest.handle(request).await;
+        ingest.handle(case.request).await;
         let mut out = Vec::new();
         metrics.flush_to(&mut out).unwrap();
         flushes.push(String::from_utf8(out).unwrap());

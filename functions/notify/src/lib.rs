@@ -108,9 +108,15 @@ pub fn plan_for(record: &SqsMessage) -> Plan {
         // for byte: its stored body outlives the parked queue's retention. The e-mail names the PO as the claim
         // check does (no vendors, location or links: notify does not fetch the body).
         Ok(QueueMessage::WebhookRef(pointer)) => {
-            let detail =
-                NotificationDetail::DeadLettered { attempts: attempts(), sqs_message_id: message_id.clone(), parked: false };
-            Plan { event: NotificationEvent::about_facts(WebhookFacts::of_ref(&pointer), detail), parcel: parcel(pointer.po_id) }
+            let detail = NotificationDetail::DeadLettered {
+                attempts: attempts(),
+                sqs_message_id: message_id.clone(),
+                parked: false,
+            };
+            Plan {
+                event: NotificationEvent::about_facts(WebhookFacts::of_ref(&pointer), detail),
+                parcel: parcel(pointer.po_id),
+            }
         }
         // Unreadable: said in the words a person needs (rare, so the body may be looked at again).
         Err(error) => {
@@ -333,7 +339,9 @@ impl<E: EmailSender, Q: FifoQueue, S: ObjectStore> Notifier<E, Q, S> {
                     attached.push(Attachment { invoice_number: link.invoice_number.clone(), bytes });
                 }
                 Ok(None) => tracing::warn!(key = %pdf.key, "an archived invoice PDF is missing; the e-mail names it"),
-                Err(error) => tracing::warn!(key = %pdf.key, error = %error, "an archived invoice PDF could not be read; the e-mail names it"),
+                Err(error) => {
+                    tracing::warn!(key = %pdf.key, error = %error, "an archived invoice PDF could not be read; the e-mail names it")
+                }
             }
         }
         attached
@@ -555,7 +563,10 @@ mod tests {
 
     /// A mismatch about the clean PO, with its two invoice links archived (sizes as given) and the first one
     /// discrepant; the bucket holds both PDFs.
-    fn archived_mismatch(notifier: &Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore>, sizes: [usize; 2]) -> String {
+    fn archived_mismatch(
+        notifier: &Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore>,
+        sizes: [usize; 2],
+    ) -> String {
         use po_sync::archive::ArchivedPdf;
         use po_sync::reconcile::{Discrepancy, Rule};
         let body = po_sync_tests::fixture("komet-clean-po.json");
@@ -569,7 +580,13 @@ mod tests {
         };
         let mut event = NotificationEvent::about(
             &envelope,
-            NotificationDetail::ReconciliationMismatch { discrepancies: vec![discrepancy.clone(), Discrepancy { invoice_number: Some("01-P004411".into()), ..discrepancy }], forwarded_to_appzen: false },
+            NotificationDetail::ReconciliationMismatch {
+                discrepancies: vec![
+                    discrepancy.clone(),
+                    Discrepancy { invoice_number: Some("01-P004411".into()), ..discrepancy },
+                ],
+                forwarded_to_appzen: false,
+            },
         );
         let store = notifier.archive.as_ref().unwrap();
         for (link, size) in event.webhook.as_mut().unwrap().invoice_links.iter_mut().zip(sizes) {
@@ -577,9 +594,15 @@ mod tests {
             pdf.resize(size, b'x');
             let key = format!("invoices/48213/{}/k.pdf", link.invoice_number);
             let metadata = [];
-            let object = po_sync_aws::objects::NewObject { key: &key, bytes: &pdf, content_type: "application/pdf", metadata: &metadata };
+            let object = po_sync_aws::objects::NewObject {
+                key: &key,
+                bytes: &pdf,
+                content_type: "application/pdf",
+                metadata: &metadata,
+            };
             futures_executor_block_on(store.put(&object)).unwrap();
-            link.archived = Some(ArchivedPdf { bucket: store.bucket().into(), key, sha256: "k".into(), bytes: size as u64 });
+            link.archived =
+                Some(ArchivedPdf { bucket: store.bucket().into(), key, sha256: "k".into(), bytes: size as u64 });
         }
         event.to_json().unwrap()
     }
@@ -591,7 +614,10 @@ mod tests {
     fn attachments_of(mime: &[u8]) -> Vec<(String, usize)> {
         use mail_parser::MimeHeaders;
         let message = mail_parser::MessageParser::default().parse(mime).unwrap();
-        message.attachments().map(|a| (a.attachment_name().unwrap_or_default().to_owned(), a.contents().len())).collect()
+        message
+            .attachments()
+            .map(|a| (a.attachment_name().unwrap_or_default().to_owned(), a.contents().len()))
+            .collect()
     }
 
     #[test]

@@ -7,19 +7,21 @@
 //! queue ([`FifoQueue`]) and the ledger ([`Ledger`]); AppZen is an HTTP client tested with wiremock.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use po_sync::archive::InvoiceArchive;
 use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::decision::{self, fifo_failures};
 use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement, Verdict};
-use po_sync::message::{BodyRef, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope};
+use po_sync::message::{
+    BodyRef, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope,
+};
 use po_sync::retry::GiveUpReason;
 use po_sync_aws::appzen::{
     Accepted, AppZenClient, AppZenSetupError, Rejected, Transient, UpsertOutcome, resolve_credentials,
 };
-use po_sync::archive::InvoiceArchive;
 use po_sync_aws::invoices::{InvoiceArchiver, InvoiceFetcher};
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
-use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use po_sync_aws::metrics::RecordOutcome;
+use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use po_sync_aws::port::{Failure, PortError};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
 use std::time::{Duration, SystemTime};
@@ -487,12 +489,16 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S> {
     /// envelope that came inline.
     async fn resolve(&self, pointer: &BodyRef) -> Result<WebhookEnvelope, Unresolved> {
         let location = pointer.location();
-        let unavailable = |summary: String| Unresolved::Unavailable(PortError::new(GET_OBJECT, Failure::Permanent, summary));
+        let unavailable =
+            |summary: String| Unresolved::Unavailable(PortError::new(GET_OBJECT, Failure::Permanent, summary));
         let Some(store) = &self.bodies else {
             return Err(unavailable(format!("{location}: reconcile has no bucket for claim checks (ARCHIVE_BUCKET)")));
         };
         if store.bucket() != pointer.bucket {
-            return Err(unavailable(format!("{location}: reconcile reads bucket {:?} (ARCHIVE_BUCKET)", store.bucket())));
+            return Err(unavailable(format!(
+                "{location}: reconcile reads bucket {:?} (ARCHIVE_BUCKET)",
+                store.bucket()
+            )));
         }
         let poison = |what: String| {
             Unresolved::Poison(format!(
@@ -561,9 +567,10 @@ fn read_envelope(body: Option<&str>) -> Result<Received, String> {
     match body.map(QueueMessage::from_json) {
         Some(Ok(QueueMessage::Webhook(envelope))) => Ok(Received::Envelope(envelope)),
         Some(Ok(QueueMessage::WebhookRef(pointer))) => Ok(Received::Ref(pointer)),
-        Some(Ok(QueueMessage::Notification(_))) => {
-            Err(format!("a notification event ({:?}) where a webhook was expected", po_sync::message::NOTIFICATION_TYPE))
-        }
+        Some(Ok(QueueMessage::Notification(_))) => Err(format!(
+            "a notification event ({:?}) where a webhook was expected",
+            po_sync::message::NOTIFICATION_TYPE
+        )),
         Some(Err(error)) => Err(error.to_string()),
         None => Err("the SQS record has no body".to_owned()),
     }

@@ -171,7 +171,8 @@ async fn without_a_bucket_or_with_another_one_a_claim_check_is_retried_so_it_end
     assert!(error.to_string().contains("ARCHIVE_BUCKET"), "{error}");
 
     let other = with_bucket(reconciler_for(&appzen));
-    let report = other.process(&record("m-1", BodyRef::of(&envelope, "elsewhere", &key).to_json().unwrap()), None).await;
+    let report =
+        other.process(&record("m-1", BodyRef::of(&envelope, "elsewhere", &key).to_json().unwrap()), None).await;
     let Outcome::BodyUnavailable { location, error } = &report.outcome else { panic!("{:?}", report.outcome) };
     assert_eq!(location, &format!("s3://elsewhere/{key}"));
     assert!(error.to_string().contains("\"memory-bucket\""), "{error}");
@@ -189,7 +190,12 @@ async fn a_claim_check_whose_body_is_gone_or_another_is_poison_naming_the_key() 
     let mismatched = store(&reconciler, &other).await;
     let mismatched = BodyRef { body_sha256: envelope.body_sha256.clone(), ..mismatched };
     let not_an_envelope = BodyRef { key: "bodies/48213/garbage.json".into(), ..mismatched.clone() };
-    let object = NewObject { key: &not_an_envelope.key, bytes: b"{\"hello\":1}", content_type: "application/json", metadata: &[] };
+    let object = NewObject {
+        key: &not_an_envelope.key,
+        bytes: b"{\"hello\":1}",
+        content_type: "application/json",
+        metadata: &[],
+    };
     reconciler.bodies().unwrap().put(&object).await.unwrap();
 
     for (pointer, says) in [
@@ -203,13 +209,18 @@ async fn a_claim_check_whose_body_is_gone_or_another_is_poison_naming_the_key() 
     }
     let events = notifications(&reconciler);
     assert_eq!(events.len(), 3);
-    for (event, (pointer, says)) in
-        events.iter().zip([(&missing, "does not exist"), (&mismatched, "another webhook"), (&not_an_envelope, "not a webhook envelope")])
-    {
+    for (event, (pointer, says)) in events.iter().zip([
+        (&missing, "does not exist"),
+        (&mismatched, "another webhook"),
+        (&not_an_envelope, "not a webhook envelope"),
+    ]) {
         let NotificationDetail::PoisonMessage { problem, sqs_message_id } = &event.detail else { panic!("{event:?}") };
         assert_eq!(sqs_message_id, "m-p");
         assert!(problem.contains(&pointer.location()) && problem.contains(says), "{problem}");
-        assert!(problem.starts_with("the claim check for PO P004410 (id 48213, received 2026-11-22T09:00:00.000Z)"), "{problem}");
+        assert!(
+            problem.starts_with("the claim check for PO P004410 (id 48213, received 2026-11-22T09:00:00.000Z)"),
+            "{problem}"
+        );
     }
     assert!(appzen.received_requests().await.unwrap().is_empty());
 }

@@ -129,7 +129,7 @@ const RECONCILE: &[&str] = &["reconcile"];
 const NOTIFY: &[&str] = &["notify"];
 
 /// Why ingest refused a webhook: its log line's `outcome` (`admission::Rejection::outcome`), or
-/// `queue_unavailable` when SQS did not take the message (503).
+/// `queue_unavailable` when it could not be queued (503: SQS, or the store for a large body, failed).
 pub const REFUSAL_REASONS: &[&str] = &[
     "method_not_allowed",
     "unauthorized",

@@ -44,16 +44,16 @@ fn main() -> ExitCode {
     };
     // Refuse up front, with the reason, what a function would refuse: the timed paths assume success.
     let settings = MappingSettings::default();
-    match po_sync::komet::parse_webhook(&body).map(|po| po_sync::appzen::map_purchase_order(&po, &settings)) {
+    match po_sync::komet::parse_webhook(&body).map(|po| po_sync::appzen::map_purchase_order(&po, &settings).err()) {
         Err(e) => {
             eprintln!("ingest would refuse {path} (400): {e}");
             return ExitCode::FAILURE;
         }
-        Ok(Err(e)) => {
+        Ok(Some(e)) => {
             eprintln!("reconcile cannot map {path} to one AppZen PO: {e}");
             return ExitCode::FAILURE;
         }
-        Ok(Ok(_)) => {}
+        Ok(None) => {}
     }
     let at = hot_paths::received_at();
     let message = hot_paths::ingest(&body, at);

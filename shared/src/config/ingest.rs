@@ -20,9 +20,9 @@ use std::fmt;
 /// API Gateway's event is the body as a JSON string (each `"` and `\` escaped, so one byte more each) plus the
 /// headers and request context (a few KB): a body of 6,000,000 bytes leaves 291,456 bytes (~285 KiB) for both.
 /// A larger body can never arrive, and a body near this size arrives only if it has few characters to escape
-/// (compact Komet JSON has one `"` in ~7 bytes, so about 5.3 MB of it arrives); what does not arrive is refused
-/// by Lambda and API Gateway before ingest runs. A PO whose message would exceed SQS's 1 MiB goes through the
-/// bucket (`ARCHIVE_BUCKET`) as a claim check.
+/// (Komet's JSON has one `"` in 11 to 12 bytes, so about 5.75 MB of it arrives); what does not arrive is
+/// refused by Lambda and API Gateway before ingest runs. A PO whose message would exceed SQS's 1 MiB goes
+/// through the bucket (`ARCHIVE_BUCKET`) as a claim check.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 6_000_000;
 /// Lambda's synchronous invocation payload limit; a larger body never reaches the function.
 pub const MAX_MAX_BODY_BYTES: u64 = 6 * 1_048_576;

@@ -147,7 +147,7 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
     );
     describe_metrics(&metrics).iter().for_each(|line| println!("  {line}"));
     if metrics.total("ingest", "WebhooksRefused", &["reason=method_not_allowed"]) > 0.0 {
-        println!("  (the refused GET is the start-up check that ingest answers; README, \"Metrics and dashboard\")");
+        println!("  (the GET refused with 405 is the start-up check's; README, \"Metrics and dashboard\")");
     }
     println!();
     println!(

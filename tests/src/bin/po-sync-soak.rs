@@ -69,12 +69,15 @@ struct Args {
     /// Per notify batch, the chance the invocation dies after some of its records
     #[arg(long, default_value_t = 0.05)]
     notify_deaths: f64,
-    /// AppZen answers 503 to everything for this many seconds (0: no outage)
-    #[arg(long, default_value_t = 15.0)]
+    /// AppZen answers 503 to everything for at most this many seconds (0: no outage)...
+    #[arg(long, default_value_t = 120.0)]
     outage_seconds: f64,
-    /// ...starting once this share of the first half is offered
+    /// ...starting once this share of the first half is offered...
     #[arg(long, default_value_t = 0.3)]
     outage_at: f64,
+    /// ...until this many webhooks were dead-lettered (0: for all of --outage-seconds)
+    #[arg(long, default_value_t = 12)]
+    outage_dead_letters: usize,
     /// Do not run the operator's redrive halfway
     #[arg(long)]
     no_redrive: bool,
@@ -133,6 +136,7 @@ async fn main() -> ExitCode {
         notify_deaths: args.notify_deaths,
         outage_seconds: args.outage_seconds,
         outage_at: args.outage_at,
+        outage_dead_letters: args.outage_dead_letters,
         redrive: !args.no_redrive,
         max_receive_count: args.max_receive_count,
         appzen_timeout_ms: args.appzen_timeout_ms,

@@ -59,9 +59,11 @@ pub struct SoakOptions {
     /// Per batch, the chance the invocation dies after some of its records.
     pub reconcile_deaths: f64,
     pub notify_deaths: f64,
-    /// AppZen answers 503 to everything for this long, starting once `outage_at` of phase 1 is offered.
+    /// AppZen answers 503 to everything, starting once `outage_at` of phase 1 is offered, until
+    /// `outage_dead_letters` webhooks were dead-lettered (parked by notify), at most `outage_seconds`.
     pub outage_seconds: f64,
     pub outage_at: f64,
+    pub outage_dead_letters: usize,
     /// Run the operator's redrive at the start of phase 2.
     pub redrive: bool,
     /// The template's `MaxReceiveCount`.
@@ -221,36 +223,43 @@ async fn drive(
     );
 
     // Phase 1, with the AppZen outage part-way.
-    let threshold = ((traffic.in_phase(1) as f64) * options.outage_at).round() as usize;
-    let outage = {
-        let (appzen, offered) = (appzen.clone(), offered.clone());
-        let seconds = options.outage_seconds;
-        tokio::spawn(async move {
-            if seconds <= 0.0 {
-                return None;
-            }
-            // Bounded: the threshold is below phase 1's size, which the sender reaches.
-            let wait_from = Instant::now();
-            while offered.load(Ordering::SeqCst) < threshold && wait_from.elapsed() < Duration::from_secs(3600) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let on = Instant::now();
-            appzen.set_outage(true);
-            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-            appzen.set_outage(false);
-            Some((on, Instant::now()))
-        })
+    let threshold = ((traffic.in_phase(1) as f64) * options.outage_at.clamp(0.0, 1.0)).round() as usize;
+    let parked_queue = stack.queues.webhooks_parked.rsplit('/').next().unwrap_or_default().to_owned();
+    let outage = async {
+        if options.outage_seconds <= 0.0 {
+            return None;
+        }
+        // Bounded: the threshold is below phase 1's size, which the sender reaches.
+        let wait_from = Instant::now();
+        while offered.load(Ordering::SeqCst) < threshold && wait_from.elapsed() < Duration::from_secs(3600) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let proxy = stack.proxy()?;
+        let parked_before = proxy.sent_to(&parked_queue);
+        let on = Instant::now();
+        appzen.set_outage(true);
+        // Until enough webhooks were dead-lettered (how long that takes depends on the backlog and the machine),
+        // bounded by the longest outage.
+        let longest = Duration::from_secs_f64(options.outage_seconds);
+        while on.elapsed() < longest
+            && (options.outage_dead_letters == 0
+                || proxy.sent_to(&parked_queue) - parked_before < options.outage_dead_letters)
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        appzen.set_outage(false);
+        Some((on, Instant::now(), proxy.sent_to(&parked_queue) - parked_before))
     };
-    let mut webhooks: Vec<WebhookLog> =
-        sender::send_phase(&sender, &traffic.pos, 1, options.concurrency, offered.clone(), started).await;
+    let phase1 = sender::send_phase(&sender, &traffic.pos, 1, options.concurrency, offered.clone(), started);
+    let (mut webhooks, outage): (Vec<WebhookLog>, _) = tokio::join!(phase1, outage);
     stamp(started, &mut timeline, log, format!("phase 1 sent: {} webhooks", webhooks.len()));
-    if let Ok(Some((on, off))) = outage.await {
+    if let Some((on, off, parked)) = outage {
         stamp(
             started,
             &mut timeline,
             log,
             format!(
-                "AppZen was down from {:.1} s to {:.1} s",
+                "AppZen was down from {:.1} s to {:.1} s ({parked} webhook(s) dead-lettered meanwhile)",
                 on.duration_since(started).as_secs_f64(),
                 off.duration_since(started).as_secs_f64()
             ),

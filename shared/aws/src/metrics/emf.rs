@@ -404,6 +404,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A change to a good document, and what the check must then say.
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+
     fn good() -> Value {
         json!({
             "_aws": {
@@ -444,7 +447,7 @@ mod tests {
 
     #[test]
     fn every_breach_of_the_specification_is_named() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+        let cases: Vec<(&str, Edit)> = vec![
             ("no \"_aws\"", Box::new(|v| drop(v.as_object_mut().unwrap().remove("_aws")))),
             ("Timestamp", Box::new(|v| v["_aws"]["Timestamp"] = json!("2026-01-01"))),
             ("milliseconds", Box::new(|v| v["_aws"]["Timestamp"] = json!(1_767_225_600u64))),
@@ -524,7 +527,7 @@ mod tests {
 
     #[test]
     fn the_catalogue_check_refuses_what_the_code_does_not_emit() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "not in the catalogue",
                 Box::new(|v| {
