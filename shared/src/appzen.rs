@@ -9,7 +9,6 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::fmt;
 
 /// AppZen's path for the upsert, appended to the configured base URL.
@@ -85,33 +84,100 @@ impl Default for MappingSettings {
     }
 }
 
-/// Text in AppZen's body: borrowed from the Komet PO or the settings (nearly all of it), or owned when po-sync
-/// computes it (a line id, a numeric id written as text). Reads like a `&str`: `as_str()`, `Deref`, `==`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Text<'a>(Cow<'a, str>);
+/// Text in AppZen's body: borrowed from the Komet PO or the settings (nearly all of it), or, when po-sync
+/// computes it, held in place if short (a line id) or owned (an id written as text). Reads like a `&str`:
+/// `as_str()`, `Deref`, `==`.
+#[derive(Clone)]
+pub struct Text<'a>(Repr<'a>);
+
+#[derive(Clone)]
+enum Repr<'a> {
+    Borrowed(&'a str),
+    /// Up to [`INLINE_TEXT`] bytes copied from whole `&str`s, so always UTF-8: no allocation.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_TEXT],
+    },
+    Owned(String),
+}
+
+/// Room for a line id such as `05-P123456-0001-charges` without an allocation.
+const INLINE_TEXT: usize = 23;
 
 impl Text<'_> {
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Borrowed(text) => text,
+            // Only whole `&str`s are copied in (`Text::concat`), so the check always passes.
+            Repr::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
+            Repr::Owned(text) => text,
+        }
+    }
+
+    /// `parts` one after the other: in place when they fit, else in one allocation of the final size.
+    fn concat(parts: &[&str]) -> Text<'static> {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        if len > INLINE_TEXT {
+            return Text(Repr::Owned(parts.concat()));
+        }
+        let mut bytes = [0; INLINE_TEXT];
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        Text(Repr::Inline { len: len as u8, bytes })
+    }
+}
+
+impl Default for Text<'_> {
+    fn default() -> Self {
+        Text(Repr::Borrowed(""))
     }
 }
 
 impl<'a> From<&'a str> for Text<'a> {
     fn from(text: &'a str) -> Self {
-        Text(Cow::Borrowed(text))
+        Text(Repr::Borrowed(text))
     }
 }
 
 impl From<String> for Text<'_> {
     fn from(text: String) -> Self {
-        Text(Cow::Owned(text))
+        Text(Repr::Owned(text))
+    }
+}
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text<'_> {}
+
+impl std::hash::Hash for Text<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Text<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Text<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl std::ops::Deref for Text<'_> {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -398,19 +464,18 @@ pub fn map_purchase_order<'a>(
     })
 }
 
-/// `01-P002271-2` for an item, `01-P002271-charges` for the additional charges: the one string a line owns,
-/// allocated once at its final size.
+/// `01-P002271-2` for an item, `01-P002271-charges` for the additional charges: the one text a line does not
+/// borrow, held in place (no allocation) unless the invoice number is unusually long.
 fn line_id(invoice_number: &str, item_position: Option<u32>) -> Text<'static> {
-    let mut id = String::with_capacity(invoice_number.len() + 11);
-    id.push_str(invoice_number);
     match item_position {
         Some(position) => {
-            id.push('-');
-            json_out::push_u64(&mut id, u64::from(position));
+            let mut digits = [0; 40];
+            let at = json_out::digits_of(&mut digits, u64::from(position));
+            // ASCII digits: the check cannot fail.
+            Text::concat(&[invoice_number, "-", std::str::from_utf8(&digits[at..]).unwrap_or_default()])
         }
-        None => id.push_str("-charges"),
+        None => Text::concat(&[invoice_number, "-charges"]),
     }
-    Text::from(id)
 }
 
 /// The one vendor all invoices name (by id, else by code). Several vendors cannot be one AppZen PO.
@@ -632,11 +697,19 @@ mod json_out {
         out.push('"');
     }
 
-    /// The inside of a JSON string; runs of characters that need no escape are copied at once.
+    /// The inside of a JSON string. Text that needs no escape (nearly all of it) is checked eight bytes at a
+    /// time and copied in one piece.
     pub fn push_escaped(out: &mut String, text: &str) {
         let bytes = text.as_bytes();
-        let mut start = 0;
-        for (i, &byte) in bytes.iter().enumerate() {
+        let (mut copied, mut at) = (0, 0);
+        while at < bytes.len() {
+            if let Some(word) = bytes[at..].first_chunk::<8>()
+                && !needs_escape(u64::from_le_bytes(*word))
+            {
+                at += 8;
+                continue;
+            }
+            let byte = bytes[at];
             let escape = match byte {
                 b'"' => "\\\"",
                 b'\\' => "\\\\",
@@ -646,10 +719,13 @@ mod json_out {
                 0x08 => "\\b",
                 0x0c => "\\f",
                 0x00..=0x1f => "",
-                _ => continue,
+                _ => {
+                    at += 1;
+                    continue;
+                }
             };
-            // Every byte that needs an escape is ASCII, so `i` is on a character boundary.
-            out.push_str(&text[start..i]);
+            // Every byte that needs an escape is ASCII, so `at` is on a character boundary.
+            out.push_str(&text[copied..at]);
             if escape.is_empty() {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.push_str("\\u00");
@@ -658,28 +734,50 @@ mod json_out {
             } else {
                 out.push_str(escape);
             }
-            start = i + 1;
+            at += 1;
+            copied = at;
         }
-        out.push_str(&text[start..]);
+        out.push_str(&text[copied..]);
     }
 
-    pub fn push_u64(out: &mut String, mut n: u64) {
-        let mut digits = [0u8; 20];
+    /// Whether any of eight bytes is a control character, `"` or `\`: the byte-wise "has a byte below n" and
+    /// "has a zero byte" tests (exact for the question "any?"; bytes of multi-byte characters never match).
+    pub fn needs_escape(word: u64) -> bool {
+        const ONES: u64 = u64::from_ne_bytes([1; 8]);
+        const HIGH_BITS: u64 = ONES << 7;
+        let below = |n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH_BITS != 0;
+        let has = |b: u8| {
+            let v = word ^ (ONES * u64::from(b));
+            v.wrapping_sub(ONES) & !v & HIGH_BITS != 0
+        };
+        below(0x20) || has(b'"') || has(b'\\')
+    }
+
+    /// `n`'s decimal digits at the end of `digits`; returns where they start.
+    pub fn digits_of(digits: &mut [u8; 40], mut n: u64) -> usize {
         let mut at = digits.len();
         loop {
             at -= 1;
             digits[at] = b'0' + (n % 10) as u8;
             n /= 10;
             if n == 0 {
-                break;
+                return at;
             }
         }
-        push_ascii(out, &digits[at..]);
     }
 
+    /// ASCII (digits) pushed as characters: no UTF-8 check and no copy call for a handful of bytes.
     fn push_ascii(out: &mut String, ascii: &[u8]) {
-        // Only ASCII digits, signs and points come here; `from_utf8` cannot fail on them.
-        out.push_str(std::str::from_utf8(ascii).unwrap_or_default());
+        out.reserve(ascii.len());
+        for &byte in ascii {
+            out.push(char::from(byte));
+        }
+    }
+
+    pub fn push_u64(out: &mut String, n: u64) {
+        let mut digits = [0u8; 40];
+        let at = digits_of(&mut digits, n);
+        push_ascii(out, &digits[at..]);
     }
 
     /// An amount as a JSON number, with exactly the text `Decimal`'s `Display` gives (`60.0`, `0.05`, `-0`).
@@ -688,28 +786,18 @@ mod json_out {
         let mantissa = amount.mantissa().unsigned_abs();
         // 96 bits of mantissa are at most 29 digits; a scale is at most 28.
         let mut digits = [0u8; 40];
-        let mut at = digits.len();
-        match u64::try_from(mantissa) {
-            Ok(mut n) => loop {
-                at -= 1;
-                digits[at] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            },
+        let at = match u64::try_from(mantissa) {
+            Ok(n) => digits_of(&mut digits, n),
             Err(_) => {
-                let mut n = mantissa;
-                loop {
+                let (mut n, mut at) = (mantissa, digits.len());
+                while n > 0 {
                     at -= 1;
                     digits[at] = b'0' + (n % 10) as u8;
                     n /= 10;
-                    if n == 0 {
-                        break;
-                    }
                 }
+                at
             }
-        }
+        };
         if amount.is_sign_negative() {
             out.push('-');
         }
@@ -920,7 +1008,7 @@ mod tests {
                     komet_vendor_id: present.then_some(u64::MAX),
                     komet_vendor_name: present.then(|| text("Miami L Vendor")),
                     komet_sub_total: present.then_some(amount),
-                    komet_invoices: (0..i % 3)
+                    komet_invoices: (0..i % 5)
                         .map(|n| InvoiceCustomJson {
                             invoice_number: text("01-P1"),
                             invoice_amount: amount,
@@ -934,6 +1022,24 @@ mod tests {
                 purchase_order_lines: (0..i % 4).map(|n| line((n % 2 == 0).then_some(n as u32 + 1))).collect(),
             };
             assert_eq!(body.to_json().unwrap(), serde_json_of(&body), "case {i}");
+        }
+    }
+
+    #[test]
+    fn line_ids_read_the_same_held_in_place_or_allocated() {
+        let long = "01-P002271-an-unusually-long-invoice-number";
+        for (number, position, expected) in [
+            ("01-P002271", Some(2), "01-P002271-2".to_owned()),
+            ("05-P123456-0001", None, "05-P123456-0001-charges".to_owned()),
+            (long, Some(4_000_000_000), format!("{long}-4000000000")),
+            (long, None, format!("{long}-charges")),
+            ("", Some(0), "-0".to_owned()),
+        ] {
+            let id = line_id(number, position);
+            assert_eq!(id.as_str(), expected);
+            assert_eq!(id, Text::from(expected.as_str()));
+            assert_eq!(id, Text::from(expected.clone()));
+            assert_eq!(format!("{id:?}"), format!("{expected:?}"));
         }
     }
 
@@ -960,10 +1066,24 @@ mod tests {
             small in any::<bool>(),
         ) {
             // Half the cases with a mantissa below 2^64, the path nearly every amount takes.
-            let amount = Decimal::from_parts(lo, if small { mid % 1000 } else { mid }, if small { 0 } else { hi }, negative, scale);
+            let (mid, hi) = if small { (mid % 1000, 0) } else { (mid, hi) };
+            let amount = Decimal::from_parts(lo, mid, hi, negative, scale);
             let mut out = String::new();
             json_out::push_decimal(&mut out, &amount);
             prop_assert_eq!(out, amount.to_string());
+        }
+
+        #[test]
+        fn eight_bytes_need_an_escape_exactly_when_one_of_them_does(
+            bytes in any::<[u8; 8]>(),
+            pick in any::<[bool; 8]>(),
+        ) {
+            // Half the bytes drawn near the characters that matter, so both answers come up often.
+            let near = [0x00, 0x1f, 0x20, 0x21, b'"', 0x23, b'\\', 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff];
+            let word: [u8; 8] =
+                std::array::from_fn(|i| if pick[i] { near[usize::from(bytes[i]) % near.len()] } else { bytes[i] });
+            let expected = word.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            prop_assert_eq!(json_out::needs_escape(u64::from_le_bytes(word)), expected);
         }
 
         #[test]

@@ -42,7 +42,9 @@ impl FetchPolicy {
                 rules.push(HostRule::Address(ip));
             } else if entry.contains('.')
                 && entry.split('.').all(|label| {
-                    !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 })
             {
                 rules.push(HostRule::Domain(entry));
@@ -76,7 +78,8 @@ impl FetchPolicy {
                 }
                 let allowed = self.hosts.iter().any(|rule| match rule {
                     HostRule::Domain(allowed) => {
-                        domain == *allowed || domain.strip_suffix(allowed.as_str()).is_some_and(|rest| rest.ends_with('.'))
+                        domain == *allowed
+                            || domain.strip_suffix(allowed.as_str()).is_some_and(|rest| rest.ends_with('.'))
                     }
                     HostRule::Address(_) => false,
                 });
@@ -279,9 +282,23 @@ mod tests {
     #[test]
     fn private_loopback_link_local_and_reserved_addresses_are_not_public() {
         for private in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-            "255.255.255.255", "224.0.0.1", "192.0.2.10", "::1", "::", "fd00::1", "fe80::1", "::ffff:10.0.0.1",
-            "::ffff:169.254.169.254", "2001:db8::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.10",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "2001:db8::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

@@ -96,6 +96,30 @@ fn the_deduplication_id_is_stable_for_the_same_event_and_differs_otherwise() {
     assert_eq!(a.deduplication_id(), b.deduplication_id());
     assert_ne!(a.deduplication_id(), c.deduplication_id());
     assert!(a.deduplication_id().len() <= 128, "SQS allows 128 characters");
+    // A redelivered record rejected again: AppZen's answer differs (its per-request error code), the event is
+    // the same one, and SQS must drop it.
+    let rejected = |message: &str| {
+        NotificationEvent::about(
+            &envelope,
+            NotificationDetail::AppzenRejected {
+                appzen: AppZenAnswer {
+                    http_status: 400,
+                    error: Some("Bad Request".into()),
+                    message: Some(message.into()),
+                    correlation_id: None,
+                },
+            },
+        )
+    };
+    let (first, again) = (rejected("Error code : 1853114b - no"), rejected("Error code : 2b534e87 - no"));
+    assert_ne!(first, again);
+    assert_eq!(first.deduplication_id(), again.deduplication_id());
+    // Another send of the webhook is another version: its event is another e-mail.
+    let later =
+        WebhookEnvelope { received_at: envelope.received_at + chrono::Duration::seconds(1), ..envelope.clone() };
+    assert_ne!(NotificationEvent::about(&later, mismatch()).deduplication_id(), a.deduplication_id());
+    let poison = |problem: &str| NotificationEvent::poison(problem, "m-1").deduplication_id();
+    assert_ne!(poison("x"), poison("y"));
 }
 
 #[test]

@@ -703,7 +703,11 @@ async fn invoice_pdf(axum::extract::Path(name): axum::extract::Path<String>) -> 
 
 /// What an expired pre-signed link answers.
 async fn expired_link() -> Response {
-    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/xml")], "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "application/xml")],
+        "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+    )
         .into_response()
 }
 

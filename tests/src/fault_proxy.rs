@@ -17,14 +17,19 @@
 //! handling. Each kind draws from its own generator seeded from `seed`: the schedule of faults is fixed by the
 //! seed, which request meets which fault depends on how concurrent callers interleave.
 //!
+//! It also plays one part of SQS moto does not: a FIFO queue drops a message whose deduplication id it accepted in
+//! the last five minutes *even after that message was received and deleted* (moto forgets the id once the
+//! message is deleted), answering as if it had sent it. The proxy answers such a send itself, with SQS's first
+//! answer, and does not pass it on.
+//!
 //! The proxy also keeps what the accounting needs: every `SendMessage` moto accepted (queue, body, group,
 //! deduplication id, message id) and the `Message-ID` of every e-mail it passed to SES, with whether its answer
 //! was withheld.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -128,7 +133,13 @@ struct Record {
     sent: Vec<SentMessage>,
     emails: Vec<ForwardedEmail>,
     forwarded: u64,
+    /// (queue name, deduplication id) -> when SQS accepted it, and its answer.
+    accepted: HashMap<(String, String), (Instant, StatusCode, HeaderMap, Bytes)>,
+    deduplicated: u64,
 }
+
+/// SQS FIFO's deduplication interval.
+const DEDUPLICATION_INTERVAL: Duration = Duration::from_secs(300);
 
 struct Injector {
     rng: fastrand::Rng,
@@ -242,6 +253,11 @@ impl RunningProxy {
     /// Every e-mail passed to SES, in order.
     pub fn emails(&self) -> Vec<ForwardedEmail> {
         lock(&self.shared.record).emails.clone()
+    }
+
+    /// `SendMessage`s answered by the proxy as SQS does for a deduplication id it accepted in the last five minutes.
+    pub fn deduplicated(&self) -> u64 {
+        lock(&self.shared.record).deduplicated
     }
 
     /// Requests passed on to moto.
@@ -430,9 +446,28 @@ async fn handle(
                     return sqs_error(StatusCode::BAD_REQUEST, "RequestThrottled", "Rate exceeded", "Sender");
                 }
             }
+            let key = (queue_url.rsplit('/').next().unwrap_or_default().to_owned(), deduplication_id.clone());
+            let earlier = {
+                let mut record = lock(&shared.record);
+                let earlier =
+                    record.accepted.get(&key).filter(|(at, ..)| at.elapsed() < DEDUPLICATION_INTERVAL).cloned();
+                if earlier.is_some() {
+                    record.deduplicated += 1;
+                }
+                earlier
+            };
+            if let Some((_, status, headers, bytes)) = earlier {
+                let mut response = Response::new(Body::from(bytes));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                return response;
+            }
             let response = forward(&shared, method, &uri, &headers, body).await;
             let (response, bytes) = body_text(response).await;
             if response.status().is_success() {
+                lock(&shared.record)
+                    .accepted
+                    .insert(key, (Instant::now(), response.status(), response.headers().clone(), bytes.clone()));
                 let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 let message_id = answer.get("MessageId").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
                 lock(&shared.record).sent.push(SentMessage {

@@ -157,7 +157,9 @@ async fn a_clean_po_reaches_appzen_as_the_golden_body(stack: &LocalStack) {
                 for invoice in invoices.iter_mut() {
                     if let Value::Object(fields) = invoice {
                         let before = fields.len();
-                        fields.retain(|(k, v)| !(k == "archive_incomplete" && matches!(v, Value::String(s) if s == note)));
+                        fields.retain(|(k, v)| {
+                            !(k == "archive_incomplete" && matches!(v, Value::String(s) if s == note))
+                        });
                         notes += before - fields.len();
                     }
                 }
@@ -166,12 +168,7 @@ async fn a_clean_po_reaches_appzen_as_the_golden_body(stack: &LocalStack) {
     }
     assert_eq!(notes, 2, "each invoice says why its PDF was not kept: {}", upserts[0].body);
     let golden = std::fs::read(workspace_root().join("shared/tests/golden/appzen-clean-po.json")).unwrap();
-    assert_eq!(
-        sent,
-        po_sync::json::parse(&golden).unwrap(),
-        "AppZen received:\n{}",
-        upserts[0].body
-    );
+    assert_eq!(sent, po_sync::json::parse(&golden).unwrap(), "AppZen received:\n{}", upserts[0].body);
     assert_eq!(upserts[0].response_status, Some(201));
     assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
 }
@@ -273,8 +270,15 @@ fn with_invoice_links(body: &[u8], stack: &LocalStack, paths: [&str; 2]) -> Vec<
 }
 
 async fn invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(stack: &LocalStack) {
-    let scenario = Scenario::begin(stack, "invoice PDFs are archived, the expired one is noted, and a mismatch e-mail attaches them");
-    let clean = with_invoice_links(&clean_po_numbered(48300, "P004500"), stack, ["/invoices/01-P004410.pdf", "/expired/01-P004411.pdf"]);
+    let scenario = Scenario::begin(
+        stack,
+        "invoice PDFs are archived, the expired one is noted, and a mismatch e-mail attaches them",
+    );
+    let clean = with_invoice_links(
+        &clean_po_numbered(48300, "P004500"),
+        stack,
+        ["/invoices/01-P004410.pdf", "/expired/01-P004411.pdf"],
+    );
     scenario.post_accepted(&clean).await;
     scenario.settle().await;
     let upserts = stack.appzen_upserts();
@@ -286,9 +290,13 @@ async fn invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(stac
     assert_eq!(invoices[1]["archive_incomplete"], "the link has expired or is gone (HTTP 403)", "{body:#}");
 
     // A PO that does not add up (one invoice dearer than its items): the e-mail carries that invoice's PDF.
-    let mismatched = String::from_utf8(with_invoice_links(&clean_po_numbered(48310, "P004510"), stack, ["/invoices/01-P004410.pdf", "/not-a-pdf/01-P004411.pdf"]))
-        .unwrap()
-        .replacen("\"invoiceAmount\": 884.31", "\"invoiceAmount\": 885.31", 1);
+    let mismatched = String::from_utf8(with_invoice_links(
+        &clean_po_numbered(48310, "P004510"),
+        stack,
+        ["/invoices/01-P004410.pdf", "/not-a-pdf/01-P004411.pdf"],
+    ))
+    .unwrap()
+    .replacen("\"invoiceAmount\": 884.31", "\"invoiceAmount\": 885.31", 1);
     scenario.post_accepted(mismatched.as_bytes()).await;
     scenario.settle().await;
     let emails = scenario.new_emails();
@@ -299,7 +307,11 @@ async fn invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(stac
         .map(|a| (mail_parser::MimeHeaders::attachment_name(a).unwrap_or_default().to_owned(), a.contents().to_vec()))
         .collect();
     let expected = po_sync_tests::appzen_sandbox::invoice_pdf_bytes("01-P004410.pdf");
-    assert_eq!(attached, [("invoice-01-P004410.pdf".to_owned(), expected)], "the discrepant invoice's PDF, byte for byte");
+    assert_eq!(
+        attached,
+        [("invoice-01-P004410.pdf".to_owned(), expected)],
+        "the discrepant invoice's PDF, byte for byte"
+    );
     assert!(emails[0].text.contains("(attached)"), "{}", emails[0].text);
 }
 

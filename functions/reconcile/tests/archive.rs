@@ -63,7 +63,11 @@ fn envelope(body: &[u8]) -> WebhookEnvelope {
 #[tokio::test]
 async fn the_upserted_po_names_each_archived_pdf_and_each_invoice_that_could_not_be_kept() {
     let server = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/i/1.pdf")).respond_with(ResponseTemplate::new(200).set_body_bytes(PDF)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/i/1.pdf"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(PDF))
+        .mount(&server)
+        .await;
     Mock::given(method("GET")).and(path("/i/2.pdf")).respond_with(ResponseTemplate::new(410)).mount(&server).await;
     Mock::given(method("POST"))
         .and(path(UPSERT_PATH))

@@ -71,7 +71,9 @@ impl InvoiceFetcher {
             }
             match for_redirects.check_url(attempt.url()) {
                 Ok(()) => attempt.follow(),
-                Err(why) => attempt.error(RedirectRefused(format!("redirected to a link that may not be fetched: {why}"))),
+                Err(why) => {
+                    attempt.error(RedirectRefused(format!("redirected to a link that may not be fetched: {why}")))
+                }
             }
         });
         let client = reqwest::Client::builder()
@@ -112,8 +114,12 @@ impl InvoiceFetcher {
         let status = response.status().as_u16();
         match status {
             200..=299 => {}
-            403 | 404 | 410 => return Err(NotArchived::Gone(format!("the link has expired or is gone (HTTP {status})"))),
-            408 | 429 | 500..=599 => return Err(NotArchived::Unavailable(format!("the invoice server answered HTTP {status}"))),
+            403 | 404 | 410 => {
+                return Err(NotArchived::Gone(format!("the link has expired or is gone (HTTP {status})")));
+            }
+            408 | 429 | 500..=599 => {
+                return Err(NotArchived::Unavailable(format!("the invoice server answered HTTP {status}")));
+            }
             _ => return Err(NotArchived::Gone(format!("the invoice server refused the download (HTTP {status})"))),
         }
         let max = self.policy.max_bytes;
@@ -134,7 +140,10 @@ impl InvoiceFetcher {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map_or_else(String::new, |t| format!(", sent as {}", po_sync::email::one_line(t, 60)));
-            return Err(NotArchived::NotAPdf(format!("the download is not a PDF ({} bytes{content_type})", body.len())));
+            return Err(NotArchived::NotAPdf(format!(
+                "the download is not a PDF ({} bytes{content_type})",
+                body.len()
+            )));
         }
         Ok(body)
     }
@@ -152,7 +161,13 @@ fn classify(error: reqwest::Error) -> NotArchived {
         }
         source = cause.source();
     }
-    let what = if error.is_timeout() { "timed out" } else if error.is_connect() { "could not connect" } else { "failed" };
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
     NotArchived::Unavailable(format!("the download {what}: {}", error_chain(&error)))
 }
 
@@ -210,7 +225,8 @@ impl<S: ObjectStore> InvoiceArchiver<S> {
         let sha256 = sha256_hex(&pdf);
         let key = invoice_key(po.id, invoice_number, &sha256);
         let archived = ArchivedPdf { bucket: self.store.bucket().to_owned(), key, sha256, bytes: pdf.len() as u64 };
-        let bucket_failed = |e: crate::port::PortError| NotArchived::Unavailable(format!("the archive bucket failed: {e}"));
+        let bucket_failed =
+            |e: crate::port::PortError| NotArchived::Unavailable(format!("the archive bucket failed: {e}"));
         // Named by content: the same PDF again (a re-run, a redelivery) is not uploaded twice.
         if self.store.exists(&archived.key).await.map_err(bucket_failed)? {
             return Ok(archived);

@@ -3,7 +3,7 @@
 
 use crate::port::{Failure, PortError};
 use aws_sdk_sqs::types::MessageAttributeValue;
-use po_sync::message::{BodyRef, NotificationEvent, WebhookEnvelope, sha256_hex};
+use po_sync::message::{BodyRef, NotificationEvent, WebhookEnvelope};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -63,8 +63,7 @@ impl FifoMessage {
     /// SQS's five-minute window.
     pub fn notification(event: &NotificationEvent) -> Result<Self, serde_json::Error> {
         let json = event.to_json()?;
-        let deduplication_id = sha256_hex(json.as_bytes());
-        Ok(FifoMessage::new(json, event.group_id(), deduplication_id))
+        Ok(FifoMessage::new(json, event.group_id(), event.deduplication_id()))
     }
 
     /// The bytes SQS counts against its 1 MiB limit: body, attribute names and values, and their types.

@@ -23,9 +23,11 @@ fn archiver(max_bytes: usize) -> InvoiceArchiver<MemoryObjectStore> {
 /// The clean PO (two invoices) with its links pointing at `server`, at the given paths.
 fn po_with_links(links: [&str; 2]) -> po_sync::komet::PurchaseOrder {
     let body = String::from_utf8(po_sync_tests_fixture("komet-clean-po.json")).unwrap();
-    let body = body
-        .replacen("https://files.kometsales.com/invoices/01-P004410.pdf", links[0], 1)
-        .replacen("https://files.kometsales.com/invoices/01-P004411.pdf", links[1], 1);
+    let body = body.replacen("https://files.kometsales.com/invoices/01-P004410.pdf", links[0], 1).replacen(
+        "https://files.kometsales.com/invoices/01-P004411.pdf",
+        links[1],
+        1,
+    );
     parse_webhook(body.as_bytes()).unwrap()
 }
 
@@ -66,7 +68,8 @@ async fn pdfs_are_archived_by_content_and_a_rerun_uploads_nothing_again() {
 #[tokio::test]
 async fn an_expired_link_and_a_page_that_is_not_a_pdf_are_reported_not_retried() {
     let server = MockServer::start().await;
-    serve(&server, "/expired.pdf", ResponseTemplate::new(403).set_body_string("<Error>Request has expired</Error>"), 1).await;
+    serve(&server, "/expired.pdf", ResponseTemplate::new(403).set_body_string("<Error>Request has expired</Error>"), 1)
+        .await;
     let html = ResponseTemplate::new(200).set_body_raw("<html>login</html>", "application/pdf");
     serve(&server, "/page.pdf", html, 1).await;
     let po = po_with_links([&format!("{}/expired.pdf", server.uri()), &format!("{}/page.pdf", server.uri())]);
@@ -84,7 +87,13 @@ async fn an_expired_link_and_a_page_that_is_not_a_pdf_are_reported_not_retried()
 #[tokio::test]
 async fn a_transient_failure_is_retried_and_a_body_over_the_cap_is_refused() {
     let server = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/flaky.pdf")).respond_with(ResponseTemplate::new(503)).up_to_n_times(1).expect(1).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/flaky.pdf"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
     serve(&server, "/flaky.pdf", ResponseTemplate::new(200).set_body_bytes(PDF), 1).await;
     serve(&server, "/big.pdf", ResponseTemplate::new(200).set_body_bytes(PDF.repeat(100)), 1).await;
     let po = po_with_links([&format!("{}/flaky.pdf", server.uri()), &format!("{}/big.pdf", server.uri())]);
@@ -110,7 +119,10 @@ async fn nothing_off_the_allow_list_is_fetched_not_even_through_a_redirect() {
     // A host off the list, and plain http to Komet's domain: refused without a request.
     let po = po_with_links(["https://files.evil.example/x.pdf", "http://files.kometsales.com/x.pdf"]);
     let outcomes: Vec<_> = archiver.archive(&po, None).await.into_iter().map(|a| a.outcome).collect();
-    assert!(matches!(&outcomes[0], Err(NotArchived::Refused(w)) if w.contains("files.evil.example is not on")), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[0], Err(NotArchived::Refused(w)) if w.contains("files.evil.example is not on")),
+        "{outcomes:?}"
+    );
     assert!(matches!(&outcomes[1], Err(NotArchived::Refused(w)) if w.contains("only https")), "{outcomes:?}");
     assert!(archiver.store().keys().is_empty());
 }

@@ -161,7 +161,14 @@ impl NotifyConfig {
         let parked_queue_url =
             optional(env, "PARKED_QUEUE_URL").map(|url| fifo_queue_url("PARKED_QUEUE_URL", &url)).transpose()?;
         let archive_bucket = optional(env, "ARCHIVE_BUCKET");
-        Ok(NotifyConfig { from, to, reply_to, email: EmailSettings { subject_prefix }, parked_queue_url, archive_bucket })
+        Ok(NotifyConfig {
+            from,
+            to,
+            reply_to,
+            email: EmailSettings { subject_prefix },
+            parked_queue_url,
+            archive_bucket,
+        })
     }
 }
 

@@ -312,10 +312,14 @@ mod tests {
     #[test]
     fn the_archive_is_on_with_a_bucket_and_fetches_from_komet_by_default() {
         assert_eq!(ReconcileConfig::from_env(&MINIMAL).unwrap().archive, None);
-        let archive = ReconcileConfig::from_env(&with(&[("ARCHIVE_BUCKET", "po-sync-archive")])).unwrap().archive.unwrap();
+        let archive =
+            ReconcileConfig::from_env(&with(&[("ARCHIVE_BUCKET", "po-sync-archive")])).unwrap().archive.unwrap();
         assert_eq!(archive.bucket, "po-sync-archive");
         assert_eq!(archive.policy.hosts, vec![HostRule::Domain("kometsales.com".into())]);
-        assert_eq!((archive.policy.max_bytes, archive.timeout, archive.concurrency), (20 << 20, Duration::from_secs(10), 4));
+        assert_eq!(
+            (archive.policy.max_bytes, archive.timeout, archive.concurrency),
+            (20 << 20, Duration::from_secs(10), 4)
+        );
         let tuned = ReconcileConfig::from_env(&with(&[
             ("ARCHIVE_BUCKET", "b"),
             ("INVOICE_HOSTS", "127.0.0.1"),
@@ -328,8 +332,14 @@ mod tests {
         .unwrap();
         assert_eq!(tuned.policy.hosts, vec![HostRule::Address("127.0.0.1".parse().unwrap())]);
         assert_eq!((tuned.policy.max_bytes, tuned.timeout, tuned.concurrency), (2048, Duration::from_millis(500), 2));
-        assert!(error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_HOSTS", "localhost")]).starts_with("configuration INVOICE_HOSTS: "));
-        assert!(error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_CONCURRENCY", "0")]).starts_with("configuration INVOICE_CONCURRENCY: "));
+        assert!(
+            error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_HOSTS", "localhost")])
+                .starts_with("configuration INVOICE_HOSTS: ")
+        );
+        assert!(
+            error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_CONCURRENCY", "0")])
+                .starts_with("configuration INVOICE_CONCURRENCY: ")
+        );
     }
 
     #[test]

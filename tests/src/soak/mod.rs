@@ -94,6 +94,8 @@ pub struct SoakReport {
     pub faults: Vec<FaultCount>,
     pub dead_lettered: usize,
     pub redriven: u64,
+    /// Sends SQS dropped as repeats of a deduplication id it accepted in the last five minutes.
+    pub sqs_deduplicated: u64,
     pub parked_at_end: usize,
     pub accounting: Accounting,
     pub wall_seconds: f64,
@@ -389,6 +391,7 @@ async fn drive(
         faults,
         dead_lettered,
         redriven,
+        sqs_deduplicated: proxy.deduplicated(),
         parked_at_end: parked.len(),
         webhooks_per_second: webhooks.len() as f64 / wall.as_secs_f64(),
         wall_seconds: wall.as_secs_f64(),
@@ -509,6 +512,7 @@ pub fn table(report: &SoakReport) -> String {
     row("redriven (po-sync-admin)", report.redriven.to_string());
     row("  then settled by reconcile", a.dead_lettered_then_settled.to_string());
     row("parked at the end", report.parked_at_end.to_string());
+    row("sends SQS deduplicated (5-minute window)", report.sqs_deduplicated.to_string());
     row("duplicate e-mails, explained by faults", a.duplicate_emails_explained.to_string());
     row("LOST", a.lost.to_string());
     row("ORDER VIOLATIONS", a.order_violations.to_string());
