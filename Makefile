@@ -40,6 +40,6 @@ check-template: bootstrap
 
 ## soak: the long fault-injection soak with its accounting (README "Reliability"); SOAK_ARGS to change it,
 ## e.g. make soak SOAK_ARGS="--webhooks 5000 --seed 9"; the report is also written to target/soak-report.json
-SOAK_ARGS ?= --webhooks 2000 --seed 7
+SOAK_ARGS ?= --webhooks 2000 --seed 7 --outage-dead-letters 40
 soak: bootstrap
 	cargo run -p po-sync-tests --bin po-sync-soak --locked -- $(SOAK_ARGS) --json target/soak-report.json

@@ -175,6 +175,12 @@ async fn main() -> ExitCode {
         report.options.seed, report.accounting.offered, report.options.webhooks, report.options.concurrency
     );
     print!("{}", soak::table(&report));
+    if !report.accounting.parked_at_end.is_empty() {
+        println!("Parked at the end (mailed, waiting for an operator's redrive):");
+        for line in report.accounting.parked_at_end.iter().take(20) {
+            println!("  {line}");
+        }
+    }
     if let Some(path) = &args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => {

@@ -161,6 +161,8 @@ pub struct Accounting {
     pub emails: usize,
     pub emails_by_kind: BTreeMap<String, usize>,
     pub duplicate_emails_explained: usize,
+    /// The messages parked (and mailed) at the end: PO, version, send, and what reconcile said of it.
+    pub parked_at_end: Vec<String>,
     // ---- must all be zero
     pub lost: usize,
     pub acknowledged_not_queued: usize,
@@ -393,6 +395,14 @@ pub fn account(e: &Evidence<'_>) -> Accounting {
             };
         *a.places.entry(place).or_insert(0) += 1;
         place_of.insert(q.send_id.as_str(), place);
+        if place == Place::ParkedMailed {
+            a.parked_at_end.push(format!(
+                "PO {} version {version} (send {}): reconcile said {:?}",
+                q.envelope.po.po_number,
+                q.send_id,
+                lines.iter().map(|l| l.outcome.as_str()).collect::<Vec<_>>()
+            ));
+        }
         if place.is_lost() {
             a.lost += 1;
             a.problem(format!(
