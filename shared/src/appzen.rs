@@ -41,16 +41,18 @@ impl Default for Currency {
     }
 }
 
-/// Which Komet location field becomes AppZen's `entity_id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which Komet location field becomes AppZen's `entity_id` (`APPZEN_ENTITY_ID_FROM`, by its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum EntityIdSource {
     #[default]
     LocationCode,
     LocationId,
 }
 
-/// Which Komet vendor field becomes AppZen's `supplier_id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which Komet vendor field becomes AppZen's `supplier_id` (`APPZEN_SUPPLIER_ID_FROM`, by its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum SupplierIdSource {
     /// `vendorAccountingCode`, falling back to the vendor `code` when Komet has none.
     #[default]

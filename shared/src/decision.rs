@@ -6,8 +6,9 @@ use crate::appzen::{ErrorResponse, MappingSettings, PurchaseOrderBody, map_purch
 use crate::message::{AppZenAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
 use crate::reconcile::{Tolerance, reconcile};
 
-/// What to do with a PO that does not reconcile (`RECONCILE_POLICY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to do with a PO that does not reconcile (`RECONCILE_POLICY`, by its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum Policy {
     /// Do not send it to AppZen; a person is notified.
     #[default]
@@ -17,19 +18,8 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub fn parse(value: &str) -> Result<Self, String> {
-        match value {
-            "block" => Ok(Policy::Block),
-            "forward" => Ok(Policy::Forward),
-            other => Err(format!("expected block or forward, found {other:?}")),
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Policy::Block => "block",
-            Policy::Forward => "forward",
-        }
+        self.into()
     }
 }
 

@@ -57,7 +57,8 @@ pub enum NextStep {
     GiveUp(GiveUpReason),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum GiveUpReason {
     /// Every allowed attempt was made.
     AttemptsExhausted,
@@ -67,10 +68,7 @@ pub enum GiveUpReason {
 
 impl GiveUpReason {
     pub fn as_str(self) -> &'static str {
-        match self {
-            GiveUpReason::AttemptsExhausted => "attempts_exhausted",
-            GiveUpReason::OutOfTime => "out_of_time",
-        }
+        self.into()
     }
 }
 

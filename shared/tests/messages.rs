@@ -1,18 +1,18 @@
 //! The queue message and the notification event survive a serde round trip exactly, and refuse what is not theirs.
 
-use chrono::{TimeZone, Utc};
-use po_sync::komet::parse_webhook;
 use po_sync::message::{
     AppZenAnswer, BodyRef, MessageError, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage,
     WebhookEnvelope, body_key, message_type, sha256_hex,
 };
 use po_sync::reconcile::{Tolerance, reconcile};
 
-const DOC_SAMPLE: &[u8] = include_bytes!("fixtures/komet-doc-sample.json");
+#[path = "email_samples.rs"]
+mod samples;
+
+use samples::DOC_SAMPLE;
 
 fn envelope() -> WebhookEnvelope {
-    let po = parse_webhook(DOC_SAMPLE).unwrap();
-    WebhookEnvelope::new(po, DOC_SAMPLE, Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap())
+    samples::envelope(DOC_SAMPLE)
 }
 
 #[test]

@@ -20,3 +20,4 @@ pub mod local;
 pub mod poller;
 pub mod soak;
 pub mod stack_env;
+pub mod support;

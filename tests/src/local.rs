@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use base64::Engine;
 
 use crate::appzen_sandbox::{Credentials, RecordedRequest, RunningSandbox, Sandbox};
 use crate::fault_proxy::{ProxyFaults, RunningProxy};
@@ -500,8 +499,7 @@ impl LocalStack {
             .timeout(Duration::from_secs(60))
             .body(body.to_vec());
         if let Some((user, password)) = basic {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            request = request.header("authorization", format!("Basic {token}"));
+            request = request.header("authorization", crate::support::basic_authorization(user, password));
         }
         let response = request.send().await?;
         let status = response.status().as_u16();

@@ -10,7 +10,7 @@ use lambda_http::{Body, Request};
 use po_sync::config::ingest::Credentials;
 use std::hint::black_box;
 
-const DOC_SAMPLE: &[u8] = include_bytes!("../../../shared/tests/fixtures/komet-doc-sample.json");
+use po_sync_tests::support::DOC_SAMPLE;
 
 fn request() -> Request {
     lambda_http::http::Request::builder()

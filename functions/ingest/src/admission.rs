@@ -13,8 +13,10 @@ use po_sync_aws::queue::FifoMessage;
 /// The largest SQS message (body and attributes); SQS refuses anything larger.
 pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 
-/// Why a request is refused. Each is answered with a 4xx (or 500) and never queued.
-#[derive(Debug)]
+/// Why a request is refused. Each is answered with a 4xx (or 500) and never queued. Its snake_case name is the
+/// `outcome` in the request's log line and the `reason` of the refusal metric.
+#[derive(Debug, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Rejection {
     MethodNotAllowed,
     Unauthorized(AuthFailure),
@@ -24,6 +26,7 @@ pub enum Rejection {
     },
     InvalidPayload(PayloadError),
     /// The envelope could not be written; a bug, not the sender's fault.
+    #[strum(serialize = "internal_error")]
     Internal(String),
 }
 
@@ -41,14 +44,7 @@ impl Rejection {
 
     /// The outcome label in the request's log line.
     pub fn outcome(&self) -> &'static str {
-        match self {
-            Rejection::MethodNotAllowed => "method_not_allowed",
-            Rejection::Unauthorized(_) => "unauthorized",
-            Rejection::UnsupportedMediaType => "unsupported_media_type",
-            Rejection::PayloadTooLarge { .. } => "payload_too_large",
-            Rejection::InvalidPayload(_) => "invalid_payload",
-            Rejection::Internal(_) => "internal_error",
-        }
+        self.into()
     }
 
     /// What Komet shows its user: enough to fix the setup or the payload, nothing about our secrets.
@@ -174,7 +170,7 @@ mod tests {
     use po_sync::config::ingest::Credentials;
     use po_sync::message::sha256_hex;
 
-    const DOC_SAMPLE: &[u8] = include_bytes!("../../../shared/tests/fixtures/komet-doc-sample.json");
+    use po_sync_tests::support::DOC_SAMPLE;
 
     fn admission(max_body_bytes: usize) -> Admission {
         Admission {

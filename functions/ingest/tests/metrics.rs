@@ -8,7 +8,7 @@ use po_sync::config::ingest::Credentials;
 use po_sync_aws::metrics::{Capture, Metrics, Service, emf};
 use po_sync_aws::port::Failure;
 
-const DOC_SAMPLE: &[u8] = include_bytes!("../../../shared/tests/fixtures/komet-doc-sample.json");
+use po_sync_tests::support::DOC_SAMPLE;
 /// `komet:s3cret`
 const BASIC: &str = "Basic a29tZXQ6czNjcmV0";
 

@@ -4,7 +4,6 @@
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use base64::Engine;
 use ingest::{Ingest, S3ObjectStore, SqsFifoQueue};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
@@ -83,7 +82,7 @@ fn large_po() -> (Vec<u8>, usize) {
 fn post(body: Vec<u8>, request_id: &str) -> Request {
     use lambda_http::RequestExt;
     use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
-    let authorization = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("komet:s3cret"));
+    let authorization = po_sync_tests::support::basic_authorization("komet", "s3cret");
     let request = lambda_http::http::Request::builder()
         .method("POST")
         .uri("https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/komet/po-reconciliation")

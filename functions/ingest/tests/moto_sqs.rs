@@ -2,21 +2,17 @@
 //! cold-start code as Lambda (`Ingest::start`), checked with the real aws-sdk clients.
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use base64::Engine;
 use ingest::{Ingest, SqsFifoQueue};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use po_sync::config::ingest::IngestConfig;
 use po_sync::message::{WebhookEnvelope, sha256_hex};
 use po_sync_tests::moto::MotoServer;
+use po_sync_tests::support::basic_authorization;
 use serde_json::Value;
 
 fn doc_sample() -> Vec<u8> {
     po_sync_tests::fixture("komet-doc-sample.json")
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 fn post(authorization: Option<&str>, body: impl Into<Vec<u8>>) -> Request {
@@ -94,7 +90,7 @@ async fn the_doc_sample_is_queued_once_in_group_12345_when_the_same_request_is_r
     let setup = setup().await;
     let ingest = setup.ingest(&BASIC_ENV).await;
     let body = doc_sample();
-    let request = || with_request_id(post(Some(&basic("komet", "s3cret")), body.clone()), "req-7Qm2");
+    let request = || with_request_id(post(Some(&basic_authorization("komet", "s3cret")), body.clone()), "req-7Qm2");
     let (status, reply) = call(&ingest, request()).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["status"], "1");
@@ -125,7 +121,7 @@ async fn two_requests_with_the_same_body_are_both_queued_in_order() {
     let setup = setup().await;
     let ingest = setup.ingest(&BASIC_ENV).await;
     for request_id in ["req-1", "req-2"] {
-        let request = with_request_id(post(Some(&basic("komet", "s3cret")), doc_sample()), request_id);
+        let request = with_request_id(post(Some(&basic_authorization("komet", "s3cret")), doc_sample()), request_id);
         let (status, reply) = call(&ingest, request).await;
         assert_eq!(status, StatusCode::OK, "{reply}");
     }
@@ -142,7 +138,7 @@ async fn wrong_password_wrong_token_and_missing_header_are_401_and_nothing_is_qu
     let basic_ingest = setup.ingest(&BASIC_ENV).await;
     let bearer_ingest = setup.ingest(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "kmt_token")]).await;
     for (ingest, authorization) in [
-        (&basic_ingest, Some(basic("komet", "S3cret"))),
+        (&basic_ingest, Some(basic_authorization("komet", "S3cret"))),
         (&basic_ingest, None),
         (&bearer_ingest, Some("Bearer kmt_tokeN".to_owned())),
         (&bearer_ingest, None),
@@ -195,7 +191,7 @@ async fn every_bad_payload_class_is_400_naming_the_field_and_nothing_is_queued()
         ("id=12345&poNumber=P002271".to_owned(), "body", "invalid JSON at line 1, column 1"),
     ];
     for (body, path, problem) in cases {
-        let (status, reply) = call(&ingest, post(Some(&basic("komet", "s3cret")), body.clone())).await;
+        let (status, reply) = call(&ingest, post(Some(&basic_authorization("komet", "s3cret")), body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(reply["status"], "0");
         let error = reply["error"].as_str().unwrap();
@@ -212,7 +208,7 @@ async fn a_queue_that_does_not_exist_is_503_for_komet_to_retry() {
     let setup = setup().await;
     let missing = format!("{}/123456789012/no-such-queue.fifo", setup.moto.endpoint_url());
     let ingest = setup.ingest(&[BASIC_ENV[0], BASIC_ENV[1], BASIC_ENV[2], ("QUEUE_URL", &missing)]).await;
-    let (status, reply) = call(&ingest, post(Some(&basic("komet", "s3cret")), doc_sample())).await;
+    let (status, reply) = call(&ingest, post(Some(&basic_authorization("komet", "s3cret")), doc_sample())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         reply,
@@ -241,8 +237,12 @@ async fn credentials_from_secrets_manager_are_read_at_start_and_used() {
         .unwrap();
 
     let ingest = setup.ingest(&[("WEBHOOK_AUTH", "basic"), ("WEBHOOK_SECRET_ARN", basic_secret.arn().unwrap())]).await;
-    assert_eq!(call(&ingest, post(Some(&basic("komet", "s3cret")), doc_sample())).await.0, StatusCode::UNAUTHORIZED);
-    let (status, reply) = call(&ingest, post(Some(&basic("komet", "fr0m-the-secret")), doc_sample())).await;
+    assert_eq!(
+        call(&ingest, post(Some(&basic_authorization("komet", "s3cret")), doc_sample())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, reply) =
+        call(&ingest, post(Some(&basic_authorization("komet", "fr0m-the-secret")), doc_sample())).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
 
     let ingest = setup.ingest(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_SECRET_ARN", token_secret.arn().unwrap())]).await;

@@ -5,7 +5,7 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use notify::{Notifier, RECEIVE_COUNT_ATTRIBUTE};
 use po_sync::config::notify::NotifyConfig;
-use po_sync::message::{NotificationEvent, WebhookEnvelope};
+use po_sync::message::NotificationEvent;
 use po_sync_aws::mail::MemoryEmailSender;
 use po_sync_aws::metrics::{Capture, Metrics, Service, emf};
 use po_sync_aws::objects::MemoryObjectStore;
@@ -31,8 +31,7 @@ fn record(message_id: &str, body: String) -> SqsMessage {
 }
 
 fn dead_letter() -> SqsMessage {
-    let body = po_sync_tests::fixture("komet-clean-po.json");
-    let envelope = WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, chrono::Utc::now());
+    let envelope = po_sync_tests::support::envelope(po_sync_tests::support::CLEAN_PO);
     record("m-dead", envelope.to_json().unwrap())
 }
 

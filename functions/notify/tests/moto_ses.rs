@@ -6,18 +6,17 @@
 //! fixtures (the same envelope and event reconcile and ingest write).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use chrono::{TimeZone, Utc};
 use mail_parser::{Address, MessageParser, MimeHeaders};
 use notify::{Notifier, NotifyError};
 use po_sync::config::notify::NotifyConfig;
 use po_sync::email::{EmailSettings, render};
-use po_sync::komet::parse_webhook;
 use po_sync::message::{NotificationDetail, NotificationEvent, WebhookEnvelope};
 use po_sync::reconcile::{Tolerance, reconcile};
 use po_sync_aws::mail::{EmailSender, SesEmailSender};
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::SqsFifoQueue;
 use po_sync_tests::moto::MotoServer;
+use po_sync_tests::support::{DOC_SAMPLE, env_map, envelope};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -25,12 +24,8 @@ const FROM: &str = "po-sync <alerts@flowers.example.com>";
 const TO: &str = "ap@flowers.example.com, buyer@flowers.example.com, AP@flowers.example.com";
 
 fn config(extra: &[(&'static str, &'static str)]) -> NotifyConfig {
-    let mut env: std::collections::HashMap<String, String> =
-        [("NOTIFY_FROM", FROM), ("NOTIFY_TO", TO), ("NOTIFY_REPLY_TO", "it@flowers.example.com")]
-            .iter()
-            .chain(extra)
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+    let mut env = env_map(&[("NOTIFY_FROM", FROM), ("NOTIFY_TO", TO), ("NOTIFY_REPLY_TO", "it@flowers.example.com")]);
+    env.extend(env_map(extra));
     env.retain(|_, v| !v.is_empty());
     NotifyConfig::from_env(&env).unwrap()
 }
@@ -81,8 +76,7 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn doc_sample_envelope() -> WebhookEnvelope {
-    let body = po_sync_tests::fixture("komet-doc-sample.json");
-    WebhookEnvelope::new(parse_webhook(&body).unwrap(), &body, Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap())
+    envelope(DOC_SAMPLE)
 }
 
 fn mismatch_event() -> NotificationEvent {

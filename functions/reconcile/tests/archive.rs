@@ -3,17 +3,14 @@
 //! queue, ledger and bucket; AppZen and Komet's file server are one wiremock on 127.0.0.1.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use chrono::{TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::archive::{FetchPolicy, HostRule};
-use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
-use po_sync::komet::parse_webhook;
 use po_sync::message::{NotificationEvent, WebhookEnvelope, sha256_hex};
-use po_sync_aws::appzen::AppZenClient;
 use po_sync_aws::invoices::{InvoiceArchiver, InvoiceFetcher};
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::queue::MemoryFifoQueue;
+use po_sync_tests::support::{self, CLEAN_PO, DOC_SAMPLE, appzen_client, reconcile_config};
 use reconcile::{Outcome, Reconciler};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -23,28 +20,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n";
 
 fn reconciler(server: &MockServer, policy: &str) -> Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore> {
-    let env = [
-        ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
-        ("LEDGER_TABLE_NAME", "ledger"),
-        ("APPZEN_BASE_URL", &server.uri()),
-        ("APPZEN_API_KEY", "k"),
-        ("APPZEN_CUSTOMER_ID", "c"),
-        ("APPZEN_CUSTOMER_KEY", "ck"),
-        ("RECONCILE_POLICY", policy),
-    ];
-    let env: std::collections::HashMap<String, String> =
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let config = ReconcileConfig::from_env(&env).unwrap();
-    let CredentialsSource::Inline(credentials) = &config.appzen.credentials else { unreachable!() };
-    let client = AppZenClient::new(&config.appzen, credentials).unwrap();
+    let config = reconcile_config(&server.uri(), &[("RECONCILE_POLICY", policy)]);
+    let client = appzen_client(&config);
     let policy = FetchPolicy { hosts: vec![HostRule::Address("127.0.0.1".parse().unwrap())], max_bytes: 1 << 20 };
     let fetcher = InvoiceFetcher::new(policy, Duration::from_secs(2)).unwrap();
     let archiver = InvoiceArchiver::new(fetcher, MemoryObjectStore::default(), 4);
     Reconciler::new(config, client, MemoryFifoQueue::default(), MemoryLedger::default()).with_archiver(archiver)
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../../shared/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn record(envelope: &WebhookEnvelope) -> SqsMessage {
@@ -56,8 +37,7 @@ fn record(envelope: &WebhookEnvelope) -> SqsMessage {
 }
 
 fn envelope(body: &[u8]) -> WebhookEnvelope {
-    let at = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
-    WebhookEnvelope::new(parse_webhook(body).unwrap(), body, at).with_send_id("req-1")
+    support::envelope(body).with_send_id("req-1")
 }
 
 #[tokio::test]
@@ -75,7 +55,7 @@ async fn the_upserted_po_names_each_archived_pdf_and_each_invoice_that_could_not
         .expect(1)
         .mount(&server)
         .await;
-    let body = String::from_utf8(fixture("komet-clean-po.json"))
+    let body = String::from_utf8(CLEAN_PO.to_vec())
         .unwrap()
         .replacen("https://files.kometsales.com/invoices/01-P004410.pdf", &format!("{}/i/1.pdf", server.uri()), 1)
         .replacen("https://files.kometsales.com/invoices/01-P004411.pdf", &format!("{}/i/2.pdf", server.uri()), 1);
@@ -101,7 +81,7 @@ async fn komet_s_sample_links_are_noted_as_not_archived_in_the_mismatch_event() 
     let server = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).expect(0).mount(&server).await;
     let reconciler = reconciler(&server, "block");
-    let report = reconciler.process(&record(&envelope(&fixture("komet-doc-sample.json"))), None).await;
+    let report = reconciler.process(&record(&envelope(DOC_SAMPLE)), None).await;
     assert!(matches!(report.outcome, Outcome::Held), "{report:?}");
     assert_eq!((report.invoices_archived, report.invoices_not_archived), (0, 3));
     let queued = reconciler.notifications().messages();

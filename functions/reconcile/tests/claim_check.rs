@@ -4,44 +4,24 @@
 //! on wiremock. (The S3 adapter and a 3 MB PO end to end: `functions/ingest/tests/moto_claim_check.rs`.)
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use chrono::{TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
-use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
-use po_sync::komet::parse_webhook;
 use po_sync::ledger::LedgerOutcome;
 use po_sync::message::{BodyRef, NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope, body_key};
-use po_sync::retry::Backoff;
-use po_sync_aws::appzen::AppZenClient;
 use po_sync_aws::ledger::{Ledger, MemoryLedger};
 use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore};
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
-use po_sync_tests::fixture;
+use po_sync_tests::support::{self, CLEAN_PO, appzen_client, reconcile_config};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
-use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore>;
 
 fn reconciler_for(appzen: &MockServer) -> MemoryReconciler {
-    let env = [
-        ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
-        ("LEDGER_TABLE_NAME", "ledger"),
-        ("APPZEN_BASE_URL", &appzen.uri()),
-        ("APPZEN_API_KEY", "k"),
-        ("APPZEN_CUSTOMER_ID", "c"),
-        ("APPZEN_CUSTOMER_KEY", "ck"),
-        ("APPZEN_MAX_ATTEMPTS", "2"),
-        ("APPZEN_TIMEOUT_MS", "2000"),
-    ];
-    let env: std::collections::HashMap<String, String> =
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let mut config = ReconcileConfig::from_env(&env).unwrap();
-    config.appzen.backoff = Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) };
-    let CredentialsSource::Inline(credentials) = &config.appzen.credentials else { unreachable!() };
-    let client = AppZenClient::new(&config.appzen, credentials).unwrap();
+    let config = reconcile_config(&appzen.uri(), &[("APPZEN_MAX_ATTEMPTS", "2"), ("APPZEN_TIMEOUT_MS", "2000")]);
+    let client = appzen_client(&config);
     Reconciler::new(config, client, MemoryFifoQueue::default(), MemoryLedger::default())
 }
 
@@ -50,9 +30,8 @@ fn with_bucket(reconciler: MemoryReconciler) -> MemoryReconciler {
 }
 
 fn envelope() -> WebhookEnvelope {
-    let body = fixture("komet-clean-po.json");
-    let at = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
-    WebhookEnvelope::new(parse_webhook(&body).unwrap(), &body, at).with_send_id("req-big")
+    let at = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 22, 9, 0, 0).unwrap();
+    support::envelope_at(CLEAN_PO, at).with_send_id("req-big")
 }
 
 /// Stores `envelope` as ingest would and returns its claim check.

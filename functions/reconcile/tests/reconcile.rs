@@ -3,21 +3,20 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use chrono::{TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::komet::{PurchaseOrder, parse_webhook};
 use po_sync::message::{NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope, sha256_hex};
 use po_sync::reconcile::Rule;
 use po_sync::retry::{Backoff, GiveUpReason};
-use po_sync_aws::appzen::{AppZenClient, TransientCause, UpsertOutcome};
+use po_sync_aws::appzen::{TransientCause, UpsertOutcome};
 use po_sync_aws::ledger::DynamoLedger;
 use po_sync_aws::queue::SqsFifoQueue;
 use po_sync_tests::fixture;
 use po_sync_tests::moto::MotoServer;
+use po_sync_tests::support::{appzen_client, env_map, received_at};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -28,7 +27,7 @@ const RECORD_TEMPLATE: &str = include_str!("fixtures/sqs-record.json");
 // ---------------------------------------------------------------------------------------------- helpers
 
 fn envelope_of(po: PurchaseOrder, body: &[u8]) -> WebhookEnvelope {
-    WebhookEnvelope::new(po, body, Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap())
+    WebhookEnvelope::new(po, body, received_at())
 }
 
 fn envelope(fixture_name: &str) -> WebhookEnvelope {
@@ -147,7 +146,7 @@ fn reconciler(
     extra: &[(&str, &str)],
 ) -> MotoReconciler {
     let config = config(notify_url, appzen_url, extra);
-    let client = AppZenClient::new(&config.appzen, &inline_credentials(&config)).unwrap();
+    let client = appzen_client(&config);
     let notifications = SqsFifoQueue::new(sqs.clone(), notify_url);
     let ledger = DynamoLedger::new(dynamodb.clone(), config.ledger_table.clone());
     Reconciler::new(config, client, notifications, ledger)
@@ -159,7 +158,7 @@ async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
 
 /// Configuration as a deployment would give it, with tiny retry delays.
 fn config(notify_url: &str, appzen_url: &str, extra: &[(&str, &str)]) -> ReconcileConfig {
-    let mut env: HashMap<String, String> = [
+    let mut env = env_map(&[
         ("NOTIFY_QUEUE_URL", notify_url),
         ("LEDGER_TABLE_NAME", "po-sync-ledger"),
         ("APPZEN_BASE_URL", appzen_url),
@@ -168,22 +167,12 @@ fn config(notify_url: &str, appzen_url: &str, extra: &[(&str, &str)]) -> Reconci
         ("APPZEN_CUSTOMER_KEY", "test-customer-key"),
         ("APPZEN_MAX_ATTEMPTS", "3"),
         ("APPZEN_TIMEOUT_MS", "2000"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    ]);
+    env.extend(env_map(extra));
     let mut config = ReconcileConfig::from_env(&env).unwrap();
     config.appzen.backoff = Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) };
     config.appzen.deadline_margin = Duration::from_millis(100);
     config
-}
-
-fn inline_credentials(config: &ReconcileConfig) -> po_sync::config::reconcile::AppZenCredentials {
-    match &config.appzen.credentials {
-        po_sync::config::reconcile::CredentialsSource::Inline(credentials) => credentials.clone(),
-        other => panic!("inline credentials expected, found {other:?}"),
-    }
 }
 
 fn upsert_path() -> wiremock::matchers::PathExactMatcher {
@@ -346,7 +335,7 @@ async fn retry_after_is_honoured_and_a_wait_past_the_deadline_gives_up() {
         .mount(&appzen)
         .await;
     let settings = config("unused", &appzen.uri(), &[]);
-    let client = AppZenClient::new(&settings.appzen, &inline_credentials(&settings)).unwrap();
+    let client = appzen_client(&settings);
 
     // Backoff alone would wait at most 1 ms; AppZen asked for a second, so the client waits a second.
     let upsert = client.upsert("{}", None).await;
@@ -362,7 +351,7 @@ async fn retry_after_is_honoured_and_a_wait_past_the_deadline_gives_up() {
         .mount(&slow)
         .await;
     let settings = config("unused", &slow.uri(), &[]);
-    let client = AppZenClient::new(&settings.appzen, &inline_credentials(&settings)).unwrap();
+    let client = appzen_client(&settings);
     let upsert = client.upsert("{}", Some(tokio::time::Instant::now() + Duration::from_secs(10))).await;
     let UpsertOutcome::GaveUp { last, reason } = &upsert.outcome else { panic!("{upsert:?}") };
     assert_eq!(
@@ -433,13 +422,12 @@ async fn credentials_can_come_from_secrets_manager() {
         .expect(1)
         .mount(&appzen)
         .await;
-    let env = [
-        ("NOTIFY_QUEUE_URL", "unused".to_owned()),
-        ("LEDGER_TABLE_NAME", "po-sync-ledger".to_owned()),
-        ("APPZEN_BASE_URL", appzen.uri()),
-        ("APPZEN_SECRET_ARN", secret.arn().unwrap().to_owned()),
-    ];
-    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let env = env_map(&[
+        ("NOTIFY_QUEUE_URL", "unused"),
+        ("LEDGER_TABLE_NAME", "po-sync-ledger"),
+        ("APPZEN_BASE_URL", &appzen.uri()),
+        ("APPZEN_SECRET_ARN", secret.arn().unwrap()),
+    ]);
     let reconciler = Reconciler::start(ReconcileConfig::from_env(&env).unwrap(), &aws).await.unwrap();
     let body = envelope("komet-clean-po.json").to_json().unwrap();
     let report = reconciler.process(&event(vec![record("m-1", &body)]).records[0], None).await;

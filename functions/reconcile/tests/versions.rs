@@ -5,16 +5,14 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration as Minutes, TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
-use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
 use po_sync::komet::parse_webhook;
 use po_sync::ledger::LedgerOutcome;
 use po_sync::message::{WebhookEnvelope, sha256_hex};
-use po_sync::retry::Backoff;
-use po_sync_aws::appzen::AppZenClient;
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
 use po_sync_tests::fixture;
+use po_sync_tests::support::{appzen_client, reconcile_config};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
 use std::time::Duration;
@@ -24,22 +22,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger>;
 
 fn reconciler_for(appzen: &MockServer) -> MemoryReconciler {
-    let env = [
-        ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
-        ("LEDGER_TABLE_NAME", "ledger"),
-        ("APPZEN_BASE_URL", &appzen.uri()),
-        ("APPZEN_API_KEY", "k"),
-        ("APPZEN_CUSTOMER_ID", "c"),
-        ("APPZEN_CUSTOMER_KEY", "ck"),
-        ("APPZEN_MAX_ATTEMPTS", "2"),
-        ("APPZEN_TIMEOUT_MS", "2000"),
-    ];
-    let env: std::collections::HashMap<String, String> =
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let mut config = ReconcileConfig::from_env(&env).unwrap();
-    config.appzen.backoff = Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) };
-    let CredentialsSource::Inline(credentials) = &config.appzen.credentials else { unreachable!() };
-    let client = AppZenClient::new(&config.appzen, credentials).unwrap();
+    let config = reconcile_config(&appzen.uri(), &[("APPZEN_MAX_ATTEMPTS", "2"), ("APPZEN_TIMEOUT_MS", "2000")]);
+    let client = appzen_client(&config);
     Reconciler::new(config, client, MemoryFifoQueue::default(), MemoryLedger::default())
 }
 

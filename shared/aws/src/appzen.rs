@@ -9,6 +9,7 @@ use po_sync::config::reconcile::{AppZenConfig, AppZenCredentials, CredentialsSou
 use po_sync::decision::{StatusClass, classify_status};
 use po_sync::retry::{Backoff, GiveUpReason, NextStep, next_step, parse_retry_after, wait_before_retry};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use secrecy::ExposeSecret;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -49,9 +50,9 @@ pub async fn resolve_credentials(
                     .ok_or_else(|| AppZenSetupError::MissingSecretKey { arn: arn.clone(), key })
             };
             Ok(AppZenCredentials {
-                api_key: take("api_key")?,
-                customer_id: take("customer_id")?,
-                customer_key: take("customer_key")?,
+                api_key: take("api_key")?.into(),
+                customer_id: take("customer_id")?.into(),
+                customer_key: take("customer_key")?.into(),
             })
         }
     }
@@ -131,7 +132,9 @@ pub struct Upsert {
     pub waits: Vec<Duration>,
 }
 
-/// AppZen's purchase-order upsert. Cheap to share by reference; holds one connection pool.
+/// AppZen's purchase-order upsert. Cheap to share by reference; holds one connection pool. Its `Debug` shows the
+/// credential headers as `Sensitive` (they are marked so).
+#[derive(Debug)]
 pub struct AppZenClient {
     http: reqwest::Client,
     upsert_url: reqwest::Url,
@@ -139,12 +142,6 @@ pub struct AppZenClient {
     max_attempts: u32,
     backoff: Backoff,
     deadline_margin: Duration,
-}
-
-impl fmt::Debug for AppZenClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AppZenClient").field("upsert_url", &self.upsert_url.as_str()).finish_non_exhaustive()
-    }
 }
 
 fn sensitive(name: &'static str, value: &str) -> Result<HeaderValue, AppZenSetupError> {
@@ -157,9 +154,14 @@ fn sensitive(name: &'static str, value: &str) -> Result<HeaderValue, AppZenSetup
 impl AppZenClient {
     pub fn new(config: &AppZenConfig, credentials: &AppZenCredentials) -> Result<Self, AppZenSetupError> {
         let mut headers = HeaderMap::new();
-        headers.insert(HeaderName::from_static("x-api-key"), sensitive("api_key", &credentials.api_key)?);
-        headers.insert(HeaderName::from_static("customer-id"), sensitive("customer_id", &credentials.customer_id)?);
-        headers.insert(HeaderName::from_static("customer-key"), sensitive("customer_key", &credentials.customer_key)?);
+        let secret_headers = [
+            ("x-api-key", "api_key", &credentials.api_key),
+            ("customer-id", "customer_id", &credentials.customer_id),
+            ("customer-key", "customer_key", &credentials.customer_key),
+        ];
+        for (header, name, value) in secret_headers {
+            headers.insert(HeaderName::from_static(header), sensitive(name, value.expose_secret())?);
+        }
         headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
         let url = format!("{}{UPSERT_PATH}", config.base_url);
         let upsert_url = reqwest::Url::parse(&url).map_err(|_| AppZenSetupError::InvalidUrl { url })?;

@@ -11,9 +11,9 @@
 //! | `MAX_BODY_BYTES`     | largest body accepted, default 6,000,000 bytes (about what Lambda takes) |
 //! | `ARCHIVE_BUCKET`     | where a PO too large for one SQS message is stored (`bodies/`); optional |
 
-use super::{ConfigError, Env, optional, parsed_or, required};
+use super::{ConfigError, Env, one_of, optional, parsed_or, required};
+use secrecy::SecretString;
 use std::collections::HashMap;
-use std::fmt;
 
 /// Default for `MAX_BODY_BYTES`: about the largest body that can reach the function at all, so the 413 is left
 /// for bodies nobody could accept. Lambda takes a synchronous event of at most 6 MiB (6,291,456 bytes), and
@@ -27,39 +27,20 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 6_000_000;
 /// Lambda's synchronous invocation payload limit; a larger body never reaches the function.
 pub const MAX_MAX_BODY_BYTES: u64 = 6 * 1_048_576;
 
-/// The authentication Komet is set up to send (Setup → Settings → Webhooks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The authentication Komet is set up to send (Setup → Settings → Webhooks); `WEBHOOK_AUTH`, in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
 pub enum AuthScheme {
     Basic,
     Bearer,
 }
 
-impl AuthScheme {
-    fn parse(value: &str) -> Result<Self, String> {
-        match value.to_ascii_lowercase().as_str() {
-            "basic" => Ok(AuthScheme::Basic),
-            "bearer" => Ok(AuthScheme::Bearer),
-            _ => Err(format!("expected basic or bearer, found {value:?}")),
-        }
-    }
-}
-
-/// What Komet must present. `Debug` never shows the secret parts.
-#[derive(Clone, PartialEq, Eq)]
+/// What Komet must present. The secret parts are [`SecretString`]s: `Debug` shows them as `[REDACTED]`, they are
+/// zeroed on drop, and reading one takes an explicit `expose_secret()`.
+#[derive(Debug, Clone)]
 pub enum Credentials {
-    Basic { username: String, password: String },
-    Bearer { token: String },
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credentials::Basic { username, .. } => {
-                f.debug_struct("Basic").field("username", username).field("password", &"<redacted>").finish()
-            }
-            Credentials::Bearer { .. } => f.debug_struct("Bearer").field("token", &"<redacted>").finish(),
-        }
-    }
+    Basic { username: String, password: SecretString },
+    Bearer { token: SecretString },
 }
 
 impl Credentials {
@@ -80,7 +61,7 @@ impl Credentials {
         };
         match scheme {
             AuthScheme::Basic => basic(key("username")?, key("password")?, SECRET_ARN),
-            AuthScheme::Bearer => Ok(Credentials::Bearer { token: key("token")? }),
+            AuthScheme::Bearer => Ok(Credentials::Bearer { token: key("token")?.into() }),
         }
     }
 }
@@ -90,11 +71,11 @@ fn basic(username: String, password: String, variable: &'static str) -> Result<C
     if username.contains(':') {
         return Err(ConfigError::new(variable, "the Basic user name must not contain ':'"));
     }
-    Ok(Credentials::Basic { username, password })
+    Ok(Credentials::Basic { username, password: password.into() })
 }
 
 /// Where the credentials come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum CredentialSource {
     /// Given in the environment.
     Environment(Credentials),
@@ -102,7 +83,7 @@ pub enum CredentialSource {
     Secret { arn: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub auth: AuthScheme,
     pub credentials: CredentialSource,
@@ -124,7 +105,7 @@ const ARCHIVE_BUCKET: &str = "ARCHIVE_BUCKET";
 
 impl IngestConfig {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
-        let auth = AuthScheme::parse(&required(env, AUTH)?).map_err(|problem| ConfigError::new(AUTH, problem))?;
+        let auth = one_of::<AuthScheme>(&required(env, AUTH)?).map_err(|problem| ConfigError::new(AUTH, problem))?;
         let credentials = match optional(env, SECRET_ARN) {
             Some(arn) => {
                 // Two sources for one credential is a deploy mistake: say so instead of silently picking one.
@@ -139,7 +120,7 @@ impl IngestConfig {
             }
             None => CredentialSource::Environment(match auth {
                 AuthScheme::Basic => basic(required(env, USERNAME)?, required(env, PASSWORD)?, USERNAME)?,
-                AuthScheme::Bearer => Credentials::Bearer { token: required(env, TOKEN)? },
+                AuthScheme::Bearer => Credentials::Bearer { token: required(env, TOKEN)?.into() },
             }),
         };
         let queue_url = super::fifo_queue_url(QUEUE_URL, &required(env, QUEUE_URL)?)?;
@@ -159,11 +140,27 @@ impl IngestConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks.fifo";
 
     fn error(env: &impl Env) -> String {
         IngestConfig::from_env(env).unwrap_err().to_string()
+    }
+
+    /// The credential as Komet presents it (scheme, then `user:password` or the token), secrets exposed.
+    fn presented(credentials: &Credentials) -> String {
+        match credentials {
+            Credentials::Basic { username, password } => format!("Basic {username}:{}", password.expose_secret()),
+            Credentials::Bearer { token } => format!("Bearer {}", token.expose_secret()),
+        }
+    }
+
+    fn from_environment(source: &CredentialSource) -> String {
+        match source {
+            CredentialSource::Environment(credentials) => presented(credentials),
+            CredentialSource::Secret { arn } => panic!("expected credentials from the environment, found secret {arn}"),
+        }
     }
 
     #[test]
@@ -176,10 +173,7 @@ mod tests {
         ];
         let config = IngestConfig::from_env(&env).unwrap();
         assert_eq!(config.auth, AuthScheme::Basic);
-        assert_eq!(
-            config.credentials,
-            CredentialSource::Environment(Credentials::Basic { username: "komet".into(), password: "pa:ss".into() })
-        );
+        assert_eq!(from_environment(&config.credentials), "Basic komet:pa:ss");
         assert_eq!(config.queue_url, QUEUE);
         assert_eq!(config.max_body_bytes, 6_000_000);
         assert_eq!(config.archive_bucket, None);
@@ -195,7 +189,7 @@ mod tests {
             ("ARCHIVE_BUCKET", " po-sync-archive "),
         ];
         let config = IngestConfig::from_env(&env).unwrap();
-        assert_eq!(config.credentials, CredentialSource::Environment(Credentials::Bearer { token: "t0k".into() }));
+        assert_eq!(from_environment(&config.credentials), "Bearer t0k");
         assert_eq!(config.max_body_bytes, 2048);
         assert_eq!(config.archive_bucket.as_deref(), Some("po-sync-archive"));
     }
@@ -253,16 +247,13 @@ mod tests {
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:po-sync/komet-AbCdEf";
         let env = [("WEBHOOK_AUTH", "basic"), ("WEBHOOK_SECRET_ARN", arn), ("QUEUE_URL", QUEUE)];
         let config = IngestConfig::from_env(&env).unwrap();
-        assert_eq!(config.credentials, CredentialSource::Secret { arn: arn.to_owned() });
+        assert!(matches!(&config.credentials, CredentialSource::Secret { arn: read } if read == arn), "{config:?}");
 
         let secret: HashMap<String, String> = [("username", "komet"), ("password", "s3cret")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        assert_eq!(
-            Credentials::from_secret(AuthScheme::Basic, &secret).unwrap(),
-            Credentials::Basic { username: "komet".into(), password: "s3cret".into() }
-        );
+        assert_eq!(presented(&Credentials::from_secret(AuthScheme::Basic, &secret).unwrap()), "Basic komet:s3cret");
         assert_eq!(
             Credentials::from_secret(AuthScheme::Bearer, &secret).unwrap_err().to_string(),
             "configuration WEBHOOK_SECRET_ARN: the secret has no \"token\" (WEBHOOK_AUTH is Bearer)"

@@ -71,6 +71,23 @@ pub fn parsed_or<T>(
     }
 }
 
+/// Parses one of an enum's names (strum's `EnumString`, whose `VARIANTS` list the same names), or says which
+/// names there are: `expected block or forward, found "x"`.
+pub fn one_of<T>(value: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + strum::VariantNames,
+{
+    value.parse().map_err(|_| {
+        let names = T::VARIANTS;
+        let expected = match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        format!("expected {expected}, found {value:?}")
+    })
+}
+
 /// The URL of an SQS FIFO queue (`https://…/NAME.fifo`). po-sync always sends with a message group and a
 /// deduplication id, which a standard queue refuses: the mistake is caught at cold start, not at the first send.
 pub fn fifo_queue_url(variable: &'static str, url: &str) -> Result<String, ConfigError> {

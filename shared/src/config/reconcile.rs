@@ -1,17 +1,17 @@
 //! Configuration of the `reconcile` function.
 
-use super::{ConfigError, Env, number_in, optional, parsed_or, required};
+use super::{ConfigError, Env, number_in, one_of, optional, parsed_or, required};
 use crate::appzen::{Currency, EntityIdSource, MappingSettings, SupplierIdSource};
 use crate::archive::{DEFAULT_INVOICE_HOSTS, FetchPolicy};
 use crate::decision::Policy;
 use crate::reconcile::Tolerance;
 use crate::retry::Backoff;
-use std::fmt;
+use secrecy::SecretString;
 use std::time::Duration;
 
 pub const DEFAULT_APPZEN_BASE_URL: &str = "https://api.appzen.com";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ReconcileConfig {
     pub notify_queue_url: String,
     /// The version ledger's DynamoDB table (`LEDGER_TABLE_NAME`).
@@ -24,7 +24,7 @@ pub struct ReconcileConfig {
     pub appzen: AppZenConfig,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct AppZenConfig {
     /// Without a trailing slash; `UPSERT_PATH` is appended.
     pub base_url: String,
@@ -53,7 +53,7 @@ pub struct ArchiveConfig {
 }
 
 /// Where the AppZen credentials come from.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum CredentialsSource {
     Inline(AppZenCredentials),
     /// A Secrets Manager JSON secret with keys `api_key`, `customer_id`, `customer_key`, read at cold start.
@@ -62,27 +62,12 @@ pub enum CredentialsSource {
     },
 }
 
-/// AppZen's three header values. `Debug` never shows them.
-#[derive(Clone, PartialEq, Eq)]
+/// AppZen's three header values, as [`SecretString`]s: `[REDACTED]` in `Debug`, zeroed on drop.
+#[derive(Debug, Clone)]
 pub struct AppZenCredentials {
-    pub api_key: String,
-    pub customer_id: String,
-    pub customer_key: String,
-}
-
-impl fmt::Debug for AppZenCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AppZenCredentials(<redacted>)")
-    }
-}
-
-impl fmt::Debug for CredentialsSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CredentialsSource::Inline(_) => f.write_str("Inline(<redacted>)"),
-            CredentialsSource::Secret { arn } => f.debug_struct("Secret").field("arn", arn).finish(),
-        }
-    }
+    pub api_key: SecretString,
+    pub customer_id: SecretString,
+    pub customer_key: SecretString,
 }
 
 const INLINE_VARIABLES: [&str; 3] = ["APPZEN_API_KEY", "APPZEN_CUSTOMER_ID", "APPZEN_CUSTOMER_KEY"];
@@ -91,25 +76,15 @@ impl ReconcileConfig {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let mapping = MappingSettings {
             currency: parsed_or(env, "CURRENCY", Currency::default(), Currency::parse)?,
-            entity_id_source: parsed_or(env, "APPZEN_ENTITY_ID_FROM", EntityIdSource::default(), |v| match v {
-                "location_code" => Ok(EntityIdSource::LocationCode),
-                "location_id" => Ok(EntityIdSource::LocationId),
-                other => Err(format!("expected location_code or location_id, found {other:?}")),
-            })?,
-            supplier_id_source: parsed_or(env, "APPZEN_SUPPLIER_ID_FROM", SupplierIdSource::default(), |v| match v {
-                "accounting_code_or_code" => Ok(SupplierIdSource::AccountingCodeOrCode),
-                "accounting_code" => Ok(SupplierIdSource::AccountingCode),
-                "code" => Ok(SupplierIdSource::Code),
-                "id" => Ok(SupplierIdSource::Id),
-                other => Err(format!("expected accounting_code_or_code, accounting_code, code or id, found {other:?}")),
-            })?,
+            entity_id_source: parsed_or(env, "APPZEN_ENTITY_ID_FROM", EntityIdSource::default(), one_of)?,
+            supplier_id_source: parsed_or(env, "APPZEN_SUPPLIER_ID_FROM", SupplierIdSource::default(), one_of)?,
             additional_charges_gl_code: optional(env, "APPZEN_CHARGES_GL_CODE")
                 .unwrap_or_else(|| MappingSettings::default().additional_charges_gl_code),
             ..MappingSettings::default()
         };
         Ok(ReconcileConfig {
             notify_queue_url: required(env, "NOTIFY_QUEUE_URL")?,
-            policy: parsed_or(env, "RECONCILE_POLICY", Policy::default(), Policy::parse)?,
+            policy: parsed_or(env, "RECONCILE_POLICY", Policy::default(), one_of)?,
             tolerance: parsed_or(env, "RECONCILE_TOLERANCE", Tolerance::CENT, |v| {
                 crate::money::parse_exact(v)
                     .and_then(Tolerance::new)
@@ -173,9 +148,9 @@ fn credentials(env: &impl Env) -> Result<CredentialsSource, ConfigError> {
         )),
         (None, [Some(api_key), Some(customer_id), Some(customer_key)]) => {
             Ok(CredentialsSource::Inline(AppZenCredentials {
-                api_key: api_key.clone(),
-                customer_id: customer_id.clone(),
-                customer_key: customer_key.clone(),
+                api_key: api_key.as_str().into(),
+                customer_id: customer_id.as_str().into(),
+                customer_key: customer_key.as_str().into(),
             }))
         }
         (None, _) => {
@@ -194,6 +169,7 @@ mod tests {
     use super::*;
     use crate::archive::HostRule;
     use crate::money::decimal;
+    use secrecy::ExposeSecret;
 
     const MINIMAL: [(&str, &str); 5] = [
         ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
@@ -221,14 +197,12 @@ mod tests {
         assert_eq!(config.appzen.request_timeout, Duration::from_secs(10));
         assert_eq!(config.appzen.max_attempts, 4);
         assert_eq!(config.ledger_table, "po-sync-ledger");
-        assert_eq!(
-            config.appzen.credentials,
-            CredentialsSource::Inline(AppZenCredentials {
-                api_key: "key".into(),
-                customer_id: "cid".into(),
-                customer_key: "ckey".into()
-            })
-        );
+        let CredentialsSource::Inline(credentials) = &config.appzen.credentials else {
+            panic!("expected inline credentials, found {:?}", config.appzen.credentials)
+        };
+        let exposed =
+            [&credentials.api_key, &credentials.customer_id, &credentials.customer_key].map(|s| s.expose_secret());
+        assert_eq!(exposed, ["key", "cid", "ckey"]);
     }
 
     #[test]
@@ -264,9 +238,11 @@ mod tests {
             ("APPZEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:appzen"),
         ];
         let config = ReconcileConfig::from_env(&env).unwrap();
-        assert_eq!(
-            config.appzen.credentials,
-            CredentialsSource::Secret { arn: "arn:aws:secretsmanager:us-east-1:1:secret:appzen".into() }
+        assert!(
+            matches!(&config.appzen.credentials,
+                CredentialsSource::Secret { arn } if arn == "arn:aws:secretsmanager:us-east-1:1:secret:appzen"),
+            "{:?}",
+            config.appzen.credentials
         );
         assert!(
             error(&[("APPZEN_SECRET_ARN", "arn:x")]).starts_with("configuration APPZEN_SECRET_ARN: is set together")

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde::Serialize;
 
 use super::traffic::{Change, PoScript, Shape};
@@ -187,12 +186,11 @@ async fn send_once(
     started: Instant,
 ) -> Attempt {
     let password = if wrong_password { "not-the-password" } else { options.password.as_str() };
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", options.username));
     let sent_at = Instant::now();
     let sent = http
         .post(&options.url)
         .header("content-type", "application/json")
-        .header("authorization", format!("Basic {token}"))
+        .header("authorization", crate::support::basic_authorization(&options.username, password))
         .header("lambda-runtime-aws-request-id", request_id)
         .timeout(options.timeout)
         .body(body.to_vec())
