@@ -11,10 +11,11 @@ use crate::komet::PurchaseOrder;
 use crate::money;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A reconciliation rule; its snake_case name (serde's and `Display`'s) is what the JSON and the logs carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Rule {
     InvoiceItems,
     InvoicesTotal,
@@ -31,17 +32,6 @@ impl Rule {
             Rule::ItemsSubtotal => "all items add up to the PO subtotal",
             Rule::AdditionalCharges => "PO total less subtotal equals the additional charges",
         }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Rule::InvoiceItems => "invoice_items",
-            Rule::InvoicesTotal => "invoices_total",
-            Rule::ItemsSubtotal => "items_subtotal",
-            Rule::AdditionalCharges => "additional_charges",
-        })
     }
 }
 
@@ -149,6 +139,14 @@ mod tests {
 
     fn d(text: &str) -> Decimal {
         money::decimal(text).unwrap()
+    }
+
+    #[test]
+    fn a_rule_shows_as_its_json_name() {
+        for rule in [Rule::InvoiceItems, Rule::InvoicesTotal, Rule::ItemsSubtotal, Rule::AdditionalCharges] {
+            assert_eq!(serde_json::to_value(rule).unwrap(), rule.to_string());
+        }
+        assert_eq!(Rule::ItemsSubtotal.to_string(), "items_subtotal");
     }
 
     fn invoice(number: &str, amount: &str, charges: &str, items: &[&str]) -> VendorInvoice {

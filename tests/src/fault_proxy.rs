@@ -40,8 +40,9 @@ use base64::Engine;
 use serde::Serialize;
 
 /// The kinds of fault the proxy injects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AwsFault {
     SqsFail,
     SqsThrottle,
@@ -64,15 +65,7 @@ impl AwsFault {
     ];
 
     pub fn name(self) -> &'static str {
-        match self {
-            AwsFault::SqsFail => "sqs_fail",
-            AwsFault::SqsThrottle => "sqs_throttle",
-            AwsFault::SqsSlow => "sqs_slow",
-            AwsFault::SesFail => "ses_fail",
-            AwsFault::SesThrottle => "ses_throttle",
-            AwsFault::SesLostResponse => "ses_lost_response",
-            AwsFault::DynamodbThrottle => "dynamodb_throttle",
-        }
+        self.into()
     }
 }
 
