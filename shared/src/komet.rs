@@ -99,6 +99,120 @@ impl PurchaseOrder {
     }
 }
 
+impl PurchaseOrder {
+    /// Appends the PO's JSON to `out`: the same bytes as `serde_json::to_writer(out, self)` (the derived
+    /// `Serialize`; tests hold the two together), written straight into the queue message's buffer.
+    pub fn write_json(&self, out: &mut String) {
+        use crate::json_out::{push_date, push_decimal, push_str, push_u64};
+        out.push_str("{\"id\":");
+        push_u64(out, self.id);
+        out.push_str(",\"poNumber\":");
+        push_str(out, &self.po_number);
+        if let Some(date) = self.ship_date {
+            out.push_str(",\"shipDate\":");
+            push_date(out, date);
+        }
+        if let Some(date) = self.arrival_date {
+            out.push_str(",\"arrivalDate\":");
+            push_date(out, date);
+        }
+        if let Some(sub_total) = &self.sub_total {
+            out.push_str(",\"subTotal\":");
+            push_decimal(out, sub_total);
+        }
+        out.push_str(",\"total\":");
+        push_decimal(out, &self.total);
+        if let Some(location) = &self.location {
+            out.push_str(",\"location\":");
+            let mut members = ObjectOut::open(out);
+            if let Some(id) = location.id {
+                push_u64(members.key("id"), id);
+            }
+            if let Some(code) = &location.code {
+                push_str(members.key("code"), code);
+            }
+            if let Some(name) = &location.name {
+                push_str(members.key("name"), name);
+            }
+            members.close();
+        }
+        out.push_str(",\"vendorInvoices\":[");
+        for (i, invoice) in self.vendor_invoices.iter().enumerate() {
+            out.push_str(if i == 0 { "{\"invoiceNumber\":" } else { ",{\"invoiceNumber\":" });
+            push_str(out, &invoice.invoice_number);
+            out.push_str(",\"invoiceAmount\":");
+            push_decimal(out, &invoice.invoice_amount);
+            out.push_str(",\"totalAdditionalCharges\":");
+            push_decimal(out, &invoice.total_additional_charges);
+            if let Some(file) = &invoice.file {
+                out.push_str(",\"file\":");
+                push_str(out, file);
+            }
+            if let Some(vendor) = &invoice.vendor {
+                out.push_str(",\"vendor\":");
+                let mut members = ObjectOut::open(out);
+                if let Some(id) = vendor.id {
+                    push_u64(members.key("id"), id);
+                }
+                for (key, text) in [
+                    ("code", &vendor.code),
+                    ("name", &vendor.name),
+                    ("vendorAccountingCode", &vendor.vendor_accounting_code),
+                    ("type", &vendor.vendor_type),
+                ] {
+                    if let Some(text) = text {
+                        push_str(members.key(key), text);
+                    }
+                }
+                members.close();
+            }
+            out.push_str(",\"purchaseOrderItems\":[");
+            for (j, item) in invoice.purchase_order_items.iter().enumerate() {
+                out.push_str(if j == 0 { "{" } else { ",{" });
+                if let Some(code) = &item.category_procurement_accounting_code {
+                    out.push_str("\"categoryProcurementAccountingCode\":");
+                    push_str(out, code);
+                    out.push(',');
+                }
+                out.push_str("\"totalCost\":");
+                push_decimal(out, &item.total_cost);
+                out.push('}');
+            }
+            out.push_str("]}");
+        }
+        out.push_str("]}");
+    }
+}
+
+/// An object whose members are all optional: each key after the first gets its comma.
+struct ObjectOut<'o> {
+    out: &'o mut String,
+    first: bool,
+}
+
+impl<'o> ObjectOut<'o> {
+    fn open(out: &'o mut String) -> Self {
+        out.push('{');
+        ObjectOut { out, first: true }
+    }
+
+    /// Writes `"key":` and hands back the buffer for the value.
+    fn key(&mut self, key: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
+        self.out
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
 /// One thing wrong with the payload, at one place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {

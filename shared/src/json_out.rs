@@ -1,0 +1,276 @@
+//! JSON written by hand, piece by piece, each piece exactly as serde_json writes it: what the hand-written
+//! `write_json` of AppZen's body ([`crate::appzen::PurchaseOrderBody`]) and of the queue message
+//! ([`crate::message::WebhookEnvelope`]) are made of. Tests hold every piece, and both writers as a whole,
+//! to serde_json's output.
+//!
+//! Why by hand: serde_json escapes every key, goes through `fmt` for every amount and date, and cannot be
+//! told how large the result will be; these writers append into one buffer reserved up front.
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use rust_decimal::Decimal;
+
+/// A JSON string: quoted and escaped as serde_json escapes (`\"`, `\\`, `\b\t\n\f\r`, other control
+/// characters as `\u00XX`; everything else, including non-ASCII, as it is).
+pub fn push_str(out: &mut String, text: &str) {
+    out.push('"');
+    push_escaped(out, text);
+    out.push('"');
+}
+
+/// The inside of a JSON string. Text that needs no escape (nearly all of it) is checked eight bytes at a
+/// time and copied in one piece.
+pub fn push_escaped(out: &mut String, text: &str) {
+    if !any_needs_escape(text.as_bytes()) {
+        out.push_str(text);
+        return;
+    }
+    let bytes = text.as_bytes();
+    let (mut copied, mut at) = (0, 0);
+    while at < bytes.len() {
+        if let Some(word) = bytes[at..].first_chunk::<8>()
+            && !needs_escape(u64::from_le_bytes(*word))
+        {
+            at += 8;
+            continue;
+        }
+        let byte = bytes[at];
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        // Every byte that needs an escape is ASCII, so `at` is on a character boundary.
+        out.push_str(&text[copied..at]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        at += 1;
+        copied = at;
+    }
+    out.push_str(&text[copied..]);
+}
+
+/// Whether any byte of `bytes` needs an escape, eight bytes at a time: short text (the codes, statuses and
+/// currencies that make up most of AppZen's body) as one word padded with spaces, longer text word by word
+/// and its tail as the last eight bytes (overlapping the word before), so no byte is looked at alone.
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    if bytes.len() < 8 {
+        let mut word = [b' '; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        return needs_escape(u64::from_le_bytes(word));
+    }
+    let (words, _) = bytes.as_chunks::<8>();
+    let tail = bytes.last_chunk::<8>().copied().unwrap_or([b' '; 8]);
+    words.iter().any(|word| needs_escape(u64::from_le_bytes(*word))) || needs_escape(u64::from_le_bytes(tail))
+}
+
+/// Whether any of eight bytes is a control character, `"` or `\`: the byte-wise "has a byte below n" and
+/// "has a zero byte" tests (exact for the question "any?"; bytes of multi-byte characters never match).
+pub fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = ONES << 7;
+    let below = |n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH_BITS != 0;
+    let has = |b: u8| {
+        let v = word ^ (ONES * u64::from(b));
+        v.wrapping_sub(ONES) & !v & HIGH_BITS != 0
+    };
+    below(0x20) || has(b'"') || has(b'\\')
+}
+
+/// `n`'s decimal digits at the end of `digits`; returns where they start.
+pub fn digits_of(digits: &mut [u8; 40], mut n: u64) -> usize {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return at;
+        }
+    }
+}
+
+/// ASCII (digits) pushed as characters: no UTF-8 check and no copy call for a handful of bytes.
+fn push_ascii(out: &mut String, ascii: &[u8]) {
+    out.reserve(ascii.len());
+    for &byte in ascii {
+        out.push(char::from(byte));
+    }
+}
+
+pub fn push_u64(out: &mut String, n: u64) {
+    let mut digits = [0u8; 40];
+    let at = digits_of(&mut digits, n);
+    push_ascii(out, &digits[at..]);
+}
+
+/// An amount as a JSON number, with exactly the text `Decimal`'s `Display` gives (`60.0`, `0.05`, `-0`).
+pub fn push_decimal(out: &mut String, amount: &Decimal) {
+    let scale = amount.scale() as usize;
+    let mantissa = amount.mantissa().unsigned_abs();
+    // 96 bits of mantissa are at most 29 digits; a scale is at most 28.
+    let mut digits = [0u8; 40];
+    let at = match u64::try_from(mantissa) {
+        Ok(n) => digits_of(&mut digits, n),
+        Err(_) => {
+            let (mut n, mut at) = (mantissa, digits.len());
+            while n > 0 {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            at
+        }
+    };
+    if amount.is_sign_negative() {
+        out.push('-');
+    }
+    let digits = &digits[at..];
+    if scale == 0 {
+        push_ascii(out, digits);
+    } else if digits.len() > scale {
+        let (whole, fraction) = digits.split_at(digits.len() - scale);
+        push_ascii(out, whole);
+        out.push('.');
+        push_ascii(out, fraction);
+    } else {
+        out.push_str("0.");
+        for _ in digits.len()..scale {
+            out.push('0');
+        }
+        push_ascii(out, digits);
+    }
+}
+
+/// `n` as exactly `N` digits, zero-padded (`n` < 10^N).
+fn padded<const N: usize>(mut n: u32) -> [u8; N] {
+    let mut digits = [b'0'; N];
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    digits
+}
+
+/// `"YYYY-MM-DD"`, as chrono's `Display` writes a date (which also covers years outside 0..=9999).
+pub fn push_date(out: &mut String, date: NaiveDate) {
+    let year = date.year();
+    if (0..=9999).contains(&year) {
+        out.push('"');
+        push_ascii(out, &padded::<4>(year as u32));
+        out.push('-');
+        push_ascii(out, &padded::<2>(date.month()));
+        out.push('-');
+        push_ascii(out, &padded::<2>(date.day()));
+        out.push('"');
+    } else {
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(out, format_args!("\"{date}\""));
+    }
+}
+
+/// A UTC time as chrono's `Serialize` writes it (RFC 3339, `Z`, and as many fractional digits as it needs:
+/// none, 3, 6 or 9): `"2024-05-06T14:30:00.123Z"`.
+pub fn push_utc(out: &mut String, at: &DateTime<Utc>) {
+    let nanos = at.nanosecond();
+    if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
+        // A year of five digits or a leap second: rare enough to leave to chrono itself.
+        let text = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        out.push('"');
+        out.push_str(&text);
+        out.push('"');
+        return;
+    }
+    push_date(out, at.date_naive());
+    out.pop(); // the date's closing quote
+    out.push('T');
+    push_ascii(out, &padded::<2>(at.hour()));
+    out.push(':');
+    push_ascii(out, &padded::<2>(at.minute()));
+    out.push(':');
+    push_ascii(out, &padded::<2>(at.second()));
+    if nanos == 0 {
+    } else if nanos % 1_000_000 == 0 {
+        out.push('.');
+        push_ascii(out, &padded::<3>(nanos / 1_000_000));
+    } else if nanos % 1_000 == 0 {
+        out.push('.');
+        push_ascii(out, &padded::<6>(nanos / 1_000));
+    } else {
+        out.push('.');
+        push_ascii(out, &padded::<9>(nanos));
+    }
+    out.push_str("Z\"");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    #[test]
+    fn escapes_are_found_in_every_position_of_short_and_long_text() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+                    let mut text = "a".repeat(len);
+                    text.replace_range(at..=at, &special.to_string());
+                    let mut out = String::new();
+                    push_str(&mut out, &text);
+                    assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dates_and_times_are_written_as_chrono_serialises_them() {
+        let times = [
+            Utc.with_ymd_and_hms(2024, 5, 6, 14, 30, 0).unwrap(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+        ];
+        for time in times {
+            for nanos in [0, 1, 999, 1_000, 120_000, 123_000_000, 999_999_999, 1_500_000_000] {
+                let Some(naive) = time.naive_utc().date().and_hms_nano_opt(time.hour(), 59, 59, nanos) else {
+                    continue;
+                };
+                let at = Utc.from_utc_datetime(&naive);
+                let mut out = String::new();
+                push_utc(&mut out, &at);
+                assert_eq!(out, serde_json::to_string(&at).unwrap());
+                let mut out = String::new();
+                push_date(&mut out, at.date_naive());
+                assert_eq!(out, serde_json::to_string(&at.date_naive()).unwrap());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_time_is_written_as_chrono_serialises_it(millis in -62_135_596_800_000i64..253_402_300_799_999, sub in 0u32..1_000_000, whole in any::<bool>()) {
+            let at = DateTime::from_timestamp_millis(millis).unwrap();
+            let at = if whole { at } else { at + chrono::Duration::nanoseconds(i64::from(sub)) };
+            let mut out = String::new();
+            push_utc(&mut out, &at);
+            prop_assert_eq!(out, serde_json::to_string(&at).unwrap());
+        }
+    }
+}
