@@ -99,6 +99,27 @@ pub fn parse(input: &[u8]) -> Result<Value<'_>, SyntaxError> {
     Ok(value)
 }
 
+/// How many bytes at the start of `bytes` may stand inside a string as they are: the position of the first
+/// `"`, `\\` or control character (or the length). Eight bytes at a time: in each word, the lowest byte flagged by
+/// the "has a byte below n" and "has a zero byte" tests is exact (a false flag can only follow a true one).
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = ONES << 7;
+    let mut at = 0;
+    while let Some(word) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*word);
+        let below = word.wrapping_sub(ONES * 0x20) & !word;
+        let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(word ^ (ONES * u64::from(b'"')));
+        let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(word ^ (ONES * u64::from(b'\\')));
+        let flagged = (below | quote | backslash) & HIGH_BITS;
+        if flagged != 0 {
+            return at + (flagged.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..].iter().take_while(|&&b| b != b'"' && b != b'\\' && b >= 0x20).count()
+}
+
 struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -316,6 +337,7 @@ impl<'a> Reader<'a> {
         self.pos += 1; // opening quote
         let start = self.pos;
         // Fast path: scan to the closing quote; fall back to decoding at the first backslash.
+        self.pos = start + plain_run(&self.bytes[start..]);
         loop {
             match self.peek() {
                 Some(b'"') => {
@@ -482,6 +504,18 @@ mod tests {
         assert_eq!(ok(r#""a\"b\\c\/\n""#), Value::String("a\"b\\c/\n".into()));
         assert_eq!(ok(r#""\u00e9\ud83c\udf39""#), Value::String("é🌹".into()));
         assert_eq!(ok("\"Rosas Ñandú 🌹\""), Value::String("Rosas Ñandú 🌹".into()));
+    }
+
+    #[test]
+    fn a_strings_end_is_found_wherever_it_falls_in_a_word() {
+        for len in 0..20 {
+            for end in ['"', '\\', '\n', '\u{1f}'] {
+                let text = format!("{}é{end}", "a".repeat(len));
+                assert_eq!(plain_run(text.as_bytes()), len + 2, "{text:?}");
+            }
+            assert_eq!(plain_run("a".repeat(len).as_bytes()), len);
+        }
+        assert_eq!(plain_run(b"\x7f\x80\xff\x20\x21\x23\x5b\x5d"), 8);
     }
 
     #[test]

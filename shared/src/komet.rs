@@ -443,9 +443,16 @@ impl Checker {
         // chrono alone would also take "2020-3-7"; Komet documents exactly YYYY-MM-DD.
         let shaped = text.len() == 10
             && text.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
-        match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-            Ok(date) if shaped => Some(date),
-            _ => {
+        // Once shaped, the digits are read directly: what `parse_from_str(text, "%Y-%m-%d")` would give,
+        // without interpreting a format string for every date.
+        let number = |range: std::ops::Range<usize>| text.get(range).and_then(|digits| digits.parse::<u32>().ok());
+        let date = match (number(0..4), number(5..7), number(8..10)) {
+            (Some(year), Some(month), Some(day)) if shaped => NaiveDate::from_ymd_opt(year as i32, month, day),
+            _ => None,
+        };
+        match date {
+            Some(date) => Some(date),
+            None => {
                 self.expected(path, "a date (YYYY-MM-DD)", value);
                 None
             }
@@ -626,5 +633,25 @@ impl Checker {
             .required(members, path, &["totalCost"], "a number")
             .and_then(|v| self.amount(v, &path.key("totalCost")));
         Some(PurchaseOrderItem { category_procurement_accounting_code: code, total_cost: total_cost? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_date_is_read_as_chrono_parses_it() {
+        let mut checker = Checker::default();
+        let path = Path::Root;
+        for year in ["0000", "0001", "1999", "2024", "9999"] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let text = format!("{year}-{month:02}-{day:02}");
+                    let read = checker.date(&Value::String(text.as_str().into()), &path);
+                    assert_eq!(read, NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok(), "{text}");
+                }
+            }
+        }
     }
 }
