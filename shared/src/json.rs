@@ -78,6 +78,10 @@ impl std::error::Error for SyntaxError {}
 
 /// Parses a whole document. Leading and trailing whitespace is allowed; anything else after the value is not.
 pub fn parse(input: &[u8]) -> Result<Value<'_>, SyntaxError> {
+    document(input).map_err(|failure| *failure)
+}
+
+fn document(input: &[u8]) -> Result<Value<'_>, Failure> {
     let text = match std::str::from_utf8(input) {
         Ok(text) => text,
         Err(e) => {
@@ -120,6 +124,10 @@ fn plain_run(bytes: &[u8]) -> usize {
     at + bytes[at..].iter().take_while(|&&b| b != b'"' && b != b'\\' && b >= 0x20).count()
 }
 
+/// A syntax error inside the reader: boxed, so every `Result` the reader returns stays the size of its value
+/// (the errors are rare; the values are moved through every level of the document).
+type Failure = Box<SyntaxError>;
+
 struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -146,13 +154,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn error(&mut self, message: impl Into<String>) -> SyntaxError {
+    fn error(&mut self, message: impl Into<String>) -> Failure {
         let upto = &self.bytes[..self.pos.min(self.bytes.len())];
         let line = 1 + upto.iter().filter(|&&b| b == b'\n').count();
         let line_start = upto.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         // Columns count characters, not bytes, so they match what an editor shows.
         let column = 1 + String::from_utf8_lossy(&upto[line_start..]).chars().count();
-        SyntaxError { line, column, message: message.into() }
+        Box::new(SyntaxError { line, column, message: message.into() })
     }
 
     fn peek(&self) -> Option<u8> {
@@ -172,7 +180,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
         if depth > MAX_DEPTH {
             return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
         }
@@ -191,7 +199,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn literal(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, SyntaxError> {
+    fn literal(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, Failure> {
         if self.bytes[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(value)
@@ -212,7 +220,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
         self.pos += 1; // '{'
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
@@ -258,7 +266,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
         self.pos += 1; // '['
         self.skip_whitespace();
         if self.peek() == Some(b']') {
@@ -291,7 +299,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn number(&mut self) -> Result<Value<'a>, SyntaxError> {
+    fn number(&mut self) -> Result<Value<'a>, Failure> {
         let start = self.pos;
         let digits = |r: &mut Self| {
             let from = r.pos;
@@ -333,7 +341,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a string literal, borrowing when it has no escapes.
-    fn string(&mut self) -> Result<Cow<'a, str>, SyntaxError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, Failure> {
         self.pos += 1; // opening quote
         let start = self.pos;
         // Fast path: scan to the closing quote; fall back to decoding at the first backslash.
@@ -397,7 +405,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, SyntaxError> {
+    fn hex4(&mut self) -> Result<u32, Failure> {
         let Some(hex) = self.text.get(self.pos..self.pos + 4) else {
             return Err(self.error("expected four hex digits after \\u"));
         };
@@ -411,7 +419,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Decodes `XXXX` (after `\u`), joining a surrogate pair when one follows.
-    fn unicode_escape(&mut self) -> Result<char, SyntaxError> {
+    fn unicode_escape(&mut self) -> Result<char, Failure> {
         let first = self.hex4()?;
         let code = match first {
             0xD800..=0xDBFF => {
