@@ -106,7 +106,7 @@ fn document(input: &[u8]) -> Result<Value<'_>, Failure> {
 /// How many bytes at the start of `bytes` may stand inside a string as they are: the position of the first
 /// `"`, `\\` or control character (or the length). Eight bytes at a time: in each word, the lowest byte flagged by
 /// the "has a byte below n" and "has a zero byte" tests is exact (a false flag can only follow a true one).
-fn plain_run(bytes: &[u8]) -> usize {
+pub(crate) fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH_BITS: u64 = ONES << 7;
     let mut at = 0;
