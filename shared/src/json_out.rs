@@ -69,8 +69,11 @@ pub fn push_escaped(out: &mut String, text: &str) {
 /// and its tail as the last eight bytes (overlapping the word before), so no byte is looked at alone.
 fn any_needs_escape(bytes: &[u8]) -> bool {
     if bytes.len() < 8 {
+        // Gathered byte by byte: a copy of a length the compiler does not know would be a call.
         let mut word = [b' '; 8];
-        word[..bytes.len()].copy_from_slice(bytes);
+        for (to, from) in word.iter_mut().zip(bytes) {
+            *to = *from;
+        }
         return needs_escape(u64::from_le_bytes(word));
     }
     let (words, _) = bytes.as_chunks::<8>();

@@ -295,6 +295,12 @@ impl fmt::Display for Path<'_> {
     }
 }
 
+/// `name == key`, with the cheap differences (length, first byte) ruled out before a comparison call: most
+/// members of an object are compared with a name they are not.
+fn same_key(name: &str, key: &str) -> bool {
+    name.len() == key.len() && name.as_bytes().first() == key.as_bytes().first() && name == key
+}
+
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
@@ -331,7 +337,7 @@ impl Checker {
     fn member<'v, 'a>(&mut self, members: Members<'v, 'a>, parent: &Path<'_>, names: &[&str]) -> Option<&'v Value<'a>> {
         let mut found: Option<(&str, &'v Value<'a>)> = None;
         for (key, value) in members {
-            let Some(name) = names.iter().find(|name| **name == key.as_ref()) else { continue };
+            let Some(name) = names.iter().find(|name| same_key(name, key)) else { continue };
             match found {
                 None => found = Some((name, value)),
                 Some((first, earlier)) if earlier != value => {
