@@ -94,17 +94,22 @@ pub fn needs_escape(word: u64) -> bool {
     below(0x20) || has(b'"') || has(b'\\')
 }
 
-/// `n`'s decimal digits at the end of `digits`; returns where they start.
+/// `n`'s decimal digits at the end of `digits`; returns where they start. Two digits per division, from a
+/// table of the hundred pairs.
 pub fn digits_of(digits: &mut [u8; 40], mut n: u64) -> usize {
+    const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
     let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return at;
-        }
+    while n >= 10 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
+    if n > 0 || at == digits.len() {
+        at -= 1;
+        digits[at] = b'0' + n as u8;
+    }
+    at
 }
 
 /// ASCII (digits) pushed as characters: no UTF-8 check and no copy call for a handful of bytes.
@@ -115,32 +120,76 @@ fn push_ascii(out: &mut String, ascii: &[u8]) {
     }
 }
 
+/// The hundred two-digit pairs, `00` to `99`, as text: a pair is pushed without a division per digit and
+/// without checking it is UTF-8.
+const PAIRS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+fn push_pair(out: &mut String, pair: u64) {
+    let at = pair as usize * 2;
+    out.push_str(&PAIRS[at..at + 2]);
+}
+
 pub fn push_u64(out: &mut String, n: u64) {
-    let mut digits = [0u8; 40];
-    let at = digits_of(&mut digits, n);
-    push_ascii(out, &digits[at..]);
+    push_padded(out, n, 0);
+}
+
+/// `n` in at least `width` digits, zero-padded on the left.
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    // Pairs from the least significant (a u64 has at most 20 digits), pushed most significant first.
+    let mut pairs = [0u64; 10];
+    let mut count = 0;
+    while n >= 100 {
+        pairs[count] = n % 100;
+        n /= 100;
+        count += 1;
+    }
+    let digits = 2 * count + if n >= 10 { 2 } else { 1 };
+    for _ in digits..width {
+        out.push('0');
+    }
+    if n >= 10 {
+        push_pair(out, n);
+    } else {
+        out.push(char::from(b'0' + n as u8));
+    }
+    for &pair in pairs[..count].iter().rev() {
+        push_pair(out, pair);
+    }
 }
 
 /// An amount as a JSON number, with exactly the text `Decimal`'s `Display` gives (`60.0`, `0.05`, `-0`).
 pub fn push_decimal(out: &mut String, amount: &Decimal) {
-    let scale = amount.scale() as usize;
+    let scale = amount.scale();
     let mantissa = amount.mantissa().unsigned_abs();
-    // 96 bits of mantissa are at most 29 digits; a scale is at most 28.
-    let mut digits = [0u8; 40];
-    let at = match u64::try_from(mantissa) {
-        Ok(n) => digits_of(&mut digits, n),
-        Err(_) => {
-            let (mut n, mut at) = (mantissa, digits.len());
-            while n > 0 {
-                at -= 1;
-                digits[at] = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-            at
-        }
-    };
     if amount.is_sign_negative() {
         out.push('-');
+    }
+    // Nearly every amount: a mantissa below 2^64, split at the point into two whole numbers (the usual
+    // scales divide by a constant, which compiles to a multiplication).
+    if let Ok(mantissa) = u64::try_from(mantissa)
+        && scale <= 19
+    {
+        let (whole, fraction) = match scale {
+            0 => (mantissa, 0),
+            1 => (mantissa / 10, mantissa % 10),
+            2 => (mantissa / 100, mantissa % 100),
+            _ => (mantissa / 10u64.pow(scale), mantissa % 10u64.pow(scale)),
+        };
+        push_u64(out, whole);
+        if scale > 0 {
+            out.push('.');
+            push_padded(out, fraction, scale as usize);
+        }
+        return;
+    }
+    // 96 bits of mantissa are at most 29 digits; a scale is at most 28.
+    let scale = scale as usize;
+    let mut digits = [0u8; 40];
+    let (mut n, mut at) = (mantissa, digits.len());
+    while n > 0 {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
     }
     let digits = &digits[at..];
     if scale == 0 {
@@ -263,6 +312,38 @@ mod tests {
                 push_date(&mut out, at.date_naive());
                 assert_eq!(out, serde_json::to_string(&at.date_naive()).unwrap());
             }
+        }
+    }
+
+    #[test]
+    fn amounts_at_every_scale_and_size_are_written_as_display_writes_them() {
+        for mantissa in [
+            0i128,
+            1,
+            7,
+            10,
+            99,
+            100,
+            101,
+            12_345,
+            1 << 63,
+            (1 << 64) - 1,
+            1 << 64,
+            79_228_162_514_264_337_593_543_950_335,
+        ] {
+            for scale in 0..=28 {
+                for sign in [1, -1] {
+                    let amount = Decimal::from_i128_with_scale(sign * mantissa, scale);
+                    let mut out = String::new();
+                    push_decimal(&mut out, &amount);
+                    assert_eq!(out, amount.to_string());
+                }
+            }
+        }
+        for n in [0, 9, 10, 99, 100, 999, 1000, u64::MAX / 10, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
         }
     }
 
