@@ -255,16 +255,15 @@ pub fn push_utc(out: &mut String, at: &DateTime<Utc>) {
     push_ascii(out, &padded::<2>(at.minute()));
     out.push(':');
     push_ascii(out, &padded::<2>(at.second()));
-    if nanos == 0 {
-    } else if nanos % 1_000_000 == 0 {
+    if nanos != 0 {
         out.push('.');
-        push_ascii(out, &padded::<3>(nanos / 1_000_000));
-    } else if nanos % 1_000 == 0 {
-        out.push('.');
-        push_ascii(out, &padded::<6>(nanos / 1_000));
-    } else {
-        out.push('.');
-        push_ascii(out, &padded::<9>(nanos));
+        if nanos.is_multiple_of(1_000_000) {
+            push_ascii(out, &padded::<3>(nanos / 1_000_000));
+        } else if nanos.is_multiple_of(1_000) {
+            push_ascii(out, &padded::<6>(nanos / 1_000));
+        } else {
+            push_ascii(out, &padded::<9>(nanos));
+        }
     }
     out.push_str("Z\"");
 }
