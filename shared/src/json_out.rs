@@ -135,6 +135,15 @@ pub fn push_u64(out: &mut String, n: u64) {
 
 /// `n` in at least `width` digits, zero-padded on the left.
 fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    // Most numbers in these bodies are below 100 (line numbers, quantities, cents).
+    if n < 100 && width <= 2 {
+        if n >= 10 || width == 2 {
+            push_pair(out, n);
+        } else {
+            out.push(char::from(b'0' + n as u8));
+        }
+        return;
+    }
     // Pairs from the least significant (a u64 has at most 20 digits), pushed most significant first.
     let mut pairs = [0u64; 10];
     let mut count = 0;

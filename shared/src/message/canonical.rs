@@ -47,7 +47,9 @@ impl<'a> Cursor<'a> {
         &self.text.as_bytes()[self.at..]
     }
 
-    /// Steps over `literal` if it comes next.
+    /// Steps over `literal` if it comes next. Inlined, so each literal's length is known where it is compared
+    /// and the comparison is a few loads, not a call.
+    #[inline(always)]
     fn skip(&mut self, literal: &str) -> bool {
         let found = self.rest().starts_with(literal.as_bytes());
         if found {
@@ -56,11 +58,13 @@ impl<'a> Cursor<'a> {
         found
     }
 
+    #[inline(always)]
     fn expect(&mut self, literal: &str) -> Option<()> {
         self.skip(literal).then_some(())
     }
 
     /// `"key":` of an object whose members may each be absent: with a comma unless it is the first.
+    #[inline(always)]
     fn member(&mut self, first: &mut bool, key: &str) -> bool {
         let rest = self.rest();
         let comma = usize::from(!*first);
