@@ -645,7 +645,10 @@ impl PurchaseOrderBody<'_> {
         out.push_str(",\"purchase_order_lines\":[");
         // Every line repeats the same few texts (statuses, currency, its invoice's number): each is checked for
         // escapes once, not once per line.
-        let mut repeated = json_out::Repeated::default();
+        let mut invoice = json_out::Repeated::default();
+        let mut currency = json_out::Repeated::default();
+        let mut line_status = json_out::Repeated::default();
+        let mut appzen_line_status = json_out::Repeated::default();
         for (i, line) in self.purchase_order_lines.iter().enumerate() {
             out.push_str(if i == 0 { "{\"po_line_id\":" } else { ",{\"po_line_id\":" });
             push_str(out, &line.po_line_id);
@@ -654,7 +657,7 @@ impl PurchaseOrderBody<'_> {
             out.push_str(",\"gl_code\":");
             push_str(out, &line.gl_code);
             out.push_str(",\"line_description\":\"Invoice ");
-            repeated.push_escaped(out, line.line_description.invoice_number);
+            invoice.push_escaped(out, line.line_description.invoice_number);
             match line.line_description.item_position {
                 Some(position) => {
                     out.push_str(" item ");
@@ -665,17 +668,17 @@ impl PurchaseOrderBody<'_> {
             out.push_str("\",\"quantity\":");
             push_u64(out, u64::from(line.quantity));
             out.push_str(",\"unit_price\":");
-            repeated.push_money(out, &line.unit_price);
+            currency.push_money(out, &line.unit_price);
             out.push_str(",\"amount\":");
-            repeated.push_money(out, &line.amount);
+            currency.push_money(out, &line.amount);
             out.push_str(",\"uninvoiced_amount\":");
-            repeated.push_money(out, &line.uninvoiced_amount);
+            currency.push_money(out, &line.uninvoiced_amount);
             out.push_str(",\"purchase_order_line_status\":");
-            repeated.push_str(out, &line.purchase_order_line_status);
+            line_status.push_str(out, &line.purchase_order_line_status);
             out.push_str(",\"appzen_purchase_order_line_status\":");
-            repeated.push_str(out, &line.appzen_purchase_order_line_status);
+            appzen_line_status.push_str(out, &line.appzen_purchase_order_line_status);
             out.push_str(",\"custom_json\":{\"komet_invoice_number\":");
-            repeated.push_str(out, &line.custom_json.komet_invoice_number);
+            invoice.push_str(out, &line.custom_json.komet_invoice_number);
             if let Some(position) = line.custom_json.komet_item_position {
                 out.push_str(",\"komet_item_position\":");
                 push_u64(out, u64::from(position));
@@ -699,27 +702,25 @@ mod json_out {
         out.push('}');
     }
 
-    /// Texts found to need no escape, by address and length. While the body is borrowed for writing, nothing
-    /// it refers to can change, so a text at the same address with the same length is the same text.
+    /// One field's text as the last line had it, when it needed no escape: the lines repeat it (a status, the
+    /// currency, their invoice's number), so it is checked once, not once per line. While the body is borrowed
+    /// for writing, nothing it refers to can change, so a text at the same address with the same length is the
+    /// same text.
     #[derive(Default)]
     pub struct Repeated {
-        plain: [(usize, usize); 8],
-        next: usize,
+        plain: Option<(usize, usize)>,
     }
 
     impl Repeated {
         pub fn push_escaped(&mut self, out: &mut String, text: &str) {
             let key = (text.as_ptr() as usize, text.len());
-            if self.plain.contains(&key) {
+            if self.plain == Some(key) {
                 out.push_str(text);
                 return;
             }
             let before = out.len();
             crate::json_out::push_escaped(out, text);
-            if out.len() - before == text.len() {
-                self.plain[self.next] = key;
-                self.next = (self.next + 1) % self.plain.len();
-            }
+            self.plain = (out.len() - before == text.len()).then_some(key);
         }
 
         pub fn push_str(&mut self, out: &mut String, text: &str) {
