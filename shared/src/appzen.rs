@@ -645,6 +645,12 @@ impl PurchaseOrderBody<'_> {
         out.push_str("]}");
 
         out.push_str(",\"purchase_order_lines\":[");
+        // Every line repeats the same few texts (statuses, currency, its invoice's number): each is checked for
+        // escapes once, not once per line.
+        let mut invoice = json_out::Repeated::default();
+        let mut currency = json_out::Repeated::default();
+        let mut line_status = json_out::Repeated::default();
+        let mut appzen_line_status = json_out::Repeated::default();
         for (i, line) in self.purchase_order_lines.iter().enumerate() {
             out.push_str(if i == 0 { "{\"po_line_id\":" } else { ",{\"po_line_id\":" });
             push_str(out, &line.po_line_id);
@@ -653,7 +659,7 @@ impl PurchaseOrderBody<'_> {
             out.push_str(",\"gl_code\":");
             push_str(out, &line.gl_code);
             out.push_str(",\"line_description\":\"Invoice ");
-            json_out::push_escaped(out, line.line_description.invoice_number);
+            invoice.push_escaped(out, line.line_description.invoice_number);
             match line.line_description.item_position {
                 Some(position) => {
                     out.push_str(" item ");
@@ -664,17 +670,17 @@ impl PurchaseOrderBody<'_> {
             out.push_str("\",\"quantity\":");
             push_u64(out, u64::from(line.quantity));
             out.push_str(",\"unit_price\":");
-            push_money(out, &line.unit_price);
+            currency.push_money(out, &line.unit_price);
             out.push_str(",\"amount\":");
-            push_money(out, &line.amount);
+            currency.push_money(out, &line.amount);
             out.push_str(",\"uninvoiced_amount\":");
-            push_money(out, &line.uninvoiced_amount);
+            currency.push_money(out, &line.uninvoiced_amount);
             out.push_str(",\"purchase_order_line_status\":");
-            push_str(out, &line.purchase_order_line_status);
+            line_status.push_str(out, &line.purchase_order_line_status);
             out.push_str(",\"appzen_purchase_order_line_status\":");
-            push_str(out, &line.appzen_purchase_order_line_status);
+            appzen_line_status.push_str(out, &line.appzen_purchase_order_line_status);
             out.push_str(",\"custom_json\":{\"komet_invoice_number\":");
-            push_str(out, &line.custom_json.komet_invoice_number);
+            invoice.push_str(out, &line.custom_json.komet_invoice_number);
             if let Some(position) = line.custom_json.komet_item_position {
                 out.push_str(",\"komet_item_position\":");
                 push_u64(out, u64::from(position));
@@ -688,137 +694,7 @@ impl PurchaseOrderBody<'_> {
 /// The pieces of JSON [`PurchaseOrderBody::write_json`] writes, each exactly as serde_json writes it.
 mod json_out {
     use super::Money;
-    use chrono::{Datelike, NaiveDate};
-    use rust_decimal::Decimal;
-
-    /// A JSON string: quoted and escaped as serde_json escapes (`\"`, `\\`, `\b\t\n\f\r`, other control
-    /// characters as `\u00XX`; everything else, including non-ASCII, as it is).
-    pub fn push_str(out: &mut String, text: &str) {
-        out.push('"');
-        push_escaped(out, text);
-        out.push('"');
-    }
-
-    /// The inside of a JSON string. Text that needs no escape (nearly all of it) is checked eight bytes at a
-    /// time and copied in one piece.
-    pub fn push_escaped(out: &mut String, text: &str) {
-        let bytes = text.as_bytes();
-        let (mut copied, mut at) = (0, 0);
-        while at < bytes.len() {
-            if let Some(word) = bytes[at..].first_chunk::<8>()
-                && !needs_escape(u64::from_le_bytes(*word))
-            {
-                at += 8;
-                continue;
-            }
-            let byte = bytes[at];
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0x00..=0x1f => "",
-                _ => {
-                    at += 1;
-                    continue;
-                }
-            };
-            // Every byte that needs an escape is ASCII, so `at` is on a character boundary.
-            out.push_str(&text[copied..at]);
-            if escape.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0xf)]));
-            } else {
-                out.push_str(escape);
-            }
-            at += 1;
-            copied = at;
-        }
-        out.push_str(&text[copied..]);
-    }
-
-    /// Whether any of eight bytes is a control character, `"` or `\`: the byte-wise "has a byte below n" and
-    /// "has a zero byte" tests (exact for the question "any?"; bytes of multi-byte characters never match).
-    pub fn needs_escape(word: u64) -> bool {
-        const ONES: u64 = u64::from_ne_bytes([1; 8]);
-        const HIGH_BITS: u64 = ONES << 7;
-        let below = |n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH_BITS != 0;
-        let has = |b: u8| {
-            let v = word ^ (ONES * u64::from(b));
-            v.wrapping_sub(ONES) & !v & HIGH_BITS != 0
-        };
-        below(0x20) || has(b'"') || has(b'\\')
-    }
-
-    /// `n`'s decimal digits at the end of `digits`; returns where they start.
-    pub fn digits_of(digits: &mut [u8; 40], mut n: u64) -> usize {
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return at;
-            }
-        }
-    }
-
-    /// ASCII (digits) pushed as characters: no UTF-8 check and no copy call for a handful of bytes.
-    fn push_ascii(out: &mut String, ascii: &[u8]) {
-        out.reserve(ascii.len());
-        for &byte in ascii {
-            out.push(char::from(byte));
-        }
-    }
-
-    pub fn push_u64(out: &mut String, n: u64) {
-        let mut digits = [0u8; 40];
-        let at = digits_of(&mut digits, n);
-        push_ascii(out, &digits[at..]);
-    }
-
-    /// An amount as a JSON number, with exactly the text `Decimal`'s `Display` gives (`60.0`, `0.05`, `-0`).
-    pub fn push_decimal(out: &mut String, amount: &Decimal) {
-        let scale = amount.scale() as usize;
-        let mantissa = amount.mantissa().unsigned_abs();
-        // 96 bits of mantissa are at most 29 digits; a scale is at most 28.
-        let mut digits = [0u8; 40];
-        let at = match u64::try_from(mantissa) {
-            Ok(n) => digits_of(&mut digits, n),
-            Err(_) => {
-                let (mut n, mut at) = (mantissa, digits.len());
-                while n > 0 {
-                    at -= 1;
-                    digits[at] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                }
-                at
-            }
-        };
-        if amount.is_sign_negative() {
-            out.push('-');
-        }
-        let digits = &digits[at..];
-        if scale == 0 {
-            push_ascii(out, digits);
-        } else if digits.len() > scale {
-            let (whole, fraction) = digits.split_at(digits.len() - scale);
-            push_ascii(out, whole);
-            out.push('.');
-            push_ascii(out, fraction);
-        } else {
-            out.push_str("0.");
-            for _ in digits.len()..scale {
-                out.push('0');
-            }
-            push_ascii(out, digits);
-        }
-    }
+    pub use crate::json_out::*;
 
     pub fn push_money(out: &mut String, money: &Money<'_>) {
         out.push_str("{\"amount\":");
@@ -828,29 +704,39 @@ mod json_out {
         out.push('}');
     }
 
-    /// `"YYYY-MM-DD"`, as chrono's `Display` writes a date (which also covers years outside 0..=9999).
-    pub fn push_date(out: &mut String, date: NaiveDate) {
-        let year = date.year();
-        if (0..=9999).contains(&year) {
-            let (year, month, day) = (year as u32, date.month(), date.day());
-            let text = [
-                b'"',
-                b'0' + (year / 1000) as u8,
-                b'0' + (year / 100 % 10) as u8,
-                b'0' + (year / 10 % 10) as u8,
-                b'0' + (year % 10) as u8,
-                b'-',
-                b'0' + (month / 10) as u8,
-                b'0' + (month % 10) as u8,
-                b'-',
-                b'0' + (day / 10) as u8,
-                b'0' + (day % 10) as u8,
-                b'"',
-            ];
-            push_ascii(out, &text);
-        } else {
-            // Writing to a String cannot fail.
-            let _ = std::fmt::Write::write_fmt(out, format_args!("\"{date}\""));
+    /// One field's text as the last line had it, when it needed no escape: the lines repeat it (a status, the
+    /// currency, their invoice's number), so it is checked once, not once per line. While the body is borrowed
+    /// for writing, nothing it refers to can change, so a text at the same address with the same length is the
+    /// same text.
+    #[derive(Default)]
+    pub struct Repeated {
+        plain: Option<(usize, usize)>,
+    }
+
+    impl Repeated {
+        pub fn push_escaped(&mut self, out: &mut String, text: &str) {
+            let key = (text.as_ptr() as usize, text.len());
+            if self.plain == Some(key) {
+                out.push_str(text);
+                return;
+            }
+            let before = out.len();
+            crate::json_out::push_escaped(out, text);
+            self.plain = (out.len() - before == text.len()).then_some(key);
+        }
+
+        pub fn push_str(&mut self, out: &mut String, text: &str) {
+            out.push('"');
+            self.push_escaped(out, text);
+            out.push('"');
+        }
+
+        pub fn push_money(&mut self, out: &mut String, money: &Money<'_>) {
+            out.push_str("{\"amount\":");
+            push_decimal(out, &money.amount);
+            out.push_str(",\"currency\":");
+            self.push_str(out, &money.currency);
+            out.push('}');
         }
     }
 }

@@ -78,6 +78,10 @@ impl std::error::Error for SyntaxError {}
 
 /// Parses a whole document. Leading and trailing whitespace is allowed; anything else after the value is not.
 pub fn parse(input: &[u8]) -> Result<Value<'_>, SyntaxError> {
+    document(input).map_err(|failure| *failure)
+}
+
+fn document(input: &[u8]) -> Result<Value<'_>, Failure> {
     let text = match std::str::from_utf8(input) {
         Ok(text) => text,
         Err(e) => {
@@ -98,6 +102,31 @@ pub fn parse(input: &[u8]) -> Result<Value<'_>, SyntaxError> {
     }
     Ok(value)
 }
+
+/// How many bytes at the start of `bytes` may stand inside a string as they are: the position of the first
+/// `"`, `\\` or control character (or the length). Eight bytes at a time: in each word, the lowest byte flagged by
+/// the "has a byte below n" and "has a zero byte" tests is exact (a false flag can only follow a true one).
+pub(crate) fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = ONES << 7;
+    let mut at = 0;
+    while let Some(word) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*word);
+        let below = word.wrapping_sub(ONES * 0x20) & !word;
+        let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(word ^ (ONES * u64::from(b'"')));
+        let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(word ^ (ONES * u64::from(b'\\')));
+        let flagged = (below | quote | backslash) & HIGH_BITS;
+        if flagged != 0 {
+            return at + (flagged.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..].iter().take_while(|&&b| b != b'"' && b != b'\\' && b >= 0x20).count()
+}
+
+/// A syntax error inside the reader: boxed, so every `Result` the reader returns stays the size of its value
+/// (the errors are rare; the values are moved through every level of the document).
+type Failure = Box<SyntaxError>;
 
 struct Reader<'a> {
     text: &'a str,
@@ -125,13 +154,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn error(&mut self, message: impl Into<String>) -> SyntaxError {
+    fn error(&mut self, message: impl Into<String>) -> Failure {
         let upto = &self.bytes[..self.pos.min(self.bytes.len())];
         let line = 1 + upto.iter().filter(|&&b| b == b'\n').count();
         let line_start = upto.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         // Columns count characters, not bytes, so they match what an editor shows.
         let column = 1 + String::from_utf8_lossy(&upto[line_start..]).chars().count();
-        SyntaxError { line, column, message: message.into() }
+        Box::new(SyntaxError { line, column, message: message.into() })
     }
 
     fn peek(&self) -> Option<u8> {
@@ -151,7 +180,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
         if depth > MAX_DEPTH {
             return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
         }
@@ -170,7 +199,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn literal(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, SyntaxError> {
+    fn literal(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, Failure> {
         if self.bytes[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(value)
@@ -191,7 +220,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
         self.pos += 1; // '{'
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
@@ -237,7 +266,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
         self.pos += 1; // '['
         self.skip_whitespace();
         if self.peek() == Some(b']') {
@@ -270,7 +299,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn number(&mut self) -> Result<Value<'a>, SyntaxError> {
+    fn number(&mut self) -> Result<Value<'a>, Failure> {
         let start = self.pos;
         let digits = |r: &mut Self| {
             let from = r.pos;
@@ -312,10 +341,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a string literal, borrowing when it has no escapes.
-    fn string(&mut self) -> Result<Cow<'a, str>, SyntaxError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, Failure> {
         self.pos += 1; // opening quote
         let start = self.pos;
         // Fast path: scan to the closing quote; fall back to decoding at the first backslash.
+        self.pos = start + plain_run(&self.bytes[start..]);
         loop {
             match self.peek() {
                 Some(b'"') => {
@@ -375,7 +405,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, SyntaxError> {
+    fn hex4(&mut self) -> Result<u32, Failure> {
         let Some(hex) = self.text.get(self.pos..self.pos + 4) else {
             return Err(self.error("expected four hex digits after \\u"));
         };
@@ -389,7 +419,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Decodes `XXXX` (after `\u`), joining a surrogate pair when one follows.
-    fn unicode_escape(&mut self) -> Result<char, SyntaxError> {
+    fn unicode_escape(&mut self) -> Result<char, Failure> {
         let first = self.hex4()?;
         let code = match first {
             0xD800..=0xDBFF => {
@@ -482,6 +512,18 @@ mod tests {
         assert_eq!(ok(r#""a\"b\\c\/\n""#), Value::String("a\"b\\c/\n".into()));
         assert_eq!(ok(r#""\u00e9\ud83c\udf39""#), Value::String("é🌹".into()));
         assert_eq!(ok("\"Rosas Ñandú 🌹\""), Value::String("Rosas Ñandú 🌹".into()));
+    }
+
+    #[test]
+    fn a_strings_end_is_found_wherever_it_falls_in_a_word() {
+        for len in 0..20 {
+            for end in ['"', '\\', '\n', '\u{1f}'] {
+                let text = format!("{}é{end}", "a".repeat(len));
+                assert_eq!(plain_run(text.as_bytes()), len + 2, "{text:?}");
+            }
+            assert_eq!(plain_run("a".repeat(len).as_bytes()), len);
+        }
+        assert_eq!(plain_run(b"\x7f\x80\xff\x20\x21\x23\x5b\x5d"), 8);
     }
 
     #[test]
