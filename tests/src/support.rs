@@ -2,6 +2,7 @@
 //! envelope ingest writes at it, a Basic `Authorization` header, environment maps, and reconcile's
 //! configuration for in-memory tests.
 
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
@@ -38,6 +39,21 @@ pub fn envelope_at(body: &[u8], at: DateTime<Utc>) -> WebhookEnvelope {
 /// The `Authorization` value Komet sends for Basic credentials.
 pub fn basic_authorization(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// An SQS record as Lambda delivers it to a function, with the message id and body the functions read.
+pub fn sqs_record(message_id: &str, body: impl Into<String>) -> SqsMessage {
+    let mut record = SqsMessage::default();
+    record.message_id = Some(message_id.to_owned());
+    record.body = Some(body.into());
+    record
+}
+
+/// The event of one SQS batch.
+pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
 }
 
 /// An environment for a configuration reader, from `(name, value)` pairs.

@@ -2,7 +2,7 @@
 //! in parallel with any other), and the EMF lines the production collector writes for them, read back and
 //! checked against the EMF specification and the metrics catalogue.
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use notify::{Notifier, RECEIVE_COUNT_ATTRIBUTE};
 use po_sync::config::notify::NotifyConfig;
 use po_sync::message::NotificationEvent;
@@ -11,6 +11,7 @@ use po_sync_aws::metrics::{Capture, Metrics, Service, emf};
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
+use po_sync_tests::support::{sqs_event, sqs_record};
 
 fn notifier() -> Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore> {
     let env = [
@@ -23,9 +24,7 @@ fn notifier() -> Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore>
 }
 
 fn record(message_id: &str, body: String) -> SqsMessage {
-    let mut record = SqsMessage::default();
-    record.message_id = Some(message_id.to_owned());
-    record.body = Some(body);
+    let mut record = sqs_record(message_id, body);
     record.attributes.insert(RECEIVE_COUNT_ATTRIBUTE.to_owned(), "6".to_owned());
     record
 }
@@ -39,18 +38,12 @@ fn poison_event() -> SqsMessage {
     record("m-poison", NotificationEvent::poison("not a po-sync message", "m-0").to_json().unwrap())
 }
 
-fn batch(records: Vec<SqsMessage>) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = records;
-    event
-}
-
 #[tokio::test]
 async fn each_e_mail_sent_counts_its_kind_and_a_parked_webhook_counts_once() {
     let notifier = notifier();
     let capture = Capture::default();
     let _scope = capture.enter();
-    notifier.handle(batch(vec![dead_letter(), poison_event()])).await;
+    notifier.handle(sqs_event(vec![dead_letter(), poison_event()])).await;
     assert_eq!(capture.counter("WebhooksParked", &[]), 1);
     assert_eq!(capture.counter("EmailsSent", &[("kind", "dead_lettered")]), 1);
     assert_eq!(capture.counter("EmailsSent", &[("kind", "poison_message")]), 1);
@@ -63,9 +56,9 @@ async fn nothing_is_counted_for_an_e_mail_ses_refused_or_a_webhook_not_parked() 
     notifier.email.fail_next(1, Failure::Permanent);
     let capture = Capture::default();
     let _scope = capture.enter();
-    notifier.handle(batch(vec![poison_event()])).await;
+    notifier.handle(sqs_event(vec![poison_event()])).await;
     notifier.parked.as_ref().unwrap().fail_next(1, Failure::Transient);
-    notifier.handle(batch(vec![dead_letter()])).await;
+    notifier.handle(sqs_event(vec![dead_letter()])).await;
     assert!(capture.counters().is_empty(), "{:?}", capture.counters());
 }
 
@@ -76,7 +69,7 @@ async fn the_collector_writes_valid_emf_for_e_mails_and_parked_webhooks() {
     let metrics = Metrics::install(Service::Notify, &[("METRICS_NAMESPACE", "po-sync")]).unwrap();
     let notifier = notifier();
     metrics.begin("invocation-1");
-    notifier.handle(batch(vec![dead_letter(), poison_event()])).await;
+    notifier.handle(sqs_event(vec![dead_letter(), poison_event()])).await;
     let mut out = Vec::new();
     metrics.flush_to(&mut out).unwrap();
     let text = String::from_utf8(out).unwrap();

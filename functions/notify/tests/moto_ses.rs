@@ -5,7 +5,7 @@
 //! `UPDATE_FIXTURES=1 cargo test -p notify --test moto_ses` rewrites `tests/fixtures/*.json` from the shared
 //! fixtures (the same envelope and event reconcile and ingest write).
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use mail_parser::{Address, MessageParser, MimeHeaders};
 use notify::{Notifier, NotifyError};
 use po_sync::config::notify::NotifyConfig;
@@ -16,7 +16,7 @@ use po_sync_aws::mail::{EmailSender, SesEmailSender};
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::SqsFifoQueue;
 use po_sync_tests::moto::MotoServer;
-use po_sync_tests::support::{DOC_SAMPLE, env_map, envelope};
+use po_sync_tests::support::{DOC_SAMPLE, env_map, envelope, sqs_event, sqs_record as record};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -86,19 +86,6 @@ fn mismatch_event() -> NotificationEvent {
         &envelope,
         NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen: false },
     )
-}
-
-fn record(message_id: &str, body: &str) -> SqsMessage {
-    let mut record = SqsMessage::default();
-    record.message_id = Some(message_id.to_owned());
-    record.body = Some(body.to_owned());
-    record
-}
-
-fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = records;
-    event
 }
 
 fn failures(response: &SqsBatchResponse) -> Vec<&str> {
@@ -253,8 +240,8 @@ async fn a_dead_letter_without_a_group_attribute_is_parked_in_the_po_group_and_a
     let moto = MotoServer::start();
     let parked_url = fifo_queue(&moto, "po-sync-webhooks-parked.fifo").await;
     let notifier = notifier_with(&moto, true, &[("PARKED_QUEUE_URL", leak(parked_url.clone()))]).await;
-    let dead = record("m-dead", &doc_sample_envelope().to_json().unwrap());
-    let notification = record("m-event", &mismatch_event().to_json().unwrap());
+    let dead = record("m-dead", doc_sample_envelope().to_json().unwrap());
+    let notification = record("m-event", mismatch_event().to_json().unwrap());
 
     let response = notifier.handle(sqs_event(vec![dead, notification])).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
@@ -270,15 +257,15 @@ async fn a_dead_letter_that_cannot_be_parked_is_a_batch_failure_and_is_not_maile
     // A queue URL of the right shape on moto's endpoint, for a queue that does not exist.
     let missing = format!("{}/123456789012/po-sync-webhooks-parked.fifo", moto.endpoint_url().trim_end_matches('/'));
     let notifier = notifier_with(&moto, true, &[("PARKED_QUEUE_URL", leak(missing))]).await;
-    let dead = record("m-dead", &doc_sample_envelope().to_json().unwrap());
-    let later = record("m-later", &mismatch_event().to_json().unwrap());
+    let dead = record("m-dead", doc_sample_envelope().to_json().unwrap());
+    let later = record("m-later", mismatch_event().to_json().unwrap());
 
     let response = notifier.handle(sqs_event(vec![dead, later])).await;
     assert_eq!(failures(&response), ["m-dead", "m-later"], "the record stays on the DLQ; FIFO order kept");
     assert!(Sent::all(&moto).is_empty(), "nothing is mailed before the webhook is kept");
 
     // The SQS error is what the log line carries (moto answers with the query protocol's code).
-    let parcel = notify::plan_for(&record("m", &doc_sample_envelope().to_json().unwrap())).parcel.unwrap();
+    let parcel = notify::plan_for(&record("m", doc_sample_envelope().to_json().unwrap())).parcel.unwrap();
     let error = notify::park(notifier.parked.as_ref().unwrap(), &parcel).await.unwrap_err();
     assert_eq!(error.failure(), Failure::Permanent, "a missing queue needs a person, not a retry");
     let error = error.to_string();
@@ -372,7 +359,7 @@ async fn crlf_and_bcc_in_the_po_number_add_no_recipient_and_no_header_and_unicod
     let po = &mut event.webhook.as_mut().unwrap().po;
     po.po_number = "P002271\r\nBcc: attacker@evil.example\r\nX-Injected: yes".to_owned();
     po.vendors = vec!["Flores Bogotá 花店 <b>\"Ñ\"</b>".to_owned()];
-    let response = notifier.handle(sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await;
+    let response = notifier.handle(sqs_event(vec![record("m-1", event.to_json().unwrap())])).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
 
     let sent = Sent::all(&moto);
@@ -398,7 +385,7 @@ async fn a_unicode_subject_is_rfc_2047_encoded_and_decodes_intact() {
     let notifier = notifier(&moto, true).await;
     let mut event = mismatch_event();
     event.webhook.as_mut().unwrap().po.po_number = "P-Ω7 Ñandú".to_owned();
-    notifier.handle(sqs_event(vec![record("m-1", &event.to_json().unwrap())])).await;
+    notifier.handle(sqs_event(vec![record("m-1", event.to_json().unwrap())])).await;
     let sent = Sent::all(&moto);
     let header_block = sent[0].raw.split("\r\n\r\n").next().unwrap();
     assert!(header_block.is_ascii(), "headers are 7-bit: {header_block}");

@@ -2,7 +2,7 @@
 //! PDF is kept or why it is not, and an invoice that cannot be archived never holds its PO back. In-memory
 //! queue, ledger and bucket; AppZen and Komet's file server are one wiremock on 127.0.0.1.
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::archive::{FetchPolicy, HostRule};
 use po_sync::message::{NotificationEvent, WebhookEnvelope, sha256_hex};
@@ -29,11 +29,7 @@ fn reconciler(server: &MockServer, policy: &str) -> Reconciler<MemoryFifoQueue, 
 }
 
 fn record(envelope: &WebhookEnvelope) -> SqsMessage {
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [{
-        "messageId": "m-1", "body": envelope.to_json().unwrap(), "eventSource": "aws:sqs"
-    }]}))
-    .unwrap();
-    event.records.into_iter().next().unwrap()
+    support::sqs_record("m-1", envelope.to_json().unwrap())
 }
 
 fn envelope(body: &[u8]) -> WebhookEnvelope {

@@ -3,7 +3,7 @@
 //! later, and one that is gone or is not the envelope named is poison. In-memory queue, ledger and bucket; AppZen
 //! on wiremock. (The S3 adapter and a 3 MB PO end to end: `functions/ingest/tests/moto_claim_check.rs`.)
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::ledger::LedgerOutcome;
 use po_sync::message::{BodyRef, NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope, body_key};
@@ -11,7 +11,7 @@ use po_sync_aws::ledger::{Ledger, MemoryLedger};
 use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore};
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
-use po_sync_tests::support::{self, CLEAN_PO, appzen_client, reconcile_config};
+use po_sync_tests::support::{self, CLEAN_PO, appzen_client, reconcile_config, sqs_record as record};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
 use wiremock::matchers::{method, path};
@@ -42,14 +42,6 @@ async fn store(reconciler: &MemoryReconciler, envelope: &WebhookEnvelope) -> Bod
     let object = NewObject { key: &key, bytes: json.as_bytes(), content_type: "application/json", metadata: &[] };
     bodies.put(&object).await.unwrap();
     BodyRef::of(envelope, bodies.bucket(), key)
-}
-
-fn record(message_id: &str, body: String) -> SqsMessage {
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [{
-        "messageId": message_id, "body": body, "eventSource": "aws:sqs"
-    }]}))
-    .unwrap();
-    event.records.into_iter().next().unwrap()
 }
 
 async fn accept_everything(appzen: &MockServer) {

@@ -3,7 +3,7 @@
 //! production collector writes for a mixed batch, read back and checked against the EMF specification and the
 //! metrics catalogue.
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::archive::{FetchPolicy, HostRule};
@@ -16,7 +16,7 @@ use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
 use po_sync_tests::fixture;
-use po_sync_tests::support::{appzen_client, reconcile_config};
+use po_sync_tests::support::{appzen_client, reconcile_config, sqs_event, sqs_record};
 use reconcile::Reconciler;
 use serde_json::json;
 use std::time::Duration;
@@ -50,18 +50,8 @@ fn send(fixture_name: &str, id: u64, minute: u32) -> WebhookEnvelope {
     WebhookEnvelope::new(po, &body, received).with_send_id(format!("req-{id}-{minute}"))
 }
 
-fn record(message_id: &str, body: &str) -> SqsMessage {
-    let mut record = SqsMessage::default();
-    record.message_id = Some(message_id.to_owned());
-    record.body = Some(body.to_owned());
-    record
-}
-
 fn batch(envelopes: &[&WebhookEnvelope]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records =
-        envelopes.iter().enumerate().map(|(i, e)| record(&format!("m-{i}"), &e.to_json().unwrap())).collect();
-    event
+    sqs_event(envelopes.iter().enumerate().map(|(i, e)| sqs_record(&format!("m-{i}"), e.to_json().unwrap())).collect())
 }
 
 fn outcomes(capture: &Capture) -> Vec<(String, u64)> {
@@ -154,7 +144,7 @@ async fn poison_duplicate_and_superseded_records_are_told_apart() {
     let _scope = capture.enter();
     let (older, newer) = (send("komet-clean-po.json", 8, 0), send("komet-clean-po.json", 8, 5));
     let mut event = batch(&[&newer, &older]);
-    event.records.push(record("m-poison", "not a po-sync message"));
+    event.records.push(sqs_record("m-poison", "not a po-sync message"));
     reconciler.handle_batch(event, None).await;
     // The same body again, in a send of its own: AppZen already holds it.
     let again = send("komet-clean-po.json", 8, 5).with_send_id("req-8-again");
@@ -202,7 +192,7 @@ async fn the_collector_writes_valid_emf_for_a_mixed_batch() {
     let appzen = appzen_answering(201).await;
     let reconciler = reconciler_for(&appzen);
     let mut event = batch(&[&send("komet-clean-po.json", 20, 0), &send("komet-doc-sample.json", 21, 0)]);
-    event.records.push(record("m-poison", "{}"));
+    event.records.push(sqs_record("m-poison", "{}"));
     metrics.begin("invocation-1");
     reconciler.handle_batch(event, None).await;
     let mut out = Vec::new();

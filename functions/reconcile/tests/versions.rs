@@ -2,7 +2,7 @@
 //! AppZen: AppZen ends on the latest version Komet sent, never goes back, and sees each body once.
 //! (The DynamoDB adapter is exercised against moto in `tests/tests/moto_adapters.rs` and end to end.)
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Duration as Minutes, TimeZone, Utc};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::komet::parse_webhook;
@@ -12,7 +12,7 @@ use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
 use po_sync_tests::fixture;
-use po_sync_tests::support::{appzen_client, reconcile_config};
+use po_sync_tests::support::{appzen_client, reconcile_config, sqs_record};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
 use std::time::Duration;
@@ -42,14 +42,9 @@ fn send(minute: i64, arrival_day: u32) -> WebhookEnvelope {
 }
 
 fn record(message_id: &str, envelope: &WebhookEnvelope) -> SqsMessage {
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [{
-        "messageId": message_id,
-        "body": envelope.to_json().unwrap(),
-        "attributes": { "MessageGroupId": envelope.po.id.to_string() },
-        "eventSource": "aws:sqs"
-    }]}))
-    .unwrap();
-    event.records.into_iter().next().unwrap()
+    let mut record = sqs_record(message_id, envelope.to_json().unwrap());
+    record.attributes.insert("MessageGroupId".to_owned(), envelope.po.id.to_string());
+    record
 }
 
 async fn accept_everything(appzen: &MockServer) {
