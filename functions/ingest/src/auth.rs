@@ -27,11 +27,18 @@ impl AuthFailure {
 ///
 /// Only a SHA-256 digest of the expected credential is kept, and the presented one is digested too before
 /// a constant-time comparison: neither content nor length of the secret leaks through timing.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Verifier {
     scheme: AuthScheme,
     /// The digest stands in for the credential, so it is kept as secret as the credential itself.
     expected: SecretSlice<u8>,
+}
+
+/// Names the scheme only: the digest is not shown at all, not even redacted.
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("scheme", &self.scheme).finish_non_exhaustive()
+    }
 }
 
 impl Verifier {
@@ -126,11 +133,6 @@ mod tests {
     #[test]
     fn debug_shows_no_digest() {
         let verifier = Verifier::new(&Credentials::Bearer { token: "secret".into() });
-        let digest = Sha256::digest("secret");
-        let shown = format!("{verifier:?}");
-        // The exact text is secrecy's; what matters is that no byte of the digest is in it.
-        assert!(shown.starts_with("Verifier { scheme: Bearer, expected: ") && shown.contains("[REDACTED]"), "{shown}");
-        let digest_bytes = format!("{:?}", &digest[..4]); // "[43, 114, ..." as a derived Debug would print it
-        assert!(!shown.contains(digest_bytes.trim_end_matches(']')), "{shown}");
+        assert_eq!(format!("{verifier:?}"), "Verifier { scheme: Bearer, .. }");
     }
 }
