@@ -54,6 +54,7 @@ pub struct ArchiveConfig {
 
 /// Where the AppZen credentials come from.
 #[derive(Debug, Clone)]
+#[cfg_attr(test, derive(PartialEq))]
 pub enum CredentialsSource {
     Inline(AppZenCredentials),
     /// A Secrets Manager JSON secret with keys `api_key`, `customer_id`, `customer_key`, read at cold start.
@@ -164,12 +165,21 @@ fn credentials(env: &impl Env) -> Result<CredentialsSource, ConfigError> {
     }
 }
 
+/// Tests compare credentials by value; production code only sends them.
+#[cfg(test)]
+impl PartialEq for AppZenCredentials {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        let exposed = |c: &Self| [&c.api_key, &c.customer_id, &c.customer_key].map(|s| s.expose_secret().to_owned());
+        exposed(self) == exposed(other)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::archive::HostRule;
     use crate::money::decimal;
-    use secrecy::ExposeSecret;
 
     const MINIMAL: [(&str, &str); 5] = [
         ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
@@ -197,12 +207,14 @@ mod tests {
         assert_eq!(config.appzen.request_timeout, Duration::from_secs(10));
         assert_eq!(config.appzen.max_attempts, 4);
         assert_eq!(config.ledger_table, "po-sync-ledger");
-        let CredentialsSource::Inline(credentials) = &config.appzen.credentials else {
-            panic!("expected inline credentials, found {:?}", config.appzen.credentials)
-        };
-        let exposed =
-            [&credentials.api_key, &credentials.customer_id, &credentials.customer_key].map(|s| s.expose_secret());
-        assert_eq!(exposed, ["key", "cid", "ckey"]);
+        assert_eq!(
+            config.appzen.credentials,
+            CredentialsSource::Inline(AppZenCredentials {
+                api_key: "key".into(),
+                customer_id: "cid".into(),
+                customer_key: "ckey".into()
+            })
+        );
     }
 
     #[test]
@@ -238,11 +250,9 @@ mod tests {
             ("APPZEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:appzen"),
         ];
         let config = ReconcileConfig::from_env(&env).unwrap();
-        assert!(
-            matches!(&config.appzen.credentials,
-                CredentialsSource::Secret { arn } if arn == "arn:aws:secretsmanager:us-east-1:1:secret:appzen"),
-            "{:?}",
-            config.appzen.credentials
+        assert_eq!(
+            config.appzen.credentials,
+            CredentialsSource::Secret { arn: "arn:aws:secretsmanager:us-east-1:1:secret:appzen".into() }
         );
         assert!(
             error(&[("APPZEN_SECRET_ARN", "arn:x")]).starts_with("configuration APPZEN_SECRET_ARN: is set together")
