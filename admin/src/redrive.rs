@@ -346,7 +346,7 @@ impl ParkedIdentity {
     pub fn of_envelope(envelope: &WebhookEnvelope) -> Self {
         ParkedIdentity {
             po_id: envelope.po.id,
-            po_number: envelope.po.po_number.clone(),
+            po_number: envelope.po.po_number.as_str().to_owned(),
             version: envelope.version(),
             deduplication_id: envelope.deduplication_id().to_owned(),
         }

@@ -62,7 +62,7 @@ pub async fn replay(
     let sqs_message_id = SqsFifoQueue::new(clients.sqs.clone(), queue_url).send(&message).await?;
     Ok(ReplayReport {
         po_id: envelope.po.id,
-        po_number: envelope.po.po_number.clone(),
+        po_number: envelope.po.po_number.as_str().to_owned(),
         version: envelope.version(),
         received_at,
         send_id,

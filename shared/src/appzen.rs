@@ -3,7 +3,7 @@
 //!
 //! The mapping table lives in the README ("Komet → AppZen mapping"); keep the two in step.
 
-use crate::komet::{PurchaseOrder, Vendor};
+use crate::komet::{CompactString, PurchaseOrder, Vendor};
 use crate::money;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -429,7 +429,7 @@ pub fn map_purchase_order<'a>(
     }
 
     Ok(PurchaseOrderBody {
-        purchase_order_number: po.po_number.clone(),
+        purchase_order_number: po.po_number.as_str().to_owned(),
         entity_id,
         supplier_id,
         start_date: po.ship_date,
@@ -515,7 +515,7 @@ fn vendor_label(vendor: &Vendor) -> String {
 }
 
 fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<Text<'_>, MappingError> {
-    fn non_empty(value: &Option<String>) -> Option<Text<'_>> {
+    fn non_empty(value: &Option<CompactString>) -> Option<Text<'_>> {
         value.as_deref().filter(|s| !s.trim().is_empty()).map(Text::from)
     }
     let found = match source {

@@ -15,17 +15,19 @@
 use crate::json::{self, Value};
 use crate::money::{self, MAX_AMOUNT};
 use chrono::NaiveDate;
+pub use compact_str::CompactString;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One Komet purchase order with its vendor invoices, in normalised form.
+/// One Komet purchase order with its vendor invoices, in normalised form. Its text is [`CompactString`]: reads
+/// like a `String`, and is held in place up to 24 bytes, so most of a PO's codes and numbers cost no allocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseOrder {
     /// Komet's purchase order id; also the SQS message group, so updates to one PO stay in order.
     pub id: u64,
-    pub po_number: String,
+    pub po_number: CompactString,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship_date: Option<NaiveDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,15 +48,15 @@ pub struct Location {
     pub id: Option<u64>,
     /// Always text: Komet sends `"02"` in its sample and documents an integer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    pub code: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<CompactString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VendorInvoice {
-    pub invoice_number: String,
+    pub invoice_number: CompactString,
     #[serde(with = "money::json_number")]
     pub invoice_amount: Decimal,
     #[serde(with = "money::json_number")]
@@ -62,7 +64,7 @@ pub struct VendorInvoice {
     /// The invoice PDF, always with a scheme (`https://` is added when Komet leaves it out).
     /// Komet's links stop working six hours after the webhook was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
+    pub file: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor: Option<Vendor>,
     pub purchase_order_items: Vec<PurchaseOrderItem>,
@@ -74,20 +76,20 @@ pub struct Vendor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    pub code: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vendor_accounting_code: Option<String>,
+    pub vendor_accounting_code: Option<CompactString>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub vendor_type: Option<String>,
+    pub vendor_type: Option<CompactString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseOrderItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category_procurement_accounting_code: Option<String>,
+    pub category_procurement_accounting_code: Option<CompactString>,
     #[serde(with = "money::json_number")]
     pub total_cost: Decimal,
 }
@@ -327,17 +329,17 @@ enum LinkRefusal<'t> {
 
 /// An invoice link: kept when http(s), given `https://` when Komet omits the scheme, refused otherwise (it
 /// ends up as a link in an e-mail). Read in place and allocated once, at its final size.
-fn invoice_link(text: &str) -> Result<String, LinkRefusal<'_>> {
+fn invoice_link(text: &str) -> Result<CompactString, LinkRefusal<'_>> {
     let text = text.trim();
     let has_scheme = |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
     if has_scheme("https://") || has_scheme("http://") {
-        Ok(text.to_owned())
+        Ok(text.into())
     } else if text.is_empty() || text.contains(char::is_whitespace) {
         Err(LinkRefusal::NotAUrl)
     } else if let Some((scheme, _)) = text.split_once(':').filter(|(scheme, _)| !scheme.contains(['/', '.'])) {
         Err(LinkRefusal::Scheme(scheme))
     } else {
-        let mut link = String::with_capacity("https://".len() + text.len());
+        let mut link = CompactString::with_capacity("https://".len() + text.len());
         link.push_str("https://");
         link.push_str(text);
         Ok(link)
@@ -426,9 +428,9 @@ impl Checker {
         value
     }
 
-    fn text(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
+    fn text(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
         match value {
-            Value::String(s) => Some(s.as_ref().to_owned()),
+            Value::String(s) => Some(CompactString::from(s.as_ref())),
             other => {
                 self.expected(path, "a string", other);
                 None
@@ -436,7 +438,7 @@ impl Checker {
         }
     }
 
-    fn identifier(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
+    fn identifier(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
         let text = self.text(value, path)?;
         if text.trim().is_empty() {
             self.report(path, "must not be empty");
@@ -462,10 +464,10 @@ impl Checker {
     }
 
     /// A code Komet documents as an integer but sends as a string: both become text, digits unchanged.
-    fn code(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
+    fn code(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
         match value {
-            Value::String(s) => Some(s.as_ref().to_owned()),
-            Value::Number(text) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Some((*text).to_owned()),
+            Value::String(s) => Some(CompactString::from(s.as_ref())),
+            Value::Number(text) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Some((*text).into()),
             other => {
                 self.expected(path, "a string or a whole number", other);
                 None
@@ -511,7 +513,7 @@ impl Checker {
 
     /// An invoice link: kept when http(s), given `https://` when Komet omits the scheme, refused otherwise
     /// (it ends up as a link in an e-mail).
-    fn link(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
+    fn link(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
         let Value::String(text) = value else {
             self.expected(path, "a string", value);
             return None;

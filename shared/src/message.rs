@@ -239,7 +239,7 @@ impl BodyRef {
             message_type: BodyRefType::PoReconciliationRef,
             schema_version: BODY_REF_SCHEMA_VERSION,
             po_id: envelope.po.id,
-            po_number: envelope.po.po_number.clone(),
+            po_number: envelope.po.po_number.as_str().to_owned(),
             received_at: envelope.received_at,
             body_sha256: envelope.body_sha256.clone(),
             send_id: envelope.send_id.clone(),
@@ -354,16 +354,16 @@ impl PoIdentity {
     pub fn of(po: &PurchaseOrder) -> Self {
         let location = po.location.as_ref().and_then(|l| match (&l.name, &l.code) {
             (Some(name), Some(code)) => Some(format!("{name} ({code})")),
-            (Some(name), None) => Some(name.clone()),
-            (None, Some(code)) => Some(code.clone()),
+            (Some(name), None) => Some(name.as_str().to_owned()),
+            (None, Some(code)) => Some(code.as_str().to_owned()),
             (None, None) => l.id.map(|id| format!("location {id}")),
         });
         let mut vendors: Vec<String> = Vec::new();
         for vendor in po.vendor_invoices.iter().filter_map(|i| i.vendor.as_ref()) {
             let label = match (&vendor.name, &vendor.code) {
                 (Some(name), Some(code)) => format!("{name} ({code})"),
-                (Some(name), None) => name.clone(),
-                (None, Some(code)) => code.clone(),
+                (Some(name), None) => name.as_str().to_owned(),
+                (None, Some(code)) => code.as_str().to_owned(),
                 (None, None) => vendor.id.map_or_else(|| "unnamed vendor".to_owned(), |id| format!("vendor {id}")),
             };
             if !vendors.contains(&label) {
@@ -372,7 +372,7 @@ impl PoIdentity {
         }
         PoIdentity {
             id: po.id,
-            po_number: po.po_number.clone(),
+            po_number: po.po_number.as_str().to_owned(),
             ship_date: po.ship_date,
             arrival_date: po.arrival_date,
             location,
@@ -522,8 +522,8 @@ impl WebhookFacts {
                 .iter()
                 .filter_map(|i| {
                     i.file.as_ref().map(|url| InvoiceLink {
-                        invoice_number: i.invoice_number.clone(),
-                        url: url.clone(),
+                        invoice_number: i.invoice_number.as_str().to_owned(),
+                        url: url.as_str().to_owned(),
                         archived: None,
                         not_archived: None,
                     })
@@ -676,7 +676,7 @@ impl QueueMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::komet::{Location, PurchaseOrderItem, Vendor, VendorInvoice, parse_webhook};
+    use crate::komet::{CompactString, Location, PurchaseOrderItem, Vendor, VendorInvoice, parse_webhook};
     use chrono::TimeZone;
     use proptest::prelude::*;
     use rust_decimal::Decimal;
@@ -704,11 +704,11 @@ mod tests {
             envelopes.push(WebhookEnvelope::new(po, fixture, later).with_send_id("abc/+=\"req\\1"));
         }
         let awkward = "q\"b\\s/ \u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f} é 🌹 \u{2028}";
-        let text = |s: &str| Some(s.to_owned());
+        let text = |s: &str| Some(CompactString::from(s));
         let amounts = [Decimal::ZERO, Decimal::new(1, 28), Decimal::MAX, Decimal::new(6000, 2), Decimal::new(-5, 1)];
         let bare = PurchaseOrder {
             id: u64::MAX,
-            po_number: awkward.to_owned(),
+            po_number: awkward.into(),
             ship_date: None,
             arrival_date: None,
             sub_total: None,
@@ -727,10 +727,10 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, amount)| VendorInvoice {
-                    invoice_number: format!("{awkward}{i}"),
+                    invoice_number: format!("{awkward}{i}").into(),
                     invoice_amount: *amount,
                     total_additional_charges: -*amount,
-                    file: (i % 2 == 0).then(|| format!("https://x/{awkward}")),
+                    file: (i % 2 == 0).then(|| format!("https://x/{awkward}").into()),
                     vendor: match i {
                         0 => None,
                         1 => Some(Vendor {
@@ -744,13 +744,13 @@ mod tests {
                             id: Some(i as u64),
                             code: text("AV"),
                             name: text(awkward),
-                            vendor_accounting_code: (i > 2).then(|| "2000".to_owned()),
+                            vendor_accounting_code: (i > 2).then(|| "2000".into()),
                             vendor_type: text("Fresh Cut"),
                         }),
                     },
                     purchase_order_items: (0..i)
                         .map(|j| PurchaseOrderItem {
-                            category_procurement_accounting_code: (j % 2 == 1).then(|| awkward.to_owned()),
+                            category_procurement_accounting_code: (j % 2 == 1).then(|| awkward.into()),
                             total_cost: amounts[j],
                         })
                         .collect(),
@@ -865,20 +865,20 @@ mod tests {
             let received_at = DateTime::from_timestamp_millis(millis).unwrap();
             let po = PurchaseOrder {
                 id: lo.into(),
-                po_number: text.clone(),
+                po_number: text.as_str().into(),
                 ship_date: received_at.date_naive().into(),
                 arrival_date: None,
                 sub_total: Some(amount),
                 total: amount,
-                location: Some(Location { id: None, code: None, name: Some(text.clone()) }),
+                location: Some(Location { id: None, code: None, name: Some(text.as_str().into()) }),
                 vendor_invoices: vec![VendorInvoice {
-                    invoice_number: text.clone(),
+                    invoice_number: text.as_str().into(),
                     invoice_amount: amount,
                     total_additional_charges: amount,
-                    file: Some(text.clone()),
+                    file: Some(text.as_str().into()),
                     vendor: None,
                     purchase_order_items: vec![PurchaseOrderItem {
-                        category_procurement_accounting_code: Some(text.clone()),
+                        category_procurement_accounting_code: Some(text.as_str().into()),
                         total_cost: amount,
                     }],
                 }],

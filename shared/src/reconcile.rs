@@ -151,7 +151,7 @@ mod tests {
 
     fn invoice(number: &str, amount: &str, charges: &str, items: &[&str]) -> VendorInvoice {
         VendorInvoice {
-            invoice_number: number.to_owned(),
+            invoice_number: number.into(),
             invoice_amount: d(amount),
             total_additional_charges: d(charges),
             file: None,

@@ -6,7 +6,7 @@
 use crate::auth::{AuthFailure, Verifier};
 use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
-use po_sync::komet::{PayloadError, parse_webhook};
+use po_sync::komet::{CompactString, PayloadError, parse_webhook};
 use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
 use po_sync_aws::queue::FifoMessage;
 
@@ -68,7 +68,7 @@ impl Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
     pub po_id: u64,
-    pub po_number: String,
+    pub po_number: CompactString,
     pub body_sha256: String,
     /// The envelope itself, or (with `claim_check`) the claim check pointing at it.
     pub message: FifoMessage,

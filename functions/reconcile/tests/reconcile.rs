@@ -40,7 +40,7 @@ fn clean_po_numbered(id: u64, po_number: &str) -> WebhookEnvelope {
     let body = fixture("komet-clean-po.json");
     let mut po = parse_webhook(&body).unwrap();
     po.id = id;
-    po.po_number = po_number.to_owned();
+    po.po_number = po_number.into();
     envelope_of(po, &body)
 }
 

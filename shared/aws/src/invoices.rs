@@ -205,7 +205,7 @@ impl<S: ObjectStore> InvoiceArchiver<S> {
         let jobs = po.vendor_invoices.iter().enumerate().filter_map(|(index, invoice)| {
             invoice.file.as_deref().map(|link| async move {
                 let outcome = self.archive_one(po, &invoice.invoice_number, link, deadline).await;
-                (index, InvoiceArchive { invoice_number: invoice.invoice_number.clone(), outcome })
+                (index, InvoiceArchive { invoice_number: invoice.invoice_number.as_str().to_owned(), outcome })
             })
         });
         let mut done: Vec<(usize, InvoiceArchive)> =

@@ -37,7 +37,7 @@ pub fn mismatch_event(queue_message: &str) -> NotificationEvent {
     let discrepancies = match envelope.po.vendor_invoices.first() {
         Some(invoice) if report.is_clean() => vec![po_sync::reconcile::Discrepancy {
             rule: po_sync::reconcile::Rule::InvoiceItems,
-            invoice_number: Some(invoice.invoice_number.clone()),
+            invoice_number: Some(invoice.invoice_number.as_str().to_owned()),
             expected: invoice.invoice_amount,
             actual: invoice.invoice_amount + po_sync::Decimal::new(1, 2),
             difference: po_sync::Decimal::new(1, 2),

@@ -10,7 +10,8 @@
 //! two readers together on the fixtures and on thousands of altered bodies.
 
 use super::{
-    Location, PurchaseOrder, PurchaseOrderItem, Vendor, VendorInvoice, acceptable_amount, invoice_link, shaped_date,
+    CompactString, Location, PurchaseOrder, PurchaseOrderItem, Vendor, VendorInvoice, acceptable_amount, invoice_link,
+    shaped_date,
 };
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -208,28 +209,28 @@ impl<'a> Cursor<'a> {
         acceptable_amount(self.number()?)
     }
 
-    fn text(&mut self) -> Option<String> {
-        self.string().map(str::to_owned)
+    fn text(&mut self) -> Option<CompactString> {
+        self.string().map(CompactString::from)
     }
 
-    fn identifier(&mut self) -> Option<String> {
-        self.string().filter(|text| !text.trim().is_empty()).map(str::to_owned)
+    fn identifier(&mut self) -> Option<CompactString> {
+        self.string().filter(|text| !text.trim().is_empty()).map(CompactString::from)
     }
 
     /// A code: a string, or a whole number kept as its digits.
-    fn code(&mut self) -> Option<String> {
+    fn code(&mut self) -> Option<CompactString> {
         if self.peek() == Some(b'"') {
             return self.text();
         }
         let text = self.number()?;
-        text.bytes().all(|b| b.is_ascii_digit() || b == b'-').then(|| text.to_owned())
+        text.bytes().all(|b| b.is_ascii_digit() || b == b'-').then(|| CompactString::from(text))
     }
 
     fn date(&mut self) -> Option<NaiveDate> {
         shaped_date(self.string()?)
     }
 
-    fn link(&mut self) -> Option<String> {
+    fn link(&mut self) -> Option<CompactString> {
         invoice_link(self.string()?).ok()
     }
 

@@ -8,7 +8,7 @@
 //! (tests hold the two together), and every refusal and its message stay serde's.
 
 use super::{ENVELOPE_SCHEMA_VERSION, ENVELOPE_TYPE, EnvelopeType, WebhookEnvelope};
-use crate::komet::{Location, PurchaseOrder, PurchaseOrderItem, Vendor, VendorInvoice};
+use crate::komet::{CompactString, Location, PurchaseOrder, PurchaseOrderItem, Vendor, VendorInvoice};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 
@@ -22,8 +22,8 @@ pub(super) fn read(json: &str) -> Option<WebhookEnvelope> {
     c.expect(",\"receivedAt\":")?;
     let received_at = c.utc()?;
     c.expect(",\"bodySha256\":")?;
-    let body_sha256 = c.text()?;
-    let send_id = if c.skip(",\"sendId\":") { Some(c.text()?) } else { None };
+    let body_sha256 = c.borrowed()?.to_owned();
+    let send_id = if c.skip(",\"sendId\":") { Some(c.borrowed()?.to_owned()) } else { None };
     c.expect(",\"po\":")?;
     let po = c.purchase_order()?;
     c.expect("}")?;
@@ -90,8 +90,8 @@ impl<'a> Cursor<'a> {
         Some(text)
     }
 
-    fn text(&mut self) -> Option<String> {
-        self.borrowed().map(str::to_owned)
+    fn text(&mut self) -> Option<CompactString> {
+        self.borrowed().map(CompactString::from)
     }
 
     /// The digits of a JSON integer (no sign, no leading zero), as a `u64`.

@@ -232,7 +232,7 @@ fn event_for(function: Function, body: &[u8]) -> Result<Vec<u8>, String> {
             let cent = po_sync::Decimal::new(1, 2);
             discrepancies.push(Discrepancy {
                 rule: Rule::InvoiceItems,
-                invoice_number: Some(first.invoice_number.clone()),
+                invoice_number: Some(first.invoice_number.as_str().to_owned()),
                 expected: first.invoice_amount,
                 actual: first.invoice_amount + cent,
                 difference: cent,
