@@ -371,7 +371,10 @@ pub fn map_purchase_order<'a>(
 
     let invoices = &po.vendor_invoices;
     let mut lines = Vec::with_capacity(po.items().count() + invoices.len());
-    let mut seen_invoices = std::collections::HashSet::new();
+    let mut seen_invoices = std::collections::HashSet::with_capacity(match invoices.len() {
+        few if few <= LINEAR_DUPLICATE_SCAN => 0,
+        many => many,
+    });
     for (i, invoice) in invoices.iter().enumerate() {
         let number = invoice.invoice_number.as_str();
         let duplicate = if invoices.len() <= LINEAR_DUPLICATE_SCAN {
@@ -470,12 +473,7 @@ pub fn map_purchase_order<'a>(
 /// borrow, held in place (no allocation) unless the invoice number is unusually long.
 fn line_id(invoice_number: &str, item_position: Option<u32>) -> Text<'static> {
     match item_position {
-        Some(position) => {
-            let mut digits = [0; 40];
-            let at = json_out::digits_of(&mut digits, u64::from(position));
-            // ASCII digits: the check cannot fail.
-            Text::concat(&[invoice_number, "-", std::str::from_utf8(&digits[at..]).unwrap_or_default()])
-        }
+        Some(position) => Text::concat(&[invoice_number, "-", itoa::Buffer::new().format(position)]),
         None => Text::concat(&[invoice_number, "-charges"]),
     }
 }

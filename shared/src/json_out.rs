@@ -94,24 +94,6 @@ pub fn needs_escape(word: u64) -> bool {
     below(0x20) || has(b'"') || has(b'\\')
 }
 
-/// `n`'s decimal digits at the end of `digits`; returns where they start. Two digits per division, from a
-/// table of the hundred pairs.
-pub fn digits_of(digits: &mut [u8; 40], mut n: u64) -> usize {
-    const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-    let mut at = digits.len();
-    while n >= 10 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if n > 0 || at == digits.len() {
-        at -= 1;
-        digits[at] = b'0' + n as u8;
-    }
-    at
-}
-
 /// ASCII (digits) pushed as characters: no UTF-8 check and no copy call for a handful of bytes.
 fn push_ascii(out: &mut String, ascii: &[u8]) {
     out.reserve(ascii.len());
@@ -124,13 +106,23 @@ fn push_ascii(out: &mut String, ascii: &[u8]) {
 /// without checking it is UTF-8.
 const PAIRS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
 
+#[inline]
 fn push_pair(out: &mut String, pair: u64) {
     let at = pair as usize * 2;
-    out.push_str(&PAIRS[at..at + 2]);
+    let pair = &PAIRS.as_bytes()[at..at + 2];
+    out.push(char::from(pair[0]));
+    out.push(char::from(pair[1]));
 }
 
+#[inline]
 pub fn push_u64(out: &mut String, n: u64) {
-    push_padded(out, n, 0);
+    // Most numbers in these bodies are below 100 (line numbers, quantities): written where they are needed,
+    // without a call.
+    match n {
+        0..10 => out.push(char::from(b'0' + n as u8)),
+        10..100 => push_pair(out, n),
+        _ => push_padded(out, n, 0),
+    }
 }
 
 /// `n` in at least `width` digits, zero-padded on the left.
@@ -185,9 +177,17 @@ pub fn push_decimal(out: &mut String, amount: &Decimal) {
             _ => (mantissa / 10u64.pow(scale), mantissa % 10u64.pow(scale)),
         };
         push_u64(out, whole);
-        if scale > 0 {
-            out.push('.');
-            push_padded(out, fraction, scale as usize);
+        match scale {
+            0 => {}
+            // Cents, the usual case, without a call.
+            2 => {
+                out.push('.');
+                push_pair(out, fraction);
+            }
+            _ => {
+                out.push('.');
+                push_padded(out, fraction, scale as usize);
+            }
         }
         return;
     }

@@ -10,6 +10,9 @@ pub const MAX_AMOUNT: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false
 /// Parses a JSON number's text exactly (`0.1` is one tenth; `1e2` is 100). Fails for anything `Decimal`
 /// cannot hold without rounding, such as `1e400` or 40 significant digits.
 pub fn parse_exact(text: &str) -> Result<Decimal, String> {
+    if let Some(amount) = plain_amount(text) {
+        return Ok(amount);
+    }
     let parsed = if text.bytes().any(|b| b == b'e' || b == b'E') {
         Decimal::from_scientific(text)
     } else {
@@ -21,6 +24,35 @@ pub fn parse_exact(text: &str) -> Result<Decimal, String> {
         Ok(d) => Ok(d),
         Err(_) => Err("expected a number with at most 28 significant digits".to_owned()),
     }
+}
+
+/// The shape nearly every amount has, `-?digits(.digits)?` with at most 18 digits, read in one pass: rust_decimal's
+/// general parser was a third of the time spent reading a large PO. `None` for anything else (an exponent,
+/// more digits, a lone point, `+`, `_`), which [`parse_exact`] leaves to rust_decimal. Tests hold the two
+/// together.
+fn plain_amount(text: &str) -> Option<Decimal> {
+    const MAX_DIGITS: u32 = 18; // 10^18 - 1 fits an i64
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let (mut mantissa, mut count, mut scale, mut point) = (0i64, 0u32, 0u32, false);
+    for (at, &byte) in digits.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' if count < MAX_DIGITS => {
+                mantissa = mantissa * 10 + i64::from(byte - b'0');
+                count += 1;
+                scale += u32::from(point);
+            }
+            b'.' if !point && at > 0 && at + 1 < digits.len() => point = true,
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    // -0 becomes 0, as below.
+    Some(Decimal::new(if negative { -mantissa } else { mantissa }, scale))
 }
 
 /// Serde codec for `Decimal` as an exact JSON number, for `#[serde(with = "money::json_number")]`.
@@ -134,6 +166,76 @@ mod tests {
         assert_eq!(parse_exact("-0.00").unwrap().to_string(), "0.00");
         assert!(parse_exact("1e400").is_err());
         assert!(parse_exact("12345678901234567890123456789012345").is_err());
+    }
+
+    /// What `parse_exact` gave before it had its own reader for plain amounts.
+    fn through_rust_decimal(text: &str) -> Option<Decimal> {
+        let parsed =
+            if text.contains(['e', 'E']) { Decimal::from_scientific(text) } else { Decimal::from_str_exact(text) };
+        parsed.ok().map(|d| if d.is_zero() { Decimal::new(0, d.scale()) } else { d })
+    }
+
+    fn same_as_rust_decimal(text: &str) -> Result<(), String> {
+        let (fast, general) = (parse_exact(text).ok(), through_rust_decimal(text));
+        // Same value, same scale, same sign: the same text when written out.
+        let shown = |d: Option<Decimal>| d.map(|d| (d, d.scale(), d.is_sign_negative(), d.to_string()));
+        if shown(fast) == shown(general) {
+            Ok(())
+        } else {
+            Err(format!("{text:?}: {fast:?} but rust_decimal {general:?}"))
+        }
+    }
+
+    #[test]
+    fn plain_amounts_read_as_rust_decimal_reads_them() {
+        for text in [
+            "0",
+            "-0",
+            "0.0",
+            "-0.00",
+            "00",
+            "007",
+            "007.50",
+            "578.0",
+            "1234.5678",
+            "-12.5",
+            "999999999999999999",
+            "-999999999999999999",
+            "1000000000000000000",
+            "9999999999999999999",
+            "0.000000000000000001",
+            "0.0000000000000000001",
+            "1.",
+            ".5",
+            "-",
+            "-.5",
+            "1..2",
+            "1.2.3",
+            "+1",
+            "1_000",
+            "1e2",
+            "",
+            " 1",
+            "1 ",
+            "--1",
+            "1-",
+            "0x10",
+            "١",
+        ] {
+            same_as_rust_decimal(text).unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_number_text_reads_as_rust_decimal_reads_it(text in "-?[0-9]{0,22}(\\.[0-9]{0,22})?") {
+            same_as_rust_decimal(&text).map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
+
+        #[test]
+        fn any_short_text_reads_as_rust_decimal_reads_it(text in "[-+.0-9eE_ ]{0,8}") {
+            same_as_rust_decimal(&text).map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
     }
 
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
