@@ -5,6 +5,7 @@
 
 use crate::komet::{CompactString, PurchaseOrder, Vendor};
 use crate::money;
+use arrayvec::ArrayString;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -95,11 +96,8 @@ pub struct Text<'a>(Repr<'a>);
 #[derive(Clone)]
 enum Repr<'a> {
     Borrowed(&'a str),
-    /// Up to [`INLINE_TEXT`] bytes copied from whole `&str`s, so always UTF-8: no allocation.
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_TEXT],
-    },
+    /// Up to [`INLINE_TEXT`] bytes, in place: no allocation, and read back without a UTF-8 check.
+    Inline(ArrayString<INLINE_TEXT>),
     Owned(String),
 }
 
@@ -110,25 +108,19 @@ impl Text<'_> {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Borrowed(text) => text,
-            // Only whole `&str`s are copied in (`Text::concat`), so the check always passes.
-            Repr::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
+            Repr::Inline(text) => text,
             Repr::Owned(text) => text,
         }
     }
 
     /// `parts` one after the other: in place when they fit, else in one allocation of the final size.
     fn concat(parts: &[&str]) -> Text<'static> {
-        let len: usize = parts.iter().map(|part| part.len()).sum();
-        if len > INLINE_TEXT {
-            return Text(Repr::Owned(parts.concat()));
+        let mut inline = ArrayString::new();
+        if parts.iter().try_for_each(|part| inline.try_push_str(part)).is_ok() {
+            Text(Repr::Inline(inline))
+        } else {
+            Text(Repr::Owned(parts.concat()))
         }
-        let mut bytes = [0; INLINE_TEXT];
-        let mut at = 0;
-        for part in parts {
-            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
-            at += part.len();
-        }
-        Text(Repr::Inline { len: len as u8, bytes })
     }
 }
 
