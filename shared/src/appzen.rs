@@ -635,12 +635,12 @@ impl PurchaseOrderBody<'_> {
         out.push_str("]}");
 
         out.push_str(",\"purchase_order_lines\":[");
-        // Every line repeats the same few texts (statuses, currency, its invoice's number): each is checked for
-        // escapes once, not once per line.
+        // Every line repeats the same few texts (its invoice's number, the currency, the statuses): the
+        // invoice number is checked for escapes once per invoice, and the JSON around the currency and around
+        // the statuses is written once per body and copied for each line.
         let mut invoice = json_out::Repeated::default();
-        let mut currency = json_out::Repeated::default();
-        let mut line_status = json_out::Repeated::default();
-        let mut appzen_line_status = json_out::Repeated::default();
+        let mut currency = json_out::Piece::default();
+        let mut statuses = json_out::Piece::default();
         for (i, line) in self.purchase_order_lines.iter().enumerate() {
             out.push_str(if i == 0 { "{\"po_line_id\":" } else { ",{\"po_line_id\":" });
             push_str(out, &line.po_line_id);
@@ -659,17 +659,27 @@ impl PurchaseOrderBody<'_> {
             }
             out.push_str("\",\"quantity\":");
             push_u64(out, u64::from(line.quantity));
-            out.push_str(",\"unit_price\":");
-            currency.push_money(out, &line.unit_price);
-            out.push_str(",\"amount\":");
-            currency.push_money(out, &line.amount);
-            out.push_str(",\"uninvoiced_amount\":");
-            currency.push_money(out, &line.uninvoiced_amount);
-            out.push_str(",\"purchase_order_line_status\":");
-            line_status.push_str(out, &line.purchase_order_line_status);
-            out.push_str(",\"appzen_purchase_order_line_status\":");
-            appzen_line_status.push_str(out, &line.appzen_purchase_order_line_status);
-            out.push_str(",\"custom_json\":{\"komet_invoice_number\":");
+            for (name, money) in [
+                (",\"unit_price\":{\"amount\":", &line.unit_price),
+                (",\"amount\":{\"amount\":", &line.amount),
+                (",\"uninvoiced_amount\":{\"amount\":", &line.uninvoiced_amount),
+            ] {
+                out.push_str(name);
+                json_out::push_decimal(out, &money.amount);
+                currency.push(out, [&money.currency, ""], |piece| {
+                    piece.push_str(",\"currency\":");
+                    push_str(piece, &money.currency);
+                    piece.push('}');
+                });
+            }
+            let (status, appzen_status) = (&line.purchase_order_line_status, &line.appzen_purchase_order_line_status);
+            statuses.push(out, [status, appzen_status], |piece| {
+                piece.push_str(",\"purchase_order_line_status\":");
+                push_str(piece, status);
+                piece.push_str(",\"appzen_purchase_order_line_status\":");
+                push_str(piece, appzen_status);
+                piece.push_str(",\"custom_json\":{\"komet_invoice_number\":");
+            });
             invoice.push_str(out, &line.custom_json.komet_invoice_number);
             if let Some(position) = line.custom_json.komet_item_position {
                 out.push_str(",\"komet_item_position\":");
@@ -692,6 +702,28 @@ mod json_out {
         out.push_str(",\"currency\":");
         push_str(out, &money.currency);
         out.push('}');
+    }
+
+    /// JSON that depends only on texts every line repeats (the currency, the statuses): rendered when they
+    /// change, which is once per body, and copied in one piece for every line. While the body is borrowed for
+    /// writing, nothing it refers to can change, so texts at the same addresses with the same lengths are the
+    /// same texts.
+    #[derive(Default)]
+    pub struct Piece {
+        texts: Option<[(usize, usize); 2]>,
+        json: String,
+    }
+
+    impl Piece {
+        pub fn push(&mut self, out: &mut String, texts: [&str; 2], render: impl FnOnce(&mut String)) {
+            let key = texts.map(|text| (text.as_ptr() as usize, text.len()));
+            if self.texts != Some(key) {
+                self.json.clear();
+                render(&mut self.json);
+                self.texts = Some(key);
+            }
+            out.push_str(&self.json);
+        }
     }
 
     /// One field's text as the last line had it, when it needed no escape: the lines repeat it (a status, the
@@ -719,14 +751,6 @@ mod json_out {
             out.push('"');
             self.push_escaped(out, text);
             out.push('"');
-        }
-
-        pub fn push_money(&mut self, out: &mut String, money: &Money<'_>) {
-            out.push_str("{\"amount\":");
-            push_decimal(out, &money.amount);
-            out.push_str(",\"currency\":");
-            self.push_str(out, &money.currency);
-            out.push('}');
         }
     }
 }
@@ -901,6 +925,29 @@ mod tests {
             };
             assert_eq!(body.to_json().unwrap(), serde_json_of(&body), "case {i}");
         }
+    }
+
+    /// The currency and the statuses are rendered once and copied while they stay the same texts; lines that
+    /// change them (to other text, to the same text stored elsewhere, and back) must still read as serde's.
+    #[test]
+    fn to_json_matches_serde_json_when_lines_change_currency_or_status() {
+        let (po, settings) = (parse_webhook(FIXTURES[0]).unwrap(), MappingSettings::default());
+        let mut body = map_purchase_order(&po, &settings).unwrap();
+        let owned = |text: &str| Text::from(text.to_owned());
+        let texts: [fn(&str) -> Text<'static>; 3] =
+            [|_| Text::from("USD"), |_| Text::from("E\"UR"), |_| Text::concat(&["US", "D"])];
+        let lines = body.purchase_order_lines.clone();
+        body.purchase_order_lines = (0..9)
+            .map(|n| {
+                let mut line = lines[n % lines.len()].clone();
+                line.unit_price.currency = texts[n % 3]("");
+                line.amount.currency = if n % 2 == 0 { owned("USD") } else { texts[(n + 1) % 3]("") };
+                line.purchase_order_line_status = if n % 4 == 0 { owned("Issued") } else { Text::from("Is\nsued") };
+                line.appzen_purchase_order_line_status = texts[n % 2]("");
+                line
+            })
+            .collect();
+        assert_eq!(body.to_json().unwrap(), serde_json_of(&body));
     }
 
     #[test]
