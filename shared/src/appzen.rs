@@ -719,6 +719,8 @@ mod json_out {
             let key = texts.map(|text| (text.as_ptr() as usize, text.len()));
             if self.texts != Some(key) {
                 self.json.clear();
+                // Room for the statuses' piece, so rendering it allocates once.
+                self.json.reserve(160);
                 render(&mut self.json);
                 self.texts = Some(key);
             }

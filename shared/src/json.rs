@@ -18,6 +18,9 @@ pub const MAX_DEPTH: usize = 8;
 /// amount, and refusing it here keeps every later step cheap.
 const MAX_NUMBER_LEN: usize = 64;
 
+/// Elements the fast readers' lists have room for before they first grow (an invoice's usual number of items).
+pub(crate) const LIST_ROOM: usize = 16;
+
 /// A parsed JSON value borrowing from the input where it can.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value<'a> {

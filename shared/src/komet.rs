@@ -348,7 +348,7 @@ fn invoice_link(text: &str) -> Result<CompactString, LinkRefusal<'_>> {
 
 /// An amount Komet may send: exact, not negative, at most [`MAX_AMOUNT`] (what [`Checker::amount`] accepts).
 fn acceptable_amount(text: &str) -> Option<Decimal> {
-    money::parse_exact(text).ok().filter(|amount| !amount.is_sign_negative() && *amount <= MAX_AMOUNT)
+    money::parse_exact(text).ok().filter(|amount| !amount.is_sign_negative() && money::within_max(amount))
 }
 
 /// `name == key`, with the cheap differences (length, first byte) ruled out before a comparison call: most
@@ -485,7 +485,7 @@ impl Checker {
                 self.report(path, format!("must not be negative, found {text}"));
                 None
             }
-            Ok(amount) if amount > MAX_AMOUNT => {
+            Ok(amount) if !money::within_max(&amount) => {
                 self.report(path, format!("expected an amount up to {MAX_AMOUNT}, found {text}"));
                 None
             }

@@ -7,6 +7,12 @@ use std::str::FromStr;
 /// absurd number is more likely a unit or encoding mistake that should reach a person.
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0); // 10^12
 
+/// Whether `amount` is at most [`MAX_AMOUNT`]. A mantissa up to 10^12 answers at once (the scale only divides
+/// it); only a larger one takes `Decimal`'s comparison, which aligns the scales.
+pub fn within_max(amount: &Decimal) -> bool {
+    amount.mantissa() <= 1_000_000_000_000 || *amount <= MAX_AMOUNT
+}
+
 /// Parses a JSON number's text exactly (`0.1` is one tenth; `1e2` is 100). Fails for anything `Decimal`
 /// cannot hold without rounding, such as `1e400` or 40 significant digits.
 pub fn parse_exact(text: &str) -> Result<Decimal, String> {
@@ -155,6 +161,29 @@ mod tests {
     #[test]
     fn max_amount_is_one_trillion() {
         assert_eq!(MAX_AMOUNT.to_string(), "1000000000000");
+    }
+
+    #[test]
+    fn within_max_answers_as_the_comparison_does() {
+        for text in [
+            "0",
+            "-5",
+            "1000000000000",
+            "1000000000000.0",
+            "1000000000000.01",
+            "1000000000001",
+            "999999999999.99",
+            "-1000000000001",
+            "10000000000000.000",
+            "10000000000000.0001",
+            "0.0000000000000000000000000001",
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+            "7922816251426.4337593543950335",
+        ] {
+            let amount: Decimal = text.parse().unwrap();
+            assert_eq!(within_max(&amount), amount <= MAX_AMOUNT, "{text}");
+        }
     }
 
     #[test]
