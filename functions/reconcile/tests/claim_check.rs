@@ -4,7 +4,6 @@
 //! on wiremock. (The S3 adapter and a 3 MB PO end to end: `functions/ingest/tests/moto_claim_check.rs`.)
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use po_sync::appzen::UPSERT_PATH;
 use po_sync::ledger::LedgerOutcome;
 use po_sync::message::{BodyRef, NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope, body_key};
 use po_sync_aws::ledger::{Ledger, MemoryLedger};
@@ -14,8 +13,10 @@ use po_sync_aws::queue::MemoryFifoQueue;
 use po_sync_tests::support::{self, CLEAN_PO, appzen_client, reconcile_config, sqs_record as record};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
+
+mod common;
+use common::accept_everything;
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore>;
 
@@ -42,14 +43,6 @@ async fn store(reconciler: &MemoryReconciler, envelope: &WebhookEnvelope) -> Bod
     let object = NewObject { key: &key, bytes: json.as_bytes(), content_type: "application/json", metadata: &[] };
     bodies.put(&object).await.unwrap();
     BodyRef::of(envelope, bodies.bucket(), key)
-}
-
-async fn accept_everything(appzen: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path(UPSERT_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "uuid": "uuid-1", "status": "UPDATED" })))
-        .mount(appzen)
-        .await;
 }
 
 fn notifications(reconciler: &MemoryReconciler) -> Vec<NotificationEvent> {

@@ -4,7 +4,6 @@
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Duration as Minutes, TimeZone, Utc};
-use po_sync::appzen::UPSERT_PATH;
 use po_sync::komet::parse_webhook;
 use po_sync::ledger::LedgerOutcome;
 use po_sync::message::{WebhookEnvelope, sha256_hex};
@@ -16,8 +15,11 @@ use po_sync_tests::support::{appzen_client, reconcile_config, sqs_record};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
 use std::time::Duration;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+mod common;
+use common::accept_everything;
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger>;
 
@@ -45,14 +47,6 @@ fn record(message_id: &str, envelope: &WebhookEnvelope) -> SqsMessage {
     let mut record = sqs_record(message_id, envelope.to_json().unwrap());
     record.attributes.insert("MessageGroupId".to_owned(), envelope.po.id.to_string());
     record
-}
-
-async fn accept_everything(appzen: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path(UPSERT_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "uuid": "uuid-1", "status": "UPDATED" })))
-        .mount(appzen)
-        .await;
 }
 
 /// The arrival dates (AppZen's `end_date`) AppZen was sent, in order.
