@@ -57,7 +57,7 @@ fn plain_amount(text: &str) -> Option<Decimal> {
     if count == 0 {
         return None;
     }
-    // -0 becomes 0, as below.
+    // `-0` comes out as 0 (its mantissa has no sign), as `parse_exact` makes rust_decimal's `-0`.
     Some(Decimal::new(if negative { -mantissa } else { mantissa }, scale))
 }
 
