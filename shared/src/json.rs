@@ -16,7 +16,7 @@ pub const MAX_DEPTH: usize = 8;
 
 /// Longest number token accepted. `Decimal` holds 28 significant digits; anything much longer is not an
 /// amount, and refusing it here keeps every later step cheap.
-const MAX_NUMBER_LEN: usize = 64;
+pub(crate) const MAX_NUMBER_LEN: usize = 64;
 
 /// Elements the fast readers' lists have room for before they first grow (an invoice's usual number of items).
 pub(crate) const LIST_ROOM: usize = 16;
@@ -104,6 +104,38 @@ fn document(input: &[u8]) -> Result<Value<'_>, Failure> {
         return Err(reader.error("unexpected data after the JSON value"));
     }
     Ok(value)
+}
+
+/// The length of the number token `bytes` starts with, by JSON's grammar (`-`, digits without a leading zero, a
+/// fraction, an exponent); for a malformed one, the offset of the problem and what it is. Both this module's
+/// reader and the direct Komet reader scan numbers with it.
+pub(crate) fn number_token(bytes: &[u8]) -> Result<usize, (usize, &'static str)> {
+    let digits = |from: usize| from + bytes[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut at = usize::from(bytes.first() == Some(&b'-'));
+    match bytes.get(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => at = digits(at),
+        _ => return Err((at, "expected a digit in a number")),
+    }
+    if bytes.get(at) == Some(&b'.') {
+        let end = digits(at + 1);
+        if end == at + 1 {
+            return Err((end, "expected a digit after the decimal point"));
+        }
+        at = end;
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = bytes.get(at) {
+            at += 1;
+        }
+        let end = digits(at);
+        if end == at {
+            return Err((end, "expected a digit in the exponent"));
+        }
+        at = end;
+    }
+    Ok(at)
 }
 
 /// How many bytes at the start of `bytes` may stand inside a string as they are: the position of the first
@@ -304,43 +336,19 @@ impl<'a> Reader<'a> {
 
     fn number(&mut self) -> Result<Value<'a>, Failure> {
         let start = self.pos;
-        let digits = |r: &mut Self| {
-            let from = r.pos;
-            while let Some(b'0'..=b'9') = r.peek() {
-                r.pos += 1;
+        match number_token(&self.bytes[start..]) {
+            Err((at, problem)) => {
+                self.pos = start + at;
+                Err(self.error(problem))
             }
-            r.pos - from
-        };
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                digits(self);
+            Ok(len) if len > MAX_NUMBER_LEN => {
+                Err(self.error(format!("a number longer than {MAX_NUMBER_LEN} characters")))
             }
-            _ => return Err(self.error("expected a digit in a number")),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if digits(self) == 0 {
-                return Err(self.error("expected a digit after the decimal point"));
+            Ok(len) => {
+                self.pos = start + len;
+                Ok(Value::Number(&self.text[start..self.pos]))
             }
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if digits(self) == 0 {
-                return Err(self.error("expected a digit in the exponent"));
-            }
-        }
-        if self.pos - start > MAX_NUMBER_LEN {
-            self.pos = start;
-            return Err(self.error(format!("a number longer than {MAX_NUMBER_LEN} characters")));
-        }
-        Ok(Value::Number(&self.text[start..self.pos]))
     }
 
     /// Reads a string literal, borrowing when it has no escapes.
@@ -501,6 +509,21 @@ mod tests {
         ] {
             err(bad);
         }
+    }
+
+    #[test]
+    fn malformed_numbers_are_named_where_they_break() {
+        for (body, column, message) in [
+            ("[-]", 3, "expected a digit in a number"),
+            ("[1.]", 4, "expected a digit after the decimal point"),
+            ("[1e+]", 5, "expected a digit in the exponent"),
+            ("[12.5E]", 7, "expected a digit in the exponent"),
+        ] {
+            let e = err(body);
+            assert_eq!((e.line, e.column, e.message.as_str()), (1, column, message), "{body}");
+        }
+        let long = format!("[{}]", "1".repeat(65));
+        assert_eq!(err(&long).column, 2, "a too-long number is named where it starts");
     }
 
     #[test]

@@ -26,9 +26,6 @@ pub(super) fn read(body: &[u8]) -> Option<PurchaseOrder> {
     (c.at == text.len()).then_some(po)
 }
 
-/// Longest number token, as in [`crate::json`].
-const MAX_NUMBER_LEN: usize = 64;
-
 struct Cursor<'a> {
     text: &'a str,
     at: usize,
@@ -81,37 +78,12 @@ impl<'a> Cursor<'a> {
         self.eat(b'"').then_some(text)
     }
 
-    /// A number token, checked against JSON's grammar as [`crate::json`] checks it.
+    /// A number token, checked against JSON's grammar by the same scan as [`crate::json`]'s.
     fn number(&mut self) -> Option<&'a str> {
         let start = self.at;
-        let digits = |c: &mut Self| {
-            let from = c.at;
-            while let Some(b'0'..=b'9') = c.peek() {
-                c.at += 1;
-            }
-            c.at - from
-        };
-        self.eat(b'-');
-        match self.peek() {
-            Some(b'0') => self.at += 1,
-            Some(b'1'..=b'9') => {
-                digits(self);
-            }
-            _ => return None,
-        }
-        if self.eat(b'.') && digits(self) == 0 {
-            return None;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.at += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.at += 1;
-            }
-            if digits(self) == 0 {
-                return None;
-            }
-        }
-        (self.at - start <= MAX_NUMBER_LEN).then(|| &self.text[start..self.at])
+        let len = crate::json::number_token(&self.text.as_bytes()[start..]).ok()?;
+        self.at += len;
+        (len <= crate::json::MAX_NUMBER_LEN).then(|| &self.text[start..self.at])
     }
 
     /// `{…}`: `member` reads each value (the cursor is on it) given its name. Whitespace and one trailing
