@@ -1,6 +1,6 @@
 //! What reconcile does with one webhook, decided without I/O: whether the PO goes to AppZen, which
-//! notifications a person gets, what an AppZen HTTP status means, and which SQS records a FIFO batch
-//! must hand back.
+//! notifications a person gets (what an AppZen HTTP status means: `outage`; which records of a batch are
+//! handed back: `batch`).
 
 use crate::appzen::{ErrorResponse, MappingSettings, PurchaseOrderBody, map_purchase_order};
 use crate::message::{AppZenAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
@@ -64,28 +64,6 @@ pub fn plan<'a>(
     Plan { discrepancy_count, upsert, notifications }
 }
 
-/// What an AppZen HTTP status means for the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
-    /// 2xx: done.
-    Accepted,
-    /// 3xx and 4xx other than 408/429: retrying cannot fix it; a person must.
-    Rejected,
-    /// 408, 429, 5xx: may work later.
-    Transient,
-}
-
-pub fn classify_status(status: u16) -> StatusClass {
-    match status {
-        200..=299 => StatusClass::Accepted,
-        408 | 429 => StatusClass::Transient,
-        500..=599 => StatusClass::Transient,
-        // 1xx never reaches here; 3xx is not followed (a redirected POST would lose its body), so it is a
-        // wrong APPZEN_BASE_URL, which a person must fix.
-        _ => StatusClass::Rejected,
-    }
-}
-
 /// The `appzen_rejected` notification for a PO AppZen refused.
 pub fn rejected_event(
     envelope: &WebhookEnvelope,
@@ -96,15 +74,6 @@ pub fn rejected_event(
     let appzen =
         AppZenAnswer { http_status, error: error.error.clone(), message: error.message.clone(), correlation_id };
     NotificationEvent::about(envelope, NotificationDetail::AppzenRejected { appzen })
-}
-
-/// AWS's rule for FIFO partial batches: from the first record that must be retried on, every record is
-/// handed back, so no later update to a PO overtakes an earlier one.
-pub fn fifo_failures<'a>(message_ids: &[&'a str], first_retry: Option<usize>) -> Vec<&'a str> {
-    match first_retry {
-        Some(index) => message_ids.get(index..).unwrap_or_default().to_vec(),
-        None => Vec::new(),
-    }
 }
 
 #[cfg(test)]
@@ -197,19 +166,6 @@ mod tests {
     }
 
     #[test]
-    fn statuses_are_classified_by_who_can_fix_them() {
-        for status in [200, 201, 204] {
-            assert_eq!(classify_status(status), StatusClass::Accepted, "{status}");
-        }
-        for status in [301, 302, 400, 401, 403, 404, 409, 422] {
-            assert_eq!(classify_status(status), StatusClass::Rejected, "{status}");
-        }
-        for status in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(classify_status(status), StatusClass::Transient, "{status}");
-        }
-    }
-
-    #[test]
     fn a_rejection_carries_appzen_s_message() {
         let body = br#"{"timestamp":"2019-01-17T16:12:45.977+0000","status":400,"error":"Bad Request","message":"Error code : 17e3338d - entity_id unknown"}"#;
         let event = rejected_event(&envelope(CLEAN_PO), 400, &ErrorResponse::from_body(body), Some("c-1".into()));
@@ -218,14 +174,5 @@ mod tests {
         assert_eq!(answer.http_status, 400);
         assert_eq!(answer.message.as_deref(), Some("Error code : 17e3338d - entity_id unknown"));
         assert_eq!(answer.correlation_id.as_deref(), Some("c-1"));
-    }
-
-    #[test]
-    fn fifo_batches_hand_back_the_first_retry_and_everything_after() {
-        let ids = ["a", "b", "c"];
-        assert_eq!(fifo_failures(&ids, None), Vec::<&str>::new());
-        assert_eq!(fifo_failures(&ids, Some(1)), vec!["b", "c"]);
-        assert_eq!(fifo_failures(&ids, Some(0)), vec!["a", "b", "c"]);
-        assert_eq!(fifo_failures(&ids, Some(9)), Vec::<&str>::new());
     }
 }

@@ -6,6 +6,7 @@
 //! ([`one_line`]), so a PO number cannot add lines to the text part or headers to the message.
 
 use crate::message::{NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope};
+use crate::outage::OutageCause;
 use askama::Template;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -101,9 +102,10 @@ pub fn one_line(value: &str, max_chars: usize) -> String {
 /// `[po-sync] PO P002271 does not reconcile (2 discrepancies)`: names the PO and the problem; one line.
 pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
     let prefix = one_line(&settings.subject_prefix, 40);
-    let about = match event.po() {
-        Some(po) => format!("PO {}", one_line(&po.po_number, MAX_SUBJECT_VALUE_CHARS)),
-        None => "Queue message".to_owned(),
+    let about = match (event.po(), &event.detail) {
+        (Some(po), _) => format!("PO {}", one_line(&po.po_number, MAX_SUBJECT_VALUE_CHARS)),
+        (None, NotificationDetail::AppzenOutage { .. }) => "AppZen".to_owned(),
+        (None, _) => "Queue message".to_owned(),
     };
     let problem = match &event.detail {
         NotificationDetail::ReconciliationMismatch { discrepancies, .. } => match discrepancies.len() {
@@ -117,6 +119,15 @@ pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
         }
         NotificationDetail::DeadLettered { attempts: None, .. } => "not delivered to AppZen".to_owned(),
         NotificationDetail::PoisonMessage { .. } => "could not be read and was set aside".to_owned(),
+        NotificationDetail::AppzenOutage { cause, .. } => {
+            let what = match cause {
+                OutageCause::Credentials => "refuses po-sync's credentials",
+                OutageCause::Endpoint => "is not reached at the configured address",
+                OutageCause::Throttled => "is throttling po-sync",
+                OutageCause::Unavailable => "is unavailable",
+            };
+            format!("{what}: purchase orders are waiting")
+        }
     };
     let line = if prefix.is_empty() { format!("{about} {problem}") } else { format!("{prefix} {about} {problem}") };
     one_line(&line, MAX_SUBJECT_CHARS)
@@ -237,6 +248,7 @@ impl View {
         };
         let appzen = match &event.detail {
             NotificationDetail::AppzenRejected { appzen } => Some(appzen),
+            NotificationDetail::AppzenOutage { appzen, .. } => appzen.as_ref(),
             _ => None,
         };
         let (attempts, sqs_message_id) = match &event.detail {
@@ -249,6 +261,11 @@ impl View {
                 Some(one_line(problem, 2000))
             }
             NotificationDetail::DeadLettered { attempts, .. } => Some(dead_letter_explanation(*attempts)),
+            NotificationDetail::AppzenOutage { since, last_failure, .. } => Some(format!(
+                "Since {}, AppZen gives no verdict on any purchase order (last: {}). po-sync keeps every purchase order that arrives meanwhile and retries it, waiting longer each time; nothing has been dropped, and this e-mail is sent once for the whole outage, not once per purchase order.",
+                timestamp(*since),
+                field(last_failure)
+            )),
             _ => None,
         };
         let headline = match event.kind() {
@@ -285,6 +302,10 @@ impl View {
                 "A message on a po-sync queue could not be read, so it was set aside instead of being retried."
                     .to_owned()
             }
+            NotificationKind::AppzenOutage => match &event.detail {
+                NotificationDetail::AppzenOutage { cause, .. } => cause.explanation().to_owned(),
+                _ => String::new(),
+            },
         };
         let next_steps = match event.kind() {
             NotificationKind::ReconciliationMismatch => vec![
@@ -310,6 +331,10 @@ impl View {
             NotificationKind::PoisonMessage => vec![
                 "Contact the integration owner and give them the message id below; nothing in Komet needs to change for this message.".to_owned(),
             ],
+            NotificationKind::AppzenOutage => match &event.detail {
+                NotificationDetail::AppzenOutage { cause, .. } => cause.fix().iter().map(|s| (*s).to_owned()).collect(),
+                _ => Vec::new(),
+            },
         };
         let webhook = event.webhook.as_ref();
         View {

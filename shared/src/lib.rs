@@ -8,10 +8,13 @@
 //! - [`email`]: the notification e-mail (subject, text and HTML);
 //! - [`config`]: typed configuration read from the environment;
 //! - [`ledger`]: the version ledger's rules (superseded, duplicate, claim, settle);
-//! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen.
+//! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen;
+//! - [`outage`]: AppZen's answers that are not a verdict on the PO, and the one e-mail per outage;
+//! - [`batch`]: a FIFO batch processed per message group.
 
 pub mod appzen;
 pub mod archive;
+pub mod batch;
 pub mod config;
 pub mod decision;
 pub mod email;
@@ -21,6 +24,7 @@ pub mod komet;
 pub mod ledger;
 pub mod message;
 pub mod money;
+pub mod outage;
 pub mod reconcile;
 pub mod retry;
 

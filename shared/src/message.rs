@@ -9,6 +9,7 @@
 use crate::archive::{ArchivedPdf, InvoiceArchive};
 use crate::komet::PurchaseOrder;
 use crate::reconcile::Discrepancy;
+use crate::outage::OutageCause;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -324,6 +325,8 @@ pub enum NotificationKind {
     DeadLettered,
     /// A queue message that is not a po-sync message at all.
     PoisonMessage,
+    /// AppZen gives no verdict on any PO for a while (one e-mail per outage).
+    AppzenOutage,
 }
 
 impl NotificationKind {
@@ -422,7 +425,8 @@ pub struct NotificationEvent {
     #[serde(rename = "type")]
     pub message_type: NotificationType,
     pub schema_version: u32,
-    /// The webhook the event is about; `None` only for a poison message, whose webhook could not be read.
+    /// The webhook the event is about; `None` for a poison message, whose webhook could not be read, and for
+    /// an AppZen outage, which is about every waiting PO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookFacts>,
     pub detail: NotificationDetail,
@@ -466,6 +470,18 @@ pub enum NotificationDetail {
     },
     /// A queue message that is not a po-sync message at all; `problem` says why, in words.
     PoisonMessage { problem: String, sqs_message_id: String },
+    /// AppZen gives no verdict on any PO (credentials refused, wrong address, down): one event per outage,
+    /// not per PO; every PO waits and goes through once it ends.
+    AppzenOutage {
+        cause: OutageCause,
+        /// When po-sync first saw it.
+        since: DateTime<Utc>,
+        /// The last failure in words (`HTTP 401`, `timeout`).
+        last_failure: String,
+        /// AppZen's answer, when it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        appzen: Option<AppZenAnswer>,
+    },
 }
 
 impl NotificationDetail {
@@ -476,6 +492,7 @@ impl NotificationDetail {
             NotificationDetail::AppzenRejected { .. } => NotificationKind::AppzenRejected,
             NotificationDetail::DeadLettered { .. } => NotificationKind::DeadLettered,
             NotificationDetail::PoisonMessage { .. } => NotificationKind::PoisonMessage,
+            NotificationDetail::AppzenOutage { .. } => NotificationKind::AppzenOutage,
         }
     }
 }
@@ -562,6 +579,21 @@ impl NotificationEvent {
         }
     }
 
+    /// The one event of an AppZen outage (no webhook: it is about every PO waiting).
+    pub fn outage(
+        cause: OutageCause,
+        since: DateTime<Utc>,
+        last_failure: impl Into<String>,
+        appzen: Option<AppZenAnswer>,
+    ) -> Self {
+        NotificationEvent {
+            message_type: NotificationType::Notification,
+            schema_version: NOTIFICATION_SCHEMA_VERSION,
+            webhook: None,
+            detail: NotificationDetail::AppzenOutage { cause, since, last_failure: last_failure.into(), appzen },
+        }
+    }
+
     pub fn kind(&self) -> NotificationKind {
         self.detail.kind()
     }
@@ -628,9 +660,10 @@ impl NotificationEvent {
 
     /// The FIFO message group: per PO, so one PO's events stay in order without holding up others.
     pub fn group_id(&self) -> String {
-        match self.po() {
-            Some(po) => po.id.to_string(),
-            None => "unreadable".to_owned(),
+        match (self.po(), &self.detail) {
+            (Some(po), _) => po.id.to_string(),
+            (None, NotificationDetail::AppzenOutage { .. }) => "appzen-outage".to_owned(),
+            (None, _) => "unreadable".to_owned(),
         }
     }
 }

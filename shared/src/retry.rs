@@ -64,6 +64,8 @@ pub enum GiveUpReason {
     AttemptsExhausted,
     /// Waiting and trying again would not finish before the invocation's deadline.
     OutOfTime,
+    /// Only a person can end it (credentials refused, a wrong address): trying again now cannot help.
+    NeedsFix,
 }
 
 impl GiveUpReason {
@@ -88,6 +90,80 @@ pub fn next_step(
     match time_left {
         Some(left) if wait.saturating_add(attempt_needs) > left => NextStep::GiveUp(GiveUpReason::OutOfTime),
         _ => NextStep::WaitThenRetry(wait),
+    }
+}
+
+/// How long a record handed back to SQS waits before its next delivery, by how many times it has been received:
+/// the n-th step after the n-th receive, the last step repeated (`RETRY_SCHEDULE`, e.g. `1m,2m,5m,15m,30m,1h`).
+/// Applied with `ChangeMessageVisibility`, so SQS itself holds the record (and, in a FIFO queue, its group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    steps: Vec<Duration>,
+}
+
+/// Reads a whole number of seconds, minutes or hours (`90s`, `5m`, `1h`), up to 12 hours.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let step = text.trim();
+    let (digits, unit) = step.split_at(step.find(|c: char| !c.is_ascii_digit()).unwrap_or(step.len()));
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("step {step:?} is not a number of s, m or h (such as 90s, 5m, 1h)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds))
+        .map(Duration::from_secs)
+        .filter(|d| *d <= MAX_VISIBILITY)
+        .ok_or_else(|| format!("step {step:?} is not a whole number of at most 12 hours"))
+}
+
+/// SQS's longest visibility timeout (12 hours): no step may be longer.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+impl Default for RetrySchedule {
+    /// About 1, 2, 5, 15, 30 minutes, then hourly: with the template's `MaxReceiveCount` of 30, a record waits
+    /// about 26 hours before it is parked.
+    fn default() -> Self {
+        let minutes = [1, 2, 5, 15, 30, 60];
+        RetrySchedule { steps: minutes.iter().map(|m| Duration::from_secs(m * 60)).collect() }
+    }
+}
+
+impl RetrySchedule {
+    /// Reads `1m,2m,5m` (each step a whole number of `s`, `m` or `h`, up to 12 hours; at least one step).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let steps = text.split(',').map(parse_duration).collect::<Result<Vec<_>, _>>()?;
+        Ok(RetrySchedule { steps })
+    }
+
+    /// The wait after the `receive_count`-th receive (1 = the first delivery): its step, or the last one.
+    pub fn delay(&self, receive_count: u32) -> Duration {
+        let index = (receive_count.max(1) - 1) as usize;
+        self.steps.get(index).or(self.steps.last()).copied().unwrap_or_default()
+    }
+
+    /// The longest step: an outage not seen for twice this long is over.
+    pub fn longest(&self) -> Duration {
+        self.steps.iter().max().copied().unwrap_or_default()
+    }
+
+    /// How long a record that fails on every delivery waits in all before SQS dead-letters it (after
+    /// `max_receive_count` receives): the sum of the first `max_receive_count` steps.
+    pub fn horizon(&self, max_receive_count: u32) -> Duration {
+        (1..=max_receive_count).map(|n| self.delay(n)).sum()
+    }
+
+    /// `1m,2m,5m`: as [`RetrySchedule::parse`] reads it.
+    pub fn describe(&self) -> String {
+        let step = |d: &Duration| match d.as_secs() {
+            s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+            s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+        self.steps.iter().map(step).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -151,5 +227,35 @@ mod tests {
             next_step(1, 1, Duration::ZERO, needs, Some(MS(10_000))),
             NextStep::GiveUp(GiveUpReason::AttemptsExhausted)
         );
+    }
+
+    #[test]
+    fn the_schedule_steps_by_receive_count_and_repeats_its_last_step() {
+        let schedule = RetrySchedule::parse("1m, 2m,90s,1h").unwrap();
+        let delays: Vec<_> = (1..=6).map(|n| schedule.delay(n).as_secs()).collect();
+        assert_eq!(delays, [60, 120, 90, 3600, 3600, 3600]);
+        assert_eq!(schedule.delay(0), Duration::from_secs(60), "a missing count reads as the first receive");
+        assert_eq!(schedule.longest(), Duration::from_secs(3600));
+        assert_eq!(schedule.horizon(3), Duration::from_secs(270));
+        assert_eq!(schedule.describe(), "1m,2m,90s,1h");
+    }
+
+    #[test]
+    fn the_default_schedule_waits_a_day_before_the_template_s_receive_count_parks_it() {
+        let schedule = RetrySchedule::default();
+        assert_eq!(schedule.describe(), "1m,2m,5m,15m,30m,1h");
+        let horizon = schedule.horizon(30);
+        assert!(horizon >= Duration::from_secs(24 * 3600), "{horizon:?}");
+        assert_eq!(horizon.as_secs() / 60, 1553, "about 26 hours");
+        assert_eq!(RetrySchedule::parse(&schedule.describe()).unwrap(), schedule);
+    }
+
+    #[test]
+    fn a_bad_schedule_names_its_step() {
+        for (text, names) in [("", "\"\""), ("1m,,2m", "\"\""), ("5", "\"5\""), ("2d", "\"2d\""), ("13h", "\"13h\""), ("-1s", "\"-1s\"")] {
+            let error = RetrySchedule::parse(text).unwrap_err();
+            assert!(error.contains(names), "{text}: {error}");
+        }
+        assert!(RetrySchedule::parse("12h").is_ok());
     }
 }

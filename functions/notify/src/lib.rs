@@ -5,15 +5,15 @@
 //! webhook to keep (pure); [`park`] puts such a webhook, unchanged, on the parked queue (I/O, only when
 //! `PARKED_QUEUE_URL` is set); the archived invoice PDFs it should carry are read (I/O, within a size budget);
 //! [`po_sync::email::render_with_attachments`] writes the e-mail (pure), [`mime_message`] builds the
-//! MIME message (pure) and the [`EmailSender`] port hands it to SES (I/O). At the first record that could not be parked or
-//! mailed, that record and every later one are reported as batch failures: the queues are FIFO, so a later
-//! record must not overtake an earlier one.
+//! MIME message (pure) and the [`EmailSender`] port hands it to SES (I/O). At the first record of a message
+//! group that could not be parked or mailed, that record and the group's later ones are reported as batch
+//! failures: the queues are FIFO, so a later record of a PO must not overtake an earlier one of that PO.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MimeAddress;
 use po_sync::config::notify::NotifyConfig;
-use po_sync::decision::fifo_failures;
+use po_sync::batch::{self, Handled};
 use po_sync::email::{Email, dead_lettered, one_line};
 use po_sync::message::{
     MessageError, NOTIFICATION_TYPE, NotificationDetail, NotificationEvent, QueueMessage, WebhookFacts, message_type,
@@ -226,20 +226,24 @@ pub fn message_id_for(body_sha256: &str, event: &NotificationEvent, config: &Not
 }
 
 impl<E: EmailSender, Q: FifoQueue, S: ObjectStore> Notifier<E, Q, S> {
-    /// One e-mail per record, partial batch failures in FIFO order: at the first record that could not be
-    /// parked or mailed, that record and every later one are handed back, unstarted.
+    /// One e-mail per record, partial batch failures per message group: at a group's first record that could
+    /// not be parked or mailed, that record and the group's later records are handed back (the later ones
+    /// unstarted); other groups go on. One record at a time: SES's sending rate is per account, and a
+    /// notification is not urgent to the second.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         let records = &event.records;
-        let mut first_failure = None;
-        for (index, record) in records.iter().enumerate() {
-            if self.notify_one(record).await.is_err() {
-                first_failure = Some(index);
-                break;
-            }
-        }
-        let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_deref().unwrap_or_default()).collect();
+        let grouped = records
+            .iter()
+            .map(|r| (batch::group_key(r.attributes.get(MESSAGE_GROUP_ATTRIBUTE).map(String::as_str)).to_owned(), r))
+            .collect();
+        let handled = batch::by_group(grouped, 1, |record| self.notify_one(record), Result::is_err).await;
+        let failures = records
+            .iter()
+            .zip(&handled)
+            .filter(|(_, handled)| !matches!(handled, Handled::Processed(Ok(()))))
+            .map(|(record, _)| record.message_id.as_deref().unwrap_or_default());
         let mut response = SqsBatchResponse::default();
-        response.set_failures(fifo_failures(&ids, first_failure));
+        response.set_failures(failures.collect::<Vec<_>>());
         response
     }
 

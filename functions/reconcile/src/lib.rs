@@ -8,22 +8,27 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use po_sync::archive::InvoiceArchive;
+use po_sync::batch::{self, Handled};
 use po_sync::config::reconcile::ReconcileConfig;
-use po_sync::decision::{self, fifo_failures};
+use po_sync::config::reconcile::CredentialsSource;
+use po_sync::decision;
 use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement, Verdict};
 use po_sync::message::{
-    BodyRef, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope,
+    AppZenAnswer, BodyRef, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope,
 };
+use po_sync::outage::{self, OutageCause, OutageRules};
 use po_sync::retry::GiveUpReason;
 use po_sync_aws::appzen::{
-    Accepted, AppZenClient, AppZenSetupError, Rejected, Transient, UpsertOutcome, resolve_credentials,
+    Accepted, AppZenClient, AppZenSetupError, Outage, Rejected, SecretRenewal, UpsertOutcome, resolve_credentials,
 };
 use po_sync_aws::invoices::{InvoiceArchiver, InvoiceFetcher};
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
 use po_sync_aws::metrics::RecordOutcome;
 use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use po_sync_aws::port::{Failure, PortError};
-use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
+use po_sync_aws::queue::{FifoMessage, FifoQueue, Postponed, Redelivery, SqsFifoQueue, SqsRedelivery};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -48,16 +53,16 @@ pub enum Outcome {
     /// A claim check's stored body could not be read (S3 failed, or reconcile has no or another bucket): the
     /// record comes back, and after `maxReceiveCount` it is parked like any dead letter.
     BodyUnavailable { location: String, error: PortError },
-    /// AppZen kept failing transiently.
+    /// AppZen gave no verdict on the PO (an outage of AppZen or of po-sync's setup): the record comes back.
     #[strum(serialize = "appzen_unavailable")]
-    AppZenUnavailable { last: Transient, reason: GiveUpReason },
+    AppZenUnavailable { last: Outage, reason: GiveUpReason },
     /// Another record of this PO is being processed right now; this one comes back later.
     LedgerBusy { claimed_by: String },
     /// The ledger could not be read or written: never upsert blind, so the record comes back.
     LedgerUnavailable(PortError),
     /// A notification could not be queued, so the record must come back rather than be lost.
     NotifyFailed(PortError),
-    /// Not started: an earlier record of this FIFO batch must be retried, or the invocation is out of time.
+    /// Not started: an earlier record of its message group must be retried, or the invocation is out of time.
     NotAttempted,
 }
 
@@ -139,11 +144,15 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(60);
 const LAMBDA_MAX_RUNTIME: Duration = Duration::from_secs(15 * 60);
 
 /// Everything an invocation needs, built once at cold start.
-pub struct Reconciler<Q, L, S = S3ObjectStore> {
+pub struct Reconciler<Q, L, S = S3ObjectStore, R = SqsRedelivery> {
     config: ReconcileConfig,
     appzen: AppZenClient,
     notifications: Q,
     ledger: L,
+    /// Sets when handed-back records come back (`WEBHOOK_QUEUE_URL`); `None`: after the queue's visibility timeout.
+    redelivery: Option<R>,
+    /// The outage causes this instance saw and has not seen end: its next verdict from AppZen ends them.
+    outages_seen: Mutex<BTreeSet<OutageCause>>,
     /// Copies invoice PDFs into the bucket (`ARCHIVE_BUCKET`); `None` leaves Komet's links as they are.
     archiver: Option<InvoiceArchiver<S>>,
     /// Where ingest stored the POs too large for one SQS message (`ARCHIVE_BUCKET`, `bodies/`): a claim check
@@ -151,11 +160,18 @@ pub struct Reconciler<Q, L, S = S3ObjectStore> {
     bodies: Option<S>,
 }
 
-impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore> {
+impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
     /// Reads the AppZen credentials (from Secrets Manager if configured) and builds the clients.
     pub async fn start(config: ReconcileConfig, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let credentials = resolve_credentials(&config.appzen.credentials, aws).await?;
-        let appzen = AppZenClient::new(&config.appzen, &credentials)?;
+        let mut appzen = AppZenClient::new(&config.appzen, &credentials)?;
+        if let CredentialsSource::Secret { arn } = &config.appzen.credentials {
+            appzen = appzen.with_renewal(SecretRenewal::new(aws, arn));
+        }
+        let redelivery = config.batch.webhook_queue_url.as_ref().map(|url| SqsRedelivery::new(aws_sdk_sqs::Client::new(aws), url));
+        if redelivery.is_none() {
+            tracing::warn!("WEBHOOK_QUEUE_URL is not set: records handed back come back after the queue's visibility timeout, not by RETRY_SCHEDULE");
+        }
         let notifications = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.notify_queue_url.clone());
         let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.ledger_table.clone());
         let archiver = match &config.archive {
@@ -167,7 +183,7 @@ impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore> {
             None => None,
         };
         let bodies = config.archive.as_ref().map(|archive| S3ObjectStore::new(aws, &archive.bucket));
-        Ok(Reconciler { archiver, bodies, ..Reconciler::new(config, appzen, notifications, ledger) })
+        Ok(Reconciler { archiver, bodies, redelivery, ..Reconciler::new(config, appzen, notifications, ledger) })
     }
 }
 
@@ -178,9 +194,38 @@ enum Admission {
     Done(Outcome),
 }
 
-impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S> {
+impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S, SqsRedelivery> {
     pub fn new(config: ReconcileConfig, appzen: AppZenClient, notifications: Q, ledger: L) -> Self {
-        Reconciler { config, appzen, notifications, ledger, archiver: None, bodies: None }
+        Reconciler {
+            config,
+            appzen,
+            notifications,
+            ledger,
+            archiver: None,
+            bodies: None,
+            redelivery: None,
+            outages_seen: Mutex::default(),
+        }
+    }
+}
+
+impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S, R> {
+    /// Sets when handed-back records come back through `redelivery` (by the retry schedule).
+    pub fn with_redelivery<R2: Redelivery>(self, redelivery: R2) -> Reconciler<Q, L, S, R2> {
+        Reconciler {
+            config: self.config,
+            appzen: self.appzen,
+            notifications: self.notifications,
+            ledger: self.ledger,
+            archiver: self.archiver,
+            bodies: self.bodies,
+            redelivery: Some(redelivery),
+            outages_seen: self.outages_seen,
+        }
+    }
+
+    pub fn redelivery(&self) -> Option<&R> {
+        self.redelivery.as_ref()
     }
 
     /// Resolves claim checks (POs too large for one SQS message) through `store`.
@@ -208,40 +253,81 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S> {
         &self.notifications
     }
 
-    /// Handles an SQS batch in order. At the first record that must be retried, that record and every
-    /// later one are reported as failures (FIFO partial-batch rule), and the later ones are not started.
+    /// Handles an SQS batch: each message group (PO) in order, different groups at once (`GROUP_CONCURRENCY`).
+    /// At a group's first record that must be retried, that record and the group's later records are handed
+    /// back (the later ones unstarted); the other groups' records are processed and consumed. A handed-back
+    /// record waits by the retry schedule, its later group-mates come back at once behind it (SQS hands out
+    /// none of a group while its first is waiting).
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Option<SystemTime>) -> SqsBatchResponse {
         let deadline = deadline.map(|at| Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default());
-        let ids: Vec<String> = event.records.iter().map(|r| r.message_id.clone().unwrap_or_default()).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let mut first_retry = None;
+        let deliveries: Vec<Delivery> = event.records.iter().map(Delivery::of).collect();
         // By value: each record's body (a whole PO as JSON) is freed as soon as it is parsed.
-        for (index, record) in event.records.into_iter().enumerate() {
-            let out_of_time = deadline
-                .is_some_and(|d| d.saturating_duration_since(Instant::now()) <= self.config.appzen.deadline_margin);
-            let report = if out_of_time {
-                RecordReport::not_attempted(ids[index])
-            } else {
-                self.process_owned(record, deadline).await
-            };
-            if report.outcome.fate() == Fate::Retry {
-                first_retry = Some(index);
-                if index + 1 < ids.len() {
+        let records = event.records.into_iter().zip(&deliveries).map(|(r, d)| (d.group.clone(), r)).collect();
+        let handled = batch::by_group(
+            records,
+            self.config.batch.group_concurrency,
+            |record| self.process_in_batch(record, deadline),
+            |report: &RecordReport| report.outcome.fate() == Fate::Retry,
+        )
+        .await;
+        let mut failures = Vec::new();
+        let mut postponed = Vec::new();
+        for (delivery, handled) in deliveries.iter().zip(&handled) {
+            let delay = match handled {
+                Handled::Processed(report) if report.outcome.fate() == Fate::Consumed => continue,
+                Handled::Processed(report) => self.retry_delay(&report.outcome, delivery.receive_count),
+                Handled::Skipped => {
                     tracing::warn!(
-                        message_id = ids[index],
-                        later_records = ids.len() - index - 1,
-                        "handing back this record and every later one so no PO update overtakes an earlier one"
+                        message_id = %delivery.message_id,
+                        group = %delivery.group,
+                        "handed back unstarted behind an earlier record of its PO, so no update overtakes an earlier one"
                     );
+                    Duration::ZERO
                 }
-                break;
+            };
+            // A record without a message id cannot be named; an empty identifier makes Lambda retry the whole
+            // batch, which is the safe reading.
+            failures.push(delivery.message_id.as_str());
+            if let Some(receipt_handle) = &delivery.receipt_handle {
+                postponed.push(Postponed {
+                    message_id: delivery.message_id.clone(),
+                    receipt_handle: receipt_handle.clone(),
+                    delay,
+                });
             }
         }
+        po_sync_aws::metrics::records_retried(failures.len());
+        if let (Some(redelivery), false) = (&self.redelivery, postponed.is_empty())
+            && let Err(error) = redelivery.postpone(&postponed).await
+        {
+            tracing::warn!(error = %error, records = postponed.len(), "could not set when the handed-back records come back; they come back after the queue's visibility timeout");
+        }
         let mut response = SqsBatchResponse::default();
-        // A record without a message id cannot be named; an empty identifier makes Lambda retry the whole
-        // batch, which is the safe reading for FIFO.
-        response.set_failures(fifo_failures(&ids, first_retry));
-        po_sync_aws::metrics::records_retried(first_retry.map_or(0, |index| ids.len() - index));
+        response.set_failures(failures);
         response
+    }
+
+    /// How long a handed-back record waits: by the schedule for its receive count, never less than AppZen's
+    /// `Retry-After`; at once when it was not attempted (the invocation ran out of time before it).
+    fn retry_delay(&self, outcome: &Outcome, receive_count: u32) -> Duration {
+        let scheduled = self.config.batch.retry_schedule.delay(receive_count);
+        match outcome {
+            Outcome::NotAttempted => Duration::ZERO,
+            Outcome::AppZenUnavailable { last, .. } => last.retry_after.map_or(scheduled, |asked| {
+                asked.max(scheduled).min(po_sync::retry::MAX_VISIBILITY)
+            }),
+            _ => scheduled,
+        }
+    }
+
+    /// A record of the batch: processed, unless the invocation has no time left for it.
+    async fn process_in_batch(&self, record: SqsMessage, deadline: Option<Instant>) -> RecordReport {
+        let out_of_time =
+            deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) <= self.config.appzen.deadline_margin);
+        if out_of_time {
+            return RecordReport::not_attempted(record.message_id.as_deref().unwrap_or_default());
+        }
+        self.process_owned(record, deadline).await
     }
 
     /// Processes one record and writes its log line.
@@ -387,12 +473,14 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S> {
                         ledger_outcome = LedgerOutcome::Rejected;
                         Outcome::Rejected(rejected)
                     }
-                    // Nobody is notified yet: the redelivery raises the events once it is done with, and a
-                    // record that never gets through reaches the DLQ, which notify reports.
+                    // Nobody is notified about the PO yet: the redelivery raises its events once it is done
+                    // with. The outage itself is mailed once, whatever the number of POs waiting.
                     UpsertOutcome::GaveUp { last, reason } => {
+                        self.outage_seen(&last).await;
                         return (Outcome::AppZenUnavailable { last, reason }, None);
                     }
                 };
+                self.outages_over().await;
             }
         }
         for event in &mut notifications {
@@ -405,6 +493,71 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S> {
             report.notified.push(event.kind());
         }
         (outcome, Some(Settlement { outcome: ledger_outcome, accepted: accepted_by_appzen }))
+    }
+
+    /// AppZen gave no verdict (after the retries the invocation allows): records the outage of its cause, and
+    /// queues its one e-mail when that falls due. Best effort: the record comes back whatever happens here.
+    async fn outage_seen(&self, last: &Outage) {
+        let cause = last.cause;
+        self.outages_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(cause);
+        let rules = OutageRules {
+            quiet: chrono::Duration::from_std(self.config.batch.retry_schedule.longest() * 2)
+                .unwrap_or(chrono::Duration::hours(2)),
+            mail_after: chrono::Duration::from_std(self.config.batch.outage_email_after)
+                .unwrap_or(chrono::Duration::minutes(15)),
+        };
+        for _round in 0..LEDGER_RACE_ROUNDS {
+            let current = match self.ledger.read_outage(cause).await {
+                Ok(current) => current,
+                Err(error) => return tracing::warn!(cause = cause.as_str(), error = %error, "the outage could not be recorded"),
+            };
+            let observation = outage::observe(current.as_ref(), cause, chrono::Utc::now(), &rules);
+            let Some(record) = observation.write else { return };
+            match self.ledger.write_outage(&record).await {
+                Ok(Written::Stored) => {}
+                Ok(Written::Conflict) => continue,
+                Err(error) => return tracing::warn!(cause = cause.as_str(), error = %error, "the outage could not be recorded"),
+            }
+            if !observation.mail {
+                return;
+            }
+            let event = NotificationEvent::outage(cause, record.opened_at, last.failure.to_string(), outage_answer(last));
+            match self.notify(&event).await {
+                Ok(()) => tracing::error!(
+                    cause = cause.as_str(),
+                    since = %record.opened_at,
+                    failure = %last.failure,
+                    "AppZen outage: the outage e-mail is queued; every PO waits and comes back by the retry schedule"
+                ),
+                Err(error) => {
+                    tracing::warn!(cause = cause.as_str(), error = %error, "the outage e-mail could not be queued; the next failure tries again");
+                    let _ = self.ledger.write_outage(&outage::unmail(&record)).await;
+                }
+            }
+            return;
+        }
+    }
+
+    /// AppZen gave a verdict: the outages this instance saw are over.
+    async fn outages_over(&self) {
+        let causes = std::mem::take(&mut *self.outages_seen.lock().unwrap_or_else(|p| p.into_inner()));
+        for cause in causes {
+            for _round in 0..LEDGER_RACE_ROUNDS {
+                let current = match self.ledger.read_outage(cause).await {
+                    Ok(current) => current,
+                    Err(_) => break,
+                };
+                let Some(ended) = outage::end(current.as_ref(), chrono::Utc::now()) else { break };
+                match self.ledger.write_outage(&ended).await {
+                    Ok(Written::Conflict) => continue,
+                    Ok(Written::Stored) => {
+                        tracing::info!(cause = cause.as_str(), since = %ended.opened_at, "AppZen outage over: AppZen gives verdicts again");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
     /// Reads the ledger and decides; on a lost race, reads again and decides again.
@@ -540,6 +693,40 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S> {
     }
 }
 
+/// What the batch needs of a record once its body is gone.
+struct Delivery {
+    message_id: String,
+    receipt_handle: Option<String>,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    receive_count: u32,
+    /// `MessageGroupId` (the PO id, as ingest sends it).
+    group: String,
+}
+
+impl Delivery {
+    fn of(record: &SqsMessage) -> Self {
+        let attribute = |name: &str| record.attributes.get(name).map(String::as_str);
+        Delivery {
+            message_id: record.message_id.clone().unwrap_or_default(),
+            receipt_handle: record.receipt_handle.clone(),
+            receive_count: attribute("ApproximateReceiveCount").and_then(|n| n.trim().parse().ok()).unwrap_or(1),
+            group: batch::group_key(attribute("MessageGroupId")).to_owned(),
+        }
+    }
+}
+
+/// AppZen's answer during an outage, as the outage e-mail shows it.
+fn outage_answer(last: &Outage) -> Option<AppZenAnswer> {
+    let http_status = last.http_status()?;
+    let answer = last.answer.clone().unwrap_or_default();
+    Some(AppZenAnswer {
+        http_status,
+        error: answer.error,
+        message: answer.message,
+        correlation_id: last.correlation_id.clone(),
+    })
+}
+
 /// How long a claim lasts: past the invocation's deadline, so a live invocation never loses its claim.
 fn claim_lease(deadline: Option<Instant>) -> chrono::Duration {
     let remaining = deadline.map_or(LAMBDA_MAX_RUNTIME, |d| d.saturating_duration_since(Instant::now()));
@@ -599,10 +786,7 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
     let http_status = match &report.outcome {
         Outcome::Upserted(a) => Some(a.http_status),
         Outcome::Rejected(r) => Some(r.http_status),
-        Outcome::AppZenUnavailable {
-            last: Transient { cause: po_sync_aws::appzen::TransientCause::Status(s), .. },
-            ..
-        } => Some(*s),
+        Outcome::AppZenUnavailable { last, .. } => last.http_status(),
         _ => None,
     };
     let correlation_id = match &report.outcome {
@@ -613,7 +797,9 @@ fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency
     };
     let detail = match &report.outcome {
         Outcome::Rejected(r) => Some(r.error.to_string()),
-        Outcome::AppZenUnavailable { last, reason } => Some(format!("{} ({})", last.cause, reason.as_str())),
+        Outcome::AppZenUnavailable { last, reason } => {
+            Some(format!("{} ({}, {}); retried later", last.failure, last.cause.as_str(), reason.as_str()))
+        }
         Outcome::NotifyFailed(error) | Outcome::LedgerUnavailable(error) => Some(error.to_string()),
         Outcome::BodyUnavailable { location, error } => {
             Some(format!("the claim check's body {location} could not be read ({error}); retried later"))

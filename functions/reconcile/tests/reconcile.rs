@@ -9,7 +9,7 @@ use po_sync::komet::{PurchaseOrder, parse_webhook};
 use po_sync::message::{NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope, sha256_hex};
 use po_sync::reconcile::Rule;
 use po_sync::retry::{Backoff, GiveUpReason};
-use po_sync_aws::appzen::{TransientCause, UpsertOutcome};
+use po_sync_aws::appzen::{AppZenFailure, UpsertOutcome};
 use po_sync_aws::ledger::DynamoLedger;
 use po_sync_aws::queue::SqsFifoQueue;
 use po_sync_tests::fixture;
@@ -355,8 +355,8 @@ async fn retry_after_is_honoured_and_a_wait_past_the_deadline_gives_up() {
     let upsert = client.upsert("{}", Some(tokio::time::Instant::now() + Duration::from_secs(10))).await;
     let UpsertOutcome::GaveUp { last, reason } = &upsert.outcome else { panic!("{upsert:?}") };
     assert_eq!(
-        (reason, &last.cause, last.retry_after),
-        (&GiveUpReason::OutOfTime, &TransientCause::Status(429), Some(Duration::from_secs(120)))
+        (reason, &last.failure, last.retry_after),
+        (&GiveUpReason::OutOfTime, &AppZenFailure::Status(429), Some(Duration::from_secs(120)))
     );
     assert_eq!((upsert.attempts, upsert.waits.len()), (1, 0));
 }
@@ -378,10 +378,11 @@ async fn a_timeout_that_persists_is_a_batch_failure() {
         matches!(
             &report.outcome,
             Outcome::AppZenUnavailable {
-                last: po_sync_aws::appzen::Transient {
-                    cause: TransientCause::Timeout,
+                last: po_sync_aws::appzen::Outage {
+                    failure: AppZenFailure::Timeout,
                     retry_after: None,
-                    correlation_id: None
+                    correlation_id: None,
+                    ..
                 },
                 reason: GiveUpReason::AttemptsExhausted
             }

@@ -6,11 +6,12 @@
 use bytes::Bytes;
 use po_sync::appzen::{ErrorResponse, UPSERT_PATH, UpsertResponse};
 use po_sync::config::reconcile::{AppZenConfig, AppZenCredentials, CredentialsSource};
-use po_sync::decision::{StatusClass, classify_status};
+use po_sync::outage::{OutageCause, StatusClass, classify_status};
 use po_sync::retry::{Backoff, GiveUpReason, NextStep, next_step, parse_retry_after, wait_before_retry};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -38,23 +39,47 @@ pub async fn resolve_credentials(
 ) -> Result<AppZenCredentials, AppZenSetupError> {
     match source {
         CredentialsSource::Inline(credentials) => Ok(credentials.clone()),
-        CredentialsSource::Secret { arn } => {
-            let client = aws_sdk_secretsmanager::Client::new(aws);
-            let mut secret = crate::secrets::read_json_secret(&client, arn)
-                .await
-                .map_err(|e| AppZenSetupError::Secret(Box::new(e)))?;
-            let mut take = |key: &'static str| {
-                secret
-                    .remove(key)
-                    .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| AppZenSetupError::MissingSecretKey { arn: arn.clone(), key })
-            };
-            Ok(AppZenCredentials {
-                api_key: take("api_key")?.into(),
-                customer_id: take("customer_id")?.into(),
-                customer_key: take("customer_key")?.into(),
-            })
+        CredentialsSource::Secret { arn } => SecretRenewal::new(aws, arn).read().await,
+    }
+}
+
+/// Reads AppZen's credentials from their Secrets Manager secret again when AppZen refuses them, so a rotated
+/// or corrected key takes effect without a deploy.
+#[derive(Debug)]
+pub struct SecretRenewal {
+    client: aws_sdk_secretsmanager::Client,
+    arn: String,
+    /// When the secret was last read: at most once per [`RENEWAL_INTERVAL`], however many records fail.
+    last_read: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// The least time between two reads of the secret by one instance.
+pub const RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
+
+impl SecretRenewal {
+    pub fn new(aws: &aws_config::SdkConfig, arn: &str) -> Self {
+        SecretRenewal {
+            client: aws_sdk_secretsmanager::Client::new(aws),
+            arn: arn.to_owned(),
+            last_read: tokio::sync::Mutex::new(None),
         }
+    }
+
+    async fn read(&self) -> Result<AppZenCredentials, AppZenSetupError> {
+        let mut secret = crate::secrets::read_json_secret(&self.client, &self.arn)
+            .await
+            .map_err(|e| AppZenSetupError::Secret(Box::new(e)))?;
+        let mut take = |key: &'static str| {
+            secret
+                .remove(key)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| AppZenSetupError::MissingSecretKey { arn: self.arn.clone(), key })
+        };
+        Ok(AppZenCredentials {
+            api_key: take("api_key")?.into(),
+            customer_id: take("customer_id")?.into(),
+            customer_key: take("customer_key")?.into(),
+        })
     }
 }
 
@@ -77,28 +102,51 @@ pub struct Rejected {
     pub correlation_id: Option<String>,
 }
 
-/// A failure that may go away: 408/429/5xx, a timeout, a connection error.
+/// AppZen gave no verdict on the PO: an outage of AppZen or of po-sync's setup, not the PO's fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transient {
-    pub cause: TransientCause,
+pub struct Outage {
+    pub cause: OutageCause,
+    pub failure: AppZenFailure,
     pub retry_after: Option<Duration>,
     pub correlation_id: Option<String>,
+    /// AppZen's error body, for a credentials or endpoint failure (it may say what is wrong).
+    pub answer: Option<ErrorResponse>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransientCause {
+pub enum AppZenFailure {
     Status(u16),
     Timeout,
     /// Connection refused or reset, TLS, DNS, a body cut short. The text is reqwest's, without the URL.
     Connection(String),
 }
 
-impl fmt::Display for TransientCause {
+impl fmt::Display for AppZenFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransientCause::Status(status) => write!(f, "HTTP {status}"),
-            TransientCause::Timeout => f.write_str("timeout"),
-            TransientCause::Connection(reason) => write!(f, "connection error: {reason}"),
+            AppZenFailure::Status(status) => write!(f, "HTTP {status}"),
+            AppZenFailure::Timeout => f.write_str("timeout"),
+            AppZenFailure::Connection(reason) => write!(f, "connection error: {reason}"),
+        }
+    }
+}
+
+impl Outage {
+    fn of(failure: AppZenFailure) -> Self {
+        let cause = match &failure {
+            AppZenFailure::Status(status) => match classify_status(*status) {
+                StatusClass::Outage(cause) => cause,
+                _ => OutageCause::Unavailable,
+            },
+            AppZenFailure::Timeout | AppZenFailure::Connection(_) => OutageCause::Unavailable,
+        };
+        Outage { cause, failure, retry_after: None, correlation_id: None, answer: None }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self.failure {
+            AppZenFailure::Status(status) => Some(status),
+            _ => None,
         }
     }
 }
@@ -108,7 +156,7 @@ impl fmt::Display for TransientCause {
 pub enum Attempt {
     Accepted(Accepted),
     Rejected(Rejected),
-    Transient(Transient),
+    Outage(Outage),
 }
 
 /// The outcome of an upsert after retries: the record's fate follows from it.
@@ -116,9 +164,10 @@ pub enum Attempt {
 pub enum UpsertOutcome {
     Accepted(Accepted),
     Rejected(Rejected),
-    /// Still failing when the attempts or the invocation's time ran out: SQS must redeliver.
+    /// Still no verdict when the attempts or the invocation's time ran out, or at once when only a person can
+    /// fix it: SQS must redeliver.
     GaveUp {
-        last: Transient,
+        last: Outage,
         reason: GiveUpReason,
     },
 }
@@ -137,11 +186,36 @@ pub struct Upsert {
 #[derive(Debug)]
 pub struct AppZenClient {
     http: reqwest::Client,
+    /// The three credential headers, marked sensitive; replaced when a renewal reads new ones.
+    credentials: RwLock<Arc<CredentialHeaders>>,
+    renewal: Option<SecretRenewal>,
     upsert_url: reqwest::Url,
     request_timeout: Duration,
     max_attempts: u32,
     backoff: Backoff,
     deadline_margin: Duration,
+}
+
+#[derive(Debug, PartialEq)]
+struct CredentialHeaders {
+    headers: HeaderMap,
+    /// Counts renewals, so requests that failed with old credentials know a renewal already happened.
+    generation: u64,
+}
+
+impl CredentialHeaders {
+    fn of(credentials: &AppZenCredentials, generation: u64) -> Result<Self, AppZenSetupError> {
+        let mut headers = HeaderMap::new();
+        let secret_headers = [
+            ("x-api-key", "api_key", &credentials.api_key),
+            ("customer-id", "customer_id", &credentials.customer_id),
+            ("customer-key", "customer_key", &credentials.customer_key),
+        ];
+        for (header, name, value) in secret_headers {
+            headers.insert(HeaderName::from_static(header), sensitive(name, value.expose_secret())?);
+        }
+        Ok(CredentialHeaders { headers, generation })
+    }
 }
 
 fn sensitive(name: &'static str, value: &str) -> Result<HeaderValue, AppZenSetupError> {
@@ -154,14 +228,6 @@ fn sensitive(name: &'static str, value: &str) -> Result<HeaderValue, AppZenSetup
 impl AppZenClient {
     pub fn new(config: &AppZenConfig, credentials: &AppZenCredentials) -> Result<Self, AppZenSetupError> {
         let mut headers = HeaderMap::new();
-        let secret_headers = [
-            ("x-api-key", "api_key", &credentials.api_key),
-            ("customer-id", "customer_id", &credentials.customer_id),
-            ("customer-key", "customer_key", &credentials.customer_key),
-        ];
-        for (header, name, value) in secret_headers {
-            headers.insert(HeaderName::from_static(header), sensitive(name, value.expose_secret())?);
-        }
         headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
         let url = format!("{}{UPSERT_PATH}", config.base_url);
         let upsert_url = reqwest::Url::parse(&url).map_err(|_| AppZenSetupError::InvalidUrl { url })?;
@@ -176,6 +242,8 @@ impl AppZenClient {
             .build()?;
         Ok(AppZenClient {
             http,
+            credentials: RwLock::new(Arc::new(CredentialHeaders::of(credentials, 0)?)),
+            renewal: None,
             upsert_url,
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts.max(1),
@@ -184,8 +252,51 @@ impl AppZenClient {
         })
     }
 
+    /// Reads the credentials from this secret again when AppZen refuses them.
+    pub fn with_renewal(mut self, renewal: SecretRenewal) -> Self {
+        self.renewal = Some(renewal);
+        self
+    }
+
     pub fn upsert_url(&self) -> &str {
         self.upsert_url.as_str()
+    }
+
+    fn current_credentials(&self) -> Arc<CredentialHeaders> {
+        Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// After AppZen refused the credentials of `generation`: whether newer ones are in place now (another
+    /// request renewed them, or the secret holds new ones), so the request is worth sending again at once.
+    async fn renew_credentials(&self, generation: u64) -> bool {
+        let Some(renewal) = &self.renewal else { return false };
+        let mut last_read = renewal.last_read.lock().await;
+        if self.current_credentials().generation != generation {
+            return true;
+        }
+        if last_read.is_some_and(|at| at.elapsed() < RENEWAL_INTERVAL) {
+            return false;
+        }
+        *last_read = Some(Instant::now());
+        let renewed = match renewal.read().await {
+            Ok(credentials) => CredentialHeaders::of(&credentials, generation + 1),
+            Err(error) => Err(error),
+        };
+        match renewed {
+            Ok(renewed) if renewed.headers != self.current_credentials().headers => {
+                *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(renewed);
+                tracing::warn!("AppZen refused the credentials; read new ones from the secret, retrying with them");
+                true
+            }
+            Ok(_) => {
+                tracing::warn!("AppZen refused the credentials, and the secret still holds the same ones");
+                false
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "AppZen refused the credentials, and the secret could not be read again");
+                false
+            }
+        }
     }
 
     /// Upserts `body` (AppZen's JSON), retrying transient failures while attempts and time allow.
@@ -203,7 +314,7 @@ impl AppZenClient {
         loop {
             let timeout = match time_left() {
                 Some(left) if left < attempt_needs => {
-                    let last = Transient { cause: TransientCause::Timeout, retry_after: None, correlation_id: None };
+                    let last = Outage::of(AppZenFailure::Timeout);
                     return Upsert {
                         outcome: UpsertOutcome::GaveUp { last, reason: GiveUpReason::OutOfTime },
                         attempts,
@@ -215,37 +326,54 @@ impl AppZenClient {
             };
             attempts += 1;
             let sent_at = Instant::now();
-            let attempt = self.attempt(body.clone(), timeout).await;
+            let credentials = self.current_credentials();
+            let attempt = self.attempt_with(&credentials.headers, body.clone(), timeout).await;
             crate::metrics::appzen_request(sent_at.elapsed());
-            let transient = match attempt {
+            let outage = match attempt {
                 Attempt::Accepted(accepted) => {
                     return Upsert { outcome: UpsertOutcome::Accepted(accepted), attempts, waits };
                 }
                 Attempt::Rejected(rejected) => {
                     return Upsert { outcome: UpsertOutcome::Rejected(rejected), attempts, waits };
                 }
-                Attempt::Transient(transient) => transient,
+                Attempt::Outage(outage) => outage,
             };
-            let wait = wait_before_retry(&self.backoff, attempts, transient.retry_after, fastrand::f64());
+            crate::metrics::appzen_failure(outage.cause);
+            if outage.cause.needs_a_fix() {
+                let renewed = outage.cause == OutageCause::Credentials
+                    && attempts < self.max_attempts
+                    && self.renew_credentials(credentials.generation).await;
+                if renewed {
+                    continue;
+                }
+                return Upsert { outcome: UpsertOutcome::GaveUp { last: outage, reason: GiveUpReason::NeedsFix }, attempts, waits };
+            }
+            let wait = wait_before_retry(&self.backoff, attempts, outage.retry_after, fastrand::f64());
             match next_step(attempts, self.max_attempts, wait, attempt_needs, time_left()) {
                 NextStep::WaitThenRetry(wait) => {
-                    tracing::warn!(attempt = attempts, cause = %transient.cause, wait_ms = wait.as_millis() as u64,
-                        correlation_id = transient.correlation_id.as_deref(), "AppZen transient failure; retrying");
+                    tracing::warn!(attempt = attempts, failure = %outage.failure, wait_ms = wait.as_millis() as u64,
+                        correlation_id = outage.correlation_id.as_deref(), "AppZen transient failure; retrying");
                     waits.push(wait);
                     tokio::time::sleep(wait).await;
                 }
                 NextStep::GiveUp(reason) => {
-                    return Upsert { outcome: UpsertOutcome::GaveUp { last: transient, reason }, attempts, waits };
+                    return Upsert { outcome: UpsertOutcome::GaveUp { last: outage, reason }, attempts, waits };
                 }
             }
         }
     }
 
-    /// One HTTP request, classified. Cloning `Bytes` shares the buffer.
+    /// One HTTP request with the current credentials, classified. Cloning `Bytes` shares the buffer.
     pub async fn attempt(&self, body: Bytes, timeout: Duration) -> Attempt {
+        let credentials = self.current_credentials();
+        self.attempt_with(&credentials.headers, body, timeout).await
+    }
+
+    async fn attempt_with(&self, credentials: &HeaderMap, body: Bytes, timeout: Duration) -> Attempt {
         let sent = self
             .http
             .post(self.upsert_url.clone())
+            .headers(credentials.clone())
             .header(CONTENT_TYPE, "application/json")
             .timeout(timeout)
             .body(body)
@@ -253,7 +381,7 @@ impl AppZenClient {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return Attempt::Transient(transient_error(&error)),
+            Err(error) => return Attempt::Outage(transport_failure(&error)),
         };
         let status = response.status().as_u16();
         let headers = response.headers();
@@ -262,39 +390,47 @@ impl AppZenClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        match classify_status(status) {
-            StatusClass::Transient => {
-                Attempt::Transient(Transient { cause: TransientCause::Status(status), retry_after, correlation_id })
+        let outage = |cause, answer| {
+            Attempt::Outage(Outage {
+                cause,
+                failure: AppZenFailure::Status(status),
+                retry_after,
+                correlation_id: correlation_id.clone(),
+                answer,
+            })
+        };
+        let class = classify_status(status);
+        if let StatusClass::Outage(cause) = class
+            && !cause.needs_a_fix()
+        {
+            return outage(cause, None);
+        }
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            // The answer was cut short: we cannot tell what AppZen decided, so try again.
+            Err(error) => return Attempt::Outage(Outage { correlation_id, ..transport_failure(&error) }),
+        };
+        match class {
+            StatusClass::Accepted => {
+                let answer = serde_json::from_slice::<UpsertResponse>(&bytes).ok();
+                Attempt::Accepted(Accepted {
+                    http_status: status,
+                    uuid: answer.as_ref().map(|a| a.uuid.clone()),
+                    status: answer.map(|a| a.status),
+                    correlation_id,
+                })
             }
-            class => {
-                let bytes = match response.bytes().await {
-                    Ok(bytes) => bytes,
-                    // The answer was cut short: we cannot tell what AppZen decided, so try again.
-                    Err(error) => return Attempt::Transient(Transient { correlation_id, ..transient_error(&error) }),
-                };
-                if class == StatusClass::Accepted {
-                    let answer = serde_json::from_slice::<UpsertResponse>(&bytes).ok();
-                    Attempt::Accepted(Accepted {
-                        http_status: status,
-                        uuid: answer.as_ref().map(|a| a.uuid.clone()),
-                        status: answer.map(|a| a.status),
-                        correlation_id,
-                    })
-                } else {
-                    Attempt::Rejected(Rejected {
-                        http_status: status,
-                        error: ErrorResponse::from_body(&bytes),
-                        correlation_id,
-                    })
-                }
+            StatusClass::Rejected => {
+                Attempt::Rejected(Rejected { http_status: status, error: ErrorResponse::from_body(&bytes), correlation_id })
             }
+            StatusClass::Outage(cause) => outage(cause, Some(ErrorResponse::from_body(&bytes))),
         }
     }
 }
 
-fn transient_error(error: &reqwest::Error) -> Transient {
-    let cause = if error.is_timeout() {
-        TransientCause::Timeout
+fn transport_failure(error: &reqwest::Error) -> Outage {
+    let failure = if error.is_timeout() {
+        AppZenFailure::Timeout
     } else {
         // Without the URL: it is known, and keeps the log line short.
         let mut text = error.to_string();
@@ -302,7 +438,7 @@ fn transient_error(error: &reqwest::Error) -> Transient {
             text = text.replace(&format!(" ({url})"), "");
         }
         let source = std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default();
-        TransientCause::Connection(format!("{text}{source}"))
+        AppZenFailure::Connection(format!("{text}{source}"))
     };
-    Transient { cause, retry_after: None, correlation_id: None }
+    Outage::of(failure)
 }

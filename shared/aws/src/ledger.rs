@@ -1,9 +1,13 @@
-//! The version ledger port: one [`LedgerEntry`] per Komet PO, read consistently and written only by
-//! compare-and-set on its revision. DynamoDB in Lambda, memory in tests. The rules are in `po_sync::ledger`.
+//! The version ledger port: one [`LedgerEntry`] per Komet PO, and one [`OutageRecord`] per AppZen outage cause,
+//! read consistently and written only by compare-and-set on their revision. DynamoDB in Lambda, memory in
+//! tests. The rules are in `po_sync::ledger` and `po_sync::outage`.
 
 use crate::port::{Failure, PortError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use po_sync::ledger::LedgerEntry;
+use po_sync::outage::{OutageCause, OutageRecord};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -22,6 +26,13 @@ pub trait Ledger: Send + Sync {
     /// Stores `entry` if the stored entry is still the one it was derived from: revision `entry.revision - 1`,
     /// or no entry at all when `entry.revision` is 1.
     fn write(&self, entry: &LedgerEntry) -> impl Future<Output = Result<Written, PortError>> + Send;
+    /// The outage of `cause`, as last written.
+    fn read_outage(
+        &self,
+        cause: OutageCause,
+    ) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send;
+    /// Stores `record` by the same compare-and-set rule as [`Ledger::write`].
+    fn write_outage(&self, record: &OutageRecord) -> impl Future<Output = Result<Written, PortError>> + Send;
 }
 
 /// The DynamoDB table at `LEDGER_TABLE_NAME` (partition key `poId`, a string).
@@ -45,13 +56,13 @@ impl DynamoLedger {
     }
 }
 
-impl Ledger for DynamoLedger {
-    async fn read(&self, po_id: u64) -> Result<Option<LedgerEntry>, PortError> {
+impl DynamoLedger {
+    async fn get<T: DeserializeOwned>(&self, key: String) -> Result<Option<T>, PortError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(KEY, AttributeValue::S(po_id.to_string()))
+            .key(KEY, AttributeValue::S(key.clone()))
             .consistent_read(true)
             .send()
             .await
@@ -60,16 +71,17 @@ impl Ledger for DynamoLedger {
             None => Ok(None),
             Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| {
                 // Someone edited the item by hand into something po-sync cannot read: a person must look.
-                PortError::new(GET_ITEM, Failure::Permanent, format!("ledger item for PO {po_id} is unreadable: {e}"))
+                PortError::new(GET_ITEM, Failure::Permanent, format!("ledger item {key} is unreadable: {e}"))
             }),
         }
     }
 
-    async fn write(&self, entry: &LedgerEntry) -> Result<Written, PortError> {
-        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(entry)
+    /// Puts `item` if the stored one still has revision `revision - 1` (none at all for revision 1).
+    async fn compare_and_put(&self, item: &impl Serialize, revision: u64) -> Result<Written, PortError> {
+        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(item)
             .map_err(|e| PortError::new(PUT_ITEM, Failure::Permanent, format!("ledger item: {e}")))?;
         let mut request = self.client.put_item().table_name(&self.table).set_item(Some(item));
-        request = match entry.revision.checked_sub(1) {
+        request = match revision.checked_sub(1) {
             Some(0) | None => request.condition_expression("attribute_not_exists(poId)"),
             Some(expected) => request
                 .condition_expression("revision = :expected")
@@ -85,58 +97,99 @@ impl Ledger for DynamoLedger {
     }
 }
 
+impl Ledger for DynamoLedger {
+    async fn read(&self, po_id: u64) -> Result<Option<LedgerEntry>, PortError> {
+        self.get(po_id.to_string()).await
+    }
+
+    async fn write(&self, entry: &LedgerEntry) -> Result<Written, PortError> {
+        self.compare_and_put(entry, entry.revision).await
+    }
+
+    async fn read_outage(&self, cause: OutageCause) -> Result<Option<OutageRecord>, PortError> {
+        self.get(OutageRecord::key(cause)).await
+    }
+
+    async fn write_outage(&self, record: &OutageRecord) -> Result<Written, PortError> {
+        self.compare_and_put(record, record.revision).await
+    }
+}
+
 /// An in-memory ledger with the same compare-and-set rule; can be told to fail the next calls.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
-    state: Mutex<(HashMap<String, LedgerEntry>, Vec<Failure>)>,
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    entries: HashMap<String, LedgerEntry>,
+    outages: HashMap<String, OutageRecord>,
+    failures: Vec<Failure>,
+}
+
+/// The compare-and-set rule: `revision` follows the stored one (or starts at 1 where nothing is stored).
+fn fits(stored: Option<u64>, revision: u64) -> bool {
+    let expected = revision.saturating_sub(1);
+    match stored {
+        None => expected == 0,
+        Some(stored) => stored == expected && expected > 0,
+    }
 }
 
 impl MemoryLedger {
     pub fn entry(&self, po_id: u64) -> Option<LedgerEntry> {
-        self.state.lock().ok().and_then(|s| s.0.get(&po_id.to_string()).cloned())
+        self.state.lock().ok().and_then(|s| s.entries.get(&po_id.to_string()).cloned())
+    }
+
+    pub fn outage(&self, cause: OutageCause) -> Option<OutageRecord> {
+        self.state.lock().ok().and_then(|s| s.outages.get(&OutageRecord::key(cause)).cloned())
     }
 
     /// The next `count` reads or writes fail with `failure`.
     pub fn fail_next(&self, count: usize, failure: Failure) {
         if let Ok(mut state) = self.state.lock() {
-            state.1.extend(std::iter::repeat_n(failure, count));
+            state.failures.extend(std::iter::repeat_n(failure, count));
         }
     }
 
-    fn with<T>(
-        &self,
-        operation: &'static str,
-        f: impl FnOnce(&mut HashMap<String, LedgerEntry>) -> T,
-    ) -> Result<T, PortError> {
+    fn with<T>(&self, operation: &'static str, f: impl FnOnce(&mut MemoryState) -> T) -> Result<T, PortError> {
         let mut state =
             self.state.lock().map_err(|_| PortError::new(operation, Failure::Permanent, "memory ledger poisoned"))?;
-        if !state.1.is_empty() {
-            let failure = state.1.remove(0);
+        if !state.failures.is_empty() {
+            let failure = state.failures.remove(0);
             return Err(PortError::new(operation, failure, "injected failure"));
         }
-        Ok(f(&mut state.0))
+        Ok(f(&mut state))
     }
 }
 
 impl Ledger for MemoryLedger {
     async fn read(&self, po_id: u64) -> Result<Option<LedgerEntry>, PortError> {
-        self.with(GET_ITEM, |items| items.get(&po_id.to_string()).cloned())
+        self.with(GET_ITEM, |state| state.entries.get(&po_id.to_string()).cloned())
     }
 
     async fn write(&self, entry: &LedgerEntry) -> Result<Written, PortError> {
-        self.with(PUT_ITEM, |items| {
-            let stored = items.get(&entry.po_id).map(|e| e.revision);
-            let expected = entry.revision.saturating_sub(1);
-            let fits = match stored {
-                None => expected == 0,
-                Some(revision) => revision == expected && expected > 0,
-            };
-            if fits {
-                items.insert(entry.po_id.clone(), entry.clone());
-                Written::Stored
-            } else {
-                Written::Conflict
+        self.with(PUT_ITEM, |state| {
+            if !fits(state.entries.get(&entry.po_id).map(|e| e.revision), entry.revision) {
+                return Written::Conflict;
             }
+            state.entries.insert(entry.po_id.clone(), entry.clone());
+            Written::Stored
+        })
+    }
+
+    async fn read_outage(&self, cause: OutageCause) -> Result<Option<OutageRecord>, PortError> {
+        self.with(GET_ITEM, |state| state.outages.get(&OutageRecord::key(cause)).cloned())
+    }
+
+    async fn write_outage(&self, record: &OutageRecord) -> Result<Written, PortError> {
+        self.with(PUT_ITEM, |state| {
+            if !fits(state.outages.get(&record.po_id).map(|r| r.revision), record.revision) {
+                return Written::Conflict;
+            }
+            state.outages.insert(record.po_id.clone(), record.clone());
+            Written::Stored
         })
     }
 }
@@ -148,5 +201,16 @@ impl<L: Ledger> Ledger for &L {
 
     fn write(&self, entry: &LedgerEntry) -> impl Future<Output = Result<Written, PortError>> + Send {
         (**self).write(entry)
+    }
+
+    fn read_outage(
+        &self,
+        cause: OutageCause,
+    ) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send {
+        (**self).read_outage(cause)
+    }
+
+    fn write_outage(&self, record: &OutageRecord) -> impl Future<Output = Result<Written, PortError>> + Send {
+        (**self).write_outage(record)
     }
 }

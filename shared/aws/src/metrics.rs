@@ -20,6 +20,7 @@
 pub mod emf;
 
 use po_sync::config::{ConfigError, Env, parsed_or};
+use po_sync::outage::OutageCause;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -142,7 +143,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
 
 /// The notification kinds notify e-mails (`po_sync::message::NotificationKind`, snake_case).
 pub const EMAIL_KINDS: &[&str] =
-    &["reconciliation_mismatch", "mapping_error", "appzen_rejected", "dead_lettered", "poison_message"];
+    &["reconciliation_mismatch", "mapping_error", "appzen_rejected", "dead_lettered", "poison_message", "appzen_outage"];
 
 pub const COLD_START: MetricSpec = MetricSpec {
     name: "ColdStart",
@@ -200,6 +201,14 @@ pub const APPZEN_ATTEMPTS: MetricSpec = MetricSpec {
     dimension: None,
     meaning: "AppZen requests per record that called AppZen in one delivery (1 = no retry)",
 };
+pub const APPZEN_FAILURES: MetricSpec = MetricSpec {
+    name: "AppZenFailures",
+    unit: "Count",
+    kind: Kind::Counter,
+    services: RECONCILE,
+    dimension: Some(Dimension { name: "cause", values: <OutageCause as strum::VariantNames>::VARIANTS }),
+    meaning: "AppZen requests that got no verdict on the PO, by cause (credentials, endpoint: a person must fix the setup; throttled, unavailable: AppZen)",
+};
 pub const INVOICES_ARCHIVED: MetricSpec = MetricSpec {
     name: "InvoicesArchived",
     unit: "Count",
@@ -242,6 +251,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     DISCREPANCIES,
     APPZEN_LATENCY,
     APPZEN_ATTEMPTS,
+    APPZEN_FAILURES,
     INVOICES_ARCHIVED,
     INVOICES_NOT_ARCHIVED,
     EMAILS_SENT,
@@ -299,6 +309,11 @@ pub fn records_retried(count: usize) {
 /// reconcile: one AppZen HTTP request and how long it took.
 pub fn appzen_request(latency: Duration) {
     metrics::histogram!(APPZEN_LATENCY.name).record(latency.as_secs_f64() * 1000.0);
+}
+
+/// reconcile: one AppZen request got no verdict on the PO, for `cause`.
+pub fn appzen_failure(cause: OutageCause) {
+    metrics::counter!(APPZEN_FAILURES.name, "cause" => cause.as_str()).increment(1);
 }
 
 /// notify: SES accepted an e-mail of this kind (one of [`EMAIL_KINDS`]).

@@ -7,6 +7,7 @@ use po_sync::message::{BodyRef, NotificationEvent, WebhookEnvelope};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// One SQS FIFO message, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +183,102 @@ impl FifoQueue for MemoryFifoQueue {
         state.messages.push(message.clone());
         state.ids.insert(message.deduplication_id.clone(), id.clone());
         Ok(id)
+    }
+}
+
+/// A record reconcile hands back, and how long SQS should wait before delivering it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Postponed {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub delay: Duration,
+}
+
+/// Sets when handed-back records come back (`ChangeMessageVisibility` on the queue the batch came from), so a
+/// record that keeps failing waits longer each time instead of the queue's fixed visibility timeout.
+pub trait Redelivery: Send + Sync {
+    fn postpone(&self, records: &[Postponed]) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// The SQS queue a function's event source reads.
+#[derive(Debug, Clone)]
+pub struct SqsRedelivery {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsRedelivery {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        SqsRedelivery { client, queue_url: queue_url.into() }
+    }
+}
+
+const CHANGE_VISIBILITY: &str = "sqs:ChangeMessageVisibilityBatch";
+
+impl Redelivery for SqsRedelivery {
+    async fn postpone(&self, records: &[Postponed]) -> Result<(), PortError> {
+        // A batch holds at most 10 records, as many as one ChangeMessageVisibilityBatch call takes.
+        for chunk in records.chunks(10) {
+            let mut request = self.client.change_message_visibility_batch().queue_url(&self.queue_url);
+            for (index, record) in chunk.iter().enumerate() {
+                let entry = aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(&record.receipt_handle)
+                    .visibility_timeout(record.delay.as_secs().min(i32::MAX as u64) as i32)
+                    .build()
+                    .map_err(|e| PortError::new(CHANGE_VISIBILITY, Failure::Permanent, e.to_string()))?;
+                request = request.entries(entry);
+            }
+            let output = request.send().await.map_err(|e| PortError::from_sdk(CHANGE_VISIBILITY, e))?;
+            if let Some(failed) = output.failed().first() {
+                return Err(PortError::new(
+                    CHANGE_VISIBILITY,
+                    Failure::Transient,
+                    format!("{} of {} entries failed, first: {}", output.failed().len(), chunk.len(), failed.code()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records what would be postponed (tests); can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemoryRedelivery {
+    state: Mutex<(Vec<Postponed>, Vec<Failure>)>,
+}
+
+impl MemoryRedelivery {
+    /// Every record postponed so far, in order.
+    pub fn postponed(&self) -> Vec<Postponed> {
+        self.state.lock().map(|s| s.0.clone()).unwrap_or_default()
+    }
+
+    pub fn fail_next(&self, count: usize, failure: Failure) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1.extend(std::iter::repeat_n(failure, count));
+        }
+    }
+}
+
+impl Redelivery for MemoryRedelivery {
+    async fn postpone(&self, records: &[Postponed]) -> Result<(), PortError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| PortError::new(CHANGE_VISIBILITY, Failure::Permanent, "memory redelivery poisoned"))?;
+        if !state.1.is_empty() {
+            let failure = state.1.remove(0);
+            return Err(PortError::new(CHANGE_VISIBILITY, failure, "injected failure"));
+        }
+        state.0.extend_from_slice(records);
+        Ok(())
+    }
+}
+
+impl<R: Redelivery> Redelivery for &R {
+    fn postpone(&self, records: &[Postponed]) -> impl Future<Output = Result<(), PortError>> + Send {
+        (**self).postpone(records)
     }
 }
 

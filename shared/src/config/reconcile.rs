@@ -1,11 +1,11 @@
 //! Configuration of the `reconcile` function.
 
-use super::{ConfigError, Env, number_in, one_of, optional, parsed_or, required};
+use super::{ConfigError, Env, fifo_queue_url, number_in, one_of, optional, parsed_or, required};
 use crate::appzen::{Currency, EntityIdSource, MappingSettings, SupplierIdSource};
 use crate::archive::{DEFAULT_INVOICE_HOSTS, FetchPolicy};
 use crate::decision::Policy;
 use crate::reconcile::Tolerance;
-use crate::retry::Backoff;
+use crate::retry::{Backoff, RetrySchedule, parse_duration};
 use secrecy::SecretString;
 use std::time::Duration;
 
@@ -22,7 +22,25 @@ pub struct ReconcileConfig {
     pub tolerance: Tolerance,
     pub mapping: MappingSettings,
     pub appzen: AppZenConfig,
+    pub batch: BatchConfig,
 }
+
+/// How a batch is worked through and how long a handed-back record waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// `webhooks.fifo`, whose handed-back records wait by `retry_schedule` (`WEBHOOK_QUEUE_URL`); `None`: they
+    /// come back after the queue's visibility timeout.
+    pub webhook_queue_url: Option<String>,
+    /// `RETRY_SCHEDULE`.
+    pub retry_schedule: RetrySchedule,
+    /// Message groups (POs) of one batch processed at once (`GROUP_CONCURRENCY`).
+    pub group_concurrency: usize,
+    /// How long a throttling or unavailability outage lasts before it is mailed (`OUTAGE_EMAIL_AFTER`).
+    pub outage_email_after: Duration,
+}
+
+/// A batch holds at most 10 records, so 10 groups at once is the whole batch.
+pub const DEFAULT_GROUP_CONCURRENCY: u64 = 5;
 
 #[derive(Debug, Clone)]
 pub struct AppZenConfig {
@@ -107,6 +125,19 @@ impl ReconcileConfig {
             },
             ledger_table: required(env, "LEDGER_TABLE_NAME")?,
             archive: archive(env)?,
+            batch: BatchConfig {
+                webhook_queue_url: optional(env, "WEBHOOK_QUEUE_URL")
+                    .map(|url| fifo_queue_url("WEBHOOK_QUEUE_URL", &url))
+                    .transpose()?,
+                retry_schedule: parsed_or(env, "RETRY_SCHEDULE", RetrySchedule::default(), RetrySchedule::parse)?,
+                group_concurrency: parsed_or(
+                    env,
+                    "GROUP_CONCURRENCY",
+                    DEFAULT_GROUP_CONCURRENCY,
+                    number_in(1..=10),
+                )? as usize,
+                outage_email_after: parsed_or(env, "OUTAGE_EMAIL_AFTER", Duration::from_secs(15 * 60), parse_duration)?,
+            },
         })
     }
 }
@@ -240,6 +271,36 @@ mod tests {
         assert_eq!(config.appzen.base_url, "http://127.0.0.1:9999", "trailing slash dropped");
         assert_eq!(config.appzen.request_timeout, Duration::from_millis(2500));
         assert_eq!(config.appzen.max_attempts, 2);
+    }
+
+    #[test]
+    fn the_batch_settings_default_to_a_day_s_horizon_and_five_groups_at_once() {
+        let batch = ReconcileConfig::from_env(&MINIMAL).unwrap().batch;
+        assert_eq!(batch.webhook_queue_url, None);
+        assert_eq!(batch.retry_schedule, RetrySchedule::default());
+        assert_eq!((batch.group_concurrency, batch.outage_email_after), (5, Duration::from_secs(900)));
+
+        let batch = ReconcileConfig::from_env(&with(&[
+            ("WEBHOOK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks.fifo"),
+            ("RETRY_SCHEDULE", "1s,2s"),
+            ("GROUP_CONCURRENCY", "10"),
+            ("OUTAGE_EMAIL_AFTER", "0s"),
+        ]))
+        .unwrap()
+        .batch;
+        assert_eq!(batch.webhook_queue_url.as_deref(), Some("https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks.fifo"));
+        assert_eq!(batch.retry_schedule.describe(), "1s,2s");
+        assert_eq!((batch.group_concurrency, batch.outage_email_after), (10, Duration::ZERO));
+
+        for (variable, value, problem) in [
+            ("WEBHOOK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/standard", "must be the URL of a FIFO queue"),
+            ("RETRY_SCHEDULE", "1m,soon", "step \"soon\""),
+            ("GROUP_CONCURRENCY", "11", "from 1 to 10"),
+            ("OUTAGE_EMAIL_AFTER", "15", "step \"15\""),
+        ] {
+            let error = error(&[(variable, value)]);
+            assert!(error.starts_with(&format!("configuration {variable}: ")) && error.contains(problem), "{error}");
+        }
     }
 
     #[test]
