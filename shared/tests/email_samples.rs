@@ -9,6 +9,7 @@ use po_sync::appzen::{MappingSettings, map_purchase_order};
 use po_sync::email::dead_lettered;
 use po_sync::komet::parse_webhook;
 use po_sync::message::{AppZenAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
+use po_sync::outage::OutageCause;
 use po_sync::reconcile::{Tolerance, reconcile};
 
 pub const DOC_SAMPLE: &[u8] = include_bytes!("fixtures/komet-doc-sample.json");
@@ -68,6 +69,17 @@ pub fn poison_message() -> NotificationEvent {
     )
 }
 
+/// AppZen refusing po-sync's credentials: one e-mail for the whole outage, as reconcile raises it.
+pub fn appzen_outage() -> NotificationEvent {
+    let appzen = AppZenAnswer {
+        http_status: 401,
+        error: Some("Unauthorized".to_owned()),
+        message: Some("Error code : 9a1b77c2 - The customer key is missing or invalid".to_owned()),
+        correlation_id: Some("3e8d1c2a-9b7f-4e6d-8a5c-1f2e3d4c5b6a".to_owned()),
+    };
+    NotificationEvent::outage(OutageCause::Credentials, received_at(), "HTTP 401", Some(appzen))
+}
+
 /// Every sample, named as its golden and docs files are.
 pub fn all() -> Vec<(&'static str, NotificationEvent)> {
     vec![
@@ -76,6 +88,7 @@ pub fn all() -> Vec<(&'static str, NotificationEvent)> {
         ("mapping-error", mapping_error()),
         ("dead-lettered", dead_lettered_webhook()),
         ("poison-message", poison_message()),
+        ("appzen-outage", appzen_outage()),
     ]
 }
 
@@ -85,6 +98,6 @@ fn there_is_one_sample_per_kind() {
     kinds.sort_unstable();
     assert_eq!(
         kinds,
-        ["appzen_rejected", "dead_lettered", "mapping_error", "poison_message", "reconciliation_mismatch"]
+        ["appzen_outage", "appzen_rejected", "dead_lettered", "mapping_error", "poison_message", "reconciliation_mismatch"]
     );
 }

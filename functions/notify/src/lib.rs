@@ -552,6 +552,22 @@ mod tests {
         assert!(!String::from_utf8_lossy(&sent[0].mime).contains("parked queue"), "nothing was parked");
     }
 
+    #[tokio::test]
+    async fn a_record_that_cannot_be_mailed_holds_back_only_its_own_group() {
+        let notifier = memory_notifier(false);
+        notifier.email.fail_next(1, Failure::Transient);
+        let event = |id: &str| NotificationEvent::poison("x", id).to_json().unwrap();
+        let in_group = |id: &str, group: &str| {
+            let mut record = dlq_record(&event(id), Some(group));
+            record.message_id = Some(id.into());
+            record
+        };
+        let records = vec![in_group("a1", "a"), in_group("b1", "b"), in_group("a2", "a"), in_group("c1", "c")];
+        let response = notifier.handle(batch(records)).await;
+        assert_eq!(failed(&response), ["a1", "a2"], "a2 waits behind a1; b and c are mailed");
+        assert_eq!(notifier.email.sent().len(), 2);
+    }
+
     #[test]
     fn kinds_are_named_as_serde_names_them() {
         for kind in [
@@ -560,6 +576,7 @@ mod tests {
             NotificationKind::AppzenRejected,
             NotificationKind::DeadLettered,
             NotificationKind::PoisonMessage,
+            NotificationKind::AppzenOutage,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

@@ -49,12 +49,10 @@ pub async fn resolve_credentials(
 pub struct SecretRenewal {
     client: aws_sdk_secretsmanager::Client,
     arn: String,
-    /// When the secret was last read: at most once per [`RENEWAL_INTERVAL`], however many records fail.
+    /// When the secret was last read: at most once per `credential_renewal_interval` (30 s), however many
+    /// records fail.
     last_read: tokio::sync::Mutex<Option<Instant>>,
 }
-
-/// The least time between two reads of the secret by one instance.
-pub const RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
 
 impl SecretRenewal {
     pub fn new(aws: &aws_config::SdkConfig, arn: &str) -> Self {
@@ -189,6 +187,7 @@ pub struct AppZenClient {
     /// The three credential headers, marked sensitive; replaced when a renewal reads new ones.
     credentials: RwLock<Arc<CredentialHeaders>>,
     renewal: Option<SecretRenewal>,
+    renewal_interval: Duration,
     upsert_url: reqwest::Url,
     request_timeout: Duration,
     max_attempts: u32,
@@ -244,6 +243,7 @@ impl AppZenClient {
             http,
             credentials: RwLock::new(Arc::new(CredentialHeaders::of(credentials, 0)?)),
             renewal: None,
+            renewal_interval: config.credential_renewal_interval,
             upsert_url,
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts.max(1),
@@ -274,7 +274,7 @@ impl AppZenClient {
         if self.current_credentials().generation != generation {
             return true;
         }
-        if last_read.is_some_and(|at| at.elapsed() < RENEWAL_INTERVAL) {
+        if last_read.is_some_and(|at| at.elapsed() < self.renewal_interval) {
             return false;
         }
         *last_read = Some(Instant::now());

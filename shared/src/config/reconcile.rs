@@ -55,6 +55,8 @@ pub struct AppZenConfig {
     pub backoff: Backoff,
     /// Time kept back at the end of an invocation to notify and answer Lambda.
     pub deadline_margin: Duration,
+    /// The least time between two reads of the credentials' secret after AppZen refused them (tests: zero).
+    pub credential_renewal_interval: Duration,
 }
 
 /// The invoice archive: the bucket and how invoice links are fetched.
@@ -122,6 +124,7 @@ impl ReconcileConfig {
                 max_attempts: parsed_or(env, "APPZEN_MAX_ATTEMPTS", 4, number_in(1..=20))? as u32,
                 backoff: Backoff::default(),
                 deadline_margin: Duration::from_secs(2),
+                credential_renewal_interval: Duration::from_secs(30),
             },
             ledger_table: required(env, "LEDGER_TABLE_NAME")?,
             archive: archive(env)?,
