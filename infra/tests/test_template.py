@@ -53,10 +53,14 @@ ENV_CONTRACT = {
                     "APPZEN_ENTITY_ID_FROM", "APPZEN_SUPPLIER_ID_FROM", "APPZEN_CHARGES_GL_CODE",
                     "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "LEDGER_TABLE_NAME", "RUST_LOG",
                     "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "INVOICE_MAX_BYTES",
-                    "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY"},
+                    "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY", "WEBHOOK_QUEUE_URL", "RETRY_SCHEDULE",
+                    "GROUP_CONCURRENCY", "OUTAGE_EMAIL_AFTER"},
         # ARCHIVE_BUCKET is optional for the binary, not for the stack: without it invoices die with Komet's links.
+        # WEBHOOK_QUEUE_URL likewise: without it a handed-back webhook waits the queue's visibility timeout, not
+        # RetrySchedule, and the retry horizon shrinks to MaxReceiveCount x 12 minutes.
         "required": {"NOTIFY_QUEUE_URL", "APPZEN_SECRET_ARN", "APPZEN_BASE_URL", "RECONCILE_POLICY", "CURRENCY",
-                     "LEDGER_TABLE_NAME", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS"},
+                     "LEDGER_TABLE_NAME", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS",
+                     "WEBHOOK_QUEUE_URL", "RETRY_SCHEDULE"},
     },
     "notify": {
         "allowed": {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
@@ -65,6 +69,19 @@ ENV_CONTRACT = {
         "required": {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET"},
     },
 }
+
+
+def schedule_seconds(template):
+    """The default RetrySchedule's waits, in seconds (reconcile's RETRY_SCHEDULE grammar: 90s, 5m, 1h)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return [int(step[:-1]) * units[step[-1]] for step in template["Parameters"]["RetrySchedule"]["Default"].split(",")]
+
+
+def retry_horizon_seconds(template):
+    """How long a webhook that fails every delivery waits before it is dead-lettered, with the defaults."""
+    steps = schedule_seconds(template)
+    receives = template["Parameters"]["MaxReceiveCount"]["Default"]
+    return sum(steps[min(n, len(steps) - 1)] for n in range(receives))
 
 
 def load_template():
@@ -254,7 +271,20 @@ class TemplateTest(unittest.TestCase):
                 self.assertIsNotNone(redrive, "RedrivePolicy missing")
                 self.assertEqual(redrive["deadLetterTargetArn"], {"Fn::GetAtt": [dead_letter_queue, "Arn"]})
                 self.assertEqual(redrive["maxReceiveCount"], {"Ref": "MaxReceiveCount"})
-        self.assertEqual(self.template["Parameters"]["MaxReceiveCount"]["Default"], 5)
+        # Deliveries spaced by RetrySchedule: the default waits a day and more before anything is parked.
+        self.assertEqual(self.template["Parameters"]["MaxReceiveCount"]["Default"], 30)
+        self.assertGreaterEqual(retry_horizon_seconds(self.template), 24 * 3600)
+
+    def test_reconcile_spaces_retries_on_the_queue_it_reads(self):
+        _, function = self.function_named("reconcile")
+        variables = function["Properties"]["Environment"]["Variables"]
+        self.assertEqual(variables["WEBHOOK_QUEUE_URL"], {"Ref": "WebhookQueue"})
+        self.assertEqual(variables["RETRY_SCHEDULE"], {"Ref": "RetrySchedule"})
+        schedule = self.template["Parameters"]["RetrySchedule"]
+        self.assertRegex(schedule["Default"], schedule["AllowedPattern"])
+        # Longer than the horizon, so a webhook is parked, never expired, when it cannot be delivered.
+        retention = self.resources["WebhookQueue"]["Properties"]["MessageRetentionPeriod"]
+        self.assertGreater(retention, retry_horizon_seconds(self.template))
 
     def test_dead_lettered_webhooks_end_in_the_parked_queue_which_notify_fills_and_nobody_consumes(self):
         dlq = self.resources["WebhookDeadLetterQueue"]["Properties"]
@@ -370,9 +400,12 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(granted("ReconcileRole", "secretsmanager:GetSecretValue"), {"AppZenSecret"})
         self.assertEqual(granted("NotifyRole", "sqs:ReceiveMessage"), {"NotificationQueue", "WebhookDeadLetterQueue"})
         self.assertEqual(granted("NotifyRole", "sqs:SendMessage"), {"WebhookParkedQueue"})
+        # reconcile spaces the retries of the webhooks it hands back, on their own queue only.
+        self.assertEqual(granted("ReconcileRole", "sqs:ChangeMessageVisibility"), {"WebhookQueue"})
         for role in ("IngestRole", "ReconcileRole", "NotifyRole"):
             self.assertFalse({a for a, _ in grants[role] if a.startswith("sqs:") and a not in {
-                "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}}, role)
+                "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                *({"sqs:ChangeMessageVisibility"} if role == "ReconcileRole" else set())}}, role)
         self.assertFalse(granted("NotifyRole", "secretsmanager:GetSecretValue"))
         for action in ("ses:SendEmail", "ses:SendRawEmail"):
             identities = granted("NotifyRole", action)
@@ -725,14 +758,15 @@ class TemplateTest(unittest.TestCase):
             p = alarm["Properties"]
             # A single-metric alarm, or each metric of a metric-math alarm.
             metrics = [(p.get("Namespace"), p)] if "MetricName" in p else [
-                (m["MetricStat"]["Metric"]["Namespace"], {**m["MetricStat"]["Metric"], "Statistic": m["MetricStat"]["Stat"]})
+                (m["MetricStat"]["Metric"]["Namespace"],
+                 {**m["MetricStat"]["Metric"], "Statistic": m["MetricStat"]["Stat"], "Period": m["MetricStat"]["Period"]})
                 for m in p.get("Metrics", []) if "MetricStat" in m]
             for namespace, metric in metrics:
                 if isinstance(namespace, str):
                     self.assertTrue(namespace.startswith("AWS/"), f"{name}: po-sync's namespace is the parameter")
                     continue
                 self.assertEqual(namespace, {"Ref": "MetricsNamespace"}, name)
-                self.assertIn("MetricName", p, f"{name}: a business alarm watches one metric")
+                self.assertIn("MetricName", metric, f"{name}: each business metric is named")
                 with self.subTest(alarm=name):
                     spec = catalogue.get(metric["MetricName"])
                     self.assertIsNotNone(spec, f"{name}: {metric['MetricName']} is not a metric the code emits")
@@ -743,7 +777,9 @@ class TemplateTest(unittest.TestCase):
                     if spec["dimension"]:
                         self.assertIn(dimensions[spec["dimension"]["name"]], spec["dimension"]["values"])
                     self.assertEqual(metric["Statistic"], "Sum")
-                found[name] = (p, dimensions, alarm.get("Condition"))
+                # A metric-math alarm is listed once per metric it reads, with that metric's name and period.
+                key = name if "MetricName" in p else f"{name}/{metric['MetricName']}/{dimensions}"
+                found[key] = ({**p, **metric} if "MetricName" not in p else p, dimensions, alarm.get("Condition"))
         self.assertTrue(found)
         return found
 
@@ -784,12 +820,26 @@ class TemplateTest(unittest.TestCase):
                          ("GreaterThanThreshold", 0, "notBreaching"))
         self.assertGreaterEqual(p["EvaluationPeriods"], 2, "one failed batch is not 'sustained'")
         self.assertEqual(p.get("DatapointsToAlarm", p["EvaluationPeriods"]), p["EvaluationPeriods"])
-        visibility = self.resources["WebhookQueue"]["Properties"]["VisibilityTimeout"]
-        # A failing record comes back once per visibility timeout: each period must see at least one return.
-        self.assertGreaterEqual(p["Period"], visibility)
-        # And it fires before the webhooks are dead-lettered (MaxReceiveCount deliveries).
-        max_receive = self.template["Parameters"]["MaxReceiveCount"]["Default"]
-        self.assertLess(p["Period"] * p["EvaluationPeriods"], max_receive * visibility)
+        # A failing record comes back after at most the schedule's longest wait: each period sees a return.
+        self.assertGreaterEqual(p["Period"], max(schedule_seconds(self.template)))
+        # And it fires well before the webhooks are dead-lettered (MaxReceiveCount deliveries).
+        self.assertLess(p["Period"] * p["EvaluationPeriods"], retry_horizon_seconds(self.template) / 4)
+
+    def test_appzen_setup_alarm_fires_within_minutes_on_credentials_or_endpoint_failures(self):
+        alarms = {key: a for key, a in self.business_alarms().items() if key.startswith("AppZenSetupAlarm/")}
+        causes = {a[1]["cause"] for a in alarms.values()}
+        self.assertEqual(causes, {"credentials", "endpoint"})
+        for p, dimensions, _ in alarms.values():
+            self.assertEqual((p["MetricName"], dimensions["service"]), ("AppZenFailures", "reconcile"))
+            self.assertEqual(p["Period"], 60)
+        alarm = self.resources["AppZenSetupAlarm"]["Properties"]
+        # The first failure of either kind, in one 1-minute period: within 5 minutes with EMF's delivery delay.
+        self.assertEqual((alarm["EvaluationPeriods"], alarm["Threshold"], alarm["ComparisonOperator"]),
+                         (1, 1, "GreaterThanOrEqualToThreshold"))
+        self.assertEqual(alarm["TreatMissingData"], "notBreaching")
+        returned = [m for m in alarm["Metrics"] if m.get("ReturnData")]
+        self.assertEqual(len(returned), 1)
+        self.assertEqual(returned[0]["Expression"].replace(" ", ""), "credentials+endpoint")
 
 
 if __name__ == "__main__":

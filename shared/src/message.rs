@@ -8,8 +8,8 @@
 
 use crate::archive::{ArchivedPdf, InvoiceArchive};
 use crate::komet::PurchaseOrder;
-use crate::reconcile::Discrepancy;
 use crate::outage::OutageCause;
+use crate::reconcile::Discrepancy;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
     strum::IntoStaticStr,
     strum::VariantNames,
     strum::EnumString,
-    strum::EnumIter
+    strum::EnumIter,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]

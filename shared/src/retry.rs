@@ -252,7 +252,9 @@ mod tests {
 
     #[test]
     fn a_bad_schedule_names_its_step() {
-        for (text, names) in [("", "\"\""), ("1m,,2m", "\"\""), ("5", "\"5\""), ("2d", "\"2d\""), ("13h", "\"13h\""), ("-1s", "\"-1s\"")] {
+        for (text, names) in
+            [("", "\"\""), ("1m,,2m", "\"\""), ("5", "\"5\""), ("2d", "\"2d\""), ("13h", "\"13h\""), ("-1s", "\"-1s\"")]
+        {
             let error = RetrySchedule::parse(text).unwrap_err();
             assert!(error.contains(names), "{text}: {error}");
         }

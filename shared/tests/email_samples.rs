@@ -98,6 +98,13 @@ fn there_is_one_sample_per_kind() {
     kinds.sort_unstable();
     assert_eq!(
         kinds,
-        ["appzen_outage", "appzen_rejected", "dead_lettered", "mapping_error", "poison_message", "reconciliation_mismatch"]
+        [
+            "appzen_outage",
+            "appzen_rejected",
+            "dead_lettered",
+            "mapping_error",
+            "poison_message",
+            "reconciliation_mismatch"
+        ]
     );
 }

@@ -20,11 +20,13 @@
 //!   body text, and the answer given);
 //! - `POST /_sandbox/fail` `{"times": 2, "status": 500}`: answer the next upserts with that status instead
 //!   (`"retry_after": 1` adds a `Retry-After` header, `"delay_ms": 3000` answers slowly, `"message"` sets the
-//!   error message; `"times": null` means until reset);
-//! - `POST /_sandbox/reset`: forget requests, purchase orders and pending failures.
+//!   error message; `"po_number": "P1"` fails only that PO's upserts; `"times": null` means until reset);
+//! - `POST /_sandbox/latency` `{"ms": 300}`: every upsert answers that much later (AppZen's own latency);
+//! - `POST /_sandbox/reset`: forget requests, purchase orders, pending failures and the latency.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -114,6 +116,19 @@ pub struct Failure {
     /// the client may have given up on although the PO was updated.
     #[serde(default)]
     pub delay_after_ms: Option<u64>,
+    /// Only upserts of this `purchase_order_number` fail (and count against `times`); `None`: every upsert.
+    #[serde(default)]
+    pub po_number: Option<String>,
+}
+
+impl Failure {
+    fn applies_to(&self, body: &[u8]) -> bool {
+        match &self.po_number {
+            None => true,
+            Some(number) => serde_json::from_slice::<Value>(body)
+                .is_ok_and(|b| b.get("purchase_order_number").and_then(Value::as_str) == Some(number)),
+        }
+    }
 }
 
 /// Decides, per upsert (given its body), a failure to answer instead when none is queued with
@@ -136,6 +151,28 @@ struct Shared {
     credentials: Credentials,
     ledger: Mutex<Ledger>,
     fault_hook: Mutex<Option<FaultHook>>,
+    /// Every upsert's answer waits this long (AppZen's own latency), in milliseconds.
+    latency_ms: AtomicU64,
+    /// Upserts being answered now, and the most there were at once since the last reset.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts an upsert as in flight while it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -158,6 +195,9 @@ impl Sandbox {
                 credentials,
                 ledger: Mutex::new(Ledger::default()),
                 fault_hook: Mutex::new(None),
+                latency_ms: AtomicU64::new(0),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
             }),
         }
     }
@@ -178,6 +218,7 @@ impl Sandbox {
             .route("/_sandbox/requests", get(list_requests))
             .route("/_sandbox/fail", post(queue_failure))
             .route("/_sandbox/reset", post(reset))
+            .route("/_sandbox/latency", post(set_latency))
             // Komet's file server, for the invoice archive: PDFs, links that have expired, a page that is no PDF.
             .route("/invoices/{name}", get(invoice_pdf))
             .route("/expired/{name}", get(expired_link))
@@ -201,8 +242,20 @@ impl Sandbox {
         self.shared.ledger().failures.push(failure);
     }
 
+    /// Every upsert (answered normally or not) waits `latency` first: AppZen's own response time.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.latency_ms.store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The most upserts that were being answered at once since the last reset.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn reset(&self) {
         *self.shared.ledger() = Ledger::default();
+        self.shared.latency_ms.store(0, Ordering::SeqCst);
+        self.shared.max_in_flight.store(0, Ordering::SeqCst);
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -267,9 +320,14 @@ impl Drop for RunningSandbox {
 }
 
 async fn upsert(State(sandbox): State<Sandbox>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let _in_flight = InFlight::enter(&sandbox.shared);
     let seq = record(&sandbox, &method, &uri, &headers, &body);
+    let latency = sandbox.shared.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
     let hook = sandbox.shared.fault_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let failure = next_failure(&sandbox).or_else(|| hook.and_then(|decide| decide(&body)));
+    let failure = next_failure(&sandbox, &body).or_else(|| hook.and_then(|decide| decide(&body)));
     let delay_after = failure.as_ref().and_then(|f| f.delay_after_ms);
     if let Some(delay) = failure.as_ref().and_then(|f| f.delay_ms) {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -319,19 +377,19 @@ fn record(sandbox: &Sandbox, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     seq
 }
 
-fn next_failure(sandbox: &Sandbox) -> Option<Failure> {
-    next_failure_locked(&mut sandbox.shared.ledger())
+fn next_failure(sandbox: &Sandbox, body: &[u8]) -> Option<Failure> {
+    next_failure_locked(&mut sandbox.shared.ledger(), body)
 }
 
-fn next_failure_locked(ledger: &mut Ledger) -> Option<Failure> {
-    while let Some(Failure { times: Some(0), .. }) = ledger.failures.first() {
-        ledger.failures.remove(0);
-    }
-    let failure = ledger.failures.first_mut()?;
+/// The first queued failure that applies to this upsert, counted down.
+fn next_failure_locked(ledger: &mut Ledger, body: &[u8]) -> Option<Failure> {
+    ledger.failures.retain(|f| f.times != Some(0));
+    let index = ledger.failures.iter().position(|f| f.applies_to(body))?;
+    let failure = &mut ledger.failures[index];
     let current = failure.clone();
     match &mut failure.times {
         Some(1) => {
-            ledger.failures.remove(0);
+            ledger.failures.remove(index);
         }
         Some(n) => *n -= 1,
         None => {}
@@ -728,6 +786,20 @@ async fn queue_failure(State(sandbox): State<Sandbox>, body: Bytes) -> Response 
         }
         Err(e) => Answer::error(StatusCode::BAD_REQUEST, format!("expected {{\"times\":N,\"status\":S,...}}: {e}"))
             .into_response(),
+    }
+}
+
+async fn set_latency(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    struct Latency {
+        ms: u64,
+    }
+    match serde_json::from_slice::<Latency>(&body) {
+        Ok(latency) => {
+            sandbox.set_latency(Duration::from_millis(latency.ms));
+            (StatusCode::OK, axum::Json(json!({ "latency_ms": latency.ms }))).into_response()
+        }
+        Err(e) => Answer::error(StatusCode::BAD_REQUEST, format!("expected {{\"ms\":N}}: {e}")).into_response(),
     }
 }
 

@@ -42,8 +42,10 @@ pub struct StackOptions {
     /// from (deployed into moto's CloudFormation: `stack_env`).
     pub template: PathBuf,
     /// After a failed record, the poller makes it visible again after this many seconds (keeps retries
-    /// and the road to the DLQ quick).
+    /// and the road to the DLQ quick), unless the function sets it itself (reconcile, by `retry_schedule`).
     pub retry_after_seconds: Option<i32>,
+    /// reconcile's `RETRY_SCHEDULE` locally, in place of the template's (which waits minutes to hours).
+    pub retry_schedule: String,
     /// Let `cargo lambda watch` rebuild and restart a function when its code changes (`serve`).
     pub reload: bool,
     /// How long to wait for the functions to compile and answer the first time.
@@ -69,6 +71,7 @@ impl StackOptions {
             max_receive_count: 3,
             template: stack_env::default_template(),
             retry_after_seconds: Some(1),
+            retry_schedule: "1s".to_owned(),
             reload: false,
             ready_timeout: Duration::from_secs(300),
             lambda_port: 0,
@@ -358,9 +361,16 @@ impl LocalStack {
         // The template's own event sources (its functions' `Events`), played by the local poller.
         let mut mappings = Vec::new();
         for source in &stack.stack.event_sources {
+            // A function the template gives the queue's URL spaces its own retries (reconcile's RetrySchedule).
+            let queue_name = |url: &str| url.rsplit('/').next().unwrap_or_default().to_owned();
+            let function_sets_visibility = stack.stack.functions.iter().any(|f| {
+                f.binary == source.function
+                    && f.var("WEBHOOK_QUEUE_URL").is_some_and(|url| queue_name(url) == queue_name(&source.queue_url))
+            });
             mappings.push(EventSourceMapping {
                 batch_size: source.batch_size,
                 retry_after_seconds: stack.options.retry_after_seconds,
+                function_sets_visibility,
                 invoke_base_url: Some(stack.emulator_url(&source.function)?.to_owned()),
                 deaths: stack
                     .options
@@ -578,6 +588,13 @@ impl LocalStack {
         self.moto.sent_emails()
     }
 
+    /// Stops (or restarts) delivering to `function` (its event sources): messages gather on its queue.
+    pub async fn pause_delivery(&self, function: &str, paused: bool) {
+        if let Some(poller) = &self.poller {
+            poller.pause(function, paused).await;
+        }
+    }
+
     /// The poller's invocations so far.
     pub fn invocations(&self) -> Vec<Invocation> {
         self.poller.as_ref().map(Poller::invocations).unwrap_or_default()
@@ -735,8 +752,9 @@ type Env = Vec<(String, String)>;
 const LOCAL_APPZEN_TUNING: [(&str, &str); 2] = [("APPZEN_TIMEOUT_MS", "5000"), ("APPZEN_MAX_ATTEMPTS", "3")];
 
 /// Each function's environment: the AWS SDK's variables pointing at moto (or the fault proxy), then what the
-/// template gives the function, resolved by CloudFormation, with three local replacements: inline credentials
-/// where the template names a secret, the AppZen sandbox as `APPZEN_BASE_URL`, and [`LOCAL_APPZEN_TUNING`];
+/// template gives the function, resolved by CloudFormation, with local replacements: inline credentials where
+/// the template names a secret, the AppZen sandbox as `APPZEN_BASE_URL`, [`LOCAL_APPZEN_TUNING`], the local
+/// invoice host and `StackOptions::retry_schedule`;
 /// then `options.function_env`. Each is read by the function's own configuration reader before anything
 /// starts, so a variable the template forgot or renamed stops the pipeline here, named.
 fn function_envs(
@@ -772,6 +790,9 @@ fn function_envs(
         // (the template's InvoiceHosts parameter accepts domains only).
         if let Some(hosts) = env.iter_mut().find(|(n, _)| n == "INVOICE_HOSTS") {
             hosts.1 = "127.0.0.1".to_owned();
+        }
+        if let Some(schedule) = env.iter_mut().find(|(n, _)| n == "RETRY_SCHEDULE") {
+            schedule.1 = options.retry_schedule.clone();
         }
         if let Some(base_url) = env.iter_mut().find(|(n, _)| n == "APPZEN_BASE_URL") {
             base_url.1 = sandbox.base_url();

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +53,10 @@ pub struct EventSourceMapping {
     /// After a failure, make the failed records visible again after this many seconds instead of waiting
     /// out the queue's visibility timeout (`None`: leave them, as Lambda does).
     pub retry_after_seconds: Option<i32>,
+    /// The function sets when the records it reports as failed come back (reconcile's retry schedule): the
+    /// poller leaves them as the function set them, as Lambda does; `retry_after_seconds` then applies only
+    /// to a batch whose invocation failed.
+    pub function_sets_visibility: bool,
     /// Where this function is invoked (`http://127.0.0.1:PORT` of its `cargo lambda watch`); `None`: the
     /// `invoke_base_url` given to [`Poller::start`].
     pub invoke_base_url: Option<String>,
@@ -81,6 +85,7 @@ impl EventSourceMapping {
             batch_size: 10,
             wait_time_seconds: 1,
             retry_after_seconds: None,
+            function_sets_visibility: false,
             invoke_base_url: None,
             deaths: None,
         }
@@ -96,6 +101,8 @@ pub struct Invocation {
     pub failed_ids: Vec<String>,
     /// `None` when the function answered; else why the whole batch failed.
     pub error: Option<String>,
+    /// How long the invocation took, from the request to the function's answer.
+    pub duration: Duration,
 }
 
 /// The running poller: one task per mapping. Stops when dropped or on [`Poller::stop`].
@@ -104,6 +111,8 @@ pub struct Poller {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     in_flight: Arc<AtomicUsize>,
     invocations: Arc<Mutex<Vec<Invocation>>>,
+    /// Per function: whether its event sources are asked to pause, and whether they hold (nothing received).
+    paused: Vec<(String, Arc<Pause>)>,
 }
 
 impl Poller {
@@ -121,7 +130,10 @@ impl Poller {
         // Invocations are bounded by the functions' own timeouts; this only stops a hung emulator.
         let http = reqwest::Client::builder().timeout(Duration::from_secs(900)).build().unwrap_or_default();
         let mut tasks = Vec::with_capacity(mappings.len());
+        let mut paused = Vec::with_capacity(mappings.len());
         for mapping in mappings {
+            let pause = Arc::new(Pause::default());
+            paused.push((mapping.function_name.clone(), pause.clone()));
             let queue_arn = queue_arn(&sqs, &mapping.queue_url).await?;
             let base_url = mapping.invoke_base_url.as_deref().unwrap_or(invoke_base_url);
             let worker = Worker {
@@ -139,10 +151,27 @@ impl Poller {
                 log: log.clone(),
                 in_flight: in_flight.clone(),
                 invocations: invocations.clone(),
+                paused: pause,
             };
             tasks.push(tokio::spawn(worker.run(stopped.clone())));
         }
-        Ok(Poller { stop, tasks, in_flight, invocations })
+        Ok(Poller { stop, tasks, in_flight, invocations, paused })
+    }
+
+    /// Stops (or restarts) receiving for `function`'s event sources. Pausing returns once no receive or batch
+    /// of theirs is in progress, so every message sent afterwards waits on the queue; on resume the next
+    /// receive takes up to a whole batch of them at once.
+    pub async fn pause(&self, function: &str, paused: bool) {
+        let pauses: Vec<&Arc<Pause>> =
+            self.paused.iter().filter(|(name, _)| name == function).map(|(_, p)| p).collect();
+        for pause in &pauses {
+            pause.requested.store(paused, Ordering::SeqCst);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while paused && pauses.iter().any(|p| !p.holding.load(Ordering::SeqCst)) && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether a batch is being handled right now (received and not yet deleted or released).
@@ -194,6 +223,14 @@ struct Worker {
     log: LogSink,
     in_flight: Arc<AtomicUsize>,
     invocations: Arc<Mutex<Vec<Invocation>>>,
+    paused: Arc<Pause>,
+}
+
+/// A mapping's pause: asked for, and taken (the worker is between batches and receives nothing).
+#[derive(Debug, Default)]
+struct Pause {
+    requested: AtomicBool,
+    holding: AtomicBool,
 }
 
 impl Worker {
@@ -203,6 +240,14 @@ impl Worker {
         loop {
             if *stopped.borrow() {
                 return;
+            }
+            let paused = self.paused.requested.load(Ordering::SeqCst);
+            self.paused.holding.store(paused, Ordering::SeqCst);
+            if paused {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                }
             }
             let received = tokio::select! {
                 _ = stopped.changed() => return,
@@ -245,6 +290,7 @@ impl Worker {
 
     async fn handle(&self, queue: &str, messages: Vec<Message>) {
         let message_ids: Vec<String> = messages.iter().filter_map(|m| m.message_id.clone()).collect();
+        let invoked_at = std::time::Instant::now();
         let outcome = match self.death(messages.len()) {
             // The function handles the first `handled` records, then dies before answering.
             Some(handled) => {
@@ -253,6 +299,7 @@ impl Worker {
             }
             None => self.invoke(&sqs_event(&messages, &self.queue_arn, &self.region)).await,
         };
+        let duration = invoked_at.elapsed();
         let failed: HashSet<String> = match &outcome {
             Ok(failures) => failures.iter().cloned().collect(),
             Err(_) => message_ids.iter().cloned().collect(),
@@ -276,7 +323,11 @@ impl Worker {
             // and moto, which would otherwise hand out the last of the group first, keeps their order.
             let group = message.attributes().and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId)).cloned();
             let later_in_group = group.as_ref().is_some_and(|g| !failed_groups.insert(g.clone()));
-            let visibility = if later_in_group { Some(0) } else { self.mapping.retry_after_seconds };
+            let visibility = match (later_in_group, self.mapping.function_sets_visibility && outcome.is_ok()) {
+                (_, true) => None,
+                (true, false) => Some(0),
+                (false, false) => self.mapping.retry_after_seconds,
+            };
             if let Some(seconds) = visibility {
                 let changed = self
                     .sqs
@@ -307,6 +358,7 @@ impl Worker {
             message_ids,
             failed_ids,
             error,
+            duration,
         });
     }
 

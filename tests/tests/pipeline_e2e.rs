@@ -93,6 +93,9 @@ async fn the_whole_pipeline_end_to_end() {
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
     a_record_that_keeps_failing_is_dead_lettered_and_mailed(&stack).await;
     a_parked_version_redriven_after_a_newer_one_is_superseded(&stack).await;
+    a_po_appzen_keeps_failing_does_not_hold_back_the_others_of_its_batch(&stack).await;
+    refused_credentials_hand_the_po_back_mail_the_outage_once_and_it_goes_through_when_fixed(&stack).await;
+    nine_pos_of_nine_groups_go_to_appzen_together_in_one_invocation(&stack).await;
     // Every EMF line the functions printed is valid, agrees with the poller and SES, and shows the above.
     stack
         .check_emitted_metrics(&[
@@ -112,6 +115,9 @@ async fn the_whole_pipeline_end_to_end() {
             ("notify", "EmailsSent", &["kind=reconciliation_mismatch"]),
             ("notify", "EmailsSent", &["kind=appzen_rejected"]),
             ("notify", "EmailsSent", &["kind=dead_lettered"]),
+            ("notify", "EmailsSent", &["kind=appzen_outage"]),
+            ("reconcile", "AppZenFailures", &["cause=unavailable"]),
+            ("reconcile", "AppZenFailures", &["cause=credentials"]),
             ("notify", "WebhooksParked", &[]),
         ])
         .await
@@ -457,4 +463,92 @@ async fn a_parked_version_redriven_after_a_newer_one_is_superseded(stack: &Local
         parked.attributes().into_iter().flat_map(|a| a.values()).filter_map(|v| v.parse::<u64>().ok()).sum();
     assert_eq!(left, 0, "the parked queue is empty after the redrive");
     assert!(scenario.new_emails().is_empty(), "a superseded redrive mails nobody: {:#?}", scenario.new_emails());
+}
+
+/// The reconcile invocations since the scenario began.
+fn reconcile_invocations(stack: &LocalStack, scenario: &Scenario<'_>) -> Vec<po_sync_tests::poller::Invocation> {
+    let all = stack.invocations();
+    all.into_iter().skip(scenario.invocations_before).filter(|i| i.queue_url == stack.queues.webhooks).collect()
+}
+
+async fn a_po_appzen_keeps_failing_does_not_hold_back_the_others_of_its_batch(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "a batch [X, Y] with AppZen failing X only");
+    // X fails on every attempt of its first delivery (LOCAL_APPZEN_TUNING: 3 attempts), then is taken.
+    stack.sandbox.fail_next(Failure {
+        times: Some(3),
+        status: Some(500),
+        po_number: Some("P004601".to_owned()),
+        ..Failure::default()
+    });
+    stack.pause_delivery("reconcile", true).await;
+    scenario.post_accepted(&clean_po_numbered(48401, "P004601")).await;
+    scenario.post_accepted(&clean_po_numbered(48402, "P004602")).await;
+    stack.pause_delivery("reconcile", false).await;
+    scenario.settle().await;
+
+    let invocations = reconcile_invocations(stack, &scenario);
+    let first = invocations.first().expect("reconcile was invoked");
+    assert_eq!(first.message_ids.len(), 2, "X and Y in one batch: {invocations:#?}");
+    assert_eq!(first.failed_ids.len(), 1, "only X is handed back: {invocations:#?}");
+    let upserts = stack.appzen_upserts();
+    let of = |number: &str| -> Vec<Option<u16>> {
+        upserts
+            .iter()
+            .filter(|r| r.json().unwrap()["purchase_order_number"] == number)
+            .map(|r| r.response_status)
+            .collect()
+    };
+    assert_eq!(of("P004602"), [Some(201)], "Y went through at once, once");
+    assert_eq!(of("P004601"), [Some(500), Some(500), Some(500), Some(201)], "X went through on its next delivery");
+    let y_taken = upserts.iter().position(|r| r.json().unwrap()["purchase_order_number"] == "P004602").unwrap();
+    let x_taken = upserts.iter().rposition(|r| r.response_status == Some(201)).unwrap();
+    assert!(y_taken < x_taken, "Y did not wait for X");
+    assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
+}
+
+async fn refused_credentials_hand_the_po_back_mail_the_outage_once_and_it_goes_through_when_fixed(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "AppZen answers 401 for a while, then takes the PO");
+    stack.sandbox.fail_next(Failure { times: None, status: Some(401), ..Failure::default() });
+    scenario.post_accepted(&clean_po_numbered(48410, "P004610")).await;
+    // Two deliveries refused (local MaxReceiveCount is 3), then the key is fixed.
+    stack
+        .wait_for("two refused deliveries", SETTLE, |s| {
+            reconcile_invocations(s, &scenario).iter().filter(|i| !i.failed_ids.is_empty()).count() >= 2
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let refused = stack.appzen_upserts();
+    assert!(refused.iter().all(|r| r.response_status == Some(401)), "{refused:#?}");
+    assert_eq!(refused.len(), 2, "one request per delivery: retrying at once cannot fix a key");
+    stack.sandbox.reset();
+    scenario.settle().await;
+
+    let statuses: Vec<Option<u16>> = stack.appzen_upserts().iter().map(|r| r.response_status).collect();
+    assert_eq!(statuses, [Some(201)], "the waiting PO went through once the key was right");
+    let emails = scenario.new_emails();
+    assert_eq!(emails.len(), 1, "one e-mail for the outage, none about the PO: {emails:#?}");
+    assert!(emails[0].subject.contains("AppZen refuses po-sync's credentials"), "{}", emails[0].subject);
+    assert!(!emails[0].subject.contains("P004610"), "{}", emails[0].subject);
+    let holds = stack.ledger.read(48410).await.unwrap().and_then(|e| e.appzen).expect("AppZen holds it");
+    assert_eq!(holds.http_status, 201);
+}
+
+async fn nine_pos_of_nine_groups_go_to_appzen_together_in_one_invocation(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "nine POs, AppZen answering in 300 ms");
+    stack.pause_delivery("reconcile", true).await;
+    for n in 0..9 {
+        scenario.post_accepted(&clean_po_numbered(48420 + n, &format!("P00462{n}"))).await;
+    }
+    stack.sandbox.set_latency(Duration::from_millis(300));
+    stack.pause_delivery("reconcile", false).await;
+    scenario.settle().await;
+
+    let invocations = reconcile_invocations(stack, &scenario);
+    assert_eq!(invocations.len(), 1, "{invocations:#?}");
+    assert_eq!((invocations[0].message_ids.len(), invocations[0].failed_ids.len()), (9, 0));
+    assert_eq!(stack.appzen_upserts().iter().filter(|r| r.accepted()).count(), 9);
+    // GROUP_CONCURRENCY (5) of the nine groups at once: two rounds of AppZen's 300 ms instead of nine.
+    assert_eq!(stack.sandbox.max_in_flight(), 5, "POs of different groups are sent concurrently, five at a time");
+    eprintln!("  nine POs in one invocation: {} ms", invocations[0].duration.as_millis());
+    stack.sandbox.reset();
 }

@@ -12,8 +12,8 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MimeAddress;
-use po_sync::config::notify::NotifyConfig;
 use po_sync::batch::{self, Handled};
+use po_sync::config::notify::NotifyConfig;
 use po_sync::email::{Email, dead_lettered, one_line};
 use po_sync::message::{
     MessageError, NOTIFICATION_TYPE, NotificationDetail, NotificationEvent, QueueMessage, WebhookFacts, message_type,

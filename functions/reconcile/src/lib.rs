@@ -9,8 +9,8 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use po_sync::archive::InvoiceArchive;
 use po_sync::batch::{self, Handled};
-use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::config::reconcile::CredentialsSource;
+use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::decision;
 use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement, Verdict};
 use po_sync::message::{
@@ -168,9 +168,12 @@ impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
         if let CredentialsSource::Secret { arn } = &config.appzen.credentials {
             appzen = appzen.with_renewal(SecretRenewal::new(aws, arn));
         }
-        let redelivery = config.batch.webhook_queue_url.as_ref().map(|url| SqsRedelivery::new(aws_sdk_sqs::Client::new(aws), url));
+        let redelivery =
+            config.batch.webhook_queue_url.as_ref().map(|url| SqsRedelivery::new(aws_sdk_sqs::Client::new(aws), url));
         if redelivery.is_none() {
-            tracing::warn!("WEBHOOK_QUEUE_URL is not set: records handed back come back after the queue's visibility timeout, not by RETRY_SCHEDULE");
+            tracing::warn!(
+                "WEBHOOK_QUEUE_URL is not set: records handed back come back after the queue's visibility timeout, not by RETRY_SCHEDULE"
+            );
         }
         let notifications = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.notify_queue_url.clone());
         let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.ledger_table.clone());
@@ -313,9 +316,9 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         let scheduled = self.config.batch.retry_schedule.delay(receive_count);
         match outcome {
             Outcome::NotAttempted => Duration::ZERO,
-            Outcome::AppZenUnavailable { last, .. } => last.retry_after.map_or(scheduled, |asked| {
-                asked.max(scheduled).min(po_sync::retry::MAX_VISIBILITY)
-            }),
+            Outcome::AppZenUnavailable { last, .. } => {
+                last.retry_after.map_or(scheduled, |asked| asked.max(scheduled).min(po_sync::retry::MAX_VISIBILITY))
+            }
             _ => scheduled,
         }
     }
@@ -509,19 +512,24 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         for _round in 0..LEDGER_RACE_ROUNDS {
             let current = match self.ledger.read_outage(cause).await {
                 Ok(current) => current,
-                Err(error) => return tracing::warn!(cause = cause.as_str(), error = %error, "the outage could not be recorded"),
+                Err(error) => {
+                    return tracing::warn!(cause = cause.as_str(), error = %error, "the outage could not be recorded");
+                }
             };
             let observation = outage::observe(current.as_ref(), cause, chrono::Utc::now(), &rules);
             let Some(record) = observation.write else { return };
             match self.ledger.write_outage(&record).await {
                 Ok(Written::Stored) => {}
                 Ok(Written::Conflict) => continue,
-                Err(error) => return tracing::warn!(cause = cause.as_str(), error = %error, "the outage could not be recorded"),
+                Err(error) => {
+                    return tracing::warn!(cause = cause.as_str(), error = %error, "the outage could not be recorded");
+                }
             }
             if !observation.mail {
                 return;
             }
-            let event = NotificationEvent::outage(cause, record.opened_at, last.failure.to_string(), outage_answer(last));
+            let event =
+                NotificationEvent::outage(cause, record.opened_at, last.failure.to_string(), outage_answer(last));
             match self.notify(&event).await {
                 Ok(()) => tracing::error!(
                     cause = cause.as_str(),

@@ -32,9 +32,11 @@ fn reconciler(appzen: &MockServer, extra: &[(&str, &str)]) -> MemoryReconciler {
 /// The clean PO as PO `id`, numbered `P-<id>`, queued in its own message group.
 fn po(id: u64) -> String {
     let text = String::from_utf8(CLEAN_PO.to_vec()).unwrap();
-    let body = text
-        .replacen("\"id\": 48213,", &format!("\"id\": {id},"), 1)
-        .replacen("\"poNumber\": \"P004410\"", &format!("\"poNumber\": \"P-{id}\""), 1);
+    let body = text.replacen("\"id\": 48213,", &format!("\"id\": {id},"), 1).replacen(
+        "\"poNumber\": \"P004410\"",
+        &format!("\"poNumber\": \"P-{id}\""),
+        1,
+    );
     envelope(body.as_bytes()).to_json().unwrap()
 }
 
@@ -95,12 +97,25 @@ async fn a_po_appzen_keeps_failing_hands_back_only_itself_and_its_own_later_vers
 
     // X (PO 1), Y (PO 2), then X's next version: X fails, so its next version waits behind it; Y goes through.
     let response = reconciler
-        .handle_batch(batch(vec![record("x1", "1", 1, &po(1)), record("y", "2", 1, &po(2)), record("x2", "1", 1, &po(1))]), later())
+        .handle_batch(
+            batch(vec![record("x1", "1", 1, &po(1)), record("y", "2", 1, &po(2)), record("x2", "1", 1, &po(1))]),
+            later(),
+        )
         .await;
     assert_eq!(failures(&response), ["x1", "x2"]);
     appzen.verify().await;
-    let tried: Vec<String> = appzen.received_requests().await.unwrap().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
-    assert_eq!(tried.iter().filter(|b| b.contains("\"P-1\"")).count(), 2, "X tried twice (APPZEN_MAX_ATTEMPTS), its later version never");
+    let tried: Vec<String> = appzen
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(
+        tried.iter().filter(|b| b.contains("\"P-1\"")).count(),
+        2,
+        "X tried twice (APPZEN_MAX_ATTEMPTS), its later version never"
+    );
     // X waits its first step; its later version is released at once: SQS keeps it behind X, in order.
     assert_eq!(postponed(&reconciler), [("x1".to_owned(), 7), ("x2".to_owned(), 0)]);
     assert!(notifications(&reconciler).is_empty(), "a 500 is not a verdict on the PO: nobody is mailed about it");
@@ -122,7 +137,11 @@ async fn a_handed_back_record_waits_longer_each_time_and_never_less_than_retry_a
     }
     reconciler.handle_batch(batch(vec![record("y", "2", 1, &po(2))]), later()).await;
     let delays: Vec<u64> = postponed(&reconciler).into_iter().map(|(_, seconds)| seconds).collect();
-    assert_eq!(delays, [7, 30, 120, 120, 600], "the schedule by receive count, its last step repeated; AppZen's Retry-After");
+    assert_eq!(
+        delays,
+        [7, 30, 120, 120, 600],
+        "the schedule by receive count, its last step repeated; AppZen's Retry-After"
+    );
 }
 
 #[tokio::test]

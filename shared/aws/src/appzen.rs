@@ -346,7 +346,11 @@ impl AppZenClient {
                 if renewed {
                     continue;
                 }
-                return Upsert { outcome: UpsertOutcome::GaveUp { last: outage, reason: GiveUpReason::NeedsFix }, attempts, waits };
+                return Upsert {
+                    outcome: UpsertOutcome::GaveUp { last: outage, reason: GiveUpReason::NeedsFix },
+                    attempts,
+                    waits,
+                };
             }
             let wait = wait_before_retry(&self.backoff, attempts, outage.retry_after, fastrand::f64());
             match next_step(attempts, self.max_attempts, wait, attempt_needs, time_left()) {
@@ -420,9 +424,11 @@ impl AppZenClient {
                     correlation_id,
                 })
             }
-            StatusClass::Rejected => {
-                Attempt::Rejected(Rejected { http_status: status, error: ErrorResponse::from_body(&bytes), correlation_id })
-            }
+            StatusClass::Rejected => Attempt::Rejected(Rejected {
+                http_status: status,
+                error: ErrorResponse::from_body(&bytes),
+                correlation_id,
+            }),
             StatusClass::Outage(cause) => outage(cause, Some(ErrorResponse::from_body(&bytes))),
         }
     }

@@ -27,10 +27,7 @@ pub trait Ledger: Send + Sync {
     /// or no entry at all when `entry.revision` is 1.
     fn write(&self, entry: &LedgerEntry) -> impl Future<Output = Result<Written, PortError>> + Send;
     /// The outage of `cause`, as last written.
-    fn read_outage(
-        &self,
-        cause: OutageCause,
-    ) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send;
+    fn read_outage(&self, cause: OutageCause) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send;
     /// Stores `record` by the same compare-and-set rule as [`Ledger::write`].
     fn write_outage(&self, record: &OutageRecord) -> impl Future<Output = Result<Written, PortError>> + Send;
 }
@@ -203,10 +200,7 @@ impl<L: Ledger> Ledger for &L {
         (**self).write(entry)
     }
 
-    fn read_outage(
-        &self,
-        cause: OutageCause,
-    ) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send {
+    fn read_outage(&self, cause: OutageCause) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send {
         (**self).read_outage(cause)
     }
 

@@ -142,8 +142,14 @@ pub const REFUSAL_REASONS: &[&str] = &[
 ];
 
 /// The notification kinds notify e-mails (`po_sync::message::NotificationKind`, snake_case).
-pub const EMAIL_KINDS: &[&str] =
-    &["reconciliation_mismatch", "mapping_error", "appzen_rejected", "dead_lettered", "poison_message", "appzen_outage"];
+pub const EMAIL_KINDS: &[&str] = &[
+    "reconciliation_mismatch",
+    "mapping_error",
+    "appzen_rejected",
+    "dead_lettered",
+    "poison_message",
+    "appzen_outage",
+];
 
 pub const COLD_START: MetricSpec = MetricSpec {
     name: "ColdStart",

@@ -133,12 +133,8 @@ impl ReconcileConfig {
                     .map(|url| fifo_queue_url("WEBHOOK_QUEUE_URL", &url))
                     .transpose()?,
                 retry_schedule: parsed_or(env, "RETRY_SCHEDULE", RetrySchedule::default(), RetrySchedule::parse)?,
-                group_concurrency: parsed_or(
-                    env,
-                    "GROUP_CONCURRENCY",
-                    DEFAULT_GROUP_CONCURRENCY,
-                    number_in(1..=10),
-                )? as usize,
+                group_concurrency: parsed_or(env, "GROUP_CONCURRENCY", DEFAULT_GROUP_CONCURRENCY, number_in(1..=10))?
+                    as usize,
                 outage_email_after: parsed_or(env, "OUTAGE_EMAIL_AFTER", Duration::from_secs(15 * 60), parse_duration)?,
             },
         })
@@ -291,7 +287,10 @@ mod tests {
         ]))
         .unwrap()
         .batch;
-        assert_eq!(batch.webhook_queue_url.as_deref(), Some("https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks.fifo"));
+        assert_eq!(
+            batch.webhook_queue_url.as_deref(),
+            Some("https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks.fifo")
+        );
         assert_eq!(batch.retry_schedule.describe(), "1s,2s");
         assert_eq!((batch.group_concurrency, batch.outage_email_after), (10, Duration::ZERO));
 
