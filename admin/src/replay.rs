@@ -57,7 +57,7 @@ pub async fn replay(
     let received_at = DateTime::<Utc>::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
     let send_id = format!("replay-{:032x}", fastrand::u128(..));
     let envelope = WebhookEnvelope::new(webhook.po.clone(), &webhook.bytes, received_at).with_send_id(send_id.clone());
-    let json = envelope.to_json().map_err(|e| Error::Failed(format!("cannot write the envelope: {e}")))?;
+    let json = envelope.to_json();
     let message = FifoMessage::webhook(&envelope, json);
     let sqs_message_id = SqsFifoQueue::new(clients.sqs.clone(), queue_url).send(&message).await?;
     Ok(ReplayReport {

@@ -152,7 +152,7 @@ async fn park(
     send: &str,
 ) -> (WebhookEnvelope, String) {
     let envelope = WebhookEnvelope::new(parse_webhook(body).unwrap(), body, received_at).with_send_id(send);
-    let json = envelope.to_json().unwrap();
+    let json = envelope.to_json();
     let parked = url(resources, Resource::ParkedQueue);
     self::send(clients, &parked, &json, &envelope.po.id.to_string(), &format!("dead-{send}")).await;
     (envelope, json)
@@ -497,7 +497,7 @@ async fn a_parked_claim_check_is_read_by_the_snapshot_and_copied_back_byte_for_b
     let body = fixture("komet-clean-po.json");
     let envelope = WebhookEnvelope::new(parse_webhook(&body).unwrap(), &body, at(7)).with_send_id("send-big");
     let pointer = BodyRef::of(&envelope, "po-sync-archive", body_key(envelope.po.id, "send-big"));
-    let json = pointer.to_json().unwrap();
+    let json = pointer.to_json();
     send(&clients, &parked, &json, "48213", "dead-send-big").await;
 
     let seen = snapshot(&clients.sqs, &parked, 30).await.unwrap();

@@ -43,8 +43,7 @@ fn main() -> ExitCode {
         }
     }
     match map_purchase_order(&po, &MappingSettings::default()).map(|b| b.to_json()) {
-        Ok(Ok(json)) => println!("AppZen body (POST /dictionary-data-services/purchase-order):\n{json}"),
-        Ok(Err(e)) => println!("AppZen body could not be serialised: {e}"),
+        Ok(json) => println!("AppZen body (POST /dictionary-data-services/purchase-order):\n{json}"),
         Err(e) => println!("Mapping error: {e}"),
     }
     ExitCode::SUCCESS

@@ -3,9 +3,9 @@
 //!
 //! The mapping table lives in the README ("Komet → AppZen mapping"); keep the two in step.
 
-use crate::komet::{CompactString, PurchaseOrder, Vendor};
+use crate::komet::{PurchaseOrder, Vendor};
 use crate::money;
-use arrayvec::ArrayString;
+use std::borrow::Cow;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -87,140 +87,20 @@ impl Default for MappingSettings {
     }
 }
 
-/// Text in AppZen's body: borrowed from the Komet PO or the settings (nearly all of it), or, when po-sync
-/// computes it, held in place if short (a line id) or owned (an id written as text). Reads like a `&str`:
-/// `as_str()`, `Deref`, `==`.
-#[derive(Clone)]
-pub struct Text<'a>(Repr<'a>);
-
-#[derive(Clone)]
-enum Repr<'a> {
-    Borrowed(&'a str),
-    /// Up to [`INLINE_TEXT`] bytes, in place: no allocation, and read back without a UTF-8 check.
-    Inline(ArrayString<INLINE_TEXT>),
-    Owned(String),
-}
-
-/// Room for a line id such as `05-P123456-0001-charges` without an allocation.
-const INLINE_TEXT: usize = 23;
-
-impl Text<'_> {
-    pub fn as_str(&self) -> &str {
-        match &self.0 {
-            Repr::Borrowed(text) => text,
-            Repr::Inline(text) => text,
-            Repr::Owned(text) => text,
-        }
-    }
-
-    /// `parts` one after the other: in place when they fit, else in one allocation of the final size.
-    fn concat(parts: &[&str]) -> Text<'static> {
-        let mut inline = ArrayString::new();
-        if parts.iter().try_for_each(|part| inline.try_push_str(part)).is_ok() {
-            Text(Repr::Inline(inline))
-        } else {
-            Text(Repr::Owned(parts.concat()))
-        }
-    }
-}
-
-impl Default for Text<'_> {
-    fn default() -> Self {
-        Text(Repr::Borrowed(""))
-    }
-}
-
-impl<'a> From<&'a str> for Text<'a> {
-    fn from(text: &'a str) -> Self {
-        Text(Repr::Borrowed(text))
-    }
-}
-
-impl From<String> for Text<'_> {
-    fn from(text: String) -> Self {
-        Text(Repr::Owned(text))
-    }
-}
-
-impl PartialEq for Text<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Text<'_> {}
-
-impl std::hash::Hash for Text<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl PartialOrd for Text<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Text<'_> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Debug for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self)
-    }
-}
-
-impl PartialEq<str> for Text<'_> {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Text<'_> {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialEq<String> for Text<'_> {
-    fn eq(&self, other: &String) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl Serialize for Text<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self)
-    }
-}
+/// Text in AppZen's body: borrowed from the Komet PO or the settings (nearly all of it), owned where po-sync
+/// computes it (a line id, an id written as text).
+pub type Text<'a> = Cow<'a, str>;
 
 /// `{ "amount": 12.5, "currency": "USD" }`, AppZen's shape for every money field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Money<'a> {
     #[serde(with = "money::json_number")]
     pub amount: Decimal,
-    pub currency: Text<'a>,
+    pub currency: &'a str,
 }
 
 /// AppZen's upsert body. It borrows its text from the Komet PO and the [`MappingSettings`] it was mapped from,
-/// so mapping copies no string but the PO number and the line ids; [`PurchaseOrderBody::to_json`] writes it.
+/// so mapping copies little but the line ids; [`PurchaseOrderBody::to_json`] writes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PurchaseOrderBody<'a> {
     pub purchase_order_number: String,
@@ -259,7 +139,7 @@ pub struct PurchaseOrderLine<'a> {
 }
 
 /// A line's description, `Invoice 01-P002271 item 2` or `Invoice 01-P002271 additional charges`: kept as its
-/// parts and written out where it is needed (`Display`, the JSON), never allocated.
+/// parts and written out where it is needed (`Display`, the JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineDescription<'a> {
     pub invoice_number: &'a str,
@@ -335,18 +215,14 @@ pub enum MappingError {
     NoLines,
 }
 
-/// Up to this many invoices, duplicates are found by comparing each with those before it (no allocation);
-/// beyond, with a hash set.
-const LINEAR_DUPLICATE_SCAN: usize = 32;
-
 /// Maps a Komet PO to AppZen's upsert body. Pure: the same PO and settings always give the same body, which
 /// borrows its text from both.
 pub fn map_purchase_order<'a>(
     po: &'a PurchaseOrder,
     settings: &'a MappingSettings,
 ) -> Result<PurchaseOrderBody<'a>, MappingError> {
-    let currency = Text::from(settings.currency.as_str());
-    let money = |amount: Decimal| Money { amount, currency: currency.clone() };
+    let currency = settings.currency.as_str();
+    let money = |amount: Decimal| Money { amount, currency };
     let status = Text::from(settings.purchase_order_status.as_str());
 
     let location = po.location.as_ref();
@@ -363,18 +239,10 @@ pub fn map_purchase_order<'a>(
 
     let invoices = &po.vendor_invoices;
     let mut lines = Vec::with_capacity(po.items().count() + invoices.len());
-    let mut seen_invoices = std::collections::HashSet::with_capacity(match invoices.len() {
-        few if few <= LINEAR_DUPLICATE_SCAN => 0,
-        many => many,
-    });
+    let mut seen_invoices = std::collections::HashSet::with_capacity(invoices.len());
     for (i, invoice) in invoices.iter().enumerate() {
         let number = invoice.invoice_number.as_str();
-        let duplicate = if invoices.len() <= LINEAR_DUPLICATE_SCAN {
-            invoices[..i].iter().any(|earlier| earlier.invoice_number == number)
-        } else {
-            !seen_invoices.insert(number)
-        };
-        if duplicate {
+        if !seen_invoices.insert(number) {
             return Err(MappingError::DuplicateInvoice(number.to_owned()));
         }
         for (j, item) in invoice.purchase_order_items.iter().enumerate() {
@@ -424,7 +292,7 @@ pub fn map_purchase_order<'a>(
     }
 
     Ok(PurchaseOrderBody {
-        purchase_order_number: po.po_number.as_str().to_owned(),
+        purchase_order_number: po.po_number.clone(),
         entity_id,
         supplier_id,
         start_date: po.ship_date,
@@ -462,11 +330,11 @@ pub fn map_purchase_order<'a>(
 }
 
 /// `01-P002271-2` for an item, `01-P002271-charges` for the additional charges: the one text a line does not
-/// borrow, held in place (no allocation) unless the invoice number is unusually long.
+/// borrow.
 fn line_id(invoice_number: &str, item_position: Option<u32>) -> Text<'static> {
     match item_position {
-        Some(position) => Text::concat(&[invoice_number, "-", itoa::Buffer::new().format(position)]),
-        None => Text::concat(&[invoice_number, "-charges"]),
+        Some(position) => Text::Owned(format!("{invoice_number}-{position}")),
+        None => Text::Owned(format!("{invoice_number}-charges")),
     }
 }
 
@@ -505,7 +373,7 @@ fn vendor_label(vendor: &Vendor) -> String {
 }
 
 fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<Text<'_>, MappingError> {
-    fn non_empty(value: &Option<CompactString>) -> Option<Text<'_>> {
+    fn non_empty(value: &Option<String>) -> Option<Text<'_>> {
         value.as_deref().filter(|s| !s.trim().is_empty()).map(Text::from)
     }
     let found = match source {
@@ -543,217 +411,8 @@ impl PurchaseOrderBody<'_> {
     }
 
     /// The exact JSON sent to AppZen; amounts are JSON numbers with the digits Komet sent.
-    ///
-    /// Written straight into the one buffer that becomes the request body: the same bytes as
-    /// `serde_json::to_string(self)` (the derived `Serialize`; a test holds the two together), without its
-    /// per-key escaping and with amounts printed from their digits. It never fails; the `Result` is the
-    /// serde_json-shaped signature callers already handle.
-    pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        // The body is ~6x its Komet input (~460 bytes per line): reserving it up front saves ~20 doublings
-        // and their copies on a large PO. Over-reserving is free: untouched capacity is never paged in.
-        let estimate = 1024 + 512 * self.purchase_order_lines.len() + 256 * self.custom_json.komet_invoices.len();
-        let mut out = String::with_capacity(estimate);
-        self.write_json(&mut out);
-        Ok(out)
-    }
-
-    /// Appends the body's JSON (see [`PurchaseOrderBody::to_json`]) to `out`.
-    pub fn write_json(&self, out: &mut String) {
-        use json_out::{push_date, push_money, push_str, push_u64};
-        out.push_str("{\"purchase_order_number\":");
-        push_str(out, &self.purchase_order_number);
-        out.push_str(",\"entity_id\":");
-        push_str(out, &self.entity_id);
-        out.push_str(",\"supplier_id\":");
-        push_str(out, &self.supplier_id);
-        for (key, date) in [
-            (",\"start_date\":", self.start_date),
-            (",\"end_date\":", self.end_date),
-            (",\"purchase_order_date\":", self.purchase_order_date),
-        ] {
-            if let Some(date) = date {
-                out.push_str(key);
-                push_date(out, date);
-            }
-        }
-        out.push_str(",\"total_amount\":");
-        push_money(out, &self.total_amount);
-        out.push_str(",\"purchase_order_status\":");
-        push_str(out, &self.purchase_order_status);
-        out.push_str(",\"appzen_purchase_order_status\":");
-        push_str(out, &self.appzen_purchase_order_status);
-        if let Some(location) = &self.ship_to_location {
-            out.push_str(",\"ship_to_location\":");
-            push_str(out, location);
-        }
-        if let Some(location_id) = &self.ship_to_location_id {
-            out.push_str(",\"ship_to_location_id\":");
-            push_str(out, location_id);
-        }
-
-        let custom = &self.custom_json;
-        out.push_str(",\"custom_json\":{\"komet_po_id\":");
-        push_u64(out, custom.komet_po_id);
-        if let Some(id) = custom.komet_location_id {
-            out.push_str(",\"komet_location_id\":");
-            push_u64(out, id);
-        }
-        if let Some(id) = custom.komet_vendor_id {
-            out.push_str(",\"komet_vendor_id\":");
-            push_u64(out, id);
-        }
-        if let Some(name) = &custom.komet_vendor_name {
-            out.push_str(",\"komet_vendor_name\":");
-            push_str(out, name);
-        }
-        if let Some(sub_total) = &custom.komet_sub_total {
-            out.push_str(",\"komet_sub_total\":");
-            json_out::push_decimal(out, sub_total);
-        }
-        out.push_str(",\"komet_invoices\":[");
-        for (i, invoice) in custom.komet_invoices.iter().enumerate() {
-            out.push_str(if i == 0 { "{\"invoice_number\":" } else { ",{\"invoice_number\":" });
-            push_str(out, &invoice.invoice_number);
-            out.push_str(",\"invoice_amount\":");
-            json_out::push_decimal(out, &invoice.invoice_amount);
-            out.push_str(",\"total_additional_charges\":");
-            json_out::push_decimal(out, &invoice.total_additional_charges);
-            if let Some(file) = &invoice.file {
-                out.push_str(",\"file\":");
-                push_str(out, file);
-            }
-            if let Some(archived) = &invoice.archived_file {
-                out.push_str(",\"archived_file\":");
-                push_str(out, archived);
-            }
-            if let Some(why) = &invoice.archive_incomplete {
-                out.push_str(",\"archive_incomplete\":");
-                push_str(out, why);
-            }
-            out.push('}');
-        }
-        out.push_str("]}");
-
-        out.push_str(",\"purchase_order_lines\":[");
-        // Every line repeats the same few texts (its invoice's number, the currency, the statuses): the
-        // invoice number is checked for escapes once per invoice, and the JSON around the currency and around
-        // the statuses is written once per body and copied for each line.
-        let mut invoice = json_out::Repeated::default();
-        let mut currency = json_out::Piece::default();
-        let mut statuses = json_out::Piece::default();
-        for (i, line) in self.purchase_order_lines.iter().enumerate() {
-            out.push_str(if i == 0 { "{\"po_line_id\":" } else { ",{\"po_line_id\":" });
-            push_str(out, &line.po_line_id);
-            out.push_str(",\"line_number\":");
-            push_u64(out, u64::from(line.line_number));
-            out.push_str(",\"gl_code\":");
-            push_str(out, &line.gl_code);
-            out.push_str(",\"line_description\":\"Invoice ");
-            invoice.push_escaped(out, line.line_description.invoice_number);
-            match line.line_description.item_position {
-                Some(position) => {
-                    out.push_str(" item ");
-                    push_u64(out, u64::from(position));
-                }
-                None => out.push_str(" additional charges"),
-            }
-            out.push_str("\",\"quantity\":");
-            push_u64(out, u64::from(line.quantity));
-            for (name, money) in [
-                (",\"unit_price\":{\"amount\":", &line.unit_price),
-                (",\"amount\":{\"amount\":", &line.amount),
-                (",\"uninvoiced_amount\":{\"amount\":", &line.uninvoiced_amount),
-            ] {
-                out.push_str(name);
-                json_out::push_decimal(out, &money.amount);
-                currency.push(out, [&money.currency, ""], |piece| {
-                    piece.push_str(",\"currency\":");
-                    push_str(piece, &money.currency);
-                    piece.push('}');
-                });
-            }
-            let (status, appzen_status) = (&line.purchase_order_line_status, &line.appzen_purchase_order_line_status);
-            statuses.push(out, [status, appzen_status], |piece| {
-                piece.push_str(",\"purchase_order_line_status\":");
-                push_str(piece, status);
-                piece.push_str(",\"appzen_purchase_order_line_status\":");
-                push_str(piece, appzen_status);
-                piece.push_str(",\"custom_json\":{\"komet_invoice_number\":");
-            });
-            invoice.push_str(out, &line.custom_json.komet_invoice_number);
-            if let Some(position) = line.custom_json.komet_item_position {
-                out.push_str(",\"komet_item_position\":");
-                push_u64(out, u64::from(position));
-            }
-            out.push_str("}}");
-        }
-        out.push_str("]}");
-    }
-}
-
-/// The pieces of JSON [`PurchaseOrderBody::write_json`] writes, each exactly as serde_json writes it.
-mod json_out {
-    use super::Money;
-    pub use crate::json_out::*;
-
-    pub fn push_money(out: &mut String, money: &Money<'_>) {
-        out.push_str("{\"amount\":");
-        push_decimal(out, &money.amount);
-        out.push_str(",\"currency\":");
-        push_str(out, &money.currency);
-        out.push('}');
-    }
-
-    /// JSON that depends only on texts every line repeats (the currency, the statuses): rendered when they
-    /// change, which is once per body, and copied in one piece for every line. While the body is borrowed for
-    /// writing, nothing it refers to can change, so texts at the same addresses with the same lengths are the
-    /// same texts.
-    #[derive(Default)]
-    pub struct Piece {
-        texts: Option<[(usize, usize); 2]>,
-        json: String,
-    }
-
-    impl Piece {
-        pub fn push(&mut self, out: &mut String, texts: [&str; 2], render: impl FnOnce(&mut String)) {
-            let key = texts.map(|text| (text.as_ptr() as usize, text.len()));
-            if self.texts != Some(key) {
-                self.json.clear();
-                // Room for the statuses' piece, so rendering it allocates once.
-                self.json.reserve(160);
-                render(&mut self.json);
-                self.texts = Some(key);
-            }
-            out.push_str(&self.json);
-        }
-    }
-
-    /// One field's text as the last line had it, when it needed no escape: the lines repeat it (a status, the
-    /// currency, their invoice's number), so it is checked once, not once per line. While the body is borrowed
-    /// for writing, nothing it refers to can change, so a text at the same address with the same length is the
-    /// same text.
-    #[derive(Default)]
-    pub struct Repeated {
-        plain: Option<(usize, usize)>,
-    }
-
-    impl Repeated {
-        pub fn push_escaped(&mut self, out: &mut String, text: &str) {
-            let key = (text.as_ptr() as usize, text.len());
-            if self.plain == Some(key) {
-                out.push_str(text);
-                return;
-            }
-            let before = out.len();
-            crate::json_out::push_escaped(out, text);
-            self.plain = (out.len() - before == text.len()).then_some(key);
-        }
-
-        pub fn push_str(&mut self, out: &mut String, text: &str) {
-            out.push('"');
-            self.push_escaped(out, text);
-            out.push('"');
-        }
+    pub fn to_json(&self) -> String {
+        crate::message::to_json(self)
     }
 }
 
@@ -809,7 +468,6 @@ impl fmt::Display for ErrorResponse {
 mod tests {
     use super::*;
     use crate::komet::parse_webhook;
-    use proptest::prelude::*;
 
     const FIXTURES: [&[u8]; 3] = [
         include_bytes!("../tests/fixtures/komet-clean-po.json"),
@@ -821,12 +479,24 @@ mod tests {
         money::decimal(text).unwrap()
     }
 
-    fn serde_json_of(body: &PurchaseOrderBody<'_>) -> String {
-        serde_json::to_string(body).unwrap()
+    /// The body as JSON, read back: a document, with each amount's exact text where `at` points.
+    fn amount_text(json: &str, at: &[&str]) -> String {
+        let document = crate::json::parse(json.as_bytes()).unwrap();
+        let mut value = &document;
+        for key in at {
+            value = match (key.parse::<usize>(), value) {
+                (Ok(index), crate::json::Value::Array(items)) => &items[index],
+                _ => value.get(key).unwrap(),
+            };
+        }
+        match value {
+            crate::json::Value::Number(text) => (*text).to_owned(),
+            other => panic!("{at:?} is not a number: {other:?}"),
+        }
     }
 
     #[test]
-    fn to_json_writes_exactly_what_the_derived_serialize_writes_for_every_fixture_and_setting() {
+    fn every_fixture_and_setting_writes_a_body_whose_amounts_are_komet_s_digits() {
         let settings = [
             MappingSettings::default(),
             MappingSettings {
@@ -841,7 +511,11 @@ mod tests {
             let po = parse_webhook(fixture).unwrap();
             for settings in &settings {
                 let Ok(body) = map_purchase_order(&po, settings) else { continue };
-                assert_eq!(body.to_json().unwrap(), serde_json_of(&body));
+                let json = body.to_json();
+                assert_eq!(amount_text(&json, &["total_amount", "amount"]), po.total.to_string());
+                let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+                assert_eq!(value["purchase_order_status"], settings.purchase_order_status.as_str());
+                assert_eq!(value["purchase_order_lines"][0]["gl_code"].as_str().is_some(), true);
             }
         }
     }
@@ -849,7 +523,7 @@ mod tests {
     /// Every field, every option present and absent, text that needs every kind of escape, amounts and dates
     /// at their limits.
     #[test]
-    fn to_json_matches_serde_json_on_awkward_bodies() {
+    fn awkward_bodies_read_back_with_every_text_and_amount_exact() {
         let awkward = "q\"b\\s/ \u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f} é 🌹 \u{2028}";
         let amounts = [
             Decimal::ZERO,
@@ -875,7 +549,7 @@ mod tests {
         ];
         for (i, &amount) in amounts.iter().enumerate() {
             let text = |s: &'static str| Text::from(if i % 2 == 0 { s } else { awkward });
-            let money = |amount| Money { amount, currency: text("USD") };
+            let money = |amount| Money { amount, currency: if i % 2 == 0 { "USD" } else { awkward } };
             let line = |position: Option<u32>| PurchaseOrderLine {
                 po_line_id: Text::from(format!("{awkward}-{i}")),
                 line_number: if i == 3 { u32::MAX } else { i as u32 },
@@ -925,35 +599,23 @@ mod tests {
                 },
                 purchase_order_lines: (0..i % 4).map(|n| line((n % 2 == 0).then_some(n as u32 + 1))).collect(),
             };
-            assert_eq!(body.to_json().unwrap(), serde_json_of(&body), "case {i}");
+            let json = body.to_json();
+            assert_eq!(amount_text(&json, &["total_amount", "amount"]), amount.to_string(), "case {i}");
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["purchase_order_number"], awkward, "case {i}");
+            assert_eq!(value["total_amount"]["currency"], money(amount).currency, "case {i}");
+            for (n, line) in body.purchase_order_lines.iter().enumerate() {
+                let at = |field: &'static str| ["purchase_order_lines", &n.to_string(), field, "amount"].map(str::to_owned);
+                let path = at("amount");
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                assert_eq!(amount_text(&json, &path), line.amount.amount.to_string(), "case {i} line {n}");
+                assert_eq!(value["purchase_order_lines"][n]["line_description"], line.line_description.to_string());
+            }
         }
     }
 
-    /// The currency and the statuses are rendered once and copied while they stay the same texts; lines that
-    /// change them (to other text, to the same text stored elsewhere, and back) must still read as serde's.
     #[test]
-    fn to_json_matches_serde_json_when_lines_change_currency_or_status() {
-        let (po, settings) = (parse_webhook(FIXTURES[0]).unwrap(), MappingSettings::default());
-        let mut body = map_purchase_order(&po, &settings).unwrap();
-        let owned = |text: &str| Text::from(text.to_owned());
-        let texts: [fn(&str) -> Text<'static>; 3] =
-            [|_| Text::from("USD"), |_| Text::from("E\"UR"), |_| Text::concat(&["US", "D"])];
-        let lines = body.purchase_order_lines.clone();
-        body.purchase_order_lines = (0..9)
-            .map(|n| {
-                let mut line = lines[n % lines.len()].clone();
-                line.unit_price.currency = texts[n % 3]("");
-                line.amount.currency = if n % 2 == 0 { owned("USD") } else { texts[(n + 1) % 3]("") };
-                line.purchase_order_line_status = if n % 4 == 0 { owned("Issued") } else { Text::from("Is\nsued") };
-                line.appzen_purchase_order_line_status = texts[n % 2]("");
-                line
-            })
-            .collect();
-        assert_eq!(body.to_json().unwrap(), serde_json_of(&body));
-    }
-
-    #[test]
-    fn line_ids_read_the_same_held_in_place_or_allocated() {
+    fn line_ids_name_the_invoice_and_the_item() {
         let long = "01-P002271-an-unusually-long-invoice-number";
         for (number, position, expected) in [
             ("01-P002271", Some(2), "01-P002271-2".to_owned()),
@@ -962,11 +624,7 @@ mod tests {
             (long, None, format!("{long}-charges")),
             ("", Some(0), "-0".to_owned()),
         ] {
-            let id = line_id(number, position);
-            assert_eq!(id.as_str(), expected);
-            assert_eq!(id, Text::from(expected.as_str()));
-            assert_eq!(id, Text::from(expected.clone()));
-            assert_eq!(format!("{id:?}"), format!("{expected:?}"));
+            assert_eq!(line_id(number, position), expected);
         }
     }
 
@@ -976,48 +634,5 @@ mod tests {
         assert_eq!(item.to_string(), "Invoice 01-P002271 item 2");
         let charges = LineDescription { invoice_number: "01-P002271", item_position: None };
         assert_eq!(charges.to_string(), "Invoice 01-P002271 additional charges");
-    }
-
-    proptest! {
-        #[test]
-        fn any_text_is_escaped_as_serde_json_escapes_it(chars in proptest::collection::vec(any::<char>(), 0..48)) {
-            let text: String = chars.into_iter().collect();
-            let mut out = String::new();
-            json_out::push_str(&mut out, &text);
-            prop_assert_eq!(out, serde_json::to_string(&text).unwrap());
-        }
-
-        #[test]
-        fn any_decimal_is_written_with_its_display_digits(
-            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(), negative in any::<bool>(), scale in 0u32..=28,
-            small in any::<bool>(),
-        ) {
-            // Half the cases with a mantissa below 2^64, the path nearly every amount takes.
-            let (mid, hi) = if small { (mid % 1000, 0) } else { (mid, hi) };
-            let amount = Decimal::from_parts(lo, mid, hi, negative, scale);
-            let mut out = String::new();
-            json_out::push_decimal(&mut out, &amount);
-            prop_assert_eq!(out, amount.to_string());
-        }
-
-        #[test]
-        fn eight_bytes_need_an_escape_exactly_when_one_of_them_does(
-            bytes in any::<[u8; 8]>(),
-            pick in any::<[bool; 8]>(),
-        ) {
-            // Half the bytes drawn near the characters that matter, so both answers come up often.
-            let near = [0x00, 0x1f, 0x20, 0x21, b'"', 0x23, b'\\', 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff];
-            let word: [u8; 8] =
-                std::array::from_fn(|i| if pick[i] { near[usize::from(bytes[i]) % near.len()] } else { bytes[i] });
-            let expected = word.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
-            prop_assert_eq!(json_out::needs_escape(u64::from_le_bytes(word)), expected);
-        }
-
-        #[test]
-        fn any_whole_number_is_written_as_display_writes_it(n in any::<u64>()) {
-            let mut out = String::new();
-            json_out::push_u64(&mut out, n);
-            prop_assert_eq!(out, n.to_string());
-        }
     }
 }

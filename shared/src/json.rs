@@ -16,10 +16,7 @@ pub const MAX_DEPTH: usize = 8;
 
 /// Longest number token accepted. `Decimal` holds 28 significant digits; anything much longer is not an
 /// amount, and refusing it here keeps every later step cheap.
-pub(crate) const MAX_NUMBER_LEN: usize = 64;
-
-/// Elements the fast readers' lists have room for before they first grow (an invoice's usual number of items).
-pub(crate) const LIST_ROOM: usize = 16;
+const MAX_NUMBER_LEN: usize = 64;
 
 /// A parsed JSON value borrowing from the input where it can.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +78,6 @@ impl std::error::Error for SyntaxError {}
 
 /// Parses a whole document. Leading and trailing whitespace is allowed; anything else after the value is not.
 pub fn parse(input: &[u8]) -> Result<Value<'_>, SyntaxError> {
-    document(input).map_err(|failure| *failure)
-}
-
-fn document(input: &[u8]) -> Result<Value<'_>, Failure> {
     let text = match std::str::from_utf8(input) {
         Ok(text) => text,
         Err(e) => {
@@ -105,63 +98,6 @@ fn document(input: &[u8]) -> Result<Value<'_>, Failure> {
     }
     Ok(value)
 }
-
-/// The length of the number token `bytes` starts with, by JSON's grammar (`-`, digits without a leading zero, a
-/// fraction, an exponent); for a malformed one, the offset of the problem and what it is. Both this module's
-/// reader and the direct Komet reader scan numbers with it.
-pub(crate) fn number_token(bytes: &[u8]) -> Result<usize, (usize, &'static str)> {
-    let digits = |from: usize| from + bytes[from..].iter().take_while(|b| b.is_ascii_digit()).count();
-    let mut at = usize::from(bytes.first() == Some(&b'-'));
-    match bytes.get(at) {
-        Some(b'0') => at += 1,
-        Some(b'1'..=b'9') => at = digits(at),
-        _ => return Err((at, "expected a digit in a number")),
-    }
-    if bytes.get(at) == Some(&b'.') {
-        let end = digits(at + 1);
-        if end == at + 1 {
-            return Err((end, "expected a digit after the decimal point"));
-        }
-        at = end;
-    }
-    if let Some(b'e' | b'E') = bytes.get(at) {
-        at += 1;
-        if let Some(b'+' | b'-') = bytes.get(at) {
-            at += 1;
-        }
-        let end = digits(at);
-        if end == at {
-            return Err((end, "expected a digit in the exponent"));
-        }
-        at = end;
-    }
-    Ok(at)
-}
-
-/// How many bytes at the start of `bytes` may stand inside a string as they are: the position of the first
-/// `"`, `\\` or control character (or the length). Eight bytes at a time: in each word, the lowest byte flagged by
-/// the "has a byte below n" and "has a zero byte" tests is exact (a false flag can only follow a true one).
-pub(crate) fn plain_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH_BITS: u64 = ONES << 7;
-    let mut at = 0;
-    while let Some(word) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
-        let word = u64::from_le_bytes(*word);
-        let below = word.wrapping_sub(ONES * 0x20) & !word;
-        let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(word ^ (ONES * u64::from(b'"')));
-        let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(word ^ (ONES * u64::from(b'\\')));
-        let flagged = (below | quote | backslash) & HIGH_BITS;
-        if flagged != 0 {
-            return at + (flagged.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at + bytes[at..].iter().take_while(|&&b| b != b'"' && b != b'\\' && b >= 0x20).count()
-}
-
-/// A syntax error inside the reader: boxed, so every `Result` the reader returns stays the size of its value
-/// (the errors are rare; the values are moved through every level of the document).
-type Failure = Box<SyntaxError>;
 
 struct Reader<'a> {
     text: &'a str,
@@ -189,13 +125,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn error(&mut self, message: impl Into<String>) -> Failure {
+    fn error(&mut self, message: impl Into<String>) -> SyntaxError {
         let upto = &self.bytes[..self.pos.min(self.bytes.len())];
         let line = 1 + upto.iter().filter(|&&b| b == b'\n').count();
         let line_start = upto.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         // Columns count characters, not bytes, so they match what an editor shows.
         let column = 1 + String::from_utf8_lossy(&upto[line_start..]).chars().count();
-        Box::new(SyntaxError { line, column, message: message.into() })
+        SyntaxError { line, column, message: message.into() }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -215,7 +151,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
         if depth > MAX_DEPTH {
             return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
         }
@@ -234,7 +170,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn literal(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, Failure> {
+    fn literal(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, SyntaxError> {
         if self.bytes[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(value)
@@ -255,7 +191,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
         self.pos += 1; // '{'
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
@@ -301,7 +237,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value<'a>, Failure> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
         self.pos += 1; // '['
         self.skip_whitespace();
         if self.peek() == Some(b']') {
@@ -334,29 +270,52 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn number(&mut self) -> Result<Value<'a>, Failure> {
+    fn number(&mut self) -> Result<Value<'a>, SyntaxError> {
         let start = self.pos;
-        match number_token(&self.bytes[start..]) {
-            Err((at, problem)) => {
-                self.pos = start + at;
-                Err(self.error(problem))
+        let digits = |r: &mut Self| {
+            let from = r.pos;
+            while let Some(b'0'..=b'9') = r.peek() {
+                r.pos += 1;
             }
-            Ok(len) if len > MAX_NUMBER_LEN => {
-                Err(self.error(format!("a number longer than {MAX_NUMBER_LEN} characters")))
+            r.pos - from
+        };
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                digits(self);
             }
-            Ok(len) => {
-                self.pos = start + len;
-                Ok(Value::Number(&self.text[start..self.pos]))
+            _ => return Err(self.error("expected a digit in a number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if digits(self) == 0 {
+                return Err(self.error("expected a digit after the decimal point"));
             }
         }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if digits(self) == 0 {
+                return Err(self.error("expected a digit in the exponent"));
+            }
+        }
+        if self.pos - start > MAX_NUMBER_LEN {
+            self.pos = start;
+            return Err(self.error(format!("a number longer than {MAX_NUMBER_LEN} characters")));
+        }
+        Ok(Value::Number(&self.text[start..self.pos]))
     }
 
     /// Reads a string literal, borrowing when it has no escapes.
-    fn string(&mut self) -> Result<Cow<'a, str>, Failure> {
+    fn string(&mut self) -> Result<Cow<'a, str>, SyntaxError> {
         self.pos += 1; // opening quote
         let start = self.pos;
         // Fast path: scan to the closing quote; fall back to decoding at the first backslash.
-        self.pos = start + plain_run(&self.bytes[start..]);
         loop {
             match self.peek() {
                 Some(b'"') => {
@@ -416,7 +375,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, Failure> {
+    fn hex4(&mut self) -> Result<u32, SyntaxError> {
         let Some(hex) = self.text.get(self.pos..self.pos + 4) else {
             return Err(self.error("expected four hex digits after \\u"));
         };
@@ -430,7 +389,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Decodes `XXXX` (after `\u`), joining a surrogate pair when one follows.
-    fn unicode_escape(&mut self) -> Result<char, Failure> {
+    fn unicode_escape(&mut self) -> Result<char, SyntaxError> {
         let first = self.hex4()?;
         let code = match first {
             0xD800..=0xDBFF => {
@@ -512,21 +471,6 @@ mod tests {
     }
 
     #[test]
-    fn malformed_numbers_are_named_where_they_break() {
-        for (body, column, message) in [
-            ("[-]", 3, "expected a digit in a number"),
-            ("[1.]", 4, "expected a digit after the decimal point"),
-            ("[1e+]", 5, "expected a digit in the exponent"),
-            ("[12.5E]", 7, "expected a digit in the exponent"),
-        ] {
-            let e = err(body);
-            assert_eq!((e.line, e.column, e.message.as_str()), (1, column, message), "{body}");
-        }
-        let long = format!("[{}]", "1".repeat(65));
-        assert_eq!(err(&long).column, 2, "a too-long number is named where it starts");
-    }
-
-    #[test]
     fn errors_point_at_line_and_column() {
         let e = err("{\n  \"a\": 1\n  \"b\": 2\n}");
         assert_eq!((e.line, e.column), (3, 3), "{e}");
@@ -538,18 +482,6 @@ mod tests {
         assert_eq!(ok(r#""a\"b\\c\/\n""#), Value::String("a\"b\\c/\n".into()));
         assert_eq!(ok(r#""\u00e9\ud83c\udf39""#), Value::String("é🌹".into()));
         assert_eq!(ok("\"Rosas Ñandú 🌹\""), Value::String("Rosas Ñandú 🌹".into()));
-    }
-
-    #[test]
-    fn a_strings_end_is_found_wherever_it_falls_in_a_word() {
-        for len in 0..20 {
-            for end in ['"', '\\', '\n', '\u{1f}'] {
-                let text = format!("{}é{end}", "a".repeat(len));
-                assert_eq!(plain_run(text.as_bytes()), len + 2, "{text:?}");
-            }
-            assert_eq!(plain_run("a".repeat(len).as_bytes()), len);
-        }
-        assert_eq!(plain_run(b"\x7f\x80\xff\x20\x21\x23\x5b\x5d"), 8);
     }
 
     #[test]
@@ -576,5 +508,20 @@ mod tests {
         assert_eq!(ok("[]").describe(), "an array");
         assert_eq!(ok("{}").describe(), "an object");
         assert_eq!(ok("null").describe(), "null");
+    }
+
+    #[test]
+    fn malformed_numbers_are_named_where_they_break() {
+        for (body, column, message) in [
+            ("[-]", 3, "expected a digit in a number"),
+            ("[1.]", 4, "expected a digit after the decimal point"),
+            ("[1e+]", 5, "expected a digit in the exponent"),
+            ("[12.5E]", 7, "expected a digit in the exponent"),
+        ] {
+            let e = err(body);
+            assert_eq!((e.line, e.column, e.message.as_str()), (1, column, message), "{body}");
+        }
+        let long = format!("[{}]", "1".repeat(65));
+        assert_eq!(err(&long).column, 2, "a too-long number is named where it starts");
     }
 }

@@ -15,19 +15,17 @@
 use crate::json::{self, Value};
 use crate::money::{self, MAX_AMOUNT};
 use chrono::NaiveDate;
-pub use compact_str::CompactString;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One Komet purchase order with its vendor invoices, in normalised form. Its text is [`CompactString`]: reads
-/// like a `String`, and is held in place up to 24 bytes, so most of a PO's codes and numbers cost no allocation.
+/// One Komet purchase order with its vendor invoices, in normalised form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseOrder {
     /// Komet's purchase order id; also the SQS message group, so updates to one PO stay in order.
     pub id: u64,
-    pub po_number: CompactString,
+    pub po_number: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship_date: Option<NaiveDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,15 +46,15 @@ pub struct Location {
     pub id: Option<u64>,
     /// Always text: Komet sends `"02"` in its sample and documents an integer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<CompactString>,
+    pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<CompactString>,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VendorInvoice {
-    pub invoice_number: CompactString,
+    pub invoice_number: String,
     #[serde(with = "money::json_number")]
     pub invoice_amount: Decimal,
     #[serde(with = "money::json_number")]
@@ -64,7 +62,7 @@ pub struct VendorInvoice {
     /// The invoice PDF, always with a scheme (`https://` is added when Komet leaves it out).
     /// Komet's links stop working six hours after the webhook was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<CompactString>,
+    pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor: Option<Vendor>,
     pub purchase_order_items: Vec<PurchaseOrderItem>,
@@ -76,20 +74,20 @@ pub struct Vendor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<CompactString>,
+    pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<CompactString>,
+    pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vendor_accounting_code: Option<CompactString>,
+    pub vendor_accounting_code: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub vendor_type: Option<CompactString>,
+    pub vendor_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseOrderItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category_procurement_accounting_code: Option<CompactString>,
+    pub category_procurement_accounting_code: Option<String>,
     #[serde(with = "money::json_number")]
     pub total_cost: Decimal,
 }
@@ -98,120 +96,6 @@ impl PurchaseOrder {
     /// All items of all invoices, in document order.
     pub fn items(&self) -> impl Iterator<Item = &PurchaseOrderItem> {
         self.vendor_invoices.iter().flat_map(|invoice| invoice.purchase_order_items.iter())
-    }
-}
-
-impl PurchaseOrder {
-    /// Appends the PO's JSON to `out`: the same bytes as `serde_json::to_writer(out, self)` (the derived
-    /// `Serialize`; tests hold the two together), written straight into the queue message's buffer.
-    pub fn write_json(&self, out: &mut String) {
-        use crate::json_out::{push_date, push_decimal, push_str, push_u64};
-        out.push_str("{\"id\":");
-        push_u64(out, self.id);
-        out.push_str(",\"poNumber\":");
-        push_str(out, &self.po_number);
-        if let Some(date) = self.ship_date {
-            out.push_str(",\"shipDate\":");
-            push_date(out, date);
-        }
-        if let Some(date) = self.arrival_date {
-            out.push_str(",\"arrivalDate\":");
-            push_date(out, date);
-        }
-        if let Some(sub_total) = &self.sub_total {
-            out.push_str(",\"subTotal\":");
-            push_decimal(out, sub_total);
-        }
-        out.push_str(",\"total\":");
-        push_decimal(out, &self.total);
-        if let Some(location) = &self.location {
-            out.push_str(",\"location\":");
-            let mut members = ObjectOut::open(out);
-            if let Some(id) = location.id {
-                push_u64(members.key("id"), id);
-            }
-            if let Some(code) = &location.code {
-                push_str(members.key("code"), code);
-            }
-            if let Some(name) = &location.name {
-                push_str(members.key("name"), name);
-            }
-            members.close();
-        }
-        out.push_str(",\"vendorInvoices\":[");
-        for (i, invoice) in self.vendor_invoices.iter().enumerate() {
-            out.push_str(if i == 0 { "{\"invoiceNumber\":" } else { ",{\"invoiceNumber\":" });
-            push_str(out, &invoice.invoice_number);
-            out.push_str(",\"invoiceAmount\":");
-            push_decimal(out, &invoice.invoice_amount);
-            out.push_str(",\"totalAdditionalCharges\":");
-            push_decimal(out, &invoice.total_additional_charges);
-            if let Some(file) = &invoice.file {
-                out.push_str(",\"file\":");
-                push_str(out, file);
-            }
-            if let Some(vendor) = &invoice.vendor {
-                out.push_str(",\"vendor\":");
-                let mut members = ObjectOut::open(out);
-                if let Some(id) = vendor.id {
-                    push_u64(members.key("id"), id);
-                }
-                for (key, text) in [
-                    ("code", &vendor.code),
-                    ("name", &vendor.name),
-                    ("vendorAccountingCode", &vendor.vendor_accounting_code),
-                    ("type", &vendor.vendor_type),
-                ] {
-                    if let Some(text) = text {
-                        push_str(members.key(key), text);
-                    }
-                }
-                members.close();
-            }
-            out.push_str(",\"purchaseOrderItems\":[");
-            for (j, item) in invoice.purchase_order_items.iter().enumerate() {
-                out.push_str(if j == 0 { "{" } else { ",{" });
-                if let Some(code) = &item.category_procurement_accounting_code {
-                    out.push_str("\"categoryProcurementAccountingCode\":");
-                    push_str(out, code);
-                    out.push(',');
-                }
-                out.push_str("\"totalCost\":");
-                push_decimal(out, &item.total_cost);
-                out.push('}');
-            }
-            out.push_str("]}");
-        }
-        out.push_str("]}");
-    }
-}
-
-/// An object whose members are all optional: each key after the first gets its comma.
-struct ObjectOut<'o> {
-    out: &'o mut String,
-    first: bool,
-}
-
-impl<'o> ObjectOut<'o> {
-    fn open(out: &'o mut String) -> Self {
-        out.push('{');
-        ObjectOut { out, first: true }
-    }
-
-    /// Writes `"key":` and hands back the buffer for the value.
-    fn key(&mut self, key: &str) -> &mut String {
-        if !self.first {
-            self.out.push(',');
-        }
-        self.first = false;
-        self.out.push('"');
-        self.out.push_str(key);
-        self.out.push_str("\":");
-        self.out
-    }
-
-    fn close(self) {
-        self.out.push('}');
     }
 }
 
@@ -255,20 +139,9 @@ impl fmt::Display for PayloadError {
     }
 }
 
-/// Parses and validates a webhook body. Never panics; linear in the body's size.
+/// Parses and validates a webhook body: the document as a tree ([`crate::json`]), then every member checked,
+/// every problem named with its path. Never panics; linear in the body's size.
 pub fn parse_webhook(body: &[u8]) -> Result<PurchaseOrder, PayloadError> {
-    // A valid body is read in one pass, straight into the PO; anything the direct reader is not sure of is read
-    // again the full way, which names every problem (see `direct`).
-    match direct::read(body) {
-        Some(po) => Ok(po),
-        None => parse_and_check(body),
-    }
-}
-
-mod direct;
-
-/// The full way: the document as a tree, then every member checked, every problem named with its path.
-fn parse_and_check(body: &[u8]) -> Result<PurchaseOrder, PayloadError> {
     let document = json::parse(body).map_err(|e| PayloadError {
         problems: vec![Problem { path: "body".to_owned(), message: e.to_string() }],
         unreported: 0,
@@ -309,16 +182,11 @@ impl fmt::Display for Path<'_> {
     }
 }
 
-/// A date exactly as Komet documents it, `YYYY-MM-DD` (chrono alone would also take "2020-3-7"): what
-/// `NaiveDate::parse_from_str(text, "%Y-%m-%d")` gives for such text, without interpreting a format string.
+/// A date exactly as Komet documents it, `YYYY-MM-DD` (chrono alone would also take "2020-3-7").
 fn shaped_date(text: &str) -> Option<NaiveDate> {
     let shaped = text.len() == 10
         && text.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
-    let number = |range: std::ops::Range<usize>| text.get(range).and_then(|digits| digits.parse::<u32>().ok());
-    match (number(0..4), number(5..7), number(8..10)) {
-        (Some(year), Some(month), Some(day)) if shaped => NaiveDate::from_ymd_opt(year as i32, month, day),
-        _ => None,
-    }
+    shaped.then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()).flatten()
 }
 
 /// Why a `file` is not an invoice link.
@@ -329,7 +197,7 @@ enum LinkRefusal<'t> {
 
 /// An invoice link: kept when http(s), given `https://` when Komet omits the scheme, refused otherwise (it
 /// ends up as a link in an e-mail). Read in place and allocated once, at its final size.
-fn invoice_link(text: &str) -> Result<CompactString, LinkRefusal<'_>> {
+fn invoice_link(text: &str) -> Result<String, LinkRefusal<'_>> {
     let text = text.trim();
     let has_scheme = |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
     if has_scheme("https://") || has_scheme("http://") {
@@ -339,22 +207,11 @@ fn invoice_link(text: &str) -> Result<CompactString, LinkRefusal<'_>> {
     } else if let Some((scheme, _)) = text.split_once(':').filter(|(scheme, _)| !scheme.contains(['/', '.'])) {
         Err(LinkRefusal::Scheme(scheme))
     } else {
-        let mut link = CompactString::with_capacity("https://".len() + text.len());
+        let mut link = String::with_capacity("https://".len() + text.len());
         link.push_str("https://");
         link.push_str(text);
         Ok(link)
     }
-}
-
-/// An amount Komet may send: exact, not negative, at most [`MAX_AMOUNT`] (what [`Checker::amount`] accepts).
-fn acceptable_amount(text: &str) -> Option<Decimal> {
-    money::parse_exact(text).ok().filter(|amount| !amount.is_sign_negative() && money::within_max(amount))
-}
-
-/// `name == key`, with the cheap differences (length, first byte) ruled out before a comparison call: most
-/// members of an object are compared with a name they are not.
-fn same_key(name: &str, key: &str) -> bool {
-    name.len() == key.len() && name.as_bytes().first() == key.as_bytes().first() && name == key
 }
 
 #[derive(Default)]
@@ -393,7 +250,7 @@ impl Checker {
     fn member<'v, 'a>(&mut self, members: Members<'v, 'a>, parent: &Path<'_>, names: &[&str]) -> Option<&'v Value<'a>> {
         let mut found: Option<(&str, &'v Value<'a>)> = None;
         for (key, value) in members {
-            let Some(name) = names.iter().find(|name| same_key(name, key)) else { continue };
+            let Some(name) = names.iter().find(|name| **name == key.as_ref()) else { continue };
             match found {
                 None => found = Some((name, value)),
                 Some((first, earlier)) if earlier != value => {
@@ -428,9 +285,9 @@ impl Checker {
         value
     }
 
-    fn text(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
+    fn text(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         match value {
-            Value::String(s) => Some(CompactString::from(s.as_ref())),
+            Value::String(s) => Some(s.to_string()),
             other => {
                 self.expected(path, "a string", other);
                 None
@@ -438,7 +295,7 @@ impl Checker {
         }
     }
 
-    fn identifier(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
+    fn identifier(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         let text = self.text(value, path)?;
         if text.trim().is_empty() {
             self.report(path, "must not be empty");
@@ -464,9 +321,9 @@ impl Checker {
     }
 
     /// A code Komet documents as an integer but sends as a string: both become text, digits unchanged.
-    fn code(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
+    fn code(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         match value {
-            Value::String(s) => Some(CompactString::from(s.as_ref())),
+            Value::String(s) => Some(s.to_string()),
             Value::Number(text) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Some((*text).into()),
             other => {
                 self.expected(path, "a string or a whole number", other);
@@ -513,7 +370,7 @@ impl Checker {
 
     /// An invoice link: kept when http(s), given `https://` when Komet omits the scheme, refused otherwise
     /// (it ends up as a link in an e-mail).
-    fn link(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<CompactString> {
+    fn link(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         let Value::String(text) = value else {
             self.expected(path, "a string", value);
             return None;
@@ -684,150 +541,6 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    const FIXTURES: [&str; 4] = [
-        include_str!("../tests/fixtures/komet-clean-po.json"),
-        include_str!("../tests/fixtures/komet-doc-sample.json"),
-        include_str!("../tests/fixtures/komet-optional-fields-absent.json"),
-        include_str!("../tests/fixtures/komet-several-vendors.json"),
-    ];
-
-    /// Alterations of the doc sample, each (what, into): valid ones the direct reader must take as the full
-    /// reader does, and ones it must leave to the full reader (which refuses them, or reads them the same).
-    const ALTERATIONS: &[(&str, &str)] = &[
-        ("\"subtotal\": 60.0", "\"subTotal\": 60.0"),
-        ("\"subtotal\": 60.0", "\"subtotal\": null"),
-        ("\"subtotal\": 60.0", "\"subtotal\": 60.0, \"subTotal\": 60.0"),
-        ("\"subtotal\": 60.0", "\"subtotal\": 60.0, \"subTotal\": 61.0"),
-        ("\"subtotal\": 60.0,", ""),
-        ("\"total\": 60.0", "\"total\": 6e1"),
-        ("\"total\": 60.0", "\"total\": 6.0E+1"),
-        ("\"total\": 60.0", "\"total\": -0.0"),
-        ("\"total\": 60.0", "\"total\": -1"),
-        ("\"total\": 60.0", "\"total\": 1000000000000.01"),
-        ("\"total\": 60.0", "\"total\": 1e400"),
-        ("\"total\": 60.0", "\"total\": 060.0"),
-        ("\"total\": 60.0", "\"total\": 60."),
-        ("\"total\": 60.0", "\"total\": \"60.0\""),
-        ("\"total\": 60.0", "\"total\": null"),
-        ("\"total\": 60.0", "\"total\": 60.0000000000000000000000000000000000000000000000000000000000000000"),
-        ("\"id\" : 12345", "\"id\" : 0"),
-        ("\"id\" : 12345", "\"id\" : -1"),
-        ("\"id\" : 12345", "\"id\" : 1.5"),
-        ("\"id\" : 12345", "\"id\" : 18446744073709551616"),
-        ("\"id\" : 12345", "\"id\" : 12345, \"id\" : 12345"),
-        ("\"id\" : 12345,", ""),
-        ("\"poNumber\": \"P002271\"", "\"poNumber\": \"  \""),
-        ("\"poNumber\": \"P002271\"", "\"poNumber\": \"P00\\u0032271\""),
-        ("\"poNumber\": \"P002271\"", "\"po\\u004eumber\": \"P002271\""),
-        ("\"poNumber\": \"P002271\"", "\"poNumber\": \"P002271\", \"extra\": [1, {}]"),
-        ("\"shipDate\": \"2020-03-27\"", "\"shipDate\": null"),
-        ("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"2020-3-27\""),
-        ("\"shipDate\": \"2020-03-27\"", "\"shipDate\": \"2020-02-30\""),
-        ("\"shipDate\": \"2020-03-27\",", ""),
-        ("\"location\":{ \"id\": 3, \"code\": \"02\", \"name\": \"Chicago\" }", "\"location\": null"),
-        ("\"location\":{ \"id\": 3, \"code\": \"02\", \"name\": \"Chicago\" }", "\"location\": []"),
-        ("\"location\":{ \"id\": 3, \"code\": \"02\", \"name\": \"Chicago\" }", "\"location\": {}"),
-        ("\"location\":{ \"id\": 3, \"code\": \"02\", \"name\": \"Chicago\" }", "\"location\": [{\"code\": 2},]"),
-        ("\"location\":{ \"id\": 3, \"code\": \"02\", \"name\": \"Chicago\" }", "\"location\": [{}, {}]"),
-        ("\"location\":{ \"id\": 3, \"code\": \"02\", \"name\": \"Chicago\" }", "\"location\": [null]"),
-        ("\"location\":{ \"id\": 3, \"code\": \"02\", \"name\": \"Chicago\" }", "\"location\": \"Chicago\""),
-        ("\"code\": \"02\"", "\"code\": 2"),
-        ("\"code\": \"02\"", "\"code\": -2"),
-        ("\"code\": \"02\"", "\"code\": 2.5"),
-        ("\"code\": \"02\"", "\"code\": null"),
-        ("\"name\": \"Chicago\"", "\"name\": 7"),
-        ("\"name\": \"Chicago\"", "\"name\": \"Chi\tcago\""),
-        ("\"name\": \"Chicago\"", "\"name\": \"Ñandú 🌹\""),
-        ("\"vendorAccountingCode\": null", "\"vendorAccountingCode\": \"2000-AV\""),
-        ("\"vendorAccountingCode\": null, ", ""),
-        ("\"vendorAccountingCode\": null", "\"vendorAccountingCode\": null, \"rating\": 5"),
-        ("\"type\": \"Fresh Cut\", }", "\"type\": \"Fresh Cut\" }"),
-        ("\"type\": \"Fresh Cut\", }", "\"type\": \"Fresh Cut\",, }"),
-        ("{ \"id\": 29697", "[{ \"id\": 29697"),
-        ("\"Fresh Cut\", }", "\"Fresh Cut\", }]"),
-        ("\"file\": \"www.kometsales.com/url\"", "\"file\": \" HTTPS://x.y/z \""),
-        ("\"file\": \"www.kometsales.com/url\"", "\"file\": \"ftp://x.y/z\""),
-        ("\"file\": \"www.kometsales.com/url\"", "\"file\": \"mailto:a@b.c\""),
-        ("\"file\": \"www.kometsales.com/url\"", "\"file\": \"a b\""),
-        ("\"file\": \"www.kometsales.com/url\"", "\"file\": \"\""),
-        ("\"file\": \"www.kometsales.com/url\"", "\"file\": null"),
-        ("\"totalAdditionalCharges\": 0.0", "\"totalAdditionalCharges\": null"),
-        ("\"totalAdditionalCharges\": 0.0, ", ""),
-        ("\"totalAdditionalCharges\": 0.0", "\"totalAdditionalCharges\": 2.5"),
-        ("\"invoiceNumber\": \"01-P002271\"", "\"invoiceNumber\": \"01-P002272\""),
-        ("\"invoiceNumber\": \"01-P002271\"", "\"invoiceNumber\": null"),
-        ("\"categoryProcurementAccountingCode\": \"CGEN\", ", ""),
-        ("\"categoryProcurementAccountingCode\": \"CGEN\"", "\"categoryProcurementAccountingCode\": null"),
-        ("{ \"categoryProcurementAccountingCode\": \"CGEN\", \"totalCost\": 10.0 }", "{}"),
-        ("\"totalCost\": 3.0 }", "\"totalCost\": 3.0, }"),
-        ("\"totalCost\": 7.0 } ]", "\"totalCost\": 7.0 }, ]"),
-        ("\"totalCost\": 7.0 } ]", "\"totalCost\": 7.0 } ] , "),
-        ("\"purchaseOrderItems\": [", "\"purchaseOrderItems\": [ ], \"x\": ["),
-        ("\"vendorInvoices\": [", "\"vendorInvoices\": null, \"y\": ["),
-        ("{ \"id\" : 12345", "\u{feff}{ \"id\" : 12345"),
-        ("{ \"id\" : 12345", "\t\r\n{\n\"id\"\n:\t12345"),
-        ("] }", "] }  \n"),
-        ("] }", "] } x"),
-        ("] }", "]"),
-        (", ", ","),
-        (", ", " ,\n "),
-        (": ", ":"),
-    ];
-
-    /// The direct reader either reads `body` exactly as the full reader does, or leaves it to it.
-    fn agree(body: &str) -> Result<Option<PurchaseOrder>, String> {
-        let full = parse_and_check(body.as_bytes());
-        match direct::read(body.as_bytes()) {
-            None => Ok(None),
-            Some(po) if full.as_ref() == Ok(&po) => Ok(Some(po)),
-            Some(po) => Err(format!("direct {po:?}, full {full:?} for {body}")),
-        }
-    }
-
-    #[test]
-    fn every_fixture_is_read_directly_to_what_the_full_reader_reads() {
-        for fixture in FIXTURES {
-            assert!(agree(fixture).unwrap().is_some(), "{fixture}");
-        }
-    }
-
-    #[test]
-    fn altered_bodies_are_read_as_the_full_reader_reads_them_or_left_to_it() {
-        let sample = FIXTURES[1];
-        let mut direct = 0;
-        for (i, (what, into)) in ALTERATIONS.iter().enumerate() {
-            assert!(sample.contains(what), "{what}");
-            for altered in [sample.replacen(what, into, 1), sample.replace(what, into)] {
-                direct += usize::from(agree(&altered).unwrap().is_some());
-                // And each alteration together with each later one.
-                for (then, into) in &ALTERATIONS[i + 1..] {
-                    agree(&altered.replacen(then, into, 1)).unwrap();
-                }
-            }
-        }
-        // The valid spellings are read directly (a reader that always gave up would agree too).
-        assert!(direct > ALTERATIONS.len() / 2, "{direct}");
-    }
-
-    proptest! {
-        #[test]
-        fn any_altered_byte_or_cut_is_read_as_the_full_reader_reads_it_or_left_to_it(
-            fixture in 0usize..4, position in 0usize..2000, byte in any::<u8>(), cut in 0usize..2000,
-        ) {
-            let mut body = FIXTURES[fixture].as_bytes().to_vec();
-            let position = position % body.len();
-            body[position] = byte;
-            let cut = (cut % body.len()).max(position + 1);
-            for body in [&body[..], &body[..cut]] {
-                let full = parse_and_check(body);
-                if let Some(po) = direct::read(body) {
-                    prop_assert_eq!(Ok(po), full);
-                }
-            }
-        }
-    }
 
     #[test]
     fn a_date_is_read_as_chrono_parses_it() {

@@ -19,7 +19,6 @@ pub mod config;
 pub mod decision;
 pub mod email;
 pub mod json;
-pub(crate) mod json_out;
 pub mod komet;
 pub mod ledger;
 pub mod message;

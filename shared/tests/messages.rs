@@ -18,7 +18,7 @@ fn envelope() -> WebhookEnvelope {
 #[test]
 fn the_envelope_round_trips_with_exact_amounts_and_the_body_digest() {
     let envelope = envelope();
-    let json = envelope.to_json().unwrap();
+    let json = envelope.to_json();
     assert!(
         json.starts_with(r#"{"type":"komet.po_reconciliation","schemaVersion":1,"receivedAt":"2026-11-21T17:00:00Z","#),
         "{json}"
@@ -32,10 +32,10 @@ fn the_envelope_round_trips_with_exact_amounts_and_the_body_digest() {
 
 #[test]
 fn envelopes_of_another_version_or_type_are_refused() {
-    let json = envelope().to_json().unwrap();
+    let json = envelope().to_json();
     let v2 = json.replace(r#""schemaVersion":1"#, r#""schemaVersion":2"#);
     assert_eq!(WebhookEnvelope::from_json(&v2), Err(MessageError::UnsupportedVersion { found: 2, supported: 1 }));
-    let event = NotificationEvent::poison("x", "m-1").to_json().unwrap();
+    let event = NotificationEvent::poison("x", "m-1").to_json();
     assert!(matches!(WebhookEnvelope::from_json(&event), Err(MessageError::WrongType { .. })));
     assert!(matches!(WebhookEnvelope::from_json("not json"), Err(MessageError::Malformed(_))));
     let float_total = json.replace(r#""total":60.0"#, r#""total":"60.0""#);
@@ -48,7 +48,7 @@ fn a_mismatch_event_round_trips_and_carries_what_the_e_mail_needs() {
     let discrepancies = reconcile(&envelope.po, Tolerance::CENT).discrepancies;
     let detail = NotificationDetail::ReconciliationMismatch { discrepancies, forwarded_to_appzen: false };
     let event = NotificationEvent::about(&envelope, detail);
-    let json = event.to_json().unwrap();
+    let json = event.to_json();
     // A header, then the kind's own detail, externally tagged.
     assert!(
         json.starts_with(r#"{"type":"po_sync.notification","schemaVersion":2,"webhook":{"po":{"id":12345,"#),
@@ -79,9 +79,9 @@ fn rejection_and_poison_events_round_trip() {
         correlation_id: Some("c-1".into()),
     };
     let rejected = NotificationEvent::about(&envelope(), NotificationDetail::AppzenRejected { appzen });
-    assert_eq!(NotificationEvent::from_json(&rejected.to_json().unwrap()).unwrap(), rejected);
+    assert_eq!(NotificationEvent::from_json(&rejected.to_json()).unwrap(), rejected);
     let poison = NotificationEvent::poison("not a po-sync message: expected value at line 1", "m-42");
-    let back = NotificationEvent::from_json(&poison.to_json().unwrap()).unwrap();
+    let back = NotificationEvent::from_json(&poison.to_json()).unwrap();
     assert_eq!(back, poison);
     assert_eq!(back.group_id(), "unreadable");
 }
@@ -126,8 +126,8 @@ fn the_deduplication_id_is_stable_for_the_same_event_and_differs_otherwise() {
 fn a_queue_body_is_read_as_whichever_message_it_is_and_anything_else_is_explained() {
     let envelope = envelope();
     let event = NotificationEvent::poison("x", "m-1");
-    assert_eq!(QueueMessage::from_json(&envelope.to_json().unwrap()).unwrap(), QueueMessage::Webhook(envelope));
-    assert_eq!(QueueMessage::from_json(&event.to_json().unwrap()).unwrap(), QueueMessage::Notification(event));
+    assert_eq!(QueueMessage::from_json(&envelope.to_json()).unwrap(), QueueMessage::Webhook(envelope));
+    assert_eq!(QueueMessage::from_json(&event.to_json()).unwrap(), QueueMessage::Notification(event));
     let explain = |json: &str| QueueMessage::from_json(json).unwrap_err().to_string();
     assert_eq!(
         explain(r#"{"type":"something.else"}"#),
@@ -153,7 +153,7 @@ fn claim_check() -> (WebhookEnvelope, BodyRef) {
 #[test]
 fn a_claim_check_round_trips_and_carries_its_envelopes_identity() {
     let (envelope, pointer) = claim_check();
-    let json = pointer.to_json().unwrap();
+    let json = pointer.to_json();
     assert_eq!(
         json,
         format!(
@@ -171,16 +171,16 @@ fn a_claim_check_round_trips_and_carries_its_envelopes_identity() {
     let old_ref = BodyRef::of(&old, "b", body_key(old.po.id, old.deduplication_id()));
     assert_eq!(old_ref.deduplication_id(), old.body_sha256);
     assert_eq!(old_ref.key, format!("bodies/12345/{}.json", old.body_sha256));
-    assert!(!old_ref.to_json().unwrap().contains("sendId"));
+    assert!(!old_ref.to_json().contains("sendId"));
 }
 
 #[test]
 fn claim_checks_of_another_version_or_type_are_refused_and_keys_never_collide() {
     let (envelope, pointer) = claim_check();
-    let json = pointer.to_json().unwrap();
+    let json = pointer.to_json();
     let v2 = json.replace(r#""schemaVersion":1"#, r#""schemaVersion":2"#);
     assert_eq!(BodyRef::from_json(&v2), Err(MessageError::UnsupportedVersion { found: 2, supported: 1 }));
-    assert!(matches!(BodyRef::from_json(&envelope.to_json().unwrap()), Err(MessageError::WrongType { .. })));
+    assert!(matches!(BodyRef::from_json(&envelope.to_json()), Err(MessageError::WrongType { .. })));
     assert!(matches!(WebhookEnvelope::from_json(&json), Err(MessageError::WrongType { .. })));
     assert!(matches!(BodyRef::from_json(&json.replace(r#","key":"#, r#","kee":"#)), Err(MessageError::Malformed(_))));
     // Another body under the same PO and send is not the one the claim check names.
@@ -199,9 +199,9 @@ fn claim_checks_of_another_version_or_type_are_refused_and_keys_never_collide() 
 fn a_queue_body_is_read_as_any_of_the_three_messages_in_one_pass() {
     let (envelope, pointer) = claim_check();
     let event = NotificationEvent::poison("x", "m-1");
-    assert_eq!(QueueMessage::from_json(&envelope.to_json().unwrap()).unwrap(), QueueMessage::Webhook(envelope));
-    assert_eq!(QueueMessage::from_json(&event.to_json().unwrap()).unwrap(), QueueMessage::Notification(event));
-    let json = pointer.to_json().unwrap();
+    assert_eq!(QueueMessage::from_json(&envelope.to_json()).unwrap(), QueueMessage::Webhook(envelope));
+    assert_eq!(QueueMessage::from_json(&event.to_json()).unwrap(), QueueMessage::Notification(event));
+    let json = pointer.to_json();
     assert_eq!(QueueMessage::from_json(&json).unwrap(), QueueMessage::WebhookRef(pointer));
     let v2 = json.replace(r#""schemaVersion":1"#, r#""schemaVersion":2"#);
     assert_eq!(

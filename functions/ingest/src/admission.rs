@@ -6,7 +6,7 @@
 use crate::auth::{AuthFailure, Verifier};
 use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
-use po_sync::komet::{CompactString, PayloadError, parse_webhook};
+use po_sync::komet::{PayloadError, parse_webhook};
 use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
 use po_sync_aws::queue::FifoMessage;
 
@@ -68,7 +68,7 @@ impl Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
     pub po_id: u64,
-    pub po_number: CompactString,
+    pub po_number: String,
     pub body_sha256: String,
     /// The envelope itself, or (with `claim_check`) the claim check pointing at it.
     pub message: FifoMessage,
@@ -127,7 +127,7 @@ impl Admission {
         let po = parse_webhook(body).map_err(Rejection::InvalidPayload)?;
         let (po_id, po_number) = (po.id, po.po_number.clone());
         let envelope = WebhookEnvelope::new(po, body, received_at).with_send_id(send_id);
-        let json = envelope.to_json().map_err(|e| Rejection::Internal(format!("envelope: {e}")))?;
+        let json = envelope.to_json();
         let message = FifoMessage::webhook(&envelope, json);
         if message.size() <= SQS_MAX_MESSAGE_BYTES {
             let body_sha256 = envelope.body_sha256;
@@ -140,7 +140,7 @@ impl Admission {
         };
         let key = body_key(po_id, envelope.deduplication_id());
         let pointer = BodyRef::of(&envelope, bucket.as_str(), key.as_str());
-        let pointer_json = pointer.to_json().map_err(|e| Rejection::Internal(format!("claim check: {e}")))?;
+        let pointer_json = pointer.to_json();
         let metadata = vec![
             ("po-id", po_id.to_string()),
             ("po-number", metadata_text(&po_number)),

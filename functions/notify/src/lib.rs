@@ -397,8 +397,8 @@ mod tests {
         // Odd spacing on purpose: the parcel is the body as received, not a re-serialisation of the envelope.
         let body = po_sync_tests::fixture("komet-clean-po.json");
         let envelope = WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, chrono::Utc::now());
-        let json = envelope.to_json().unwrap().replacen(',', " ,\n ", 1);
-        assert_ne!(json, envelope.to_json().unwrap());
+        let json = envelope.to_json().replacen(',', " ,\n ", 1);
+        assert_ne!(json, envelope.to_json());
 
         let plan = plan_for(&dlq_record(&json, Some("group-from-sqs")));
         assert_eq!(plan.event.kind(), NotificationKind::DeadLettered);
@@ -421,7 +421,7 @@ mod tests {
         let envelope =
             WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, at).with_send_id("req-big");
         let pointer = po_sync::message::BodyRef::of(&envelope, "archive", "bodies/48213/req-big.json");
-        let json = pointer.to_json().unwrap().replacen(',', " , ", 1);
+        let json = pointer.to_json().replacen(',', " , ", 1);
 
         let plan = plan_for(&dlq_record(&json, Some("48213")));
         let parcel = plan.parcel.expect("a claim check is parked");
@@ -450,12 +450,12 @@ mod tests {
             assert!(plan.parcel.is_none(), "{body}");
         }
         let event = NotificationEvent::poison("x", "m-1");
-        assert!(plan_for(&dlq_record(&event.to_json().unwrap(), None)).parcel.is_none());
+        assert!(plan_for(&dlq_record(&event.to_json(), None)).parcel.is_none());
         // `parked` belongs to the dead letter's detail only, and survives the queue.
-        assert!(!event.to_json().unwrap().contains("parked"));
+        assert!(!event.to_json().contains("parked"));
         let mut dead = plan_for(&dlq_record(&dead_letter_json(), None)).event;
         dead.mark_parked();
-        assert!(NotificationEvent::from_json(&dead.to_json().unwrap()).unwrap().is_parked());
+        assert!(NotificationEvent::from_json(&dead.to_json()).unwrap().is_parked());
     }
 
     #[test]
@@ -494,7 +494,7 @@ mod tests {
     fn dead_letter_json() -> String {
         let body = po_sync_tests::fixture("komet-clean-po.json");
         let po = po_sync::komet::parse_webhook(&body).unwrap();
-        WebhookEnvelope::new(po, &body, chrono::Utc::now()).with_send_id("req-1").to_json().unwrap()
+        WebhookEnvelope::new(po, &body, chrono::Utc::now()).with_send_id("req-1").to_json()
     }
 
     fn batch(records: Vec<SqsMessage>) -> SqsEvent {
@@ -525,7 +525,7 @@ mod tests {
     async fn a_dead_letter_that_cannot_be_parked_is_not_mailed_and_holds_back_the_rest() {
         let notifier = memory_notifier(true);
         notifier.parked.as_ref().unwrap().fail_next(1, Failure::Transient);
-        let event = NotificationEvent::poison("x", "m-0").to_json().unwrap();
+        let event = NotificationEvent::poison("x", "m-0").to_json();
         let mut later = SqsMessage::default();
         later.message_id = Some("m-later".into());
         later.body = Some(event);
@@ -538,7 +538,7 @@ mod tests {
     async fn a_refused_e_mail_is_a_batch_failure_for_it_and_every_later_record() {
         let notifier = memory_notifier(false);
         notifier.email.fail_next(1, Failure::Permanent);
-        let first = dlq_record(&NotificationEvent::poison("x", "m-0").to_json().unwrap(), None);
+        let first = dlq_record(&NotificationEvent::poison("x", "m-0").to_json(), None);
         let mut second = first.clone();
         second.message_id = Some("m-second".into());
         let response = notifier.handle(batch(vec![first, second])).await;
@@ -556,7 +556,7 @@ mod tests {
     async fn a_record_that_cannot_be_mailed_holds_back_only_its_own_group() {
         let notifier = memory_notifier(false);
         notifier.email.fail_next(1, Failure::Transient);
-        let event = |id: &str| NotificationEvent::poison("x", id).to_json().unwrap();
+        let event = |id: &str| NotificationEvent::poison("x", id).to_json();
         let in_group = |id: &str, group: &str| {
             let mut record = dlq_record(&event(id), Some(group));
             record.message_id = Some(id.into());
@@ -625,7 +625,7 @@ mod tests {
             link.archived =
                 Some(ArchivedPdf { bucket: store.bucket().into(), key, sha256: "k".into(), bytes: size as u64 });
         }
-        event.to_json().unwrap()
+        event.to_json()
     }
 
     fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {

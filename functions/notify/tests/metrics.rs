@@ -31,11 +31,11 @@ fn record(message_id: &str, body: String) -> SqsMessage {
 
 fn dead_letter() -> SqsMessage {
     let envelope = po_sync_tests::support::envelope(po_sync_tests::support::CLEAN_PO);
-    record("m-dead", envelope.to_json().unwrap())
+    record("m-dead", envelope.to_json())
 }
 
 fn poison_event() -> SqsMessage {
-    record("m-poison", NotificationEvent::poison("not a po-sync message", "m-0").to_json().unwrap())
+    record("m-poison", NotificationEvent::poison("not a po-sync message", "m-0").to_json())
 }
 
 #[tokio::test]

@@ -145,7 +145,7 @@ async fn a_notification_event_is_mailed_with_subject_text_and_html_as_rendered()
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
     let event = mismatch_event();
-    let sqs = fixture_event("notification-queue-event.json", &event.to_json().unwrap());
+    let sqs = fixture_event("notification-queue-event.json", &event.to_json());
 
     let response = notifier.handle(sqs).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
@@ -177,7 +177,7 @@ async fn a_notification_event_is_mailed_with_subject_text_and_html_as_rendered()
 async fn a_dead_lettered_webhook_is_mailed_with_the_number_of_attempts() {
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
-    let sqs = fixture_event("webhook-dlq-event.json", &doc_sample_envelope().to_json().unwrap());
+    let sqs = fixture_event("webhook-dlq-event.json", &doc_sample_envelope().to_json());
     assert_eq!(sqs.records[0].attributes["ApproximateReceiveCount"], "6");
 
     let response = notifier.handle(sqs).await;
@@ -201,7 +201,7 @@ async fn a_dead_lettered_webhook_is_parked_unchanged_in_its_group_and_then_maile
     let parked_url = fifo_queue(&moto, "po-sync-webhooks-parked.fifo").await;
     let notifier = notifier_with(&moto, true, &[("PARKED_QUEUE_URL", leak(parked_url.clone()))]).await;
     let envelope = doc_sample_envelope();
-    let sqs = fixture_event("webhook-dlq-event.json", &envelope.to_json().unwrap());
+    let sqs = fixture_event("webhook-dlq-event.json", &envelope.to_json());
     let original_body = sqs.records[0].body.clone().unwrap();
     let dlq_message_id = sqs.records[0].message_id.clone().unwrap();
     // A group different from the PO id, to see that the record's own group is kept.
@@ -240,8 +240,8 @@ async fn a_dead_letter_without_a_group_attribute_is_parked_in_the_po_group_and_a
     let moto = MotoServer::start();
     let parked_url = fifo_queue(&moto, "po-sync-webhooks-parked.fifo").await;
     let notifier = notifier_with(&moto, true, &[("PARKED_QUEUE_URL", leak(parked_url.clone()))]).await;
-    let dead = record("m-dead", doc_sample_envelope().to_json().unwrap());
-    let notification = record("m-event", mismatch_event().to_json().unwrap());
+    let dead = record("m-dead", doc_sample_envelope().to_json());
+    let notification = record("m-event", mismatch_event().to_json());
 
     let response = notifier.handle(sqs_event(vec![dead, notification])).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
@@ -257,15 +257,15 @@ async fn a_dead_letter_that_cannot_be_parked_is_a_batch_failure_and_is_not_maile
     // A queue URL of the right shape on moto's endpoint, for a queue that does not exist.
     let missing = format!("{}/123456789012/po-sync-webhooks-parked.fifo", moto.endpoint_url().trim_end_matches('/'));
     let notifier = notifier_with(&moto, true, &[("PARKED_QUEUE_URL", leak(missing))]).await;
-    let dead = record("m-dead", doc_sample_envelope().to_json().unwrap());
-    let later = record("m-later", mismatch_event().to_json().unwrap());
+    let dead = record("m-dead", doc_sample_envelope().to_json());
+    let later = record("m-later", mismatch_event().to_json());
 
     let response = notifier.handle(sqs_event(vec![dead, later])).await;
     assert_eq!(failures(&response), ["m-dead", "m-later"], "the record stays on the DLQ; FIFO order kept");
     assert!(Sent::all(&moto).is_empty(), "nothing is mailed before the webhook is kept");
 
     // The SQS error is what the log line carries (moto answers with the query protocol's code).
-    let parcel = notify::plan_for(&record("m", doc_sample_envelope().to_json().unwrap())).parcel.unwrap();
+    let parcel = notify::plan_for(&record("m", doc_sample_envelope().to_json())).parcel.unwrap();
     let error = notify::park(notifier.parked.as_ref().unwrap(), &parcel).await.unwrap_err();
     assert_eq!(error.failure(), Failure::Permanent, "a missing queue needs a person, not a retry");
     let error = error.to_string();
@@ -287,7 +287,7 @@ async fn dead_letter_count_is_the_source_receives_plus_one_and_notify_reports_th
     let envelope = doc_sample_envelope();
     sqs.send_message()
         .queue_url(&source_url)
-        .message_body(envelope.to_json().unwrap())
+        .message_body(envelope.to_json())
         .message_group_id("12345")
         .message_deduplication_id(&envelope.body_sha256)
         .send()
@@ -322,7 +322,7 @@ async fn dead_letter_count_is_the_source_receives_plus_one_and_notify_reports_th
 async fn an_unverified_sender_is_a_permanent_failure_reported_for_the_record_and_every_later_one() {
     let moto = MotoServer::start();
     let notifier = notifier(&moto, false).await;
-    let event = mismatch_event().to_json().unwrap();
+    let event = mismatch_event().to_json();
     let response = notifier.handle(sqs_event(vec![record("m-1", &event), record("m-2", "not json")])).await;
     assert_eq!(failures(&response), ["m-1", "m-2"], "nothing dropped; FIFO order kept");
     assert!(Sent::all(&moto).is_empty());
@@ -359,7 +359,7 @@ async fn crlf_and_bcc_in_the_po_number_add_no_recipient_and_no_header_and_unicod
     let po = &mut event.webhook.as_mut().unwrap().po;
     po.po_number = "P002271\r\nBcc: attacker@evil.example\r\nX-Injected: yes".to_owned();
     po.vendors = vec!["Flores Bogotá 花店 <b>\"Ñ\"</b>".to_owned()];
-    let response = notifier.handle(sqs_event(vec![record("m-1", event.to_json().unwrap())])).await;
+    let response = notifier.handle(sqs_event(vec![record("m-1", event.to_json())])).await;
     assert_eq!(failures(&response), Vec::<&str>::new());
 
     let sent = Sent::all(&moto);
@@ -385,7 +385,7 @@ async fn a_unicode_subject_is_rfc_2047_encoded_and_decodes_intact() {
     let notifier = notifier(&moto, true).await;
     let mut event = mismatch_event();
     event.webhook.as_mut().unwrap().po.po_number = "P-Ω7 Ñandú".to_owned();
-    notifier.handle(sqs_event(vec![record("m-1", event.to_json().unwrap())])).await;
+    notifier.handle(sqs_event(vec![record("m-1", event.to_json())])).await;
     let sent = Sent::all(&moto);
     let header_block = sent[0].raw.split("\r\n\r\n").next().unwrap();
     assert!(header_block.is_ascii(), "headers are 7-bit: {header_block}");

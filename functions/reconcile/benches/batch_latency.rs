@@ -33,7 +33,7 @@ fn batch(round: u64) -> SqsEvent {
             json!({
                 "messageId": format!("m-{id}"),
                 "receiptHandle": format!("r-{id}"),
-                "body": envelope(body.as_bytes()).to_json().unwrap(),
+                "body": envelope(body.as_bytes()).to_json(),
                 "attributes": { "ApproximateReceiveCount": "1", "MessageGroupId": id.to_string() },
                 "eventSource": "aws:sqs",
             })

@@ -14,7 +14,7 @@ use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::decision;
 use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement, Verdict};
 use po_sync::message::{
-    AppZenAnswer, BodyRef, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope,
+    AppZenAnswer, BodyRef, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope,
 };
 use po_sync::outage::{self, OutageCause, OutageRules};
 use po_sync::retry::GiveUpReason;
@@ -439,52 +439,40 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         let mut outcome = Outcome::Held;
         if let Some(mut body) = plan.upsert {
             body.note_archive(archives);
-            let json = match body.to_json() {
-                Ok(json) => json,
-                Err(error) => {
-                    // Not expected (the body is plain data), but if it happens a person must look.
-                    let problem = format!("the AppZen body could not be written: {error}");
-                    notifications
-                        .push(NotificationEvent::about(envelope, NotificationDetail::MappingError { problem }));
-                    ledger_outcome = LedgerOutcome::Unmappable;
-                    String::new()
-                }
-            };
+            let json = body.to_json();
             // Only its JSON is sent: free the mapped body (more memory than the JSON) before the POST, and
             // hand the JSON over rather than copy it.
             drop(body);
-            if !json.is_empty() {
-                let upsert = self.appzen.upsert(json, deadline).await;
-                report.attempts = upsert.attempts;
-                outcome = match upsert.outcome {
-                    UpsertOutcome::Accepted(accepted) => {
-                        ledger_outcome = LedgerOutcome::Upserted;
-                        accepted_by_appzen = Some(ledger::Accepted {
-                            http_status: accepted.http_status,
-                            uuid: accepted.uuid.clone(),
-                            status: accepted.status.clone(),
-                        });
-                        Outcome::Upserted(accepted)
-                    }
-                    UpsertOutcome::Rejected(rejected) => {
-                        notifications.push(decision::rejected_event(
-                            envelope,
-                            rejected.http_status,
-                            &rejected.error,
-                            rejected.correlation_id.clone(),
-                        ));
-                        ledger_outcome = LedgerOutcome::Rejected;
-                        Outcome::Rejected(rejected)
-                    }
-                    // Nobody is notified about the PO yet: the redelivery raises its events once it is done
-                    // with. The outage itself is mailed once, whatever the number of POs waiting.
-                    UpsertOutcome::GaveUp { last, reason } => {
-                        self.outage_seen(&last).await;
-                        return (Outcome::AppZenUnavailable { last, reason }, None);
-                    }
-                };
-                self.outages_over().await;
-            }
+            let upsert = self.appzen.upsert(json, deadline).await;
+            report.attempts = upsert.attempts;
+            outcome = match upsert.outcome {
+                UpsertOutcome::Accepted(accepted) => {
+                    ledger_outcome = LedgerOutcome::Upserted;
+                    accepted_by_appzen = Some(ledger::Accepted {
+                        http_status: accepted.http_status,
+                        uuid: accepted.uuid.clone(),
+                        status: accepted.status.clone(),
+                    });
+                    Outcome::Upserted(accepted)
+                }
+                UpsertOutcome::Rejected(rejected) => {
+                    notifications.push(decision::rejected_event(
+                        envelope,
+                        rejected.http_status,
+                        &rejected.error,
+                        rejected.correlation_id.clone(),
+                    ));
+                    ledger_outcome = LedgerOutcome::Rejected;
+                    Outcome::Rejected(rejected)
+                }
+                // Nobody is notified about the PO yet: the redelivery raises its events once it is done
+                // with. The outage itself is mailed once, whatever the number of POs waiting.
+                UpsertOutcome::GaveUp { last, reason } => {
+                    self.outage_seen(&last).await;
+                    return (Outcome::AppZenUnavailable { last, reason }, None);
+                }
+            };
+            self.outages_over().await;
         }
         for event in &mut notifications {
             if let Some(webhook) = event.webhook.as_mut() {
@@ -695,9 +683,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
 
     /// Queues a notification event on `notifications.fifo`.
     async fn notify(&self, event: &NotificationEvent) -> Result<(), PortError> {
-        let message = FifoMessage::notification(event)
-            .map_err(|e| PortError::new("sqs:SendMessage", Failure::Permanent, format!("notification JSON: {e}")))?;
-        self.notifications.send(&message).await.map(|_| ())
+        self.notifications.send(&FifoMessage::notification(event)).await.map(|_| ())
     }
 }
 

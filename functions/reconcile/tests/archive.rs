@@ -29,7 +29,7 @@ fn reconciler(server: &MockServer, policy: &str) -> Reconciler<MemoryFifoQueue, 
 }
 
 fn record(envelope: &WebhookEnvelope) -> SqsMessage {
-    support::sqs_record("m-1", envelope.to_json().unwrap())
+    support::sqs_record("m-1", envelope.to_json())
 }
 
 fn envelope(body: &[u8]) -> WebhookEnvelope {

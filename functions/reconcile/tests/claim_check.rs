@@ -39,7 +39,7 @@ fn envelope() -> WebhookEnvelope {
 async fn store(reconciler: &MemoryReconciler, envelope: &WebhookEnvelope) -> BodyRef {
     let bodies = reconciler.bodies().unwrap();
     let key = body_key(envelope.po.id, envelope.deduplication_id());
-    let json = envelope.to_json().unwrap();
+    let json = envelope.to_json();
     let object = NewObject { key: &key, bytes: json.as_bytes(), content_type: "application/json", metadata: &[] };
     bodies.put(&object).await.unwrap();
     BodyRef::of(envelope, bodies.bucket(), key)
@@ -57,10 +57,10 @@ async fn a_claim_check_is_upserted_like_its_envelope_and_the_ledger_holds_its_ve
     let envelope = envelope();
     let pointer = store(&reconciler, &envelope).await;
 
-    let report = reconciler.process(&record("m-ref", pointer.to_json().unwrap()), None).await;
+    let report = reconciler.process(&record("m-ref", pointer.to_json()), None).await;
     assert!(matches!(report.outcome, Outcome::Upserted(_)), "{:?}", report.outcome);
     let inline = reconciler_for(&appzen);
-    inline.process(&record("m-inline", envelope.to_json().unwrap()), None).await;
+    inline.process(&record("m-inline", envelope.to_json()), None).await;
     let bodies: Vec<Vec<u8>> = appzen.received_requests().await.unwrap().into_iter().map(|r| r.body).collect();
     assert_eq!(bodies.len(), 2);
     assert_eq!(bodies[0], bodies[1], "AppZen gets what the inline envelope would have given it");
@@ -70,7 +70,7 @@ async fn a_claim_check_is_upserted_like_its_envelope_and_the_ledger_holds_its_ve
     assert_eq!((latest.version, latest.outcome), (pointer.version(), LedgerOutcome::Upserted));
     assert_eq!((latest.sqs_message_id.as_str(), latest.body_sha256.as_str()), ("m-ref", pointer.body_sha256.as_str()));
     // The same claim check again: a duplicate of what AppZen holds, by the ledger.
-    let again = reconciler.process(&record("m-ref-2", pointer.to_json().unwrap()), None).await;
+    let again = reconciler.process(&record("m-ref-2", pointer.to_json()), None).await;
     assert!(matches!(again.outcome, Outcome::Duplicate), "{:?}", again.outcome);
 }
 
@@ -86,7 +86,7 @@ async fn the_claim_checks_arrival_time_is_the_version_even_if_a_retry_stored_the
     retried.received_at += chrono::Duration::seconds(3);
     store(&reconciler, &retried).await;
 
-    let report = reconciler.process(&record("m-1", pointer.to_json().unwrap()), None).await;
+    let report = reconciler.process(&record("m-1", pointer.to_json()), None).await;
     assert!(matches!(report.outcome, Outcome::Upserted(_)), "{:?}", report.outcome);
     let latest = reconciler.ledger().read(first.po.id).await.unwrap().unwrap().latest.unwrap();
     assert_eq!(latest.version, pointer.version());
@@ -98,7 +98,7 @@ async fn a_body_the_bucket_cannot_give_now_is_retried_and_nothing_is_sent() {
     accept_everything(&appzen).await;
     let reconciler = with_bucket(reconciler_for(&appzen));
     let pointer = store(&reconciler, &envelope()).await;
-    let body = pointer.to_json().unwrap();
+    let body = pointer.to_json();
 
     reconciler.bodies().unwrap().fail_next(1, Failure::Transient);
     let report = reconciler.process(&record("m-1", body.clone()), None).await;
@@ -120,7 +120,7 @@ async fn a_body_the_bucket_cannot_give_now_is_retried_and_nothing_is_sent() {
     let response = reconciler.handle_batch(event, None).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, ["m-1", "m-2"]);
-    let report = reconciler.process(&record("m-1", pointer.to_json().unwrap()), None).await;
+    let report = reconciler.process(&record("m-1", pointer.to_json()), None).await;
     assert!(matches!(report.outcome, Outcome::Upserted(_)), "{:?}", report.outcome);
 }
 
@@ -130,13 +130,13 @@ async fn without_a_bucket_or_with_another_one_a_claim_check_is_retried_so_it_end
     let envelope = envelope();
     let key = body_key(envelope.po.id, "req-big");
     let no_bucket = reconciler_for(&appzen);
-    let report = no_bucket.process(&record("m-1", BodyRef::of(&envelope, "b", &key).to_json().unwrap()), None).await;
+    let report = no_bucket.process(&record("m-1", BodyRef::of(&envelope, "b", &key).to_json()), None).await;
     let Outcome::BodyUnavailable { error, .. } = &report.outcome else { panic!("{:?}", report.outcome) };
     assert!(error.to_string().contains("ARCHIVE_BUCKET"), "{error}");
 
     let other = with_bucket(reconciler_for(&appzen));
     let report =
-        other.process(&record("m-1", BodyRef::of(&envelope, "elsewhere", &key).to_json().unwrap()), None).await;
+        other.process(&record("m-1", BodyRef::of(&envelope, "elsewhere", &key).to_json()), None).await;
     let Outcome::BodyUnavailable { location, error } = &report.outcome else { panic!("{:?}", report.outcome) };
     assert_eq!(location, &format!("s3://elsewhere/{key}"));
     assert!(error.to_string().contains("\"memory-bucket\""), "{error}");
@@ -167,7 +167,7 @@ async fn a_claim_check_whose_body_is_gone_or_another_is_poison_naming_the_key() 
         (&mismatched, "which holds another webhook"),
         (&not_an_envelope, "which is not a webhook envelope"),
     ] {
-        let report = reconciler.process(&record("m-p", pointer.to_json().unwrap()), None).await;
+        let report = reconciler.process(&record("m-p", pointer.to_json()), None).await;
         assert!(matches!(report.outcome, Outcome::Poison), "{says}: {:?}", report.outcome);
         assert_eq!(report.notified, [NotificationKind::PoisonMessage]);
     }

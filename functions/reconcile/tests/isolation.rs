@@ -37,7 +37,7 @@ fn po(id: u64) -> String {
         &format!("\"poNumber\": \"P-{id}\""),
         1,
     );
-    envelope(body.as_bytes()).to_json().unwrap()
+    envelope(body.as_bytes()).to_json()
 }
 
 /// An SQS record as Lambda delivers it from `webhooks.fifo`: group = PO id, its receive count.

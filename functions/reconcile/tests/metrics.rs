@@ -51,7 +51,7 @@ fn send(fixture_name: &str, id: u64, minute: u32) -> WebhookEnvelope {
 }
 
 fn batch(envelopes: &[&WebhookEnvelope]) -> SqsEvent {
-    sqs_event(envelopes.iter().enumerate().map(|(i, e)| sqs_record(&format!("m-{i}"), e.to_json().unwrap())).collect())
+    sqs_event(envelopes.iter().enumerate().map(|(i, e)| sqs_record(&format!("m-{i}"), e.to_json())).collect())
 }
 
 fn outcomes(capture: &Capture) -> Vec<(String, u64)> {

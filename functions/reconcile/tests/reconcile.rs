@@ -195,7 +195,7 @@ async fn a_clean_po_is_upserted_with_the_golden_body_and_the_three_headers() {
         .mount(&h.appzen)
         .await;
 
-    let body = envelope("komet-clean-po.json").to_json().unwrap();
+    let body = envelope("komet-clean-po.json").to_json();
     let report = h.reconciler.process(&event(vec![record("m-1", &body)]).records[0], None).await;
 
     let Outcome::Upserted(accepted) = &report.outcome else { panic!("{report:?}") };
@@ -237,7 +237,7 @@ async fn the_same_po_is_created_then_updated() {
     second.body_sha256 = sha256_hex(b"the body with the new arrival date");
     let mut answers = Vec::new();
     for (message_id, version) in [("m-1", &first), ("m-2", &second)] {
-        let body = version.to_json().unwrap();
+        let body = version.to_json();
         let report = h.reconciler.process(&event(vec![record(message_id, &body)]).records[0], None).await;
         assert_eq!(report.outcome.fate(), Fate::Consumed, "{report:?}");
         let Outcome::Upserted(accepted) = report.outcome else { panic!("{report:?}") };
@@ -270,7 +270,7 @@ async fn a_400_notifies_with_appzen_s_message_and_is_not_retried() {
         .mount(&h.appzen)
         .await;
 
-    let body = envelope("komet-clean-po.json").to_json().unwrap();
+    let body = envelope("komet-clean-po.json").to_json();
     let response = h.reconciler.handle_batch(event(vec![record("m-1", &body)]), later()).await;
     assert!(failures(&response).is_empty(), "consumed: retrying cannot fix a 400");
 
@@ -303,7 +303,7 @@ async fn a_500_is_retried_and_then_succeeds() {
         .mount(&h.appzen)
         .await;
 
-    let body = envelope("komet-clean-po.json").to_json().unwrap();
+    let body = envelope("komet-clean-po.json").to_json();
     let report = h
         .reconciler
         .process(
@@ -371,7 +371,7 @@ async fn a_timeout_that_persists_is_a_batch_failure() {
         .mount(&h.appzen)
         .await;
 
-    let body = envelope("komet-clean-po.json").to_json().unwrap();
+    let body = envelope("komet-clean-po.json").to_json();
     let batch = event(vec![record("m-1", &body)]);
     let report = h.reconciler.process(&batch.records[0], None).await;
     assert!(
@@ -430,7 +430,7 @@ async fn credentials_can_come_from_secrets_manager() {
         ("APPZEN_SECRET_ARN", secret.arn().unwrap()),
     ]);
     let reconciler = Reconciler::start(ReconcileConfig::from_env(&env).unwrap(), &aws).await.unwrap();
-    let body = envelope("komet-clean-po.json").to_json().unwrap();
+    let body = envelope("komet-clean-po.json").to_json();
     let report = reconciler.process(&event(vec![record("m-1", &body)]).records[0], None).await;
     assert!(matches!(report.outcome, Outcome::Upserted(_)), "{report:?}");
 }
@@ -442,7 +442,7 @@ async fn credentials_can_come_from_secrets_manager() {
 async fn through_the_webhook_queue(h: &Harness, envelopes: &[WebhookEnvelope]) -> SqsEvent {
     let url = fifo_queue(&h.sqs, "po-sync-webhooks.fifo").await;
     for envelope in envelopes {
-        let body = envelope.to_json().unwrap();
+        let body = envelope.to_json();
         h.sqs
             .send_message()
             .queue_url(&url)
@@ -546,7 +546,7 @@ async fn komet_s_doc_sample_under_block_is_held_and_a_person_is_told_what_does_n
 async fn under_forward_the_doc_sample_is_sent_and_a_person_is_still_told() {
     let h = Harness::start(&[("RECONCILE_POLICY", "forward")]).await;
     Mock::given(method("POST")).respond_with(created("uuid-f", "corr-f")).expect(1).mount(&h.appzen).await;
-    let body = envelope("komet-doc-sample.json").to_json().unwrap();
+    let body = envelope("komet-doc-sample.json").to_json();
     let response = h.reconciler.handle_batch(event(vec![record("m-1", &body)]), later()).await;
     assert!(failures(&response).is_empty());
     let sent = h.appzen_bodies().await;
@@ -569,7 +569,7 @@ async fn under_forward_the_doc_sample_is_sent_and_a_person_is_still_told() {
 async fn an_unmappable_po_is_held_with_a_mapping_error() {
     let h = Harness::start(&[]).await;
     Mock::given(method("POST")).respond_with(created("never", "never")).expect(0).mount(&h.appzen).await;
-    let body = envelope("komet-several-vendors.json").to_json().unwrap();
+    let body = envelope("komet-several-vendors.json").to_json();
     let response = h.reconciler.handle_batch(event(vec![record("m-1", &body)]), later()).await;
     assert!(failures(&response).is_empty());
     let notifications = h.notifications().await;
@@ -587,7 +587,7 @@ async fn an_unmappable_po_is_held_with_a_mapping_error() {
 async fn a_poison_record_is_reported_and_consumed_without_holding_up_the_next() {
     let h = Harness::start(&[]).await;
     Mock::given(method("POST")).respond_with(created("uuid-p", "corr-p")).expect(1).mount(&h.appzen).await;
-    let clean = envelope("komet-clean-po.json").to_json().unwrap();
+    let clean = envelope("komet-clean-po.json").to_json();
     let batch = event(vec![record("m-poison", r#"{"hello":"world"}"#), record("m-clean", &clean)]);
     let response = h.reconciler.handle_batch(batch, later()).await;
     assert!(failures(&response).is_empty(), "{response:?}");
@@ -609,7 +609,7 @@ async fn when_the_notification_cannot_be_queued_the_record_comes_back() {
     let missing_queue = format!("{}/123456789012/no-such-queue.fifo", h.moto.endpoint_url());
     let reconciler = reconciler(&h.sqs, &h.dynamodb, &missing_queue, &h.appzen.uri(), &[]);
 
-    let mismatch = envelope("komet-doc-sample.json").to_json().unwrap();
+    let mismatch = envelope("komet-doc-sample.json").to_json();
     let batch = event(vec![record("m-1", &mismatch), record("m-2", "not json")]);
     let report = reconciler.process(&batch.records[0], None).await;
     assert!(matches!(report.outcome, Outcome::NotifyFailed(_)), "{report:?}");
@@ -621,7 +621,7 @@ async fn when_the_notification_cannot_be_queued_the_record_comes_back() {
 async fn out_of_time_records_are_handed_back_unstarted() {
     let h = Harness::start(&[]).await;
     Mock::given(method("POST")).respond_with(created("never", "never")).expect(0).mount(&h.appzen).await;
-    let clean = envelope("komet-clean-po.json").to_json().unwrap();
+    let clean = envelope("komet-clean-po.json").to_json();
     let response = h.reconciler.handle_batch(event(vec![record("m-1", &clean)]), Some(SystemTime::now())).await;
     assert_eq!(failures(&response), vec!["m-1"]);
 }
@@ -638,7 +638,7 @@ fn the_invoke_fixtures_hold_current_envelopes() {
         let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
         let expected = envelope(fixture_name);
         if std::env::var_os("UPDATE_FIXTURES").is_some() {
-            let event = json!({ "Records": [record(&format!("invoke-{fixture_name}"), &expected.to_json().unwrap())] });
+            let event = json!({ "Records": [record(&format!("invoke-{fixture_name}"), &expected.to_json())] });
             std::fs::write(&path, serde_json::to_string_pretty(&event).unwrap() + "\n").unwrap();
         }
         let event: SqsEvent = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

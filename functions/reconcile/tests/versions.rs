@@ -44,7 +44,7 @@ fn send(minute: i64, arrival_day: u32) -> WebhookEnvelope {
 }
 
 fn record(message_id: &str, envelope: &WebhookEnvelope) -> SqsMessage {
-    let mut record = sqs_record(message_id, envelope.to_json().unwrap());
+    let mut record = sqs_record(message_id, envelope.to_json());
     record.attributes.insert("MessageGroupId".to_owned(), envelope.po.id.to_string());
     record
 }

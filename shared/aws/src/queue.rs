@@ -62,9 +62,8 @@ impl FifoMessage {
     /// A notification event for `notifications.fifo`: serialised once, grouped per PO, and deduplicated by
     /// its own digest, so a redelivered record that raises the same event again is not mailed twice within
     /// SQS's five-minute window.
-    pub fn notification(event: &NotificationEvent) -> Result<Self, serde_json::Error> {
-        let json = event.to_json()?;
-        Ok(FifoMessage::new(json, event.group_id(), event.deduplication_id()))
+    pub fn notification(event: &NotificationEvent) -> Self {
+        FifoMessage::new(event.to_json(), event.group_id(), event.deduplication_id())
     }
 
     /// The bytes SQS counts against its 1 MiB limit: body, attribute names and values, and their types.
