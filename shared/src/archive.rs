@@ -102,7 +102,7 @@ impl FetchPolicy {
     /// Reads an invoice link as Komet sent it; `None` with the reason when it is not a URL that may be fetched.
     pub fn parse_link(&self, link: &str) -> Result<url::Url, NotArchived> {
         let url = url::Url::parse(link.trim()).map_err(|_| {
-            NotArchived::Refused(format!("{:?} is not an absolute URL", crate::email::one_line(link, 80)))
+            NotArchived::Refused(format!("{:?} is not an absolute URL", crate::text::one_line(link, 80)))
         })?;
         self.check_url(&url)?;
         Ok(url)

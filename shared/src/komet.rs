@@ -1,5 +1,5 @@
 //! Komet Sales' "PO Reconciliation Invoices" webhook payload: typed, exact, and parsed leniently where
-//! Komet's own documentation is inconsistent (see README, "The Komet payload", and the fixtures in
+//! Komet's own documentation is inconsistent (see docs/payload.md, "The Komet payload", and the fixtures in
 //! `shared/tests/fixtures/`).
 //!
 //! Accepted beyond the field list, because Komet's documented sample does it:

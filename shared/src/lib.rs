@@ -10,7 +10,8 @@
 //! - [`ledger`]: the version ledger's rules (superseded, duplicate, claim, settle);
 //! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen;
 //! - [`outage`]: AppZen's answers that are not a verdict on the PO, and the one e-mail per outage;
-//! - [`batch`]: a FIFO batch processed per message group.
+//! - [`batch`]: a FIFO batch processed per message group;
+//! - [`text`]: payload text made safe for one line.
 
 pub mod appzen;
 pub mod archive;
@@ -26,5 +27,6 @@ pub mod money;
 pub mod outage;
 pub mod reconcile;
 pub mod retry;
+pub mod text;
 
 pub use rust_decimal::Decimal;

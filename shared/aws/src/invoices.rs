@@ -139,7 +139,7 @@ impl InvoiceFetcher {
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .map_or_else(String::new, |t| format!(", sent as {}", po_sync::email::one_line(t, 60)));
+                .map_or_else(String::new, |t| format!(", sent as {}", po_sync::text::one_line(t, 60)));
             return Err(NotArchived::NotAPdf(format!(
                 "the download is not a PDF ({} bytes{content_type})",
                 body.len()
@@ -180,7 +180,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    po_sync::email::one_line(&text, 300)
+    po_sync::text::one_line(&text, 300)
 }
 
 /// Archives every invoice of a PO that has a link, a few at a time.
@@ -246,5 +246,5 @@ impl<S: ObjectStore> InvoiceArchiver<S> {
 
 /// S3 metadata is ASCII: anything else becomes `?`, one line, bounded.
 fn ascii(value: &str) -> String {
-    po_sync::email::one_line(value, 1024).chars().map(|c| if c.is_ascii() { c } else { '?' }).collect()
+    po_sync::text::one_line(value, 1024).chars().map(|c| if c.is_ascii() { c } else { '?' }).collect()
 }

@@ -9,7 +9,8 @@
 //! | `PARKED_QUEUE_URL` | optional FIFO queue (`….fifo`) where notify keeps each dead-lettered webhook before mailing it |
 
 use super::{ConfigError, Env, fifo_queue_url, optional, required};
-use crate::email::{EmailSettings, one_line};
+use crate::email::EmailSettings;
+use crate::text::one_line;
 use email_address::{EmailAddress, Options};
 use std::fmt;
 

@@ -1,206 +1,10 @@
-//! AppZen's purchase-order upsert (`POST /dictionary-data-services/purchase-order`): the request body, the
-//! answers, and the pure mapping from a Komet purchase order to that body.
-//!
-//! The mapping table lives in the README ("Komet → AppZen mapping"); keep the two in step.
+//! The pure mapping from a Komet purchase order to AppZen's body (the table is in docs/payload.md).
 
+use super::{APPZEN_STATUS_ISSUED, EntityIdSource, MappingSettings, SupplierIdSource};
+use super::{HeaderCustomJson, InvoiceCustomJson, LineCustomJson, LineDescription, Money, PurchaseOrderBody};
+use super::{PurchaseOrderLine, Text};
 use crate::komet::{PurchaseOrder, Vendor};
-use crate::money;
-use std::borrow::Cow;
-use chrono::NaiveDate;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use std::fmt;
-
-/// AppZen's path for the upsert, appended to the configured base URL.
-pub const UPSERT_PATH: &str = "/dictionary-data-services/purchase-order";
-
-/// AppZen's own status vocabulary for an open purchase order (header and lines).
-pub const APPZEN_STATUS_ISSUED: &str = "PO_ISSUED";
-
-/// An ISO 4217 currency code: three upper-case letters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Currency(String);
-
-impl Currency {
-    pub fn parse(code: &str) -> Result<Self, String> {
-        if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
-            Ok(Currency(code.to_owned()))
-        } else {
-            Err(format!("expected a three-letter upper-case ISO 4217 code such as USD, found {code:?}"))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for Currency {
-    fn default() -> Self {
-        Currency("USD".to_owned())
-    }
-}
-
-/// Which Komet location field becomes AppZen's `entity_id` (`APPZEN_ENTITY_ID_FROM`, by its snake_case name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum EntityIdSource {
-    #[default]
-    LocationCode,
-    LocationId,
-}
-
-/// Which Komet vendor field becomes AppZen's `supplier_id` (`APPZEN_SUPPLIER_ID_FROM`, by its snake_case name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum SupplierIdSource {
-    /// `vendorAccountingCode`, falling back to the vendor `code` when Komet has none.
-    #[default]
-    AccountingCodeOrCode,
-    AccountingCode,
-    Code,
-    Id,
-}
-
-/// How a Komet purchase order is turned into AppZen's body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappingSettings {
-    pub currency: Currency,
-    pub entity_id_source: EntityIdSource,
-    pub supplier_id_source: SupplierIdSource,
-    /// GL code of the extra line carrying an invoice's additional charges.
-    pub additional_charges_gl_code: String,
-    /// `purchase_order_status` / `purchase_order_line_status`, "as shown in your system".
-    pub purchase_order_status: String,
-}
-
-impl Default for MappingSettings {
-    fn default() -> Self {
-        MappingSettings {
-            currency: Currency::default(),
-            entity_id_source: EntityIdSource::default(),
-            supplier_id_source: SupplierIdSource::default(),
-            additional_charges_gl_code: "ADDITIONAL_CHARGES".to_owned(),
-            purchase_order_status: "Issued".to_owned(),
-        }
-    }
-}
-
-/// Text in AppZen's body: borrowed from the Komet PO or the settings (nearly all of it), owned where po-sync
-/// computes it (a line id, an id written as text).
-pub type Text<'a> = Cow<'a, str>;
-
-/// `{ "amount": 12.5, "currency": "USD" }`, AppZen's shape for every money field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Money<'a> {
-    #[serde(with = "money::json_number")]
-    pub amount: Decimal,
-    pub currency: &'a str,
-}
-
-/// AppZen's upsert body. It borrows its text from the Komet PO and the [`MappingSettings`] it was mapped from,
-/// so mapping copies little but the line ids; [`PurchaseOrderBody::to_json`] writes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PurchaseOrderBody<'a> {
-    pub purchase_order_number: String,
-    pub entity_id: Text<'a>,
-    pub supplier_id: Text<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_date: Option<NaiveDate>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_date: Option<NaiveDate>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub purchase_order_date: Option<NaiveDate>,
-    pub total_amount: Money<'a>,
-    pub purchase_order_status: Text<'a>,
-    pub appzen_purchase_order_status: Text<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ship_to_location: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ship_to_location_id: Option<Text<'a>>,
-    pub custom_json: HeaderCustomJson<'a>,
-    pub purchase_order_lines: Vec<PurchaseOrderLine<'a>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PurchaseOrderLine<'a> {
-    pub po_line_id: Text<'a>,
-    pub line_number: u32,
-    pub gl_code: Text<'a>,
-    pub line_description: LineDescription<'a>,
-    pub quantity: u32,
-    pub unit_price: Money<'a>,
-    pub amount: Money<'a>,
-    pub uninvoiced_amount: Money<'a>,
-    pub purchase_order_line_status: Text<'a>,
-    pub appzen_purchase_order_line_status: Text<'a>,
-    pub custom_json: LineCustomJson<'a>,
-}
-
-/// A line's description, `Invoice 01-P002271 item 2` or `Invoice 01-P002271 additional charges`: kept as its
-/// parts and written out where it is needed (`Display`, the JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LineDescription<'a> {
-    pub invoice_number: &'a str,
-    /// 1-based position of the item within its invoice; `None` for the additional-charges line.
-    pub item_position: Option<u32>,
-}
-
-impl fmt::Display for LineDescription<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.item_position {
-            Some(position) => write!(f, "Invoice {} item {position}", self.invoice_number),
-            None => write!(f, "Invoice {} additional charges", self.invoice_number),
-        }
-    }
-}
-
-impl Serialize for LineDescription<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-/// Komet's identities and figures kept alongside the PO in AppZen, for auditors to trace back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HeaderCustomJson<'a> {
-    pub komet_po_id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub komet_location_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub komet_vendor_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub komet_vendor_name: Option<Text<'a>>,
-    #[serde(with = "money::json_number::option", skip_serializing_if = "Option::is_none")]
-    pub komet_sub_total: Option<Decimal>,
-    pub komet_invoices: Vec<InvoiceCustomJson<'a>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InvoiceCustomJson<'a> {
-    pub invoice_number: Text<'a>,
-    #[serde(with = "money::json_number")]
-    pub invoice_amount: Decimal,
-    #[serde(with = "money::json_number")]
-    pub total_additional_charges: Decimal,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<Text<'a>>,
-    /// Where po-sync keeps the PDF (`s3://bucket/key`), next to Komet's link, which dies after six hours.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub archived_file: Option<String>,
-    /// Why po-sync could not keep the PDF (an expired link, not a PDF, a host off the allow-list…).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub archive_incomplete: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LineCustomJson<'a> {
-    pub komet_invoice_number: Text<'a>,
-    /// 1-based position of the item within its invoice; absent on an additional-charges line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub komet_item_position: Option<u32>,
-}
 
 /// Why a Komet PO cannot become one AppZen PO. A person must fix it in Komet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -397,82 +201,18 @@ fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<Text<'_>, Ma
     })
 }
 
-impl PurchaseOrderBody<'_> {
-    /// Notes, invoice by invoice, where po-sync keeps each PDF or why it could not.
-    pub fn note_archive(&mut self, archives: &[crate::archive::InvoiceArchive]) {
-        for invoice in &mut self.custom_json.komet_invoices {
-            if let Some(archive) = archives.iter().find(|a| a.invoice_number == *invoice.invoice_number) {
-                match &archive.outcome {
-                    Ok(pdf) => invoice.archived_file = Some(pdf.location()),
-                    Err(why) => invoice.archive_incomplete = Some(why.to_string()),
-                }
-            }
-        }
-    }
-
-    /// The exact JSON sent to AppZen; amounts are JSON numbers with the digits Komet sent.
-    pub fn to_json(&self) -> String {
-        crate::message::to_json(self)
-    }
-}
-
-/// AppZen's success answer: `{"uuid": "...", "status": "CREATED" | "UPDATED"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpsertResponse {
-    pub uuid: String,
-    pub status: String,
-}
-
-/// AppZen's error answer (`timestamp`, `status`, `error`, `message`); every field optional because an
-/// error can also come from a proxy in front of AppZen.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ErrorResponse {
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    #[serde(default, deserialize_with = "lenient_status")]
-    pub status: Option<u16>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-fn lenient_status<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
-    let raw = <Option<&RawValue>>::deserialize(deserializer)?;
-    Ok(raw.and_then(|raw| raw.get().trim_matches('"').parse().ok()))
-}
-
-impl ErrorResponse {
-    /// Reads whatever AppZen (or a proxy) answered; a body that is not AppZen's JSON becomes its message.
-    pub fn from_body(body: &[u8]) -> Self {
-        serde_json::from_slice(body).unwrap_or_else(|_| ErrorResponse {
-            message: Some(String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_owned())
-                .filter(|m| !m.is_empty()),
-            ..ErrorResponse::default()
-        })
-    }
-}
-
-impl fmt::Display for ErrorResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.error, &self.message) {
-            (Some(error), Some(message)) => write!(f, "{error}: {message}"),
-            (None, Some(message)) => f.write_str(message),
-            (Some(error), None) => f.write_str(error),
-            (None, None) => f.write_str("no message"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::appzen::Currency;
+    use crate::money;
+    use chrono::NaiveDate;
     use crate::komet::parse_webhook;
 
     const FIXTURES: [&[u8]; 3] = [
-        include_bytes!("../tests/fixtures/komet-clean-po.json"),
-        include_bytes!("../tests/fixtures/komet-doc-sample.json"),
-        include_bytes!("../tests/fixtures/komet-optional-fields-absent.json"),
+        include_bytes!("../../tests/fixtures/komet-clean-po.json"),
+        include_bytes!("../../tests/fixtures/komet-doc-sample.json"),
+        include_bytes!("../../tests/fixtures/komet-optional-fields-absent.json"),
     ];
 
     fn decimal(text: &str) -> Decimal {

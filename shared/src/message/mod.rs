@@ -1,0 +1,168 @@
+//! The messages between the functions, versioned so a deploy that changes them can tell old from new.
+//!
+//! - [`WebhookEnvelope`]: ingest → `webhooks.fifo` → reconcile (and, after `maxReceiveCount`, → the DLQ → notify).
+//! - [`NotificationEvent`]: reconcile → `notifications.fifo` → notify (and notify builds the same event
+//!   itself for a dead-lettered envelope).
+//! - [`BodyRef`]: a claim check: ingest → `webhooks.fifo` → reconcile in place of an envelope too large for one
+//!   SQS message, pointing at the envelope stored in the bucket ([`body_key`]).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+mod claim_check;
+mod envelope;
+mod notification;
+
+pub use claim_check::{BodyRef, body_key};
+pub use envelope::WebhookEnvelope;
+pub use notification::{
+    AppZenAnswer, INVOICE_LINK_LIFETIME_HOURS, InvoiceLink, NotificationDetail, NotificationEvent, NotificationKind,
+    PoIdentity, WebhookFacts,
+};
+
+
+/// The envelope version this build writes and reads.
+pub const ENVELOPE_SCHEMA_VERSION: u32 = 1;
+/// The notification event version this build writes and reads (2: a header plus a per-kind detail).
+pub const NOTIFICATION_SCHEMA_VERSION: u32 = 2;
+
+/// The claim check version this build writes and reads.
+pub const BODY_REF_SCHEMA_VERSION: u32 = 1;
+
+/// Tells the message types apart when they share a queue (notify reads all three).
+pub const ENVELOPE_TYPE: &str = "komet.po_reconciliation";
+pub const NOTIFICATION_TYPE: &str = "po_sync.notification";
+pub const BODY_REF_TYPE: &str = "komet.po_reconciliation.ref";
+
+/// Where ingest stores the envelopes too large for one SQS message (the bucket's lifecycle rule expires them).
+pub const BODY_KEY_PREFIX: &str = "bodies/";
+
+/// The `type` of a [`WebhookEnvelope`]. A one-value type, so reading any other message as an envelope fails at
+/// its first member (po-sync always writes `type` first) instead of after the whole body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum EnvelopeType {
+    #[default]
+    #[serde(rename = "komet.po_reconciliation")]
+    PoReconciliation,
+}
+
+/// The `type` of a [`BodyRef`]; see [`EnvelopeType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BodyRefType {
+    #[default]
+    #[serde(rename = "komet.po_reconciliation.ref")]
+    PoReconciliationRef,
+}
+
+/// The `type` of a [`NotificationEvent`]; see [`EnvelopeType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NotificationType {
+    #[default]
+    #[serde(rename = "po_sync.notification")]
+    Notification,
+}
+
+/// Lowercase hex SHA-256, as used for the body digest and deduplication ids.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The JSON of a po-sync message. Every message is plain data (text, whole numbers, timestamps, and amounts as
+/// their own digits), which serde_json always writes: its error is for maps with non-text keys and for
+/// `Serialize` impls that refuse, and no po-sync type has either. So this cannot fail, and says so in its type.
+pub fn to_json<T: Serialize>(message: &T) -> String {
+    match serde_json::to_string(message) {
+        Ok(json) => json,
+        // Unreachable (see above); a panic is reported by the runtime and the record comes back unharmed.
+        Err(error) => panic!("a po-sync message could not be written as JSON: {error}"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("not a po-sync message: {0}")]
+    Malformed(String),
+    #[error("message type {found:?} where {expected:?} was expected")]
+    WrongType { expected: &'static str, found: String },
+    #[error("schema version {found} is not supported (this build reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error(
+        "a message of unknown type {0:?}; po-sync reads {NOTIFICATION_TYPE:?}, {ENVELOPE_TYPE:?} and {BODY_REF_TYPE:?}"
+    )]
+    UnknownType(String),
+}
+
+/// Just enough of a message to route it before reading it whole.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(rename = "type")]
+    message_type: Option<String>,
+    schema_version: Option<u32>,
+}
+
+pub(crate) fn check_header(json: &str, expected: &'static str, supported: u32) -> Result<(), MessageError> {
+    let header: Header = serde_json::from_str(json).map_err(|e| MessageError::Malformed(e.to_string()))?;
+    match (header.message_type, header.schema_version) {
+        (Some(found), _) if found != expected => Err(MessageError::WrongType { expected, found }),
+        (None, _) => Err(MessageError::Malformed("no \"type\"".to_owned())),
+        (_, Some(found)) if found != supported => Err(MessageError::UnsupportedVersion { found, supported }),
+        (_, None) => Err(MessageError::Malformed("no \"schemaVersion\"".to_owned())),
+        _ => Ok(()),
+    }
+}
+
+/// The type a message on a po-sync queue says it is, if any.
+pub fn message_type(json: &str) -> Option<String> {
+    serde_json::from_str::<Header>(json).ok().and_then(|h| h.message_type)
+}
+
+/// A message on a po-sync queue: a notification event, a webhook, or a webhook's claim check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueMessage {
+    Notification(NotificationEvent),
+    Webhook(WebhookEnvelope),
+    /// A webhook too large for one SQS message, stored in the bucket.
+    WebhookRef(BodyRef),
+}
+
+impl QueueMessage {
+    /// Reads a queue body once. Each candidate type fails at the first member (`type`) when it is another
+    /// one, so the body is read whole only once; only an unreadable body is looked at again, to say why.
+    pub fn from_json(json: &str) -> Result<Self, MessageError> {
+        if let Ok(event) = serde_json::from_str::<NotificationEvent>(json)
+            && event.schema_version == NOTIFICATION_SCHEMA_VERSION
+        {
+            return Ok(QueueMessage::Notification(event));
+        }
+        if let Ok(envelope) = serde_json::from_str::<WebhookEnvelope>(json)
+            && envelope.schema_version == ENVELOPE_SCHEMA_VERSION
+        {
+            return Ok(QueueMessage::Webhook(envelope));
+        }
+        if let Ok(pointer) = serde_json::from_str::<BodyRef>(json)
+            && pointer.schema_version == BODY_REF_SCHEMA_VERSION
+        {
+            return Ok(QueueMessage::WebhookRef(pointer));
+        }
+        match message_type(json).as_deref() {
+            Some(NOTIFICATION_TYPE) => NotificationEvent::from_json(json).map(QueueMessage::Notification),
+            Some(ENVELOPE_TYPE) => WebhookEnvelope::from_json(json).map(QueueMessage::Webhook),
+            Some(BODY_REF_TYPE) => BodyRef::from_json(json).map(QueueMessage::WebhookRef),
+            Some(other) => Err(MessageError::UnknownType(other.to_owned())),
+            None => Err(MessageError::Malformed("not JSON with a \"type\"".to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_is_lowercase_hex_sha256() {
+        // FIPS 180-2's test vectors.
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+}
