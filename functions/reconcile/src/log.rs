@@ -1,0 +1,92 @@
+//! The one log line per record, and the record's metrics.
+
+use crate::{Fate, Outcome, RecordReport};
+use po_sync::message::{NotificationKind, WebhookEnvelope};
+use std::time::Duration;
+
+/// The one log line per record (inside the PO's span when there is a PO).
+pub(crate) fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency: Duration) {
+    let accepted = match &report.outcome {
+        Outcome::Upserted(accepted) => Some(accepted),
+        _ => None,
+    };
+    let http_status = match &report.outcome {
+        Outcome::Upserted(a) => Some(a.http_status),
+        Outcome::Rejected(r) => Some(r.http_status),
+        Outcome::AppZenUnavailable { last, .. } => last.http_status(),
+        _ => None,
+    };
+    let correlation_id = match &report.outcome {
+        Outcome::Upserted(a) => a.correlation_id.as_deref(),
+        Outcome::Rejected(r) => r.correlation_id.as_deref(),
+        Outcome::AppZenUnavailable { last, .. } => last.correlation_id.as_deref(),
+        _ => None,
+    };
+    let detail = match &report.outcome {
+        Outcome::Rejected(r) => Some(r.error.to_string()),
+        Outcome::AppZenUnavailable { last, reason } => {
+            Some(format!("{} ({}, {}); retried later", last.failure, last.cause.as_str(), reason.as_str()))
+        }
+        Outcome::NotifyFailed(error) | Outcome::LedgerUnavailable(error) => Some(error.to_string()),
+        Outcome::BodyUnavailable { location, error } => {
+            Some(format!("the claim check's body {location} could not be read ({error}); retried later"))
+        }
+        Outcome::Superseded { newer_version } => Some(format!(
+            "a newer version (received {}) was already processed; this one is not sent to AppZen",
+            chrono::DateTime::from_timestamp_millis(*newer_version)
+                .map_or_else(|| newer_version.to_string(), |t| t.to_rfc3339())
+        )),
+        Outcome::Duplicate => Some("AppZen already holds exactly this body; not sent again".to_owned()),
+        Outcome::LedgerBusy { claimed_by } => {
+            Some(format!("record {claimed_by} of this PO is being processed; retried later"))
+        }
+        _ => None,
+    };
+    let notified: Vec<&str> = report.notified.iter().map(|k| k.as_str()).collect();
+    let version = envelope.map(WebhookEnvelope::version);
+    let send_id = envelope.and_then(|e| e.send_id.as_deref());
+    let fields = (
+        envelope.map(|e| e.po.id),
+        envelope.map(|e| e.po.po_number.as_str()),
+        report.outcome.as_str(),
+        report.discrepancy_count,
+        http_status,
+        accepted.and_then(|a| a.status.as_deref()),
+        accepted.and_then(|a| a.uuid.as_deref()),
+        correlation_id,
+    );
+    let (po_id, po_number, outcome, discrepancies, http_status, appzen_status, uuid, correlation_id) = fields;
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                message_id = %report.message_id,
+                po_id,
+                po_number,
+                version,
+                send_id,
+                outcome,
+                discrepancies,
+                appzen_http_status = http_status,
+                appzen_status,
+                uuid,
+                correlation_id,
+                attempts = report.attempts,
+                invoices_archived = report.invoices_archived,
+                invoices_not_archived = report.invoices_not_archived,
+                latency_ms = latency.as_millis() as u64,
+                notified = ?notified,
+                detail = detail.as_deref(),
+                "record processed"
+            )
+        };
+    }
+    let metric = report.outcome.metric(report.notified.contains(&NotificationKind::MappingError));
+    po_sync_aws::metrics::record_processed(metric, report.discrepancy_count, report.attempts);
+    if metric.is_some() {
+        po_sync_aws::metrics::invoices_archived(report.invoices_archived, report.invoices_not_archived);
+    }
+    match report.outcome.fate() {
+        Fate::Consumed => line!(info),
+        Fate::Retry => line!(warn),
+    }
+}

@@ -1,0 +1,212 @@
+//! One record: read it, consult the ledger, reconcile, upsert, notify, settle.
+
+use crate::claim_check::Unresolved;
+use crate::log::log_report;
+use crate::versions::Admission;
+use crate::{Outcome, Reconciler, RecordReport};
+use aws_lambda_events::event::sqs::SqsMessage;
+use po_sync::archive::InvoiceArchive;
+use po_sync::decision;
+use po_sync::ledger::{self, Arrival, LedgerOutcome, Settlement};
+use po_sync::message::{BodyRef, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope};
+use po_sync_aws::appzen::UpsertOutcome;
+use po_sync_aws::ledger::Ledger;
+use po_sync_aws::objects::ObjectStore;
+use po_sync_aws::port::PortError;
+use po_sync_aws::queue::{FifoMessage, FifoQueue, Redelivery};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S, R> {
+    /// Processes one record and writes its log line.
+    pub async fn process(&self, record: &SqsMessage, deadline: Option<Instant>) -> RecordReport {
+        let started = Instant::now();
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let envelope = read_envelope(record.body.as_deref());
+        self.process_read(message_id, envelope, started, deadline).await
+    }
+
+    /// [`Reconciler::process`] for a record the batch hands over, so its body does not outlive parsing.
+    pub(crate) async fn process_owned(&self, mut record: SqsMessage, deadline: Option<Instant>) -> RecordReport {
+        let started = Instant::now();
+        let message_id = record.message_id.take().unwrap_or_default();
+        let envelope = read_envelope(record.body.as_deref());
+        drop(record);
+        self.process_read(message_id, envelope, started, deadline).await
+    }
+
+    async fn process_read(
+        &self,
+        message_id: String,
+        received: Result<Received, String>,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> RecordReport {
+        let envelope = match received {
+            Ok(Received::Envelope(envelope)) => envelope,
+            Ok(Received::Ref(pointer)) => match self.resolve(&pointer).await {
+                Ok(envelope) => envelope,
+                Err(Unresolved::Poison(detail)) => return self.poison(message_id, detail, started).await,
+                Err(Unresolved::Unavailable(error)) => {
+                    let span = tracing::info_span!("po", po_id = pointer.po_id, po_number = %pointer.po_number, message_id = %message_id);
+                    let mut report = RecordReport::not_attempted(&message_id);
+                    report.outcome = Outcome::BodyUnavailable { location: pointer.location(), error };
+                    span.in_scope(|| log_report(&report, None, started.elapsed()));
+                    return report;
+                }
+            },
+            Err(detail) => return self.poison(message_id, detail, started).await,
+        };
+        let span = tracing::info_span!("po", po_id = envelope.po.id, po_number = %envelope.po.po_number, message_id = %message_id);
+        let report = self.process_envelope(message_id, &envelope, deadline).instrument(span.clone()).await;
+        span.in_scope(|| log_report(&report, Some(&envelope), started.elapsed()));
+        report
+    }
+
+    async fn process_envelope(
+        &self,
+        message_id: String,
+        envelope: &WebhookEnvelope,
+        deadline: Option<Instant>,
+    ) -> RecordReport {
+        let mut report = RecordReport::not_attempted(&message_id);
+        let arrival = Arrival {
+            po_id: envelope.po.id,
+            po_number: &envelope.po.po_number,
+            received_at: envelope.received_at,
+            body_sha256: &envelope.body_sha256,
+            sqs_message_id: &message_id,
+        };
+        let claim = match self.admit(&arrival, deadline).await {
+            Admission::Claimed(claim) => *claim,
+            Admission::Done(outcome) => {
+                report.outcome = outcome;
+                return report;
+            }
+        };
+        // Before the upsert, and whatever becomes of it: Komet's links die in six hours.
+        let archives = match &self.archiver {
+            Some(archiver) => archiver.archive(&envelope.po, deadline).await,
+            None => Vec::new(),
+        };
+        report.invoices_archived = archives.iter().filter(|a| a.outcome.is_ok()).count();
+        report.invoices_not_archived = archives.len() - report.invoices_archived;
+        let (outcome, settlement) = self.reconcile_and_upsert(envelope, &archives, deadline, &mut report).await;
+        report.outcome = outcome;
+        match settlement {
+            Some(settlement) => {
+                if let Err(error) = self.settle(claim, &arrival, &settlement).await {
+                    // AppZen and the notifications are done, but the ledger does not say so: the redelivery
+                    // does it all again (AppZen's upsert is idempotent; SQS drops the same notifications).
+                    report.outcome = Outcome::LedgerUnavailable(error);
+                }
+            }
+            None => self.release(claim, &arrival).await,
+        }
+        report
+    }
+
+    /// Reconciles, upserts and notifies; returns the outcome and, when it is final, what the ledger records.
+    async fn reconcile_and_upsert(
+        &self,
+        envelope: &WebhookEnvelope,
+        archives: &[InvoiceArchive],
+        deadline: Option<Instant>,
+        report: &mut RecordReport,
+    ) -> (Outcome, Option<Settlement>) {
+        let config = &self.config;
+        let plan = decision::plan(envelope, config.policy, config.tolerance, &config.mapping);
+        let mut notifications = plan.notifications;
+        report.discrepancy_count = plan.discrepancy_count;
+        let unmappable = notifications.iter().any(|e| e.kind() == NotificationKind::MappingError);
+        let mut ledger_outcome = if unmappable { LedgerOutcome::Unmappable } else { LedgerOutcome::Held };
+        let mut accepted_by_appzen = None;
+        let mut outcome = Outcome::Held;
+        if let Some(mut body) = plan.upsert {
+            body.note_archive(archives);
+            let json = body.to_json();
+            // Only its JSON is sent: free the mapped body (more memory than the JSON) before the POST, and
+            // hand the JSON over rather than copy it.
+            drop(body);
+            let upsert = self.appzen.upsert(json, deadline).await;
+            report.attempts = upsert.attempts;
+            outcome = match upsert.outcome {
+                UpsertOutcome::Accepted(accepted) => {
+                    ledger_outcome = LedgerOutcome::Upserted;
+                    accepted_by_appzen = Some(ledger::Accepted {
+                        http_status: accepted.http_status,
+                        uuid: accepted.uuid.clone(),
+                        status: accepted.status.clone(),
+                    });
+                    Outcome::Upserted(accepted)
+                }
+                UpsertOutcome::Rejected(rejected) => {
+                    notifications.push(decision::rejected_event(
+                        envelope,
+                        rejected.http_status,
+                        &rejected.error,
+                        rejected.correlation_id.clone(),
+                    ));
+                    ledger_outcome = LedgerOutcome::Rejected;
+                    Outcome::Rejected(rejected)
+                }
+                // Nobody is notified about the PO yet: the redelivery raises its events once it is done
+                // with. The outage itself is mailed once, whatever the number of POs waiting.
+                UpsertOutcome::GaveUp { last, reason } => {
+                    self.outage_seen(&last).await;
+                    return (Outcome::AppZenUnavailable { last, reason }, None);
+                }
+            };
+            self.outages_over().await;
+        }
+        for event in &mut notifications {
+            if let Some(webhook) = event.webhook.as_mut() {
+                webhook.note_archive(archives);
+            }
+            if let Err(error) = self.notify(event).await {
+                return (Outcome::NotifyFailed(error), None);
+            }
+            report.notified.push(event.kind());
+        }
+        (outcome, Some(Settlement { outcome: ledger_outcome, accepted: accepted_by_appzen }))
+    }
+
+    async fn poison(&self, message_id: String, detail: String, started: Instant) -> RecordReport {
+        let event = NotificationEvent::poison(detail, message_id.clone());
+        let mut report = RecordReport::not_attempted(&message_id);
+        report.outcome = match self.notify(&event).await {
+            Ok(()) => {
+                report.notified.push(event.kind());
+                Outcome::Poison
+            }
+            Err(error) => Outcome::NotifyFailed(error),
+        };
+        log_report(&report, None, started.elapsed());
+        report
+    }
+
+    /// Queues a notification event on `notifications.fifo`.
+    pub(crate) async fn notify(&self, event: &NotificationEvent) -> Result<(), PortError> {
+        self.notifications.send(&FifoMessage::notification(event)).await.map(|_| ())
+    }
+}
+
+/// A record's message: the envelope itself, or a claim check for one ingest stored in the bucket.
+enum Received {
+    Envelope(WebhookEnvelope),
+    Ref(BodyRef),
+}
+
+/// The record's envelope or claim check, or why it is poison (the body is read once).
+fn read_envelope(body: Option<&str>) -> Result<Received, String> {
+    match body.map(QueueMessage::from_json) {
+        Some(Ok(QueueMessage::Webhook(envelope))) => Ok(Received::Envelope(envelope)),
+        Some(Ok(QueueMessage::WebhookRef(pointer))) => Ok(Received::Ref(pointer)),
+        Some(Ok(QueueMessage::Notification(_))) => Err(format!(
+            "a notification event ({:?}) where a webhook was expected",
+            po_sync::message::NOTIFICATION_TYPE
+        )),
+        Some(Err(error)) => Err(error.to_string()),
+        None => Err("the SQS record has no body".to_owned()),
+    }
+}
