@@ -10,9 +10,9 @@
 pub mod admission;
 pub mod auth;
 
-use admission::{Admission, Rejection};
+use admission::{Admission, Admitted, Rejection};
 use auth::Verifier;
-use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use po_sync::config::ConfigError;
 use po_sync::config::ingest::{CredentialSource, Credentials, IngestConfig};
@@ -101,53 +101,56 @@ impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
         let send_id = send_id(&request);
         let (parts, body) = request.into_parts();
         let body: &[u8] = body.as_ref();
-        let admitted = match self.admission.admit(&parts.method, &parts.headers, body, received_at, &send_id) {
-            Ok(admitted) => admitted,
-            Err(rejection) => {
-                let mut response = reply(rejection.status(), &rejection.message());
-                po_sync_aws::metrics::webhook_refused(rejection.outcome());
-                match &rejection {
-                    Rejection::Unauthorized(failure) => {
-                        response.headers_mut().insert(header::WWW_AUTHENTICATE, self.admission.verifier.challenge());
-                        tracing::warn!(
-                            outcome = rejection.outcome(),
-                            status = rejection.status().as_u16(),
-                            auth = failure.label(),
-                            method = %parts.method,
-                            body_bytes = body.len(),
-                            latency_us = started.elapsed().as_micros() as u64,
-                            "webhook refused"
-                        );
-                    }
-                    Rejection::Internal(detail) => tracing::error!(
-                        outcome = rejection.outcome(),
-                        status = rejection.status().as_u16(),
-                        detail = %detail,
-                        body_bytes = body.len(),
-                        latency_us = started.elapsed().as_micros() as u64,
-                        "webhook not accepted"
-                    ),
-                    _ => {
-                        if matches!(rejection, Rejection::MethodNotAllowed) {
-                            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-                        }
-                        // The error names fields and quotes at most 40 characters of a value: never the body.
-                        tracing::warn!(
-                            outcome = rejection.outcome(),
-                            status = rejection.status().as_u16(),
-                            error = %rejection.message(),
-                            method = %parts.method,
-                            body_bytes = body.len(),
-                            latency_us = started.elapsed().as_micros() as u64,
-                            "webhook refused"
-                        );
-                    }
-                }
-                return response;
-            }
+        let admission = self.admission.admit(&parts.method, &parts.headers, body, received_at, &send_id);
+        let mut line = RequestLog {
+            outcome: "",
+            status: StatusCode::OK,
+            send_id: &send_id,
+            method: &parts.method,
+            body_bytes: body.len(),
+            admitted: None,
+            claim_check: None,
+            sqs_message_id: None,
+            auth: None,
+            error: None,
         };
-        // A claim check is sent only once the envelope it points at is stored: never a pointer to nothing.
-        let claim_check = admitted.claim_check.as_ref().map(|check| check.key.as_str());
+        let response = match &admission {
+            Ok(admitted) => self.queue_admitted(admitted, &mut line).await,
+            Err(rejection) => self.refuse(rejection, &mut line),
+        };
+        line.status = response.status();
+        line.write(started.elapsed());
+        response
+    }
+
+    /// The answer to a request refused before anything was queued.
+    fn refuse<'a>(&self, rejection: &'a Rejection, line: &mut RequestLog<'a>) -> Response<Body> {
+        let mut response = reply(rejection.status(), &rejection.message());
+        po_sync_aws::metrics::webhook_refused(rejection.outcome());
+        line.outcome = rejection.outcome();
+        match rejection {
+            Rejection::Unauthorized(failure) => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, self.admission.verifier.challenge());
+                line.auth = Some(failure.label());
+            }
+            Rejection::Internal(detail) => line.error = Some(detail.clone()),
+            Rejection::MethodNotAllowed => {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                line.error = Some(rejection.message());
+            }
+            // The error names fields and quotes at most 40 characters of a value: never the body.
+            _ => line.error = Some(rejection.message()),
+        }
+        response
+    }
+
+    /// Stores the envelope a claim check points at (first: never a pointer to nothing), then queues the message;
+    /// 200 only once SQS has it, 503 (Komet retries) otherwise.
+    async fn queue_admitted<'a>(&self, admitted: &'a Admitted, line: &mut RequestLog<'a>) -> Response<Body> {
+        line.admitted = Some(admitted);
+        line.claim_check = admitted.claim_check.as_ref().map(|check| check.key.as_str());
+        let unavailable =
+            || reply(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be queued: please retry later");
         if let Some(check) = &admitted.claim_check {
             let stored = match &self.bodies {
                 Some(store) => {
@@ -165,59 +168,72 @@ impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
             if let Err(e) = stored {
                 // Counted with the queue's failures: either way the webhook was not queued and Komet retries.
                 po_sync_aws::metrics::webhook_refused("queue_unavailable");
-                tracing::error!(
-                    outcome = "body_not_stored",
-                    status = 503u16,
-                    po_id = admitted.po_id,
-                    po_number = %admitted.po_number,
-                    request_id = %send_id,
-                    claim_check,
-                    error = %e,
-                    body_bytes = body.len(),
-                    latency_us = started.elapsed().as_micros() as u64,
-                    "webhook not queued: its body could not be stored"
-                );
-                return reply(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be queued: please retry later");
+                (line.outcome, line.error) = ("body_not_stored", Some(e.to_string()));
+                return unavailable();
             }
         }
         match self.queue.send(&admitted.message).await {
             Ok(message_id) => {
                 po_sync_aws::metrics::webhook_accepted();
-                tracing::info!(
-                    outcome = "queued",
-                    status = 200u16,
-                    po_id = admitted.po_id,
-                    po_number = %admitted.po_number,
-                    request_id = %send_id,
-                    body_sha256 = %admitted.body_sha256,
-                    sqs_message_id = %message_id,
-                    claim_check,
-                    body_bytes = body.len(),
-                    latency_us = started.elapsed().as_micros() as u64,
-                    "webhook queued"
-                );
+                (line.outcome, line.sqs_message_id) = ("queued", Some(message_id));
                 reply(
                     StatusCode::OK,
                     &format!("purchase order {} (id {}) received", admitted.po_number, admitted.po_id),
                 )
             }
             Err(e) => {
+                // A stored body without its claim check is left to the bucket's lifecycle rule.
                 po_sync_aws::metrics::webhook_refused("queue_unavailable");
-                tracing::error!(
-                    outcome = "queue_unavailable",
-                    status = 503u16,
-                    po_id = admitted.po_id,
-                    po_number = %admitted.po_number,
-                    request_id = %send_id,
-                    // A stored body without its claim check is left to the bucket's lifecycle rule.
-                    claim_check,
-                    error = %e,
-                    body_bytes = body.len(),
-                    latency_us = started.elapsed().as_micros() as u64,
-                    "webhook not queued"
-                );
-                reply(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be queued: please retry later")
+                (line.outcome, line.error) = ("queue_unavailable", Some(e.to_string()));
+                unavailable()
             }
+        }
+    }
+}
+
+/// What became of one request: its one log line (`outcome`, the PO when it was read, never credentials or the
+/// body). 2xx is logged as info, 4xx as a warning, 5xx as an error.
+struct RequestLog<'a> {
+    outcome: &'static str,
+    status: StatusCode,
+    send_id: &'a str,
+    method: &'a Method,
+    body_bytes: usize,
+    admitted: Option<&'a Admitted>,
+    claim_check: Option<&'a str>,
+    sqs_message_id: Option<String>,
+    /// Which part of the credentials failed (never the credentials).
+    auth: Option<&'static str>,
+    error: Option<String>,
+}
+
+impl RequestLog<'_> {
+    fn write(&self, latency: std::time::Duration) {
+        let admitted = self.admitted;
+        macro_rules! line {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    outcome = self.outcome,
+                    status = self.status.as_u16(),
+                    po_id = admitted.map(|a| a.po_id),
+                    po_number = admitted.map(|a| a.po_number.as_str()),
+                    request_id = self.send_id,
+                    body_sha256 = admitted.map(|a| a.body_sha256.as_str()),
+                    sqs_message_id = self.sqs_message_id.as_deref(),
+                    claim_check = self.claim_check,
+                    auth = self.auth,
+                    error = self.error.as_deref(),
+                    method = %self.method,
+                    body_bytes = self.body_bytes,
+                    latency_us = latency.as_micros() as u64,
+                    $message
+                )
+            };
+        }
+        match self.status.as_u16() {
+            200..=299 => line!(info, "webhook queued"),
+            400..=499 => line!(warn, "webhook refused"),
+            _ => line!(error, "webhook not queued"),
         }
     }
 }

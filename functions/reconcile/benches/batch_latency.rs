@@ -27,9 +27,11 @@ fn batch(round: u64) -> SqsEvent {
         .map(|n| {
             // Each round its own POs, so the ledger never answers "duplicate".
             let id = 1_000 + round * 100 + n;
-            let body = text
-                .replacen("\"id\": 48213,", &format!("\"id\": {id},"), 1)
-                .replacen("\"poNumber\": \"P004410\"", &format!("\"poNumber\": \"P-{id}\""), 1);
+            let body = text.replacen("\"id\": 48213,", &format!("\"id\": {id},"), 1).replacen(
+                "\"poNumber\": \"P004410\"",
+                &format!("\"poNumber\": \"P-{id}\""),
+                1,
+            );
             json!({
                 "messageId": format!("m-{id}"),
                 "receiptHandle": format!("r-{id}"),

@@ -135,8 +135,7 @@ async fn without_a_bucket_or_with_another_one_a_claim_check_is_retried_so_it_end
     assert!(error.to_string().contains("ARCHIVE_BUCKET"), "{error}");
 
     let other = with_bucket(reconciler_for(&appzen));
-    let report =
-        other.process(&record("m-1", BodyRef::of(&envelope, "elsewhere", &key).to_json()), None).await;
+    let report = other.process(&record("m-1", BodyRef::of(&envelope, "elsewhere", &key).to_json()), None).await;
     let Outcome::BodyUnavailable { location, error } = &report.outcome else { panic!("{:?}", report.outcome) };
     assert_eq!(location, &format!("s3://elsewhere/{key}"));
     assert!(error.to_string().contains("\"memory-bucket\""), "{error}");
