@@ -71,8 +71,7 @@ pub fn rejected_event(
     error: &ErrorResponse,
     correlation_id: Option<String>,
 ) -> NotificationEvent {
-    let appzen =
-        AppZenAnswer { http_status, error: error.error.clone(), message: error.message.clone(), correlation_id };
+    let appzen = AppZenAnswer::of(http_status, error, correlation_id.as_deref());
     NotificationEvent::about(envelope, NotificationDetail::AppzenRejected { appzen })
 }
 

@@ -96,10 +96,12 @@ pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
         (None, _) => "Queue message".to_owned(),
     };
     let problem = match &event.detail {
-        NotificationDetail::ReconciliationMismatch { discrepancies, .. } => match discrepancies.len() {
-            1 => "does not reconcile (1 discrepancy)".to_owned(),
-            n => format!("does not reconcile ({n} discrepancies)"),
-        },
+        NotificationDetail::ReconciliationMismatch { discrepancies, .. } => {
+            match discrepancies.len() + event.omitted.discrepancies {
+                1 => "does not reconcile (1 discrepancy)".to_owned(),
+                n => format!("does not reconcile ({n} discrepancies)"),
+            }
+        }
         NotificationDetail::MappingError { .. } => "cannot be sent to AppZen (mapping error)".to_owned(),
         NotificationDetail::AppzenRejected { appzen } => format!("rejected by AppZen (HTTP {})", appzen.http_status),
         NotificationDetail::DeadLettered { attempts: Some(n), .. } => {
@@ -136,6 +138,9 @@ pub struct View {
     pub next_steps: Vec<String>,
     pub links: Vec<LinkView>,
     pub links_expire_at: Option<String>,
+    /// Said when the event lists only the first discrepancies or links (see `po_sync::limits`).
+    pub more_discrepancies: Option<String>,
+    pub more_links: Option<String>,
     pub received_at: Option<String>,
     pub body_sha256: Option<String>,
     pub sqs_message_id: Option<String>,
@@ -258,7 +263,7 @@ impl View {
         };
         let headline = match event.kind() {
             NotificationKind::ReconciliationMismatch => {
-                let count = match discrepancies.len() {
+                let count = match discrepancies.len() + event.omitted.discrepancies {
                     1 => "1 discrepancy".to_owned(),
                     n => format!("{n} discrepancies"),
                 };
@@ -334,10 +339,13 @@ impl View {
                 ship_date: po.ship_date.map_or_else(|| NOT_GIVEN.to_owned(), |d| d.to_string()),
                 arrival_date: po.arrival_date.map_or_else(|| NOT_GIVEN.to_owned(), |d| d.to_string()),
                 location: po.location.as_deref().map_or_else(|| NOT_GIVEN.to_owned(), field),
-                vendors: if po.vendors.is_empty() {
-                    NOT_GIVEN.to_owned()
-                } else {
-                    po.vendors.iter().map(|v| field(v)).collect::<Vec<_>>().join(", ")
+                vendors: match (po.vendors.is_empty(), event.omitted.vendors) {
+                    (true, _) => NOT_GIVEN.to_owned(),
+                    (false, 0) => po.vendors.iter().map(|v| field(v)).collect::<Vec<_>>().join(", "),
+                    (false, more) => {
+                        let listed = po.vendors.iter().map(|v| field(v)).collect::<Vec<_>>().join(", ");
+                        format!("{listed} and {more} more")
+                    }
                 },
             }),
             discrepancies: discrepancies
@@ -383,6 +391,19 @@ impl View {
                 })
                 .collect(),
             links_expire_at: event.links_expire_at().map(timestamp),
+            more_discrepancies: (event.omitted.discrepancies > 0).then(|| {
+                format!(
+                    "… and {} more discrepancies, not listed here: the first {} are shown. Komet shows them all.",
+                    event.omitted.discrepancies,
+                    discrepancies.len()
+                )
+            }),
+            more_links: (event.omitted.invoice_links > 0).then(|| {
+                format!(
+                    "… and {} more invoice links, not listed here (the PO in Komet has them).",
+                    event.omitted.invoice_links
+                )
+            }),
             received_at: webhook.map(|w| timestamp(w.received_at)),
             body_sha256: webhook.map(|w| field(&w.body_sha256)),
             sqs_message_id: sqs_message_id.map(|id| field(id)),

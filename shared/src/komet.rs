@@ -13,6 +13,7 @@
 //! Every problem found is reported with its JSON path, not just the first one.
 
 use crate::json::{self, Value};
+use crate::limits;
 use crate::money::{self, MAX_AMOUNT};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -295,8 +296,29 @@ impl Checker {
         }
     }
 
-    fn identifier(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
+    /// `text`, if it is at most `max` characters long.
+    fn within(&mut self, text: String, path: &Path<'_>, max: usize) -> Option<String> {
+        let length = text.chars().count();
+        if length > max {
+            self.report(path, format!("is {length} characters long, more than the {max} allowed"));
+            return None;
+        }
+        Some(text)
+    }
+
+    fn code_text(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         let text = self.text(value, path)?;
+        self.within(text, path, limits::CODE_CHARS)
+    }
+
+    fn name(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
+        let text = self.text(value, path)?;
+        self.within(text, path, limits::NAME_CHARS)
+    }
+
+    fn identifier(&mut self, value: &Value<'_>, path: &Path<'_>, max: usize) -> Option<String> {
+        let text = self.text(value, path)?;
+        let text = self.within(text, path, max)?;
         if text.trim().is_empty() {
             self.report(path, "must not be empty");
             return None;
@@ -323,7 +345,7 @@ impl Checker {
     /// A code Komet documents as an integer but sends as a string: both become text, digits unchanged.
     fn code(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<String> {
         match value {
-            Value::String(s) => Some(s.to_string()),
+            Value::String(s) => self.within(s.to_string(), path, limits::CODE_CHARS),
             Value::Number(text) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Some((*text).into()),
             other => {
                 self.expected(path, "a string or a whole number", other);
@@ -376,7 +398,7 @@ impl Checker {
             return None;
         };
         match invoice_link(text) {
-            Ok(link) => Some(link),
+            Ok(link) => self.within(link, path, limits::LINK_CHARS),
             Err(LinkRefusal::NotAUrl) => {
                 self.report(path, format!("expected a URL, found {}", value.describe()));
                 None
@@ -433,16 +455,22 @@ impl Checker {
         let id = self.required(members, &root, &["id"], "a number").and_then(|v| self.whole_number(v, &root.key("id")));
         let po_number = self
             .required(members, &root, &["poNumber"], "a string")
-            .and_then(|v| self.identifier(v, &root.key("poNumber")));
+            .and_then(|v| self.identifier(v, &root.key("poNumber"), limits::PO_NUMBER_CHARS));
         let ship_date = self.optional(members, &root, &["shipDate"], Self::date);
         let arrival_date = self.optional(members, &root, &["arrivalDate"], Self::date);
         let sub_total = self.optional(members, &root, &["subTotal", "subtotal"], Self::amount);
         let total =
             self.required(members, &root, &["total"], "a number").and_then(|v| self.amount(v, &root.key("total")));
         let location = self.optional(members, &root, &["location"], Self::location);
+        let invoices_path = root.key("vendorInvoices");
         let vendor_invoices = self
             .required(members, &root, &["vendorInvoices"], "an array")
-            .and_then(|v| self.list(v, &root.key("vendorInvoices"), Self::vendor_invoice));
+            .and_then(|v| self.list(v, &invoices_path, limits::INVOICES, Self::vendor_invoice));
+        let items: usize = vendor_invoices.iter().flatten().map(|i| i.purchase_order_items.len()).sum();
+        if items > limits::ITEMS {
+            self.report(&invoices_path, format!("holds {items} items in all, more than the {} allowed", limits::ITEMS));
+            return None;
+        }
         Some(PurchaseOrder {
             id: id?,
             po_number: po_number?,
@@ -455,16 +483,22 @@ impl Checker {
         })
     }
 
+    /// An array of at most `max` elements, each read with `read` (a longer one is refused unread).
     fn list<T>(
         &mut self,
         value: &Value<'_>,
         path: &Path<'_>,
+        max: usize,
         mut read: impl FnMut(&mut Self, &Value<'_>, &Path<'_>) -> Option<T>,
     ) -> Option<Vec<T>> {
         let Value::Array(values) = value else {
             self.expected(path, "an array", value);
             return None;
         };
+        if values.len() > max {
+            self.report(path, format!("holds {} elements, more than the {max} allowed", values.len()));
+            return None;
+        }
         let mut out = Vec::with_capacity(values.len());
         let mut complete = true;
         for (i, value) in values.iter().enumerate() {
@@ -483,7 +517,7 @@ impl Checker {
         Some(Location {
             id: self.optional(members, path, &["id"], Self::whole_number),
             code: self.optional(members, path, &["code"], Self::code),
-            name: self.optional(members, path, &["name"], Self::text),
+            name: self.optional(members, path, &["name"], Self::name),
         })
     }
 
@@ -494,9 +528,9 @@ impl Checker {
         Some(Vendor {
             id: self.optional(members, path, &["id"], Self::whole_number),
             code: self.optional(members, path, &["code"], Self::code),
-            name: self.optional(members, path, &["name"], Self::text),
-            vendor_accounting_code: self.optional(members, path, &["vendorAccountingCode"], Self::text),
-            vendor_type: self.optional(members, path, &["type"], Self::text),
+            name: self.optional(members, path, &["name"], Self::name),
+            vendor_accounting_code: self.optional(members, path, &["vendorAccountingCode"], Self::code_text),
+            vendor_type: self.optional(members, path, &["type"], Self::name),
         })
     }
 
@@ -504,7 +538,7 @@ impl Checker {
         let members = self.object(value, path)?;
         let invoice_number = self
             .required(members, path, &["invoiceNumber"], "a string")
-            .and_then(|v| self.identifier(v, &path.key("invoiceNumber")));
+            .and_then(|v| self.identifier(v, &path.key("invoiceNumber"), limits::INVOICE_NUMBER_CHARS));
         let invoice_amount = self
             .required(members, path, &["invoiceAmount"], "a number")
             .and_then(|v| self.amount(v, &path.key("invoiceAmount")));
@@ -517,7 +551,7 @@ impl Checker {
         let vendor = self.optional(members, path, &["vendor"], Self::vendor);
         let purchase_order_items = self
             .required(members, path, &["purchaseOrderItems"], "an array")
-            .and_then(|v| self.list(v, &path.key("purchaseOrderItems"), Self::item));
+            .and_then(|v| self.list(v, &path.key("purchaseOrderItems"), limits::ITEMS_PER_INVOICE, Self::item));
         Some(VendorInvoice {
             invoice_number: invoice_number?,
             invoice_amount: invoice_amount?,
@@ -530,7 +564,7 @@ impl Checker {
 
     fn item(&mut self, value: &Value<'_>, path: &Path<'_>) -> Option<PurchaseOrderItem> {
         let members = self.object(value, path)?;
-        let code = self.optional(members, path, &["categoryProcurementAccountingCode"], Self::text);
+        let code = self.optional(members, path, &["categoryProcurementAccountingCode"], Self::code_text);
         let total_cost = self
             .required(members, path, &["totalCost"], "a number")
             .and_then(|v| self.amount(v, &path.key("totalCost")));

@@ -11,7 +11,8 @@
 //! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen;
 //! - [`outage`]: AppZen's answers that are not a verdict on the PO, and the one e-mail per outage;
 //! - [`batch`]: a FIFO batch processed per message group;
-//! - [`text`]: payload text made safe for one line.
+//! - [`text`]: payload text made safe for one line;
+//! - [`limits`]: how much po-sync takes of a Komet PO.
 
 pub mod appzen;
 pub mod archive;
@@ -22,6 +23,7 @@ pub mod email;
 pub mod json;
 pub mod komet;
 pub mod ledger;
+pub mod limits;
 pub mod message;
 pub mod money;
 pub mod outage;

@@ -99,8 +99,7 @@ fn mapping_follows_the_documented_table() {
     assert_eq!(body.total_amount.amount.to_string(), "1284.81");
     assert_eq!(body.ship_to_location.as_deref(), Some("Chicago"));
     // Two items, one charges line, three items: six lines, numbered in order, ids stable per invoice position.
-    let ids: Vec<_> =
-        body.purchase_order_lines.iter().map(|l| (l.line_number, &*l.po_line_id, &*l.gl_code)).collect();
+    let ids: Vec<_> = body.purchase_order_lines.iter().map(|l| (l.line_number, &*l.po_line_id, &*l.gl_code)).collect();
     assert_eq!(
         ids,
         vec![

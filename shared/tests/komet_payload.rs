@@ -273,3 +273,97 @@ proptest! {
         prop_assert_eq!(po.total.to_string(), text);
     }
 }
+
+// ---------------------------------------------------------------------------------------------- limits
+
+fn problems(error: &PayloadError) -> Vec<String> {
+    error.problems.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_field_longer_than_its_limit_is_refused_naming_the_field_its_length_and_the_limit() {
+    use po_sync::limits::*;
+    let long = |n: usize| "x".repeat(n);
+    for (from, to, expected) in [
+        (
+            "\"poNumber\": \"P002271\"",
+            format!("\"poNumber\": \"{}\"", long(300_000)),
+            "poNumber: is 300000 characters long, more than the 100 allowed".to_owned(),
+        ),
+        (
+            "\"invoiceNumber\": \"01-P002271\"",
+            format!("\"invoiceNumber\": \"{}\"", long(5_000)),
+            "vendorInvoices[0].invoiceNumber: is 5000 characters long, more than the 100 allowed".to_owned(),
+        ),
+        (
+            "\"code\": \"02\"",
+            format!("\"code\": \"{}\"", long(CODE_CHARS + 1)),
+            format!("location.code: is {} characters long, more than the {CODE_CHARS} allowed", CODE_CHARS + 1),
+        ),
+        (
+            "\"name\": \"Chicago\"",
+            format!("\"name\": \"{}\"", "é".repeat(NAME_CHARS + 1)),
+            format!("location.name: is {} characters long, more than the {NAME_CHARS} allowed", NAME_CHARS + 1),
+        ),
+        (
+            "\"file\": \"www.kometsales.com/url\"",
+            format!("\"file\": \"https://files.kometsales.com/{}\"", long(LINK_CHARS)),
+            format!(
+                "vendorInvoices[0].file: is {} characters long, more than the {LINK_CHARS} allowed",
+                LINK_CHARS + "https://files.kometsales.com/".len()
+            ),
+        ),
+        (
+            "\"categoryProcurementAccountingCode\": \"CGEN\"",
+            format!("\"categoryProcurementAccountingCode\": \"{}\"", long(CODE_CHARS + 1)),
+            format!(
+                "vendorInvoices[0].purchaseOrderItems[0].categoryProcurementAccountingCode: is {} characters long, more than the {CODE_CHARS} allowed",
+                CODE_CHARS + 1
+            ),
+        ),
+    ] {
+        let error = refused(&sample_with(from, &to));
+        assert_eq!(problems(&error), [expected]);
+    }
+    // At the limit, in characters (not bytes): taken.
+    let at_limit =
+        sample_with("\"poNumber\": \"P002271\"", &format!("\"poNumber\": \"{}\"", "ñ".repeat(PO_NUMBER_CHARS)));
+    assert_eq!(parse_webhook(at_limit.as_bytes()).unwrap().po_number.chars().count(), PO_NUMBER_CHARS);
+}
+
+/// The clean PO with `invoices` copies of its first invoice (numbered apart), each with `items` items.
+fn clean_po_with(invoices: usize, items: usize) -> String {
+    let item = r#"{ "categoryProcurementAccountingCode": "CGEN", "totalCost": 1.0 }"#;
+    let items = vec![item; items].join(",");
+    let invoice = |n: usize| {
+        format!(
+            r#"{{ "invoiceNumber": "INV-{n}", "invoiceAmount": 1.0, "vendor": {{ "id": 1, "code": "AV" }}, "purchaseOrderItems": [{items}] }}"#
+        )
+    };
+    let list: Vec<String> = (0..invoices).map(invoice).collect();
+    format!(r#"{{ "id": 7, "poNumber": "P7", "total": 1.0, "vendorInvoices": [{}] }}"#, list.join(","))
+}
+
+#[test]
+fn too_many_invoices_or_items_are_refused_unread() {
+    use po_sync::limits::*;
+    assert!(parse_webhook(clean_po_with(INVOICES, 1).as_bytes()).is_ok());
+    assert_eq!(
+        problems(&refused(&clean_po_with(INVOICES + 1, 1))),
+        [format!("vendorInvoices: holds {} elements, more than the {INVOICES} allowed", INVOICES + 1)]
+    );
+    assert!(parse_webhook(clean_po_with(1, ITEMS_PER_INVOICE).as_bytes()).is_ok());
+    assert_eq!(
+        problems(&refused(&clean_po_with(1, ITEMS_PER_INVOICE + 1))),
+        [format!(
+            "vendorInvoices[0].purchaseOrderItems: holds {} elements, more than the {ITEMS_PER_INVOICE} allowed",
+            ITEMS_PER_INVOICE + 1
+        )]
+    );
+    let per_invoice = ITEMS / 20;
+    assert!(parse_webhook(clean_po_with(20, per_invoice).as_bytes()).is_ok());
+    assert_eq!(
+        problems(&refused(&clean_po_with(21, per_invoice))),
+        [format!("vendorInvoices: holds {} items in all, more than the {ITEMS} allowed", 21 * per_invoice)]
+    );
+}

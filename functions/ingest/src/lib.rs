@@ -16,6 +16,7 @@ use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use po_sync::config::ConfigError;
 use po_sync::config::ingest::{CredentialSource, Credentials, IngestConfig};
+use po_sync::text::log_field;
 pub use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore, S3ObjectStore};
 use po_sync_aws::port::{Failure, PortError};
 pub use po_sync_aws::queue::{FifoMessage, FifoQueue, MemoryFifoQueue, SqsFifoQueue};
@@ -210,19 +211,22 @@ struct RequestLog<'a> {
 impl RequestLog<'_> {
     fn write(&self, latency: std::time::Duration) {
         let admitted = self.admitted;
+        // Text from the request is bounded, whatever it holds.
+        let po_number = admitted.map(|a| log_field(&a.po_number));
+        let error = self.error.as_deref().map(log_field);
         macro_rules! line {
             ($level:ident, $message:literal) => {
                 tracing::$level!(
                     outcome = self.outcome,
                     status = self.status.as_u16(),
                     po_id = admitted.map(|a| a.po_id),
-                    po_number = admitted.map(|a| a.po_number.as_str()),
-                    request_id = self.send_id,
+                    po_number = po_number.as_deref(),
+                    request_id = %log_field(self.send_id),
                     body_sha256 = admitted.map(|a| a.body_sha256.as_str()),
                     sqs_message_id = self.sqs_message_id.as_deref(),
                     claim_check = self.claim_check,
                     auth = self.auth,
-                    error = self.error.as_deref(),
+                    error = error.as_deref(),
                     method = %self.method,
                     body_bytes = self.body_bytes,
                     latency_us = latency.as_micros() as u64,

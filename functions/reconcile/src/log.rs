@@ -2,6 +2,7 @@
 
 use crate::{Fate, Outcome, RecordReport};
 use po_sync::message::{NotificationKind, WebhookEnvelope};
+use po_sync::text::log_field;
 use std::time::Duration;
 
 /// The one log line per record (inside the PO's span when there is a PO).
@@ -45,31 +46,34 @@ pub(crate) fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelop
     let notified: Vec<&str> = report.notified.iter().map(|k| k.as_str()).collect();
     let version = envelope.map(WebhookEnvelope::version);
     let send_id = envelope.and_then(|e| e.send_id.as_deref());
+    // Every text that came from Komet or AppZen is bounded (`log_field`), whatever it holds.
     let fields = (
         envelope.map(|e| e.po.id),
-        envelope.map(|e| e.po.po_number.as_str()),
+        envelope.map(|e| log_field(&e.po.po_number)),
         report.outcome.as_str(),
         report.discrepancy_count,
         http_status,
-        accepted.and_then(|a| a.status.as_deref()),
-        accepted.and_then(|a| a.uuid.as_deref()),
-        correlation_id,
+        accepted.and_then(|a| a.status.as_deref()).map(log_field),
+        accepted.and_then(|a| a.uuid.as_deref()).map(log_field),
+        correlation_id.map(log_field),
     );
+    let send_id = send_id.map(log_field);
+    let detail = detail.as_deref().map(log_field);
     let (po_id, po_number, outcome, discrepancies, http_status, appzen_status, uuid, correlation_id) = fields;
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
                 message_id = %report.message_id,
                 po_id,
-                po_number,
+                po_number = po_number.as_deref(),
                 version,
-                send_id,
+                send_id = send_id.as_deref(),
                 outcome,
                 discrepancies,
                 appzen_http_status = http_status,
-                appzen_status,
-                uuid,
-                correlation_id,
+                appzen_status = appzen_status.as_deref(),
+                uuid = uuid.as_deref(),
+                correlation_id = correlation_id.as_deref(),
                 attempts = report.attempts,
                 invoices_archived = report.invoices_archived,
                 invoices_not_archived = report.invoices_not_archived,

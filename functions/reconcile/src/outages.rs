@@ -84,11 +84,5 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
 /// AppZen's answer during an outage, as the outage e-mail shows it.
 fn outage_answer(last: &Outage) -> Option<AppZenAnswer> {
     let http_status = last.http_status()?;
-    let answer = last.answer.clone().unwrap_or_default();
-    Some(AppZenAnswer {
-        http_status,
-        error: answer.error,
-        message: answer.message,
-        correlation_id: last.correlation_id.clone(),
-    })
+    Some(AppZenAnswer::of(http_status, &last.answer.clone().unwrap_or_default(), last.correlation_id.as_deref()))
 }

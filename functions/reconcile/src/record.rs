@@ -9,6 +9,7 @@ use po_sync::archive::InvoiceArchive;
 use po_sync::decision;
 use po_sync::ledger::{self, Arrival, LedgerOutcome, Settlement};
 use po_sync::message::{BodyRef, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope};
+use po_sync::text::log_field;
 use po_sync_aws::appzen::UpsertOutcome;
 use po_sync_aws::ledger::Ledger;
 use po_sync_aws::objects::ObjectStore;
@@ -48,7 +49,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
                 Ok(envelope) => envelope,
                 Err(Unresolved::Poison(detail)) => return self.poison(message_id, detail, started).await,
                 Err(Unresolved::Unavailable(error)) => {
-                    let span = tracing::info_span!("po", po_id = pointer.po_id, po_number = %pointer.po_number, message_id = %message_id);
+                    let span = tracing::info_span!("po", po_id = pointer.po_id, po_number = %log_field(&pointer.po_number), message_id = %message_id);
                     let mut report = RecordReport::not_attempted(&message_id);
                     report.outcome = Outcome::BodyUnavailable { location: pointer.location(), error };
                     span.in_scope(|| log_report(&report, None, started.elapsed()));
@@ -57,7 +58,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             },
             Err(detail) => return self.poison(message_id, detail, started).await,
         };
-        let span = tracing::info_span!("po", po_id = envelope.po.id, po_number = %envelope.po.po_number, message_id = %message_id);
+        let span = tracing::info_span!("po", po_id = envelope.po.id, po_number = %log_field(&envelope.po.po_number), message_id = %message_id);
         let report = self.process_envelope(message_id, &envelope, deadline).instrument(span.clone()).await;
         span.in_scope(|| log_report(&report, Some(&envelope), started.elapsed()));
         report

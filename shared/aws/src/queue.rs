@@ -3,7 +3,7 @@
 
 use crate::port::{Failure, PortError};
 use aws_sdk_sqs::types::MessageAttributeValue;
-use po_sync::message::{BodyRef, NotificationEvent, WebhookEnvelope};
+use po_sync::message::{BodyRef, NotificationEvent, WebhookEnvelope, sqs_accepts};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -79,12 +79,7 @@ pub const RECEIVED_AT_ATTRIBUTE: &str = "receivedAt";
 /// SQS message attributes allow only XML characters; anything else becomes U+FFFD so one odd PO number cannot
 /// make SQS refuse the message forever.
 pub fn sqs_text(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'.. => c,
-            _ => '\u{FFFD}',
-        })
-        .collect()
+    text.chars().map(|c| if sqs_accepts(c) { c } else { '\u{FFFD}' }).collect()
 }
 
 /// Sends a message to one FIFO queue and returns its message id.

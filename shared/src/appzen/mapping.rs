@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 /// Why a Komet PO cannot become one AppZen PO. A person must fix it in Komet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
-    #[error("the invoices name {} different vendors ({}); one AppZen purchase order has one supplier", .0.len(), .0.join(", "))]
+    #[error("the invoices name {} different vendors ({}); one AppZen purchase order has one supplier", .0.len(), listed(.0))]
     SeveralVendors(Vec<String>),
     #[error("{0} is missing; AppZen requires it")]
     Missing(String),
@@ -161,6 +161,15 @@ fn single_vendor(po: &PurchaseOrder) -> Result<&Vendor, MappingError> {
     Err(MappingError::SeveralVendors(vendors.iter().map(|v| vendor_label(v)).collect()))
 }
 
+/// The first vendors' labels, and how many more (a PO can name a thousand).
+fn listed(vendors: &[String]) -> String {
+    let shown = vendors.iter().take(crate::limits::LISTED_VENDORS).map(String::as_str).collect::<Vec<_>>().join(", ");
+    match vendors.len().saturating_sub(crate::limits::LISTED_VENDORS) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
 fn same_vendor(a: &Vendor, b: &Vendor) -> bool {
     match (a.id, b.id) {
         (Some(x), Some(y)) => x == y,
@@ -205,9 +214,9 @@ fn supplier_id(vendor: &Vendor, source: SupplierIdSource) -> Result<Text<'_>, Ma
 mod tests {
     use super::*;
     use crate::appzen::Currency;
+    use crate::komet::parse_webhook;
     use crate::money;
     use chrono::NaiveDate;
-    use crate::komet::parse_webhook;
 
     const FIXTURES: [&[u8]; 3] = [
         include_bytes!("../../tests/fixtures/komet-clean-po.json"),
@@ -345,7 +354,8 @@ mod tests {
             assert_eq!(value["purchase_order_number"], awkward, "case {i}");
             assert_eq!(value["total_amount"]["currency"], money(amount).currency, "case {i}");
             for (n, line) in body.purchase_order_lines.iter().enumerate() {
-                let at = |field: &'static str| ["purchase_order_lines", &n.to_string(), field, "amount"].map(str::to_owned);
+                let at =
+                    |field: &'static str| ["purchase_order_lines", &n.to_string(), field, "amount"].map(str::to_owned);
                 let path = at("amount");
                 let path: Vec<&str> = path.iter().map(String::as_str).collect();
                 assert_eq!(amount_text(&json, &path), line.amount.amount.to_string(), "case {i} line {n}");

@@ -17,9 +17,8 @@ pub use claim_check::{BodyRef, body_key};
 pub use envelope::WebhookEnvelope;
 pub use notification::{
     AppZenAnswer, INVOICE_LINK_LIFETIME_HOURS, InvoiceLink, NotificationDetail, NotificationEvent, NotificationKind,
-    PoIdentity, WebhookFacts,
+    Omitted, PoIdentity, WebhookFacts,
 };
-
 
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_SCHEMA_VERSION: u32 = 1;
@@ -70,12 +69,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The JSON of a po-sync message. Every message is plain data (text, whole numbers, timestamps, and amounts as
 /// their own digits), which serde_json always writes: its error is for maps with non-text keys and for
 /// `Serialize` impls that refuse, and no po-sync type has either. So this cannot fail, and says so in its type.
+///
+/// The JSON is also a valid SQS message body: SQS accepts only #x9, #xA, #xD, #x20–#xD7FF, #xE000–#xFFFD and
+/// #x10000–#x10FFFF. serde_json escapes every control character; U+FFFE and U+FFFF, valid in JSON text, are
+/// escaped here (`\ufffe`, `\uffff`), so they read back as themselves and a PO carrying them is queued like any
+/// other.
 pub fn to_json<T: Serialize>(message: &T) -> String {
     match serde_json::to_string(message) {
+        Ok(json) if json.contains(['\u{FFFE}', '\u{FFFF}']) => {
+            json.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
+        }
         Ok(json) => json,
         // Unreachable (see above); a panic is reported by the runtime and the record comes back unharmed.
         Err(error) => panic!("a po-sync message could not be written as JSON: {error}"),
     }
+}
+
+/// Whether SQS accepts `c` in a message body.
+pub fn sqs_accepts(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +170,32 @@ impl QueueMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any text at all, from the whole Unicode range, leaves as a body SQS accepts and reads back as itself.
+        #[test]
+        fn any_text_leaves_as_a_body_sqs_accepts(text in proptest::collection::vec(proptest::char::any(), 0..64)) {
+            let text: String = text.into_iter().collect();
+            let event = NotificationEvent::poison(text.clone(), text.clone());
+            let json = event.to_json();
+            proptest::prop_assert!(json.chars().all(sqs_accepts), "{json:?}");
+            proptest::prop_assert_eq!(NotificationEvent::from_json(&json).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn the_characters_sqs_refuses_are_escaped() {
+        for c in ['\u{0}', '\u{8}', '\u{b}', '\u{1f}', '\u{fffe}', '\u{ffff}'] {
+            assert!(!sqs_accepts(c), "{c:?}");
+            let event = NotificationEvent::poison(format!("P{c}1"), "m");
+            let json = event.to_json();
+            assert!(json.chars().all(sqs_accepts), "{json:?}");
+            assert_eq!(NotificationEvent::from_json(&json).unwrap(), event);
+        }
+        for c in ['\t', '\n', '\r', ' ', '\u{d7ff}', '\u{e000}', '\u{fffd}', '\u{10000}', '\u{10ffff}'] {
+            assert!(sqs_accepts(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn the_digest_is_lowercase_hex_sha256() {

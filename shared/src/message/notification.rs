@@ -6,6 +6,7 @@ use super::{
 };
 use crate::archive::{ArchivedPdf, InvoiceArchive};
 use crate::komet::PurchaseOrder;
+use crate::limits;
 use crate::outage::OutageCause;
 use crate::reconcile::Discrepancy;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -115,6 +116,20 @@ pub struct AppZenAnswer {
     pub correlation_id: Option<String>,
 }
 
+impl AppZenAnswer {
+    /// AppZen's answer as an event carries it: each text at most [`limits::APPZEN_TEXT_CHARS`] characters on one
+    /// line (an answer comes from outside, and may be a proxy's whole error page).
+    pub fn of(http_status: u16, error: &crate::appzen::ErrorResponse, correlation_id: Option<&str>) -> Self {
+        let bounded = |text: &str| crate::text::one_line(text, limits::APPZEN_TEXT_CHARS);
+        AppZenAnswer {
+            http_status,
+            error: error.error.as_deref().map(bounded),
+            message: error.message.as_deref().map(bounded),
+            correlation_id: correlation_id.map(bounded),
+        }
+    }
+}
+
 /// Something a person must act on. One event is one e-mail.
 ///
 /// A header (which webhook it is about) and a per-kind [`NotificationDetail`] holding exactly what that kind
@@ -131,6 +146,27 @@ pub struct NotificationEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookFacts>,
     pub detail: NotificationDetail,
+    /// What the event leaves out so that it stays far below SQS's 1 MiB whatever the PO: the e-mail says so.
+    #[serde(default, skip_serializing_if = "Omitted::is_nothing")]
+    pub omitted: Omitted,
+}
+
+/// How many discrepancies, invoice links and vendors an event does not list (see [`crate::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Omitted {
+    #[serde(default)]
+    pub discrepancies: usize,
+    #[serde(default)]
+    pub invoice_links: usize,
+    #[serde(default)]
+    pub vendors: usize,
+}
+
+impl Omitted {
+    pub fn is_nothing(&self) -> bool {
+        *self == Omitted::default()
+    }
 }
 
 /// What a person needs to know of the webhook an event is about.
@@ -257,13 +293,41 @@ impl NotificationEvent {
         NotificationEvent::about_facts(WebhookFacts::of(envelope), detail)
     }
 
-    /// An event about a webhook known by `facts` (for a claim check: [`WebhookFacts::of_ref`]).
-    pub fn about_facts(facts: WebhookFacts, detail: NotificationDetail) -> Self {
+    /// An event about a webhook known by `facts` (for a claim check: [`WebhookFacts::of_ref`]). It lists at
+    /// most [`limits::LISTED_DISCREPANCIES`] discrepancies, [`limits::LISTED_LINKS`] invoice links (those of the
+    /// discrepant invoices first) and [`limits::LISTED_VENDORS`] vendors, and counts the rest.
+    pub fn about_facts(mut facts: WebhookFacts, mut detail: NotificationDetail) -> Self {
+        let mut omitted = Omitted::default();
+        let mut discrepant: Vec<&str> = Vec::new();
+        if let NotificationDetail::ReconciliationMismatch { discrepancies, .. } = &mut detail {
+            omitted.discrepancies = discrepancies.len().saturating_sub(limits::LISTED_DISCREPANCIES);
+            discrepancies.truncate(limits::LISTED_DISCREPANCIES);
+            discrepant = discrepancies.iter().filter_map(|d| d.invoice_number.as_deref()).collect();
+        }
+        let links = &mut facts.invoice_links;
+        omitted.invoice_links = links.len().saturating_sub(limits::LISTED_LINKS);
+        if omitted.invoice_links > 0 {
+            // The discrepant invoices' links first, then the others, in the PO's order.
+            let is_discrepant = |link: &InvoiceLink| discrepant.contains(&link.invoice_number.as_str());
+            let room = limits::LISTED_LINKS.saturating_sub(links.iter().filter(|l| is_discrepant(l)).count());
+            let mut others = 0;
+            links.retain(|link| {
+                is_discrepant(link)
+                    || (others < room && {
+                        others += 1;
+                        true
+                    })
+            });
+            links.truncate(limits::LISTED_LINKS);
+        }
+        omitted.vendors = facts.po.vendors.len().saturating_sub(limits::LISTED_VENDORS);
+        facts.po.vendors.truncate(limits::LISTED_VENDORS);
         NotificationEvent {
             message_type: NotificationType::Notification,
             schema_version: NOTIFICATION_SCHEMA_VERSION,
             webhook: Some(facts),
             detail,
+            omitted,
         }
     }
 
@@ -277,6 +341,7 @@ impl NotificationEvent {
                 problem: problem.into(),
                 sqs_message_id: sqs_message_id.into(),
             },
+            omitted: Omitted::default(),
         }
     }
 
@@ -292,6 +357,7 @@ impl NotificationEvent {
             schema_version: NOTIFICATION_SCHEMA_VERSION,
             webhook: None,
             detail: NotificationDetail::AppzenOutage { cause, since, last_failure: last_failure.into(), appzen },
+            omitted: Omitted::default(),
         }
     }
 
