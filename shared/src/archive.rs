@@ -99,11 +99,19 @@ impl FetchPolicy {
         Ok(())
     }
 
-    /// Reads an invoice link as Komet sent it; `None` with the reason when it is not a URL that may be fetched.
+    /// Reads an invoice link as Komet writes it (`www.kometsales.com/url` is `https://www.kometsales.com/url`, see
+    /// [`invoice_link`]); the reason when it is not a URL that may be fetched.
     pub fn parse_link(&self, link: &str) -> Result<url::Url, NotArchived> {
-        let url = url::Url::parse(link.trim()).map_err(|_| {
-            NotArchived::Refused(format!("{:?} is not an absolute URL", crate::text::one_line(link, 80)))
+        let not_a_url =
+            || NotArchived::Refused(format!("{:?} is not an absolute URL", crate::text::one_line(link, 80)));
+        let link = invoice_link(link).map_err(|refusal| match refusal {
+            LinkRefusal::Scheme(scheme) => NotArchived::Refused(format!(
+                "only https links are fetched, found {}:",
+                crate::text::one_line(scheme, 20)
+            )),
+            LinkRefusal::NotAUrl => not_a_url(),
         })?;
+        let url = url::Url::parse(&link).map_err(|_| not_a_url())?;
         self.check_url(&url)?;
         Ok(url)
     }
@@ -119,6 +127,31 @@ impl FetchPolicy {
 enum Host {
     Domain(String),
     Address(IpAddr),
+}
+
+/// Why a `file` is not an invoice link.
+pub enum LinkRefusal<'t> {
+    NotAUrl,
+    Scheme(&'t str),
+}
+
+/// An invoice link: kept when http(s), given `https://` when Komet omits the scheme, refused otherwise (it
+/// ends up as a link in an e-mail). Read in place and allocated once, at its final size.
+pub fn invoice_link(text: &str) -> Result<String, LinkRefusal<'_>> {
+    let text = text.trim();
+    let has_scheme = |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
+    if has_scheme("https://") || has_scheme("http://") {
+        Ok(text.into())
+    } else if text.is_empty() || text.contains(char::is_whitespace) {
+        Err(LinkRefusal::NotAUrl)
+    } else if let Some((scheme, _)) = text.split_once(':').filter(|(scheme, _)| !scheme.contains(['/', '.'])) {
+        Err(LinkRefusal::Scheme(scheme))
+    } else {
+        let mut link = String::with_capacity("https://".len() + text.len());
+        link.push_str("https://");
+        link.push_str(text);
+        Ok(link)
+    }
 }
 
 /// Whether an address is on the public internet: not loopback, private, link-local (169.254/16, where cloud
@@ -145,17 +178,25 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT, 100.64.0.0/10
         || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // benchmarking, 198.18.0.0/15
         || a >= 240) // reserved
 }
 
+/// An IPv6 address that carries an IPv4 one (NAT64, 6to4, Teredo, IPv4-compatible) is not public either: a
+/// translator or tunnel could deliver it to any IPv4 address, the private ones included.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let [first, second, ..] = ip.segments();
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed by some)
+        || first == 0x2001 && second == 0x0db8 // documentation
+        || first == 0x0064 && second == 0xff9b // NAT64 64:ff9b::/96 and local-use 64:ff9b:1::/48
+        || first == 0x2002 // 6to4 2002::/16
+        || first == 0x2001 && second == 0x0000 // Teredo 2001::/32
+        || ip.segments()[..6] == [0; 6]) // IPv4-compatible ::a.b.c.d
 }
 
 /// Whether bytes are a PDF: the `%PDF-` header within the first 1024 bytes, as PDF readers accept it. A
@@ -254,15 +295,16 @@ mod tests {
         assert_eq!(check(&komet, "https://kometsales.com/i/1.pdf"), Ok(()));
         assert_eq!(check(&komet, "https://files.kometsales.com/invoices/01-P004410.pdf"), Ok(()));
         assert_eq!(check(&komet, "HTTPS://FILES.KometSales.com./x"), Ok(()));
+        // Komet's own documented sample sends a link without a scheme: read as https, as the reader reads it.
+        assert_eq!(komet.parse_link("www.kometsales.com/url").unwrap().as_str(), "https://www.kometsales.com/url");
         for (link, why) in [
             ("http://files.kometsales.com/x.pdf", "only https links are fetched, found http://"),
             ("https://evilkometsales.com/x.pdf", "host evilkometsales.com is not on the invoice host allow-list"),
             ("https://kometsales.com.evil.example/x", "host kometsales.com.evil.example is not on the invoice host"),
             ("https://169.254.169.254/latest/meta-data/", "address 169.254.169.254 is not on the invoice host"),
             ("https://user:pw@files.kometsales.com/x", "the link carries credentials"),
-            ("file:///etc/passwd", "the link has no host"),
-            // Komet's own documented sample sends a link without a scheme.
-            ("www.kometsales.com/url", "\"www.kometsales.com/url\" is not an absolute URL"),
+            ("file:///etc/passwd", "only https links are fetched, found file:"),
+            ("www.evil.example/url", "host www.evil.example is not on the invoice host allow-list"),
         ] {
             let found = check(&komet, link).unwrap_err();
             assert!(found.starts_with(why), "{link}: {found}");
@@ -299,10 +341,23 @@ mod tests {
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
             "2001:db8::1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "100.127.255.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::10.0.0.1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:a9fe:a9fe::1",
+            "::169.254.169.254",
+            "::10.0.0.1",
+            "fec0::1",
+            "feff::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["52.94.236.248", "8.8.8.8", "2606:4700:4700::1111", "::ffff:52.94.236.248"] {
+        for public in
+            ["52.94.236.248", "8.8.8.8", "198.20.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:52.94.236.248"]
+        {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

@@ -12,6 +12,7 @@
 //!
 //! Every problem found is reported with its JSON path, not just the first one.
 
+use crate::archive::{LinkRefusal, invoice_link};
 use crate::json::{self, Value};
 use crate::limits;
 use crate::money::{self, MAX_AMOUNT};
@@ -188,31 +189,6 @@ fn shaped_date(text: &str) -> Option<NaiveDate> {
     let shaped = text.len() == 10
         && text.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
     shaped.then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()).flatten()
-}
-
-/// Why a `file` is not an invoice link.
-enum LinkRefusal<'t> {
-    NotAUrl,
-    Scheme(&'t str),
-}
-
-/// An invoice link: kept when http(s), given `https://` when Komet omits the scheme, refused otherwise (it
-/// ends up as a link in an e-mail). Read in place and allocated once, at its final size.
-fn invoice_link(text: &str) -> Result<String, LinkRefusal<'_>> {
-    let text = text.trim();
-    let has_scheme = |scheme: &str| text.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme));
-    if has_scheme("https://") || has_scheme("http://") {
-        Ok(text.into())
-    } else if text.is_empty() || text.contains(char::is_whitespace) {
-        Err(LinkRefusal::NotAUrl)
-    } else if let Some((scheme, _)) = text.split_once(':').filter(|(scheme, _)| !scheme.contains(['/', '.'])) {
-        Err(LinkRefusal::Scheme(scheme))
-    } else {
-        let mut link = String::with_capacity("https://".len() + text.len());
-        link.push_str("https://");
-        link.push_str(text);
-        Ok(link)
-    }
 }
 
 #[derive(Default)]
