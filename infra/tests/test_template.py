@@ -750,9 +750,20 @@ class TemplateTest(unittest.TestCase):
         self.assertIn("region=${AWS::Region}", url)
         self.assertTrue(url.endswith("#dashboards/dashboard/${Dashboard}"), url)
 
+    def filtered_metrics(self):
+        """{metric name: metric filter} for the metrics the template's own log metric filters make."""
+        found = {}
+        for name, resource in self.of_type("AWS::Logs::MetricFilter").items():
+            for transformation in resource["Properties"]["MetricTransformations"]:
+                self.assertEqual(transformation["MetricNamespace"], {"Ref": "MetricsNamespace"}, name)
+                found[transformation["MetricName"]] = resource
+        return found
+
     def business_alarms(self):
-        """{alarm name: properties} for the alarms on po-sync's own metrics, each checked against the catalogue."""
+        """{alarm name: properties} for the alarms on po-sync's own metrics, each checked against the catalogue
+        (or, for a metric a log metric filter of the template makes, against that filter: no dimensions)."""
         catalogue = self.catalogue()
+        filtered = self.filtered_metrics()
         found = {}
         for name, alarm in self.of_type("AWS::CloudWatch::Alarm").items():
             p = alarm["Properties"]
@@ -767,6 +778,11 @@ class TemplateTest(unittest.TestCase):
                     continue
                 self.assertEqual(namespace, {"Ref": "MetricsNamespace"}, name)
                 self.assertIn("MetricName", metric, f"{name}: each business metric is named")
+                if metric["MetricName"] in filtered:
+                    self.assertNotIn(metric["MetricName"], catalogue, "one source per metric")
+                    self.assertNotIn("Dimensions", metric, f"{name}: a metric filter's metric has no dimensions")
+                    found[name] = (p, {}, alarm.get("Condition"))
+                    continue
                 with self.subTest(alarm=name):
                     spec = catalogue.get(metric["MetricName"])
                     self.assertIsNotNone(spec, f"{name}: {metric['MetricName']} is not a metric the code emits")
@@ -824,6 +840,24 @@ class TemplateTest(unittest.TestCase):
         self.assertGreaterEqual(p["Period"], max(schedule_seconds(self.template)))
         # And it fires well before the webhooks are dead-lettered (MaxReceiveCount deliveries).
         self.assertLess(p["Period"] * p["EvaluationPeriods"], retry_horizon_seconds(self.template) / 4)
+
+    def test_what_komet_sees_alarms_at_once_ingest_s_503_and_api_gateway_s_429(self):
+        alarms = self.business_alarms()
+        refused = [a for a in alarms.values()
+                   if a[0]["MetricName"] == "WebhooksRefused" and a[1].get("reason") == "queue_unavailable"]
+        self.assertEqual(len(refused), 1)
+        throttled = [a for a in alarms.values() if a[0]["MetricName"] == "WebhooksThrottled"]
+        self.assertEqual(len(throttled), 1)
+        for p, _, _ in refused + throttled:
+            self.assertEqual((p["Threshold"], p["ComparisonOperator"], p["EvaluationPeriods"], p["Period"]),
+                             (1, "GreaterThanOrEqualToThreshold", 1, 300), "the first one, within five minutes")
+            self.assertEqual((p["Statistic"], p["TreatMissingData"]), ("Sum", "notBreaching"))
+        # The 429s come from API Gateway's access log, where a throttled call is the only trace.
+        filter_ = self.filtered_metrics()["WebhooksThrottled"]["Properties"]
+        self.assertEqual(target(filter_["LogGroupName"]), "WebhookApiAccessLogGroup")
+        self.assertEqual(filter_["FilterPattern"].replace(" ", ""), '{$.status="429"}')
+        access_format = self.resources["WebhookApi"]["Properties"]["AccessLogSettings"]["Format"]
+        self.assertIn('"status":"$context.status"', access_format)
 
     def test_appzen_setup_alarm_fires_within_minutes_on_credentials_or_endpoint_failures(self):
         alarms = {key: a for key, a in self.business_alarms().items() if key.startswith("AppZenSetupAlarm/")}
