@@ -51,6 +51,9 @@ pub struct LedgerEntry {
 #[serde(rename_all = "camelCase")]
 pub struct SettledVersion {
     pub version: i64,
+    /// The SQS sequence number that ordered it among versions of the same millisecond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
     pub received_at: DateTime<Utc>,
     pub body_sha256: String,
     pub sqs_message_id: String,
@@ -80,6 +83,8 @@ pub enum LedgerOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct AppZenHolds {
     pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
     pub body_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
@@ -95,6 +100,8 @@ pub struct AppZenHolds {
 #[serde(rename_all = "camelCase")]
 pub struct Claim {
     pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
     pub body_sha256: String,
     pub sqs_message_id: String,
     pub until: DateTime<Utc>,
@@ -105,9 +112,12 @@ pub struct Claim {
 pub struct Arrival<'a> {
     pub po_id: u64,
     pub po_number: &'a str,
+    /// When ingest received the webhook, as far as it can be trusted ([`trusted_received_at`]).
     pub received_at: DateTime<Utc>,
     pub body_sha256: &'a str,
     pub sqs_message_id: &'a str,
+    /// The SQS FIFO `SequenceNumber` of the delivery: orders two versions received in the same millisecond.
+    pub sequence: Option<u128>,
 }
 
 impl Arrival<'_> {
@@ -115,6 +125,35 @@ impl Arrival<'_> {
     pub fn version(&self) -> i64 {
         self.received_at.timestamp_millis()
     }
+
+    fn order(&self) -> Order {
+        Order(self.version(), self.sequence.unwrap_or(0))
+    }
+}
+
+/// How far ahead of SQS's own clock a `receivedAt` may be: ingest stamps it before it sends the message, so it
+/// is earlier than SQS's `SentTimestamp` but for the difference between two NTP-synchronised AWS clocks
+/// (milliseconds; Amazon Time Sync). Two seconds is a thousand times that and still too short for a clock that
+/// runs fast to hide a real later send.
+pub const CLOCK_SKEW: Duration = Duration::seconds(2);
+
+/// A version can be stamped in the future (a clock running fast, a hand-made or replayed message); one that
+/// reached AppZen would make every later real send "superseded". So a `receivedAt` later than the message's
+/// SQS `SentTimestamp` plus [`CLOCK_SKEW`] counts as the `SentTimestamp`.
+pub fn trusted_received_at(stamped: DateTime<Utc>, sent: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match sent {
+        Some(sent) if stamped > sent + CLOCK_SKEW => sent,
+        _ => stamped,
+    }
+}
+
+/// Versions in order: the time, then the SQS sequence number (0 where a record, or an entry written before
+/// sequences were kept, has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Order(i64, u128);
+
+fn order_of(version: i64, sequence: Option<&str>) -> Order {
+    Order(version, sequence.and_then(|s| s.parse().ok()).unwrap_or(0))
 }
 
 /// What to do with an arrival, given the ledger as read.
@@ -144,12 +183,15 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
             return Verdict::Duplicate { record: None };
         }
         let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
-        if version < latest.version && (reached_appzen || holds.is_some_and(|h| h.version > version)) {
+        let older = |version: i64, sequence: &Option<String>| arrival.order() < order_of(version, sequence.as_deref());
+        if older(latest.version, &latest.sequence)
+            && (reached_appzen || holds.is_some_and(|h| older(h.version, &h.sequence)))
+        {
             return Verdict::Superseded { newer_version: latest.version };
         }
     }
     if let Some(claim) = entry.claim.as_ref().filter(|c| c.sqs_message_id != arrival.sqs_message_id && c.until > now) {
-        if claim.version > version {
+        if order_of(claim.version, claim.sequence.as_deref()) > arrival.order() {
             return Verdict::Superseded { newer_version: claim.version };
         }
         return Verdict::Busy { claimed_by: claim.sqs_message_id.clone(), until: claim.until };
@@ -198,6 +240,7 @@ pub fn settle(
     if let Some(accepted) = &settlement.accepted {
         entry.appzen = Some(AppZenHolds {
             version: arrival.version(),
+            sequence: arrival.sequence.map(|s| s.to_string()),
             body_sha256: arrival.body_sha256.to_owned(),
             uuid: accepted.uuid.clone(),
             status: accepted.status.clone(),
@@ -234,7 +277,7 @@ fn latest_after(
     now: DateTime<Utc>,
 ) -> SettledVersion {
     match &entry.latest {
-        Some(latest) if latest.version > arrival.version() => latest.clone(),
+        Some(latest) if order_of(latest.version, latest.sequence.as_deref()) > arrival.order() => latest.clone(),
         _ => settled(arrival, outcome, now),
     }
 }
@@ -259,6 +302,7 @@ fn new_entry(arrival: &Arrival<'_>, now: DateTime<Utc>) -> LedgerEntry {
 fn claimed(mut entry: LedgerEntry, arrival: &Arrival<'_>, now: DateTime<Utc>, lease: Duration) -> LedgerEntry {
     entry.claim = Some(Claim {
         version: arrival.version(),
+        sequence: arrival.sequence.map(|s| s.to_string()),
         body_sha256: arrival.body_sha256.to_owned(),
         sqs_message_id: arrival.sqs_message_id.to_owned(),
         until: now + lease,
@@ -272,6 +316,7 @@ fn claimed(mut entry: LedgerEntry, arrival: &Arrival<'_>, now: DateTime<Utc>, le
 fn settled(arrival: &Arrival<'_>, outcome: LedgerOutcome, now: DateTime<Utc>) -> SettledVersion {
     SettledVersion {
         version: arrival.version(),
+        sequence: arrival.sequence.map(|s| s.to_string()),
         received_at: arrival.received_at,
         body_sha256: arrival.body_sha256.to_owned(),
         sqs_message_id: arrival.sqs_message_id.to_owned(),
@@ -292,7 +337,14 @@ mod tests {
     }
 
     fn arrival<'a>(second: u32, sha: &'a str, message: &'a str) -> Arrival<'a> {
-        Arrival { po_id: 7, po_number: "P7", received_at: at(second), body_sha256: sha, sqs_message_id: message }
+        Arrival {
+            po_id: 7,
+            po_number: "P7",
+            received_at: at(second),
+            body_sha256: sha,
+            sqs_message_id: message,
+            sequence: None,
+        }
     }
 
     fn upserted() -> Settlement {
@@ -438,5 +490,41 @@ mod tests {
         assert_eq!(json["appzen"]["uuid"], "u-1");
         assert!(json.get("claim").is_none());
         assert_eq!(serde_json::from_value::<LedgerEntry>(json).unwrap(), entry);
+    }
+
+    #[test]
+    fn a_version_stamped_in_the_future_counts_as_when_sqs_got_it() {
+        let sent = at(30);
+        assert_eq!(trusted_received_at(at(29), Some(sent)), at(29), "earlier than SQS: as stamped");
+        assert_eq!(trusted_received_at(at(31), Some(sent)), at(31), "within the clock skew");
+        assert_eq!(trusted_received_at(at(32), Some(sent)), at(32), "exactly at the skew");
+        assert_eq!(trusted_received_at(at(33), Some(sent)), sent, "beyond it: SQS's time");
+        assert_eq!(trusted_received_at(sent + Duration::hours(2), Some(sent)), sent);
+        assert_eq!(trusted_received_at(sent + Duration::hours(2), None), sent + Duration::hours(2), "no SQS time");
+    }
+
+    #[test]
+    fn versions_of_the_same_millisecond_are_ordered_by_their_sqs_sequence_number() {
+        let now = at(40);
+        let with_sequence = |message, sha, sequence| Arrival { sequence: Some(sequence), ..arrival(1, sha, message) };
+        let first = with_sequence("m-1", "a", 10);
+        let Verdict::Proceed { claim } = judge(None, &first, now, LEASE) else { panic!() };
+        let entry = settle(&claim, &first, &upserted(), now).unwrap();
+        assert_eq!(entry.latest.as_ref().unwrap().sequence.as_deref(), Some("10"));
+
+        // Same millisecond, sent before it: older, and AppZen has the newer one.
+        let earlier = with_sequence("m-0", "b", 9);
+        assert_eq!(
+            judge(Some(&entry), &earlier, now, LEASE),
+            Verdict::Superseded { newer_version: at(1).timestamp_millis() }
+        );
+        // Same millisecond, sent after it: newer, so it goes through.
+        let later = with_sequence("m-2", "c", 11);
+        assert!(matches!(judge(Some(&entry), &later, now, LEASE), Verdict::Proceed { .. }));
+        // An entry written before sequences were kept orders below any sequence of the same millisecond.
+        let mut old = entry.clone();
+        old.latest.as_mut().unwrap().sequence = None;
+        old.appzen.as_mut().unwrap().sequence = None;
+        assert!(matches!(judge(Some(&old), &earlier, now, LEASE), Verdict::Proceed { .. }));
     }
 }

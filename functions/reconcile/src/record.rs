@@ -24,21 +24,23 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         let started = Instant::now();
         let message_id = record.message_id.clone().unwrap_or_default();
         let envelope = read_envelope(record.body.as_deref());
-        self.process_read(message_id, envelope, started, deadline).await
+        self.process_read(message_id, Delivered::of(record), envelope, started, deadline).await
     }
 
     /// [`Reconciler::process`] for a record the batch hands over, so its body does not outlive parsing.
     pub(crate) async fn process_owned(&self, mut record: SqsMessage, deadline: Option<Instant>) -> RecordReport {
         let started = Instant::now();
         let message_id = record.message_id.take().unwrap_or_default();
+        let delivered = Delivered::of(&record);
         let envelope = read_envelope(record.body.as_deref());
         drop(record);
-        self.process_read(message_id, envelope, started, deadline).await
+        self.process_read(message_id, delivered, envelope, started, deadline).await
     }
 
     async fn process_read(
         &self,
         message_id: String,
+        delivered: Delivered,
         received: Result<Received, String>,
         started: Instant,
         deadline: Option<Instant>,
@@ -58,8 +60,21 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             },
             Err(detail) => return self.poison(message_id, detail, started).await,
         };
+        let mut envelope = envelope;
+        let trusted = ledger::trusted_received_at(envelope.received_at, delivered.sent_at);
+        if trusted != envelope.received_at {
+            tracing::warn!(
+                po_id = envelope.po.id,
+                message_id = %message_id,
+                stamped = %envelope.received_at,
+                sent = %trusted,
+                "the webhook's version is stamped later than SQS received it; SQS's time is its version"
+            );
+            envelope.received_at = trusted;
+        }
         let span = tracing::info_span!("po", po_id = envelope.po.id, po_number = %log_field(&envelope.po.po_number), message_id = %message_id);
-        let report = self.process_envelope(message_id, &envelope, deadline).instrument(span.clone()).await;
+        let report =
+            self.process_envelope(message_id, delivered.sequence, &envelope, deadline).instrument(span.clone()).await;
         span.in_scope(|| log_report(&report, Some(&envelope), started.elapsed()));
         report
     }
@@ -67,6 +82,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
     async fn process_envelope(
         &self,
         message_id: String,
+        sequence: Option<u128>,
         envelope: &WebhookEnvelope,
         deadline: Option<Instant>,
     ) -> RecordReport {
@@ -77,6 +93,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             received_at: envelope.received_at,
             body_sha256: &envelope.body_sha256,
             sqs_message_id: &message_id,
+            sequence,
         };
         let claim = match self.admit(&arrival, deadline).await {
             Admission::Claimed(claim) => *claim,
@@ -189,6 +206,25 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
     /// Queues a notification event on `notifications.fifo`.
     pub(crate) async fn notify(&self, event: &NotificationEvent) -> Result<(), PortError> {
         self.notifications.send(&FifoMessage::notification(event)).await.map(|_| ())
+    }
+}
+
+/// What SQS says of a delivery: when it got the message (its own clock) and the message's FIFO sequence number.
+#[derive(Debug, Clone, Copy)]
+struct Delivered {
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    sequence: Option<u128>,
+}
+
+impl Delivered {
+    fn of(record: &SqsMessage) -> Self {
+        let attribute = |name: &str| record.attributes.get(name).map(|v| v.trim());
+        Delivered {
+            sent_at: attribute("SentTimestamp")
+                .and_then(|ms| ms.parse().ok())
+                .and_then(chrono::DateTime::from_timestamp_millis),
+            sequence: attribute("SequenceNumber").and_then(|n| n.parse().ok()),
+        }
     }
 }
 

@@ -49,7 +49,7 @@ fn record(message_id: &str, group: &str, receive_count: u32, body: &str) -> serd
         "attributes": {
             "ApproximateReceiveCount": receive_count.to_string(),
             "MessageGroupId": group,
-            "SentTimestamp": "1763744400000",
+            "SentTimestamp": "1795280400050",
         },
         "eventSource": "aws:sqs",
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:po-sync-webhooks.fifo",
@@ -308,4 +308,39 @@ async fn a_corrected_secret_is_read_again_and_the_waiting_po_goes_through_withou
     assert!(matches!(report.outcome, Outcome::Upserted(_)), "{report:?}");
     assert_eq!(report.attempts, 2, "refused once with the old key, then taken with the new one");
     appzen.verify().await;
+}
+
+#[tokio::test]
+async fn a_version_stamped_hours_ahead_does_not_silence_the_next_real_send() {
+    let appzen = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(created()).expect(2).mount(&appzen).await;
+    let reconciler = reconciler(&appzen, &[]);
+    let sent = po_sync_tests::support::received_at();
+    // Each send its own body (a trailing space is enough): the same body again would be a duplicate.
+    let at = |offset: chrono::Duration| {
+        let body = format!("{}{}", String::from_utf8_lossy(CLEAN_PO), " ".repeat(offset.num_minutes() as usize));
+        po_sync_tests::support::envelope_at(body.as_bytes(), sent + offset).to_json()
+    };
+    let delivered = |message_id: &str, body: &str, sent_at: chrono::DateTime<chrono::Utc>| {
+        let mut record = record(message_id, "48213", 1, body);
+        record["attributes"]["SentTimestamp"] = json!(sent_at.timestamp_millis().to_string());
+        record
+    };
+    // A replay from a clock two hours fast: SQS got it at `sent`, so that is its version.
+    let ahead = delivered("m-ahead", &at(chrono::Duration::hours(2)), sent);
+    assert!(failures(&reconciler.handle_batch(batch(vec![ahead]), later()).await).is_empty());
+    let holds = reconciler.ledger().entry(48213).unwrap().appzen.unwrap();
+    assert_eq!(holds.version, sent.timestamp_millis(), "the trusted version, not the stamped one");
+
+    // Komet's next real send, a minute later, still reaches AppZen.
+    let minute = chrono::Duration::minutes(1);
+    let next = delivered("m-next", &at(minute), sent + minute);
+    let response = reconciler.handle_batch(batch(vec![next]), later()).await;
+    assert!(failures(&response).is_empty());
+    appzen.verify().await;
+    let latest = reconciler.ledger().entry(48213).unwrap().latest.unwrap();
+    assert_eq!(
+        (latest.version, latest.outcome),
+        ((sent + minute).timestamp_millis(), po_sync::ledger::LedgerOutcome::Upserted)
+    );
 }
