@@ -1,8 +1,12 @@
 //! `po-sync-soak`: proves that nothing is lost. Runs the real local pipeline under load and seeded faults, then
-//! accounts for every webhook (README, "Reliability"; `po_sync_tests::soak`).
+//! accounts for every webhook (docs/reliability.md; `po_sync_tests::soak`).
 //!
 //! ```sh
-//! cargo run -p po-sync-tests --bin po-sync-soak -- --webhooks 2000 --seed 7 --json target/soak-report.json
+//! # the short run of `make test`: time 720x faster than AWS, MaxReceiveCount 9
+//! cargo run -p po-sync-tests --bin po-sync-soak -- --webhooks 300 --seed 7 --require-each-fault 2
+//! # the long run of `make soak`: a minute is a second, the template's MaxReceiveCount
+//! cargo run -p po-sync-tests --bin po-sync-soak -- --webhooks 2000 --seed 7 --time-scale 60 \
+//!     --max-receive-count 30 --failing-po-seconds 240 --settle-seconds 1200 --json target/soak-report.json
 //! ```
 //!
 //! Exits 0 when nothing was lost, no PO's state in AppZen went backwards, no e-mail was sent twice without an
@@ -18,8 +22,9 @@ use po_sync_tests::soak::{self, SoakOptions};
 use po_sync_tests::workspace_root;
 
 /// A fault-injection soak of the whole local pipeline, with an exact accounting.
+// An option given twice takes its last value, so `make soak SOAK_ARGS=...` can override the Makefile's.
 #[derive(Debug, Parser)]
-#[command(name = "po-sync-soak")]
+#[command(name = "po-sync-soak", args_override_self = true)]
 struct Args {
     /// Webhooks to offer (every step of every PO; at least this many)
     #[arg(long, default_value_t = 300)]
@@ -69,20 +74,32 @@ struct Args {
     /// Per notify batch, the chance the invocation dies after some of its records
     #[arg(long, default_value_t = 0.05)]
     notify_deaths: f64,
-    /// AppZen answers 503 to everything for at most this many seconds (0: no outage)...
-    #[arg(long, default_value_t = 120.0)]
-    outage_seconds: f64,
-    /// ...starting once this share of the first half is offered...
+    /// Time runs this many times faster than on AWS: reconcile's retry schedule (the template's default) and
+    /// OUTAGE_EMAIL_AFTER are divided by it (whole seconds, at least 1), and so are the minutes below
+    #[arg(long, default_value_t = 720)]
+    time_scale: u32,
+    /// AppZen answers 503 to everything for this many minutes of AWS time (0: no outage)...
+    #[arg(long, default_value_t = 90.0)]
+    outage_minutes: f64,
+    /// ...starting once this share of the first half is offered
     #[arg(long, default_value_t = 0.3)]
     outage_at: f64,
-    /// ...until this many webhooks were dead-lettered (0: for all of --outage-seconds)
-    #[arg(long, default_value_t = 12)]
-    outage_dead_letters: usize,
+    /// AppZen answers 401 to everything (refused credentials) for this many minutes of AWS time (0: never)...
+    #[arg(long, default_value_t = 60.0)]
+    credentials_minutes: f64,
+    /// ...starting once this share of the second half is offered
+    #[arg(long, default_value_t = 0.2)]
+    credentials_at: f64,
+    /// AppZen answers 500 to one PO's upserts (chosen by the seed) from the start until one of its webhooks is
+    /// dead-lettered, for at most this many seconds (0: no failing PO)
+    #[arg(long, default_value_t = 120.0)]
+    failing_po_seconds: f64,
     /// Do not run the operator's redrive halfway
     #[arg(long)]
     no_redrive: bool,
-    /// The template's MaxReceiveCount
-    #[arg(long, default_value_t = 5)]
+    /// The template's MaxReceiveCount (with the compressed schedule: how long a webhook waits before it is
+    /// dead-lettered)
+    #[arg(long, default_value_t = 9)]
     max_receive_count: u32,
     /// reconcile's APPZEN_TIMEOUT_MS
     #[arg(long, default_value_t = 1500)]
@@ -134,9 +151,12 @@ async fn main() -> ExitCode {
         dynamodb_throttle: args.dynamodb_throttle,
         reconcile_deaths: args.reconcile_deaths,
         notify_deaths: args.notify_deaths,
-        outage_seconds: args.outage_seconds,
+        time_scale: args.time_scale,
+        outage_minutes: args.outage_minutes,
         outage_at: args.outage_at,
-        outage_dead_letters: args.outage_dead_letters,
+        credentials_minutes: args.credentials_minutes,
+        credentials_at: args.credentials_at,
+        failing_po_seconds: args.failing_po_seconds,
         redrive: !args.no_redrive,
         max_receive_count: args.max_receive_count,
         appzen_timeout_ms: args.appzen_timeout_ms,

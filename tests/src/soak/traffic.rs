@@ -79,6 +79,22 @@ impl Traffic {
     pub fn po(&self, po_id: u64) -> Option<&PoScript> {
         self.pos.iter().find(|p| p.po_id == po_id)
     }
+
+    /// The PO whose upserts AppZen fails for a stretch, chosen by `seed` among the first `within` POs (those the
+    /// sender starts with): one AppZen does not refuse, with the most clean versions before the redrive (up to
+    /// three: later versions wait behind the failing one) and, preferably, one after it (so a parked version
+    /// meets a newer one).
+    pub fn failing_po(&self, seed: u64, within: usize) -> Option<&PoScript> {
+        let clean_in =
+            |po: &PoScript, phase: u8| po.steps.iter().filter(|s| s.phase == phase && s.shape == Shape::Clean).count();
+        let score = |po: &PoScript| (clean_in(po, 1).min(3), clean_in(po, 2).min(1));
+        let candidates: Vec<&PoScript> =
+            self.pos.iter().take(within.max(1)).filter(|po| !po.appzen_refuses && clean_in(po, 1) >= 1).collect();
+        let best = candidates.iter().map(|po| score(po)).max()?;
+        let best: Vec<&PoScript> = candidates.into_iter().filter(|po| score(po) == best).collect();
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0xFA11);
+        best.get(rng.usize(..best.len())).copied()
+    }
 }
 
 /// One invoice of a PO, in cents.
@@ -315,6 +331,18 @@ mod tests {
         assert!(a.webhooks() >= 400);
         let first = a.in_phase(1) as f64 / a.webhooks() as f64;
         assert!((0.4..=0.6).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn the_failing_po_is_one_of_the_first_with_clean_versions_before_the_redrive() {
+        for seed in [7, 11, 12] {
+            let traffic = generate(&options(seed));
+            let po = traffic.failing_po(seed, 8).expect("a failing PO");
+            assert!(traffic.pos.iter().take(8).any(|p| p.po_id == po.po_id));
+            assert!(!po.appzen_refuses);
+            assert!(po.steps.iter().any(|s| s.phase == 1 && s.shape == Shape::Clean));
+            assert_eq!(traffic.failing_po(seed, 8).map(|p| p.po_id), Some(po.po_id), "the same seed, the same PO");
+        }
     }
 
     #[test]
