@@ -192,6 +192,7 @@ mod tests {
             revision: 3,
             latest: Some(SettledVersion {
                 version: at(latest.0).timestamp_millis(),
+                sequence: None,
                 received_at: at(latest.0),
                 body_sha256: latest.2.into(),
                 sqs_message_id: "m".into(),
@@ -200,6 +201,7 @@ mod tests {
             }),
             appzen: holds.map(|(second, sha)| AppZenHolds {
                 version: at(second).timestamp_millis(),
+                sequence: None,
                 body_sha256: sha.into(),
                 uuid: Some("u".into()),
                 status: Some("UPDATED".into()),
@@ -207,6 +209,7 @@ mod tests {
                 upserted_at: at(41),
             }),
             claim: None,
+            notified: None,
             updated_at: at(42),
         }
     }
@@ -251,6 +254,7 @@ mod tests {
         let mut claimed = entry((5, LedgerOutcome::Upserted, "B"), Some((5, "B")));
         claimed.claim = Some(Claim {
             version: at(9).timestamp_millis(),
+            sequence: None,
             body_sha256: "C".into(),
             sqs_message_id: "m9".into(),
             until: at(30),

@@ -123,6 +123,7 @@ fn upserted(po_id: u64, po_number: &str, received_at: DateTime<Utc>, sha: &str, 
         revision,
         latest: Some(SettledVersion {
             version: received_at.timestamp_millis(),
+            sequence: None,
             received_at,
             body_sha256: sha.to_owned(),
             sqs_message_id: "0b0c1e6a-reconcile".to_owned(),
@@ -131,6 +132,7 @@ fn upserted(po_id: u64, po_number: &str, received_at: DateTime<Utc>, sha: &str, 
         }),
         appzen: Some(AppZenHolds {
             version: received_at.timestamp_millis(),
+            sequence: None,
             body_sha256: sha.to_owned(),
             uuid: Some("5f0c2d7e-appzen".to_owned()),
             status: Some("CREATED".to_owned()),
@@ -138,6 +140,7 @@ fn upserted(po_id: u64, po_number: &str, received_at: DateTime<Utc>, sha: &str, 
             upserted_at: settled,
         }),
         claim: None,
+        notified: None,
         updated_at: settled,
     }
 }

@@ -43,6 +43,10 @@ pub struct LedgerEntry {
     /// A version being processed right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
+    /// The notifications already queued for the version last processed, so a redelivery (after the ledger
+    /// could not be settled) does not queue them again once SQS's five-minute deduplication window is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified: Option<Notified>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -76,6 +80,15 @@ pub enum LedgerOutcome {
     Rejected,
     /// It cannot be expressed as an AppZen PO (a person was notified).
     Unmappable,
+}
+
+/// Which notifications (by kind) were queued for one version of the PO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notified {
+    pub version: i64,
+    pub body_sha256: String,
+    pub kinds: Vec<String>,
 }
 
 /// The version AppZen last accepted.
@@ -208,6 +221,41 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
     Verdict::Proceed { claim: claimed(entry.clone(), arrival, now, lease) }
 }
 
+/// Whether a notification of `kind` was already queued for this very version (an earlier delivery of it).
+pub fn already_notified(entry: &LedgerEntry, arrival: &Arrival<'_>, kind: &str) -> bool {
+    entry.notified.as_ref().is_some_and(|n| {
+        n.version == arrival.version() && n.body_sha256 == arrival.body_sha256 && n.kinds.iter().any(|k| k == kind)
+    })
+}
+
+/// The entry noting that a notification of `kind` was queued for the arrival; `None` when the arrival no longer
+/// holds its claim (the noting is then left to the newer claim's holder).
+pub fn note_notified(
+    current: &LedgerEntry,
+    arrival: &Arrival<'_>,
+    kind: &str,
+    now: DateTime<Utc>,
+) -> Option<LedgerEntry> {
+    if !holds_claim(current, arrival) {
+        return None;
+    }
+    let mut entry = current.clone();
+    let this_version = |n: &Notified| n.version == arrival.version() && n.body_sha256 == arrival.body_sha256;
+    match entry.notified.as_mut().filter(|n| this_version(n)) {
+        Some(notified) => notified.kinds.push(kind.to_owned()),
+        None => {
+            entry.notified = Some(Notified {
+                version: arrival.version(),
+                body_sha256: arrival.body_sha256.to_owned(),
+                kinds: vec![kind.to_owned()],
+            })
+        }
+    }
+    entry.revision += 1;
+    entry.updated_at = now;
+    Some(entry)
+}
+
 /// What became of a claimed version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
@@ -295,6 +343,7 @@ fn new_entry(arrival: &Arrival<'_>, now: DateTime<Utc>) -> LedgerEntry {
         latest: None,
         appzen: None,
         claim: None,
+        notified: None,
         updated_at: now,
     }
 }
@@ -526,5 +575,33 @@ mod tests {
         old.latest.as_mut().unwrap().sequence = None;
         old.appzen.as_mut().unwrap().sequence = None;
         assert!(matches!(judge(Some(&old), &earlier, now, LEASE), Verdict::Proceed { .. }));
+    }
+
+    #[test]
+    fn notifications_queued_for_a_version_are_remembered_across_its_redeliveries() {
+        let now = at(40);
+        let a = arrival(1, "a", "m-1");
+        let Verdict::Proceed { claim } = judge(None, &a, now, LEASE) else { panic!() };
+        assert!(!already_notified(&claim, &a, "reconciliation_mismatch"));
+        let noted = note_notified(&claim, &a, "reconciliation_mismatch", now).unwrap();
+        let noted = note_notified(&noted, &a, "mapping_error", now).unwrap();
+        assert_eq!(noted.revision, claim.revision + 2);
+        // The settle failed; the same message comes back after its lease: claimed again, the notes kept.
+        let later = now + Duration::minutes(30);
+        let Verdict::Proceed { claim: again } = judge(Some(&noted), &a, later, LEASE) else { panic!() };
+        assert!(
+            already_notified(&again, &a, "reconciliation_mismatch") && already_notified(&again, &a, "mapping_error")
+        );
+        // Released after a transient failure: still noted.
+        assert!(already_notified(&release(&again, &a, later).unwrap(), &a, "mapping_error"));
+        // Another version starts afresh.
+        let b = arrival(2, "b", "m-2");
+        assert!(!already_notified(&again, &b, "reconciliation_mismatch"));
+        let settled = settle(&again, &a, &upserted(), later).unwrap();
+        let Verdict::Proceed { claim: b_claim } = judge(Some(&settled), &b, later, LEASE) else { panic!() };
+        let b_noted = note_notified(&b_claim, &b, "reconciliation_mismatch", later).unwrap();
+        assert_eq!(b_noted.notified.unwrap().kinds, ["reconciliation_mismatch"]);
+        // Only the claim's holder notes.
+        assert_eq!(note_notified(&settled, &a, "mapping_error", later), None);
     }
 }

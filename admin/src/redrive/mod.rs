@@ -347,6 +347,7 @@ mod tests {
             revision: 2,
             latest: latest.map(|s| SettledVersion {
                 version: at(s).timestamp_millis(),
+                sequence: None,
                 received_at: at(s),
                 body_sha256: "b".into(),
                 sqs_message_id: "m".into(),
@@ -356,10 +357,12 @@ mod tests {
             appzen: None,
             claim: claim.map(|(s, until)| Claim {
                 version: at(s).timestamp_millis(),
+                sequence: None,
                 body_sha256: "c".into(),
                 sqs_message_id: "n".into(),
                 until: at(until),
             }),
+            notified: None,
             updated_at: at(0),
         }
     }
@@ -377,6 +380,7 @@ mod tests {
         let mut holds_older = entry(Some(5), None);
         holds_older.appzen = Some(po_sync::ledger::AppZenHolds {
             version: v(3),
+            sequence: None,
             body_sha256: "a".into(),
             uuid: None,
             status: None,

@@ -7,7 +7,7 @@ use crate::{Outcome, Reconciler, RecordReport};
 use aws_lambda_events::event::sqs::SqsMessage;
 use po_sync::archive::InvoiceArchive;
 use po_sync::decision;
-use po_sync::ledger::{self, Arrival, LedgerOutcome, Settlement};
+use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement};
 use po_sync::message::{BodyRef, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope};
 use po_sync::text::log_field;
 use po_sync_aws::appzen::UpsertOutcome;
@@ -95,7 +95,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             sqs_message_id: &message_id,
             sequence,
         };
-        let claim = match self.admit(&arrival, deadline).await {
+        let mut claim = match self.admit(&arrival, deadline).await {
             Admission::Claimed(claim) => *claim,
             Admission::Done(outcome) => {
                 report.outcome = outcome;
@@ -109,13 +109,15 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         };
         report.invoices_archived = archives.iter().filter(|a| a.outcome.is_ok()).count();
         report.invoices_not_archived = archives.len() - report.invoices_archived;
-        let (outcome, settlement) = self.reconcile_and_upsert(envelope, &archives, deadline, &mut report).await;
+        let (outcome, settlement) =
+            self.reconcile_and_upsert(envelope, (&arrival, &mut claim), &archives, deadline, &mut report).await;
         report.outcome = outcome;
         match settlement {
             Some(settlement) => {
                 if let Err(error) = self.settle(claim, &arrival, &settlement).await {
                     // AppZen and the notifications are done, but the ledger does not say so: the redelivery
-                    // does it all again (AppZen's upsert is idempotent; SQS drops the same notifications).
+                    // does it again (AppZen's upsert is idempotent; the notifications already queued are noted
+                    // in the ledger and not queued again).
                     report.outcome = Outcome::LedgerUnavailable(error);
                 }
             }
@@ -128,6 +130,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
     async fn reconcile_and_upsert(
         &self,
         envelope: &WebhookEnvelope,
+        (arrival, claim): (&Arrival<'_>, &mut LedgerEntry),
         archives: &[InvoiceArchive],
         deadline: Option<Instant>,
         report: &mut RecordReport,
@@ -178,13 +181,20 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             self.outages_over().await;
         }
         for event in &mut notifications {
+            let kind = event.kind();
+            // Queued by an earlier delivery of this version (whose ledger write then failed): not again, even
+            // past SQS's five-minute deduplication window.
+            if ledger::already_notified(claim, arrival, kind.as_str()) {
+                continue;
+            }
             if let Some(webhook) = event.webhook.as_mut() {
                 webhook.note_archive(archives);
             }
             if let Err(error) = self.notify(event).await {
                 return (Outcome::NotifyFailed(error), None);
             }
-            report.notified.push(event.kind());
+            report.notified.push(kind);
+            self.note_notified(claim, arrival, kind.as_str()).await;
         }
         (outcome, Some(Settlement { outcome: ledger_outcome, accepted: accepted_by_appzen }))
     }

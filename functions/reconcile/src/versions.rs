@@ -64,6 +64,27 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         Err(PortError::new("dynamodb:PutItem", Failure::Transient, "kept losing the race to settle the claim"))
     }
 
+    /// Notes in the ledger that a notification of `kind` was queued for the claimed version; `claim` follows
+    /// what was written. Best effort: without the note, a redelivery more than five minutes later queues the
+    /// notification again (the one duplicate e-mail this can cost), so a failure is logged, not fatal.
+    pub(crate) async fn note_notified(&self, claim: &mut LedgerEntry, arrival: &Arrival<'_>, kind: &str) {
+        for _round in 0..LEDGER_RACE_ROUNDS {
+            let Some(noted) = ledger::note_notified(claim, arrival, kind, chrono::Utc::now()) else { return };
+            match self.ledger.write(&noted).await {
+                Ok(Written::Stored) => {
+                    *claim = noted;
+                    return;
+                }
+                Ok(Written::Conflict) => match self.ledger.read(arrival.po_id).await {
+                    Ok(Some(current)) => *claim = current,
+                    _ => break,
+                },
+                Err(_) => break,
+            }
+        }
+        tracing::warn!(kind, "the notification is queued but could not be noted in the ledger");
+    }
+
     /// Gives a claim back after a transient failure, so the ledger is as it was. Best effort: an unreleased
     /// claim expires by itself, and its own redelivery may take it again at once.
     pub(crate) async fn release(&self, claim: LedgerEntry, arrival: &Arrival<'_>) {

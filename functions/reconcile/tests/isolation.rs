@@ -344,3 +344,67 @@ async fn a_version_stamped_hours_ahead_does_not_silence_the_next_real_send() {
         ((sent + minute).timestamp_millis(), po_sync::ledger::LedgerOutcome::Upserted)
     );
 }
+
+/// A memory ledger whose `fail_write`-th write fails, transiently.
+struct FlakyLedger {
+    inner: MemoryLedger,
+    writes: std::sync::atomic::AtomicUsize,
+    fail_write: usize,
+}
+
+impl po_sync_aws::ledger::Ledger for FlakyLedger {
+    async fn read(&self, po_id: u64) -> Result<Option<po_sync::ledger::LedgerEntry>, po_sync_aws::port::PortError> {
+        self.inner.read(po_id).await
+    }
+
+    async fn write(
+        &self,
+        entry: &po_sync::ledger::LedgerEntry,
+    ) -> Result<po_sync_aws::ledger::Written, po_sync_aws::port::PortError> {
+        let n = self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.fail_write {
+            let failure = po_sync_aws::port::Failure::Transient;
+            return Err(po_sync_aws::port::PortError::new("dynamodb:PutItem", failure, "injected"));
+        }
+        self.inner.write(entry).await
+    }
+
+    async fn read_outage(
+        &self,
+        cause: OutageCause,
+    ) -> Result<Option<po_sync::outage::OutageRecord>, po_sync_aws::port::PortError> {
+        self.inner.read_outage(cause).await
+    }
+
+    async fn write_outage(
+        &self,
+        record: &po_sync::outage::OutageRecord,
+    ) -> Result<po_sync_aws::ledger::Written, po_sync_aws::port::PortError> {
+        self.inner.write_outage(record).await
+    }
+}
+
+#[tokio::test]
+async fn a_redelivery_after_a_failed_settle_does_not_queue_the_same_notification_again() {
+    let appzen = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(created()).expect(0).mount(&appzen).await;
+    let config = reconcile_config(&appzen.uri(), &[]);
+    let client = appzen_client(&config);
+    // Writes: the claim, the note of the mismatch e-mail, then the settle, which fails.
+    let ledger = FlakyLedger { inner: MemoryLedger::default(), writes: Default::default(), fail_write: 3 };
+    let reconciler: Reconciler<MemoryFifoQueue, FlakyLedger, MemoryObjectStore> =
+        Reconciler::new(config, client, MemoryFifoQueue::default(), ledger);
+    let mismatch = envelope(po_sync_tests::support::DOC_SAMPLE).to_json();
+    let delivery = batch(vec![record("m-1", "12345", 1, &mismatch)]);
+
+    let first = reconciler.process(&delivery.records[0], None).await;
+    assert!(matches!(first.outcome, Outcome::LedgerUnavailable(_)), "{first:?}");
+    assert_eq!(first.notified, [NotificationKind::ReconciliationMismatch]);
+
+    // SQS delivers it again (by then its five-minute deduplication window may be over).
+    let second = reconciler.process(&delivery.records[0], None).await;
+    assert!(matches!(second.outcome, Outcome::Held), "{second:?}");
+    assert!(second.notified.is_empty(), "the mismatch e-mail was queued by the first delivery: {second:?}");
+    let entry = reconciler.ledger().inner.entry(12345).unwrap();
+    assert_eq!(entry.latest.unwrap().outcome, po_sync::ledger::LedgerOutcome::Held);
+}
