@@ -169,8 +169,12 @@ pub struct Observation {
     pub mail: bool,
 }
 
-/// How often an open outage's `last_seen_at` is written again (every sighting would be a write per record).
-const LAST_SEEN_GRANULARITY: Duration = Duration::minutes(1);
+/// How often an open outage's `last_seen_at` is written again (every sighting would be a write per record): at
+/// most once a minute, and at least four times per quiet period, so a short retry schedule (seconds, as in
+/// tests) never lets an outage that is still going look quiet.
+fn last_seen_granularity(rules: &OutageRules) -> Duration {
+    Duration::minutes(1).min(rules.quiet / 4)
+}
 
 /// po-sync saw `cause` at `now`: opens an outage (none open), keeps it open, or makes its e-mail due.
 pub fn observe(
@@ -194,7 +198,7 @@ pub fn observe(
         return Observation { write: Some(record), mail };
     };
     let mail = open.mailed_at.is_none() && now - open.opened_at >= rules.mail_after(cause);
-    if !mail && now - open.last_seen_at < LAST_SEEN_GRANULARITY {
+    if !mail && now - open.last_seen_at < last_seen_granularity(rules) {
         return Observation { write: None, mail: false };
     }
     let mut record = open.clone();
@@ -335,5 +339,21 @@ mod tests {
             assert!(!cause.explanation().is_empty() && !cause.fix().is_empty(), "{cause:?}");
             assert_eq!(serde_json::to_value(cause).unwrap(), cause.as_str());
         }
+    }
+
+    #[test]
+    fn with_a_schedule_of_seconds_a_lasting_outage_stays_one_outage() {
+        let rules = OutageRules { quiet: Duration::seconds(2), mail_after: Duration::zero() };
+        let second = |n: i64| at(0) + Duration::milliseconds(n * 700);
+        let first = observe(None, OutageCause::Unavailable, second(0), &rules);
+        assert!(first.mail);
+        let mut current = first.write;
+        // Seen every 0.7 s for a while: kept open, never mailed again.
+        for n in 1..20 {
+            let seen = observe(current.as_ref(), OutageCause::Unavailable, second(n), &rules);
+            assert!(!seen.mail, "sighting {n}");
+            current = seen.write.or(current);
+        }
+        assert_eq!(current.unwrap().opened_at, second(0));
     }
 }
