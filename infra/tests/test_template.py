@@ -53,8 +53,8 @@ ENV_CONTRACT = {
                     "APPZEN_ENTITY_ID_FROM", "APPZEN_SUPPLIER_ID_FROM", "APPZEN_CHARGES_GL_CODE",
                     "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "LEDGER_TABLE_NAME", "RUST_LOG",
                     "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "INVOICE_MAX_BYTES",
-                    "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY", "WEBHOOK_QUEUE_URL", "RETRY_SCHEDULE",
-                    "GROUP_CONCURRENCY", "OUTAGE_EMAIL_AFTER"},
+                    "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY", "INVOICE_BUFFER_MIB", "WEBHOOK_QUEUE_URL",
+                    "RETRY_SCHEDULE", "GROUP_CONCURRENCY", "OUTAGE_EMAIL_AFTER"},
         # ARCHIVE_BUCKET is optional for the binary, not for the stack: without it invoices die with Komet's links.
         # WEBHOOK_QUEUE_URL likewise: without it a handed-back webhook waits the queue's visibility timeout, not
         # RetrySchedule, and the retry horizon shrinks to MaxReceiveCount x 12 minutes.

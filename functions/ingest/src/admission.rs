@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
 use po_sync::komet::{PayloadError, parse_webhook};
 use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
+use po_sync_aws::objects::Bytes;
 use po_sync_aws::queue::FifoMessage;
 
 /// The largest SQS message (body and attributes); SQS refuses anything larger.
@@ -80,8 +81,8 @@ pub struct Admitted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimCheck {
     pub key: String,
-    /// The envelope's JSON: exactly what the queue message would have been.
-    pub envelope_json: String,
+    /// The envelope's JSON: exactly what the queue message would have been; the upload shares this buffer.
+    pub envelope_json: Bytes,
     /// The object's user metadata (`po-id`, `po-number`, `send-id`), ASCII, for anyone browsing the bucket.
     pub metadata: Vec<(&'static str, String)>,
 }
@@ -146,7 +147,7 @@ impl Admission {
             ("po-number", metadata_text(&po_number)),
             ("send-id", metadata_text(send_id)),
         ];
-        let envelope_json = message.body;
+        let envelope_json = Bytes::from(message.body);
         Ok(Admitted {
             po_id,
             po_number,
@@ -283,7 +284,7 @@ mod tests {
             gate.admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at(), "a/b+c=").unwrap();
         let check = admitted.claim_check.expect("a claim check");
         assert_eq!(check.key, "bodies/7/a_2Fb_2Bc_3D.json");
-        let envelope = WebhookEnvelope::from_json(&check.envelope_json).unwrap();
+        let envelope = WebhookEnvelope::from_json(std::str::from_utf8(&check.envelope_json).unwrap()).unwrap();
         assert!(check.envelope_json.len() > SQS_MAX_MESSAGE_BYTES);
         assert_eq!((envelope.po.id, envelope.send_id.as_deref(), envelope.received_at), (7, Some("a/b+c="), at()));
         assert_eq!(

@@ -157,7 +157,7 @@ impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
                 Some(store) => {
                     let object = NewObject {
                         key: &check.key,
-                        bytes: check.envelope_json.as_bytes(),
+                        bytes: check.envelope_json.clone(),
                         content_type: "application/json",
                         metadata: &check.metadata,
                     };

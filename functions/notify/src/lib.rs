@@ -618,7 +618,7 @@ mod tests {
             let metadata = [];
             let object = po_sync_aws::objects::NewObject {
                 key: &key,
-                bytes: &pdf,
+                bytes: pdf.into(),
                 content_type: "application/pdf",
                 metadata: &metadata,
             };

@@ -170,8 +170,17 @@ impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
         let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.ledger_table.clone());
         let archiver = match &config.archive {
             Some(archive) => {
+                // One fetcher, so one budget of PDF bytes held at once, for every record of every invocation.
                 let fetcher = InvoiceFetcher::new(archive.policy.clone(), archive.timeout)
-                    .map_err(|e| StartupError::AppZen(AppZenSetupError::Client(e)))?;
+                    .map_err(|e| StartupError::AppZen(AppZenSetupError::Client(e)))?
+                    .with_buffer(archive.buffer_bytes);
+                if archive.buffer_bytes < archive.policy.max_bytes {
+                    tracing::warn!(
+                        "INVOICE_BUFFER_MIB ({} bytes) is less than INVOICE_MAX_BYTES ({}): larger PDFs are not archived",
+                        archive.buffer_bytes,
+                        archive.policy.max_bytes
+                    );
+                }
                 Some(InvoiceArchiver::new(fetcher, S3ObjectStore::new(aws, &archive.bucket), archive.concurrency))
             }
             None => None,

@@ -94,3 +94,50 @@ async fn komet_s_sample_links_are_noted_as_not_archived_in_the_mismatch_event() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_pdf_larger_than_the_download_budget_is_noted_and_the_po_is_still_upserted() {
+    let server = MockServer::start().await;
+    let mut large = PDF.to_vec();
+    large.resize(8 << 10, b' ');
+    Mock::given(method("GET"))
+        .and(path("/i/large.pdf"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(large))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/i/small.pdf"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(PDF))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(UPSERT_PATH))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "uuid": "u-1", "status": "CREATED" })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let body = String::from_utf8(CLEAN_PO.to_vec())
+        .unwrap()
+        .replacen("https://files.kometsales.com/invoices/01-P004410.pdf", &format!("{}/i/large.pdf", server.uri()), 1)
+        .replacen("https://files.kometsales.com/invoices/01-P004411.pdf", &format!("{}/i/small.pdf", server.uri()), 1);
+    // INVOICE_MAX_BYTES takes 1 MiB; the process may hold only 4 KiB of PDFs at once.
+    let config = reconcile_config(&server.uri(), &[]);
+    let client = appzen_client(&config);
+    let policy = FetchPolicy { hosts: vec![HostRule::Address("127.0.0.1".parse().unwrap())], max_bytes: 1 << 20 };
+    let fetcher = InvoiceFetcher::new(policy, Duration::from_secs(2)).unwrap().with_buffer(4 << 10);
+    let archiver = InvoiceArchiver::new(fetcher, MemoryObjectStore::default(), 4);
+    let reconciler =
+        Reconciler::new(config, client, MemoryFifoQueue::default(), MemoryLedger::default()).with_archiver(archiver);
+
+    let report = reconciler.process(&record(&envelope(body.as_bytes())), None).await;
+    assert!(matches!(report.outcome, Outcome::Upserted(_)), "the large PDF does not hold the PO back: {report:?}");
+    assert_eq!((report.invoices_archived, report.invoices_not_archived), (1, 1));
+    let upsert = server.received_requests().await.unwrap().into_iter().find(|r| r.method.as_str() == "POST").unwrap();
+    let sent: Value = serde_json::from_slice(&upsert.body).unwrap();
+    let invoices = &sent["custom_json"]["komet_invoices"];
+    assert_eq!(
+        invoices[0]["archive_incomplete"],
+        "larger than the 4096 bytes of invoice downloads held at once (INVOICE_BUFFER_MIB)"
+    );
+    assert!(invoices[1]["archived_file"].as_str().is_some_and(|f| f.starts_with("s3://memory-bucket/")));
+}

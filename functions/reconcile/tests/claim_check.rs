@@ -40,7 +40,7 @@ async fn store(reconciler: &MemoryReconciler, envelope: &WebhookEnvelope) -> Bod
     let bodies = reconciler.bodies().unwrap();
     let key = body_key(envelope.po.id, envelope.deduplication_id());
     let json = envelope.to_json();
-    let object = NewObject { key: &key, bytes: json.as_bytes(), content_type: "application/json", metadata: &[] };
+    let object = NewObject { key: &key, bytes: json.into(), content_type: "application/json", metadata: &[] };
     bodies.put(&object).await.unwrap();
     BodyRef::of(envelope, bodies.bucket(), key)
 }
@@ -155,7 +155,7 @@ async fn a_claim_check_whose_body_is_gone_or_another_is_poison_naming_the_key() 
     let not_an_envelope = BodyRef { key: "bodies/48213/garbage.json".into(), ..mismatched.clone() };
     let object = NewObject {
         key: &not_an_envelope.key,
-        bytes: b"{\"hello\":1}",
+        bytes: b"{\"hello\":1}".as_slice().into(),
         content_type: "application/json",
         metadata: &[],
     };

@@ -5,15 +5,23 @@
 //! (checked in the resolver, at connect time, so a DNS answer cannot point the fetch at the function's own
 //! network), the body is capped in size and must be a PDF by its bytes. Transient failures are retried within
 //! the invocation's budget; an invoice that cannot be archived is reported, never holds its PO back.
+//!
+//! Memory is bounded by one budget of PDF bytes held at once (`INVOICE_BUFFER_MIB`), shared by every download of
+//! every record the process handles. A download reserves `INVOICE_MAX_BYTES` (at most the budget) before its
+//! request, gives back all but its Content-Length once the answer's headers name one, and keeps the rest until its
+//! upload is done. Each body is read into one buffer of that size, never grown, and uploaded from that same buffer.
 
 use crate::objects::{NewObject, ObjectStore};
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use po_sync::archive::{ArchivedPdf, FetchPolicy, InvoiceArchive, NotArchived, invoice_key, is_pdf};
+use po_sync::config::reconcile::DEFAULT_INVOICE_BUFFER_MIB;
 use po_sync::komet::PurchaseOrder;
 use po_sync::message::sha256_hex;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 const MAX_REDIRECTS: usize = 3;
@@ -22,12 +30,47 @@ const ATTEMPTS: u32 = 3;
 /// Time kept back before the deadline: a download is not started, or retried, inside it.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
-/// Downloads invoice PDFs under a [`FetchPolicy`].
+/// Downloads invoice PDFs under a [`FetchPolicy`], within a budget of bytes held at once. Clones share the
+/// budget: build one per process.
 #[derive(Debug, Clone)]
 pub struct InvoiceFetcher {
     client: reqwest::Client,
     policy: Arc<FetchPolicy>,
     timeout: Duration,
+    buffer: Buffer,
+}
+
+/// The budget of PDF bytes held at once, counted in KiB (so that a reservation of up to 4 TiB fits the
+/// semaphore's `u32`).
+#[derive(Debug, Clone)]
+struct Buffer {
+    free_kib: Arc<Semaphore>,
+    kib: u32,
+}
+
+impl Buffer {
+    fn new(bytes: usize) -> Self {
+        let kib = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).clamp(1, Semaphore::MAX_PERMITS as u32);
+        Buffer { free_kib: Arc::new(Semaphore::new(kib as usize)), kib }
+    }
+
+    fn bytes(&self) -> usize {
+        self.kib as usize * 1024
+    }
+}
+
+/// KiB to reserve for `bytes` (rounded up).
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// A downloaded PDF with its share of the buffer budget, given back when this is dropped (after the upload).
+#[derive(Debug)]
+pub struct FetchedPdf {
+    /// The body, in the one buffer it was read into; the upload shares it.
+    pub bytes: Bytes,
+    /// Dropped after `bytes` (fields drop in order).
+    _reservation: OwnedSemaphorePermit,
 }
 
 /// Why a redirect was not followed.
@@ -82,15 +125,29 @@ impl InvoiceFetcher {
             // A proxy would resolve the name itself, past the address check.
             .no_proxy()
             .build()?;
-        Ok(InvoiceFetcher { client, policy, timeout })
+        let buffer = Buffer::new((DEFAULT_INVOICE_BUFFER_MIB << 20) as usize);
+        Ok(InvoiceFetcher { client, policy, timeout, buffer })
+    }
+
+    /// At most `bytes` of PDF held at once by this fetcher and its clones (`INVOICE_BUFFER_MIB`; default
+    /// [`DEFAULT_INVOICE_BUFFER_MIB`]), whole KiB. A PDF larger than this is not archived.
+    pub fn with_buffer(mut self, bytes: usize) -> Self {
+        self.buffer = Buffer::new(bytes);
+        self
     }
 
     pub fn policy(&self) -> &FetchPolicy {
         &self.policy
     }
 
-    /// The PDF behind `link`, retrying transient failures while the deadline allows.
-    pub async fn fetch(&self, link: &str, deadline: Option<Instant>) -> Result<Vec<u8>, NotArchived> {
+    /// The budget of PDF bytes held at once.
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer.bytes()
+    }
+
+    /// The PDF behind `link`, retrying transient failures while the deadline allows. The PDF keeps its share of
+    /// the buffer budget until it is dropped.
+    pub async fn fetch(&self, link: &str, deadline: Option<Instant>) -> Result<FetchedPdf, NotArchived> {
         let url = self.policy.parse_link(link)?;
         let mut last = NotArchived::Unavailable("not attempted: the invocation ran out of time".to_owned());
         for attempt in 0..ATTEMPTS {
@@ -100,7 +157,7 @@ impl InvoiceFetcher {
             if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) <= DEADLINE_MARGIN + self.timeout) {
                 return Err(last);
             }
-            match self.fetch_once(&url).await {
+            match self.fetch_once(&url, deadline).await {
                 Ok(pdf) => return Ok(pdf),
                 Err(error) if error.is_transient() => last = error,
                 Err(error) => return Err(error),
@@ -109,7 +166,13 @@ impl InvoiceFetcher {
         Err(last)
     }
 
-    async fn fetch_once(&self, url: &url::Url) -> Result<Vec<u8>, NotArchived> {
+    async fn fetch_once(&self, url: &url::Url, deadline: Option<Instant>) -> Result<FetchedPdf, NotArchived> {
+        let max = self.policy.max_bytes;
+        let budget = self.buffer.bytes();
+        // Before the request: what the body may hold while its length is unknown. Reserved first, so that a
+        // response is never left unread waiting for room, and its timeout never runs while it waits.
+        let mut reserved = max.min(budget);
+        let mut reservation = self.reserve(reserved, deadline).await?;
         let mut response = self.client.get(url.clone()).timeout(self.timeout).send().await.map_err(classify)?;
         let status = response.status().as_u16();
         match status {
@@ -122,15 +185,39 @@ impl InvoiceFetcher {
             }
             _ => return Err(NotArchived::Gone(format!("the invoice server refused the download (HTTP {status})"))),
         }
-        let max = self.policy.max_bytes;
         let too_large = || NotArchived::NotAPdf(format!("larger than {max} bytes (INVOICE_MAX_BYTES)"));
-        if response.content_length().is_some_and(|length| length > max as u64) {
+        let over_budget = || {
+            NotArchived::NotAPdf(format!(
+                "larger than the {budget} bytes of invoice downloads held at once (INVOICE_BUFFER_MIB)"
+            ))
+        };
+        let length = response.content_length();
+        if length.is_some_and(|length| length > max as u64) {
             return Err(too_large());
         }
-        let mut body = Vec::new();
+        if length.is_some_and(|length| length > budget as u64) {
+            return Err(over_budget());
+        }
+        if let Some(length) = length {
+            // Known length: keep only what it needs, and give the rest back to the other downloads.
+            reserved = length as usize;
+            let excess = reservation.num_permits().saturating_sub(kib(reserved) as usize);
+            drop(reservation.split(excess));
+        }
+        // One buffer of the size the body may have, never grown: untouched capacity is not resident.
+        let mut body = BytesMut::with_capacity(reserved);
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > max {
+            let held = body.len() + chunk.len();
+            if held > max {
                 return Err(too_large());
+            }
+            if held > budget {
+                return Err(over_budget());
+            }
+            if held > reserved {
+                return Err(NotArchived::Unavailable(format!(
+                    "the invoice server sent more than the {reserved} bytes it announced"
+                )));
             }
             body.extend_from_slice(&chunk);
         }
@@ -145,7 +232,28 @@ impl InvoiceFetcher {
                 body.len()
             )));
         }
-        Ok(body)
+        Ok(FetchedPdf { bytes: body.freeze(), _reservation: reservation })
+    }
+
+    /// Room for `bytes` in the buffer budget, waiting for other downloads to give theirs back; no longer than
+    /// the deadline leaves time for the download itself.
+    async fn reserve(&self, bytes: usize, deadline: Option<Instant>) -> Result<OwnedSemaphorePermit, NotArchived> {
+        let acquire = self.buffer.free_kib.clone().acquire_many_owned(kib(bytes));
+        let acquired = match deadline {
+            None => acquire.await,
+            Some(deadline) => {
+                let latest = deadline.checked_sub(DEADLINE_MARGIN + self.timeout).unwrap_or_else(Instant::now);
+                tokio::time::timeout_at(latest, acquire).await.map_err(|_| {
+                    NotArchived::Unavailable(
+                        "not attempted: the invocation ran out of time waiting for room among the invoice downloads \
+                         (INVOICE_BUFFER_MIB)"
+                            .to_owned(),
+                    )
+                })?
+            }
+        };
+        // The semaphore is never closed.
+        acquired.map_err(|_| NotArchived::Unavailable("the invoice download budget is closed".to_owned()))
     }
 }
 
@@ -221,10 +329,12 @@ impl<S: ObjectStore> InvoiceArchiver<S> {
         link: &str,
         deadline: Option<Instant>,
     ) -> Result<ArchivedPdf, NotArchived> {
+        // Holds its share of the buffer budget until the upload below is done.
         let pdf = self.fetcher.fetch(link, deadline).await?;
-        let sha256 = sha256_hex(&pdf);
+        let sha256 = sha256_hex(&pdf.bytes);
         let key = invoice_key(po.id, invoice_number, &sha256);
-        let archived = ArchivedPdf { bucket: self.store.bucket().to_owned(), key, sha256, bytes: pdf.len() as u64 };
+        let archived =
+            ArchivedPdf { bucket: self.store.bucket().to_owned(), key, sha256, bytes: pdf.bytes.len() as u64 };
         let bucket_failed =
             |e: crate::port::PortError| NotArchived::Unavailable(format!("the archive bucket failed: {e}"));
         // Named by content: the same PDF again (a re-run, a redelivery) is not uploaded twice.
@@ -237,9 +347,15 @@ impl<S: ObjectStore> InvoiceArchiver<S> {
             ("invoice-number", ascii(invoice_number)),
             ("source-url", ascii(link)),
         ];
-        let object =
-            NewObject { key: &archived.key, bytes: &pdf, content_type: "application/pdf", metadata: &metadata };
+        // The upload shares the download's buffer: no second copy.
+        let object = NewObject {
+            key: &archived.key,
+            bytes: pdf.bytes.clone(),
+            content_type: "application/pdf",
+            metadata: &metadata,
+        };
         self.store.put(&object).await.map_err(bucket_failed)?;
+        drop((object, pdf));
         Ok(archived)
     }
 }

@@ -7,11 +7,15 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
+/// The bytes of an object to store: shared, not copied, by the upload (and by its retries).
+pub use bytes::Bytes;
+
 /// One object to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewObject<'a> {
     pub key: &'a str,
-    pub bytes: &'a [u8],
+    /// `Bytes`, so that S3's request body is the caller's buffer itself, not a copy of it.
+    pub bytes: Bytes,
     pub content_type: &'a str,
     /// User metadata (`x-amz-meta-*`): ASCII names and values.
     pub metadata: &'a [(&'a str, String)],
@@ -87,7 +91,7 @@ impl ObjectStore for S3ObjectStore {
             .bucket(&self.bucket)
             .key(object.key)
             .content_type(object.content_type)
-            .body(ByteStream::from(object.bytes.to_vec()));
+            .body(ByteStream::from(object.bytes.clone()));
         for (name, value) in object.metadata {
             request = request.metadata(*name, value);
         }

@@ -135,3 +135,212 @@ async fn an_allowed_name_that_resolves_to_a_private_address_is_refused_at_connec
     let refused = fetcher.fetch("https://localhost:9/invoice.pdf", None).await.unwrap_err();
     assert_eq!(refused, NotArchived::Refused("host localhost resolves only to non-public addresses".into()));
 }
+
+/// How a [`SlowServer`] frames a body: with a `Content-Length`, or chunked (length unknown until the end).
+#[derive(Clone, Copy)]
+enum Framing {
+    Length,
+    Chunked,
+}
+
+/// A file server on 127.0.0.1 that sends each body in eight pieces, `pause` apart, and counts the requests it is
+/// answering at once. A request counts from its arrival until just before its last piece is written: the client
+/// cannot have the whole body before that, so the count can only be lower than what the client holds.
+struct SlowServer {
+    base: String,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SlowServer {
+    fn start(files: Vec<(&'static str, Vec<u8>, Framing)>, pause: Duration) -> SlowServer {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let files: Arc<Vec<_>> = Arc::new(files);
+        let server = SlowServer {
+            base,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            most_in_flight: Arc::new(AtomicUsize::new(0)),
+            served: Arc::new(AtomicUsize::new(0)),
+        };
+        let counters = (server.in_flight.clone(), server.most_in_flight.clone(), server.served.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (files, counters) = (files.clone(), counters.clone());
+                std::thread::spawn(move || {
+                    let _ = SlowServer::serve(stream, &files, &counters, pause);
+                });
+            }
+        });
+        server
+    }
+
+    fn serve(
+        stream: std::net::TcpStream,
+        files: &[(&'static str, Vec<u8>, Framing)],
+        (in_flight, most, served): &(
+            std::sync::Arc<std::sync::atomic::AtomicUsize>,
+            std::sync::Arc<std::sync::atomic::AtomicUsize>,
+            std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        ),
+        pause: Duration,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut reader = std::io::BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        loop {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line)? == 0 {
+                return Ok(());
+            }
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header)?;
+                if header.trim_end().is_empty() {
+                    break;
+                }
+            }
+            let now = in_flight.fetch_add(1, SeqCst) + 1;
+            most.fetch_max(now, SeqCst);
+            served.fetch_add(1, SeqCst);
+            let path = request_line.split_whitespace().nth(1).unwrap_or_default();
+            let Some((_, body, framing)) = files.iter().find(|(p, ..)| *p == path) else {
+                in_flight.fetch_sub(1, SeqCst);
+                write!(writer, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+                continue;
+            };
+            let pieces: Vec<&[u8]> = body.chunks(body.len().div_ceil(8).max(1)).collect();
+            match framing {
+                Framing::Length => write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )?,
+                Framing::Chunked => write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )?,
+            }
+            for (index, piece) in pieces.iter().enumerate() {
+                writer.flush()?;
+                std::thread::sleep(pause);
+                if index + 1 == pieces.len() {
+                    in_flight.fetch_sub(1, SeqCst);
+                }
+                match framing {
+                    Framing::Length => writer.write_all(piece)?,
+                    Framing::Chunked => {
+                        write!(writer, "{:x}\r\n", piece.len())?;
+                        writer.write_all(piece)?;
+                        writer.write_all(b"\r\n")?;
+                    }
+                }
+            }
+            if let Framing::Chunked = framing {
+                writer.write_all(b"0\r\n\r\n")?;
+            }
+            writer.flush()?;
+        }
+    }
+
+    fn link(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A PDF of `bytes` bytes, told apart by `tag`.
+fn pdf_of(bytes: usize, tag: u8) -> Vec<u8> {
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.resize(bytes, tag);
+    pdf
+}
+
+fn budgeted_archiver(max_bytes: usize, buffer_bytes: usize) -> InvoiceArchiver<MemoryObjectStore> {
+    let fetcher = InvoiceFetcher::new(policy(max_bytes), Duration::from_secs(5)).unwrap().with_buffer(buffer_bytes);
+    assert_eq!(fetcher.buffer_bytes(), buffer_bytes);
+    InvoiceArchiver::new(fetcher, MemoryObjectStore::default(), 4)
+}
+
+#[tokio::test]
+async fn one_buffer_budget_bounds_the_bodies_held_at_once_across_every_record() {
+    const PDF_BYTES: usize = 64 << 10;
+    let paths = ["/a/1.pdf", "/a/2.pdf", "/b/1.pdf", "/b/2.pdf", "/c/1.pdf", "/c/2.pdf"];
+    let files = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let framing = if i % 2 == 0 { Framing::Length } else { Framing::Chunked };
+            (*path, pdf_of(PDF_BYTES, b'a' + i as u8), framing)
+        })
+        .collect();
+    let server = SlowServer::start(files, Duration::from_millis(15));
+    // Room for two PDFs; six downloads of three records (POs) at once, each record allowing four at a time.
+    let archiver = budgeted_archiver(PDF_BYTES, 2 * PDF_BYTES);
+    let pos: Vec<_> =
+        paths.chunks(2).map(|pair| po_with_links([&server.link(pair[0]), &server.link(pair[1])])).collect();
+
+    let (a, b, c) =
+        tokio::join!(archiver.archive(&pos[0], None), archiver.archive(&pos[1], None), archiver.archive(&pos[2], None));
+
+    let outcomes: Vec<_> = [a, b, c].into_iter().flatten().map(|archive| archive.outcome).collect();
+    assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|pdf| pdf.bytes == PDF_BYTES as u64)), "{outcomes:?}");
+    assert_eq!((server.served(), archiver.store().puts()), (6, 6));
+    assert!(server.most_in_flight() <= 2, "{} bodies were held at once", server.most_in_flight());
+}
+
+#[tokio::test]
+async fn a_pdf_larger_than_the_budget_is_not_archived_and_gives_its_room_back() {
+    let big = pdf_of(100 << 10, b'b');
+    let files = vec![
+        ("/announced.pdf", big.clone(), Framing::Length),
+        ("/streamed.pdf", big, Framing::Chunked),
+        ("/small-1.pdf", pdf_of(40 << 10, b'1'), Framing::Length),
+        ("/small-2.pdf", pdf_of(40 << 10, b'2'), Framing::Chunked),
+    ];
+    let server = SlowServer::start(files, Duration::ZERO);
+    // INVOICE_MAX_BYTES would take them; the budget of 64 KiB cannot.
+    let archiver = budgeted_archiver(1 << 20, 64 << 10);
+    let po = po_with_links([&server.link("/announced.pdf"), &server.link("/streamed.pdf")]);
+    let over = NotArchived::NotAPdf(
+        "larger than the 65536 bytes of invoice downloads held at once (INVOICE_BUFFER_MIB)".into(),
+    );
+    let outcomes: Vec<_> = archiver.archive(&po, None).await.into_iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Err(over.clone()), Err(over)], "refused by its Content-Length, or while it streams");
+    assert!(archiver.store().keys().is_empty());
+
+    // Nothing of the refused downloads is still reserved: two PDFs that fit go through, one after the other.
+    let po = po_with_links([&server.link("/small-1.pdf"), &server.link("/small-2.pdf")]);
+    let outcomes: Vec<_> = archiver.archive(&po, None).await.into_iter().map(|a| a.outcome).collect();
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(archiver.store().puts(), 2);
+}
+
+#[tokio::test]
+async fn a_download_that_cannot_get_room_before_the_deadline_is_reported_not_awaited() {
+    let files =
+        vec![("/1.pdf", pdf_of(64 << 10, b'1'), Framing::Length), ("/2.pdf", pdf_of(64 << 10, b'2'), Framing::Length)];
+    // Each body takes about 0.8 s; the budget holds one; the deadline leaves 300 ms to wait for room.
+    let server = SlowServer::start(files, Duration::from_millis(100));
+    let fetcher = InvoiceFetcher::new(policy(64 << 10), Duration::from_secs(2)).unwrap().with_buffer(64 << 10);
+    let archiver = InvoiceArchiver::new(fetcher, MemoryObjectStore::default(), 4);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5 + 2) + Duration::from_millis(300);
+    let po = po_with_links([&server.link("/1.pdf"), &server.link("/2.pdf")]);
+    let mut outcomes: Vec<_> = archiver.archive(&po, Some(deadline)).await.into_iter().map(|a| a.outcome).collect();
+    outcomes.sort_by_key(Result::is_ok);
+    let Err(NotArchived::Unavailable(why)) = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert!(why.contains("ran out of time waiting for room") && why.contains("INVOICE_BUFFER_MIB"), "{why}");
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    assert_eq!(server.served(), 1, "the second download was never requested");
+}

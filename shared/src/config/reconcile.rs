@@ -68,9 +68,18 @@ pub struct ArchiveConfig {
     pub policy: FetchPolicy,
     /// Per download (`INVOICE_TIMEOUT_MS`).
     pub timeout: Duration,
-    /// Downloads at once (`INVOICE_CONCURRENCY`).
+    /// Downloads at once per record (`INVOICE_CONCURRENCY`).
     pub concurrency: usize,
+    /// PDF bytes held at once by all downloads of the process together, until their uploads are done
+    /// (`INVOICE_BUFFER_MIB`, in bytes here).
+    pub buffer_bytes: usize,
 }
+
+/// `INVOICE_BUFFER_MIB`: three PDFs of the largest default size (`INVOICE_MAX_BYTES`, 20 MiB) at once. In
+/// reconcile's 256 MB: its own baseline (runtime, clients; 12 MB measured), five POs of up to about 15 MB each
+/// being mapped (`GROUP_CONCURRENCY`) and 64 MiB of PDFs come to about 155 MB, leaving 100 MB for the
+/// allocator's slack, the HTTP clients' buffers and TLS (docs/performance.md, "Invoice archiving").
+pub const DEFAULT_INVOICE_BUFFER_MIB: u64 = 64;
 
 /// Where the AppZen credentials come from.
 #[derive(Debug, Clone)]
@@ -157,6 +166,8 @@ fn archive(env: &impl Env) -> Result<Option<ArchiveConfig>, ConfigError> {
         },
         timeout: Duration::from_millis(parsed_or(env, "INVOICE_TIMEOUT_MS", 10_000, number_in(100..=120_000))?),
         concurrency: parsed_or(env, "INVOICE_CONCURRENCY", 4, number_in(1..=16))? as usize,
+        buffer_bytes: (parsed_or(env, "INVOICE_BUFFER_MIB", DEFAULT_INVOICE_BUFFER_MIB, number_in(1..=10_240))? << 20)
+            as usize,
     }))
 }
 
@@ -369,18 +380,21 @@ mod tests {
             (archive.policy.max_bytes, archive.timeout, archive.concurrency),
             (20 << 20, Duration::from_secs(10), 4)
         );
+        assert_eq!(archive.buffer_bytes, 64 << 20);
         let tuned = ReconcileConfig::from_env(&with(&[
             ("ARCHIVE_BUCKET", "b"),
             ("INVOICE_HOSTS", "127.0.0.1"),
             ("INVOICE_MAX_BYTES", "2048"),
             ("INVOICE_TIMEOUT_MS", "500"),
             ("INVOICE_CONCURRENCY", "2"),
+            ("INVOICE_BUFFER_MIB", "48"),
         ]))
         .unwrap()
         .archive
         .unwrap();
         assert_eq!(tuned.policy.hosts, vec![HostRule::Address("127.0.0.1".parse().unwrap())]);
         assert_eq!((tuned.policy.max_bytes, tuned.timeout, tuned.concurrency), (2048, Duration::from_millis(500), 2));
+        assert_eq!(tuned.buffer_bytes, 48 << 20);
         assert!(
             error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_HOSTS", "localhost")])
                 .starts_with("configuration INVOICE_HOSTS: ")
@@ -389,6 +403,13 @@ mod tests {
             error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_CONCURRENCY", "0")])
                 .starts_with("configuration INVOICE_CONCURRENCY: ")
         );
+        for value in ["0", "10241", "64MiB", "-1"] {
+            let error = error(&[("ARCHIVE_BUCKET", "b"), ("INVOICE_BUFFER_MIB", value)]);
+            assert!(
+                error.starts_with("configuration INVOICE_BUFFER_MIB: expected a whole number from 1 to 10240"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

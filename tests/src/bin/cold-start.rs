@@ -3,6 +3,7 @@
 //! ```text
 //! cold-start ingest|reconcile|notify BINARY [RUNS]         # init time, median of RUNS (default 20)
 //! cold-start ingest|reconcile|notify BINARY --event PO     # peak RSS while handling one event built from PO
+//! cold-start reconcile BINARY --event PO --invoices N --pdf-mib M   # … whose first N invoices link M-MiB PDFs
 //! ```
 //!
 //! Init time is measured from spawning the process until it first asks the Runtime API for an event
@@ -13,8 +14,15 @@
 //! (`wait4`'s `ru_maxrss`) once the function asks for its next event. Everything listens on 127.0.0.1 only;
 //! the child is killed by PID.
 //!
+//! With `--invoices N --pdf-mib M` (reconcile only), the first N invoices of PO link PDFs of M MiB on the fake
+//! (`http://127.0.0.1:PORT/invoices/I.pdf`), which sends each with its Content-Length in 64 pieces over about two
+//! seconds, so that the downloads overlap; reconcile gets `ARCHIVE_BUCKET` and `INVOICE_HOSTS=127.0.0.1`, and the
+//! fake answers the archive's S3 `HeadObject` with 404 (not archived yet) and its `PutObject` with 200. The line
+//! then also says how many PDFs were served and how many objects were put.
+//!
 //! Prints one JSON line, e.g. `{"function":"ingest","runs":20,"init_median_ms":4.1,"init_min_ms":3.6,"init_max_ms":6.0}`
 //! or `{"function":"reconcile","event_bytes":…,"response":"…","max_rss_kb":…}`.
+//! Extra environment for the function under test: `--env NAME=VALUE` (repeatable, after `--event`).
 
 use po_sync::komet::parse_webhook;
 use po_sync::message::{NotificationDetail, NotificationEvent, WebhookEnvelope};
@@ -22,11 +30,32 @@ use po_sync::reconcile::{Discrepancy, Rule, Tolerance, reconcile};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "cold-start-bench-token";
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+const ARCHIVE_BUCKET: &str = "po-sync-bench-archive";
+/// Each PDF is sent in this many pieces, `PDF_PAUSE` apart: about two seconds per PDF, whatever its size.
+const PDF_PIECES: usize = 64;
+const PDF_PAUSE: Duration = Duration::from_millis(30);
+
+/// The invoice PDFs the fake serves, and what the archive did with them.
+#[derive(Default)]
+struct Invoices {
+    count: usize,
+    pdf_bytes: usize,
+    served: AtomicUsize,
+    put: AtomicUsize,
+}
+
+/// What `--event` asks for.
+struct EventRun {
+    po_file: String,
+    invoices: Arc<Invoices>,
+    env: Vec<(String, String)>,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Function {
@@ -52,8 +81,8 @@ fn main() -> ExitCode {
     let Some(binary) = args.get(1) else { return usage() };
     let name = args[0].as_str();
     let result = match args.get(2).map(String::as_str) {
-        Some("--event") => match args.get(3) {
-            Some(po) => peak_memory(function, name, binary, po),
+        Some("--event") => match event_run(function, &args[3..]) {
+            Some(run) => peak_memory(function, name, binary, &run),
             None => return usage(),
         },
         Some(runs) => match runs.parse::<usize>() {
@@ -75,16 +104,49 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cold-start ingest|reconcile|notify BINARY [RUNS | --event KOMET_BODY_FILE]");
+    eprintln!(
+        "usage: cold-start ingest|reconcile|notify BINARY [RUNS | --event KOMET_BODY_FILE [--env NAME=VALUE]…]\n       \
+         cold-start reconcile BINARY --event KOMET_BODY_FILE --invoices N --pdf-mib M [--env NAME=VALUE]…"
+    );
     ExitCode::from(2)
+}
+
+/// `KOMET_BODY_FILE [--invoices N --pdf-mib M] [--env NAME=VALUE]…`; `None` when malformed.
+fn event_run(function: Function, args: &[String]) -> Option<EventRun> {
+    let (po_file, mut rest) = args.split_first()?;
+    let mut run = EventRun { po_file: po_file.clone(), invoices: Arc::default(), env: Vec::new() };
+    let (mut count, mut mib) = (None, None);
+    while let [option, value, tail @ ..] = rest {
+        match option.as_str() {
+            "--invoices" => count = Some(value.parse::<usize>().ok().filter(|n| (1..=100).contains(n))?),
+            "--pdf-mib" => mib = Some(value.parse::<usize>().ok().filter(|m| (1..=100).contains(m))?),
+            "--env" => {
+                let (name, value) = value.split_once('=')?;
+                run.env.push((name.to_owned(), value.to_owned()));
+            }
+            _ => return None,
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    match (count, mib) {
+        (None, None) => {}
+        (Some(count), Some(mib)) if function == Function::Reconcile => {
+            run.invoices = Arc::new(Invoices { count, pdf_bytes: mib << 20, ..Invoices::default() });
+        }
+        _ => return None,
+    }
+    Some(run)
 }
 
 fn init_time(function: Function, name: &str, binary: &str, runs: usize) -> Result<String, String> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let fake = Fake::start(None)?;
+        let fake = Fake::start(None, Arc::default())?;
         let started = Instant::now();
-        let mut child = spawn(function, binary, fake.port)?;
+        let mut child = spawn(function, binary, fake.port, &[], false)?;
         let first = fake.seen.recv_timeout(Duration::from_secs(10));
         kill(&mut child);
         match first {
@@ -102,12 +164,19 @@ fn init_time(function: Function, name: &str, binary: &str, runs: usize) -> Resul
     ))
 }
 
-fn peak_memory(function: Function, name: &str, binary: &str, po_file: &str) -> Result<String, String> {
+fn peak_memory(function: Function, name: &str, binary: &str, run: &EventRun) -> Result<String, String> {
+    let po_file = &run.po_file;
     let body = std::fs::read(po_file).map_err(|e| format!("cannot read {po_file}: {e}"))?;
+    // The links name the fake's port, which is known once it listens: the event is handed over after.
+    let fake = Fake::start(None, run.invoices.clone())?;
+    let body = with_invoice_links(&body, run.invoices.count, fake.port)?;
     let event = event_for(function, &body)?;
     let event_bytes = event.len();
-    let fake = Fake::start(Some(event))?;
-    let mut child = spawn(function, binary, fake.port)?;
+    if let Ok(mut slot) = fake.event.lock() {
+        *slot = Some(event);
+    }
+    let archive = run.invoices.count > 0;
+    let mut child = spawn(function, binary, fake.port, &run.env, archive)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut nexts, mut response) = (0, None);
     while nexts < 2 {
@@ -125,12 +194,47 @@ fn peak_memory(function: Function, name: &str, binary: &str, po_file: &str) -> R
     let max_rss_kb = kill_and_reap_max_rss(&mut child);
     let response = response.unwrap_or_default();
     let response: String = response.chars().take(200).collect::<String>().replace(['"', '\\'], "'");
+    let invoices = &run.invoices;
+    let archive = if archive {
+        format!(
+            r#","invoices":{},"pdf_bytes":{},"pdfs_served":{},"objects_put":{}"#,
+            invoices.count,
+            invoices.pdf_bytes,
+            invoices.served.load(Ordering::SeqCst),
+            invoices.put.load(Ordering::SeqCst)
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        r#"{{"function":"{name}","event_bytes":{event_bytes},"response":"{response}","max_rss_kb":{max_rss_kb}}}"#
+        r#"{{"function":"{name}","event_bytes":{event_bytes},"response":"{response}"{archive},"max_rss_kb":{max_rss_kb}}}"#
     ))
 }
 
-fn spawn(function: Function, binary: &str, port: u16) -> Result<Child, String> {
+/// The Komet body with its first `count` invoices linking the fake's PDFs.
+fn with_invoice_links(body: &[u8], count: usize, port: u16) -> Result<Vec<u8>, String> {
+    if count == 0 {
+        return Ok(body.to_vec());
+    }
+    let mut po: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let invoices = po
+        .get_mut("vendorInvoices")
+        .and_then(serde_json::Value::as_array_mut)
+        .filter(|invoices| invoices.len() >= count)
+        .ok_or_else(|| format!("--invoices {count}: the PO has fewer vendorInvoices"))?;
+    for (index, invoice) in invoices.iter_mut().take(count).enumerate() {
+        invoice["file"] = format!("http://127.0.0.1:{port}/invoices/{index}.pdf").into();
+    }
+    Ok(po.to_string().into_bytes())
+}
+
+fn spawn(
+    function: Function,
+    binary: &str,
+    port: u16,
+    env: &[(String, String)],
+    archive: bool,
+) -> Result<Child, String> {
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut command = Command::new(binary);
     command
@@ -160,6 +264,7 @@ fn spawn(function: Function, binary: &str, port: u16) -> Result<Child, String> {
             .env("MAX_BODY_BYTES", (6 * 1_048_576).to_string()),
         Function::Reconcile => command
             .env("NOTIFY_QUEUE_URL", format!("{queue}/notifications.fifo"))
+            .env("LEDGER_TABLE_NAME", "po-sync-bench-ledger")
             .env("RECONCILE_POLICY", "block")
             .env("APPZEN_BASE_URL", &endpoint)
             .env("APPZEN_API_KEY", "key")
@@ -169,6 +274,10 @@ fn spawn(function: Function, binary: &str, port: u16) -> Result<Child, String> {
             .env("NOTIFY_FROM", "po-sync <ap-alerts@example.com>")
             .env("NOTIFY_TO", "buyer@example.com,ap@example.com"),
     };
+    if archive {
+        command.env("ARCHIVE_BUCKET", ARCHIVE_BUCKET).env("INVOICE_HOSTS", "127.0.0.1");
+    }
+    command.envs(env.iter().map(|(name, value)| (name, value)));
     command.spawn().map_err(|e| format!("cannot start {binary}: {e}"))
 }
 
@@ -264,27 +373,29 @@ fn event_for(function: Function, body: &[u8]) -> Result<Vec<u8>, String> {
     Ok(event.to_string().into_bytes())
 }
 
-/// The fake Runtime API (plus AppZen, SQS and SES stand-ins) on one 127.0.0.1 port.
+/// The fake Runtime API (plus AppZen, SQS, SES, S3 and invoice-server stand-ins) on one 127.0.0.1 port.
 struct Fake {
     port: u16,
     seen: mpsc::Receiver<Seen>,
+    event: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl Fake {
-    fn start(event: Option<Vec<u8>>) -> Result<Fake, String> {
+    fn start(event: Option<Vec<u8>>, invoices: Arc<Invoices>) -> Result<Fake, String> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let (tx, seen) = mpsc::channel();
-        let event = std::sync::Arc::new(std::sync::Mutex::new(event));
+        let event = Arc::new(std::sync::Mutex::new(event));
+        let shared = event.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (tx, event) = (tx.clone(), event.clone());
+                let (tx, event, invoices) = (tx.clone(), shared.clone(), invoices.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &tx, &event);
+                    let _ = serve(stream, &tx, &event, &invoices);
                 });
             }
         });
-        Ok(Fake { port, seen })
+        Ok(Fake { port, seen, event })
     }
 
     fn log_hint(&self) -> &'static str {
@@ -292,7 +403,12 @@ impl Fake {
     }
 }
 
-fn serve(stream: TcpStream, tx: &mpsc::Sender<Seen>, event: &std::sync::Mutex<Option<Vec<u8>>>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    tx: &mpsc::Sender<Seen>,
+    event: &std::sync::Mutex<Option<Vec<u8>>>,
+    invoices: &Invoices,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     loop {
@@ -301,7 +417,7 @@ fn serve(stream: TcpStream, tx: &mpsc::Sender<Seen>, event: &std::sync::Mutex<Op
             return Ok(());
         }
         let now = Instant::now();
-        let (mut length, mut chunked) = (0usize, false);
+        let (mut length, mut chunked, mut expect_continue) = (0usize, false, false);
         loop {
             let mut line = String::new();
             reader.read_line(&mut line)?;
@@ -313,14 +429,46 @@ fn serve(stream: TcpStream, tx: &mpsc::Sender<Seen>, event: &std::sync::Mutex<Op
                 match name.trim().to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse().unwrap_or(0),
                     "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+                    "expect" => expect_continue = value.trim().eq_ignore_ascii_case("100-continue"),
                     _ => {}
                 }
             }
         }
-        let body = if chunked { read_chunked(&mut reader)? } else { read_exact(&mut reader, length)? };
         let mut parts = request_line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        if method == "GET" && path == NEXT {
+        if expect_continue {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            writer.flush()?;
+        }
+        let archive_object = path.starts_with(&format!("/{ARCHIVE_BUCKET}/"));
+        let body = if method == "PUT" && archive_object {
+            // An archived PDF: read and dropped, never held.
+            if chunked {
+                read_chunked(&mut reader)?;
+            } else {
+                std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
+            }
+            Vec::new()
+        } else if chunked {
+            read_chunked(&mut reader)?
+        } else {
+            read_exact(&mut reader, length)?
+        };
+        if method == "HEAD" && archive_object {
+            // S3 HeadObject: not archived yet.
+            write!(writer, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nx-amz-request-id: bench\r\n\r\n")?;
+            writer.flush()?;
+        } else if method == "PUT" && archive_object {
+            invoices.put.fetch_add(1, Ordering::SeqCst);
+            write!(
+                writer,
+                "HTTP/1.1 200 OK\r\nETag: \"bench\"\r\nContent-Length: 0\r\nx-amz-request-id: bench\r\n\r\n"
+            )?;
+            writer.flush()?;
+        } else if method == "GET" && path.starts_with("/invoices/") {
+            invoices.served.fetch_add(1, Ordering::SeqCst);
+            send_pdf(&mut writer, path, invoices.pdf_bytes)?;
+        } else if method == "GET" && path == NEXT {
             let _ = tx.send(Seen::Next(now));
             // Serve the one event, if any; otherwise hold the request open as Lambda does while idle.
             let next = event.lock().ok().and_then(|mut e| e.take());
@@ -362,6 +510,21 @@ fn serve(stream: TcpStream, tx: &mpsc::Sender<Seen>, event: &std::sync::Mutex<Op
             respond(&mut writer, "200 OK", "", "application/x-amz-json-1.0", answer)?;
         }
     }
+}
+
+/// A PDF of `bytes` bytes (filled by the path, so that each has its own content), with its Content-Length, in
+/// `PDF_PIECES` pieces `PDF_PAUSE` apart.
+fn send_pdf(writer: &mut TcpStream, path: &str, bytes: usize) -> std::io::Result<()> {
+    let fill = path.bytes().fold(b'a', |sum, b| sum.wrapping_add(b));
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.resize(bytes.max(pdf.len()), fill);
+    write!(writer, "HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Length: {}\r\n\r\n", pdf.len())?;
+    for piece in pdf.chunks(pdf.len().div_ceil(PDF_PIECES)) {
+        writer.write_all(piece)?;
+        writer.flush()?;
+        std::thread::sleep(PDF_PAUSE);
+    }
+    Ok(())
 }
 
 fn read_exact(reader: &mut impl Read, length: usize) -> std::io::Result<Vec<u8>> {
