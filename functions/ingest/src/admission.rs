@@ -265,9 +265,13 @@ mod tests {
 
     #[test]
     fn a_po_larger_than_sqs_takes_is_refused_not_retried() {
-        let invoice = r#"{"invoiceNumber": "I", "invoiceAmount": 1, "purchaseOrderItems": [{"totalCost": 1}]}"#;
-        let invoices = vec![invoice; 20_000].join(",");
-        let body = format!(r#"{{"id": 1, "poNumber": "P1", "total": 20000, "vendorInvoices": [{invoices}]}}"#);
+        // Within the reader's limits (1,000 invoices, 1,024-character links), over SQS's 1 MiB.
+        let invoice = format!(
+            r#"{{"invoiceNumber": "I", "invoiceAmount": 1, "file": "https://files.kometsales.com/{}", "purchaseOrderItems": [{{"totalCost": 1}}]}}"#,
+            "x".repeat(990)
+        );
+        let invoices = vec![invoice; 1_000].join(",");
+        let body = format!(r#"{{"id": 1, "poNumber": "P1", "total": 1000, "vendorInvoices": [{invoices}]}}"#);
         let e = admission(4 << 20)
             .admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at(), "r")
             .unwrap_err();
@@ -276,9 +280,13 @@ mod tests {
 
     #[test]
     fn with_a_bucket_a_po_larger_than_sqs_takes_becomes_a_claim_check_for_its_envelope() {
-        let invoice = r#"{"invoiceNumber": "I", "invoiceAmount": 1, "purchaseOrderItems": [{"totalCost": 1}]}"#;
-        let invoices = vec![invoice; 20_000].join(",");
-        let body = format!(r#"{{"id": 7, "poNumber": "P-é7", "total": 20000, "vendorInvoices": [{invoices}]}}"#);
+        // Within the reader's limits (1,000 invoices, 1,024-character links), over SQS's 1 MiB.
+        let invoice = format!(
+            r#"{{"invoiceNumber": "I", "invoiceAmount": 1, "file": "https://files.kometsales.com/{}", "purchaseOrderItems": [{{"totalCost": 1}}]}}"#,
+            "x".repeat(990)
+        );
+        let invoices = vec![invoice; 1_000].join(",");
+        let body = format!(r#"{{"id": 7, "poNumber": "P-é7", "total": 1000, "vendorInvoices": [{invoices}]}}"#);
         let gate = Admission { claim_check_bucket: Some("archive".into()), ..admission(4 << 20) };
         let admitted =
             gate.admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at(), "a/b+c=").unwrap();

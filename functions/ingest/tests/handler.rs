@@ -221,12 +221,39 @@ async fn a_queue_that_cannot_take_the_message_is_503_for_komet_to_retry() {
     assert!(ingest.queue.messages().is_empty());
 }
 
-/// A valid PO of `invoices` one-item invoices (106 bytes of envelope each: 9,890 of them make a queue message
-/// just over SQS's 1 MiB, 9,889 one just under).
-fn po_of(invoices: usize) -> Vec<u8> {
-    let invoice = r#"{"invoiceNumber": "I", "invoiceAmount": 1, "purchaseOrderItems": [{"totalCost": 1}]}"#;
-    let invoices_json = vec![invoice; invoices].join(",");
-    format!(r#"{{"id": 7, "poNumber": "P7", "total": {invoices}, "vendorInvoices": [{invoices_json}]}}"#).into_bytes()
+/// A valid PO, within the reader's limits, whose queue message as ingest writes it is `offset` bytes from SQS's
+/// 1 MiB (8: just over; -8: just under; a few bytes of slack, since `receivedAt` prints no fraction in the rare
+/// millisecond that is a whole second): 1,000 one-item invoices with long links, the last link sized to the byte.
+fn po_sized_around_the_sqs_limit(offset: isize) -> Vec<u8> {
+    let body = |link: usize, last_link: usize| {
+        let invoice = |link: usize| {
+            let file = format!("https://files.kometsales.com/{}", "x".repeat(link));
+            format!(
+                r#"{{"invoiceNumber": "I", "invoiceAmount": 1, "file": "{file}", "purchaseOrderItems": [{{"totalCost": 1}}]}}"#
+            )
+        };
+        let mut invoices: Vec<String> = (1..1_000).map(|_| invoice(link)).collect();
+        invoices.push(invoice(last_link));
+        format!(r#"{{"id": 7, "poNumber": "P7", "total": 1000, "vendorInvoices": [{}]}}"#, invoices.join(","))
+            .into_bytes()
+    };
+    let message_size = |body: &[u8]| {
+        let po = po_sync::komet::parse_webhook(body).unwrap();
+        // Milliseconds, as ingest stamps it.
+        let at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+        let envelope = WebhookEnvelope::new(po, body, at).with_send_id("req-big");
+        let json = envelope.to_json();
+        FifoMessage::webhook(&envelope, json).size()
+    };
+    let target = ingest::admission::SQS_MAX_MESSAGE_BYTES.checked_add_signed(offset).unwrap();
+    // The longest links that leave the last one room to reach the target: each character is one byte, so 999
+    // links of `link` characters add 999 bytes per character.
+    let link = (target - message_size(&body(0, 0))) / 999;
+    let last_link = target - message_size(&body(link, 0));
+    assert!(last_link <= 990, "{last_link}");
+    let sized = body(link, last_link);
+    assert!(message_size(&sized).abs_diff(target) <= 4, "{} for {target}", message_size(&sized));
+    sized
 }
 
 /// A POST with the Bearer token of the fixtures, as API Gateway hands it over with request id `req-big`.
@@ -249,7 +276,7 @@ const SQS_LIMIT: usize = 1_048_576;
 async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
     let ingest =
         Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
-    let body = po_of(9_890);
+    let body = po_sized_around_the_sqs_limit(8);
     let (status, reply, _) = call(&ingest, post(body.clone())).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply, serde_json::json!({"status": "1", "message": "purchase order P7 (id 7) received"}));
@@ -269,7 +296,7 @@ async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
     assert!(pointer.names(&envelope));
     assert_eq!(envelope.body_sha256, sha256_hex(&body));
     assert_eq!((envelope.received_at, envelope.send_id.as_deref()), (pointer.received_at, Some("req-big")));
-    assert_eq!(envelope.po.vendor_invoices.len(), 9_890);
+    assert_eq!(envelope.po.vendor_invoices.len(), 1_000);
     assert_eq!(stored.content_type, "application/json");
     let metadata: Vec<(&str, &str)> = stored.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(metadata, [("po-id", "7"), ("po-number", "P7"), ("send-id", "req-big")]);
@@ -277,7 +304,7 @@ async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
     // One invoice fewer fits in one message: queued as it is, nothing stored.
     let ingest =
         Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
-    let (status, _, _) = call(&ingest, post(po_of(9_889))).await;
+    let (status, _, _) = call(&ingest, post(po_sized_around_the_sqs_limit(-8))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(WebhookEnvelope::from_json(&ingest.queue.messages()[0].body).is_ok());
     assert_eq!(bucket(&ingest).puts(), 0);
@@ -288,7 +315,7 @@ async fn a_body_that_cannot_be_stored_is_503_and_nothing_is_queued() {
     let ingest =
         Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
     bucket(&ingest).fail_next(1, Failure::Transient);
-    let (status, reply, _) = call(&ingest, post(po_of(9_890))).await;
+    let (status, reply, _) = call(&ingest, post(po_sized_around_the_sqs_limit(8))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         reply,
@@ -297,7 +324,7 @@ async fn a_body_that_cannot_be_stored_is_503_and_nothing_is_queued() {
     assert!(ingest.queue.messages().is_empty(), "no claim check without its body");
     assert!(bucket(&ingest).keys().is_empty());
     // Komet's retry goes through.
-    assert_eq!(call(&ingest, post(po_of(9_890))).await.0, StatusCode::OK);
+    assert_eq!(call(&ingest, post(po_sized_around_the_sqs_limit(8))).await.0, StatusCode::OK);
     assert_eq!(ingest.queue.messages().len(), 1);
 }
 
@@ -306,7 +333,7 @@ async fn a_claim_check_the_queue_refuses_is_503_and_its_body_is_left_to_expire()
     let queue = MemoryFifoQueue::default();
     queue.fail_next(1, Failure::Transient);
     let ingest = Ingest::new(&bearer(), 6_000_000, queue).with_bodies(MemoryObjectStore::default());
-    let (status, _, _) = call(&ingest, post(po_of(9_890))).await;
+    let (status, _, _) = call(&ingest, post(po_sized_around_the_sqs_limit(8))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ingest.queue.messages().is_empty());
     assert_eq!(bucket(&ingest).keys(), ["bodies/7/req-big.json"], "stored first; the lifecycle rule removes it");
@@ -315,7 +342,7 @@ async fn a_claim_check_the_queue_refuses_is_503_and_its_body_is_left_to_expire()
 #[tokio::test]
 async fn without_a_bucket_a_po_over_the_sqs_limit_is_413() {
     let ingest = Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default());
-    let (status, reply, _) = call(&ingest, post(po_of(9_890))).await;
+    let (status, reply, _) = call(&ingest, post(po_sized_around_the_sqs_limit(8))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply["error"], "payload too large: the limit is 1048576 bytes");
     assert!(ingest.queue.messages().is_empty());
@@ -323,7 +350,7 @@ async fn without_a_bucket_a_po_over_the_sqs_limit_is_413() {
 
 #[tokio::test]
 async fn above_max_body_bytes_it_is_413_bucket_or_not() {
-    let body = po_of(9_890);
+    let body = po_sized_around_the_sqs_limit(8);
     let limit = body.len() - 1;
     let ingest = Ingest::new(&bearer(), limit, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
     let (status, reply, _) = call(&ingest, post(body)).await;

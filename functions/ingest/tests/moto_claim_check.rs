@@ -22,8 +22,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BUCKET: &str = "po-sync-archive";
-const INVOICES: u64 = 2_000;
-const ITEMS_PER_INVOICE: u64 = 15;
+// At the reader's limits (po_sync::limits): 1,000 invoices, 10,000 items in all.
+const INVOICES: u64 = 1_000;
+const ITEMS_PER_INVOICE: u64 = 10;
 
 /// Cents as Komet writes amounts: `123.45`, `60.0`.
 fn amount(cents: u64) -> String {
@@ -33,7 +34,8 @@ fn amount(cents: u64) -> String {
     }
 }
 
-/// A Komet webhook of 2,000 invoices x 15 items (about 3 MB, in Komet's spaced style) that reconciles to the
+/// A Komet webhook of 1,000 invoices x 10 items with long signed links (about 1.6 MB, in Komet's spaced style,
+/// so its envelope is over SQS's 1 MiB) that reconciles to the
 /// cent, one invoice in three with additional charges; and how many AppZen lines it makes (items + charges).
 fn large_po() -> (Vec<u8>, usize) {
     const CATEGORIES: [&str; 5] = ["CGEN", "PGEN", "ROSE", "CARN", "GREENS"];
@@ -65,10 +67,11 @@ fn large_po() -> (Vec<u8>, usize) {
         let number = format!("01-P777001-{:04}", i + 1);
         let _ = write!(
             invoices,
-            r#"{separator}{{ "invoiceNumber": "{number}", "invoiceAmount": {}, "totalAdditionalCharges": {}, "file": "https://files.kometsales.com/invoices/777001/{number}.pdf?expires=1700000000&sig={}", "vendor": {vendor}, "purchaseOrderItems": [ {items} ] }}"#,
+            r#"{separator}{{ "invoiceNumber": "{number}", "invoiceAmount": {}, "totalAdditionalCharges": {}, "file": "https://files.kometsales.com/invoices/777001/{number}.pdf?expires=1700000000&sig={}&token={}", "vendor": {vendor}, "purchaseOrderItems": [ {items} ] }}"#,
             amount(item_cents + charges),
             amount(charges),
             sha256_hex(number.as_bytes()),
+            "t".repeat(600),
         );
     }
     let body = format!(
@@ -183,15 +186,15 @@ fn record(message: &Message) -> SqsMessage {
 }
 
 #[tokio::test]
-async fn a_3_mb_po_is_accepted_stored_queued_as_a_claim_check_and_upserted_with_all_its_lines() {
+async fn a_po_at_the_limits_is_accepted_stored_queued_as_a_claim_check_and_upserted_with_all_its_lines() {
     let setup = setup().await;
     let (body, expected_lines) = large_po();
-    assert!((2_900_000..3_300_000).contains(&body.len()), "about 3 MB: {}", body.len());
-    assert_eq!(expected_lines, 30_000 + 667);
+    assert!((1_500_000..1_800_000).contains(&body.len()), "about 1.6 MB: {}", body.len());
+    assert_eq!(expected_lines, 10_000 + 334, "every item, and the charges of one invoice in three");
 
     // ingest: 200 once the body is stored and the claim check queued.
     let ingest = setup.ingest(BUCKET).await;
-    let response = ingest.handle(post(body.clone(), "req-3mb")).await;
+    let response = ingest.handle(post(body.clone(), "req-large")).await;
     let reply: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     assert_eq!(response.status(), StatusCode::OK, "{reply}");
     assert_eq!(reply["message"], "purchase order P777001 (id 777001) received");
@@ -201,16 +204,16 @@ async fn a_3_mb_po_is_accepted_stored_queued_as_a_claim_check_and_upserted_with_
     let message = &messages[0];
     assert!(message.body().unwrap().len() < 1_024, "a claim check, not the PO");
     let pointer = BodyRef::from_json(message.body().unwrap()).unwrap();
-    assert_eq!((pointer.bucket.as_str(), pointer.key.as_str()), (BUCKET, "bodies/777001/req-3mb.json"));
+    assert_eq!((pointer.bucket.as_str(), pointer.key.as_str()), (BUCKET, "bodies/777001/req-large.json"));
     let system = message.attributes().unwrap();
     assert_eq!(system[&MessageSystemAttributeName::MessageGroupId], "777001");
-    assert_eq!(system[&MessageSystemAttributeName::MessageDeduplicationId], "req-3mb");
+    assert_eq!(system[&MessageSystemAttributeName::MessageDeduplicationId], "req-large");
     assert_eq!(message.message_attributes().unwrap()["poNumber"].string_value(), Some("P777001"));
 
     let object = setup.s3.get_object().bucket(BUCKET).key(&pointer.key).send().await.unwrap();
     assert_eq!(object.content_type(), Some("application/json"));
     let metadata = object.metadata().unwrap();
-    assert_eq!((metadata["po-id"].as_str(), metadata["send-id"].as_str()), ("777001", "req-3mb"));
+    assert_eq!((metadata["po-id"].as_str(), metadata["send-id"].as_str()), ("777001", "req-large"));
     let stored = object.body.collect().await.unwrap().into_bytes();
     let envelope = WebhookEnvelope::from_json(std::str::from_utf8(&stored).unwrap()).unwrap();
     assert!(pointer.names(&envelope));

@@ -15,11 +15,11 @@ use mail_builder::headers::address::Address as MimeAddress;
 use po_sync::batch::{self, Handled};
 use po_sync::config::notify::NotifyConfig;
 use po_sync::email::{Email, dead_lettered};
-use po_sync::text::one_line;
 use po_sync::message::{
     MessageError, NOTIFICATION_TYPE, NotificationDetail, NotificationEvent, QueueMessage, WebhookFacts, message_type,
     sha256_hex,
 };
+use po_sync::text::one_line;
 use po_sync_aws::mail::{EmailSender, SesEmailSender};
 use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use po_sync_aws::port::{Failure, PortError};

@@ -9,11 +9,10 @@
 
 use std::fmt::Write as _;
 
-/// The sizes the README's performance figures use: ~280 KB, ~1 MB (975,627 bytes: the largest PO whose queue
-/// message fits SQS's 1 MiB, so the largest reconcile ever reads) and ~3 MB.
+/// The sizes the performance figures use: ~280 KB and ~1 MB (975,627 bytes: 1,000 invoices of 10 items, at the
+/// reader's limits (`po_sync::limits`), and a queue message that fits SQS's 1 MiB).
 pub const MEDIUM: Shape = Shape { invoices: 300, items_per_invoice: 10 };
 pub const SQS_LARGEST: Shape = Shape { invoices: 1_000, items_per_invoice: 10 };
-pub const LARGE: Shape = Shape { invoices: 2_000, items_per_invoice: 20 };
 pub const DEFAULT_SEED: u64 = 0x6b6f_6d65_7420_706f; // "komet po"
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -264,7 +264,7 @@ mod tests {
                 assert_eq!(amount_text(&json, &["total_amount", "amount"]), po.total.to_string());
                 let value: serde_json::Value = serde_json::from_str(&json).unwrap();
                 assert_eq!(value["purchase_order_status"], settings.purchase_order_status.as_str());
-                assert_eq!(value["purchase_order_lines"][0]["gl_code"].as_str().is_some(), true);
+                assert!(value["purchase_order_lines"][0]["gl_code"].as_str().is_some());
             }
         }
     }

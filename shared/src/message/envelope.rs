@@ -127,10 +127,10 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, amount)| VendorInvoice {
-                    invoice_number: format!("{awkward}{i}").into(),
+                    invoice_number: format!("{awkward}{i}"),
                     invoice_amount: *amount,
                     total_additional_charges: -*amount,
-                    file: (i % 2 == 0).then(|| format!("https://x/{awkward}").into()),
+                    file: (i % 2 == 0).then(|| format!("https://x/{awkward}")),
                     vendor: match i {
                         0 => None,
                         1 => Some(Vendor {
