@@ -14,11 +14,11 @@ endif
 ## demo: run the whole pipeline locally (moto, AppZen sandbox, the three functions under cargo lambda watch)
 ## on Komet's documented sample and a clean PO, print what happened, stop everything
 demo:
-	cargo run -p po-sync-tests --bin po-sync-local -- run
+	cargo run -p po-sync-local --bin po-sync-local -- run
 
 ## serve: the same local pipeline, left running for your own curl requests; Ctrl-C stops it
 serve:
-	cargo run -p po-sync-tests --bin po-sync-local -- serve
+	cargo run -p po-sync-local --bin po-sync-local -- serve
 
 ## test: install what the tests need (into .venv) and run every test
 # The Python installs (network and disk) run beside clippy (CPU); the soak runs the binary the workspace test build
@@ -54,4 +54,4 @@ check-template: bootstrap
 SOAK_ARGS ?= --webhooks 2000 --seed 7
 SOAK_LONG := --time-scale 60 --max-receive-count 30 --failing-po-seconds 240 --settle-seconds 1200
 soak: bootstrap
-	cargo run -p po-sync-tests --bin po-sync-soak --locked -- $(SOAK_LONG) $(SOAK_ARGS) --json target/soak-report.json
+	cargo run -p po-sync-soak --bin po-sync-soak --locked -- $(SOAK_LONG) $(SOAK_ARGS) --json target/soak-report.json

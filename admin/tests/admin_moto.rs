@@ -11,8 +11,8 @@ use po_sync::message::{BodyRef, WebhookEnvelope, body_key, sha256_hex};
 use po_sync_admin::redrive::{Fate, Method, RedriveOptions, redrive, snapshot};
 use po_sync_admin::{Clients, Error, Resource, Resources, po, replay, status};
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
-use po_sync_tests::fixture;
-use po_sync_tests::moto::{MotoServer, create_fifo_queue};
+use po_sync_test_support::fixture;
+use po_sync_test_support::moto::{MotoServer, create_fifo_queue};
 use std::process::Command;
 use std::time::Duration as StdDuration;
 

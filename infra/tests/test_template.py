@@ -6,7 +6,7 @@ the consumers, least-privilege IAM, JSON logs with retention, the webhook route 
 functions' environment contract, reconcile's retained version ledger (DynamoDB, GetItem/PutItem on the table
 only), the outputs the operator CLI reads by name, a reason on every checkov skip, and the dashboard and business
 alarms, whose metric names, dimensions and values must be ones the code emits (infra/metrics.json, written from
-shared/aws/src/metrics.rs and kept equal to it by a Rust test).
+shared/po-sync-aws/src/metrics.rs and kept equal to it by a Rust test).
 
 Run: .venv/bin/python -m unittest discover -s infra/tests -v   (part of `make check-template` / `make test`)
 """
@@ -21,7 +21,7 @@ from cfnlint.decode import decode  # cfn-lint's own loader: understands !Ref, !S
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 # notify's e-mail promises how long a parked webhook is kept; the parked queue's retention must agree.
 EMAIL_RS = Path(__file__).resolve().parents[2] / "shared" / "src" / "email.rs"
-# The metrics the functions emit (names, units, dimensions and their values), as shared/aws/src/metrics.rs says.
+# The metrics the functions emit (names, units, dimensions and their values), as shared/po-sync-aws/src/metrics.rs says.
 METRICS_CATALOGUE = Path(__file__).resolve().parents[1] / "metrics.json"
 
 WEBHOOK_ROUTE = "/webhooks/komet/po-reconciliation"
@@ -37,7 +37,7 @@ OPERATOR_OUTPUTS = {
     "NotificationDeadLetterQueueUrl": "NotificationDeadLetterQueue",
 }
 
-# The environment-variable contract (docs: README "Configuration"); a template may set a subset.
+# The environment-variable contract (docs/configuration.md); a template may set a subset.
 ENV_CONTRACT = {
     "ingest": {
         "allowed": {"WEBHOOK_AUTH", "WEBHOOK_USERNAME", "WEBHOOK_PASSWORD", "WEBHOOK_TOKEN",

@@ -10,7 +10,7 @@ use lambda_http::{Body, Request};
 use po_sync::config::ingest::Credentials;
 use std::hint::black_box;
 
-use po_sync_tests::support::DOC_SAMPLE;
+use po_sync_test_support::DOC_SAMPLE;
 
 fn request() -> Request {
     lambda_http::http::Request::builder()

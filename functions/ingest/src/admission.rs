@@ -171,7 +171,7 @@ mod tests {
     use po_sync::config::ingest::Credentials;
     use po_sync::message::sha256_hex;
 
-    use po_sync_tests::support::DOC_SAMPLE;
+    use po_sync_test_support::DOC_SAMPLE;
 
     fn admission(max_body_bytes: usize) -> Admission {
         Admission {

@@ -101,7 +101,7 @@ mod tests {
         headers
     }
 
-    use po_sync_tests::support::basic_authorization as basic;
+    use po_sync_test_support::basic_authorization as basic;
 
     #[test]
     fn basic_accepts_only_the_exact_pair() {

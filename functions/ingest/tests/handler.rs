@@ -10,7 +10,7 @@ use po_sync::message::{BodyRef, WebhookEnvelope, sha256_hex};
 use po_sync_aws::port::Failure;
 use serde_json::Value;
 
-use po_sync_tests::support::DOC_SAMPLE;
+use po_sync_test_support::DOC_SAMPLE;
 
 /// The credentials in the fixtures: Basic `komet:s3cret` (API Gateway) and a Bearer token (Function URL).
 fn basic() -> Credentials {

@@ -5,10 +5,11 @@
 use ingest::{Ingest, MemoryFifoQueue};
 use lambda_http::{Body, Request};
 use po_sync::config::ingest::Credentials;
-use po_sync_aws::metrics::{Capture, Metrics, Service, emf};
+use po_sync_aws::metrics::{Metrics, Service};
 use po_sync_aws::port::Failure;
+use po_sync_test_support::{capture::Capture, emf};
 
-use po_sync_tests::support::DOC_SAMPLE;
+use po_sync_test_support::DOC_SAMPLE;
 /// `komet:s3cret`
 const BASIC: &str = "Basic a29tZXQ6czNjcmV0";
 

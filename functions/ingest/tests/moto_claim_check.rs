@@ -13,7 +13,7 @@ use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
 use po_sync::message::{BodyRef, WebhookEnvelope, sha256_hex};
 use po_sync_aws::appzen::AppZenClient;
 use po_sync_aws::ledger::MemoryLedger;
-use po_sync_tests::moto::{MotoServer, create_fifo_queue};
+use po_sync_test_support::moto::{MotoServer, create_fifo_queue};
 use reconcile::{Outcome, Reconciler};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -85,7 +85,7 @@ fn large_po() -> (Vec<u8>, usize) {
 fn post(body: Vec<u8>, request_id: &str) -> Request {
     use lambda_http::RequestExt;
     use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
-    let authorization = po_sync_tests::support::basic_authorization("komet", "s3cret");
+    let authorization = po_sync_test_support::basic_authorization("komet", "s3cret");
     let request = lambda_http::http::Request::builder()
         .method("POST")
         .uri("https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/komet/po-reconciliation")

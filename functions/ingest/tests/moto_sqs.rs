@@ -7,12 +7,12 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use po_sync::config::ingest::IngestConfig;
 use po_sync::message::{WebhookEnvelope, sha256_hex};
-use po_sync_tests::moto::MotoServer;
-use po_sync_tests::support::basic_authorization;
+use po_sync_test_support::basic_authorization;
+use po_sync_test_support::moto::MotoServer;
 use serde_json::Value;
 
 fn doc_sample() -> Vec<u8> {
-    po_sync_tests::fixture("komet-doc-sample.json")
+    po_sync_test_support::fixture("komet-doc-sample.json")
 }
 
 fn post(authorization: Option<&str>, body: impl Into<Vec<u8>>) -> Request {
@@ -47,7 +47,7 @@ async fn setup() -> Setup {
     let moto = MotoServer::start();
     let aws = moto.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let queue_url = po_sync_tests::moto::create_fifo_queue(&sqs, "webhooks.fifo", None, None).await.unwrap();
+    let queue_url = po_sync_test_support::moto::create_fifo_queue(&sqs, "webhooks.fifo", None, None).await.unwrap();
     Setup { moto, sqs, queue_url, aws }
 }
 
@@ -246,7 +246,7 @@ async fn credentials_from_secrets_manager_are_read_at_start_and_used() {
     assert_eq!(status, StatusCode::OK, "{reply}");
 
     let ingest = setup.ingest(&[("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_SECRET_ARN", token_secret.arn().unwrap())]).await;
-    let other_body = po_sync_tests::fixture("komet-clean-po.json");
+    let other_body = po_sync_test_support::fixture("komet-clean-po.json");
     let (status, reply) = call(&ingest, post(Some("Bearer kmt_fr0m_the_secret"), other_body)).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(setup.queued().await.len(), 2);

@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn a_dead_lettered_webhook_is_parked_byte_for_byte_in_its_own_group() {
         // Odd spacing on purpose: the parcel is the body as received, not a re-serialisation of the envelope.
-        let body = po_sync_tests::fixture("komet-clean-po.json");
+        let body = po_sync_test_support::fixture("komet-clean-po.json");
         let envelope = WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, chrono::Utc::now());
         let json = envelope.to_json().replacen(',', " ,\n ", 1);
         assert_ne!(json, envelope.to_json());
@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn a_dead_lettered_claim_check_is_parked_byte_for_byte_and_mailed_with_its_po() {
-        let body = po_sync_tests::fixture("komet-clean-po.json");
+        let body = po_sync_test_support::fixture("komet-clean-po.json");
         let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T09:00:00.123Z").unwrap().to_utc();
         let envelope =
             WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, at).with_send_id("req-big");
@@ -493,7 +493,7 @@ mod tests {
     }
 
     fn dead_letter_json() -> String {
-        let body = po_sync_tests::fixture("komet-clean-po.json");
+        let body = po_sync_test_support::fixture("komet-clean-po.json");
         let po = po_sync::komet::parse_webhook(&body).unwrap();
         WebhookEnvelope::new(po, &body, chrono::Utc::now()).with_send_id("req-1").to_json()
     }
@@ -591,7 +591,7 @@ mod tests {
     ) -> String {
         use po_sync::archive::ArchivedPdf;
         use po_sync::reconcile::{Discrepancy, Rule};
-        let body = po_sync_tests::fixture("komet-clean-po.json");
+        let body = po_sync_test_support::fixture("komet-clean-po.json");
         let envelope = WebhookEnvelope::new(po_sync::komet::parse_webhook(&body).unwrap(), &body, chrono::Utc::now());
         let discrepancy = Discrepancy {
             rule: Rule::InvoiceItems,

@@ -7,11 +7,12 @@ use notify::{Notifier, RECEIVE_COUNT_ATTRIBUTE};
 use po_sync::config::notify::NotifyConfig;
 use po_sync::message::NotificationEvent;
 use po_sync_aws::mail::MemoryEmailSender;
-use po_sync_aws::metrics::{Capture, Metrics, Service, emf};
+use po_sync_aws::metrics::{Metrics, Service};
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
-use po_sync_tests::support::{sqs_event, sqs_record};
+use po_sync_test_support::{capture::Capture, emf};
+use po_sync_test_support::{sqs_event, sqs_record};
 
 fn notifier() -> Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore> {
     let env = [
@@ -30,7 +31,7 @@ fn record(message_id: &str, body: String) -> SqsMessage {
 }
 
 fn dead_letter() -> SqsMessage {
-    let envelope = po_sync_tests::support::envelope(po_sync_tests::support::CLEAN_PO);
+    let envelope = po_sync_test_support::envelope(po_sync_test_support::CLEAN_PO);
     record("m-dead", envelope.to_json())
 }
 

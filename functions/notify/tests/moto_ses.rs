@@ -15,8 +15,8 @@ use po_sync::reconcile::{Tolerance, reconcile};
 use po_sync_aws::mail::{EmailSender, SesEmailSender};
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::SqsFifoQueue;
-use po_sync_tests::moto::MotoServer;
-use po_sync_tests::support::{DOC_SAMPLE, env_map, envelope, sqs_event, sqs_record as record};
+use po_sync_test_support::moto::MotoServer;
+use po_sync_test_support::{DOC_SAMPLE, env_map, envelope, sqs_event, sqs_record as record};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -48,7 +48,7 @@ async fn notifier_with(moto: &MotoServer, verify_sender: bool, extra: &[(&'stati
 /// A FIFO queue on moto, as the stack creates the parked queue; returns its URL.
 async fn fifo_queue(moto: &MotoServer, name: &str) -> String {
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    po_sync_tests::moto::create_fifo_queue(&sqs, name, None, None).await.unwrap()
+    po_sync_test_support::moto::create_fifo_queue(&sqs, name, None, None).await.unwrap()
 }
 
 /// Every message on a queue (one receive of up to 10 suffices for these tests), with all system attributes.
@@ -278,7 +278,7 @@ async fn a_dead_letter_that_cannot_be_parked_is_a_batch_failure_and_is_not_maile
 #[tokio::test]
 async fn dead_letter_count_is_the_source_receives_plus_one_and_notify_reports_the_source_receives() {
     use aws_sdk_sqs::types::MessageSystemAttributeName;
-    use po_sync_tests::moto::create_fifo_queue;
+    use po_sync_test_support::moto::create_fifo_queue;
     let moto = MotoServer::start();
     let notifier = notifier(&moto, true).await;
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);

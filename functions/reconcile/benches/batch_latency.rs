@@ -9,7 +9,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::queue::{MemoryFifoQueue, MemoryRedelivery};
-use po_sync_tests::support::{CLEAN_PO, appzen_client, envelope, reconcile_config};
+use po_sync_test_support::{CLEAN_PO, appzen_client, envelope, reconcile_config};
 use reconcile::Reconciler;
 use serde_json::json;
 use std::time::{Duration, Instant, SystemTime};

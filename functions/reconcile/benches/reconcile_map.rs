@@ -13,7 +13,7 @@ use po_sync::message::WebhookEnvelope;
 use po_sync::reconcile::Tolerance;
 use std::hint::black_box;
 
-use po_sync_tests::support::DOC_SAMPLE;
+use po_sync_test_support::DOC_SAMPLE;
 
 /// A clean Komet PO with `invoices` invoices of three items each (items 10.10 + 20.20 + 30.30, charges 1.25).
 fn generated_po(invoices: usize) -> Vec<u8> {

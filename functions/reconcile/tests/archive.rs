@@ -10,7 +10,7 @@ use po_sync_aws::invoices::{InvoiceArchiver, InvoiceFetcher};
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::queue::MemoryFifoQueue;
-use po_sync_tests::support::{self, CLEAN_PO, DOC_SAMPLE, appzen_client, reconcile_config};
+use po_sync_test_support::{self as support, CLEAN_PO, DOC_SAMPLE, appzen_client, reconcile_config};
 use reconcile::{Outcome, Reconciler};
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -10,7 +10,7 @@ use po_sync_aws::ledger::{Ledger, MemoryLedger};
 use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore};
 use po_sync_aws::port::Failure;
 use po_sync_aws::queue::MemoryFifoQueue;
-use po_sync_tests::support::{self, CLEAN_PO, appzen_client, reconcile_config, sqs_record as record};
+use po_sync_test_support::{self as support, CLEAN_PO, appzen_client, reconcile_config, sqs_record as record};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
 use wiremock::MockServer;

@@ -10,7 +10,7 @@ use po_sync::outage::OutageCause;
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::queue::{MemoryFifoQueue, MemoryRedelivery};
-use po_sync_tests::support::{CLEAN_PO, appzen_client, envelope, reconcile_config};
+use po_sync_test_support::{CLEAN_PO, appzen_client, envelope, reconcile_config};
 use reconcile::{Outcome, Reconciler};
 use serde_json::json;
 use std::time::{Duration, SystemTime};
@@ -262,7 +262,7 @@ async fn a_failed_postponement_still_hands_the_records_back() {
 
 #[tokio::test]
 async fn a_corrected_secret_is_read_again_and_the_waiting_po_goes_through_without_a_deploy() {
-    let moto = po_sync_tests::moto::MotoServer::start();
+    let moto = po_sync_test_support::moto::MotoServer::start();
     let aws = moto.sdk_config().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
     let secret = |key: &str| format!(r#"{{"api_key":"{key}","customer_id":"cid","customer_key":"ckey"}}"#);
@@ -286,8 +286,8 @@ async fn a_corrected_secret_is_read_again_and_the_waiting_po_goes_through_withou
         .await;
     Mock::given(method("POST")).and(path(UPSERT_PATH)).respond_with(ResponseTemplate::new(403)).mount(&appzen).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    po_sync_tests::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
-    let env = po_sync_tests::support::env_map(&[
+    po_sync_test_support::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
+    let env = po_sync_test_support::env_map(&[
         ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
         ("LEDGER_TABLE_NAME", "po-sync-ledger"),
         ("APPZEN_BASE_URL", &appzen.uri()),
@@ -315,11 +315,11 @@ async fn a_version_stamped_hours_ahead_does_not_silence_the_next_real_send() {
     let appzen = MockServer::start().await;
     Mock::given(method("POST")).respond_with(created()).expect(2).mount(&appzen).await;
     let reconciler = reconciler(&appzen, &[]);
-    let sent = po_sync_tests::support::received_at();
+    let sent = po_sync_test_support::received_at();
     // Each send its own body (a trailing space is enough): the same body again would be a duplicate.
     let at = |offset: chrono::Duration| {
         let body = format!("{}{}", String::from_utf8_lossy(CLEAN_PO), " ".repeat(offset.num_minutes() as usize));
-        po_sync_tests::support::envelope_at(body.as_bytes(), sent + offset).to_json()
+        po_sync_test_support::envelope_at(body.as_bytes(), sent + offset).to_json()
     };
     let delivered = |message_id: &str, body: &str, sent_at: chrono::DateTime<chrono::Utc>| {
         let mut record = record(message_id, "48213", 1, body);
@@ -394,7 +394,7 @@ async fn a_redelivery_after_a_failed_settle_does_not_queue_the_same_notification
     let ledger = FlakyLedger { inner: MemoryLedger::default(), writes: Default::default(), fail_write: 3 };
     let reconciler: Reconciler<MemoryFifoQueue, FlakyLedger, MemoryObjectStore> =
         Reconciler::new(config, client, MemoryFifoQueue::default(), ledger);
-    let mismatch = envelope(po_sync_tests::support::DOC_SAMPLE).to_json();
+    let mismatch = envelope(po_sync_test_support::DOC_SAMPLE).to_json();
     let delivery = batch(vec![record("m-1", "12345", 1, &mismatch)]);
 
     let first = reconciler.process(&delivery.records[0], None).await;

@@ -12,16 +12,16 @@ use po_sync::retry::{Backoff, GiveUpReason};
 use po_sync_aws::appzen::{AppZenFailure, UpsertOutcome};
 use po_sync_aws::ledger::DynamoLedger;
 use po_sync_aws::queue::SqsFifoQueue;
-use po_sync_tests::fixture;
-use po_sync_tests::moto::MotoServer;
-use po_sync_tests::support::{appzen_client, env_map, received_at};
+use po_sync_test_support::fixture;
+use po_sync_test_support::moto::MotoServer;
+use po_sync_test_support::{appzen_client, env_map, received_at};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const GOLDEN_BODY: &[u8] = include_bytes!("../../../shared/tests/golden/appzen-clean-po.json");
+const GOLDEN_BODY: &[u8] = include_bytes!("../../../shared/po-sync/tests/golden/appzen-clean-po.json");
 const RECORD_TEMPLATE: &str = include_str!("fixtures/sqs-record.json");
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -90,7 +90,7 @@ impl Harness {
         let sqs = aws_sdk_sqs::Client::new(&aws);
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
         let notify_url = fifo_queue(&sqs, "po-sync-notifications.fifo").await;
-        po_sync_tests::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
+        po_sync_test_support::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
         let appzen = MockServer::start().await;
         let reconciler = reconciler(&sqs, &dynamodb, &notify_url, &appzen.uri(), extra);
         Harness { moto, sqs, dynamodb, notify_url, appzen, reconciler }
@@ -153,7 +153,7 @@ fn reconciler(
 }
 
 async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    po_sync_tests::moto::create_fifo_queue(sqs, name, None, None).await.unwrap()
+    po_sync_test_support::moto::create_fifo_queue(sqs, name, None, None).await.unwrap()
 }
 
 /// Configuration as a deployment would give it, with tiny retry delays.
@@ -412,7 +412,7 @@ async fn credentials_can_come_from_secrets_manager() {
         .await
         .unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    po_sync_tests::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
+    po_sync_test_support::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
     let appzen = MockServer::start().await;
     Mock::given(method("POST"))
         .and(upsert_path())
