@@ -20,7 +20,7 @@ from cfnlint.decode import decode  # cfn-lint's own loader: understands !Ref, !S
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 # notify's e-mail promises how long a parked webhook is kept; the parked queue's retention must agree.
-EMAIL_RS = Path(__file__).resolve().parents[2] / "shared" / "src" / "email.rs"
+EMAIL_RS = Path(__file__).resolve().parents[2] / "shared" / "po-sync" / "src" / "email.rs"
 # The metrics the functions emit (names, units, dimensions and their values), as shared/po-sync-aws/src/metrics.rs says.
 METRICS_CATALOGUE = Path(__file__).resolve().parents[1] / "metrics.json"
 
