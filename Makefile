@@ -11,23 +11,32 @@ endif
 
 .PHONY: demo serve test bootstrap check-template lint soak
 
-## demo: run the whole pipeline locally (moto, AppZen sandbox, the three functions under cargo lambda watch)
+# One build for everything: `cargo build --workspace --all-targets` resolves features once for the whole
+# workspace, tests included, so make test, make demo, the soak and the local pipeline's functions all run what it
+# made (`cargo run -p X` or a per-function build would resolve them again and compile ~100 crates a second time).
+BUILD := cargo build --workspace --all-targets --locked
+BIN := $(CARGO_TARGET_DIR)/debug
+
+## demo: run the whole pipeline locally (moto, AppZen sandbox, the three functions beside cargo lambda watch)
 ## on Komet's documented sample and a clean PO, print what happened, stop everything
 demo:
-	cargo run -p po-sync-local --bin po-sync-local -- run
+	$(BUILD)
+	$(BIN)/po-sync-local run
 
-## serve: the same local pipeline, left running for your own curl requests; Ctrl-C stops it
+## serve: the same local pipeline, left running for your own curl requests; cargo lambda watch rebuilds and
+## restarts a function when its code changes; Ctrl-C stops it
 serve:
-	cargo run -p po-sync-local --bin po-sync-local -- serve
+	$(BUILD)
+	$(BIN)/po-sync-local serve
 
 ## test: install what the tests need (into .venv) and run every test
-# The Python installs (network and disk) run beside clippy (CPU); the soak runs the binary the workspace test build
-# made, because `cargo run -p` would resolve features for one package and compile ~70 crates again.
+# The Python installs (network and disk) run beside clippy (CPU); `cargo test` then finds everything built.
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target check-template lint
+	$(BUILD)
 	cargo test --workspace --all-targets --locked
 	cargo test --workspace --doc --locked
-	$(CARGO_TARGET_DIR)/debug/po-sync-soak --webhooks 300 --seed 7 --require-each-fault 2
+	$(BIN)/po-sync-soak --webhooks 300 --seed 7 --require-each-fault 2
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -54,4 +63,5 @@ check-template: bootstrap
 SOAK_ARGS ?= --webhooks 2000 --seed 7
 SOAK_LONG := --time-scale 60 --max-receive-count 30 --failing-po-seconds 240 --settle-seconds 1200
 soak: bootstrap
-	cargo run -p po-sync-soak --bin po-sync-soak --locked -- $(SOAK_LONG) $(SOAK_ARGS) --json target/soak-report.json
+	$(BUILD)
+	$(BIN)/po-sync-soak $(SOAK_LONG) $(SOAK_ARGS) --json target/soak-report.json

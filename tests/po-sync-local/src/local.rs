@@ -47,7 +47,9 @@ pub struct StackOptions {
     pub retry_after_seconds: Option<i32>,
     /// reconcile's `RETRY_SCHEDULE` locally, in place of the template's (which waits minutes to hours).
     pub retry_schedule: String,
-    /// Let `cargo lambda watch` rebuild and restart a function when its code changes (`serve`).
+    /// Let `cargo lambda watch` build, rebuild and restart a function when its code changes (`serve`). Without
+    /// it, the functions are the binaries of `cargo build --workspace --all-targets` (the build `make test` and
+    /// `make demo` make, so nothing is compiled twice), run against `cargo lambda watch --only-lambda-apis`.
     pub reload: bool,
     /// How long to wait for the functions to compile and answer the first time.
     pub ready_timeout: Duration,
@@ -224,11 +226,30 @@ pub fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
-/// One `cargo lambda watch` per function, each started with the environment the template gives that function.
+/// One `cargo lambda watch` per function, each started with the environment the template gives that function;
+/// without reload, the function's own processes beside it.
 struct Emulator {
     function: String,
     url: String,
     process: ProcessGroup,
+    instances: Vec<ProcessGroup>,
+}
+
+impl Emulator {
+    /// The first of its processes that exited, and how.
+    fn exited(&mut self) -> Option<String> {
+        if let Some(status) = self.process.exited() {
+            return Some(format!("{}'s cargo lambda watch with {status}", self.function));
+        }
+        self.instances.iter_mut().find_map(|p| p.exited().map(|status| format!("{} with {status}", p.name())))
+    }
+
+    fn stop(&mut self) {
+        for instance in &mut self.instances {
+            instance.stop(Duration::from_secs(3));
+        }
+        self.process.stop(Duration::from_secs(3));
+    }
 }
 
 /// The running local pipeline.
@@ -312,6 +333,15 @@ impl LocalStack {
         // Every emulator writes to the one functions.log, each appending.
         std::fs::File::create(options.logs_dir.join("functions.log"))
             .map_err(|e| setup("create functions.log")(e.to_string()))?;
+        let binaries = match options.reload {
+            true => None,
+            false => {
+                log.line(
+                    "building the functions (cargo build --workspace --all-targets: nothing to do after make test)",
+                );
+                Some(build_function_binaries(&options.logs_dir.join("functions.log")).await?)
+            }
+        };
         let mut lambdas = Vec::with_capacity(envs.len());
         for (function, env) in &envs {
             let env_file = options.logs_dir.join(format!("{function}.env"));
@@ -322,14 +352,38 @@ impl LocalStack {
                 ("ingest", port) if port != 0 => port,
                 _ => free_port(),
             };
-            let process = start_cargo_lambda(port, &env_file, &options, function)?;
+            let mut process = start_cargo_lambda(port, &env_file, &options, function)?;
             let url = format!("http://127.0.0.1:{port}");
+            let mut instances = Vec::new();
+            if let Some(binaries) = &binaries {
+                // A function exits when its runtime API does not answer: start it once cargo lambda listens.
+                let deadline = Instant::now() + options.ready_timeout;
+                while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                    if let Some(status) = process.exited() {
+                        return Err(setup("cargo lambda watch")(format!("{function}'s exited with {status}")));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(StackError::Timeout(format!("cargo lambda watch did not listen on {url}")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let binary =
+                    binaries.iter().find(|(name, _)| name == function).map(|(_, path)| path).ok_or_else(|| {
+                        setup("the functions")(format!("cargo build made no binary named {function}"))
+                    })?;
+                let count = if function == "ingest" { options.ingest_concurrency.max(1) } else { 1 };
+                for instance in 0..count {
+                    instances.push(start_function(binary, function, instance, port, env, &options)?);
+                }
+            }
+            let pids: Vec<String> = instances.iter().map(|p| p.pid().to_string()).collect();
             log.line(format!(
-                "{function}: cargo lambda watch on {url} (pid {}), environment {}",
+                "{function}: cargo lambda watch on {url} (pid {}{}), environment {}",
                 process.pid(),
+                if pids.is_empty() { String::new() } else { format!("; the function: pid {}", pids.join(", ")) },
                 env_file.display()
             ));
-            lambdas.push(Emulator { function: function.clone(), url, process });
+            lambdas.push(Emulator { function: function.clone(), url, process, instances });
         }
         let lambda_url = lambdas
             .iter()
@@ -434,10 +488,9 @@ impl LocalStack {
         let deadline = started + self.options.ready_timeout;
         for emulator in &mut self.lambdas {
             while tokio::net::TcpStream::connect(emulator.url.trim_start_matches("http://")).await.is_err() {
-                if let Some(status) = emulator.process.exited() {
+                if let Some(exit) = emulator.exited() {
                     return Err(setup("cargo lambda watch")(format!(
-                        "{}'s exited with {status}; see {}",
-                        emulator.function,
+                        "{exit}; see {}",
                         self.options.logs_dir.join("functions.log").display()
                     )));
                 }
@@ -447,7 +500,10 @@ impl LocalStack {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        log.line("building and starting ingest, reconcile and notify (the first time compiles them)");
+        log.line(match self.options.reload {
+            true => "cargo lambda watch builds and starts ingest, reconcile and notify (the first time compiles them)",
+            false => "waiting for ingest, reconcile and notify to answer",
+        });
         let empty_batch = r#"{"Records":[]}"#;
         let ingest = self.http.get(self.ingest_url()).send();
         let (reconcile_url, notify_url) =
@@ -607,7 +663,7 @@ impl LocalStack {
             poller.stop().await;
         }
         for emulator in &mut self.lambdas {
-            emulator.process.stop(Duration::from_secs(3));
+            emulator.stop();
         }
     }
 }
@@ -653,8 +709,8 @@ async fn build_or_start_failure(functions_log: &str) -> String {
 async fn wait_for_any_exit(emulators: &mut [Emulator]) -> String {
     loop {
         for emulator in emulators.iter_mut() {
-            if let Some(status) = emulator.process.exited() {
-                return format!("{}'s with {status}", emulator.function);
+            if let Some(exit) = emulator.exited() {
+                return exit;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -839,23 +895,25 @@ fn env_file_value(value: &str) -> String {
 /// dependency tree, then the next plain `cargo build` rebuilds it back.
 pub fn without_crate_env(command: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        let set_for_a_crate = name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || name.starts_with("CARGO_BIN_")
-            || matches!(
-                name,
-                "CARGO_CRATE_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-                    | "OUT_DIR"
-            );
-        if set_for_a_crate {
+        if let Some(name) = name.to_str().filter(|n| is_set_for_a_crate(n)) {
             command.env_remove(name);
         }
     }
     command
+}
+
+fn is_set_for_a_crate(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || name.starts_with("CARGO_BIN_")
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// Where cargo-lambda is: `$CARGO_LAMBDA`, else the project's `.venv`, else `PATH`.
@@ -895,9 +953,10 @@ fn start_cargo_lambda(
         .stdout(log)
         .stderr(log_err);
     if !options.reload {
-        command.arg("--ignore-changes");
+        // The functions are started by `start_function`, from the workspace build's binaries.
+        command.arg("--only-lambda-apis");
     }
-    if function == "ingest" && options.ingest_concurrency > 1 {
+    if function == "ingest" && options.ingest_concurrency > 1 && options.reload {
         command.args(["--concurrency", &options.ingest_concurrency.to_string()]);
     }
     without_crate_env(&mut command);
@@ -908,6 +967,82 @@ fn start_cargo_lambda(
             cargo_lambda_binary().display()
         ))
     })
+}
+
+/// `cargo build --workspace --all-targets`, the build `make test` and `make demo` make (one set of features, so
+/// nothing is compiled twice), and the paths of the functions' binaries it made. Its diagnostics go to `log`.
+async fn build_function_binaries(log: &Path) -> Result<Vec<(String, PathBuf)>, StackError> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map_err(|e| setup("open functions.log")(e.to_string()))?;
+    let mut command = tokio::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
+        .args(["build", "--workspace", "--all-targets", "--message-format=json-render-diagnostics"])
+        .current_dir(workspace_root())
+        .env("CARGO_TERM_COLOR", "never")
+        .stdin(Stdio::null())
+        .stderr(log);
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str().filter(|n| is_set_for_a_crate(n)) {
+            command.env_remove(name);
+        }
+    }
+    let output = command.output().await.map_err(|e| setup("cargo build")(e.to_string()))?;
+    if !output.status.success() {
+        return Err(setup("cargo build --workspace --all-targets")(format!(
+            "exited with {}; its errors are in functions.log",
+            output.status
+        )));
+    }
+    let mut binaries = Vec::new();
+    for line in output.stdout.split(|b| *b == b'\n') {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        let name = message["target"]["name"].as_str().unwrap_or_default();
+        let is_bin = message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin"));
+        let test = message["profile"]["test"].as_bool().unwrap_or(true);
+        if let (true, false, true, Some(path)) =
+            (FUNCTIONS.contains(&name), test, is_bin, message["executable"].as_str())
+        {
+            binaries.push((name.to_owned(), PathBuf::from(path)));
+        }
+    }
+    Ok(binaries)
+}
+
+/// One process of a function, from its binary, polling the runtime API of its `cargo lambda watch
+/// --only-lambda-apis` on `port`, with the environment the template gives it.
+fn start_function(
+    binary: &Path,
+    function: &str,
+    instance: u32,
+    port: u16,
+    env: &Env,
+    options: &StackOptions,
+) -> Result<ProcessGroup, StackError> {
+    let log_path = options.logs_dir.join("functions.log");
+    let open = || std::fs::OpenOptions::new().append(true).create(true).open(&log_path);
+    let (log, log_err) = match (open(), open()) {
+        (Ok(log), Ok(log_err)) => (log, log_err),
+        (Err(e), _) | (_, Err(e)) => return Err(setup("open functions.log")(e.to_string())),
+    };
+    let mut command = Command::new(binary);
+    without_crate_env(&mut command);
+    command
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(name, value)| (name.as_str(), value.as_str())))
+        // What cargo lambda watch tells a function it does not start itself (`--only-lambda-apis`).
+        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{function}"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", function)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096")
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    ProcessGroup::spawn(&format!("{function} #{instance}"), command)
+        .map_err(|e| setup("start a function")(format!("{}: {e}", binary.display())))
 }
 
 /// An e-mail as moto's SES recorded it, decoded.
