@@ -1,10 +1,11 @@
-//! po-sync's operator CLI (`po-sync-admin`): the state of the queues, one PO's ledger entry, a redrive of the
-//! parked webhooks, and a replay of a saved Komet webhook.
+//! po-sync's operator CLI (`po-sync-admin`): the state of the queues, one PO's ledger entry and its kept
+//! history, a redrive of the parked webhooks, and a replay of a kept or saved Komet webhook.
 //!
 //! Each command is a function taking the AWS [`Clients`] and the [`Resources`] it works on, returning a report
 //! that prints as text (`Display`) or JSON (`Serialize`); [`run`] is the command line around them.
 
 pub mod error;
+pub mod history;
 pub mod po;
 pub mod redrive;
 pub mod replay;
@@ -27,6 +28,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Clients {
@@ -36,6 +38,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             cloudformation: aws_sdk_cloudformation::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            s3: po_sync_aws::objects::s3_client(config),
         }
     }
 }
@@ -80,6 +83,9 @@ pub struct ResourceArgs {
     /// The version ledger's DynamoDB table (output LedgerTableName)
     #[arg(long, global = true, value_name = "TABLE")]
     pub ledger_table: Option<String>,
+    /// The bucket that keeps every webhook body (output ArchiveBucketName)
+    #[arg(long, global = true, value_name = "BUCKET")]
+    pub archive_bucket: Option<String>,
 }
 
 impl ResourceArgs {
@@ -91,6 +97,7 @@ impl ResourceArgs {
             notification_queue_url: self.notification_queue_url.clone(),
             notification_dlq_url: self.notification_dlq_url.clone(),
             ledger_table: self.ledger_table.clone(),
+            archive_bucket: self.archive_bucket.clone(),
         }
     }
 }
@@ -118,12 +125,32 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Queue a saved Komet webhook body (JSON exactly as Komet sent it) again as a new version. It is validated
-    /// first; nothing is sent if it is invalid.
+    /// Every version of one PO Komet sent that the archive bucket still keeps, newest first, with what the
+    /// ledger says became of each.
+    History {
+        /// Komet's numeric PO id (the webhook's "id")
+        #[arg(value_name = "PO_ID", value_parser = po::parse_po_id)]
+        po_id: u64,
+    },
+    /// Queue a Komet webhook body again, validated first (nothing is sent if it is invalid): a PO's body kept in
+    /// the archive bucket (--po), with the version it had, or a saved file, as a new version.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["file", "po"])))]
     Replay {
-        /// The saved body
+        /// A saved body (JSON exactly as Komet sent it), queued as a new version received now
         #[arg(value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
+        /// The PO whose kept body to send again (`history PO_ID` lists them); the latest unless --version
+        #[arg(long, value_name = "PO_ID", value_parser = po::parse_po_id)]
+        po: Option<u64>,
+        /// With --po: the version to send (milliseconds, or the time `history` prints)
+        #[arg(long, value_name = "VERSION", requires = "po", conflicts_with = "latest", value_parser = replay::parse_version)]
+        version: Option<i64>,
+        /// With --po: the latest kept version (the default)
+        #[arg(long, requires = "po")]
+        latest: bool,
+        /// Read and validate, say what would be sent, send nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -135,6 +162,8 @@ impl Command {
             Command::Po { .. } => vec![Resource::LedgerTable],
             Command::Redrive { no_wait: true, .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue],
             Command::Redrive { .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue, Resource::LedgerTable],
+            Command::History { .. } => vec![Resource::ArchiveBucket, Resource::LedgerTable],
+            Command::Replay { po: Some(_), .. } => vec![Resource::WebhookQueue, Resource::ArchiveBucket],
             Command::Replay { .. } => vec![Resource::WebhookQueue],
         }
     }
@@ -145,7 +174,7 @@ impl Command {
 /// `progress` gets redrive's progress lines. Returns whether the command fully succeeded (exit code 1 if not).
 pub async fn run(cli: &Cli, out: &mut dyn Write, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
     let saved = match &cli.command {
-        Command::Replay { file } => Some(replay::read_webhook(file)?),
+        Command::Replay { file: Some(file), .. } => Some(replay::read_webhook(file)?),
         _ => None,
     };
     let config = po_sync_aws::load_aws_config().await;
@@ -188,12 +217,25 @@ pub async fn execute(
             let report = redrive::redrive(clients, &resources, &options, progress).await?;
             (report.to_string(), to_json(&report)?, report.is_success())
         }
-        Command::Replay { file } => {
+        Command::History { po_id } => {
+            let report = history::history(clients, &resources, *po_id).await?;
+            (report.to_string(), to_json(&report)?, true)
+        }
+        Command::Replay { po: Some(po_id), version, dry_run, .. } => {
+            let pick = version.map_or(replay::Pick::Latest, replay::Pick::Version);
+            let report = replay::replay_kept(clients, &resources, *po_id, pick, *dry_run).await?;
+            (report.to_string(), to_json(&report)?, true)
+        }
+        Command::Replay { file, .. } => {
+            let Some(file) = file else {
+                return Err(Error::Usage("replay needs a FILE or --po PO_ID".to_owned()));
+            };
             let saved = match saved {
                 Some(saved) => saved.clone(),
                 None => replay::read_webhook(file)?,
             };
-            let report = replay::replay(clients, &resources, &saved, chrono::Utc::now()).await?;
+            let source = file.display().to_string();
+            let report = replay::replay(clients, &resources, &saved, &source, chrono::Utc::now()).await?;
             (report.to_string(), to_json(&report)?, true)
         }
     };

@@ -1,13 +1,24 @@
-//! `replay <file>`: queues a saved Komet webhook body again, as ingest would have, as a NEW send: a new
-//! version (received now) with its own deduplication id, so reconcile treats it as the PO's latest version.
+//! `replay`: sends a Komet webhook body to the webhook queue again, validated first as ingest validates it.
+//!
+//! - `replay <file>`: a saved body, queued as a NEW send: a new version (received now), so reconcile treats it
+//!   as the PO's latest.
+//! - `replay --po <id> [--version V | --latest]`: a body ingest kept in the archive bucket, queued with the
+//!   version it had and marked as a replay. The version ledger decides as for any send: a version AppZen already
+//!   holds is a duplicate, an older one is superseded, and the PO's latest version that never reached AppZen
+//!   (held, rejected, unmappable) is processed again: the way to re-send it once its cause is fixed.
+//!
+//! Each replay has its own send id (`replay-` and 32 random hex digits), also its SQS deduplication id. An
+//! envelope too large for one SQS message is stored under `bodies/` and queued as a claim check, as ingest does.
 
 use crate::Clients;
 use crate::error::Error;
+use crate::history::kept_versions;
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
 use po_sync::komet::{PurchaseOrder, parse_webhook};
-use po_sync::message::WebhookEnvelope;
-use po_sync_aws::queue::{FifoMessage, FifoQueue, SqsFifoQueue};
+use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
+use po_sync_aws::objects::{Bytes, NewObject, ObjectStore, S3ObjectStore, location};
+use po_sync_aws::queue::{FifoMessage, FifoQueue, SQS_MAX_MESSAGE_BYTES, SqsFifoQueue};
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -33,46 +44,161 @@ pub fn validate(bytes: &[u8], source: &str) -> Result<SavedWebhook, Error> {
     }
 }
 
+/// Which kept version `replay --po` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Latest,
+    /// The version: `receivedAt` in milliseconds.
+    Version(i64),
+}
+
+/// A version on the command line: milliseconds since the epoch (as `history --json` and the ledger show it) or
+/// an RFC 3339 time with milliseconds (as `history` prints it).
+pub fn parse_version(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(version) = text.parse::<i64>() {
+        return Ok(version);
+    }
+    DateTime::parse_from_rfc3339(text).map(|at| at.timestamp_millis()).map_err(|_| {
+        format!(
+            "{text:?} is not a version: give its milliseconds (1795280400123) or its time (2026-11-21T17:00:00.123Z)"
+        )
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayReport {
     pub po_id: u64,
     pub po_number: String,
-    /// The new version: `receivedAt` in milliseconds.
+    /// Where the body came from: the file, or the kept body's `s3://` location.
+    pub source: String,
+    /// A kept body sent again with its own version (`--po`), not a new version (a file).
+    pub kept: bool,
+    /// The version sent: `receivedAt` in milliseconds (now for a file; the kept version's own for `--po`).
     pub version: i64,
     pub received_at: DateTime<Utc>,
     /// The envelope's `sendId`, also the SQS deduplication id: `replay-` and 32 random hex digits.
     pub send_id: String,
-    pub sqs_message_id: String,
+    /// Where the envelope was stored for a claim check, when it was too large for one SQS message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_check: Option<String>,
+    /// `None` on a dry run: nothing was sent.
+    pub sqs_message_id: Option<String>,
 }
 
-/// Queues `webhook` on the webhook queue as a new version received at `now` (truncated to milliseconds).
+/// Queues a saved body as a new version received at `now` (truncated to milliseconds).
 pub async fn replay(
     clients: &Clients,
     resources: &Resources,
     webhook: &SavedWebhook,
+    source: &str,
     now: DateTime<Utc>,
 ) -> Result<ReplayReport, Error> {
-    let queue_url = resources.require(Resource::WebhookQueue)?;
     let received_at = DateTime::<Utc>::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
-    let send_id = format!("replay-{:032x}", fastrand::u128(..));
-    let envelope = WebhookEnvelope::new(webhook.po.clone(), &webhook.bytes, received_at).with_send_id(send_id.clone());
-    let json = envelope.to_json();
-    let message = FifoMessage::webhook(&envelope, json);
-    let sqs_message_id = SqsFifoQueue::new(clients.sqs.clone(), queue_url).send(&message).await?;
+    let envelope = WebhookEnvelope::new(webhook.po.clone(), &webhook.bytes, received_at).with_send_id(new_send_id());
+    let bucket = resources.get(Resource::ArchiveBucket).map(|b| S3ObjectStore::with_client(clients.s3.clone(), b));
+    send(clients, resources, bucket.as_ref(), envelope, source.to_owned(), false).await
+}
+
+/// Queues the PO's kept body of the version `pick` names, with that version, marked as a replay; `dry_run`
+/// reads and validates it and reports what would be sent, sending nothing.
+pub async fn replay_kept(
+    clients: &Clients,
+    resources: &Resources,
+    po_id: u64,
+    pick: Pick,
+    dry_run: bool,
+) -> Result<ReplayReport, Error> {
+    let bucket = resources.require(Resource::ArchiveBucket)?;
+    let store = S3ObjectStore::with_client(clients.s3.clone(), bucket);
+    let (kept, _) = kept_versions(&store, po_id).await?;
+    let chosen = match pick {
+        Pick::Latest => kept.last(),
+        Pick::Version(version) => kept.iter().find(|(k, _)| k.version == version),
+    };
+    let Some((chosen, _)) = chosen else {
+        let which = match pick {
+            Pick::Latest => "any version".to_owned(),
+            Pick::Version(version) => format!("version {version}"),
+        };
+        return Err(Error::Usage(format!(
+            "PO {po_id} has no kept body of {which} in s3://{bucket}/webhooks/{po_id}/ (older than the retention, or \
+             never received); `po-sync-admin history {po_id}` lists what is kept"
+        )));
+    };
+    let source = location(bucket, &chosen.key);
+    let bytes = store
+        .get(&chosen.key)
+        .await?
+        .ok_or_else(|| Error::Failed(format!("{source} was listed but is gone (expired meanwhile?)")))?;
+    let saved = validate(&bytes, &source)?;
+    let mut envelope = WebhookEnvelope::new(saved.po, &bytes, chosen.received_at).with_send_id(new_send_id());
+    envelope.replay = true;
+    send(clients, resources, Some(&store), envelope, source, dry_run).await
+}
+
+fn new_send_id() -> String {
+    format!("replay-{:032x}", fastrand::u128(..))
+}
+
+/// Sends the envelope (through a claim check in `bucket` when it is too large for one SQS message).
+async fn send(
+    clients: &Clients,
+    resources: &Resources,
+    bucket: Option<&S3ObjectStore>,
+    envelope: WebhookEnvelope,
+    source: String,
+    dry_run: bool,
+) -> Result<ReplayReport, Error> {
+    let queue_url = resources.require(Resource::WebhookQueue)?;
+    let mut message = FifoMessage::webhook(&envelope, envelope.to_json());
+    let mut claim_check = None;
+    if message.size() > SQS_MAX_MESSAGE_BYTES {
+        let Some(store) = bucket else {
+            return Err(Error::Usage(format!(
+                "{source} is too large for one SQS message ({} bytes): pass --archive-bucket (or --stack) so it is \
+                 stored there and queued as a claim check",
+                message.size()
+            )));
+        };
+        let key = body_key(envelope.po.id, envelope.deduplication_id());
+        if !dry_run {
+            let metadata = [("po-id", envelope.po.id.to_string()), ("send-id", envelope.deduplication_id().to_owned())];
+            let object = NewObject {
+                key: &key,
+                bytes: Bytes::from(std::mem::take(&mut message.body)),
+                content_type: "application/json",
+                metadata: &metadata,
+            };
+            store.put(&object).await?;
+        }
+        let pointer = BodyRef::of(&envelope, store.bucket(), key.as_str());
+        message = FifoMessage::webhook_ref(&pointer, pointer.to_json());
+        claim_check = Some(pointer.location());
+    }
+    let sqs_message_id = match dry_run {
+        true => None,
+        false => Some(SqsFifoQueue::new(clients.sqs.clone(), queue_url).send(&message).await?),
+    };
     Ok(ReplayReport {
         po_id: envelope.po.id,
         po_number: envelope.po.po_number.as_str().to_owned(),
+        source,
+        kept: envelope.replay,
         version: envelope.version(),
-        received_at,
-        send_id,
+        received_at: envelope.received_at,
+        send_id: envelope.deduplication_id().to_owned(),
+        claim_check,
         sqs_message_id,
     })
 }
 
 impl fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "queued PO {} (id {}) as a new version", self.po_number, self.po_id)?;
+        let verb = if self.sqs_message_id.is_some() { "queued" } else { "would queue (dry run)" };
+        let as_what = if self.kept { "with the version it had" } else { "as a new version" };
+        writeln!(f, "{verb} PO {} (id {}) {as_what} from {}", self.po_number, self.po_id, self.source)?;
         writeln!(
             f,
             "  version      {} (received {})",
@@ -80,6 +206,24 @@ impl fmt::Display for ReplayReport {
             self.received_at.to_rfc3339_opts(SecondsFormat::Millis, true)
         )?;
         writeln!(f, "  send id      {}", self.send_id)?;
-        writeln!(f, "  SQS message  {}", self.sqs_message_id)
+        if let Some(claim_check) = &self.claim_check {
+            writeln!(f, "  claim check  {claim_check}")?;
+        }
+        match &self.sqs_message_id {
+            Some(id) => writeln!(f, "  SQS message  {id}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_is_read_as_milliseconds_or_as_the_time_history_prints() {
+        assert_eq!(parse_version("1795280400123"), Ok(1_795_280_400_123));
+        assert_eq!(parse_version("2026-11-21T17:00:00.123Z"), Ok(1_795_280_400_123));
+        assert!(parse_version("last tuesday").unwrap_err().contains("not a version"));
     }
 }

@@ -1,4 +1,4 @@
-//! Which queues and table a command works on: given by flags, else read from the CloudFormation stack's
+//! Which queues, table and bucket a command works on: given by flags, else read from the CloudFormation stack's
 //! outputs (`infra/template.yaml`). When the flags give everything a command needs, the stack is not read.
 
 use crate::error::{Error, aws};
@@ -13,16 +13,18 @@ pub enum Resource {
     NotificationQueue,
     NotificationDeadLetterQueue,
     LedgerTable,
+    ArchiveBucket,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 6] = [
+    pub const ALL: [Resource; 7] = [
         Resource::WebhookQueue,
         Resource::WebhookDeadLetterQueue,
         Resource::ParkedQueue,
         Resource::NotificationQueue,
         Resource::NotificationDeadLetterQueue,
         Resource::LedgerTable,
+        Resource::ArchiveBucket,
     ];
 
     /// The stack output that names it (`infra/template.yaml`, Outputs).
@@ -34,6 +36,7 @@ impl Resource {
             Resource::NotificationQueue => "NotificationQueueUrl",
             Resource::NotificationDeadLetterQueue => "NotificationDeadLetterQueueUrl",
             Resource::LedgerTable => "LedgerTableName",
+            Resource::ArchiveBucket => "ArchiveBucketName",
         }
     }
 
@@ -46,6 +49,7 @@ impl Resource {
             Resource::NotificationQueue => "--notification-queue-url",
             Resource::NotificationDeadLetterQueue => "--notification-dlq-url",
             Resource::LedgerTable => "--ledger-table",
+            Resource::ArchiveBucket => "--archive-bucket",
         }
     }
 
@@ -58,11 +62,12 @@ impl Resource {
             Resource::NotificationQueue => "notification queue",
             Resource::NotificationDeadLetterQueue => "notification DLQ",
             Resource::LedgerTable => "ledger table",
+            Resource::ArchiveBucket => "archive bucket",
         }
     }
 }
 
-/// The resources known so far: queue URLs and the ledger table's name.
+/// The resources known so far: queue URLs, the ledger table's name and the archive bucket's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
@@ -72,6 +77,7 @@ pub struct Resources {
     pub notification_queue_url: Option<String>,
     pub notification_dlq_url: Option<String>,
     pub ledger_table: Option<String>,
+    pub archive_bucket: Option<String>,
 }
 
 impl Resources {
@@ -83,6 +89,7 @@ impl Resources {
             Resource::NotificationQueue => self.notification_queue_url.as_deref(),
             Resource::NotificationDeadLetterQueue => self.notification_dlq_url.as_deref(),
             Resource::LedgerTable => self.ledger_table.as_deref(),
+            Resource::ArchiveBucket => self.archive_bucket.as_deref(),
         }
     }
 
@@ -94,6 +101,7 @@ impl Resources {
             Resource::NotificationQueue => &mut self.notification_queue_url,
             Resource::NotificationDeadLetterQueue => &mut self.notification_dlq_url,
             Resource::LedgerTable => &mut self.ledger_table,
+            Resource::ArchiveBucket => &mut self.archive_bucket,
         }
     }
 

@@ -7,9 +7,9 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use po_sync::komet::parse_webhook;
 use po_sync::ledger::{AppZenHolds, LedgerEntry, LedgerOutcome, SettledVersion};
-use po_sync::message::{BodyRef, WebhookEnvelope, body_key, sha256_hex};
+use po_sync::message::{BodyRef, WebhookEnvelope, body_key, kept_key, sha256_hex};
 use po_sync_admin::redrive::{Fate, Method, RedriveOptions, redrive, snapshot};
-use po_sync_admin::{Clients, Error, Resource, Resources, po, replay, status};
+use po_sync_admin::{Clients, Error, Resource, Resources, history, po, replay, status};
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
 use po_sync_test_support::fixture;
 use po_sync_test_support::moto::{MotoServer, create_fifo_queue};
@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Duration as StdDuration;
 
 const TABLE: &str = "po-sync-ledger";
+const BUCKET: &str = "t-archive";
 
 /// A po-sync-shaped set of queues and the ledger table in moto, named by flags.
 async fn deploy(clients: &Clients) -> Resources {
@@ -43,6 +44,7 @@ async fn deploy(clients: &Clients) -> Resources {
         .send()
         .await
         .unwrap();
+    clients.s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     Resources::default()
         .with(Resource::WebhookQueue, webhooks)
         .with(Resource::WebhookDeadLetterQueue, dlq)
@@ -50,6 +52,7 @@ async fn deploy(clients: &Clients) -> Resources {
         .with(Resource::NotificationQueue, notifications)
         .with(Resource::NotificationDeadLetterQueue, notification_dlq)
         .with(Resource::LedgerTable, TABLE)
+        .with(Resource::ArchiveBucket, BUCKET)
 }
 
 async fn start() -> (MotoServer, Clients) {
@@ -188,7 +191,8 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
                     "AttributeDefinitions": [{ "AttributeName": "poId", "AttributeType": "S" }],
                     "KeySchema": [{ "AttributeName": "poId", "KeyType": "HASH" }]
                 }
-            }
+            },
+            "ArchiveBucket": { "Type": "AWS::S3::Bucket", "Properties": { "BucketName": "cf-archive" } }
         },
         "Outputs": {
             "WebhookQueueUrl": { "Value": { "Ref": "WebhookQueue" } },
@@ -196,7 +200,8 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
             "WebhookParkedQueueUrl": { "Value": { "Ref": "WebhookParkedQueue" } },
             "NotificationQueueUrl": { "Value": { "Ref": "NotificationQueue" } },
             "NotificationDeadLetterQueueUrl": { "Value": { "Ref": "NotificationDeadLetterQueue" } },
-            "LedgerTableName": { "Value": { "Ref": "LedgerTable" } }
+            "LedgerTableName": { "Value": { "Ref": "LedgerTable" } },
+            "ArchiveBucketName": { "Value": { "Ref": "ArchiveBucket" } }
         }
     });
     clients
@@ -220,6 +225,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
         assert!(resolved.get(resource).unwrap().ends_with(name), "{resource:?}: {resolved:?}");
     }
     assert_eq!(resolved.get(Resource::LedgerTable), Some("cf-ledger"));
+    assert_eq!(resolved.get(Resource::ArchiveBucket), Some("cf-archive"));
 
     // The stack's resources work: its queues through `status`, its ledger table through `po`.
     let report = status::status(&clients, &resolved).await.unwrap();
@@ -318,6 +324,104 @@ async fn status_counts_visible_and_in_flight_messages_and_explains_a_missing_age
     assert_eq!(json["queues"][0]["oldestAgeSeconds"], serde_json::Value::Null);
 }
 
+/// Keeps `body` as ingest keeps it: under the PO's prefix and the version received at `received_at`.
+async fn keep(clients: &Clients, body: &[u8], received_at: DateTime<Utc>, send: &str) -> String {
+    let po_id = parse_webhook(body).unwrap().id;
+    let key = kept_key(po_id, received_at, send);
+    clients.s3.put_object().bucket(BUCKET).key(&key).body(body.to_vec().into()).send().await.unwrap();
+    key
+}
+
+#[tokio::test]
+async fn history_lists_the_kept_versions_and_replay_sends_one_again_with_its_version() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let a = fixture("komet-clean-po.json");
+    let mut edited: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    edited["arrivalDate"] = "2026-02-12".into();
+    let b = serde_json::to_vec(&edited).unwrap();
+    keep(&clients, &a, at(1), "req-a").await;
+    keep(&clients, &b, at(2), "req-b").await;
+    // Another PO's and a stray object do not mix in.
+    keep(&clients, &fixture("komet-doc-sample.json"), at(3), "req-other").await;
+    clients
+        .s3
+        .put_object()
+        .bucket(BUCKET)
+        .key("webhooks/48213/notes.txt")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
+    ledger.write(&upserted(48213, "P004410", at(1), &sha256_hex(&a), 1)).await.unwrap();
+
+    let report = history::history(&clients, &resources, 48213).await.unwrap();
+    let seen: Vec<(i64, Vec<&str>, u64)> =
+        report.versions.iter().map(|v| (v.kept.version, v.ledger.clone(), v.bytes)).collect();
+    assert_eq!(
+        seen,
+        [
+            (at(2).timestamp_millis(), vec!["pending"], b.len() as u64),
+            (at(1).timestamp_millis(), vec!["upserted", "appzen_holds"], a.len() as u64),
+        ]
+    );
+    let text = report.to_string();
+    assert!(text.starts_with("PO 48213 (P004410): 2 version(s) kept in s3://t-archive/webhooks/48213/"), "{text}");
+    assert!(text.contains("2026-11-22T09:00:02.000Z") && text.contains("req-b"), "{text}");
+
+    // A dry run reads and validates the latest, and sends nothing.
+    let webhooks = url(&resources, Resource::WebhookQueue);
+    let dry = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Latest, true).await.unwrap();
+    assert_eq!((dry.version, dry.sqs_message_id.as_deref(), dry.kept), (at(2).timestamp_millis(), None, true));
+    assert!(dry.to_string().starts_with("would queue (dry run) PO P004410 (id 48213) with the version it had"));
+    assert!(drain(&clients, &webhooks).await.is_empty());
+
+    // A chosen version is sent with that version, marked as a replay, byte for byte the kept body.
+    let sent = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Version(at(1).timestamp_millis()), false)
+        .await
+        .unwrap();
+    assert_eq!(sent.source, format!("s3://t-archive/{}", kept_key(48213, at(1), "req-a")));
+    let queued = drain(&clients, &webhooks).await;
+    assert_eq!(queued.len(), 1);
+    let envelope = WebhookEnvelope::from_json(&queued[0].0).unwrap();
+    assert!(envelope.replay);
+    assert_eq!((envelope.received_at, envelope.body_sha256.as_str()), (at(1), sha256_hex(&a).as_str()));
+    assert_eq!((queued[0].1.as_str(), queued[0].2.as_str()), ("48213", sent.send_id.as_str()));
+
+    // A version that is not kept: the error says how to find the kept ones.
+    let error = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Version(5), false).await.unwrap_err();
+    assert!(matches!(error, Error::Usage(_)) && error.to_string().contains("history 48213"), "{error}");
+    let error = replay::replay_kept(&clients, &resources, 999, replay::Pick::Latest, false).await.unwrap_err();
+    assert!(error.to_string().contains("no kept body of any version"), "{error}");
+}
+
+#[tokio::test]
+async fn a_kept_body_too_large_for_sqs_is_replayed_through_a_claim_check() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    // Within the reader's limits (1,000 invoices, 1,024-character links), over SQS's 1 MiB as an envelope.
+    let invoice = format!(
+        r#"{{"invoiceNumber": "I", "invoiceAmount": 1, "file": "https://files.kometsales.com/{}", "purchaseOrderItems": [{{"totalCost": 1}}]}}"#,
+        "x".repeat(990)
+    );
+    let body = format!(
+        r#"{{"id": 7, "poNumber": "P7", "total": 1000, "vendorInvoices": [{}]}}"#,
+        vec![invoice; 1_000].join(",")
+    );
+    keep(&clients, body.as_bytes(), at(4), "req-big").await;
+    let sent = replay::replay_kept(&clients, &resources, 7, replay::Pick::Latest, false).await.unwrap();
+    let queued = drain(&clients, &url(&resources, Resource::WebhookQueue)).await;
+    let pointer = BodyRef::from_json(&queued[0].0).expect("a claim check");
+    assert_eq!(Some(pointer.location()), sent.claim_check);
+    assert_eq!(pointer.key, body_key(7, &sent.send_id));
+    let stored = clients.s3.get_object().bucket(BUCKET).key(&pointer.key).send().await.unwrap();
+    let stored = stored.body.collect().await.unwrap().into_bytes();
+    let envelope = WebhookEnvelope::from_json(std::str::from_utf8(&stored).unwrap()).unwrap();
+    assert!(pointer.names(&envelope) && envelope.replay);
+    assert_eq!(envelope.received_at, at(4));
+}
+
 #[tokio::test]
 async fn po_reports_a_missing_po_and_a_written_entry() {
     let (_moto, clients) = start().await;
@@ -356,8 +460,10 @@ async fn replay_queues_a_new_version_of_the_file_each_time() {
     let bytes = fixture("komet-clean-po.json");
     let saved = replay::validate(&bytes, "komet-clean-po.json").unwrap();
 
-    let first = replay::replay(&clients, &resources, &saved, Utc::now()).await.unwrap();
-    let second = replay::replay(&clients, &resources, &saved, Utc::now() + Duration::milliseconds(5)).await.unwrap();
+    let first = replay::replay(&clients, &resources, &saved, "f.json", Utc::now()).await.unwrap();
+    let second =
+        replay::replay(&clients, &resources, &saved, "f.json", Utc::now() + Duration::milliseconds(5)).await.unwrap();
+    assert!(!first.kept && !first.to_string().contains("dry run"));
     assert_eq!((first.po_id, first.po_number.as_str()), (48213, "P004410"));
     assert_ne!(first.send_id, second.send_id);
     assert_ne!(first.sqs_message_id, second.sqs_message_id);
@@ -626,7 +732,7 @@ async fn the_binary_runs_the_commands_against_moto() {
 
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
-    for command in ["status", "po", "redrive", "replay"] {
+    for command in ["status", "po", "history", "redrive", "replay"] {
         assert!(stdout.contains(command), "{stdout}");
     }
 }

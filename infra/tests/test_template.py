@@ -499,7 +499,7 @@ class TemplateTest(unittest.TestCase):
                 resources = [sub_text(r) for r in as_list(statement["Resource"])]
                 s3.setdefault(where.split("/")[0], []).append((sorted(actions), resources))
         self.assertEqual({role: sorted(grants) for role, grants in s3.items()}, {
-            "IngestRole": [(["s3:PutObject"], ["${ArchiveBucket.Arn}/bodies/*"])],
+            "IngestRole": [(["s3:PutObject"], ["${ArchiveBucket.Arn}/webhooks/*", "${ArchiveBucket.Arn}/bodies/*"])],
             "ReconcileRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/bodies/*"]),
                               (["s3:GetObject", "s3:PutObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
             "NotifyRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
@@ -526,6 +526,22 @@ class TemplateTest(unittest.TestCase):
             if other is not rule and ({"ExpirationInDays", "ExpirationDate", "NoncurrentVersionExpiration"} & set(other)):
                 prefix = other.get("Prefix", other.get("Filter", {}).get("Prefix", ""))
                 self.assertTrue(prefix and not "bodies/".startswith(prefix), other.get("Id"))
+
+    def test_every_kept_webhook_expires_after_its_retention_and_outlives_the_parked_queue(self):
+        rules = self.resources["ArchiveBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        kept = [r for r in rules if r.get("Prefix") == "webhooks/"]
+        self.assertEqual(len(kept), 1, "one lifecycle rule for webhooks/")
+        self.assertEqual(kept[0]["Status"], "Enabled")
+        self.assertEqual(kept[0]["ExpirationInDays"], {"Ref": "WebhookRetentionDays"})
+        self.assertLessEqual(kept[0]["NoncurrentVersionExpiration"]["NoncurrentDays"], 30)
+        parameter = self.template["Parameters"]["WebhookRetentionDays"]
+        self.assertEqual(parameter["Default"], 90)
+        parked_days = int(self.resources["WebhookParkedQueue"]["Properties"]["MessageRetentionPeriod"]) // 86400
+        self.assertGreater(parameter["MinValue"], parked_days, "a parked webhook can be replayed from its kept body")
+        for other in rules:
+            if other is not kept[0] and ({"ExpirationInDays", "NoncurrentVersionExpiration"} & set(other)):
+                prefix = other.get("Prefix", "")
+                self.assertTrue(prefix and not "webhooks/".startswith(prefix), other.get("Id"))
 
     def test_invoice_hosts_parameter_takes_domains_never_an_ip_address(self):
         import re as regex

@@ -7,12 +7,9 @@ use crate::auth::{AuthFailure, Verifier};
 use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
 use po_sync::komet::{PayloadError, parse_webhook};
-use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
+use po_sync::message::{BodyRef, WebhookEnvelope, body_key, kept_key};
 use po_sync_aws::objects::Bytes;
-use po_sync_aws::queue::FifoMessage;
-
-/// The largest SQS message (body and attributes); SQS refuses anything larger.
-pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
+pub use po_sync_aws::queue::{FifoMessage, SQS_MAX_MESSAGE_BYTES};
 
 /// Why a request is refused. Each is answered with a 4xx (or 500) and never queued. Its snake_case name is the
 /// `outcome` in the request's log line and the `reason` of the refusal metric.
@@ -73,17 +70,21 @@ pub struct Admitted {
     pub body_sha256: String,
     /// The envelope itself, or (with `claim_check`) the claim check pointing at it.
     pub message: FifoMessage,
-    /// For a PO too large for one SQS message: the envelope to store before `message` is sent.
-    pub claim_check: Option<ClaimCheck>,
+    /// With a bucket: the body exactly as Komet sent it, kept before the answer (`webhooks/…`, [`kept_key`]).
+    pub kept: Option<Upload>,
+    /// For a PO too large for one SQS message: the envelope to store before `message` is sent (`bodies/…`).
+    pub claim_check: Option<Upload>,
 }
 
-/// An envelope to store in the bucket, at the key its claim check names.
+/// An object to store in the bucket before the message is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimCheck {
+pub struct Upload {
     pub key: String,
-    /// The envelope's JSON: exactly what the queue message would have been; the upload shares this buffer.
-    pub envelope_json: Bytes,
-    /// The object's user metadata (`po-id`, `po-number`, `send-id`), ASCII, for anyone browsing the bucket.
+    /// The body as Komet sent it, or the envelope's JSON (exactly what the queue message would have been); the
+    /// upload shares this buffer.
+    pub bytes: Bytes,
+    /// The object's user metadata (`po-id`, `po-number`, `send-id`, and for a kept body `received-at` and
+    /// `body-sha256`), ASCII, for anyone browsing the bucket.
     pub metadata: Vec<(&'static str, String)>,
 }
 
@@ -92,8 +93,9 @@ pub struct ClaimCheck {
 pub struct Admission {
     pub verifier: Verifier,
     pub max_body_bytes: usize,
-    /// The bucket a PO too large for one SQS message is stored in; `None`: such a PO is refused (413).
-    pub claim_check_bucket: Option<String>,
+    /// The bucket every admitted body is kept in, and a PO too large for one SQS message is stored in; `None`:
+    /// nothing is kept, and such a PO is refused (413).
+    pub bucket: Option<String>,
 }
 
 /// `application/json`, in any case, with or without parameters such as `charset`.
@@ -130,30 +132,37 @@ impl Admission {
         let envelope = WebhookEnvelope::new(po, body, received_at).with_send_id(send_id);
         let json = envelope.to_json();
         let message = FifoMessage::webhook(&envelope, json);
-        if message.size() <= SQS_MAX_MESSAGE_BYTES {
-            let body_sha256 = envelope.body_sha256;
-            return Ok(Admitted { po_id, po_number, body_sha256, message, claim_check: None });
-        }
-        // Too large for SQS: through the bucket when there is one. Without one it is refused here, with a 413
-        // Komet will not retry, rather than a 503 it would.
-        let Some(bucket) = &self.claim_check_bucket else {
-            return Err(Rejection::PayloadTooLarge { limit: self.max_body_bytes.min(SQS_MAX_MESSAGE_BYTES) });
-        };
-        let key = body_key(po_id, envelope.deduplication_id());
-        let pointer = BodyRef::of(&envelope, bucket.as_str(), key.as_str());
-        let pointer_json = pointer.to_json();
         let metadata = vec![
             ("po-id", po_id.to_string()),
             ("po-number", metadata_text(&po_number)),
             ("send-id", metadata_text(send_id)),
         ];
-        let envelope_json = Bytes::from(message.body);
+        let kept = self.bucket.as_ref().map(|_| {
+            let mut metadata = metadata.clone();
+            metadata.push(("received-at", received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+            metadata.push(("body-sha256", envelope.body_sha256.clone()));
+            Upload { key: kept_key(po_id, received_at, send_id), bytes: Bytes::copy_from_slice(body), metadata }
+        });
+        if message.size() <= SQS_MAX_MESSAGE_BYTES {
+            let body_sha256 = envelope.body_sha256;
+            return Ok(Admitted { po_id, po_number, body_sha256, message, kept, claim_check: None });
+        }
+        // Too large for SQS: through the bucket when there is one. Without one it is refused here, with a 413
+        // Komet will not retry, rather than a 503 it would.
+        let Some(bucket) = &self.bucket else {
+            return Err(Rejection::PayloadTooLarge { limit: self.max_body_bytes.min(SQS_MAX_MESSAGE_BYTES) });
+        };
+        let key = body_key(po_id, envelope.deduplication_id());
+        let pointer = BodyRef::of(&envelope, bucket.as_str(), key.as_str());
+        let pointer_json = pointer.to_json();
+        let bytes = Bytes::from(message.body);
         Ok(Admitted {
             po_id,
             po_number,
             body_sha256: envelope.body_sha256,
             message: FifoMessage::webhook_ref(&pointer, pointer_json),
-            claim_check: Some(ClaimCheck { key, envelope_json, metadata }),
+            kept,
+            claim_check: Some(Upload { key, bytes, metadata }),
         })
     }
 }
@@ -177,7 +186,7 @@ mod tests {
         Admission {
             verifier: Verifier::new(&Credentials::Bearer { token: "tok".into() }),
             max_body_bytes,
-            claim_check_bucket: None,
+            bucket: None,
         }
     }
 
@@ -204,6 +213,7 @@ mod tests {
         let message = &admitted.message;
         assert_eq!(message.group_id, "12345");
         assert_eq!(message.deduplication_id, "req-1", "the request, never the body, identifies a send");
+        assert!(admitted.kept.is_none(), "without a bucket nothing is kept");
         assert_eq!(
             message.attributes,
             vec![("poNumber", "P002271".to_owned()), ("receivedAt", "2026-01-02T03:04:05.678Z".to_owned())]
@@ -287,13 +297,17 @@ mod tests {
         );
         let invoices = vec![invoice; 1_000].join(",");
         let body = format!(r#"{{"id": 7, "poNumber": "P-é7", "total": 1000, "vendorInvoices": [{invoices}]}}"#);
-        let gate = Admission { claim_check_bucket: Some("archive".into()), ..admission(4 << 20) };
+        let gate = Admission { bucket: Some("archive".into()), ..admission(4 << 20) };
         let admitted =
             gate.admit(&Method::POST, &headers(Some("application/json")), body.as_bytes(), at(), "a/b+c=").unwrap();
+        let kept = admitted.kept.as_ref().expect("with a bucket, every admitted body is kept");
+        assert_eq!(kept.key, format!("webhooks/7/{:013}-a_2Fb_2Bc_3D.json", at().timestamp_millis()));
+        assert_eq!(kept.bytes.as_ref(), body.as_bytes(), "exactly as Komet sent it");
+        assert!(kept.metadata.contains(&("received-at", "2026-01-02T03:04:05.678Z".to_owned())));
         let check = admitted.claim_check.expect("a claim check");
         assert_eq!(check.key, "bodies/7/a_2Fb_2Bc_3D.json");
-        let envelope = WebhookEnvelope::from_json(std::str::from_utf8(&check.envelope_json).unwrap()).unwrap();
-        assert!(check.envelope_json.len() > SQS_MAX_MESSAGE_BYTES);
+        let envelope = WebhookEnvelope::from_json(std::str::from_utf8(&check.bytes).unwrap()).unwrap();
+        assert!(check.bytes.len() > SQS_MAX_MESSAGE_BYTES);
         assert_eq!((envelope.po.id, envelope.send_id.as_deref(), envelope.received_at), (7, Some("a/b+c="), at()));
         assert_eq!(
             check.metadata,
@@ -308,6 +322,7 @@ mod tests {
         // A PO that fits is queued as it is, bucket or not.
         let small = gate.admit(&Method::POST, &headers(Some("application/json")), DOC_SAMPLE, at(), "r").unwrap();
         assert!(small.claim_check.is_none());
+        assert_eq!(small.kept.map(|kept| kept.bytes.to_vec()), Some(DOC_SAMPLE.to_vec()));
         assert!(WebhookEnvelope::from_json(&small.message.body).is_ok());
     }
 

@@ -2,15 +2,16 @@
 //!
 //! - [`admission`] decides (method, credentials, content type, size, payload) without I/O;
 //! - the queue is a [`FifoQueue`] port (po-sync-aws): SQS in Lambda, memory in tests and benchmarks;
-//! - a PO too large for one SQS message is stored first through an [`ObjectStore`] port (S3's `bodies/`), and
-//!   its message is a claim check pointing at it (when `ARCHIVE_BUCKET` is set; otherwise it is a 413);
+//! - with `ARCHIVE_BUCKET` set, every admitted body is kept through an [`ObjectStore`] port (S3's `webhooks/`)
+//!   before it is queued, and a PO too large for one SQS message is stored there too (`bodies/`), its message a
+//!   claim check pointing at it (without a bucket nothing is kept and such a PO is a 413);
 //! - [`Ingest::handle`] ties them together, answers in Komet's convention and logs one line per request;
 //! - [`Ingest::start`] is the cold start: credentials (from Secrets Manager if configured) and the SQS client.
 
 pub mod admission;
 pub mod auth;
 
-use admission::{Admission, Admitted, Rejection};
+use admission::{Admission, Admitted, Rejection, Upload};
 use auth::Verifier;
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -28,8 +29,9 @@ use std::time::Instant;
 pub struct Ingest<Q, S = S3ObjectStore> {
     pub admission: Admission,
     pub queue: Q,
-    /// Where a PO too large for one SQS message is stored (`ARCHIVE_BUCKET`); `None`: such a PO is a 413.
-    pub bodies: Option<S>,
+    /// Where every admitted body is kept and a PO too large for one SQS message is stored (`ARCHIVE_BUCKET`);
+    /// `None`: nothing is kept, and such a PO is a 413.
+    pub bucket: Option<S>,
 }
 
 /// Why the function could not start; Lambda reports it as an init error.
@@ -57,7 +59,7 @@ impl Ingest<SqsFifoQueue> {
         let queue = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.queue_url);
         let ingest = Ingest::new(&credentials, config.max_body_bytes, queue);
         Ok(match config.archive_bucket {
-            Some(bucket) => ingest.with_bodies(S3ObjectStore::new(aws, bucket)),
+            Some(bucket) => ingest.with_bucket(S3ObjectStore::new(aws, bucket)),
             None => ingest,
         })
     }
@@ -79,22 +81,24 @@ fn reply(status: StatusCode, text: &str) -> Response<Body> {
 }
 
 impl<Q: FifoQueue> Ingest<Q> {
-    /// Without a bucket: a PO too large for one SQS message is refused (413); see [`Ingest::with_bodies`].
+    /// Without a bucket: nothing is kept and a PO too large for one SQS message is refused (413); see
+    /// [`Ingest::with_bucket`].
     pub fn new(credentials: &Credentials, max_body_bytes: usize, queue: Q) -> Self {
-        let admission = Admission { verifier: Verifier::new(credentials), max_body_bytes, claim_check_bucket: None };
-        Ingest { admission, queue, bodies: None }
+        let admission = Admission { verifier: Verifier::new(credentials), max_body_bytes, bucket: None };
+        Ingest { admission, queue, bucket: None }
     }
 }
 
 impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
-    /// Stores each PO too large for one SQS message in `store` (under `bodies/`) and queues a claim check.
-    pub fn with_bodies<T: ObjectStore>(self, store: T) -> Ingest<Q, T> {
-        let admission = Admission { claim_check_bucket: Some(store.bucket().to_owned()), ..self.admission };
-        Ingest { admission, queue: self.queue, bodies: Some(store) }
+    /// Keeps every admitted body in `store` (under `webhooks/`), and stores each PO too large for one SQS message
+    /// there (under `bodies/`) and queues a claim check.
+    pub fn with_bucket<T: ObjectStore>(self, store: T) -> Ingest<Q, T> {
+        let admission = Admission { bucket: Some(store.bucket().to_owned()), ..self.admission };
+        Ingest { admission, queue: self.queue, bucket: Some(store) }
     }
 
-    /// Answers one webhook request. Success only once the queue has accepted the message (and, for a claim
-    /// check, once the bucket has stored the envelope it points at, before the message is sent).
+    /// Answers one webhook request. Success only once the bucket has kept the body (and stored the envelope a
+    /// claim check points at) and then the queue has accepted the message.
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let started = Instant::now();
         // Milliseconds: the envelope and the `receivedAt` attribute then say exactly the same instant.
@@ -110,6 +114,7 @@ impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
             method: &parts.method,
             body_bytes: body.len(),
             admitted: None,
+            kept: None,
             claim_check: None,
             sqs_message_id: None,
             auth: None,
@@ -145,31 +150,21 @@ impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
         response
     }
 
-    /// Stores the envelope a claim check points at (first: never a pointer to nothing), then queues the message;
-    /// 200 only once SQS has it, 503 (Komet retries) otherwise.
+    /// Keeps the body and stores the envelope a claim check points at (first: 200 never answers a body that is
+    /// not kept, nor queues a pointer to nothing), then queues the message; 200 only once SQS has it, 503 (Komet
+    /// retries) otherwise.
     async fn queue_admitted<'a>(&self, admitted: &'a Admitted, line: &mut RequestLog<'a>) -> Response<Body> {
         line.admitted = Some(admitted);
+        line.kept = admitted.kept.as_ref().map(|kept| kept.key.as_str());
         line.claim_check = admitted.claim_check.as_ref().map(|check| check.key.as_str());
         let unavailable =
             || reply(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be queued: please retry later");
-        if let Some(check) = &admitted.claim_check {
-            let stored = match &self.bodies {
-                Some(store) => {
-                    let object = NewObject {
-                        key: &check.key,
-                        bytes: check.envelope_json.clone(),
-                        content_type: "application/json",
-                        metadata: &check.metadata,
-                    };
-                    store.put(&object).await
-                }
-                // Not reached: admission makes claim checks only with the bucket `with_bodies` gives it.
-                None => Err(PortError::new(PUT_OBJECT, Failure::Permanent, "no store for webhook bodies")),
-            };
-            if let Err(e) = stored {
+        for (upload, failed) in [(&admitted.kept, "body_not_kept"), (&admitted.claim_check, "body_not_stored")] {
+            let Some(upload) = upload else { continue };
+            if let Err(e) = self.store(upload).await {
                 // Counted with the queue's failures: either way the webhook was not queued and Komet retries.
                 po_sync_aws::metrics::webhook_refused("queue_unavailable");
-                (line.outcome, line.error) = ("body_not_stored", Some(e.to_string()));
+                (line.outcome, line.error) = (failed, Some(e.to_string()));
                 return unavailable();
             }
         }
@@ -192,6 +187,22 @@ impl<Q: FifoQueue, S: ObjectStore> Ingest<Q, S> {
     }
 }
 
+impl<Q, S: ObjectStore> Ingest<Q, S> {
+    async fn store(&self, upload: &Upload) -> Result<(), PortError> {
+        let Some(store) = &self.bucket else {
+            // Not reached: admission makes uploads only with the bucket `with_bucket` gives it.
+            return Err(PortError::new(PUT_OBJECT, Failure::Permanent, "no bucket for webhook bodies"));
+        };
+        let object = NewObject {
+            key: &upload.key,
+            bytes: upload.bytes.clone(),
+            content_type: "application/json",
+            metadata: &upload.metadata,
+        };
+        store.put(&object).await
+    }
+}
+
 /// What became of one request: its one log line (`outcome`, the PO when it was read, never credentials or the
 /// body). 2xx is logged as info, 4xx as a warning, 5xx as an error.
 struct RequestLog<'a> {
@@ -201,6 +212,7 @@ struct RequestLog<'a> {
     method: &'a Method,
     body_bytes: usize,
     admitted: Option<&'a Admitted>,
+    kept: Option<&'a str>,
     claim_check: Option<&'a str>,
     sqs_message_id: Option<String>,
     /// Which part of the credentials failed (never the credentials).
@@ -224,6 +236,7 @@ impl RequestLog<'_> {
                     request_id = %log_field(self.send_id),
                     body_sha256 = admitted.map(|a| a.body_sha256.as_str()),
                     sqs_message_id = self.sqs_message_id.as_deref(),
+                    kept = self.kept,
                     claim_check = self.claim_check,
                     auth = self.auth,
                     error = error.as_deref(),

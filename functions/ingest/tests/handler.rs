@@ -267,7 +267,7 @@ fn post(body: Vec<u8>) -> Request {
 
 /// The in-memory bucket of an ingest built with one.
 fn bucket<Q>(ingest: &Ingest<Q, MemoryObjectStore>) -> &MemoryObjectStore {
-    ingest.bodies.as_ref().unwrap()
+    ingest.bucket.as_ref().unwrap()
 }
 
 const SQS_LIMIT: usize = 1_048_576;
@@ -275,7 +275,7 @@ const SQS_LIMIT: usize = 1_048_576;
 #[tokio::test]
 async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
     let ingest =
-        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bucket(MemoryObjectStore::default());
     let body = po_sized_around_the_sqs_limit(8);
     let (status, reply, _) = call(&ingest, post(body.clone())).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
@@ -301,19 +301,50 @@ async fn a_po_just_over_the_sqs_limit_is_stored_then_queued_as_a_claim_check() {
     let metadata: Vec<(&str, &str)> = stored.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(metadata, [("po-id", "7"), ("po-number", "P7"), ("send-id", "req-big")]);
 
-    // One invoice fewer fits in one message: queued as it is, nothing stored.
+    // The body as Komet sent it is kept beside it, under its version.
+    let kept = format!("webhooks/7/{:013}-req-big.json", pointer.version());
+    assert_eq!(bucket(&ingest).keys(), ["bodies/7/req-big.json".to_owned(), kept.clone()]);
+    assert_eq!(bucket(&ingest).object(&kept).unwrap().bytes, body);
+
+    // One invoice fewer fits in one message: queued as it is, only the body kept.
     let ingest =
-        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bucket(MemoryObjectStore::default());
     let (status, _, _) = call(&ingest, post(po_sized_around_the_sqs_limit(-8))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(WebhookEnvelope::from_json(&ingest.queue.messages()[0].body).is_ok());
-    assert_eq!(bucket(&ingest).puts(), 0);
+    assert_eq!(bucket(&ingest).puts(), 1);
+    assert!(bucket(&ingest).keys()[0].starts_with("webhooks/7/"), "{:?}", bucket(&ingest).keys());
+}
+
+#[tokio::test]
+async fn every_acknowledged_webhook_is_kept_before_it_is_queued() {
+    let ingest =
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bucket(MemoryObjectStore::default());
+    let body = po_sync_test_support::CLEAN_PO.to_vec();
+    let (status, _, _) = call(&ingest, post(body.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    let envelope = WebhookEnvelope::from_json(&ingest.queue.messages()[0].body).unwrap();
+    let key = format!("webhooks/{}/{:013}-req-big.json", envelope.po.id, envelope.version());
+    assert_eq!(bucket(&ingest).keys(), std::slice::from_ref(&key));
+    let kept = bucket(&ingest).object(&key).unwrap();
+    assert_eq!(sha256_hex(&kept.bytes), envelope.body_sha256, "the body exactly as Komet sent it");
+    let metadata: Vec<(&str, &str)> = kept.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(metadata[..3], [("po-id", "48213"), ("po-number", "P004410"), ("send-id", "req-big")]);
+
+    // A body the bucket cannot keep is not acknowledged: 503, nothing queued, and Komet's retry goes through.
+    let ingest =
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bucket(MemoryObjectStore::default());
+    bucket(&ingest).fail_next(1, Failure::Transient);
+    assert_eq!(call(&ingest, post(body.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ingest.queue.messages().is_empty());
+    assert_eq!(call(&ingest, post(body)).await.0, StatusCode::OK);
+    assert_eq!((ingest.queue.messages().len(), bucket(&ingest).puts()), (1, 1));
 }
 
 #[tokio::test]
 async fn a_body_that_cannot_be_stored_is_503_and_nothing_is_queued() {
     let ingest =
-        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+        Ingest::new(&bearer(), 6_000_000, MemoryFifoQueue::default()).with_bucket(MemoryObjectStore::default());
     bucket(&ingest).fail_next(1, Failure::Transient);
     let (status, reply, _) = call(&ingest, post(po_sized_around_the_sqs_limit(8))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -332,11 +363,14 @@ async fn a_body_that_cannot_be_stored_is_503_and_nothing_is_queued() {
 async fn a_claim_check_the_queue_refuses_is_503_and_its_body_is_left_to_expire() {
     let queue = MemoryFifoQueue::default();
     queue.fail_next(1, Failure::Transient);
-    let ingest = Ingest::new(&bearer(), 6_000_000, queue).with_bodies(MemoryObjectStore::default());
+    let ingest = Ingest::new(&bearer(), 6_000_000, queue).with_bucket(MemoryObjectStore::default());
     let (status, _, _) = call(&ingest, post(po_sized_around_the_sqs_limit(8))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ingest.queue.messages().is_empty());
-    assert_eq!(bucket(&ingest).keys(), ["bodies/7/req-big.json"], "stored first; the lifecycle rule removes it");
+    let keys = bucket(&ingest).keys();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], "bodies/7/req-big.json", "stored first; the lifecycle rule removes it");
+    assert!(keys[1].starts_with("webhooks/7/"), "kept, as an answer Komet sends again: {keys:?}");
 }
 
 #[tokio::test]
@@ -352,7 +386,7 @@ async fn without_a_bucket_a_po_over_the_sqs_limit_is_413() {
 async fn above_max_body_bytes_it_is_413_bucket_or_not() {
     let body = po_sized_around_the_sqs_limit(8);
     let limit = body.len() - 1;
-    let ingest = Ingest::new(&bearer(), limit, MemoryFifoQueue::default()).with_bodies(MemoryObjectStore::default());
+    let ingest = Ingest::new(&bearer(), limit, MemoryFifoQueue::default()).with_bucket(MemoryObjectStore::default());
     let (status, reply, _) = call(&ingest, post(body)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply["error"], format!("payload too large: the limit is {limit} bytes"));

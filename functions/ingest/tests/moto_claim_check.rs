@@ -219,6 +219,12 @@ async fn a_po_at_the_limits_is_accepted_stored_queued_as_a_claim_check_and_upser
     assert!(pointer.names(&envelope));
     assert_eq!(envelope.body_sha256, sha256_hex(&body));
 
+    // The body exactly as Komet sent it, kept under its PO and version.
+    let kept_key = format!("webhooks/777001/{:013}-req-large.json", pointer.version());
+    let kept = setup.s3.get_object().bucket(BUCKET).key(&kept_key).send().await.unwrap();
+    assert_eq!(kept.metadata().unwrap()["body-sha256"], envelope.body_sha256);
+    assert_eq!(kept.body.collect().await.unwrap().into_bytes(), body);
+
     // reconcile: resolves the claim check through S3 and upserts every line.
     let appzen = MockServer::start().await;
     Mock::given(method("POST"))

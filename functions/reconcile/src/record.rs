@@ -94,6 +94,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             body_sha256: &envelope.body_sha256,
             sqs_message_id: &message_id,
             sequence,
+            replay: envelope.replay,
         };
         let mut claim = match self.admit(&arrival, deadline).await {
             Admission::Claimed(claim) => *claim,

@@ -224,3 +224,34 @@ async fn a_notification_that_cannot_be_queued_releases_the_claim_so_the_redelive
     let latest = reconciler.ledger().entry(12345).unwrap().latest.unwrap();
     assert_eq!((latest.outcome, latest.body_sha256), (LedgerOutcome::Held, sha256_hex(&body)));
 }
+
+#[tokio::test]
+async fn an_operators_replay_sends_a_rejected_version_again_and_a_redelivery_does_not() {
+    let appzen = MockServer::start().await;
+    // AppZen refuses the PO at first (its setup was wrong), then, once fixed, accepts it.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"message": "unknown supplier"})))
+        .up_to_n_times(1)
+        .mount(&appzen)
+        .await;
+    accept_everything(&appzen).await;
+    let reconciler = reconciler_for(&appzen);
+    let version = send(0, 24);
+    let refused = reconciler.process(&record("m-1", &version), None).await;
+    assert!(matches!(refused.outcome, Outcome::Rejected(_)), "{refused:?}");
+
+    // The same version delivered again (SQS, a redrive) is done with: AppZen is not asked again.
+    let again = reconciler.process(&record("m-2", &version), None).await;
+    assert!(matches!(again.outcome, Outcome::Duplicate), "{again:?}");
+    assert_eq!(appzen.received_requests().await.unwrap().len(), 1);
+
+    // `po-sync-admin replay --po` sends the kept body with its version, marked: it is tried again.
+    let mut replay = version.clone();
+    replay.replay = true;
+    replay.send_id = Some("replay-1".into());
+    let report = reconciler.process(&record("m-3", &replay), None).await;
+    assert!(matches!(report.outcome, Outcome::Upserted(_)), "{report:?}");
+    let entry = reconciler.ledger().entry(48213).unwrap();
+    assert_eq!(entry.appzen.unwrap().version, version.version(), "AppZen holds that version, not a new one");
+    assert_eq!(entry.latest.unwrap().outcome, LedgerOutcome::Upserted);
+}

@@ -1,5 +1,5 @@
-//! The object storage port: the invoice archive (and, for POs too large for one SQS message, the webhook
-//! bodies) in S3 in Lambda, in memory in tests.
+//! The object storage port: the invoice archive, every kept webhook body and, for POs too large for one SQS
+//! message, the claim-checked envelopes; S3 in Lambda and in the operator CLI, memory in tests.
 
 use crate::port::{Failure, PortError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -29,6 +29,16 @@ pub trait ObjectStore: Send + Sync {
     fn put(&self, object: &NewObject<'_>) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The object's bytes, `None` when there is none.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send;
+    /// The objects whose keys start with `prefix`, in key order, at most `limit` of them; the flag says whether
+    /// more were left out.
+    fn list(&self, prefix: &str, limit: usize) -> impl Future<Output = Result<(Vec<Listed>, bool), PortError>> + Send;
+}
+
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
 }
 
 impl<S: ObjectStore> ObjectStore for &S {
@@ -44,6 +54,9 @@ impl<S: ObjectStore> ObjectStore for &S {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send {
         (**self).get(key)
     }
+    fn list(&self, prefix: &str, limit: usize) -> impl Future<Output = Result<(Vec<Listed>, bool), PortError>> + Send {
+        (**self).list(prefix, limit)
+    }
 }
 
 /// `s3://bucket/key`.
@@ -52,6 +65,7 @@ pub fn location(bucket: &str, key: &str) -> String {
 }
 
 const HEAD_OBJECT: &str = "s3:HeadObject";
+const LIST_OBJECTS: &str = "s3:ListBucket";
 const PUT_OBJECT: &str = "s3:PutObject";
 const GET_OBJECT: &str = "s3:GetObject";
 
@@ -66,9 +80,20 @@ impl S3ObjectStore {
     /// The client from the shared configuration; with an explicit endpoint (`AWS_ENDPOINT_URL`, an emulator
     /// such as moto) path-style addressing, since `bucket.127.0.0.1` does not resolve.
     pub fn new(aws: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
-        let config = aws_sdk_s3::config::Builder::from(aws).force_path_style(aws.endpoint_url().is_some()).build();
-        S3ObjectStore { client: aws_sdk_s3::Client::from_conf(config), bucket: bucket.into() }
+        S3ObjectStore { client: s3_client(aws), bucket: bucket.into() }
     }
+
+    /// With a client already built (by [`s3_client`]).
+    pub fn with_client(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3ObjectStore { client, bucket: bucket.into() }
+    }
+}
+
+/// An S3 client from the shared configuration: path-style addressing with an explicit endpoint
+/// (`AWS_ENDPOINT_URL`, an emulator such as moto), since `bucket.127.0.0.1` does not resolve.
+pub fn s3_client(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(aws).force_path_style(aws.endpoint_url().is_some()).build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 impl ObjectStore for S3ObjectStore {
@@ -109,6 +134,22 @@ impl ObjectStore for S3ObjectStore {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(PortError::from_sdk(GET_OBJECT, e)),
         }
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<(Vec<Listed>, bool), PortError> {
+        let mut listed = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| PortError::from_sdk(LIST_OBJECTS, e))?;
+            for object in page.contents() {
+                if listed.len() == limit {
+                    return Ok((listed, true));
+                }
+                let Some(key) = object.key() else { continue };
+                listed.push(Listed { key: key.to_owned(), size: object.size().unwrap_or_default().max(0) as u64 });
+            }
+        }
+        Ok((listed, false))
     }
 }
 
@@ -189,5 +230,20 @@ impl ObjectStore for MemoryObjectStore {
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
         self.with(GET_OBJECT, |b| b.objects.get(key).map(|o| o.bytes.clone()))
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<(Vec<Listed>, bool), PortError> {
+        self.with(LIST_OBJECTS, |b| {
+            let mut listed: Vec<Listed> = b
+                .objects
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .map(|(key, object)| Listed { key: key.clone(), size: object.bytes.len() as u64 })
+                .collect();
+            listed.sort_by(|a, b| a.key.cmp(&b.key));
+            let more = listed.len() > limit;
+            listed.truncate(limit);
+            (listed, more)
+        })
     }
 }

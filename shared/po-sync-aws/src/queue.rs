@@ -73,6 +73,9 @@ impl FifoMessage {
     }
 }
 
+/// The largest SQS message (body and attributes); SQS refuses anything larger.
+pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
+
 pub const PO_NUMBER_ATTRIBUTE: &str = "poNumber";
 pub const RECEIVED_AT_ATTRIBUTE: &str = "receivedAt";
 

@@ -131,6 +131,8 @@ pub struct Arrival<'a> {
     pub sqs_message_id: &'a str,
     /// The SQS FIFO `SequenceNumber` of the delivery: orders two versions received in the same millisecond.
     pub sequence: Option<u128>,
+    /// An operator's replay of a kept body (`po-sync-admin replay --po`), not a send from Komet.
+    pub replay: bool,
 }
 
 impl Arrival<'_> {
@@ -191,11 +193,15 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
     let holds = entry.appzen.as_ref();
     if let Some(latest) = &entry.latest {
         let is_this = |other: i64, sha: &str| other == version && sha == arrival.body_sha256;
-        if is_this(latest.version, &latest.body_sha256) || holds.is_some_and(|h| is_this(h.version, &h.body_sha256)) {
-            // This very version is already final (a redelivery after the ledger was written).
+        let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
+        // An operator's replay of a version that never reached AppZen asks for it to be tried again (after the
+        // fix); anything else seen again is a redelivery of a version already final.
+        let tried_again = arrival.replay && !reached_appzen;
+        if (is_this(latest.version, &latest.body_sha256) && !tried_again)
+            || holds.is_some_and(|h| is_this(h.version, &h.body_sha256))
+        {
             return Verdict::Duplicate { record: None };
         }
-        let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
         let older = |version: i64, sequence: &Option<String>| arrival.order() < order_of(version, sequence.as_deref());
         if older(latest.version, &latest.sequence)
             && (reached_appzen || holds.is_some_and(|h| older(h.version, &h.sequence)))
@@ -393,6 +399,7 @@ mod tests {
             body_sha256: sha,
             sqs_message_id: message,
             sequence: None,
+            replay: false,
         }
     }
 
@@ -491,6 +498,32 @@ mod tests {
         let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
         let entry = process(Some(entry), &arrival(2, "B", "m2"), &held);
         assert!(matches!(judge(Some(&entry), &arrival(3, "A", "m3"), at(50), LEASE), Verdict::Duplicate { .. }));
+    }
+
+    #[test]
+    fn a_replay_tries_a_version_that_never_reached_appzen_again_and_only_that() {
+        let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let entry = process(Some(entry), &arrival(2, "B", "m2"), &held);
+        // Komet's or SQS's second delivery of the held version is a redelivery: nothing is done again.
+        assert_eq!(
+            judge(Some(&entry), &arrival(2, "B", "m2-again"), at(50), LEASE),
+            Verdict::Duplicate { record: None }
+        );
+        // The operator's replay of it (after the fix) is processed again, with its own version.
+        let replay = Arrival { replay: true, ..arrival(2, "B", "m2-replay") };
+        let entry = process(Some(entry), &replay, &upserted());
+        let holds = entry.appzen.as_ref().unwrap();
+        assert_eq!((holds.version, holds.body_sha256.as_str()), (at(2).timestamp_millis(), "B"));
+        // Once it reached AppZen, a replay of it is a duplicate, and a replay of an older version is superseded.
+        assert_eq!(
+            judge(Some(&entry), &Arrival { replay: true, ..arrival(2, "B", "m2-replay-2") }, at(50), LEASE),
+            Verdict::Duplicate { record: None }
+        );
+        assert!(matches!(
+            judge(Some(&entry), &Arrival { replay: true, ..arrival(1, "A", "m1-replay") }, at(50), LEASE),
+            Verdict::Superseded { .. }
+        ));
     }
 
     #[test]

@@ -86,8 +86,10 @@ async fn the_whole_pipeline_end_to_end() {
     a_clean_po_reaches_appzen_as_the_golden_body(&stack).await;
     appzen_failing_twice_is_retried_and_forwarded_once(&stack).await;
     appzen_refusing_is_mailed_with_its_message(&stack).await;
+    the_refused_po_is_kept_and_replayed_from_the_archive_once_fixed(&stack).await;
     two_versions_of_a_po_reach_appzen_in_order(&stack).await;
     a_revert_a_b_a_ends_with_appzen_on_a(&stack).await;
+    history_lists_a_b_a_newest_first(&stack).await;
     invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(&stack).await;
     the_same_body_sent_twice_is_upserted_once(&stack).await;
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
@@ -213,6 +215,73 @@ async fn appzen_refusing_is_mailed_with_its_message(stack: &LocalStack) {
     assert_eq!(emails.len(), 1, "{emails:#?}");
     assert!(emails[0].subject.contains("P004430"), "{}", emails[0].subject);
     assert!(emails[0].mentions("entity_id 2 is not an entity of this customer"), "{:#?}", emails[0]);
+}
+
+/// Runs `po-sync-admin --json ARGS` against the local stack (resources by flag); returns its JSON report.
+async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
+    let bucket = stack.stack.required_var("ingest", "ARCHIVE_BUCKET").expect("the template gives ingest a bucket");
+    let mut argv = vec![
+        "po-sync-admin",
+        "--json",
+        "--webhook-queue-url",
+        &stack.queues.webhooks,
+        "--ledger-table",
+        stack.ledger.table(),
+        "--archive-bucket",
+        bucket,
+    ];
+    argv.extend_from_slice(args);
+    let cli = po_sync_admin::Cli::parse_from(argv);
+    let clients = po_sync_admin::Clients::new(&stack.moto.sdk_config().await);
+    let mut out = Vec::new();
+    let done = po_sync_admin::execute(&cli, &clients, None, &mut out, &mut |line| eprintln!("  admin: {line}"))
+        .await
+        .unwrap_or_else(|e| panic!("po-sync-admin {args:?}: {e}"));
+    assert!(done, "po-sync-admin {args:?} did not succeed");
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("po-sync-admin {args:?} printed no JSON: {e}"))
+}
+
+fn ledger_words(history: &serde_json::Value) -> Vec<Vec<String>> {
+    let versions = history["versions"].as_array().expect("history lists versions");
+    versions
+        .iter()
+        .map(|v| v["ledger"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_owned()).collect())
+        .collect()
+}
+
+async fn the_refused_po_is_kept_and_replayed_from_the_archive_once_fixed(stack: &LocalStack) {
+    let scenario =
+        Scenario::begin(stack, "the refused PO, from the archive: history, then replay once AppZen is fixed");
+    // AppZen refused P004430 (id 48230) above; ingest kept its body before answering Komet.
+    let history = admin(stack, &["history", "48230"]).await;
+    assert_eq!(ledger_words(&history), [vec!["rejected".to_owned()]], "{history:#}");
+    assert_eq!(history["versions"][0]["bytes"], clean_po_numbered(48230, "P004430").len());
+
+    // The cause is fixed (the sandbox accepts again): the operator replays the kept version.
+    let replayed = admin(stack, &["replay", "--po", "48230", "--latest"]).await;
+    assert_eq!(replayed["version"], history["versions"][0]["version"], "sent with the version it had");
+    scenario.settle().await;
+    let statuses: Vec<Option<u16>> = stack.appzen_upserts().iter().map(|r| r.response_status).collect();
+    assert_eq!(statuses, [Some(201)], "the refused version reached AppZen");
+    let entry = stack.ledger.read(48230).await.unwrap().expect("the ledger has the PO");
+    assert_eq!(entry.appzen.map(|h| h.version), history["versions"][0]["version"].as_i64());
+
+    // Replayed once more, it is a duplicate: AppZen is not called again.
+    admin(stack, &["replay", "--po", "48230"]).await;
+    scenario.settle().await;
+    assert_eq!(stack.appzen_upserts().len(), 1, "a version AppZen holds is not sent again");
+    assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
+}
+
+async fn history_lists_a_b_a_newest_first(stack: &LocalStack) {
+    let history = admin(stack, &["history", "48280"]).await;
+    let words = ledger_words(&history);
+    assert_eq!(words.len(), 3, "A, B and A are kept: {history:#}");
+    assert_eq!(words[0], ["upserted", "appzen_holds"]);
+    assert_eq!(words[1..], [vec!["older".to_owned()], vec!["older".to_owned()]]);
+    let versions: Vec<i64> =
+        history["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    assert!(versions.windows(2).all(|w| w[0] > w[1]), "newest first: {versions:?}");
 }
 
 async fn two_versions_of_a_po_reach_appzen_in_order(stack: &LocalStack) {

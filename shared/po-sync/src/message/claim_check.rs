@@ -2,7 +2,7 @@
 
 use super::{
     BODY_KEY_PREFIX, BODY_REF_SCHEMA_VERSION, BODY_REF_TYPE, BodyRefType, MessageError, WebhookEnvelope, check_header,
-    sha256_hex, to_json,
+    key_segment, to_json,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,20 +87,7 @@ impl BodyRef {
 }
 
 /// The key of a stored envelope: `bodies/<PO id>/<deduplication id>.json` (the send's id, else the body's
-/// digest). Characters other than ASCII letters, digits, `.` and `-` are written `_XX` (hex), so two ids never
-/// share a key (API Gateway's request ids are base64, with `/`, `+` and `=`); an id too long for a key is
-/// replaced by its digest.
+/// digest, written as [`key_segment`] writes it).
 pub fn body_key(po_id: u64, deduplication_id: &str) -> String {
-    let mut segment = String::with_capacity(deduplication_id.len());
-    for byte in deduplication_id.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-' {
-            segment.push(byte as char);
-        } else {
-            segment.push_str(&format!("_{byte:02X}"));
-        }
-    }
-    if segment.len() > 200 || segment.is_empty() || segment.chars().all(|c| c == '.') {
-        segment = sha256_hex(deduplication_id.as_bytes());
-    }
-    format!("{BODY_KEY_PREFIX}{po_id}/{segment}.json")
+    format!("{BODY_KEY_PREFIX}{po_id}/{}.json", key_segment(deduplication_id))
 }

@@ -21,6 +21,11 @@ pub struct WebhookEnvelope {
     /// deduplication id. Absent in messages written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_id: Option<String>,
+    /// Written by `po-sync-admin replay --po`: a kept body sent again with the version it had. A replay of the
+    /// PO's latest version that never reached AppZen (held, rejected, unmappable) is processed again instead of
+    /// being taken for a redelivery of it (see [`crate::ledger::judge`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
     pub po: PurchaseOrder,
 }
 
@@ -32,6 +37,7 @@ impl WebhookEnvelope {
             received_at,
             body_sha256: sha256_hex(body),
             send_id: None,
+            replay: false,
             po,
         }
     }

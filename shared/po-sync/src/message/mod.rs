@@ -5,16 +5,19 @@
 //!   itself for a dead-lettered envelope).
 //! - [`BodyRef`]: a claim check: ingest → `webhooks.fifo` → reconcile in place of an envelope too large for one
 //!   SQS message, pointing at the envelope stored in the bucket ([`body_key`]).
+//! - [`KeptWebhook`]: where every acknowledged webhook body is kept in the bucket ([`kept_key`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod claim_check;
 mod envelope;
+mod kept;
 mod notification;
 
 pub use claim_check::{BodyRef, body_key};
 pub use envelope::WebhookEnvelope;
+pub use kept::{KeptWebhook, WEBHOOK_ARCHIVE_PREFIX, kept_key, kept_prefix};
 pub use notification::{
     AppZenAnswer, INVOICE_LINK_LIFETIME_HOURS, InvoiceLink, NotificationDetail, NotificationEvent, NotificationKind,
     Omitted, PoIdentity, WebhookFacts,
@@ -64,6 +67,24 @@ pub enum NotificationType {
 /// Lowercase hex SHA-256, as used for the body digest and deduplication ids.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// An id as one segment of an S3 key: characters other than ASCII letters, digits, `.` and `-` are written
+/// `_XX` (hex), so two ids never share a key (API Gateway's request ids are base64, with `/`, `+` and `=`); an
+/// id too long for a key, empty or only dots is replaced by its digest.
+pub(crate) fn key_segment(id: &str) -> String {
+    let mut segment = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-' {
+            segment.push(byte as char);
+        } else {
+            segment.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    if segment.len() > 200 || segment.is_empty() || segment.chars().all(|c| c == '.') {
+        segment = sha256_hex(id.as_bytes());
+    }
+    segment
 }
 
 /// The JSON of a po-sync message. Every message is plain data (text, whole numbers, timestamps, and amounts as

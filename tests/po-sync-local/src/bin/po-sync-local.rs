@@ -198,15 +198,19 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
     println!(
         "  AWS_ENDPOINT_URL={moto} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n  \
          cargo run -q -p po-sync-admin -- --webhook-queue-url {} --webhook-dlq-url {} \\\n    \
-         --parked-queue-url {} --notification-queue-url {} \\\n    --notification-dlq-url {} --ledger-table {} \\\n    status",
+         --parked-queue-url {} --notification-queue-url {} \\\n    --notification-dlq-url {} --ledger-table {} \\\n    \
+         --archive-bucket {} \\\n    status",
         q.webhooks,
         q.webhooks_dlq,
         q.webhooks_parked,
         q.notifications,
         q.notifications_dlq,
         po_sync_aws::ledger::DynamoLedger::table(&stack.ledger),
+        stack.stack.required_var("ingest", "ARCHIVE_BUCKET").unwrap_or("(the stack has no ARCHIVE_BUCKET)"),
     );
-    println!("  (then `po 48213`, `redrive` or `replay FILE` in place of `status`)");
+    println!(
+        "  (then `po 48213`, `history 48213`, `replay --po 48213 --latest`, `redrive` or `replay FILE` in place of `status`)"
+    );
     println!();
     println!(
         "New AppZen calls, e-mails and metrics (each EMF line the functions print) are listed below; e-mails are saved to .local/mail/."
