@@ -9,7 +9,7 @@ ifdef CI
 export CARGO_INCREMENTAL ?= 0
 endif
 
-.PHONY: demo serve test bootstrap check-template lint soak
+.PHONY: demo serve test build unit-and-e2e bootstrap check-template lint soak
 
 # One build for everything: `cargo build --workspace --all-targets` resolves features once for the whole
 # workspace, tests included, so make test, make demo, the soak and the local pipeline's functions all run what it
@@ -30,18 +30,25 @@ serve:
 	$(BIN)/po-sync-local serve
 
 ## test: install what the tests need (into .venv) and run every test
-# The Python installs (network and disk) run beside clippy (CPU); `cargo test` then finds everything built.
+# On two cores, each CPU-bound step runs beside one that mostly waits: the Python installs and template checks
+# (network, disk) beside the build, then clippy beside the tests (which wait on moto and the local pipeline).
 test:
-	$(MAKE) --no-print-directory -j2 --output-sync=target check-template lint
-	$(BUILD)
-	cargo test --workspace --all-targets --locked
-	cargo test --workspace --doc --locked
+	$(MAKE) --no-print-directory -j2 --output-sync=target check-template build
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint unit-and-e2e
 	$(BIN)/po-sync-soak --webhooks 300 --seed 7 --require-each-fault 2
 
-## lint: formatting and clippy, warnings are errors
+build:
+	$(BUILD)
+
+unit-and-e2e:
+	cargo test --workspace --all-targets --locked
+	cargo test --workspace --doc --locked
+
+## lint: formatting and clippy, warnings are errors. clippy's checks share nothing with a build, so they have a
+## target directory of their own, and never wait for a build's lock (nor make one wait).
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
+	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 
 bootstrap:
 	scripts/bootstrap

@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
     }
     let started = Instant::now();
     let work = async {
-        prepare()?;
+        prepare(mode == "serve")?;
         let root = workspace_root();
         let mut options = StackOptions::new(root.join(".local/logs"));
         if mode == "serve" {
@@ -79,14 +79,18 @@ async fn interrupted() -> &'static str {
     }
 }
 
-/// Installs the Python tools if needed and builds the functions (so compile progress shows here, not in a log).
-fn prepare() -> Result<(), String> {
+/// Installs the Python tools if needed; for `serve`, builds the functions as `cargo lambda watch` will (so compile
+/// progress shows here, not in a log). `run` uses the workspace build's binaries (`LocalStack::start`).
+fn prepare(serve: bool) -> Result<(), String> {
     let root = workspace_root();
     let status = Command::new(root.join("scripts/bootstrap")).current_dir(&root).status();
     if !status.map(|s| s.success()).unwrap_or(false) {
         return Err("scripts/bootstrap failed (it needs Python 3 with venv)".to_owned());
     }
-    eprintln!("building ingest, reconcile and notify");
+    if !serve {
+        return Ok(());
+    }
+    eprintln!("building ingest, reconcile and notify for cargo lambda watch");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = without_crate_env(&mut Command::new(cargo))
         // `--bin`, not `-p`: exactly how `cargo lambda watch` builds them (`cargo run --bin NAME` at the

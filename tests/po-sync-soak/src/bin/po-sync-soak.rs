@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::Parser;
-use po_sync_local::local::without_crate_env;
 use po_sync_local::poller::LogSink;
 use po_sync_soak::{self as soak, SoakOptions};
 use po_sync_test_support::workspace_root;
@@ -225,21 +224,12 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Installs the Python tools if needed and builds the functions (so compile progress shows here, not in a log).
+/// Installs the Python tools if needed. The functions are the workspace build's binaries (`LocalStack::start`).
 fn prepare() -> Result<(), String> {
     let root = workspace_root();
     let status = Command::new(root.join("scripts/bootstrap")).current_dir(&root).status();
     if !status.map(|s| s.success()).unwrap_or(false) {
         return Err("scripts/bootstrap failed (it needs Python 3 with venv)".to_owned());
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // `--bin`, as `cargo lambda watch` builds them, so it finds them fresh.
-    let status = without_crate_env(&mut Command::new(cargo))
-        .args(["build", "--bin", "ingest", "--bin", "reconcile", "--bin", "notify"])
-        .current_dir(&root)
-        .status();
-    if !status.map(|s| s.success()).unwrap_or(false) {
-        return Err("building the functions failed".to_owned());
     }
     Ok(())
 }
