@@ -11,10 +11,12 @@ endif
 
 .PHONY: demo serve test build unit-and-e2e bootstrap check-template lint soak
 
-# One build for everything: `cargo build --workspace --all-targets` resolves features once for the whole
-# workspace, tests included, so make test, make demo, the soak and the local pipeline's functions all run what it
-# made (`cargo run -p X` or a per-function build would resolve them again and compile ~100 crates a second time).
-BUILD := cargo build --workspace --all-targets --locked
+# One build for everything: every target of the workspace but the benchmarks (criterion's, built by `cargo bench`;
+# clippy checks them), features resolved once, tests included, so make test, make demo, the soak and the local
+# pipeline's functions all run what it made (`cargo run -p X` or a per-function build would resolve them again and
+# compile ~100 crates a second time). The same arguments as po-sync-local's `WORKSPACE_BUILD`.
+TARGETS := --workspace --lib --bins --tests --examples
+BUILD := cargo build $(TARGETS) --locked
 BIN := $(CARGO_TARGET_DIR)/debug
 
 ## demo: run the whole pipeline locally (moto, AppZen sandbox, the three functions beside cargo lambda watch)
@@ -41,7 +43,7 @@ build:
 	$(BUILD)
 
 unit-and-e2e:
-	cargo test --workspace --all-targets --locked
+	cargo test $(TARGETS) --locked
 	cargo test --workspace --doc --locked
 
 ## lint: formatting and clippy, warnings are errors. clippy's checks share nothing with a build, so they have a

@@ -48,7 +48,7 @@ pub struct StackOptions {
     /// reconcile's `RETRY_SCHEDULE` locally, in place of the template's (which waits minutes to hours).
     pub retry_schedule: String,
     /// Let `cargo lambda watch` build, rebuild and restart a function when its code changes (`serve`). Without
-    /// it, the functions are the binaries of `cargo build --workspace --all-targets` (the build `make test` and
+    /// it, the functions are the binaries of the workspace build ([`WORKSPACE_BUILD`]: the build `make test` and
     /// `make demo` make, so nothing is compiled twice), run against `cargo lambda watch --only-lambda-apis`.
     pub reload: bool,
     /// How long to wait for the functions to compile and answer the first time.
@@ -336,9 +336,7 @@ impl LocalStack {
         let binaries = match options.reload {
             true => None,
             false => {
-                log.line(
-                    "building the functions (cargo build --workspace --all-targets: nothing to do after make test)",
-                );
+                log.line("building the functions (the workspace build: nothing to do after make test or make demo)");
                 Some(build_function_binaries(&options.logs_dir.join("functions.log")).await?)
             }
         };
@@ -969,8 +967,11 @@ fn start_cargo_lambda(
     })
 }
 
-/// `cargo build --workspace --all-targets`, the build `make test` and `make demo` make (one set of features, so
-/// nothing is compiled twice), and the paths of the functions' binaries it made. Its diagnostics go to `log`.
+/// The workspace build: every target but the benchmarks, the build `make test` and `make demo` make (the
+/// Makefile's `TARGETS`), so features are resolved once and nothing is compiled twice.
+pub const WORKSPACE_BUILD: [&str; 6] = ["build", "--workspace", "--lib", "--bins", "--tests", "--examples"];
+
+/// Runs [`WORKSPACE_BUILD`] and returns the paths of the functions' binaries it made. Its diagnostics go to `log`.
 async fn build_function_binaries(log: &Path) -> Result<Vec<(String, PathBuf)>, StackError> {
     let log = std::fs::OpenOptions::new()
         .append(true)
@@ -979,7 +980,8 @@ async fn build_function_binaries(log: &Path) -> Result<Vec<(String, PathBuf)>, S
         .map_err(|e| setup("open functions.log")(e.to_string()))?;
     let mut command = tokio::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command
-        .args(["build", "--workspace", "--all-targets", "--message-format=json-render-diagnostics"])
+        .args(WORKSPACE_BUILD)
+        .arg("--message-format=json-render-diagnostics")
         .current_dir(workspace_root())
         .env("CARGO_TERM_COLOR", "never")
         .stdin(Stdio::null())
@@ -991,7 +993,7 @@ async fn build_function_binaries(log: &Path) -> Result<Vec<(String, PathBuf)>, S
     }
     let output = command.output().await.map_err(|e| setup("cargo build")(e.to_string()))?;
     if !output.status.success() {
-        return Err(setup("cargo build --workspace --all-targets")(format!(
+        return Err(setup(&format!("cargo {}", WORKSPACE_BUILD.join(" ")))(format!(
             "exited with {}; its errors are in functions.log",
             output.status
         )));
