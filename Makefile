@@ -9,7 +9,7 @@ ifdef CI
 export CARGO_INCREMENTAL ?= 0
 endif
 
-.PHONY: demo serve test build unit-and-e2e bootstrap check-template lint soak
+.PHONY: demo serve test build tests-and-soak bootstrap check-template lint soak
 
 # One build for everything: every target of the workspace but the benchmarks (criterion's, built by `cargo bench`;
 # clippy checks them), features resolved once, tests included, so make test, make demo, the soak and the local
@@ -33,18 +33,19 @@ serve:
 
 ## test: install what the tests need (into .venv) and run every test
 # On two cores, each CPU-bound step runs beside one that mostly waits: the Python installs and template checks
-# (network, disk) beside the build, then clippy beside the tests (which wait on moto and the local pipeline).
+# (network, disk) beside the build, then clippy beside the tests and the short soak (which wait on moto and the
+# local pipeline more than they compute).
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target check-template build
-	$(MAKE) --no-print-directory -j2 --output-sync=target lint unit-and-e2e
-	$(BIN)/po-sync-soak --webhooks 300 --seed 7 --require-each-fault 2
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint tests-and-soak
 
 build:
 	$(BUILD)
 
-unit-and-e2e:
+tests-and-soak:
 	cargo test $(TARGETS) --locked
 	cargo test --workspace --doc --locked
+	$(BIN)/po-sync-soak --webhooks 300 --seed 7 --require-each-fault 2
 
 ## lint: formatting and clippy, warnings are errors. clippy's checks share nothing with a build, so they have a
 ## target directory of their own, and never wait for a build's lock (nor make one wait).
