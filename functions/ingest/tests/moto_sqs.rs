@@ -275,3 +275,50 @@ async fn a_secret_without_the_needed_key_or_an_unknown_secret_fails_the_cold_sta
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn hostile_text_is_queued_as_sqs_accepts_it_or_refused_naming_the_field_never_503() {
+    let setup = setup().await;
+    let ingest = setup.ingest(&BASIC_ENV).await;
+    let sample = String::from_utf8(doc_sample()).unwrap();
+    let with_po_number = |po_number: &str| {
+        let as_json = serde_json::to_string(po_number).unwrap();
+        sample.replacen("\"P002271\"", &as_json, 1)
+    };
+    let authorization = basic_authorization("komet", "s3cret");
+    // Characters SQS refuses in a message (moto does not check: the queued body is checked here, against SQS's
+    // own list), written raw or as JSON escapes.
+    for po_number in ["P-\u{FFFE}", "P-\u{FFFF}", "P-\u{0}", "P-\u{202E}evil"] {
+        let (status, reply) = call(&ingest, post(Some(&authorization), with_po_number(po_number))).await;
+        assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{po_number:?}: {status} {reply}");
+        if status == StatusCode::BAD_REQUEST {
+            assert!(reply["error"].as_str().unwrap().starts_with("invalid payload: poNumber: "), "{reply}");
+        }
+    }
+    let queued = setup.queued().await;
+    let mut numbers = Vec::new();
+    for message in &queued {
+        let body = message.body().unwrap();
+        assert!(body.chars().all(po_sync::message::sqs_accepts), "SQS would refuse {body:?}");
+        numbers.push(WebhookEnvelope::from_json(body).unwrap().po.po_number.to_string());
+        for value in message.message_attributes().unwrap().values() {
+            let text = value.string_value().unwrap_or_default();
+            assert!(text.chars().all(po_sync::message::sqs_accepts), "SQS would refuse the attribute {text:?}");
+        }
+    }
+
+    // Today all four are read as they are and queued: the escapes read back to the very text Komet sent.
+    assert_eq!(numbers, ["P-\u{FFFE}", "P-\u{FFFF}", "P-\u{0}", "P-\u{202E}evil"]);
+
+    // Text longer than the reader's limits: 400 naming the field, nothing queued.
+    let long_number = with_po_number(&"9".repeat(300_000));
+    let long_invoice =
+        sample.replacen("\"invoiceNumber\": \"", &format!("\"invoiceNumber\": \"{}", "7".repeat(5_000)), 1);
+    for (body, field) in [(long_number, "poNumber"), (long_invoice, "vendorInvoices[0].invoiceNumber")] {
+        let (status, reply) = call(&ingest, post(Some(&authorization), body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.starts_with(&format!("invalid payload: {field}: ")), "{error}");
+    }
+    assert!(setup.queued().await.is_empty(), "nothing more was queued");
+}
