@@ -40,8 +40,14 @@ pub mod json_number {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_json::value::RawValue;
 
-    /// Writes the amount's own digits as a JSON number (a `RawValue` holding `Decimal`'s text).
+    /// Writes the amount's own digits as a JSON number: a whole amount (`0`, `60`) as the integer it is, any other
+    /// as a `RawValue` holding `Decimal`'s text (`60.0` stays `60.0`).
     pub fn serialize<S: Serializer>(amount: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        if amount.scale() == 0
+            && let Ok(whole) = i64::try_from(amount.mantissa())
+        {
+            return serializer.serialize_i64(whole);
+        }
         RawValue::from_string(amount.to_string()).map_err(S::Error::custom)?.serialize(serializer)
     }
 

@@ -137,6 +137,8 @@ impl PurchaseOrderBody<'_> {
 
     /// The exact JSON sent to AppZen; amounts are JSON numbers with the digits Komet sent.
     pub fn to_json(&self) -> String {
-        crate::message::to_json(self)
+        // About 480 bytes a line, the header and the invoices' custom_json besides.
+        let estimate = 1_024 + self.purchase_order_lines.len() * 512 + self.custom_json.komet_invoices.len() * 256;
+        crate::message::to_json_with_capacity(self, estimate)
     }
 }
