@@ -1,23 +1,28 @@
 //! `history <id>`: every version of one PO Komet sent that is still kept in the archive bucket (`webhooks/`),
-//! newest first, each with what the version ledger says became of it.
+//! newest first, each with what the version ledger says became of it and what each attempt at it came to; then
+//! every attempt (the history table: reconcile's deliveries and the operator's replays), newest first.
 //!
-//! The ledger keeps a PO's latest state only: the latest settled version, what AppZen holds and any claim. So
-//! the fate of the versions in between is told as far as that state allows ("older than the latest").
+//! The ledger keeps a PO's latest state only: the latest settled version, what AppZen holds and any claim. The
+//! attempts tell the rest, for as long as they are kept (`WebhookRetentionDays`, like the bodies).
 
 use crate::Clients;
 use crate::error::Error;
 use crate::po::{answer, version_time};
 use crate::resources::{Resource, Resources};
 use chrono::Utc;
+use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::ledger::{LedgerEntry, LedgerOutcome};
 use po_sync::message::{KeptWebhook, kept_prefix};
-use po_sync_aws::ledger::{DynamoLedger, Ledger};
+use po_sync_aws::ledger::{DynamoHistory, DynamoLedger, Ledger};
 use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use serde::Serialize;
 use std::fmt;
 
 /// The most versions one PO's history lists (S3 lists 1,000 keys a page; a PO sent this often is not usual).
 pub const MAX_VERSIONS: usize = 10_000;
+
+/// The most attempts one PO's history lists (a PO retried hourly through a day's outage has about 30).
+pub const MAX_ATTEMPTS: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,6 +34,8 @@ pub struct HistoryReport {
     /// More than [`MAX_VERSIONS`] were kept; the oldest are left out.
     pub truncated: bool,
     pub ledger: Option<LedgerEntry>,
+    /// Every attempt kept, newest first (at most [`MAX_ATTEMPTS`]).
+    pub attempts: Vec<Attempt>,
     /// The `po` command's one-line answer.
     pub answer: String,
 }
@@ -44,6 +51,8 @@ pub struct KeptVersion {
     /// queue, waiting to be retried, or parked) or `older` (an earlier version: superseded, or settled before
     /// the latest).
     pub ledger: Vec<&'static str>,
+    /// What each attempt at this version came to, newest first (the history table).
+    pub outcomes: Vec<AttemptOutcome>,
 }
 
 /// The PO's kept versions and its ledger entry.
@@ -53,7 +62,12 @@ pub async fn history(clients: &Clients, resources: &Resources, po_id: u64) -> Re
     let store = S3ObjectStore::with_client(clients.s3.clone(), bucket);
     let (listed, truncated) = kept_versions(&store, po_id).await?;
     let ledger = DynamoLedger::new(clients.dynamodb.clone(), table).read(po_id).await?;
-    Ok(report(po_id, bucket, listed, truncated, ledger))
+    let history_table = resources.require(Resource::HistoryTable)?;
+    // Reading only: the retention is the writers' business.
+    let attempts = DynamoHistory::new(clients.dynamodb.clone(), history_table, chrono::Duration::zero())
+        .list(po_id, MAX_ATTEMPTS)
+        .await?;
+    Ok(report(po_id, bucket, listed, truncated, ledger, attempts))
 }
 
 /// The PO's kept bodies, oldest first (the newest [`MAX_VERSIONS`] when there are more).
@@ -73,17 +87,19 @@ pub fn report(
     listed: Vec<(KeptWebhook, u64)>,
     truncated: bool,
     ledger: Option<LedgerEntry>,
+    attempts: Vec<Attempt>,
 ) -> HistoryReport {
     let mut versions: Vec<KeptVersion> = listed
         .into_iter()
         .map(|(kept, bytes)| {
             let ledger = ledger_says(ledger.as_ref(), kept.version);
-            KeptVersion { kept, bytes, ledger }
+            let outcomes = attempts.iter().filter(|a| a.version == kept.version).map(|a| a.outcome).collect();
+            KeptVersion { kept, bytes, ledger, outcomes }
         })
         .collect();
     versions.reverse();
     let answer = answer(po_id, ledger.as_ref(), Utc::now());
-    HistoryReport { po_id, bucket: bucket.to_owned(), versions, truncated, ledger, answer }
+    HistoryReport { po_id, bucket: bucket.to_owned(), versions, truncated, ledger, attempts, answer }
 }
 
 fn ledger_says(entry: Option<&LedgerEntry>, version: i64) -> Vec<&'static str> {
@@ -106,6 +122,31 @@ fn ledger_says(entry: Option<&LedgerEntry>, version: i64) -> Vec<&'static str> {
     said
 }
 
+/// `2026-11-22T09:00:01.250Z  upserted    appzen  version 2026-11-22T09:00:00.000Z  HTTP 201  1 request(s)  212 ms  m-1  AppZen: CREATED`
+fn attempt_line(attempt: &Attempt) -> String {
+    let mut line = format!(
+        "{}  {:<10}  {}  version {}",
+        attempt.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        attempt.outcome.to_string(),
+        attempt.destination,
+        version_time(attempt.version)
+    );
+    if let Some(status) = attempt.http_status {
+        line.push_str(&format!("  HTTP {status}"));
+    }
+    if attempt.requests > 0 {
+        line.push_str(&format!("  {} request(s)", attempt.requests));
+    }
+    if let Some(ms) = attempt.latency_ms {
+        line.push_str(&format!("  {ms} ms"));
+    }
+    for part in [&attempt.sqs_message_id, &attempt.correlation_id, &attempt.detail].into_iter().flatten() {
+        line.push_str("  ");
+        line.push_str(&po_sync::text::one_line(part, po_sync::text::LOG_FIELD_CHARS));
+    }
+    line
+}
+
 fn outcome_name(outcome: LedgerOutcome) -> &'static str {
     outcome.into()
 }
@@ -123,14 +164,20 @@ impl fmt::Display for HistoryReport {
             if self.truncated { " (the oldest left out)" } else { "" }
         )?;
         for version in &self.versions {
+            let outcomes: Vec<&str> = version.outcomes.iter().map(|o| o.into()).collect();
             writeln!(
                 f,
-                "  {}  {:>9} bytes  {:<22}  {}",
+                "  {}  {:>9} bytes  {:<22}  {}{}",
                 version_time(version.kept.version),
                 version.bytes,
                 version.ledger.join(", "),
-                version.kept.send_segment
+                version.kept.send_segment,
+                if outcomes.is_empty() { String::new() } else { format!("  attempts: {}", outcomes.join(", ")) }
             )?;
+        }
+        writeln!(f, "{} attempt(s), newest first:", self.attempts.len())?;
+        for attempt in &self.attempts {
+            writeln!(f, "  {}", attempt_line(attempt))?;
         }
         writeln!(f, "{}", self.answer)
     }
@@ -179,16 +226,38 @@ mod tests {
             notified: None,
             updated_at: at(3_500),
         };
-        let report = report(7, "archive", vec![kept(1_000), kept(2_000), kept(3_000), kept(4_000)], false, Some(entry));
+        let attempts = vec![
+            Attempt {
+                http_status: Some(201),
+                requests: 1,
+                ..Attempt::new(7, "P7", 2_000, at(2_600), AttemptOutcome::Upserted)
+            },
+            Attempt::new(7, "P7", 3_000, at(3_500), AttemptOutcome::Held),
+            Attempt {
+                http_status: Some(503),
+                requests: 2,
+                ..Attempt::new(7, "P7", 2_000, at(2_100), AttemptOutcome::Retried)
+            },
+        ];
+        let listed = vec![kept(1_000), kept(2_000), kept(3_000), kept(4_000)];
+        let report = report(7, "archive", listed, false, Some(entry), attempts);
         let said: Vec<(i64, Vec<&str>)> = report.versions.iter().map(|v| (v.kept.version, v.ledger.clone())).collect();
         assert_eq!(
             said,
             [(4_000, vec!["pending"]), (3_000, vec!["held"]), (2_000, vec!["appzen_holds"]), (1_000, vec!["older"]),]
         );
+        let outcomes: Vec<&[AttemptOutcome]> = report.versions.iter().map(|v| v.outcomes.as_slice()).collect();
+        use AttemptOutcome::{Held, Retried, Upserted};
+        assert_eq!(outcomes, [&[][..], &[Held][..], &[Upserted, Retried][..], &[][..]]);
         let text = report.to_string();
         assert!(text.starts_with("PO 7 (P7): 4 version(s) kept in s3://archive/webhooks/7/, newest first\n"), "{text}");
+        assert!(text.contains("  attempts: upserted, retried\n"), "{text}");
+        assert!(
+            text.contains("3 attempt(s), newest first:\n  1970-01-01T00:00:02.600Z  upserted    appzen  version 1970-01-01T00:00:02.000Z  HTTP 201  1 request(s)\n"),
+            "{text}"
+        );
         // Never processed: every kept version is pending.
-        let unseen = super::report(7, "archive", vec![kept(1_000)], false, None);
+        let unseen = super::report(7, "archive", vec![kept(1_000)], false, None, Vec::new());
         assert_eq!(unseen.versions[0].ledger, ["pending"]);
     }
 }

@@ -83,6 +83,9 @@ pub struct ResourceArgs {
     /// The version ledger's DynamoDB table (output LedgerTableName)
     #[arg(long, global = true, value_name = "TABLE")]
     pub ledger_table: Option<String>,
+    /// Each PO's attempts, for history and replay (output HistoryTableName)
+    #[arg(long, global = true, value_name = "TABLE")]
+    pub history_table: Option<String>,
     /// The bucket that keeps every webhook body (output ArchiveBucketName)
     #[arg(long, global = true, value_name = "BUCKET")]
     pub archive_bucket: Option<String>,
@@ -97,6 +100,7 @@ impl ResourceArgs {
             notification_queue_url: self.notification_queue_url.clone(),
             notification_dlq_url: self.notification_dlq_url.clone(),
             ledger_table: self.ledger_table.clone(),
+            history_table: self.history_table.clone(),
             archive_bucket: self.archive_bucket.clone(),
         }
     }
@@ -162,7 +166,7 @@ impl Command {
             Command::Po { .. } => vec![Resource::LedgerTable],
             Command::Redrive { no_wait: true, .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue],
             Command::Redrive { .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue, Resource::LedgerTable],
-            Command::History { .. } => vec![Resource::ArchiveBucket, Resource::LedgerTable],
+            Command::History { .. } => vec![Resource::ArchiveBucket, Resource::LedgerTable, Resource::HistoryTable],
             Command::Replay { po: Some(_), .. } => vec![Resource::WebhookQueue, Resource::ArchiveBucket],
             Command::Replay { .. } => vec![Resource::WebhookQueue],
         }

@@ -15,8 +15,10 @@ use crate::error::Error;
 use crate::history::kept_versions;
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
+use po_sync::history::{self, Attempt, AttemptOutcome};
 use po_sync::komet::{PurchaseOrder, parse_webhook};
 use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
+use po_sync_aws::ledger::DynamoHistory;
 use po_sync_aws::objects::{Bytes, NewObject, ObjectStore, S3ObjectStore, location};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SQS_MAX_MESSAGE_BYTES, SqsFifoQueue};
 use serde::Serialize;
@@ -85,6 +87,10 @@ pub struct ReplayReport {
     pub claim_check: Option<String>,
     /// `None` on a dry run: nothing was sent.
     pub sqs_message_id: Option<String>,
+    /// Whether the replay was recorded in the PO's history: `recorded`, why not, or `None` where no history
+    /// table is known (or nothing was sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
 }
 
 /// Queues a saved body as a new version received at `now` (truncated to milliseconds).
@@ -177,9 +183,17 @@ async fn send(
         message = FifoMessage::webhook_ref(&pointer, pointer.to_json());
         claim_check = Some(pointer.location());
     }
+    // The replay's time in the history is just before it is queued, so it comes before reconcile's attempt at it.
+    let queued_at = Utc::now();
     let sqs_message_id = match dry_run {
         true => None,
         false => Some(SqsFifoQueue::new(clients.sqs.clone(), queue_url).send(&message).await?),
+    };
+    let history = match (&sqs_message_id, resources.get(Resource::HistoryTable)) {
+        (Some(message_id), Some(table)) => {
+            Some(record_replay(clients, table, &envelope, (message_id, queued_at), &source).await)
+        }
+        _ => None,
     };
     Ok(ReplayReport {
         po_id: envelope.po.id,
@@ -191,7 +205,29 @@ async fn send(
         send_id: envelope.deduplication_id().to_owned(),
         claim_check,
         sqs_message_id,
+        history,
     })
+}
+
+/// Records the replay in the PO's history; the replay stands whatever becomes of the record (it is queued).
+async fn record_replay(
+    clients: &Clients,
+    table: &str,
+    envelope: &WebhookEnvelope,
+    (message_id, queued_at): (&str, DateTime<Utc>),
+    source: &str,
+) -> String {
+    let retention = chrono::Duration::days(history::DEFAULT_RETENTION_DAYS.into());
+    let as_what = if envelope.replay { "with the version it had" } else { "as a new version" };
+    let attempt = Attempt {
+        sqs_message_id: Some(message_id.to_owned()),
+        ..Attempt::new(envelope.po.id, &envelope.po.po_number, envelope.version(), queued_at, AttemptOutcome::Replayed)
+    }
+    .with_detail(Some(&format!("queued again {as_what} from {source} by po-sync-admin replay")));
+    match DynamoHistory::new(clients.dynamodb.clone(), table, retention).record(&attempt).await {
+        Ok(()) => "recorded".to_owned(),
+        Err(e) => format!("not recorded ({e})"),
+    }
 }
 
 impl fmt::Display for ReplayReport {
@@ -209,8 +245,11 @@ impl fmt::Display for ReplayReport {
         if let Some(claim_check) = &self.claim_check {
             writeln!(f, "  claim check  {claim_check}")?;
         }
-        match &self.sqs_message_id {
-            Some(id) => writeln!(f, "  SQS message  {id}"),
+        if let Some(id) = &self.sqs_message_id {
+            writeln!(f, "  SQS message  {id}")?;
+        }
+        match &self.history {
+            Some(history) => writeln!(f, "  history      {history}"),
             None => Ok(()),
         }
     }

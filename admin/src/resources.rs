@@ -13,17 +13,19 @@ pub enum Resource {
     NotificationQueue,
     NotificationDeadLetterQueue,
     LedgerTable,
+    HistoryTable,
     ArchiveBucket,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 7] = [
+    pub const ALL: [Resource; 8] = [
         Resource::WebhookQueue,
         Resource::WebhookDeadLetterQueue,
         Resource::ParkedQueue,
         Resource::NotificationQueue,
         Resource::NotificationDeadLetterQueue,
         Resource::LedgerTable,
+        Resource::HistoryTable,
         Resource::ArchiveBucket,
     ];
 
@@ -36,6 +38,7 @@ impl Resource {
             Resource::NotificationQueue => "NotificationQueueUrl",
             Resource::NotificationDeadLetterQueue => "NotificationDeadLetterQueueUrl",
             Resource::LedgerTable => "LedgerTableName",
+            Resource::HistoryTable => "HistoryTableName",
             Resource::ArchiveBucket => "ArchiveBucketName",
         }
     }
@@ -49,6 +52,7 @@ impl Resource {
             Resource::NotificationQueue => "--notification-queue-url",
             Resource::NotificationDeadLetterQueue => "--notification-dlq-url",
             Resource::LedgerTable => "--ledger-table",
+            Resource::HistoryTable => "--history-table",
             Resource::ArchiveBucket => "--archive-bucket",
         }
     }
@@ -62,6 +66,7 @@ impl Resource {
             Resource::NotificationQueue => "notification queue",
             Resource::NotificationDeadLetterQueue => "notification DLQ",
             Resource::LedgerTable => "ledger table",
+            Resource::HistoryTable => "history table",
             Resource::ArchiveBucket => "archive bucket",
         }
     }
@@ -77,6 +82,7 @@ pub struct Resources {
     pub notification_queue_url: Option<String>,
     pub notification_dlq_url: Option<String>,
     pub ledger_table: Option<String>,
+    pub history_table: Option<String>,
     pub archive_bucket: Option<String>,
 }
 
@@ -89,6 +95,7 @@ impl Resources {
             Resource::NotificationQueue => self.notification_queue_url.as_deref(),
             Resource::NotificationDeadLetterQueue => self.notification_dlq_url.as_deref(),
             Resource::LedgerTable => self.ledger_table.as_deref(),
+            Resource::HistoryTable => self.history_table.as_deref(),
             Resource::ArchiveBucket => self.archive_bucket.as_deref(),
         }
     }
@@ -101,6 +108,7 @@ impl Resources {
             Resource::NotificationQueue => &mut self.notification_queue_url,
             Resource::NotificationDeadLetterQueue => &mut self.notification_dlq_url,
             Resource::LedgerTable => &mut self.ledger_table,
+            Resource::HistoryTable => &mut self.history_table,
             Resource::ArchiveBucket => &mut self.archive_bucket,
         }
     }

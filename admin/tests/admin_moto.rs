@@ -5,12 +5,13 @@
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::komet::parse_webhook;
 use po_sync::ledger::{AppZenHolds, LedgerEntry, LedgerOutcome, SettledVersion};
 use po_sync::message::{BodyRef, WebhookEnvelope, body_key, kept_key, sha256_hex};
 use po_sync_admin::redrive::{Fate, Method, RedriveOptions, redrive, snapshot};
 use po_sync_admin::{Clients, Error, Resource, Resources, history, po, replay, status};
-use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
+use po_sync_aws::ledger::{DynamoHistory, DynamoLedger, Ledger, Written};
 use po_sync_test_support::fixture;
 use po_sync_test_support::moto::{MotoServer, create_fifo_queue};
 use std::process::Command;
@@ -18,6 +19,7 @@ use std::time::Duration as StdDuration;
 
 const TABLE: &str = "po-sync-ledger";
 const BUCKET: &str = "t-archive";
+const HISTORY: &str = "t-history";
 
 /// A po-sync-shaped set of queues and the ledger table in moto, named by flags.
 async fn deploy(clients: &Clients) -> Resources {
@@ -44,6 +46,7 @@ async fn deploy(clients: &Clients) -> Resources {
         .send()
         .await
         .unwrap();
+    po_sync_test_support::moto::create_history_table(&clients.dynamodb, HISTORY).await.unwrap();
     clients.s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     Resources::default()
         .with(Resource::WebhookQueue, webhooks)
@@ -52,6 +55,7 @@ async fn deploy(clients: &Clients) -> Resources {
         .with(Resource::NotificationQueue, notifications)
         .with(Resource::NotificationDeadLetterQueue, notification_dlq)
         .with(Resource::LedgerTable, TABLE)
+        .with(Resource::HistoryTable, HISTORY)
         .with(Resource::ArchiveBucket, BUCKET)
 }
 
@@ -192,6 +196,21 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
                     "KeySchema": [{ "AttributeName": "poId", "KeyType": "HASH" }]
                 }
             },
+            "HistoryTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "TableName": "cf-history",
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "AttributeDefinitions": [
+                        { "AttributeName": "poId", "AttributeType": "S" },
+                        { "AttributeName": "attemptKey", "AttributeType": "S" }
+                    ],
+                    "KeySchema": [
+                        { "AttributeName": "poId", "KeyType": "HASH" },
+                        { "AttributeName": "attemptKey", "KeyType": "RANGE" }
+                    ]
+                }
+            },
             "ArchiveBucket": { "Type": "AWS::S3::Bucket", "Properties": { "BucketName": "cf-archive" } }
         },
         "Outputs": {
@@ -201,6 +220,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
             "NotificationQueueUrl": { "Value": { "Ref": "NotificationQueue" } },
             "NotificationDeadLetterQueueUrl": { "Value": { "Ref": "NotificationDeadLetterQueue" } },
             "LedgerTableName": { "Value": { "Ref": "LedgerTable" } },
+            "HistoryTableName": { "Value": { "Ref": "HistoryTable" } },
             "ArchiveBucketName": { "Value": { "Ref": "ArchiveBucket" } }
         }
     });
@@ -225,6 +245,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
         assert!(resolved.get(resource).unwrap().ends_with(name), "{resource:?}: {resolved:?}");
     }
     assert_eq!(resolved.get(Resource::LedgerTable), Some("cf-ledger"));
+    assert_eq!(resolved.get(Resource::HistoryTable), Some("cf-history"));
     assert_eq!(resolved.get(Resource::ArchiveBucket), Some("cf-archive"));
 
     // The stack's resources work: its queues through `status`, its ledger table through `po`.
@@ -355,8 +376,23 @@ async fn history_lists_the_kept_versions_and_replay_sends_one_again_with_its_ver
         .unwrap();
     let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
     ledger.write(&upserted(48213, "P004410", at(1), &sha256_hex(&a), 1)).await.unwrap();
+    // reconcile's attempts: version a retried once (AppZen down), then upserted; version b not yet tried.
+    let history_table = DynamoHistory::new(clients.dynamodb.clone(), HISTORY, Duration::days(90));
+    for (second, outcome) in [(5, AttemptOutcome::Retried), (9, AttemptOutcome::Upserted)] {
+        let attempt = Attempt {
+            sqs_message_id: Some(format!("m-{second}")),
+            ..Attempt::new(48213, "P004410", at(1).timestamp_millis(), at(second), outcome)
+        };
+        history_table.record(&attempt).await.unwrap();
+    }
+    history_table.record(&Attempt::new(999, "P999", 1, at(7), AttemptOutcome::Held)).await.unwrap();
 
     let report = history::history(&clients, &resources, 48213).await.unwrap();
+    let attempts: Vec<(&str, AttemptOutcome)> =
+        report.attempts.iter().map(|a| (a.sqs_message_id.as_deref().unwrap(), a.outcome)).collect();
+    assert_eq!(attempts, [("m-9", AttemptOutcome::Upserted), ("m-5", AttemptOutcome::Retried)]);
+    let outcomes: Vec<&[AttemptOutcome]> = report.versions.iter().map(|v| v.outcomes.as_slice()).collect();
+    assert_eq!(outcomes, [&[][..], &[AttemptOutcome::Upserted, AttemptOutcome::Retried][..]]);
     let seen: Vec<(i64, Vec<&str>, u64)> =
         report.versions.iter().map(|v| (v.kept.version, v.ledger.clone(), v.bytes)).collect();
     assert_eq!(
@@ -388,6 +424,13 @@ async fn history_lists_the_kept_versions_and_replay_sends_one_again_with_its_ver
     assert!(envelope.replay);
     assert_eq!((envelope.received_at, envelope.body_sha256.as_str()), (at(1), sha256_hex(&a).as_str()));
     assert_eq!((queued[0].1.as_str(), queued[0].2.as_str()), ("48213", sent.send_id.as_str()));
+    // ...and recorded in the PO's history, newest first.
+    assert_eq!(sent.history.as_deref(), Some("recorded"));
+    let after = history::history(&clients, &resources, 48213).await.unwrap();
+    let newest = &after.attempts[0];
+    assert_eq!((newest.outcome, newest.version), (AttemptOutcome::Replayed, at(1).timestamp_millis()));
+    assert_eq!(newest.sqs_message_id, sent.sqs_message_id);
+    assert!(after.to_string().contains("replayed"), "{after}");
 
     // A version that is not kept: the error says how to find the kept ones.
     let error = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Version(5), false).await.unwrap_err();

@@ -30,6 +30,7 @@ LOG_STREAM_SUFFIX = ":log-stream:*"
 # Outputs the operator CLI reads by OutputKey -> the `!Ref` target each must have.
 OPERATOR_OUTPUTS = {
     "LedgerTableName": "LedgerTable",
+    "HistoryTableName": "HistoryTable",
     "WebhookQueueUrl": "WebhookQueue",
     "WebhookDeadLetterQueueUrl": "WebhookDeadLetterQueue",
     "WebhookParkedQueueUrl": "WebhookParkedQueue",
@@ -54,13 +55,15 @@ ENV_CONTRACT = {
                     "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "LEDGER_TABLE_NAME", "RUST_LOG",
                     "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "INVOICE_MAX_BYTES",
                     "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY", "INVOICE_BUFFER_MIB", "WEBHOOK_QUEUE_URL",
-                    "RETRY_SCHEDULE", "GROUP_CONCURRENCY", "OUTAGE_EMAIL_AFTER"},
+                    "RETRY_SCHEDULE", "GROUP_CONCURRENCY", "OUTAGE_EMAIL_AFTER", "HISTORY_TABLE_NAME",
+                    "HISTORY_RETENTION_DAYS"},
         # ARCHIVE_BUCKET is optional for the binary, not for the stack: without it invoices die with Komet's links.
         # WEBHOOK_QUEUE_URL likewise: without it a handed-back webhook waits the queue's visibility timeout, not
-        # RetrySchedule, and the retry horizon shrinks to MaxReceiveCount x 12 minutes.
+        # RetrySchedule, and the retry horizon shrinks to MaxReceiveCount x 12 minutes. HISTORY_TABLE_NAME too:
+        # without it po-sync-admin history shows the kept bodies but no attempts.
         "required": {"NOTIFY_QUEUE_URL", "APPZEN_SECRET_ARN", "APPZEN_BASE_URL", "RECONCILE_POLICY", "CURRENCY",
                      "LEDGER_TABLE_NAME", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS",
-                     "WEBHOOK_QUEUE_URL", "RETRY_SCHEDULE"},
+                     "WEBHOOK_QUEUE_URL", "RETRY_SCHEDULE", "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"},
     },
     "notify": {
         "allowed": {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
@@ -420,7 +423,7 @@ class TemplateTest(unittest.TestCase):
 
     def test_ledger_table_is_keyed_by_po_id_on_demand_recoverable_encrypted_and_retained(self):
         tables = self.of_type("AWS::DynamoDB::Table")
-        self.assertEqual(set(tables), {"LedgerTable"})
+        self.assertEqual(set(tables), {"LedgerTable", "HistoryTable"})
         table = tables["LedgerTable"]
         # The ledger is what keeps AppZen from going back to an older PO version after a redrive.
         self.assertEqual(table.get("DeletionPolicy"), "Retain")
@@ -439,22 +442,43 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(reconcile["Properties"]["Environment"]["Variables"].get("LEDGER_TABLE_NAME"),
                          {"Ref": "LedgerTable"})
 
-    def test_only_reconcile_may_get_and_put_ledger_items_on_the_table_itself(self):
+    def test_history_table_is_keyed_by_po_and_attempt_expires_with_the_kept_webhooks_and_is_encrypted(self):
+        properties = self.resources["HistoryTable"]["Properties"]
+        self.assertEqual(properties["KeySchema"], [{"AttributeName": "poId", "KeyType": "HASH"},
+                                                   {"AttributeName": "attemptKey", "KeyType": "RANGE"}])
+        self.assertEqual(properties["AttributeDefinitions"], [{"AttributeName": "poId", "AttributeType": "S"},
+                                                              {"AttributeName": "attemptKey", "AttributeType": "S"}])
+        self.assertEqual(properties["TimeToLiveSpecification"], {"AttributeName": "expiresAt", "Enabled": True})
+        self.assertEqual(properties.get("BillingMode"), "PAY_PER_REQUEST")
+        self.assertIs(properties.get("SSESpecification", {}).get("SSEEnabled"), True)
+        self.assertNotIn("TableName", properties)
+        variables = self.function_named("reconcile")[1]["Properties"]["Environment"]["Variables"]
+        self.assertEqual(variables["HISTORY_TABLE_NAME"], {"Ref": "HistoryTable"})
+        # A PO's attempts go when its kept bodies go.
+        self.assertEqual(variables["HISTORY_RETENTION_DAYS"], {"Ref": "WebhookRetentionDays"})
+
+    def test_only_reconcile_may_get_and_put_ledger_items_and_put_history_items(self):
         dynamodb = [(where, statement) for where, statement in self.policy_statements()
                     if any(str(a).lower().startswith("dynamodb:") for a in as_list(statement["Action"]))]
-        self.assertEqual([where.split("/")[0] for where, _ in dynamodb], ["ReconcileRole"],
-                         "exactly one DynamoDB statement, in reconcile's role")
-        _, statement = dynamodb[0]
-        self.assertEqual(statement["Effect"], "Allow")
-        self.assertEqual(sorted(as_list(statement["Action"])), ["dynamodb:GetItem", "dynamodb:PutItem"])
-        self.assertEqual(as_list(statement["Resource"]), [{"Fn::GetAtt": ["LedgerTable", "Arn"]}],
-                         "the table's ARN only: no index, no wildcard, no other table")
-        # No other statement, role or policy so much as mentions DynamoDB or the table.
+        self.assertEqual([where.split("/")[0] for where, _ in dynamodb], ["ReconcileRole", "ReconcileRole"],
+                         "exactly two DynamoDB statements, in reconcile's role")
+        by_table = {target(as_list(statement["Resource"])[0]): statement for _, statement in dynamodb}
+        self.assertEqual(set(by_table), {"LedgerTable", "HistoryTable"})
+        for table, actions in (("LedgerTable", ["dynamodb:GetItem", "dynamodb:PutItem"]),
+                               ("HistoryTable", ["dynamodb:PutItem"])):
+            statement = by_table[table]
+            with self.subTest(table=table):
+                self.assertEqual(statement["Effect"], "Allow")
+                self.assertEqual(sorted(as_list(statement["Action"])), actions)
+                self.assertEqual(as_list(statement["Resource"]), [{"Fn::GetAtt": [table, "Arn"]}],
+                                 "the table's ARN only: no index, no wildcard, no other table")
+        # No other statement, role or policy so much as mentions DynamoDB or the tables.
         for where, other in self.policy_statements():
-            if other is not statement:
+            if all(other is not statement for statement in by_table.values()):
                 with self.subTest(statement=f"{where}/{other.get('Sid', '?')}"):
                     self.assertNotIn("dynamodb", json.dumps(other).lower())
                     self.assertNotIn("ledgertable", json.dumps(other).lower())
+                    self.assertNotIn("historytable", json.dumps(other).lower())
         for name, resource in self.resources.items():
             if resource["Type"].startswith("AWS::IAM::") and name != "ReconcileRole":
                 with self.subTest(resource=name):

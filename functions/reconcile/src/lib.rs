@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 mod claim_check;
+mod history;
 mod log;
 mod outages;
 mod partial_batch;
@@ -167,7 +168,12 @@ impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
             );
         }
         let notifications = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.notify_queue_url.clone());
-        let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.ledger_table.clone());
+        if config.history.is_none() {
+            tracing::warn!(
+                "HISTORY_TABLE_NAME is not set: no PO history is recorded (po-sync-admin history shows kept bodies only)"
+            );
+        }
+        let ledger = dynamo_ledger(&config, aws_sdk_dynamodb::Client::new(aws));
         let archiver = match &config.archive {
             Some(archive) => {
                 // One fetcher, so one budget of PDF bytes held at once, for every record of every invocation.
@@ -261,6 +267,15 @@ impl RecordReport {
             invoices_archived: 0,
             invoices_not_archived: 0,
         }
+    }
+}
+
+/// The version ledger at `LEDGER_TABLE_NAME`, with the PO history at `HISTORY_TABLE_NAME` if one is named.
+pub fn dynamo_ledger(config: &ReconcileConfig, client: aws_sdk_dynamodb::Client) -> DynamoLedger {
+    let ledger = DynamoLedger::new(client, config.ledger_table.clone());
+    match &config.history {
+        Some(history) => ledger.with_history(&history.table, chrono::Duration::days(history.retention_days.into())),
+        None => ledger,
     }
 }
 

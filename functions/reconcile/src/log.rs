@@ -11,38 +11,9 @@ pub(crate) fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelop
         Outcome::Upserted(accepted) => Some(accepted),
         _ => None,
     };
-    let http_status = match &report.outcome {
-        Outcome::Upserted(a) => Some(a.http_status),
-        Outcome::Rejected(r) => Some(r.http_status),
-        Outcome::AppZenUnavailable { last, .. } => last.http_status(),
-        _ => None,
-    };
-    let correlation_id = match &report.outcome {
-        Outcome::Upserted(a) => a.correlation_id.as_deref(),
-        Outcome::Rejected(r) => r.correlation_id.as_deref(),
-        Outcome::AppZenUnavailable { last, .. } => last.correlation_id.as_deref(),
-        _ => None,
-    };
-    let detail = match &report.outcome {
-        Outcome::Rejected(r) => Some(r.error.to_string()),
-        Outcome::AppZenUnavailable { last, reason } => {
-            Some(format!("{} ({}, {}); retried later", last.failure, last.cause.as_str(), reason.as_str()))
-        }
-        Outcome::NotifyFailed(error) | Outcome::LedgerUnavailable(error) => Some(error.to_string()),
-        Outcome::BodyUnavailable { location, error } => {
-            Some(format!("the claim check's body {location} could not be read ({error}); retried later"))
-        }
-        Outcome::Superseded { newer_version } => Some(format!(
-            "a newer version (received {}) was already processed; this one is not sent to AppZen",
-            chrono::DateTime::from_timestamp_millis(*newer_version)
-                .map_or_else(|| newer_version.to_string(), |t| t.to_rfc3339())
-        )),
-        Outcome::Duplicate => Some("AppZen already holds exactly this body; not sent again".to_owned()),
-        Outcome::LedgerBusy { claimed_by } => {
-            Some(format!("record {claimed_by} of this PO is being processed; retried later"))
-        }
-        _ => None,
-    };
+    let http_status = report.outcome.http_status();
+    let correlation_id = report.outcome.correlation_id();
+    let detail = report.outcome.detail();
     let notified: Vec<&str> = report.notified.iter().map(|k| k.as_str()).collect();
     let version = envelope.map(WebhookEnvelope::version);
     let send_id = envelope.and_then(|e| e.send_id.as_deref());
@@ -92,5 +63,52 @@ pub(crate) fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelop
     match report.outcome.fate() {
         Fate::Consumed => line!(info),
         Fate::Retry => line!(warn),
+    }
+}
+
+/// What the log line and the PO's history say of an outcome.
+impl Outcome {
+    /// AppZen's HTTP status, when it answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Outcome::Upserted(a) => Some(a.http_status),
+            Outcome::Rejected(r) => Some(r.http_status),
+            Outcome::AppZenUnavailable { last, .. } => last.http_status(),
+            _ => None,
+        }
+    }
+
+    /// AppZen's correlation id for the request, when it gave one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        match self {
+            Outcome::Upserted(a) => a.correlation_id.as_deref(),
+            Outcome::Rejected(r) => r.correlation_id.as_deref(),
+            Outcome::AppZenUnavailable { last, .. } => last.correlation_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Why, in a line (unbounded: callers cut it).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Outcome::Rejected(r) => Some(r.error.to_string()),
+            Outcome::AppZenUnavailable { last, reason } => {
+                Some(format!("{} ({}, {}); retried later", last.failure, last.cause.as_str(), reason.as_str()))
+            }
+            Outcome::NotifyFailed(error) | Outcome::LedgerUnavailable(error) => Some(error.to_string()),
+            Outcome::BodyUnavailable { location, error } => {
+                Some(format!("the claim check's body {location} could not be read ({error}); retried later"))
+            }
+            Outcome::Superseded { newer_version } => Some(format!(
+                "a newer version (received {}) was already processed; this one is not sent to AppZen",
+                chrono::DateTime::from_timestamp_millis(*newer_version)
+                    .map_or_else(|| newer_version.to_string(), |t| t.to_rfc3339())
+            )),
+            Outcome::Duplicate => Some("AppZen already holds exactly this body; not sent again".to_owned()),
+            Outcome::LedgerBusy { claimed_by } => {
+                Some(format!("record {claimed_by} of this PO is being processed; retried later"))
+            }
+            _ => None,
+        }
     }
 }

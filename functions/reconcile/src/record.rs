@@ -75,7 +75,9 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         let span = tracing::info_span!("po", po_id = envelope.po.id, po_number = %log_field(&envelope.po.po_number), message_id = %message_id);
         let report =
             self.process_envelope(message_id, delivered.sequence, &envelope, deadline).instrument(span.clone()).await;
-        span.in_scope(|| log_report(&report, Some(&envelope), started.elapsed()));
+        let latency = started.elapsed();
+        span.in_scope(|| log_report(&report, Some(&envelope), latency));
+        self.record_attempt(&report, &envelope, latency).instrument(span).await;
         report
     }
 

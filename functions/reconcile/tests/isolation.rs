@@ -382,6 +382,18 @@ impl po_sync_aws::ledger::Ledger for FlakyLedger {
     ) -> Result<po_sync_aws::ledger::Written, po_sync_aws::port::PortError> {
         self.inner.write_outage(record).await
     }
+
+    async fn record(&self, attempt: &po_sync::history::Attempt) -> Result<(), po_sync_aws::port::PortError> {
+        self.inner.record(attempt).await
+    }
+
+    async fn history(
+        &self,
+        po_id: u64,
+        limit: usize,
+    ) -> Result<Vec<po_sync::history::Attempt>, po_sync_aws::port::PortError> {
+        self.inner.history(po_id, limit).await
+    }
 }
 
 #[tokio::test]

@@ -91,6 +91,7 @@ impl Harness {
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
         let notify_url = fifo_queue(&sqs, "po-sync-notifications.fifo").await;
         po_sync_test_support::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
+        po_sync_test_support::moto::create_history_table(&dynamodb, "po-sync-history").await.unwrap();
         let appzen = MockServer::start().await;
         let reconciler = reconciler(&sqs, &dynamodb, &notify_url, &appzen.uri(), extra);
         Harness { moto, sqs, dynamodb, notify_url, appzen, reconciler }
@@ -148,7 +149,7 @@ fn reconciler(
     let config = config(notify_url, appzen_url, extra);
     let client = appzen_client(&config);
     let notifications = SqsFifoQueue::new(sqs.clone(), notify_url);
-    let ledger = DynamoLedger::new(dynamodb.clone(), config.ledger_table.clone());
+    let ledger = reconcile::dynamo_ledger(&config, dynamodb.clone());
     Reconciler::new(config, client, notifications, ledger)
 }
 
@@ -161,6 +162,7 @@ fn config(notify_url: &str, appzen_url: &str, extra: &[(&str, &str)]) -> Reconci
     let mut env = env_map(&[
         ("NOTIFY_QUEUE_URL", notify_url),
         ("LEDGER_TABLE_NAME", "po-sync-ledger"),
+        ("HISTORY_TABLE_NAME", "po-sync-history"),
         ("APPZEN_BASE_URL", appzen_url),
         ("APPZEN_API_KEY", "test-api-key"),
         ("APPZEN_CUSTOMER_ID", "test-customer-id"),
@@ -180,6 +182,36 @@ fn upsert_path() -> wiremock::matchers::PathExactMatcher {
 }
 
 // ---------------------------------------------------------------------------------------------- AppZen
+
+#[tokio::test]
+async fn each_attempt_is_recorded_in_the_history_table_and_expires_with_the_retention() {
+    use po_sync::history::AttemptOutcome;
+    use po_sync_aws::ledger::Ledger;
+    let h = Harness::start(&[]).await;
+    Mock::given(method("POST")).respond_with(created("uuid-1", "corr-1")).expect(1).mount(&h.appzen).await;
+    let body = envelope("komet-clean-po.json").to_json();
+    for message_id in ["m-1", "m-1-again"] {
+        h.reconciler.process(&event(vec![record(message_id, &body)]).records[0], None).await;
+    }
+
+    let history = h.reconciler.ledger().history(48213, 10).await.unwrap();
+    let told: Vec<_> = history.iter().map(|a| (a.sqs_message_id.as_deref().unwrap(), a.outcome)).collect();
+    assert_eq!(told, [("m-1-again", AttemptOutcome::Duplicate), ("m-1", AttemptOutcome::Upserted)]);
+    assert_eq!(
+        (history[1].http_status, history[1].correlation_id.as_deref(), history[1].detail.as_deref()),
+        (Some(201), Some("corr-1"), Some("AppZen: CREATED"))
+    );
+    // The item as stored: the table's keys, and DynamoDB's TTL 90 days (the default retention) after the attempt.
+    let items = h.dynamodb.scan().table_name("po-sync-history").send().await.unwrap().items.unwrap();
+    assert_eq!(items.len(), 2);
+    for item in &items {
+        assert_eq!(item["poId"].as_s().unwrap(), "48213");
+        let attempt = history.iter().find(|a| a.sort_key() == *item["attemptKey"].as_s().unwrap()).unwrap();
+        let expires: i64 = item["expiresAt"].as_n().unwrap().parse().unwrap();
+        assert_eq!(expires, (attempt.at + chrono::Duration::days(90)).timestamp());
+    }
+    assert!(h.reconciler.ledger().history(1, 10).await.unwrap().is_empty());
+}
 
 #[tokio::test]
 async fn a_clean_po_is_upserted_with_the_golden_body_and_the_three_headers() {
@@ -413,6 +445,7 @@ async fn credentials_can_come_from_secrets_manager() {
         .unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     po_sync_test_support::moto::create_ledger_table(&dynamodb, "po-sync-ledger").await.unwrap();
+    po_sync_test_support::moto::create_history_table(&dynamodb, "po-sync-history").await.unwrap();
     let appzen = MockServer::start().await;
     Mock::given(method("POST"))
         .and(upsert_path())

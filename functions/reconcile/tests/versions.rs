@@ -255,3 +255,44 @@ async fn an_operators_replay_sends_a_rejected_version_again_and_a_redelivery_doe
     assert_eq!(entry.appzen.unwrap().version, version.version(), "AppZen holds that version, not a new one");
     assert_eq!(entry.latest.unwrap().outcome, LedgerOutcome::Upserted);
 }
+
+#[tokio::test]
+async fn every_attempt_is_in_the_pos_history_newest_first() {
+    use po_sync::history::AttemptOutcome::{Duplicate, Retried, Superseded, Upserted};
+    let appzen = MockServer::start().await;
+    // AppZen is down for the first delivery only, then takes everything.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("x-correlation-id", "corr-503"))
+        .up_to_n_times(2)
+        .mount(&appzen)
+        .await;
+    accept_everything(&appzen).await;
+    let reconciler = reconciler_for(&appzen);
+    let (a, b, a_again) = (send(0, 24), send(1, 25), send(2, 24));
+    let deliveries = [("m-1", &a), ("m-1", &a), ("m-2", &b), ("m-3", &a_again), ("m-3", &a_again), ("m-old", &b)];
+    for (id, envelope) in deliveries {
+        reconciler.process(&record(id, envelope), None).await;
+    }
+
+    let history = po_sync_aws::ledger::Ledger::history(reconciler.ledger(), 48213, 100).await.unwrap();
+    let told: Vec<_> = history.iter().map(|h| (h.sqs_message_id.as_deref().unwrap(), h.version, h.outcome)).collect();
+    assert_eq!(
+        told,
+        [
+            ("m-old", b.version(), Superseded),
+            ("m-3", a_again.version(), Duplicate),
+            ("m-3", a_again.version(), Upserted),
+            ("m-2", b.version(), Upserted),
+            ("m-1", a.version(), Upserted),
+            ("m-1", a.version(), Retried),
+        ]
+    );
+    let retried = &history[5];
+    assert_eq!((retried.http_status, retried.requests, retried.destination.as_str()), (Some(503), 2, "appzen"));
+    assert_eq!(retried.correlation_id.as_deref(), Some("corr-503"));
+    assert!(retried.detail.as_deref().unwrap().contains("retried later"), "{retried:?}");
+    assert_eq!((history[4].http_status, history[4].requests), (Some(200), 1));
+    assert!(history.iter().all(|h| h.po_number == a.po.po_number && h.latency_ms.is_some()));
+    assert_eq!(po_sync_aws::ledger::Ledger::history(reconciler.ledger(), 48213, 2).await.unwrap(), history[..2]);
+    assert!(po_sync_aws::ledger::Ledger::history(reconciler.ledger(), 1, 100).await.unwrap().is_empty());
+}

@@ -1,9 +1,13 @@
 //! The version ledger port: one [`LedgerEntry`] per Komet PO, and one [`OutageRecord`] per AppZen outage cause,
 //! read consistently and written only by compare-and-set on their revision. DynamoDB in Lambda, memory in
 //! tests. The rules are in `po_sync::ledger` and `po_sync::outage`.
+//!
+//! Beside it, each PO's history ([`Attempt`]s, `po_sync::history`): appended, never rewritten, read newest
+//! first; in DynamoDB a table of its own (partition key `poId`, sort key `attemptKey`, TTL `expiresAt`).
 
 use crate::port::{Failure, PortError};
 use aws_sdk_dynamodb::types::AttributeValue;
+use po_sync::history::Attempt;
 use po_sync::ledger::LedgerEntry;
 use po_sync::outage::{OutageCause, OutageRecord};
 use serde::Serialize;
@@ -30,6 +34,10 @@ pub trait Ledger: Send + Sync {
     fn read_outage(&self, cause: OutageCause) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send;
     /// Stores `record` by the same compare-and-set rule as [`Ledger::write`].
     fn write_outage(&self, record: &OutageRecord) -> impl Future<Output = Result<Written, PortError>> + Send;
+    /// Appends `attempt` to its PO's history; does nothing where no history is kept.
+    fn record(&self, attempt: &Attempt) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The PO's history, newest first, at most `limit` attempts; empty where no history is kept.
+    fn history(&self, po_id: u64, limit: usize) -> impl Future<Output = Result<Vec<Attempt>, PortError>> + Send;
 }
 
 /// The DynamoDB table at `LEDGER_TABLE_NAME` (partition key `poId`, a string).
@@ -37,15 +45,35 @@ pub trait Ledger: Send + Sync {
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    history: Option<DynamoHistory>,
+}
+
+/// The history table (`HISTORY_TABLE_NAME`, partition key `poId`, sort key `attemptKey`) and how long its
+/// records are kept (`HISTORY_RETENTION_DAYS`; DynamoDB's TTL on `expiresAt` deletes them after).
+#[derive(Debug, Clone)]
+pub struct DynamoHistory {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    retention: chrono::Duration,
 }
 
 const GET_ITEM: &str = "dynamodb:GetItem";
 const PUT_ITEM: &str = "dynamodb:PutItem";
+const QUERY: &str = "dynamodb:Query";
 pub const KEY: &str = "poId";
+/// The history table's sort key ([`Attempt::sort_key`]) and its TTL attribute.
+pub const HISTORY_SORT_KEY: &str = "attemptKey";
+pub const HISTORY_TTL: &str = "expiresAt";
 
 impl DynamoLedger {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        DynamoLedger { client, table: table.into() }
+        DynamoLedger { client, table: table.into(), history: None }
+    }
+
+    /// Keeps each PO's history in `table`, each record for `retention` (DynamoDB's TTL deletes it after).
+    pub fn with_history(mut self, table: impl Into<String>, retention: chrono::Duration) -> Self {
+        self.history = Some(DynamoHistory::new(self.client.clone(), table, retention));
+        self
     }
 
     pub fn table(&self) -> &str {
@@ -110,6 +138,83 @@ impl Ledger for DynamoLedger {
     async fn write_outage(&self, record: &OutageRecord) -> Result<Written, PortError> {
         self.compare_and_put(record, record.revision).await
     }
+
+    async fn record(&self, attempt: &Attempt) -> Result<(), PortError> {
+        match &self.history {
+            Some(history) => history.record(attempt).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn history(&self, po_id: u64, limit: usize) -> Result<Vec<Attempt>, PortError> {
+        match &self.history {
+            Some(history) => history.list(po_id, limit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl DynamoHistory {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, retention: chrono::Duration) -> Self {
+        DynamoHistory { client, table: table.into(), retention }
+    }
+
+    /// Appends `attempt` to its PO's history.
+    pub async fn record(&self, attempt: &Attempt) -> Result<(), PortError> {
+        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(attempt)
+            .map_err(|e| PortError::new(PUT_ITEM, Failure::Permanent, format!("history record: {e}")))?;
+        item.insert(KEY.to_owned(), AttributeValue::S(attempt.po_id.to_string()));
+        item.insert(HISTORY_SORT_KEY.to_owned(), AttributeValue::S(attempt.sort_key()));
+        item.insert(HISTORY_TTL.to_owned(), AttributeValue::N(attempt.expires_at(self.retention).to_string()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| PortError::from_sdk(PUT_ITEM, e))
+    }
+
+    /// The PO's history, newest first, at most `limit` attempts.
+    pub async fn list(&self, po_id: u64, limit: usize) -> Result<Vec<Attempt>, PortError> {
+        let mut attempts = Vec::new();
+        let mut start = None;
+        while attempts.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("poId = :po")
+                .expression_attribute_values(":po", AttributeValue::S(po_id.to_string()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - attempts.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| PortError::from_sdk(QUERY, e))?;
+            for mut item in page.items.unwrap_or_default() {
+                // The keys are the table's; the record is the rest (its `poId` a number again).
+                item.remove(HISTORY_SORT_KEY);
+                item.remove(HISTORY_TTL);
+                item.insert(KEY.to_owned(), AttributeValue::N(po_id.to_string()));
+                let attempt = serde_dynamo::from_item(item).map_err(|e| {
+                    PortError::new(
+                        QUERY,
+                        Failure::Permanent,
+                        format!("a history record of PO {po_id} is unreadable: {e}"),
+                    )
+                })?;
+                attempts.push(attempt);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        attempts.truncate(limit);
+        Ok(attempts)
+    }
 }
 
 /// An in-memory ledger with the same compare-and-set rule; can be told to fail the next calls.
@@ -122,6 +227,7 @@ pub struct MemoryLedger {
 struct MemoryState {
     entries: HashMap<String, LedgerEntry>,
     outages: HashMap<String, OutageRecord>,
+    attempts: Vec<Attempt>,
     failures: Vec<Failure>,
 }
 
@@ -143,7 +249,12 @@ impl MemoryLedger {
         self.state.lock().ok().and_then(|s| s.outages.get(&OutageRecord::key(cause)).cloned())
     }
 
-    /// The next `count` reads or writes fail with `failure`.
+    /// Every attempt recorded, in the order recorded.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.state.lock().map(|s| s.attempts.clone()).unwrap_or_default()
+    }
+
+    /// The next `count` reads or writes of entries and outages fail with `failure` (history is not affected).
     pub fn fail_next(&self, count: usize, failure: Failure) {
         if let Ok(mut state) = self.state.lock() {
             state.failures.extend(std::iter::repeat_n(failure, count));
@@ -189,6 +300,22 @@ impl Ledger for MemoryLedger {
             Written::Stored
         })
     }
+
+    async fn record(&self, attempt: &Attempt) -> Result<(), PortError> {
+        let mut state =
+            self.state.lock().map_err(|_| PortError::new(PUT_ITEM, Failure::Permanent, "memory ledger poisoned"))?;
+        state.attempts.push(attempt.clone());
+        Ok(())
+    }
+
+    async fn history(&self, po_id: u64, limit: usize) -> Result<Vec<Attempt>, PortError> {
+        let state =
+            self.state.lock().map_err(|_| PortError::new(QUERY, Failure::Permanent, "memory ledger poisoned"))?;
+        let mut attempts: Vec<Attempt> = state.attempts.iter().filter(|a| a.po_id == po_id).cloned().collect();
+        attempts.sort_by_key(|a| std::cmp::Reverse(a.sort_key()));
+        attempts.truncate(limit);
+        Ok(attempts)
+    }
 }
 
 impl<L: Ledger> Ledger for &L {
@@ -206,5 +333,13 @@ impl<L: Ledger> Ledger for &L {
 
     fn write_outage(&self, record: &OutageRecord) -> impl Future<Output = Result<Written, PortError>> + Send {
         (**self).write_outage(record)
+    }
+
+    fn record(&self, attempt: &Attempt) -> impl Future<Output = Result<(), PortError>> + Send {
+        (**self).record(attempt)
+    }
+
+    fn history(&self, po_id: u64, limit: usize) -> impl Future<Output = Result<Vec<Attempt>, PortError>> + Send {
+        (**self).history(po_id, limit)
     }
 }

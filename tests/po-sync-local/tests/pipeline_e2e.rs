@@ -220,6 +220,8 @@ async fn appzen_refusing_is_mailed_with_its_message(stack: &LocalStack) {
 /// Runs `po-sync-admin --json ARGS` against the local stack (resources by flag); returns its JSON report.
 async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
     let bucket = stack.stack.required_var("ingest", "ARCHIVE_BUCKET").expect("the template gives ingest a bucket");
+    let history =
+        stack.stack.required_var("reconcile", "HISTORY_TABLE_NAME").expect("the template names a history table");
     let mut argv = vec![
         "po-sync-admin",
         "--json",
@@ -229,6 +231,8 @@ async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
         stack.ledger.table(),
         "--archive-bucket",
         bucket,
+        "--history-table",
+        history,
     ];
     argv.extend_from_slice(args);
     let cli = po_sync_admin::Cli::parse_from(argv);
@@ -239,6 +243,15 @@ async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("po-sync-admin {args:?}: {e}"));
     assert!(done, "po-sync-admin {args:?} did not succeed");
     serde_json::from_slice(&out).unwrap_or_else(|e| panic!("po-sync-admin {args:?} printed no JSON: {e}"))
+}
+
+/// Each kept version's attempts, newest version first, newest attempt first (`history --json`).
+fn attempt_words(history: &serde_json::Value) -> Vec<Vec<String>> {
+    let versions = history["versions"].as_array().expect("history lists versions");
+    versions
+        .iter()
+        .map(|v| v["outcomes"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_owned()).collect())
+        .collect()
 }
 
 fn ledger_words(history: &serde_json::Value) -> Vec<Vec<String>> {
@@ -255,6 +268,8 @@ async fn the_refused_po_is_kept_and_replayed_from_the_archive_once_fixed(stack: 
     // AppZen refused P004430 (id 48230) above; ingest kept its body before answering Komet.
     let history = admin(stack, &["history", "48230"]).await;
     assert_eq!(ledger_words(&history), [vec!["rejected".to_owned()]], "{history:#}");
+    assert_eq!(attempt_words(&history), [vec!["rejected".to_owned()]], "{history:#}");
+    assert_eq!(history["attempts"][0]["httpStatus"], 400, "{history:#}");
     assert_eq!(history["versions"][0]["bytes"], clean_po_numbered(48230, "P004430").len());
 
     // The cause is fixed (the sandbox accepts again): the operator replays the kept version.
@@ -271,6 +286,13 @@ async fn the_refused_po_is_kept_and_replayed_from_the_archive_once_fixed(stack: 
     scenario.settle().await;
     assert_eq!(stack.appzen_upserts().len(), 1, "a version AppZen holds is not sent again");
     assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
+    // The version's whole story, newest first: refused, replayed, upserted, replayed, a duplicate.
+    let history = admin(stack, &["history", "48230"]).await;
+    assert_eq!(
+        attempt_words(&history),
+        [["duplicate", "replayed", "upserted", "replayed", "rejected"].map(str::to_owned).to_vec()],
+        "{history:#}"
+    );
 }
 
 async fn history_lists_a_b_a_newest_first(stack: &LocalStack) {
@@ -279,6 +301,8 @@ async fn history_lists_a_b_a_newest_first(stack: &LocalStack) {
     assert_eq!(words.len(), 3, "A, B and A are kept: {history:#}");
     assert_eq!(words[0], ["upserted", "appzen_holds"]);
     assert_eq!(words[1..], [vec!["older".to_owned()], vec!["older".to_owned()]]);
+    // What became of each version at AppZen, from the history table: all three reached it.
+    assert!(attempt_words(&history).iter().all(|outcomes| outcomes.contains(&"upserted".to_owned())), "{history:#}");
     let versions: Vec<i64> =
         history["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
     assert!(versions.windows(2).all(|w| w[0] > w[1]), "newest first: {versions:?}");

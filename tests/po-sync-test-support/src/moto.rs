@@ -194,3 +194,36 @@ pub async fn create_ledger_table(
         .await?;
     Ok(name.to_owned())
 }
+
+/// Creates the PO history table as the SAM template does (partition key `poId`, sort key `attemptKey`, both
+/// strings; TTL on `expiresAt`; on demand) and returns its name.
+pub async fn create_history_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<String, aws_sdk_dynamodb::Error> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    use po_sync_aws::ledger::{HISTORY_SORT_KEY, HISTORY_TTL, KEY};
+    let string =
+        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
+    dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string(KEY)?)
+        .attribute_definitions(string(HISTORY_SORT_KEY)?)
+        .key_schema(KeySchemaElement::builder().attribute_name(KEY).key_type(KeyType::Hash).build()?)
+        .key_schema(KeySchemaElement::builder().attribute_name(HISTORY_SORT_KEY).key_type(KeyType::Range).build()?)
+        .send()
+        .await?;
+    dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().attribute_name(HISTORY_TTL).enabled(true).build()?,
+        )
+        .send()
+        .await?;
+    Ok(name.to_owned())
+}

@@ -16,6 +16,8 @@ pub struct ReconcileConfig {
     pub notify_queue_url: String,
     /// The version ledger's DynamoDB table (`LEDGER_TABLE_NAME`).
     pub ledger_table: String,
+    /// Where each PO's attempts are recorded; `None` (no `HISTORY_TABLE_NAME`) records none.
+    pub history: Option<HistoryConfig>,
     /// Where invoice PDFs are archived; `None` (no `ARCHIVE_BUCKET`) leaves Komet's links as they are.
     pub archive: Option<ArchiveConfig>,
     pub policy: Policy,
@@ -23,6 +25,14 @@ pub struct ReconcileConfig {
     pub mapping: MappingSettings,
     pub appzen: AppZenConfig,
     pub batch: BatchConfig,
+}
+
+/// The history table (`HISTORY_TABLE_NAME`) and how long a record stays (`HISTORY_RETENTION_DAYS`, default 90:
+/// the template passes its `WebhookRetentionDays`, so a PO's attempts expire with its kept bodies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    pub table: String,
+    pub retention_days: u32,
 }
 
 /// How a batch is worked through and how long a handed-back record waits.
@@ -136,6 +146,7 @@ impl ReconcileConfig {
                 credential_renewal_interval: Duration::from_secs(30),
             },
             ledger_table: required(env, "LEDGER_TABLE_NAME")?,
+            history: history(env)?,
             archive: archive(env)?,
             batch: BatchConfig {
                 webhook_queue_url: optional(env, "WEBHOOK_QUEUE_URL")
@@ -148,6 +159,14 @@ impl ReconcileConfig {
             },
         })
     }
+}
+
+fn history(env: &impl Env) -> Result<Option<HistoryConfig>, ConfigError> {
+    let Some(table) = optional(env, "HISTORY_TABLE_NAME") else { return Ok(None) };
+    let retention_days =
+        parsed_or(env, "HISTORY_RETENTION_DAYS", crate::history::DEFAULT_RETENTION_DAYS.into(), number_in(1..=3_650))?
+            as u32;
+    Ok(Some(HistoryConfig { table, retention_days }))
 }
 
 fn archive(env: &impl Env) -> Result<Option<ArchiveConfig>, ConfigError> {
@@ -236,6 +255,19 @@ mod tests {
 
     fn error(extra: &[(&'static str, &'static str)]) -> String {
         ReconcileConfig::from_env(&with(extra)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn history_is_kept_only_where_a_table_is_named() {
+        assert_eq!(ReconcileConfig::from_env(&MINIMAL).unwrap().history, None);
+        let named = ReconcileConfig::from_env(&with(&[("HISTORY_TABLE_NAME", "po-sync-history")])).unwrap();
+        assert_eq!(named.history, Some(HistoryConfig { table: "po-sync-history".into(), retention_days: 90 }));
+        let extra = [("HISTORY_TABLE_NAME", "h"), ("HISTORY_RETENTION_DAYS", "16")];
+        assert_eq!(ReconcileConfig::from_env(&with(&extra)).unwrap().history.unwrap().retention_days, 16);
+        assert_eq!(
+            error(&[("HISTORY_TABLE_NAME", "h"), ("HISTORY_RETENTION_DAYS", "0")]),
+            "configuration HISTORY_RETENTION_DAYS: expected a whole number from 1 to 3650, found \"0\""
+        );
     }
 
     #[test]

@@ -203,13 +203,14 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
         "  AWS_ENDPOINT_URL={moto} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n  \
          cargo run -q -p po-sync-admin -- --webhook-queue-url {} --webhook-dlq-url {} \\\n    \
          --parked-queue-url {} --notification-queue-url {} \\\n    --notification-dlq-url {} --ledger-table {} \\\n    \
-         --archive-bucket {} \\\n    status",
+         --history-table {} --archive-bucket {} \\\n    status",
         q.webhooks,
         q.webhooks_dlq,
         q.webhooks_parked,
         q.notifications,
         q.notifications_dlq,
         po_sync_aws::ledger::DynamoLedger::table(&stack.ledger),
+        stack.stack.required_var("reconcile", "HISTORY_TABLE_NAME").unwrap_or("(the stack has no HISTORY_TABLE_NAME)"),
         stack.stack.required_var("ingest", "ARCHIVE_BUCKET").unwrap_or("(the stack has no ARCHIVE_BUCKET)"),
     );
     println!(
