@@ -9,6 +9,7 @@ pub mod history;
 pub mod po;
 pub mod redrive;
 pub mod replay;
+pub mod replay_window;
 pub mod resources;
 pub mod status;
 
@@ -138,7 +139,7 @@ pub enum Command {
     },
     /// Queue a Komet webhook body again, validated first (nothing is sent if it is invalid): a PO's body kept in
     /// the archive bucket (--po), with the version it had, or a saved file, as a new version.
-    #[command(group(clap::ArgGroup::new("what").required(true).args(["file", "po"])))]
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["file", "po", "since"])))]
     Replay {
         /// A saved body (JSON exactly as Komet sent it), queued as a new version received now
         #[arg(value_name = "FILE")]
@@ -152,6 +153,17 @@ pub enum Command {
         /// With --po: the latest kept version (the default)
         #[arg(long, requires = "po")]
         latest: bool,
+        /// Every kept webhook received from this time (2026-11-21, 2026-11-21T17:00:00Z or milliseconds), oldest
+        /// first, each with the version it had
+        #[arg(long, value_name = "TIME", value_parser = replay_window::parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// With --since: up to this time (exclusive; default now)
+        #[arg(long, value_name = "TIME", requires = "since", value_parser = replay_window::parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// With --since: only versions whose last attempt came to one of these (held, rejected, unmappable,
+        /// retried, upserted, duplicate, superseded), from the PO's history
+        #[arg(long, value_name = "OUTCOME", requires = "since", value_delimiter = ',', value_parser = parse_outcome)]
+        outcome: Vec<po_sync::history::AttemptOutcome>,
         /// Read and validate, say what would be sent, send nothing
         #[arg(long)]
         dry_run: bool,
@@ -168,6 +180,10 @@ impl Command {
             Command::Redrive { .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue, Resource::LedgerTable],
             Command::History { .. } => vec![Resource::ArchiveBucket, Resource::LedgerTable, Resource::HistoryTable],
             Command::Replay { po: Some(_), .. } => vec![Resource::WebhookQueue, Resource::ArchiveBucket],
+            Command::Replay { since: Some(_), outcome, .. } if !outcome.is_empty() => {
+                vec![Resource::WebhookQueue, Resource::ArchiveBucket, Resource::HistoryTable]
+            }
+            Command::Replay { since: Some(_), .. } => vec![Resource::WebhookQueue, Resource::ArchiveBucket],
             Command::Replay { .. } => vec![Resource::WebhookQueue],
         }
     }
@@ -230,6 +246,11 @@ pub async fn execute(
             let report = replay::replay_kept(clients, &resources, *po_id, pick, *dry_run).await?;
             (report.to_string(), to_json(&report)?, true)
         }
+        Command::Replay { since: Some(since), until, outcome, dry_run, .. } => {
+            let window = replay_window::Window { since: *since, until: *until, outcomes: outcome.clone() };
+            let report = replay_window::replay_window(clients, &resources, window, *dry_run, progress).await?;
+            (report.to_string(), to_json(&report)?, report.is_success())
+        }
         Command::Replay { file, .. } => {
             let Some(file) = file else {
                 return Err(Error::Usage("replay needs a FILE or --po PO_ID".to_owned()));
@@ -252,6 +273,40 @@ pub async fn execute(
     }
 }
 
+fn parse_outcome(text: &str) -> Result<po_sync::history::AttemptOutcome, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an outcome: held, rejected, unmappable, retried, upserted, duplicate or superseded")
+    })
+}
+
 fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
     serde_json::to_string_pretty(value).map_err(|e| Error::Failed(format!("cannot write JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from([&["po-sync-admin"], args].concat()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn replay_takes_a_window_with_outcomes_and_knows_what_it_needs() {
+        let cli = parse(&["replay", "--since", "2026-11-21", "--outcome", "held,rejected"]).unwrap();
+        let Command::Replay { since: Some(since), until: None, outcome, .. } = &cli.command else { panic!("{cli:?}") };
+        assert_eq!(since.to_rfc3339(), "2026-11-21T00:00:00+00:00");
+        use po_sync::history::AttemptOutcome::{Held, Rejected};
+        assert_eq!(outcome, &[Held, Rejected]);
+        assert!(cli.command.needs().contains(&Resource::HistoryTable), "outcomes are read from the history");
+        let without = parse(&["replay", "--since", "1795280400123"]).unwrap();
+        assert!(!without.command.needs().contains(&Resource::HistoryTable));
+
+        assert!(parse(&["replay", "--until", "2026-11-21"]).is_err(), "--until needs --since");
+        assert!(parse(&["replay", "--po", "1", "--since", "2026-11-21"]).is_err(), "one of FILE, --po, --since");
+        assert!(
+            parse(&["replay", "--since", "2026-11-21", "--outcome", "parked"]).unwrap_err().contains("not an outcome")
+        );
+        assert!(parse(&["replay", "--since", "last week"]).unwrap_err().contains("not a time"));
+    }
 }

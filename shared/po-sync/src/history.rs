@@ -16,7 +16,9 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 pub const APPZEN: &str = "appzen";
 
 /// What one attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum AttemptOutcome {
@@ -138,6 +140,15 @@ mod tests {
     fn records_expire_after_the_retention() {
         let attempt = Attempt::new(1, "P1", 5, at(86_400_000), AttemptOutcome::Held);
         assert_eq!(attempt.expires_at(Duration::days(90)), 91 * 86_400);
+    }
+
+    #[test]
+    fn outcomes_read_as_they_are_written() {
+        for outcome in [AttemptOutcome::Held, AttemptOutcome::Retried, AttemptOutcome::Unmappable] {
+            assert_eq!(outcome.to_string().parse::<AttemptOutcome>(), Ok(outcome));
+            assert_eq!(serde_json::to_string(&outcome).unwrap(), format!("\"{outcome}\""));
+        }
+        assert!("parked".parse::<AttemptOutcome>().is_err());
     }
 
     #[test]

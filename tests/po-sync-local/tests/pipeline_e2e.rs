@@ -76,6 +76,7 @@ impl<'a> Scenario<'a> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_pipeline_end_to_end() {
     let started = Instant::now();
+    let since = chrono::Utc::now().timestamp_millis().to_string();
     let logs = workspace_root().join("target/e2e-logs");
     let _ = std::fs::remove_dir_all(&logs);
     let options = StackOptions::new(&logs);
@@ -90,6 +91,7 @@ async fn the_whole_pipeline_end_to_end() {
     two_versions_of_a_po_reach_appzen_in_order(&stack).await;
     a_revert_a_b_a_ends_with_appzen_on_a(&stack).await;
     history_lists_a_b_a_newest_first(&stack).await;
+    a_window_replays_exactly_its_held_versions(&stack, &since).await;
     invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(&stack).await;
     the_same_body_sent_twice_is_upserted_once(&stack).await;
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
@@ -306,6 +308,32 @@ async fn history_lists_a_b_a_newest_first(stack: &LocalStack) {
     let versions: Vec<i64> =
         history["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
     assert!(versions.windows(2).all(|w| w[0] > w[1]), "newest first: {versions:?}");
+}
+
+async fn a_window_replays_exactly_its_held_versions(stack: &LocalStack, since: &str) {
+    let scenario = Scenario::begin(stack, "replay --since: the held versions of the run so far");
+    // Of everything sent so far, only Komet's doc sample (a mismatch under `block`) is still held; the refused
+    // PO was replayed and taken, A, B, A reached AppZen.
+    let sample = po_sync::komet::parse_webhook(&fixture("komet-doc-sample.json")).unwrap();
+    let dry = admin(stack, &["replay", "--since", since, "--outcome", "held", "--dry-run"]).await;
+    let chosen: Vec<(u64, &str)> = dry["replayed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["poId"].as_u64().unwrap(), r["lastOutcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(chosen, [(sample.id, "held")], "{dry:#}");
+    assert!(dry["inWindow"].as_u64().unwrap() > 5, "the whole run is in the window: {dry:#}");
+
+    // Sent for real, the sample is judged again: it still does not add up, so it is held again, AppZen is not
+    // called and the mismatch e-mail of that version is not sent a second time.
+    let sent = admin(stack, &["replay", "--since", since, "--outcome", "held"]).await;
+    assert_eq!(sent["replayed"].as_array().unwrap().len(), 1, "{sent:#}");
+    scenario.settle().await;
+    assert!(stack.appzen_upserts().is_empty(), "{:?}", stack.appzen_upserts());
+    assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
+    let history = admin(stack, &["history", &sample.id.to_string()]).await;
+    assert_eq!(attempt_words(&history), [["held", "replayed", "held"].map(str::to_owned).to_vec()], "{history:#}");
 }
 
 async fn two_versions_of_a_po_reach_appzen_in_order(stack: &LocalStack) {
