@@ -4,6 +4,7 @@
 //! Each command is a function taking the AWS [`Clients`] and the [`Resources`] it works on, returning a report
 //! that prints as text (`Display`) or JSON (`Serialize`); [`run`] is the command line around them.
 
+pub mod delivery;
 pub mod error;
 pub mod history;
 pub mod po;
@@ -30,6 +31,7 @@ pub struct Clients {
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub s3: aws_sdk_s3::Client,
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 impl Clients {
@@ -40,6 +42,7 @@ impl Clients {
             cloudformation: aws_sdk_cloudformation::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             s3: po_sync_aws::objects::s3_client(config),
+            lambda: aws_sdk_lambda::Client::new(config),
         }
     }
 }
@@ -90,6 +93,9 @@ pub struct ResourceArgs {
     /// The bucket that keeps every webhook body (output ArchiveBucketName)
     #[arg(long, global = true, value_name = "BUCKET")]
     pub archive_bucket: Option<String>,
+    /// reconcile's event source mapping, the UUID (output ReconcileEventSourceMappingId)
+    #[arg(long, global = true, value_name = "UUID")]
+    pub event_source_mapping: Option<String>,
 }
 
 impl ResourceArgs {
@@ -103,6 +109,7 @@ impl ResourceArgs {
             ledger_table: self.ledger_table.clone(),
             history_table: self.history_table.clone(),
             archive_bucket: self.archive_bucket.clone(),
+            reconcile_event_source: self.event_source_mapping.clone(),
         }
     }
 }
@@ -127,6 +134,25 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 300)]
         timeout: u64,
         /// Do not wait for reconcile (no ledger needed)
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop delivering to AppZen (disable reconcile's event source mapping): ingest keeps accepting and queuing,
+    /// no retry is used up, nothing is parked because of the pause
+    Pause {
+        /// Seconds to wait until Lambda says the mapping is disabled
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+        /// Do not wait for the mapping to settle
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Deliver again (enable reconcile's event source mapping): what waited goes to AppZen in order
+    Resume {
+        /// Seconds to wait until Lambda says the mapping is enabled
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+        /// Do not wait for the mapping to settle
         #[arg(long)]
         no_wait: bool,
     },
@@ -176,6 +202,7 @@ impl Command {
         match self {
             Command::Status => status::QUEUES.to_vec(),
             Command::Po { .. } => vec![Resource::LedgerTable],
+            Command::Pause { .. } | Command::Resume { .. } => vec![Resource::ReconcileEventSource],
             Command::Redrive { no_wait: true, .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue],
             Command::Redrive { .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue, Resource::LedgerTable],
             Command::History { .. } => vec![Resource::ArchiveBucket, Resource::LedgerTable, Resource::HistoryTable],
@@ -236,6 +263,16 @@ pub async fn execute(
             };
             let report = redrive::redrive(clients, &resources, &options, progress).await?;
             (report.to_string(), to_json(&report)?, report.is_success())
+        }
+        Command::Pause { timeout, no_wait } | Command::Resume { timeout, no_wait } => {
+            let action = match &cli.command {
+                Command::Pause { .. } => delivery::Switch::Pause,
+                _ => delivery::Switch::Resume,
+            };
+            let wait =
+                (!no_wait).then(|| delivery::Wait { timeout: Duration::from_secs(*timeout), ..Default::default() });
+            let report = delivery::switch(clients, &resources, action, wait, progress).await?;
+            (report.to_string(), to_json(&report)?, true)
         }
         Command::History { po_id } => {
             let report = history::history(clients, &resources, *po_id).await?;

@@ -15,10 +15,12 @@ pub enum Resource {
     LedgerTable,
     HistoryTable,
     ArchiveBucket,
+    /// reconcile's event source mapping (its UUID): `pause` and `resume` switch it.
+    ReconcileEventSource,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 8] = [
+    pub const ALL: [Resource; 9] = [
         Resource::WebhookQueue,
         Resource::WebhookDeadLetterQueue,
         Resource::ParkedQueue,
@@ -27,6 +29,7 @@ impl Resource {
         Resource::LedgerTable,
         Resource::HistoryTable,
         Resource::ArchiveBucket,
+        Resource::ReconcileEventSource,
     ];
 
     /// The stack output that names it (`infra/template.yaml`, Outputs).
@@ -40,6 +43,7 @@ impl Resource {
             Resource::LedgerTable => "LedgerTableName",
             Resource::HistoryTable => "HistoryTableName",
             Resource::ArchiveBucket => "ArchiveBucketName",
+            Resource::ReconcileEventSource => "ReconcileEventSourceMappingId",
         }
     }
 
@@ -54,6 +58,7 @@ impl Resource {
             Resource::LedgerTable => "--ledger-table",
             Resource::HistoryTable => "--history-table",
             Resource::ArchiveBucket => "--archive-bucket",
+            Resource::ReconcileEventSource => "--event-source-mapping",
         }
     }
 
@@ -68,6 +73,7 @@ impl Resource {
             Resource::LedgerTable => "ledger table",
             Resource::HistoryTable => "history table",
             Resource::ArchiveBucket => "archive bucket",
+            Resource::ReconcileEventSource => "reconcile's event source mapping",
         }
     }
 }
@@ -84,6 +90,7 @@ pub struct Resources {
     pub ledger_table: Option<String>,
     pub history_table: Option<String>,
     pub archive_bucket: Option<String>,
+    pub reconcile_event_source: Option<String>,
 }
 
 impl Resources {
@@ -97,6 +104,7 @@ impl Resources {
             Resource::LedgerTable => self.ledger_table.as_deref(),
             Resource::HistoryTable => self.history_table.as_deref(),
             Resource::ArchiveBucket => self.archive_bucket.as_deref(),
+            Resource::ReconcileEventSource => self.reconcile_event_source.as_deref(),
         }
     }
 
@@ -110,6 +118,7 @@ impl Resources {
             Resource::LedgerTable => &mut self.ledger_table,
             Resource::HistoryTable => &mut self.history_table,
             Resource::ArchiveBucket => &mut self.archive_bucket,
+            Resource::ReconcileEventSource => &mut self.reconcile_event_source,
         }
     }
 

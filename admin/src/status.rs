@@ -53,6 +53,9 @@ pub struct StatusReport {
     /// Why an age is missing (said once for every `n/a`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_note: Option<String>,
+    /// reconcile's event source mapping's state (`Enabled`, `Disabled`: paused, …), when the mapping is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -105,7 +108,11 @@ pub async fn status(clients: &Clients, resources: &Resources) -> Result<StatusRe
         (None, true) => Some(NO_DATAPOINT.to_owned()),
         (None, false) => None,
     };
-    Ok(StatusReport { queues, age_note, at: now })
+    let delivery = match resources.get(Resource::ReconcileEventSource) {
+        Some(uuid) => Some(crate::delivery::state(clients, uuid).await.unwrap_or_else(|e| format!("unknown ({e})"))),
+        None => None,
+    };
+    Ok(StatusReport { queues, age_note, delivery, at: now })
 }
 
 /// (visible, in flight) of one queue.
@@ -219,7 +226,12 @@ impl fmt::Display for StatusReport {
         if let Some(note) = &self.age_note {
             writeln!(f, "* {note}")?;
         }
-        Ok(())
+        match self.delivery.as_deref() {
+            Some("Disabled") => writeln!(f, "delivery to AppZen: PAUSED (`resume` restarts it)"),
+            Some("Enabled") => writeln!(f, "delivery to AppZen: on"),
+            Some(other) => writeln!(f, "delivery to AppZen: reconcile's event source mapping is {other}"),
+            None => Ok(()),
+        }
     }
 }
 

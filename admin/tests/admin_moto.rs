@@ -221,6 +221,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
             "NotificationDeadLetterQueueUrl": { "Value": { "Ref": "NotificationDeadLetterQueue" } },
             "LedgerTableName": { "Value": { "Ref": "LedgerTable" } },
             "HistoryTableName": { "Value": { "Ref": "HistoryTable" } },
+            "ReconcileEventSourceMappingId": { "Value": "cf-mapping-uuid" },
             "ArchiveBucketName": { "Value": { "Ref": "ArchiveBucket" } }
         }
     });
@@ -246,6 +247,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
     }
     assert_eq!(resolved.get(Resource::LedgerTable), Some("cf-ledger"));
     assert_eq!(resolved.get(Resource::HistoryTable), Some("cf-history"));
+    assert_eq!(resolved.get(Resource::ReconcileEventSource), Some("cf-mapping-uuid"));
     assert_eq!(resolved.get(Resource::ArchiveBucket), Some("cf-archive"));
 
     // The stack's resources work: its queues through `status`, its ledger table through `po`.
@@ -835,7 +837,7 @@ async fn the_binary_runs_the_commands_against_moto() {
 
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
-    for command in ["status", "po", "history", "redrive", "replay"] {
+    for command in ["status", "po", "history", "redrive", "replay", "pause", "resume"] {
         assert!(stdout.contains(command), "{stdout}");
     }
 }

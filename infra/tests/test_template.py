@@ -31,6 +31,8 @@ LOG_STREAM_SUFFIX = ":log-stream:*"
 OPERATOR_OUTPUTS = {
     "LedgerTableName": "LedgerTable",
     "HistoryTableName": "HistoryTable",
+    # SAM's logical id for the mapping of ReconcileFunction's Webhooks event: pause/resume switch it.
+    "ReconcileEventSourceMappingId": "ReconcileFunctionWebhooks",
     "WebhookQueueUrl": "WebhookQueue",
     "WebhookDeadLetterQueueUrl": "WebhookDeadLetterQueue",
     "WebhookParkedQueueUrl": "WebhookParkedQueue",

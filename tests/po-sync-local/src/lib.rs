@@ -5,6 +5,7 @@
 
 pub mod appzen_sandbox;
 pub mod fault_proxy;
+pub mod lambda_control;
 pub mod local;
 pub mod poller;
 pub mod stack_env;

@@ -255,6 +255,7 @@ impl Emulator {
 /// The running local pipeline.
 pub struct LocalStack {
     // Field order is drop order: the poller stops before the functions, the functions before moto.
+    lambda_control: Option<crate::lambda_control::RunningLambdaControl>,
     poller: Option<Poller>,
     lambdas: Vec<Emulator>,
     proxy: Option<RunningProxy>,
@@ -394,6 +395,7 @@ impl LocalStack {
             .build()
             .map_err(|e| setup("build an HTTP client")(e.to_string()))?;
         let mut stack = LocalStack {
+            lambda_control: None,
             poller: None,
             lambdas,
             proxy,
@@ -444,9 +446,27 @@ impl LocalStack {
             Poller::start(stack.sqs.clone(), &stack.lambda_url, "us-east-1", mappings, LogSink::new(poller_log))
                 .await
                 .map_err(|e| setup("start the SQS poller")(e.to_string()))?;
+        let control = crate::lambda_control::spawn(poller.controls())
+            .await
+            .map_err(|e| setup("start the Lambda control stand-in")(e.to_string()))?;
         stack.poller = Some(poller);
         log.line(format!("poller (the template's event sources): {}", described.join(", ")));
+        log.line(format!(
+            "Lambda's event-source-mapping API for them (pause, resume): {} (AWS_ENDPOINT_URL_LAMBDA)",
+            control.url
+        ));
+        stack.lambda_control = Some(control);
         Ok(stack)
+    }
+
+    /// Where `po-sync-admin pause`/`resume`/`status` reach the mappings the poller plays (`AWS_ENDPOINT_URL_LAMBDA`).
+    pub fn lambda_control_url(&self) -> Option<&str> {
+        self.lambda_control.as_ref().map(|c| c.url.as_str())
+    }
+
+    /// The local id of reconcile's mapping (the stack output `ReconcileEventSourceMappingId` on AWS).
+    pub fn reconcile_event_source(&self) -> String {
+        crate::poller::mapping_uuid("reconcile", &self.queues.webhooks)
     }
 
     /// `http://127.0.0.1:PORT` of the Lambda emulator.

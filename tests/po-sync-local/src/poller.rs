@@ -111,8 +111,65 @@ pub struct Poller {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     in_flight: Arc<AtomicUsize>,
     invocations: Arc<Mutex<Vec<Invocation>>>,
-    /// Per function: whether its event sources are asked to pause, and whether they hold (nothing received).
-    paused: Vec<(String, Arc<Pause>)>,
+    /// Per mapping: whether it is asked to pause, and whether it holds (nothing received).
+    controls: EventSourceControls,
+}
+
+/// The mappings' switches, by mapping id ([`mapping_uuid`]): what Lambda's `UpdateEventSourceMapping` (`Enabled`)
+/// and `GetEventSourceMapping` (`State`) act on, for the local stand-in of that API (`lambda_control`).
+#[derive(Clone, Default)]
+pub struct EventSourceControls {
+    mappings: Arc<Vec<ControlledMapping>>,
+}
+
+struct ControlledMapping {
+    uuid: String,
+    function_name: String,
+    queue_arn: String,
+    pause: Arc<Pause>,
+}
+
+/// The local id of the mapping of `queue_url` to `function_name`: `local-reconcile-po-sync-webhooks`.
+pub fn mapping_uuid(function_name: &str, queue_url: &str) -> String {
+    let queue = queue_url.rsplit('/').next().unwrap_or_default().trim_end_matches(".fifo");
+    format!("local-{function_name}-{queue}")
+}
+
+impl EventSourceControls {
+    /// Lambda's name for the mapping's state: `Enabled`, `Disabling` (asked to pause, a batch still in hand),
+    /// `Disabled`, `Enabling` (asked to resume, not polling yet); `None` for an unknown id.
+    pub fn state(&self, uuid: &str) -> Option<&'static str> {
+        let mapping = self.mappings.iter().find(|m| m.uuid == uuid)?;
+        let (requested, holding) =
+            (mapping.pause.requested.load(Ordering::SeqCst), mapping.pause.holding.load(Ordering::SeqCst));
+        Some(match (requested, holding) {
+            (true, true) => "Disabled",
+            (true, false) => "Disabling",
+            (false, true) => "Enabling",
+            (false, false) => "Enabled",
+        })
+    }
+
+    /// Asks the mapping to stop (`enabled` false) or start receiving; `false` for an unknown id.
+    pub fn set_enabled(&self, uuid: &str, enabled: bool) -> bool {
+        match self.mappings.iter().find(|m| m.uuid == uuid) {
+            Some(mapping) => {
+                mapping.pause.requested.store(!enabled, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// (function name, queue ARN) of the mapping.
+    pub fn describe(&self, uuid: &str) -> Option<(&str, &str)> {
+        self.mappings.iter().find(|m| m.uuid == uuid).map(|m| (m.function_name.as_str(), m.queue_arn.as_str()))
+    }
+
+    /// Every mapping id.
+    pub fn uuids(&self) -> Vec<String> {
+        self.mappings.iter().map(|m| m.uuid.clone()).collect()
+    }
 }
 
 impl Poller {
@@ -130,11 +187,16 @@ impl Poller {
         // Invocations are bounded by the functions' own timeouts; this only stops a hung emulator.
         let http = reqwest::Client::builder().timeout(Duration::from_secs(900)).build().unwrap_or_default();
         let mut tasks = Vec::with_capacity(mappings.len());
-        let mut paused = Vec::with_capacity(mappings.len());
+        let mut controlled = Vec::with_capacity(mappings.len());
         for mapping in mappings {
             let pause = Arc::new(Pause::default());
-            paused.push((mapping.function_name.clone(), pause.clone()));
             let queue_arn = queue_arn(&sqs, &mapping.queue_url).await?;
+            controlled.push(ControlledMapping {
+                uuid: mapping_uuid(&mapping.function_name, &mapping.queue_url),
+                function_name: mapping.function_name.clone(),
+                queue_arn: queue_arn.clone(),
+                pause: pause.clone(),
+            });
             let base_url = mapping.invoke_base_url.as_deref().unwrap_or(invoke_base_url);
             let worker = Worker {
                 sqs: sqs.clone(),
@@ -155,7 +217,13 @@ impl Poller {
             };
             tasks.push(tokio::spawn(worker.run(stopped.clone())));
         }
-        Ok(Poller { stop, tasks, in_flight, invocations, paused })
+        let controls = EventSourceControls { mappings: Arc::new(controlled) };
+        Ok(Poller { stop, tasks, in_flight, invocations, controls })
+    }
+
+    /// The mappings' switches (shared: a change through them is a change of the running poller).
+    pub fn controls(&self) -> EventSourceControls {
+        self.controls.clone()
     }
 
     /// Stops (or restarts) receiving for `function`'s event sources. Pausing returns once no receive or batch
@@ -163,7 +231,7 @@ impl Poller {
     /// receive takes up to a whole batch of them at once.
     pub async fn pause(&self, function: &str, paused: bool) {
         let pauses: Vec<&Arc<Pause>> =
-            self.paused.iter().filter(|(name, _)| name == function).map(|(_, p)| p).collect();
+            self.controls.mappings.iter().filter(|m| m.function_name == function).map(|m| &m.pause).collect();
         for pause in &pauses {
             pause.requested.store(paused, Ordering::SeqCst);
         }

@@ -92,6 +92,7 @@ async fn the_whole_pipeline_end_to_end() {
     a_revert_a_b_a_ends_with_appzen_on_a(&stack).await;
     history_lists_a_b_a_newest_first(&stack).await;
     a_window_replays_exactly_its_held_versions(&stack, &since).await;
+    a_pause_holds_every_webhook_and_resume_delivers_them_in_order(&stack).await;
     invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(&stack).await;
     the_same_body_sent_twice_is_upserted_once(&stack).await;
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
@@ -236,9 +237,18 @@ async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
         "--history-table",
         history,
     ];
+    let event_source = stack.reconcile_event_source();
+    argv.extend_from_slice(&["--event-source-mapping", &event_source]);
     argv.extend_from_slice(args);
     let cli = po_sync_admin::Cli::parse_from(argv);
-    let clients = po_sync_admin::Clients::new(&stack.moto.sdk_config().await);
+    let aws = stack.moto.sdk_config().await;
+    let mut clients = po_sync_admin::Clients::new(&aws);
+    // Lambda's event-source-mapping API is the local pipeline's own (it plays the mappings), as
+    // AWS_ENDPOINT_URL_LAMBDA would point an operator's shell at it.
+    let control = stack.lambda_control_url().expect("the local pipeline serves the mappings' API");
+    clients.lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::Config::from(&aws).to_builder().endpoint_url(control).build(),
+    );
     let mut out = Vec::new();
     let done = po_sync_admin::execute(&cli, &clients, None, &mut out, &mut |line| eprintln!("  admin: {line}"))
         .await
@@ -334,6 +344,40 @@ async fn a_window_replays_exactly_its_held_versions(stack: &LocalStack, since: &
     assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
     let history = admin(stack, &["history", &sample.id.to_string()]).await;
     assert_eq!(attempt_words(&history), [["held", "replayed", "held"].map(str::to_owned).to_vec()], "{history:#}");
+}
+
+async fn a_pause_holds_every_webhook_and_resume_delivers_them_in_order(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "pause, two versions of a PO, resume");
+    let paused = admin(stack, &["pause"]).await;
+    assert_eq!((paused["stateBefore"].as_str(), paused["state"].as_str()), (Some("Enabled"), Some("Disabled")));
+
+    // Komet is still answered and every webhook queued, but nothing reaches AppZen.
+    let first = clean_po_numbered(48290, "P004490");
+    let second = String::from_utf8(first.clone()).unwrap().replacen(
+        "\"arrivalDate\": \"2026-02-11\"",
+        "\"arrivalDate\": \"2026-02-12\"",
+        1,
+    );
+    assert_ne!(second.as_bytes(), first.as_slice());
+    scenario.post_accepted(&first).await;
+    scenario.post_accepted(second.as_bytes()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(stack.appzen_upserts().is_empty(), "paused: {:?}", stack.appzen_upserts());
+    let again = admin(stack, &["pause"]).await;
+    assert_eq!(again["webhooksWaiting"], 2, "{again:#}");
+
+    let resumed = admin(stack, &["resume"]).await;
+    assert_eq!(resumed["state"], "Enabled", "{resumed:#}");
+    scenario.settle().await;
+    let dates: Vec<String> = stack
+        .appzen_upserts()
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["end_date"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(dates, ["2026-02-11", "2026-02-12"], "both versions, in the order Komet sent them");
+    assert!(scenario.new_emails().is_empty(), "nothing parked, nobody mailed: {:#?}", scenario.new_emails());
+    let entry = stack.ledger.read(48290).await.unwrap().expect("the ledger has the PO");
+    assert_eq!(entry.latest.map(|l| l.outcome), Some(po_sync::ledger::LedgerOutcome::Upserted));
 }
 
 async fn two_versions_of_a_po_reach_appzen_in_order(stack: &LocalStack) {
