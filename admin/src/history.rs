@@ -63,10 +63,7 @@ pub async fn history(clients: &Clients, resources: &Resources, po_id: u64) -> Re
     let (listed, truncated) = kept_versions(&store, po_id).await?;
     let ledger = DynamoLedger::new(clients.dynamodb.clone(), table).read(po_id).await?;
     let history_table = resources.require(Resource::HistoryTable)?;
-    // Reading only: the retention is the writers' business.
-    let attempts = DynamoHistory::new(clients.dynamodb.clone(), history_table, chrono::Duration::zero())
-        .list(po_id, MAX_ATTEMPTS)
-        .await?;
+    let attempts = DynamoHistory::reader(clients.dynamodb.clone(), history_table).list(po_id, MAX_ATTEMPTS).await?;
     Ok(report(po_id, bucket, listed, truncated, ledger, attempts))
 }
 

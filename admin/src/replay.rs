@@ -17,7 +17,7 @@ use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
 use po_sync::history::{self, Attempt, AttemptOutcome};
 use po_sync::komet::{PurchaseOrder, parse_webhook};
-use po_sync::message::{BodyRef, WebhookEnvelope, body_key};
+use po_sync::message::{BodyRef, KeptWebhook, WebhookEnvelope, body_key};
 use po_sync_aws::ledger::DynamoHistory;
 use po_sync_aws::objects::{Bytes, NewObject, ObjectStore, S3ObjectStore, location};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SQS_MAX_MESSAGE_BYTES, SqsFifoQueue};
@@ -133,7 +133,19 @@ pub async fn replay_kept(
              never received); `po-sync-admin history {po_id}` lists what is kept"
         )));
     };
-    let source = location(bucket, &chosen.key);
+    replay_chosen(clients, resources, &store, chosen, dry_run).await
+}
+
+/// Queues one kept body (`chosen`, as listed from `store`) with its version, marked as a replay; `dry_run`
+/// reads and validates it, sending nothing. `replay --po` and `replay --since` both send through here.
+pub async fn replay_chosen(
+    clients: &Clients,
+    resources: &Resources,
+    store: &S3ObjectStore,
+    chosen: &KeptWebhook,
+    dry_run: bool,
+) -> Result<ReplayReport, Error> {
+    let source = location(store.bucket(), &chosen.key);
     let bytes = store
         .get(&chosen.key)
         .await?
@@ -141,7 +153,7 @@ pub async fn replay_kept(
     let saved = validate(&bytes, &source)?;
     let mut envelope = WebhookEnvelope::new(saved.po, &bytes, chosen.received_at).with_send_id(new_send_id());
     envelope.replay = true;
-    send(clients, resources, Some(&store), envelope, source, dry_run).await
+    send(clients, resources, Some(store), envelope, source, dry_run).await
 }
 
 fn new_send_id() -> String {

@@ -1,6 +1,6 @@
 //! `replay --since T [--until U] [--outcome O,…]`: every kept webhook received in a window, optionally only the
 //! versions whose last attempt came to one of the outcomes (the history table), sent again from the archive
-//! bucket with the version each had, oldest first, exactly as `replay --po P --version V` sends one.
+//! bucket with the version each had, oldest first, through the path `replay --po P --version V` sends one by.
 //!
 //! The window is read from the keys of `webhooks/` (which say PO and version), so it lists every kept body once:
 //! one `ListObjectsV2` page per 1,000 kept bodies in the bucket. A version's outcome is its newest attempt that is
@@ -10,7 +10,7 @@
 use crate::Clients;
 use crate::error::Error;
 use crate::history::MAX_ATTEMPTS;
-use crate::replay::{Pick, ReplayReport, replay_kept};
+use crate::replay::{ReplayReport, replay_chosen};
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use po_sync::history::{Attempt, AttemptOutcome};
@@ -126,7 +126,7 @@ pub async fn replay_window(
     let total = chosen.len();
     for (n, (kept, last_outcome)) in chosen.into_iter().enumerate() {
         let when = kept.received_at.to_rfc3339_opts(SecondsFormat::Millis, true);
-        match replay_kept(clients, resources, kept.po_id, Pick::Version(kept.version), dry_run).await {
+        match replay_chosen(clients, resources, &store, &kept, dry_run).await {
             Ok(sent) => {
                 progress(&format!("{} of {total}: PO {} version {when}", n + 1, kept.po_id));
                 report.replayed.push(WindowReplay { last_outcome, report: sent });
@@ -151,7 +151,7 @@ async fn read_histories(
     in_window: &[KeptWebhook],
 ) -> Result<BTreeMap<u64, Vec<Attempt>>, Error> {
     let table = resources.require(Resource::HistoryTable)?;
-    let history = DynamoHistory::new(clients.dynamodb.clone(), table, chrono::Duration::zero());
+    let history = DynamoHistory::reader(clients.dynamodb.clone(), table);
     let po_ids: std::collections::BTreeSet<u64> = in_window.iter().map(|k| k.po_id).collect();
     let mut histories = BTreeMap::new();
     for po_id in po_ids {

@@ -159,6 +159,11 @@ impl DynamoHistory {
         DynamoHistory { client, table: table.into(), retention }
     }
 
+    /// For reading only ([`DynamoHistory::list`]): the retention is the writers' business.
+    pub fn reader(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self::new(client, table, chrono::Duration::zero())
+    }
+
     /// Appends `attempt` to its PO's history.
     pub async fn record(&self, attempt: &Attempt) -> Result<(), PortError> {
         let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(attempt)
