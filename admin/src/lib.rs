@@ -8,11 +8,13 @@ pub mod delivery;
 pub mod error;
 pub mod history;
 pub mod po;
+pub mod readback;
 pub mod redrive;
 pub mod replay;
 pub mod replay_window;
 pub mod resources;
 pub mod status;
+pub mod verify;
 
 pub use error::Error;
 pub use resources::{Resource, Resources};
@@ -32,11 +34,15 @@ pub struct Clients {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub s3: aws_sdk_s3::Client,
     pub lambda: aws_sdk_lambda::Client,
+    /// The configuration itself, for a client built when a command needs it (Secrets Manager, for AppZen's
+    /// credentials).
+    pub aws: SdkConfig,
 }
 
 impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
         Clients {
+            aws: config.clone(),
             sqs: aws_sdk_sqs::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             cloudformation: aws_sdk_cloudformation::Client::new(config),
@@ -96,6 +102,9 @@ pub struct ResourceArgs {
     /// reconcile's event source mapping, the UUID (output ReconcileEventSourceMappingId)
     #[arg(long, global = true, value_name = "UUID")]
     pub event_source_mapping: Option<String>,
+    /// reconcile's function, whose settings `verify` and `po` read AppZen with (output ReconcileFunctionName)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub reconcile_function: Option<String>,
 }
 
 impl ResourceArgs {
@@ -110,6 +119,7 @@ impl ResourceArgs {
             history_table: self.history_table.clone(),
             archive_bucket: self.archive_bucket.clone(),
             reconcile_event_source: self.event_source_mapping.clone(),
+            reconcile_function: self.reconcile_function.clone(),
         }
     }
 }
@@ -155,6 +165,13 @@ pub enum Command {
         /// Do not wait for the mapping to settle
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Read every PO the ledger knows back from AppZen and compare it with what po-sync sent: report drift
+    /// (AppZen missing a PO, holding an older version, or fields po-sync never sent); exit code 1 on drift
+    Verify {
+        /// Only POs the ledger changed from this time (2026-11-21, 2026-11-21T17:00:00Z or milliseconds)
+        #[arg(long, value_name = "TIME", value_parser = replay_window::parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Every version of one PO Komet sent that the archive bucket still keeps, newest first, with what the
     /// ledger says became of each.
@@ -206,6 +223,7 @@ impl Command {
             Command::Redrive { no_wait: true, .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue],
             Command::Redrive { .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue, Resource::LedgerTable],
             Command::History { .. } => vec![Resource::ArchiveBucket, Resource::LedgerTable, Resource::HistoryTable],
+            Command::Verify { .. } => vec![Resource::LedgerTable, Resource::ArchiveBucket, Resource::ReconcileFunction],
             Command::Replay { po: Some(_), .. } => vec![Resource::WebhookQueue, Resource::ArchiveBucket],
             Command::Replay { since: Some(_), outcome, .. } if !outcome.is_empty() => {
                 vec![Resource::WebhookQueue, Resource::ArchiveBucket, Resource::HistoryTable]
@@ -252,7 +270,7 @@ pub async fn execute(
         }
         Command::Po { po_id } => {
             let report = po::po(clients, &resources, *po_id).await?;
-            (report.to_string(), to_json(&report.entry)?, true)
+            (report.to_string(), to_json(&report)?, true)
         }
         Command::Redrive { method, timeout, no_wait } => {
             let options = redrive::RedriveOptions {
@@ -273,6 +291,10 @@ pub async fn execute(
                 (!no_wait).then(|| delivery::Wait { timeout: Duration::from_secs(*timeout), ..Default::default() });
             let report = delivery::switch(clients, &resources, action, wait, progress).await?;
             (report.to_string(), to_json(&report)?, true)
+        }
+        Command::Verify { since } => {
+            let report = verify::verify(clients, &resources, *since, progress).await?;
+            (report.to_string(), to_json(&report)?, report.is_clean())
         }
         Command::History { po_id } => {
             let report = history::history(clients, &resources, *po_id).await?;

@@ -1,11 +1,15 @@
-//! `po <id>`: one PO's ledger entry, readable, and the answer to "does AppZen hold what Komet last sent?".
+//! `po <id>`: one PO's ledger entry, readable, and the answer to "does AppZen hold what Komet last sent?"; then
+//! what AppZen holds now, read back and compared with what po-sync sent (`readback`), when the stack (or
+//! `--reconcile-function` and `--archive-bucket`) says where AppZen and the kept bodies are.
 
 use crate::Clients;
 use crate::error::Error;
+use crate::readback::{AppZenCopy, AppZenReader, check};
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
 use po_sync::ledger::{LedgerEntry, LedgerOutcome};
 use po_sync_aws::ledger::{DynamoLedger, Ledger};
+use po_sync_aws::objects::S3ObjectStore;
 use std::fmt;
 
 /// A Komet PO id from the command line; the error says what is expected (exit code 2 through clap).
@@ -18,20 +22,43 @@ pub fn parse_po_id(text: &str) -> Result<u64, String> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PoReport {
     pub po_id: u64,
     pub entry: Option<LedgerEntry>,
     /// The answer in one line.
     pub answer: String,
+    /// What AppZen holds now against the ledger; `None` when it was not read (no ledger entry, so no PO
+    /// number; or the reconcile function or archive bucket unknown: `appzen_not_read` says which).
+    pub appzen: Option<AppZenCopy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appzen_not_read: Option<String>,
 }
 
-/// Reads the PO's ledger entry (strongly consistent) and answers in words.
+/// Reads the PO's ledger entry (strongly consistent) and answers in words; then reads AppZen's copy back.
 pub async fn po(clients: &Clients, resources: &Resources, po_id: u64) -> Result<PoReport, Error> {
     let table = resources.require(Resource::LedgerTable)?;
     let entry = DynamoLedger::new(clients.dynamodb.clone(), table).read(po_id).await?;
     let answer = answer(po_id, entry.as_ref(), Utc::now());
-    Ok(PoReport { po_id, entry, answer })
+    let mut report = PoReport { po_id, entry, answer, appzen: None, appzen_not_read: None };
+    let Some(entry) = &report.entry else { return Ok(report) };
+    let (Some(function), Some(bucket)) =
+        (resources.get(Resource::ReconcileFunction), resources.get(Resource::ArchiveBucket))
+    else {
+        report.appzen_not_read = Some(format!(
+            "AppZen not read: pass {} and {} (or --stack) to compare what it holds",
+            Resource::ReconcileFunction.flag(),
+            Resource::ArchiveBucket.flag()
+        ));
+        return Ok(report);
+    };
+    let store = S3ObjectStore::with_client(clients.s3.clone(), bucket);
+    report.appzen = Some(match AppZenReader::of_function(clients, function).await {
+        Ok(reader) => check(&reader, &store, entry).await,
+        Err(e) => AppZenCopy::Unknown { reason: e.to_string() },
+    });
+    Ok(report)
 }
 
 /// A version (milliseconds since the epoch, when ingest received it) as a time.
@@ -166,6 +193,11 @@ impl fmt::Display for PoReport {
             None => writeln!(f, "  claim            none")?,
         }
         writeln!(f, "  revision         {}, updated {}", entry.revision, time(&entry.updated_at))?;
+        match (&self.appzen, &self.appzen_not_read) {
+            (Some(copy), _) => writeln!(f, "  AppZen now       {copy}")?,
+            (None, Some(why)) => writeln!(f, "  AppZen now       {why}")?,
+            (None, None) => {}
+        }
         writeln!(f)?;
         writeln!(f, "{}", self.answer)
     }

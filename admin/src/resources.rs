@@ -17,10 +17,12 @@ pub enum Resource {
     ArchiveBucket,
     /// reconcile's event source mapping (its UUID): `pause` and `resume` switch it.
     ReconcileEventSource,
+    /// reconcile's function (its name): `verify` and `po` read AppZen with its settings.
+    ReconcileFunction,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 9] = [
+    pub const ALL: [Resource; 10] = [
         Resource::WebhookQueue,
         Resource::WebhookDeadLetterQueue,
         Resource::ParkedQueue,
@@ -30,6 +32,7 @@ impl Resource {
         Resource::HistoryTable,
         Resource::ArchiveBucket,
         Resource::ReconcileEventSource,
+        Resource::ReconcileFunction,
     ];
 
     /// The stack output that names it (`infra/template.yaml`, Outputs).
@@ -44,6 +47,7 @@ impl Resource {
             Resource::HistoryTable => "HistoryTableName",
             Resource::ArchiveBucket => "ArchiveBucketName",
             Resource::ReconcileEventSource => "ReconcileEventSourceMappingId",
+            Resource::ReconcileFunction => "ReconcileFunctionName",
         }
     }
 
@@ -59,6 +63,7 @@ impl Resource {
             Resource::HistoryTable => "--history-table",
             Resource::ArchiveBucket => "--archive-bucket",
             Resource::ReconcileEventSource => "--event-source-mapping",
+            Resource::ReconcileFunction => "--reconcile-function",
         }
     }
 
@@ -74,6 +79,7 @@ impl Resource {
             Resource::HistoryTable => "history table",
             Resource::ArchiveBucket => "archive bucket",
             Resource::ReconcileEventSource => "reconcile's event source mapping",
+            Resource::ReconcileFunction => "reconcile function",
         }
     }
 }
@@ -91,6 +97,7 @@ pub struct Resources {
     pub history_table: Option<String>,
     pub archive_bucket: Option<String>,
     pub reconcile_event_source: Option<String>,
+    pub reconcile_function: Option<String>,
 }
 
 impl Resources {
@@ -105,6 +112,7 @@ impl Resources {
             Resource::HistoryTable => self.history_table.as_deref(),
             Resource::ArchiveBucket => self.archive_bucket.as_deref(),
             Resource::ReconcileEventSource => self.reconcile_event_source.as_deref(),
+            Resource::ReconcileFunction => self.reconcile_function.as_deref(),
         }
     }
 
@@ -119,6 +127,7 @@ impl Resources {
             Resource::HistoryTable => &mut self.history_table,
             Resource::ArchiveBucket => &mut self.archive_bucket,
             Resource::ReconcileEventSource => &mut self.reconcile_event_source,
+            Resource::ReconcileFunction => &mut self.reconcile_function,
         }
     }
 

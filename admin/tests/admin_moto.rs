@@ -222,6 +222,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
             "LedgerTableName": { "Value": { "Ref": "LedgerTable" } },
             "HistoryTableName": { "Value": { "Ref": "HistoryTable" } },
             "ReconcileEventSourceMappingId": { "Value": "cf-mapping-uuid" },
+            "ReconcileFunctionName": { "Value": "cf-reconcile" },
             "ArchiveBucketName": { "Value": { "Ref": "ArchiveBucket" } }
         }
     });
@@ -248,6 +249,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
     assert_eq!(resolved.get(Resource::LedgerTable), Some("cf-ledger"));
     assert_eq!(resolved.get(Resource::HistoryTable), Some("cf-history"));
     assert_eq!(resolved.get(Resource::ReconcileEventSource), Some("cf-mapping-uuid"));
+    assert_eq!(resolved.get(Resource::ReconcileFunction), Some("cf-reconcile"));
     assert_eq!(resolved.get(Resource::ArchiveBucket), Some("cf-archive"));
 
     // The stack's resources work: its queues through `status`, its ledger table through `po`.
@@ -556,6 +558,20 @@ async fn po_reports_a_missing_po_and_a_written_entry() {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
     assert!(!text.contains(&sha), "only the digest's first 12 characters are shown");
+
+    // Without reconcile's function, AppZen is not read, and the report says how to ask for it.
+    assert_eq!(report.appzen, None);
+    assert!(
+        text.contains("AppZen now       AppZen not read: pass --reconcile-function and --archive-bucket"),
+        "{text}"
+    );
+    // A function Lambda does not know: the ledger part stands, the read-back says why it could not be made.
+    let named = resources.clone().with(Resource::ReconcileFunction, "no-such-function");
+    let report = po::po(&clients, &named, 48213).await.unwrap();
+    let Some(po_sync_admin::readback::AppZenCopy::Unknown { reason }) = &report.appzen else {
+        panic!("{:?}", report.appzen)
+    };
+    assert!(reason.contains("lambda:GetFunctionConfiguration"), "{reason}");
 }
 
 #[tokio::test]
@@ -802,7 +818,12 @@ async fn the_binary_runs_the_commands_against_moto() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.starts_with("no record: po-sync has never processed PO 777"), "{stdout}");
     let (code, stdout, _) = run(&["po", "777", "--json", &ledger]);
-    assert_eq!((code, stdout.trim()), (Some(0), "null"));
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        (json["poId"].as_u64(), &json["entry"], &json["appzen"]),
+        (Some(777), &serde_json::Value::Null, &serde_json::Value::Null)
+    );
 
     let (code, _, stderr) = run(&["po", "777", "--stack", "absent"]);
     assert_eq!(code, Some(2));

@@ -1,5 +1,6 @@
 //! AppZen's purchase-order upsert over HTTPS: one client (one connection pool) built at cold start, every
-//! answer classified into a typed outcome, transient failures retried with backoff inside the invocation.
+//! answer classified into a typed outcome, transient failures retried with backoff inside the invocation; and
+//! the read-back of what AppZen holds for a PO (`read`).
 //!
 //! The credentials travel only in headers marked sensitive and are never logged.
 
@@ -14,6 +15,10 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+
+mod read;
+
+pub use read::ReadError;
 
 pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 

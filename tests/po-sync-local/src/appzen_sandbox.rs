@@ -15,6 +15,11 @@
 //! for a known one, and AppZen's error shape `{timestamp, status, error, message}` otherwise, the message
 //! naming every problem with its path.
 //!
+//! `GET /dictionary-data-services/purchase-order/purchase-order-number/{number}` (AppZen's "Get details of a
+//! purchase order by purchase order number", same headers) answers what the last accepted upsert of that number
+//! set, in the upsert's shape with AppZen's `uuid` and `entity_name` added, or 404. To change a PO "behind
+//! po-sync's back", upsert it directly.
+//!
 //! Control endpoints (for tests and for a developer with `curl`):
 //! - `GET /_sandbox/requests`: every request received, oldest first (headers without the secrets, the exact
 //!   body text, and the answer given);
@@ -41,6 +46,9 @@ use serde_json::{Map, Value, json};
 
 /// AppZen's upsert path.
 pub const UPSERT_PATH: &str = "/dictionary-data-services/purchase-order";
+
+/// AppZen's read of one PO by its number.
+pub const READ_PATH: &str = "/dictionary-data-services/purchase-order/purchase-order-number/{number}";
 
 /// The three values AppZen checks on every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,9 +150,15 @@ pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 #[derive(Default)]
 struct Ledger {
     requests: Vec<RecordedRequest>,
-    /// purchase_order_number → uuid.
-    purchase_orders: HashMap<String, String>,
+    /// purchase_order_number → what AppZen holds for it.
+    purchase_orders: HashMap<String, HeldPo>,
     failures: Vec<Failure>,
+}
+
+/// A purchase order as the sandbox holds it: its uuid and the body of the last accepted upsert, exactly.
+struct HeldPo {
+    uuid: String,
+    body: Bytes,
 }
 
 struct Shared {
@@ -215,6 +229,7 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route(UPSERT_PATH, post(upsert))
+            .route(READ_PATH, get(read_purchase_order))
             .route("/_sandbox/requests", get(list_requests))
             .route("/_sandbox/fail", post(queue_failure))
             .route("/_sandbox/reset", post(reset))
@@ -250,6 +265,11 @@ impl Sandbox {
     /// The most upserts that were being answered at once since the last reset.
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Forgets the PO of this number, as if AppZen had lost it (AppZen documents no delete); whether it held one.
+    pub fn forget(&self, po_number: &str) -> bool {
+        self.shared.ledger().purchase_orders.remove(po_number).is_some()
     }
 
     pub fn reset(&self) {
@@ -470,15 +490,71 @@ fn process(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Answer {
         );
     }
     let number = document["purchase_order_number"].as_str().unwrap_or_default().to_owned();
+    let body = Bytes::copy_from_slice(body);
     let mut ledger = sandbox.shared.ledger();
-    match ledger.purchase_orders.get(&number) {
-        Some(uuid) => Answer::ok(StatusCode::OK, json!({ "uuid": uuid, "status": "UPDATED" })),
+    match ledger.purchase_orders.get_mut(&number) {
+        Some(held) => {
+            held.body = body;
+            Answer::ok(StatusCode::OK, json!({ "uuid": held.uuid, "status": "UPDATED" }))
+        }
         None => {
             let uuid = random_uuid();
-            ledger.purchase_orders.insert(number, uuid.clone());
+            ledger.purchase_orders.insert(number, HeldPo { uuid: uuid.clone(), body });
             Answer::ok(StatusCode::CREATED, json!({ "uuid": uuid, "status": "CREATED" }))
         }
     }
+}
+
+/// `GET …/purchase-order-number/{number}`: the PO as AppZen's "Get details of a purchase order by purchase
+/// order number" answers it: the fields last upserted (their exact text), with AppZen's own `uuid` and
+/// `entity_name` added; 404 in AppZen's error shape for a number it does not hold.
+async fn read_purchase_order(
+    State(sandbox): State<Sandbox>,
+    axum::extract::Path(number): axum::extract::Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let seq = record(&sandbox, &method, &uri, &headers, &Bytes::new());
+    let answer = match check_credentials(&sandbox.shared.credentials, &headers) {
+        Err(refused) => Err(refused),
+        Ok(()) => match sandbox.shared.ledger().purchase_orders.get(&number) {
+            Some(held) => Ok(held_answer(held)),
+            None => Err(Answer::error(
+                StatusCode::NOT_FOUND,
+                format!("Error code : {} - No purchase order found with purchase_order_number {number}", error_code()),
+            )),
+        },
+    };
+    let (status, text) = match &answer {
+        Ok(body) => (StatusCode::OK, String::from_utf8_lossy(body).into_owned()),
+        Err(refused) => (refused.status, refused.body.to_string()),
+    };
+    if let Some(entry) = sandbox.shared.ledger().requests.iter_mut().find(|r| r.seq == seq) {
+        entry.response_status = Some(status.as_u16());
+        entry.response_body = Some(text.chars().take(2_000).collect());
+    }
+    let mut response = match answer {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(refused) => refused.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("sandbox-{seq}")) {
+        response.headers_mut().insert(CORRELATION_ID_HEADER, value);
+    }
+    response
+}
+
+/// The held body with AppZen's own fields in front: the upserted text is kept as it is, amounts included.
+fn held_answer(held: &HeldPo) -> Bytes {
+    let fields = json!({ "uuid": held.uuid, "entity_name": "Sandbox entity" }).to_string();
+    let rest = held.body.trim_ascii_start().strip_prefix(b"{").unwrap_or_default();
+    let mut answer = Vec::with_capacity(fields.len() + rest.len() + 1);
+    answer.extend_from_slice(&fields.as_bytes()[..fields.len() - 1]);
+    if rest.trim_ascii_start().first() != Some(&b'}') {
+        answer.push(b',');
+    }
+    answer.extend_from_slice(rest);
+    Bytes::from(answer)
 }
 
 fn check_credentials(expected: &Credentials, headers: &HeaderMap) -> Result<(), Answer> {

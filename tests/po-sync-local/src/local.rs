@@ -446,13 +446,13 @@ impl LocalStack {
             Poller::start(stack.sqs.clone(), &stack.lambda_url, "us-east-1", mappings, LogSink::new(poller_log))
                 .await
                 .map_err(|e| setup("start the SQS poller")(e.to_string()))?;
-        let control = crate::lambda_control::spawn(poller.controls())
+        let control = crate::lambda_control::spawn(poller.controls(), std::sync::Arc::new(envs))
             .await
             .map_err(|e| setup("start the Lambda control stand-in")(e.to_string()))?;
         stack.poller = Some(poller);
         log.line(format!("poller (the template's event sources): {}", described.join(", ")));
         log.line(format!(
-            "Lambda's event-source-mapping API for them (pause, resume): {} (AWS_ENDPOINT_URL_LAMBDA)",
+            "Lambda's event-source-mapping and function-configuration API for them (pause, resume, verify): {} (AWS_ENDPOINT_URL_LAMBDA)",
             control.url
         ));
         stack.lambda_control = Some(control);

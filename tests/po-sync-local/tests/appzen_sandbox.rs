@@ -120,3 +120,55 @@ async fn unknown_paths_are_404_like_appzen() {
     let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(body["error"], "Not Found");
 }
+
+/// The read-back, through po-sync's own client: what was upserted comes back (with AppZen's own fields),
+/// a number never upserted is 404, and the credentials are checked as for the upsert.
+#[tokio::test]
+async fn reads_back_what_was_upserted_by_purchase_order_number() {
+    use po_sync::appzen::{MappingSettings, differences, map_purchase_order};
+    use po_sync::config::reconcile::{AppZenConfig, AppZenCredentials, CredentialsSource};
+    use po_sync_aws::appzen::{AppZenClient, ReadError};
+    use std::time::Duration;
+
+    let sandbox = Sandbox::new(Credentials::default()).spawn(0).await.unwrap();
+    let credentials = |api_key: &str| AppZenCredentials {
+        api_key: api_key.to_owned().into(),
+        customer_id: "local-customer".to_owned().into(),
+        customer_key: "local-customer-key".to_owned().into(),
+    };
+    let client = |api_key: &str| {
+        let config = AppZenConfig {
+            base_url: sandbox.base_url(),
+            credentials: CredentialsSource::Inline(credentials(api_key)),
+            request_timeout: Duration::from_secs(5),
+            max_attempts: 1,
+            backoff: Default::default(),
+            deadline_margin: Duration::ZERO,
+            credential_renewal_interval: Duration::ZERO,
+        };
+        AppZenClient::new(&config, &credentials(api_key)).unwrap()
+    };
+    let appzen = client("local-api-key");
+    let golden: Value = serde_json::from_str(&golden_body()).unwrap();
+    let number = golden["purchase_order_number"].as_str().unwrap().to_owned();
+    assert_eq!(appzen.read(&number, Duration::from_secs(5)).await, Ok(None), "nothing upserted yet");
+
+    assert_eq!(post(&sandbox.base_url(), &golden_body(), &AUTH).await.0, 201);
+    let held = appzen.read(&number, Duration::from_secs(5)).await.unwrap().expect("AppZen holds it now");
+    let clean_po =
+        std::fs::read(po_sync_test_support::workspace_root().join("shared/po-sync/tests/fixtures/komet-clean-po.json"))
+            .unwrap();
+    let po = po_sync::komet::parse_webhook(&clean_po).unwrap();
+    let settings = MappingSettings::default();
+    let sent = map_purchase_order(&po, &settings).unwrap();
+    assert_eq!(differences(&sent, &held), [], "the golden body is what po-sync sends for the clean PO");
+
+    let read = sandbox.requests().last().unwrap().clone();
+    assert_eq!((read.method.as_str(), read.response_status), ("GET", Some(200)));
+    let answer = read.response_body.unwrap();
+    assert!(answer.starts_with(r#"{"entity_name":"Sandbox entity","uuid":""#), "AppZen's own fields: {answer}");
+    assert_eq!(sandbox.upserts().len(), 1, "a read is not an upsert");
+
+    let refused = client("wrong-key").read(&number, Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(&refused, ReadError::Refused { .. }) && refused.to_string().contains("HTTP 403"), "{refused}");
+}

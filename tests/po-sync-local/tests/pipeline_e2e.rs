@@ -93,6 +93,7 @@ async fn the_whole_pipeline_end_to_end() {
     history_lists_a_b_a_newest_first(&stack).await;
     a_window_replays_exactly_its_held_versions(&stack, &since).await;
     a_pause_holds_every_webhook_and_resume_delivers_them_in_order(&stack).await;
+    verify_reports_no_drift_then_each_po_changed_behind_po_syncs_back(&stack).await;
     invoices_are_archived_before_the_upsert_and_attached_to_the_e_mail(&stack).await;
     the_same_body_sent_twice_is_upserted_once(&stack).await;
     a_bad_payload_is_refused_and_nothing_moves(&stack).await;
@@ -222,6 +223,14 @@ async fn appzen_refusing_is_mailed_with_its_message(stack: &LocalStack) {
 
 /// Runs `po-sync-admin --json ARGS` against the local stack (resources by flag); returns its JSON report.
 async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
+    let (done, json) = admin_run(stack, args).await;
+    assert!(done, "po-sync-admin {args:?} did not succeed: {json:#}");
+    json
+}
+
+/// Runs po-sync-admin as an operator would against the local pipeline: whether it succeeded (exit code 0),
+/// and what it printed with `--json`.
+async fn admin_run(stack: &LocalStack, args: &[&str]) -> (bool, serde_json::Value) {
     let bucket = stack.stack.required_var("ingest", "ARCHIVE_BUCKET").expect("the template gives ingest a bucket");
     let history =
         stack.stack.required_var("reconcile", "HISTORY_TABLE_NAME").expect("the template names a history table");
@@ -238,13 +247,13 @@ async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
         history,
     ];
     let event_source = stack.reconcile_event_source();
-    argv.extend_from_slice(&["--event-source-mapping", &event_source]);
+    argv.extend_from_slice(&["--event-source-mapping", &event_source, "--reconcile-function", "reconcile"]);
     argv.extend_from_slice(args);
     let cli = po_sync_admin::Cli::parse_from(argv);
     let aws = stack.moto.sdk_config().await;
     let mut clients = po_sync_admin::Clients::new(&aws);
-    // Lambda's event-source-mapping API is the local pipeline's own (it plays the mappings), as
-    // AWS_ENDPOINT_URL_LAMBDA would point an operator's shell at it.
+    // Lambda's event-source-mapping and function-configuration API is the local pipeline's own (it plays the
+    // mappings and runs the functions), as AWS_ENDPOINT_URL_LAMBDA would point an operator's shell at it.
     let control = stack.lambda_control_url().expect("the local pipeline serves the mappings' API");
     clients.lambda = aws_sdk_lambda::Client::from_conf(
         aws_sdk_lambda::Config::from(&aws).to_builder().endpoint_url(control).build(),
@@ -253,8 +262,8 @@ async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
     let done = po_sync_admin::execute(&cli, &clients, None, &mut out, &mut |line| eprintln!("  admin: {line}"))
         .await
         .unwrap_or_else(|e| panic!("po-sync-admin {args:?}: {e}"));
-    assert!(done, "po-sync-admin {args:?} did not succeed");
-    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("po-sync-admin {args:?} printed no JSON: {e}"))
+    let json = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("po-sync-admin {args:?} printed no JSON: {e}"));
+    (done, json)
 }
 
 /// Each kept version's attempts, newest version first, newest attempt first (`history --json`).
@@ -344,6 +353,79 @@ async fn a_window_replays_exactly_its_held_versions(stack: &LocalStack, since: &
     assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
     let history = admin(stack, &["history", &sample.id.to_string()]).await;
     assert_eq!(attempt_words(&history), [["held", "replayed", "held"].map(str::to_owned).to_vec()], "{history:#}");
+}
+
+async fn verify_reports_no_drift_then_each_po_changed_behind_po_syncs_back(stack: &LocalStack) {
+    let scenario = Scenario::begin(stack, "verify: AppZen read back, then changed behind po-sync's back");
+    // The scenarios before reset the sandbox (AppZen forgot their POs): verify what this one sends.
+    let since = chrono::Utc::now().timestamp_millis().to_string();
+    let changed = clean_po_numbered(48390, "P004590");
+    let a = clean_po_numbered(48391, "P004591");
+    let b = dearer(&a);
+    let lost = clean_po_numbered(48392, "P004592");
+    for body in [&changed, &a, &lost] {
+        scenario.post_accepted(body).await;
+    }
+    scenario.settle().await;
+    scenario.post_accepted(&b).await;
+    scenario.settle().await;
+    assert_eq!(stack.appzen_upserts().len(), 4);
+
+    let clean = admin(stack, &["verify", "--since", &since]).await;
+    let states: Vec<(&str, &str)> = clean["pos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["poId"].as_str().unwrap(), p["appzen"]["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("48390", "matches"), ("48391", "matches"), ("48392", "matches")], "{clean:#}");
+    let po = admin(stack, &["po", "48391"]).await;
+    assert_eq!(po["appzen"]["state"], "matches", "{po:#}");
+    assert_eq!(po["appzen"]["version"], po["entry"]["appzen"]["version"], "{po:#}");
+
+    // Behind po-sync's back: someone edits P004590's total in AppZen, someone sends P004591's first version
+    // again, and AppZen loses P004592.
+    let upserts = stack.appzen_upserts();
+    let first_of = |number: &str| {
+        let needle = format!("\"purchase_order_number\":\"{number}\"");
+        upserts.iter().find(|r| r.body.contains(&needle)).map(|r| r.body.clone()).expect("upserted")
+    };
+    let sent = first_of("P004590");
+    let edited = sent.replacen("\"amount\":1284.81", "\"amount\":1.00", 1);
+    assert_ne!(edited, sent, "the total is in the body as sent");
+    for body in [edited, first_of("P004591")] {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/dictionary-data-services/purchase-order", stack.sandbox.base_url()))
+            .header("x-api-key", "local-api-key")
+            .header("customer-id", "local-customer")
+            .header("customer-key", "local-customer-key")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "updated behind po-sync's back");
+    }
+    assert!(stack.sandbox.forget("P004592"));
+
+    let (clean_run, drift) = admin_run(stack, &["verify", "--since", &since]).await;
+    assert!(!clean_run, "verify fails (exit code 1) on drift: {drift:#}");
+    let pos = drift["pos"].as_array().unwrap();
+    assert_eq!(pos[0]["appzen"]["state"], "differs", "{drift:#}");
+    assert_eq!(
+        pos[0]["appzen"]["differences"],
+        serde_json::json!([{"field": "total_amount.amount", "expected": "1284.81", "held": "1.00"}]),
+        "{drift:#}"
+    );
+    let entry_a = stack.ledger.read(48391).await.unwrap().unwrap();
+    assert_eq!(pos[1]["appzen"]["state"], "older", "{drift:#}");
+    assert_eq!(pos[1]["appzen"]["version"], entry_a.appzen.as_ref().unwrap().version);
+    assert!(pos[1]["appzen"]["holdsVersion"].as_i64().unwrap() < entry_a.appzen.unwrap().version, "{drift:#}");
+    assert_eq!(pos[2]["appzen"]["state"], "missing", "{drift:#}");
+    let po = admin(stack, &["po", "48390"]).await;
+    assert_eq!(po["appzen"]["state"], "differs", "po shows it too: {po:#}");
+    assert_eq!(stack.appzen_upserts().len(), 6, "verify reads; it sends nothing");
+    assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
 }
 
 async fn a_pause_holds_every_webhook_and_resume_delivers_them_in_order(stack: &LocalStack) {

@@ -1,9 +1,11 @@
 //! AppZen's purchase-order upsert (`POST /dictionary-data-services/purchase-order`): the request body, the
-//! answers, and the pure mapping from a Komet purchase order to that body.
+//! answers, and the pure mapping from a Komet purchase order to that body; and the read-back (`GET …/
+//! purchase-order-number/{number}`): what AppZen holds, compared with what po-sync sent.
 //!
 //! The mapping table lives in docs/payload.md ("Komet → AppZen mapping"); keep the two in step.
 
 mod body;
+mod held;
 mod mapping;
 mod response;
 
@@ -11,6 +13,7 @@ pub use body::{
     HeaderCustomJson, InvoiceCustomJson, LineCustomJson, LineDescription, Money, PurchaseOrderBody, PurchaseOrderLine,
     Text,
 };
+pub use held::{Difference, HeldPurchaseOrder, READ_PATH_SEGMENT, differences};
 pub use mapping::{MappingError, map_purchase_order};
 pub use response::{ErrorResponse, UpsertResponse};
 
