@@ -172,6 +172,10 @@ pub enum Command {
         /// Only POs the ledger changed from this time (2026-11-21, 2026-11-21T17:00:00Z or milliseconds)
         #[arg(long, value_name = "TIME", value_parser = replay_window::parse_time)]
         since: Option<chrono::DateTime<chrono::Utc>>,
+        /// For each PO with drift, queue the version AppZen should hold again, to be sent even though the
+        /// ledger says AppZen holds it (a newer version still wins); the exit code stays 1 until verify runs clean
+        #[arg(long)]
+        repair: bool,
     },
     /// Every version of one PO Komet sent that the archive bucket still keeps, newest first, with what the
     /// ledger says became of each.
@@ -210,6 +214,10 @@ pub enum Command {
         /// Read and validate, say what would be sent, send nothing
         #[arg(long)]
         dry_run: bool,
+        /// With --po: send it to AppZen even if the ledger says AppZen holds it (`verify` found AppZen changed
+        /// or lost it); a newer version still wins
+        #[arg(long, requires = "po")]
+        resend: bool,
     },
 }
 
@@ -223,7 +231,15 @@ impl Command {
             Command::Redrive { no_wait: true, .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue],
             Command::Redrive { .. } => vec![Resource::ParkedQueue, Resource::WebhookQueue, Resource::LedgerTable],
             Command::History { .. } => vec![Resource::ArchiveBucket, Resource::LedgerTable, Resource::HistoryTable],
-            Command::Verify { .. } => vec![Resource::LedgerTable, Resource::ArchiveBucket, Resource::ReconcileFunction],
+            Command::Verify { repair: false, .. } => {
+                vec![Resource::LedgerTable, Resource::ArchiveBucket, Resource::ReconcileFunction]
+            }
+            Command::Verify { repair: true, .. } => vec![
+                Resource::LedgerTable,
+                Resource::ArchiveBucket,
+                Resource::ReconcileFunction,
+                Resource::WebhookQueue,
+            ],
             Command::Replay { po: Some(_), .. } => vec![Resource::WebhookQueue, Resource::ArchiveBucket],
             Command::Replay { since: Some(_), outcome, .. } if !outcome.is_empty() => {
                 vec![Resource::WebhookQueue, Resource::ArchiveBucket, Resource::HistoryTable]
@@ -292,17 +308,17 @@ pub async fn execute(
             let report = delivery::switch(clients, &resources, action, wait, progress).await?;
             (report.to_string(), to_json(&report)?, true)
         }
-        Command::Verify { since } => {
-            let report = verify::verify(clients, &resources, *since, progress).await?;
+        Command::Verify { since, repair } => {
+            let report = verify::verify(clients, &resources, *since, *repair, progress).await?;
             (report.to_string(), to_json(&report)?, report.is_clean())
         }
         Command::History { po_id } => {
             let report = history::history(clients, &resources, *po_id).await?;
             (report.to_string(), to_json(&report)?, true)
         }
-        Command::Replay { po: Some(po_id), version, dry_run, .. } => {
+        Command::Replay { po: Some(po_id), version, dry_run, resend, .. } => {
             let pick = version.map_or(replay::Pick::Latest, replay::Pick::Version);
-            let report = replay::replay_kept(clients, &resources, *po_id, pick, *dry_run).await?;
+            let report = replay::replay_kept(clients, &resources, *po_id, pick, *dry_run, *resend).await?;
             (report.to_string(), to_json(&report)?, true)
         }
         Command::Replay { since: Some(since), until, outcome, dry_run, .. } => {

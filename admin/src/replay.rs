@@ -77,6 +77,9 @@ pub struct ReplayReport {
     pub source: String,
     /// A kept body sent again with its own version (`--po`), not a new version (a file).
     pub kept: bool,
+    /// To be sent to AppZen even if the ledger says AppZen holds it (`--resend`, `verify --repair`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
     /// The version sent: `receivedAt` in milliseconds (now for a file; the kept version's own for `--po`).
     pub version: i64,
     pub received_at: DateTime<Utc>,
@@ -107,14 +110,16 @@ pub async fn replay(
     send(clients, resources, bucket.as_ref(), envelope, source.to_owned(), false).await
 }
 
-/// Queues the PO's kept body of the version `pick` names, with that version, marked as a replay; `dry_run`
-/// reads and validates it and reports what would be sent, sending nothing.
+/// Queues the PO's kept body of the version `pick` names, with that version, marked as a replay (and, with
+/// `resend`, to be sent to AppZen even if the ledger says AppZen holds it); `dry_run` reads and validates it and
+/// reports what would be sent, sending nothing.
 pub async fn replay_kept(
     clients: &Clients,
     resources: &Resources,
     po_id: u64,
     pick: Pick,
     dry_run: bool,
+    resend: bool,
 ) -> Result<ReplayReport, Error> {
     let bucket = resources.require(Resource::ArchiveBucket)?;
     let store = S3ObjectStore::with_client(clients.s3.clone(), bucket);
@@ -133,7 +138,7 @@ pub async fn replay_kept(
              never received); `po-sync-admin history {po_id}` lists what is kept"
         )));
     };
-    replay_chosen(clients, resources, &store, chosen, dry_run).await
+    replay_chosen(clients, resources, &store, chosen, dry_run, resend).await
 }
 
 /// Queues one kept body (`chosen`, as listed from `store`) with its version, marked as a replay; `dry_run`
@@ -144,6 +149,7 @@ pub async fn replay_chosen(
     store: &S3ObjectStore,
     chosen: &KeptWebhook,
     dry_run: bool,
+    resend: bool,
 ) -> Result<ReplayReport, Error> {
     let source = location(store.bucket(), &chosen.key);
     let bytes = store
@@ -153,6 +159,7 @@ pub async fn replay_chosen(
     let saved = validate(&bytes, &source)?;
     let mut envelope = WebhookEnvelope::new(saved.po, &bytes, chosen.received_at).with_send_id(new_send_id());
     envelope.replay = true;
+    envelope.resend = resend;
     send(clients, resources, Some(store), envelope, source, dry_run).await
 }
 
@@ -212,6 +219,7 @@ async fn send(
         po_number: envelope.po.po_number.as_str().to_owned(),
         source,
         kept: envelope.replay,
+        resend: envelope.resend,
         version: envelope.version(),
         received_at: envelope.received_at,
         send_id: envelope.deduplication_id().to_owned(),
@@ -230,7 +238,11 @@ async fn record_replay(
     source: &str,
 ) -> String {
     let retention = chrono::Duration::days(history::DEFAULT_RETENTION_DAYS.into());
-    let as_what = if envelope.replay { "with the version it had" } else { "as a new version" };
+    let as_what = match (envelope.replay, envelope.resend) {
+        (true, true) => "with the version it had, to be sent to AppZen even if the ledger says AppZen holds it",
+        (true, false) => "with the version it had",
+        (false, _) => "as a new version",
+    };
     let attempt = Attempt {
         sqs_message_id: Some(message_id.to_owned()),
         ..Attempt::new(envelope.po.id, &envelope.po.po_number, envelope.version(), queued_at, AttemptOutcome::Replayed)
@@ -247,6 +259,12 @@ impl fmt::Display for ReplayReport {
         let verb = if self.sqs_message_id.is_some() { "queued" } else { "would queue (dry run)" };
         let as_what = if self.kept { "with the version it had" } else { "as a new version" };
         writeln!(f, "{verb} PO {} (id {}) {as_what} from {}", self.po_number, self.po_id, self.source)?;
+        if self.resend {
+            writeln!(
+                f,
+                "  resend       AppZen gets it even if the ledger says AppZen holds it (a newer version wins)"
+            )?;
+        }
         writeln!(
             f,
             "  version      {} (received {})",

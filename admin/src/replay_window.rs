@@ -126,7 +126,7 @@ pub async fn replay_window(
     let total = chosen.len();
     for (n, (kept, last_outcome)) in chosen.into_iter().enumerate() {
         let when = kept.received_at.to_rfc3339_opts(SecondsFormat::Millis, true);
-        match replay_chosen(clients, resources, &store, &kept, dry_run).await {
+        match replay_chosen(clients, resources, &store, &kept, dry_run, false).await {
             Ok(sent) => {
                 progress(&format!("{} of {total}: PO {} version {when}", n + 1, kept.po_id));
                 report.replayed.push(WindowReplay { last_outcome, report: sent });

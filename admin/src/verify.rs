@@ -4,14 +4,20 @@
 //! on drift, or when a PO could not be checked, so a scheduled run can alarm.
 //!
 //! Reads the whole ledger table (a `Scan`, page by page) and makes one AppZen GET per PO, a few at a time.
+//!
+//! `--repair` queues, for each PO with drift, the kept version AppZen should hold as a replay marked `resend`
+//! (`replay --po <id> --version <v> --resend`): reconcile sends it to AppZen although the ledger says AppZen
+//! holds it, and a newer version of the PO still wins. The exit code stays 1: the repair is queued, not yet
+//! seen; run verify again once the queue is empty.
 
 use crate::Clients;
 use crate::error::Error;
 use crate::readback::{AppZenCopy, AppZenReader, check};
+use crate::replay::{Pick, replay_kept};
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::StreamExt;
-use po_sync::ledger::LedgerEntry;
+use po_sync::ledger::{LedgerEntry, LedgerOutcome};
 use po_sync_aws::ledger::DynamoLedger;
 use po_sync_aws::objects::S3ObjectStore;
 use serde::Serialize;
@@ -40,6 +46,29 @@ pub struct PoCheck {
     pub po_id: String,
     pub po_number: String,
     pub appzen: AppZenCopy,
+    /// With `--repair`, for a PO with drift: what was queued, or why nothing was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repair {
+    /// The version queued to be sent again (`None`: nothing to send).
+    pub version: Option<i64>,
+    /// `queued as SQS message …`, or why not.
+    pub outcome: String,
+}
+
+/// The version to send again to set AppZen right: the ledger's latest if it reached AppZen (a duplicate
+/// carries the body AppZen should hold), else the version AppZen should hold (a newer one was held or refused).
+pub fn repair_version(entry: &LedgerEntry) -> Option<i64> {
+    match &entry.latest {
+        Some(latest) if matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate) => {
+            Some(latest.version)
+        }
+        _ => entry.appzen.as_ref().map(|holds| holds.version),
+    }
 }
 
 impl VerifyReport {
@@ -69,6 +98,7 @@ pub async fn verify(
     clients: &Clients,
     resources: &Resources,
     since: Option<DateTime<Utc>>,
+    repair: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<VerifyReport, Error> {
     let ledger = DynamoLedger::new(clients.dynamodb.clone(), resources.require(Resource::LedgerTable)?);
@@ -84,6 +114,7 @@ pub async fn verify(
                 po_id: entry.po_id.clone(),
                 po_number: entry.po_number.clone(),
                 appzen: check(&reader, &store, entry).await,
+                repair: None,
             }
         })
         .buffered(CONCURRENT_READS);
@@ -95,7 +126,25 @@ pub async fn verify(
             progress(&format!("verify: {}/{total} checked, {drift} with drift", pos.len()));
         }
     }
+    if repair {
+        for (po, entry) in pos.iter_mut().zip(&chosen).filter(|(po, _)| po.appzen.is_drift()) {
+            po.repair = Some(send_again(clients, resources, entry).await);
+            progress(&format!("verify --repair: PO {}: {}", po.po_id, po.repair.as_ref().map_or("", |r| &r.outcome)));
+        }
+    }
     Ok(VerifyReport { since, pos, unreadable })
+}
+
+/// Queues the version AppZen should hold again, marked `resend`.
+async fn send_again(clients: &Clients, resources: &Resources, entry: &LedgerEntry) -> Repair {
+    let (Ok(po_id), Some(version)) = (entry.po_id.parse::<u64>(), repair_version(entry)) else {
+        return Repair { version: None, outcome: "nothing to send: the ledger names no version AppZen holds".into() };
+    };
+    let outcome = match replay_kept(clients, resources, po_id, Pick::Version(version), false, true).await {
+        Ok(report) => format!("queued as SQS message {}", report.sqs_message_id.unwrap_or_default()),
+        Err(e) => format!("not queued: {e}"),
+    };
+    Repair { version: Some(version), outcome }
 }
 
 impl fmt::Display for VerifyReport {
@@ -118,12 +167,19 @@ impl fmt::Display for VerifyReport {
         )?;
         for po in self.drift().chain(self.not_checked()) {
             writeln!(f, "  PO {} ({}): {}", po.po_id, po.po_number, po.appzen)?;
+            if let Some(repair) = &po.repair {
+                writeln!(f, "      repair: {}", repair.outcome)?;
+            }
         }
         for item in &self.unreadable {
             writeln!(f, "  not checked: {item}")?;
         }
         match self.is_clean() {
             true => writeln!(f, "no drift: AppZen holds what po-sync last sent for every PO checked"),
+            false if self.drift().any(|p| p.repair.is_some()) => writeln!(
+                f,
+                "drift found and the repairs queued: run verify again once reconcile has processed them (status)"
+            ),
             false if self.drift().next().is_some() => writeln!(
                 f,
                 "drift found: AppZen was changed outside po-sync, or lost a PO; `verify --repair` sends po-sync's \
@@ -162,8 +218,40 @@ mod tests {
     }
 
     #[test]
+    fn a_repair_sends_the_latest_if_it_reached_appzen_else_the_version_appzen_should_hold() {
+        use po_sync::ledger::{AppZenHolds, SettledVersion};
+        let settled = |version: i64, outcome| SettledVersion {
+            version,
+            sequence: None,
+            received_at: Utc.timestamp_millis_opt(version).unwrap(),
+            body_sha256: "s".into(),
+            sqs_message_id: "m".into(),
+            outcome,
+            settled_at: Utc.timestamp_millis_opt(version).unwrap(),
+        };
+        let holds = |version: i64| AppZenHolds {
+            version,
+            sequence: None,
+            body_sha256: "s".into(),
+            uuid: None,
+            status: None,
+            http_status: 200,
+            upserted_at: Utc.timestamp_millis_opt(version).unwrap(),
+        };
+        let mut e = entry("1", 0);
+        assert_eq!(repair_version(&e), None);
+        e.appzen = Some(holds(10));
+        e.latest = Some(settled(20, LedgerOutcome::Duplicate));
+        assert_eq!(repair_version(&e), Some(20), "a duplicate carries the body AppZen should hold");
+        e.latest = Some(settled(20, LedgerOutcome::Held));
+        assert_eq!(repair_version(&e), Some(10), "a held newer version is not what AppZen should hold");
+        e.latest = Some(settled(10, LedgerOutcome::Upserted));
+        assert_eq!(repair_version(&e), Some(10));
+    }
+
+    #[test]
     fn drift_and_unchecked_pos_make_the_run_fail_and_are_listed() {
-        let po = |id: &str, appzen| PoCheck { po_id: id.into(), po_number: format!("P{id}"), appzen };
+        let po = |id: &str, appzen| PoCheck { po_id: id.into(), po_number: format!("P{id}"), appzen, repair: None };
         let mut report = VerifyReport {
             since: None,
             pos: vec![

@@ -472,15 +472,16 @@ async fn history_lists_the_kept_versions_and_replay_sends_one_again_with_its_ver
 
     // A dry run reads and validates the latest, and sends nothing.
     let webhooks = url(&resources, Resource::WebhookQueue);
-    let dry = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Latest, true).await.unwrap();
+    let dry = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Latest, true, false).await.unwrap();
     assert_eq!((dry.version, dry.sqs_message_id.as_deref(), dry.kept), (at(2).timestamp_millis(), None, true));
     assert!(dry.to_string().starts_with("would queue (dry run) PO P004410 (id 48213) with the version it had"));
     assert!(drain(&clients, &webhooks).await.is_empty());
 
     // A chosen version is sent with that version, marked as a replay, byte for byte the kept body.
-    let sent = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Version(at(1).timestamp_millis()), false)
-        .await
-        .unwrap();
+    let sent =
+        replay::replay_kept(&clients, &resources, 48213, replay::Pick::Version(at(1).timestamp_millis()), false, false)
+            .await
+            .unwrap();
     assert_eq!(sent.source, format!("s3://t-archive/{}", kept_key(48213, at(1), "req-a")));
     let queued = drain(&clients, &webhooks).await;
     assert_eq!(queued.len(), 1);
@@ -497,9 +498,10 @@ async fn history_lists_the_kept_versions_and_replay_sends_one_again_with_its_ver
     assert!(after.to_string().contains("replayed"), "{after}");
 
     // A version that is not kept: the error says how to find the kept ones.
-    let error = replay::replay_kept(&clients, &resources, 48213, replay::Pick::Version(5), false).await.unwrap_err();
+    let error =
+        replay::replay_kept(&clients, &resources, 48213, replay::Pick::Version(5), false, false).await.unwrap_err();
     assert!(matches!(error, Error::Usage(_)) && error.to_string().contains("history 48213"), "{error}");
-    let error = replay::replay_kept(&clients, &resources, 999, replay::Pick::Latest, false).await.unwrap_err();
+    let error = replay::replay_kept(&clients, &resources, 999, replay::Pick::Latest, false, false).await.unwrap_err();
     assert!(error.to_string().contains("no kept body of any version"), "{error}");
 }
 
@@ -517,7 +519,7 @@ async fn a_kept_body_too_large_for_sqs_is_replayed_through_a_claim_check() {
         vec![invoice; 1_000].join(",")
     );
     keep(&clients, body.as_bytes(), at(4), "req-big").await;
-    let sent = replay::replay_kept(&clients, &resources, 7, replay::Pick::Latest, false).await.unwrap();
+    let sent = replay::replay_kept(&clients, &resources, 7, replay::Pick::Latest, false, false).await.unwrap();
     let queued = drain(&clients, &url(&resources, Resource::WebhookQueue)).await;
     let pointer = BodyRef::from_json(&queued[0].0).expect("a claim check");
     assert_eq!(Some(pointer.location()), sent.claim_check);

@@ -97,6 +97,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             sqs_message_id: &message_id,
             sequence,
             replay: envelope.replay,
+            resend: envelope.replay && envelope.resend,
         };
         let mut claim = match self.admit(&arrival, deadline).await {
             Admission::Claimed(claim) => *claim,

@@ -133,6 +133,9 @@ pub struct Arrival<'a> {
     pub sequence: Option<u128>,
     /// An operator's replay of a kept body (`po-sync-admin replay --po`), not a send from Komet.
     pub replay: bool,
+    /// A replay to send even if the ledger says AppZen holds it (`replay --resend`, `verify --repair`: AppZen
+    /// was found not to). Still superseded by a newer version that reached AppZen.
+    pub resend: bool,
 }
 
 impl Arrival<'_> {
@@ -196,14 +199,16 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
         let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
         // An operator's replay of a version that never reached AppZen asks for it to be tried again (after the
         // fix); anything else seen again is a redelivery of a version already final.
-        let tried_again = arrival.replay && !reached_appzen;
+        let tried_again = arrival.replay && (!reached_appzen || arrival.resend);
         if (is_this(latest.version, &latest.body_sha256) && !tried_again)
-            || holds.is_some_and(|h| is_this(h.version, &h.body_sha256))
+            || (holds.is_some_and(|h| is_this(h.version, &h.body_sha256)) && !arrival.resend)
         {
             return Verdict::Duplicate { record: None };
         }
         let older = |version: i64, sequence: &Option<String>| arrival.order() < order_of(version, sequence.as_deref());
+        // A replay of the latest version itself is that version, whatever SQS sequence number its new message got.
         if older(latest.version, &latest.sequence)
+            && !is_this(latest.version, &latest.body_sha256)
             && (reached_appzen || holds.is_some_and(|h| older(h.version, &h.sequence)))
         {
             return Verdict::Superseded { newer_version: latest.version };
@@ -215,7 +220,7 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
         }
         return Verdict::Busy { claimed_by: claim.sqs_message_id.clone(), until: claim.until };
     }
-    if entry.appzen.as_ref().is_some_and(|holds| holds.body_sha256 == arrival.body_sha256) {
+    if !arrival.resend && entry.appzen.as_ref().is_some_and(|holds| holds.body_sha256 == arrival.body_sha256) {
         let mut record = entry.clone();
         record.latest = Some(latest_after(entry, arrival, LedgerOutcome::Duplicate, now));
         // A claim left by this same message (it died before settling) is done with too.
@@ -330,8 +335,12 @@ fn latest_after(
     outcome: LedgerOutcome,
     now: DateTime<Utc>,
 ) -> SettledVersion {
+    let is_this =
+        |latest: &SettledVersion| latest.version == arrival.version() && latest.body_sha256 == arrival.body_sha256;
     match &entry.latest {
-        Some(latest) if order_of(latest.version, latest.sequence.as_deref()) > arrival.order() => latest.clone(),
+        Some(latest) if order_of(latest.version, latest.sequence.as_deref()) > arrival.order() && !is_this(latest) => {
+            latest.clone()
+        }
         _ => settled(arrival, outcome, now),
     }
 }
@@ -400,6 +409,7 @@ mod tests {
             sqs_message_id: message,
             sequence: None,
             replay: false,
+            resend: false,
         }
     }
 
@@ -522,6 +532,45 @@ mod tests {
         );
         assert!(matches!(
             judge(Some(&entry), &Arrival { replay: true, ..arrival(1, "A", "m1-replay") }, at(50), LEASE),
+            Verdict::Superseded { .. }
+        ));
+    }
+
+    #[test]
+    fn a_resend_goes_to_appzen_again_but_never_before_a_newer_version_it_holds() {
+        let resend = |second, sha, message| Arrival { replay: true, resend: true, ..arrival(second, sha, message) };
+        let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
+        // A, then the same body again (a duplicate, AppZen holds A): verify found AppZen no longer holds it.
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let Verdict::Duplicate { record: Some(entry) } = judge(Some(&entry), &arrival(2, "A", "m2"), at(50), LEASE)
+        else {
+            panic!("the same body is a duplicate")
+        };
+        assert_eq!(entry.latest.as_ref().map(|l| l.outcome), Some(LedgerOutcome::Duplicate));
+        assert_eq!(
+            judge(Some(&entry), &Arrival { replay: true, ..arrival(2, "A", "m2-replay") }, at(50), LEASE),
+            Verdict::Duplicate { record: None },
+            "a plain replay is still a duplicate"
+        );
+        let entry = process(Some(entry), &resend(2, "A", "m2-resend"), &upserted());
+        let holds = entry.appzen.as_ref().unwrap();
+        assert_eq!((holds.version, holds.body_sha256.as_str()), (at(2).timestamp_millis(), "A"), "sent again");
+        assert_eq!(entry.latest.as_ref().map(|l| l.outcome), Some(LedgerOutcome::Upserted));
+        // Its new SQS message may carry any sequence number (moto's are random): it is still that version, not
+        // one older than itself, and its outcome is the latest's.
+        let mut sequenced = entry.clone();
+        sequenced.latest.as_mut().unwrap().sequence = Some("900".into());
+        let low = Arrival { sequence: Some(1), ..resend(2, "A", "m2-resend-low") };
+        let settled = process(Some(sequenced), &low, &upserted());
+        assert_eq!(settled.latest.as_ref().map(|l| l.sqs_message_id.as_str()), Some("m2-resend-low"));
+        // The version AppZen holds, behind a newer one that never reached it, is sent again too.
+        let entry = process(Some(entry), &arrival(3, "B", "m3"), &held);
+        assert!(matches!(judge(Some(&entry), &resend(2, "A", "m2-resend-2"), at(50), LEASE), Verdict::Proceed { .. }));
+        // An older version is superseded, resend or not, and a live claim still makes it wait.
+        assert!(matches!(judge(Some(&entry), &resend(1, "A", "m1-resend"), at(50), LEASE), Verdict::Superseded { .. }));
+        let Verdict::Proceed { claim } = judge(Some(&entry), &arrival(4, "C", "m4"), at(50), LEASE) else { panic!() };
+        assert!(matches!(
+            judge(Some(&claim), &resend(2, "A", "m2-resend-3"), at(51), LEASE),
             Verdict::Superseded { .. }
         ));
     }

@@ -425,6 +425,31 @@ async fn verify_reports_no_drift_then_each_po_changed_behind_po_syncs_back(stack
     let po = admin(stack, &["po", "48390"]).await;
     assert_eq!(po["appzen"]["state"], "differs", "po shows it too: {po:#}");
     assert_eq!(stack.appzen_upserts().len(), 6, "verify reads; it sends nothing");
+
+    // --repair sends po-sync's version of each again, though the ledger believes AppZen holds it; then verify
+    // runs clean.
+    let (repaired_run, repaired) = admin_run(stack, &["verify", "--since", &since, "--repair"]).await;
+    assert!(!repaired_run, "still exit code 1: the repairs are queued, not yet seen");
+    let queued: Vec<&str> =
+        repaired["pos"].as_array().unwrap().iter().map(|p| p["repair"]["outcome"].as_str().unwrap()).collect();
+    assert!(queued.iter().all(|o| o.starts_with("queued as SQS message")), "{repaired:#}");
+    scenario.settle().await;
+    let resent: Vec<(String, String)> = stack.appzen_upserts()[6..]
+        .iter()
+        .map(|r| (r.json().unwrap()["purchase_order_number"].as_str().unwrap().to_owned(), total_of(r)))
+        .collect();
+    let mut resent_sorted = resent.clone();
+    resent_sorted.sort();
+    assert_eq!(
+        resent_sorted,
+        [("P004590", "1284.81"), ("P004591", "1294.81"), ("P004592", "1284.81")]
+            .map(|(n, t)| (n.to_owned(), t.to_owned())),
+        "each PO got po-sync's version again, B for the PO whose A was sent behind its back: {resent:?}"
+    );
+    let after = admin(stack, &["verify", "--since", &since]).await;
+    assert!(after["pos"].as_array().unwrap().iter().all(|p| p["appzen"]["state"] == "matches"), "{after:#}");
+    let history = admin(stack, &["history", "48391"]).await;
+    assert_eq!(attempt_words(&history)[0], ["upserted", "replayed", "upserted"], "{history:#}");
     assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
 }
 

@@ -26,6 +26,11 @@ pub struct WebhookEnvelope {
     /// being taken for a redelivery of it (see [`crate::ledger::judge`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// With `replay`, written by `po-sync-admin replay --resend` (and `verify --repair`): send the version to
+    /// AppZen even though the ledger says AppZen holds it, because AppZen was found not to (changed or lost
+    /// outside po-sync). It never overrides the order: an older version is still superseded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
     pub po: PurchaseOrder,
 }
 
@@ -38,6 +43,7 @@ impl WebhookEnvelope {
             body_sha256: sha256_hex(body),
             send_id: None,
             replay: false,
+            resend: false,
             po,
         }
     }
