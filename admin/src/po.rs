@@ -54,10 +54,18 @@ pub async fn po(clients: &Clients, resources: &Resources, po_id: u64) -> Result<
         return Ok(report);
     };
     let store = S3ObjectStore::with_client(clients.s3.clone(), bucket);
-    report.appzen = Some(match AppZenReader::of_function(clients, function).await {
+    let copy = match AppZenReader::of_function(clients, function).await {
         Ok(reader) => check(&reader, &store, entry).await,
         Err(e) => AppZenCopy::Unknown { reason: e.to_string() },
-    });
+    };
+    if let (Some(drift), Some(version)) = (copy.drift_headline(), crate::verify::repair_version(entry)) {
+        report.answer = format!(
+            "the ledger says: {}; but read back now, {drift} (`replay --po {po_id} --version {version} --resend` \
+             sends po-sync's version again)",
+            report.answer
+        );
+    }
+    report.appzen = Some(copy);
     Ok(report)
 }
 

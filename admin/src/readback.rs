@@ -96,6 +96,20 @@ impl AppZenCopy {
     }
 }
 
+impl AppZenCopy {
+    /// What the drift is, in a few words (`None`: no drift).
+    pub fn drift_headline(&self) -> Option<String> {
+        match self {
+            AppZenCopy::Missing { .. } => Some("AppZen holds no PO of this number".to_owned()),
+            AppZenCopy::Older { .. } => Some("AppZen holds an older version".to_owned()),
+            AppZenCopy::Differs { differences, .. } => {
+                Some(format!("AppZen's copy differs in {} field(s)", differences.len()))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Up to this many differences are printed per PO (`--json` has them all).
 const DIFFERENCES_SHOWN: usize = 10;
 

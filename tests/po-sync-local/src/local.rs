@@ -469,6 +469,31 @@ impl LocalStack {
         crate::poller::mapping_uuid("reconcile", &self.queues.webhooks)
     }
 
+    /// The flags that point `po-sync-admin` at this pipeline's resources (the stack's outputs on AWS), for
+    /// every command; `make serve` prints them and the end-to-end test runs the CLI with them.
+    pub fn admin_flags(&self) -> Vec<String> {
+        let var = |function: &str, name: &str| {
+            self.stack.required_var(function, name).map(str::to_owned).unwrap_or_else(|e| format!("({e})"))
+        };
+        let q = &self.queues;
+        [
+            ("--webhook-queue-url", q.webhooks.clone()),
+            ("--webhook-dlq-url", q.webhooks_dlq.clone()),
+            ("--parked-queue-url", q.webhooks_parked.clone()),
+            ("--notification-queue-url", q.notifications.clone()),
+            ("--notification-dlq-url", q.notifications_dlq.clone()),
+            ("--ledger-table", self.ledger.table().to_owned()),
+            ("--history-table", var("reconcile", "HISTORY_TABLE_NAME")),
+            ("--archive-bucket", var("ingest", "ARCHIVE_BUCKET")),
+            ("--event-source-mapping", self.reconcile_event_source()),
+            // The local function's name, as GetFunctionConfiguration knows it here (ReconcileFunctionName on AWS).
+            ("--reconcile-function", "reconcile".to_owned()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
+    }
+
     /// `http://127.0.0.1:PORT` of the Lambda emulator.
     pub fn lambda_url(&self) -> &str {
         &self.lambda_url

@@ -231,23 +231,10 @@ async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
 /// Runs po-sync-admin as an operator would against the local pipeline: whether it succeeded (exit code 0),
 /// and what it printed with `--json`.
 async fn admin_run(stack: &LocalStack, args: &[&str]) -> (bool, serde_json::Value) {
-    let bucket = stack.stack.required_var("ingest", "ARCHIVE_BUCKET").expect("the template gives ingest a bucket");
-    let history =
-        stack.stack.required_var("reconcile", "HISTORY_TABLE_NAME").expect("the template names a history table");
-    let mut argv = vec![
-        "po-sync-admin",
-        "--json",
-        "--webhook-queue-url",
-        &stack.queues.webhooks,
-        "--ledger-table",
-        stack.ledger.table(),
-        "--archive-bucket",
-        bucket,
-        "--history-table",
-        history,
-    ];
-    let event_source = stack.reconcile_event_source();
-    argv.extend_from_slice(&["--event-source-mapping", &event_source, "--reconcile-function", "reconcile"]);
+    // The flags `make serve` prints.
+    let flags = stack.admin_flags();
+    let mut argv = vec!["po-sync-admin", "--json"];
+    argv.extend(flags.iter().map(String::as_str));
     argv.extend_from_slice(args);
     let cli = po_sync_admin::Cli::parse_from(argv);
     let aws = stack.moto.sdk_config().await;

@@ -198,25 +198,15 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
     println!();
     println!("The operator CLI against this pipeline (moto stands in for AWS):");
     println!();
-    let q = &stack.queues;
+    let flags: Vec<String> = stack.admin_flags().chunks(2).map(|pair| pair.join(" ")).collect();
     println!(
         "  AWS_ENDPOINT_URL={moto} AWS_ENDPOINT_URL_LAMBDA={} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n  \
-         cargo run -q -p po-sync-admin -- --webhook-queue-url {} --webhook-dlq-url {} \\\n    \
-         --parked-queue-url {} --notification-queue-url {} \\\n    --notification-dlq-url {} --ledger-table {} \\\n    \
-         --history-table {} --archive-bucket {} --event-source-mapping {} \\\n    status",
+         cargo run -q -p po-sync-admin -- {} \\\n    status",
         stack.lambda_control_url().unwrap_or("(no Lambda stand-in)"),
-        q.webhooks,
-        q.webhooks_dlq,
-        q.webhooks_parked,
-        q.notifications,
-        q.notifications_dlq,
-        po_sync_aws::ledger::DynamoLedger::table(&stack.ledger),
-        stack.stack.required_var("reconcile", "HISTORY_TABLE_NAME").unwrap_or("(the stack has no HISTORY_TABLE_NAME)"),
-        stack.stack.required_var("ingest", "ARCHIVE_BUCKET").unwrap_or("(the stack has no ARCHIVE_BUCKET)"),
-        stack.reconcile_event_source(),
+        flags.join(" \\\n    "),
     );
     println!(
-        "  (then `po 48213`, `history 48213`, `replay --po 48213 --latest`, `replay --since 2026-01-01 --outcome held`, `pause`, `resume`, `redrive` or `replay FILE` in place of `status`)"
+        "  (then `po 48213`, `history 48213`, `verify`, `replay --po 48213 --latest`, `replay --since 2026-01-01 --outcome held`, `pause`, `resume`, `redrive` or `replay FILE` in place of `status`)"
     );
     println!();
     println!(
