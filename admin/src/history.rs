@@ -18,6 +18,16 @@ use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use serde::Serialize;
 use std::fmt;
 
+/// Writes to the history table for the CLI's own actions (replay, redrive). They are kept for the default
+/// retention: the CLI does not know the stack's `WebhookRetentionDays`.
+pub fn writer(clients: &Clients, table: &str) -> DynamoHistory {
+    DynamoHistory::new(
+        clients.dynamodb.clone(),
+        table,
+        chrono::Duration::days(po_sync::history::DEFAULT_RETENTION_DAYS.into()),
+    )
+}
+
 /// The most versions one PO's history lists (S3 lists 1,000 keys a page; a PO sent this often is not usual).
 pub const MAX_VERSIONS: usize = 10_000;
 

@@ -208,7 +208,7 @@ pub enum Command {
         #[arg(long, value_name = "TIME", requires = "since", value_parser = replay_window::parse_time)]
         until: Option<chrono::DateTime<chrono::Utc>>,
         /// With --since: only versions whose last attempt came to one of these (held, rejected, unmappable,
-        /// retried, upserted, duplicate, superseded), from the PO's history
+        /// parked, retried, upserted, duplicate, superseded), from the PO's history
         #[arg(long, value_name = "OUTCOME", requires = "since", value_delimiter = ',', value_parser = parse_outcome)]
         outcome: Vec<po_sync::history::AttemptOutcome>,
         /// Read and validate, say what would be sent, send nothing
@@ -349,8 +349,10 @@ pub async fn execute(
 }
 
 fn parse_outcome(text: &str) -> Result<po_sync::history::AttemptOutcome, String> {
-    text.trim().parse().map_err(|_| {
-        format!("{text:?} is not an outcome: held, rejected, unmappable, retried, upserted, duplicate or superseded")
+    text.trim().parse().ok().filter(|o: &po_sync::history::AttemptOutcome| !o.is_operator_action()).ok_or_else(|| {
+        format!(
+            "{text:?} is not an outcome: held, rejected, unmappable, parked, retried, upserted, duplicate or superseded"
+        )
     })
 }
 
@@ -371,7 +373,7 @@ mod tests {
         let cli = parse(&["replay", "--since", "2026-11-21", "--outcome", "held,rejected"]).unwrap();
         let Command::Replay { since: Some(since), until: None, outcome, .. } = &cli.command else { panic!("{cli:?}") };
         assert_eq!(since.to_rfc3339(), "2026-11-21T00:00:00+00:00");
-        use po_sync::history::AttemptOutcome::{Held, Rejected};
+        use po_sync::history::AttemptOutcome::{self, Held, Rejected};
         assert_eq!(outcome, &[Held, Rejected]);
         assert!(cli.command.needs().contains(&Resource::HistoryTable), "outcomes are read from the history");
         let without = parse(&["replay", "--since", "1795280400123"]).unwrap();
@@ -379,9 +381,12 @@ mod tests {
 
         assert!(parse(&["replay", "--until", "2026-11-21"]).is_err(), "--until needs --since");
         assert!(parse(&["replay", "--po", "1", "--since", "2026-11-21"]).is_err(), "one of FILE, --po, --since");
-        assert!(
-            parse(&["replay", "--since", "2026-11-21", "--outcome", "parked"]).unwrap_err().contains("not an outcome")
-        );
+        let parked = parse(&["replay", "--since", "2026-11-21", "--outcome", "parked"]).unwrap();
+        assert!(matches!(&parked.command, Command::Replay { outcome, .. } if outcome == &[AttemptOutcome::Parked]));
+        for not_an_outcome in ["lost", "replayed", "redriven"] {
+            let error = parse(&["replay", "--since", "2026-11-21", "--outcome", not_an_outcome]).unwrap_err();
+            assert!(error.contains("not an outcome"), "{not_an_outcome}: {error}");
+        }
         assert!(parse(&["replay", "--since", "last week"]).unwrap_err().contains("not a time"));
     }
 }

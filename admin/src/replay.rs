@@ -15,10 +15,9 @@ use crate::error::Error;
 use crate::history::kept_versions;
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
-use po_sync::history::{self, Attempt, AttemptOutcome};
+use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::komet::{PurchaseOrder, parse_webhook};
 use po_sync::message::{BodyRef, KeptWebhook, WebhookEnvelope, body_key};
-use po_sync_aws::ledger::DynamoHistory;
 use po_sync_aws::objects::{Bytes, NewObject, ObjectStore, S3ObjectStore, location};
 use po_sync_aws::queue::{FifoMessage, FifoQueue, SQS_MAX_MESSAGE_BYTES, SqsFifoQueue};
 use serde::Serialize;
@@ -237,7 +236,6 @@ async fn record_replay(
     (message_id, queued_at): (&str, DateTime<Utc>),
     source: &str,
 ) -> String {
-    let retention = chrono::Duration::days(history::DEFAULT_RETENTION_DAYS.into());
     let as_what = match (envelope.replay, envelope.resend) {
         (true, true) => "with the version it had, to be sent to AppZen even if the ledger says AppZen holds it",
         (true, false) => "with the version it had",
@@ -248,7 +246,7 @@ async fn record_replay(
         ..Attempt::new(envelope.po.id, &envelope.po.po_number, envelope.version(), queued_at, AttemptOutcome::Replayed)
     }
     .with_detail(Some(&format!("queued again {as_what} from {source} by po-sync-admin replay")));
-    match DynamoHistory::new(clients.dynamodb.clone(), table, retention).record(&attempt).await {
+    match crate::history::writer(clients, table).record(&attempt).await {
         Ok(()) => "recorded".to_owned(),
         Err(e) => format!("not recorded ({e})"),
     }

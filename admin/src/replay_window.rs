@@ -178,7 +178,7 @@ pub fn choose(
 
 /// The newest attempt at `version` that is not a replay (histories are newest first).
 fn last_outcome(history: Option<&Vec<Attempt>>, version: i64) -> Option<AttemptOutcome> {
-    history?.iter().find(|a| a.version == version && a.outcome != AttemptOutcome::Replayed).map(|a| a.outcome)
+    history?.iter().find(|a| a.version == version && !a.outcome.is_operator_action()).map(|a| a.outcome)
 }
 
 impl fmt::Display for WindowReport {

@@ -69,9 +69,11 @@ ENV_CONTRACT = {
     },
     "notify": {
         "allowed": {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
-                    "RUST_LOG", "METRICS_NAMESPACE", "ARCHIVE_BUCKET"},
+                    "RUST_LOG", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"},
         # PARKED_QUEUE_URL is optional for the binary, not for the stack: without it dead letters are lost.
-        "required": {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET"},
+        # HISTORY_TABLE_NAME likewise: without it a parked version's history ends at its last retry.
+        "required": {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET",
+                     "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"},
     },
 }
 
@@ -459,32 +461,37 @@ class TemplateTest(unittest.TestCase):
         # A PO's attempts go when its kept bodies go.
         self.assertEqual(variables["HISTORY_RETENTION_DAYS"], {"Ref": "WebhookRetentionDays"})
 
-    def test_only_reconcile_may_get_and_put_ledger_items_and_put_history_items(self):
+    def test_only_reconcile_may_get_and_put_ledger_items_and_only_reconcile_and_notify_put_history_items(self):
         dynamodb = [(where, statement) for where, statement in self.policy_statements()
                     if any(str(a).lower().startswith("dynamodb:") for a in as_list(statement["Action"]))]
-        self.assertEqual([where.split("/")[0] for where, _ in dynamodb], ["ReconcileRole", "ReconcileRole"],
-                         "exactly two DynamoDB statements, in reconcile's role")
-        by_table = {target(as_list(statement["Resource"])[0]): statement for _, statement in dynamodb}
-        self.assertEqual(set(by_table), {"LedgerTable", "HistoryTable"})
-        for table, actions in (("LedgerTable", ["dynamodb:GetItem", "dynamodb:PutItem"]),
-                               ("HistoryTable", ["dynamodb:PutItem"])):
-            statement = by_table[table]
-            with self.subTest(table=table):
+        found = sorted((where.split("/")[0], target(as_list(statement["Resource"])[0]), tuple(sorted(
+            as_list(statement["Action"])))) for where, statement in dynamodb)
+        self.assertEqual(found, [("NotifyRole", "HistoryTable", ("dynamodb:PutItem",)),
+                                 ("ReconcileRole", "HistoryTable", ("dynamodb:PutItem",)),
+                                 ("ReconcileRole", "LedgerTable", ("dynamodb:GetItem", "dynamodb:PutItem"))],
+                         "exactly three DynamoDB statements: reconcile's ledger and history, notify's history")
+        for where, statement in dynamodb:
+            with self.subTest(statement=f"{where}/{statement.get('Sid', '?')}"):
                 self.assertEqual(statement["Effect"], "Allow")
-                self.assertEqual(sorted(as_list(statement["Action"])), actions)
+                table = target(as_list(statement["Resource"])[0])
                 self.assertEqual(as_list(statement["Resource"]), [{"Fn::GetAtt": [table, "Arn"]}],
                                  "the table's ARN only: no index, no wildcard, no other table")
         # No other statement, role or policy so much as mentions DynamoDB or the tables.
         for where, other in self.policy_statements():
-            if all(other is not statement for statement in by_table.values()):
+            if all(other is not statement for _, statement in dynamodb):
                 with self.subTest(statement=f"{where}/{other.get('Sid', '?')}"):
                     self.assertNotIn("dynamodb", json.dumps(other).lower())
                     self.assertNotIn("ledgertable", json.dumps(other).lower())
                     self.assertNotIn("historytable", json.dumps(other).lower())
         for name, resource in self.resources.items():
-            if resource["Type"].startswith("AWS::IAM::") and name != "ReconcileRole":
+            if resource["Type"].startswith("AWS::IAM::") and name not in ("ReconcileRole", "NotifyRole"):
                 with self.subTest(resource=name):
                     self.assertNotIn("dynamodb", json.dumps(resource).lower())
+
+    def test_notify_records_parkings_in_the_history_with_its_retention(self):
+        variables = self.function_named("notify")[1]["Properties"]["Environment"]["Variables"]
+        self.assertEqual(variables["HISTORY_TABLE_NAME"], {"Ref": "HistoryTable"})
+        self.assertEqual(variables["HISTORY_RETENTION_DAYS"], {"Ref": "WebhookRetentionDays"})
 
     # -- invoice archive ----------------------------------------------------------------------------------
 

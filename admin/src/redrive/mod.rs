@@ -22,6 +22,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
 use chrono::{DateTime, Utc};
+use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::ledger::{LedgerEntry, LedgerOutcome};
 use po_sync::message::{BodyRef, QueueMessage, WebhookEnvelope};
 use po_sync_aws::ledger::{DynamoLedger, Ledger};
@@ -168,6 +169,10 @@ pub struct RedriveReport {
     pub movement: Option<Movement>,
     /// `None` with `--no-wait`, or when nothing was moved.
     pub waited: Option<Waited>,
+    /// Whether each moved version's redrive was recorded in its PO's history; `None` where no history table is
+    /// known (or nothing was moved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
 }
 
 impl RedriveReport {
@@ -198,8 +203,10 @@ pub async fn redrive(
         if snapshot.not_seen > 0 { format!(", {} more not visible", snapshot.not_seen) } else { String::new() }
     ));
     if seen == 0 && snapshot.not_seen == 0 {
-        return Ok(RedriveReport { snapshot, movement: None, waited: None });
+        return Ok(RedriveReport { snapshot, movement: None, waited: None, history: None });
     }
+    // The redrives' time in the history is before the move, so it comes before reconcile's attempts.
+    let moving_at = Utc::now();
 
     let (movement, tracked) = match options.method {
         Method::Copy => {
@@ -249,13 +256,37 @@ pub async fn redrive(
         }
     };
 
+    let history = match resources.get(Resource::HistoryTable) {
+        Some(table) if !tracked.is_empty() => Some(record_redrives(clients, table, &tracked, moving_at).await),
+        _ => None,
+    };
     let waited = if let (Some(table), true) = (table, movement.moved > 0 || !tracked.is_empty()) {
         let ledger = DynamoLedger::new(clients.dynamodb.clone(), table);
         Some(wait_for_reconcile(sqs, webhook_url, &ledger, &tracked, options, progress).await?)
     } else {
         None
     };
-    Ok(RedriveReport { snapshot, movement: Some(movement), waited })
+    Ok(RedriveReport { snapshot, movement: Some(movement), waited, history })
+}
+
+/// Records each moved version's redrive in its PO's history; the redrive stands whatever becomes of that.
+async fn record_redrives(clients: &Clients, table: &str, moved: &[ParkedWebhook], at: DateTime<Utc>) -> String {
+    let history = crate::history::writer(clients, table);
+    let mut failures = Vec::new();
+    for webhook in moved {
+        let attempt = Attempt {
+            sqs_message_id: Some(webhook.message_id.clone()),
+            ..Attempt::new(webhook.po_id, &webhook.po_number, webhook.version, at, AttemptOutcome::Redriven)
+        }
+        .with_detail(Some("moved from the parked queue back to the webhook queue by po-sync-admin redrive"));
+        if let Err(e) = history.record(&attempt).await {
+            failures.push(format!("PO {} version {}: {e}", webhook.po_id, webhook.version));
+        }
+    }
+    match failures.first() {
+        None => format!("recorded {} redrive(s)", moved.len()),
+        Some(first) => format!("{} of {} redrive(s) not recorded (first: {first})", failures.len(), moved.len()),
+    }
 }
 
 impl fmt::Display for Fate {
@@ -303,6 +334,9 @@ impl fmt::Display for RedriveReport {
         }
         if movement.method == Method::Copy && !s.unreadable.is_empty() {
             writeln!(f, "  the unreadable message(s) stay parked (hidden for up to a minute after being looked at)")?;
+        }
+        if let Some(history) = &self.history {
+            writeln!(f, "history: {history}")?;
         }
         let Some(waited) = &self.waited else {
             return Ok(());

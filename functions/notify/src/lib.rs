@@ -15,11 +15,13 @@ use mail_builder::headers::address::Address as MimeAddress;
 use po_sync::batch::{self, Handled};
 use po_sync::config::notify::NotifyConfig;
 use po_sync::email::{Email, dead_lettered};
+use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::message::{
     MessageError, NOTIFICATION_TYPE, NotificationDetail, NotificationEvent, QueueMessage, WebhookFacts, message_type,
     sha256_hex,
 };
 use po_sync::text::one_line;
+use po_sync_aws::ledger::DynamoHistory;
 use po_sync_aws::mail::{EmailSender, SesEmailSender};
 use po_sync_aws::objects::{ObjectStore, S3ObjectStore};
 use po_sync_aws::port::{Failure, PortError};
@@ -32,6 +34,8 @@ pub struct Notifier<E, Q, S = S3ObjectStore> {
     pub email: E,
     pub parked: Option<Q>,
     pub archive: Option<S>,
+    /// Where each parking is recorded in the PO's history (`HISTORY_TABLE_NAME`).
+    pub history: Option<DynamoHistory>,
     pub config: NotifyConfig,
 }
 
@@ -45,7 +49,8 @@ impl Notifier<SesEmailSender, SqsFifoQueue, S3ObjectStore> {
     pub fn start(config: NotifyConfig, aws: &aws_config::SdkConfig) -> Self {
         let parked = config.parked_queue_url.as_ref().map(|url| SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), url));
         let archive = config.archive_bucket.as_ref().map(|bucket| S3ObjectStore::new(aws, bucket));
-        Notifier { email: SesEmailSender::new(aws_sdk_ses::Client::new(aws)), parked, archive, config }
+        let history = config.history.as_ref().map(|h| DynamoHistory::from_config(aws, h));
+        Notifier { email: SesEmailSender::new(aws_sdk_ses::Client::new(aws)), parked, archive, history, config }
     }
 }
 
@@ -248,6 +253,25 @@ impl<E: EmailSender, Q: FifoQueue, S: ObjectStore> Notifier<E, Q, S> {
         response
     }
 
+    /// Records the parking in the PO's history; a failure is logged and changes nothing (it is observability).
+    async fn record_parking(&self, event: &NotificationEvent, parked_message_id: &str) {
+        let (Some(history), Some(webhook)) = (&self.history, &event.webhook) else { return };
+        let attempt = Attempt {
+            sqs_message_id: Some(parked_message_id.to_owned()),
+            ..Attempt::new(
+                webhook.po.id,
+                &webhook.po.po_number,
+                webhook.received_at.timestamp_millis(),
+                std::time::SystemTime::now().into(),
+                AttemptOutcome::Parked,
+            )
+        }
+        .with_detail(Some("dead-lettered after its retries; parked for po-sync-admin redrive"));
+        if let Err(error) = history.record(&attempt).await {
+            tracing::warn!(po_id = webhook.po.id, error = %error, "the parking was not recorded in the PO's history");
+        }
+    }
+
     /// Parks a dead-lettered webhook first (when a parked queue is configured), then mails the record; logs
     /// one line for the parking and one for the e-mail.
     async fn notify_one(&self, record: &SqsMessage) -> Result<(), NotifyError> {
@@ -270,6 +294,7 @@ impl<E: EmailSender, Q: FifoQueue, S: ObjectStore> Notifier<E, Q, S> {
                         parked_message_id,
                         "dead-lettered webhook parked for a redrive"
                     );
+                    self.record_parking(&event, &parked_message_id).await;
                 }
                 Err(error) => {
                     tracing::error!(
@@ -488,6 +513,7 @@ mod tests {
             email: MemoryEmailSender::default(),
             parked: parked.then(MemoryFifoQueue::default),
             archive: Some(MemoryObjectStore::default()),
+            history: None,
             config,
         }
     }

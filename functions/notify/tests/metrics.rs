@@ -21,7 +21,13 @@ fn notifier() -> Notifier<MemoryEmailSender, MemoryFifoQueue, MemoryObjectStore>
         ("PARKED_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/po-sync-webhooks-parked.fifo"),
     ];
     let config = NotifyConfig::from_env(&env).unwrap();
-    Notifier { email: MemoryEmailSender::default(), parked: Some(MemoryFifoQueue::default()), archive: None, config }
+    Notifier {
+        email: MemoryEmailSender::default(),
+        parked: Some(MemoryFifoQueue::default()),
+        archive: None,
+        history: None,
+        config,
+    }
 }
 
 fn record(message_id: &str, body: String) -> SqsMessage {

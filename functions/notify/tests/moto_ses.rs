@@ -199,7 +199,14 @@ async fn a_dead_lettered_webhook_is_parked_unchanged_in_its_group_and_then_maile
     use aws_sdk_sqs::types::MessageSystemAttributeName;
     let moto = MotoServer::start();
     let parked_url = fifo_queue(&moto, "po-sync-webhooks-parked.fifo").await;
-    let notifier = notifier_with(&moto, true, &[("PARKED_QUEUE_URL", leak(parked_url.clone()))]).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    po_sync_test_support::moto::create_history_table(&dynamodb, "po-sync-history").await.unwrap();
+    let notifier = notifier_with(
+        &moto,
+        true,
+        &[("PARKED_QUEUE_URL", leak(parked_url.clone())), ("HISTORY_TABLE_NAME", "po-sync-history")],
+    )
+    .await;
     let envelope = doc_sample_envelope();
     let sqs = fixture_event("webhook-dlq-event.json", &envelope.to_json());
     let original_body = sqs.records[0].body.clone().unwrap();
@@ -220,6 +227,13 @@ async fn a_dead_lettered_webhook_is_parked_unchanged_in_its_group_and_then_maile
     assert_eq!(attributes[&MessageSystemAttributeName::MessageDeduplicationId], dlq_message_id);
     // What a redrive puts back on webhooks.fifo is what reconcile reads.
     assert_eq!(WebhookEnvelope::from_json(parked[0].body().unwrap()).unwrap(), envelope);
+    // The PO's history says the version was parked, under the parked message's id.
+    let history = po_sync_aws::ledger::DynamoHistory::reader(dynamodb, "po-sync-history");
+    let attempts = history.list(envelope.po.id, 10).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].outcome, po_sync::history::AttemptOutcome::Parked);
+    assert_eq!(attempts[0].version, envelope.version());
+    assert_eq!(attempts[0].sqs_message_id.as_deref(), parked[0].message_id());
 
     let sent = Sent::all(&moto);
     assert_eq!(sent.len(), 1);

@@ -197,6 +197,12 @@ impl DynamoHistory {
         DynamoHistory { client, table: table.into(), retention }
     }
 
+    /// The history `config` names, with a client of its own.
+    pub fn from_config(aws: &aws_config::SdkConfig, config: &po_sync::config::HistoryConfig) -> Self {
+        let retention = chrono::Duration::days(config.retention_days.into());
+        DynamoHistory::new(aws_sdk_dynamodb::Client::new(aws), &config.table, retention)
+    }
+
     /// For reading only ([`DynamoHistory::list`]): the retention is the writers' business.
     pub fn reader(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         Self::new(client, table, chrono::Duration::zero())

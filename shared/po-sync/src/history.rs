@@ -1,5 +1,5 @@
 //! A PO's history: one small record per attempt at a destination (reconcile's every delivery of a version,
-//! the operator's replays), kept beside the version ledger for the webhook retention and read newest first by
+//! notify's parking of a dead-lettered one, the operator's replays and redrives), kept beside the version ledger for the webhook retention and read newest first by
 //! `po-sync-admin history`. The ledger keeps only a PO's latest state; this is what happened on the way.
 //!
 //! A record is bounded whatever the PO holds: its texts from Komet or AppZen are cut like log fields
@@ -38,6 +38,19 @@ pub enum AttemptOutcome {
     Retried,
     /// An operator re-sent a kept body (`po-sync-admin replay`); reconcile's attempt follows as its own record.
     Replayed,
+    /// Dead-lettered after its retries, and put on the parked queue by notify for a redrive (a person was
+    /// notified).
+    Parked,
+    /// An operator moved it from the parked queue back to the webhook queue (`po-sync-admin redrive`);
+    /// reconcile's attempt follows as its own record.
+    Redriven,
+}
+
+impl AttemptOutcome {
+    /// An operator's action on a version (replay, redrive), not what became of it.
+    pub fn is_operator_action(self) -> bool {
+        matches!(self, AttemptOutcome::Replayed | AttemptOutcome::Redriven)
+    }
 }
 
 /// One attempt: when, at which destination, what came of it, and what the destination answered.
@@ -144,11 +157,17 @@ mod tests {
 
     #[test]
     fn outcomes_read_as_they_are_written() {
-        for outcome in [AttemptOutcome::Held, AttemptOutcome::Retried, AttemptOutcome::Unmappable] {
+        for outcome in
+            [AttemptOutcome::Held, AttemptOutcome::Retried, AttemptOutcome::Unmappable, AttemptOutcome::Parked]
+        {
             assert_eq!(outcome.to_string().parse::<AttemptOutcome>(), Ok(outcome));
             assert_eq!(serde_json::to_string(&outcome).unwrap(), format!("\"{outcome}\""));
         }
-        assert!("parked".parse::<AttemptOutcome>().is_err());
+        assert!("lost".parse::<AttemptOutcome>().is_err());
+        let operator: Vec<bool> = [AttemptOutcome::Replayed, AttemptOutcome::Redriven, AttemptOutcome::Parked]
+            .map(|o| o.is_operator_action())
+            .into();
+        assert_eq!(operator, [true, true, false]);
     }
 
     #[test]

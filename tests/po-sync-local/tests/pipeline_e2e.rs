@@ -669,6 +669,12 @@ async fn a_record_that_keeps_failing_is_dead_lettered_and_mailed(stack: &LocalSt
     assert_eq!(parked.len(), 1, "one parked webhook: {parked:?}");
     let envelope = parked[0].as_ref().expect("the parked body is the envelope, unchanged");
     assert_eq!(envelope.po.po_number, "P004450");
+    // The PO's history ends with the parking, after each retried attempt.
+    let history = admin(stack, &["history", "48250"]).await;
+    let words = attempt_words(&history);
+    assert_eq!(words.len(), 1, "{history:#}");
+    assert_eq!(words[0].first().map(String::as_str), Some("parked"), "{history:#}");
+    assert!(words[0][1..].iter().all(|w| w == "retried") && words[0].len() == 4, "{history:#}");
     stack.sandbox.reset();
 }
 
@@ -691,6 +697,8 @@ async fn a_parked_version_redriven_after_a_newer_one_is_superseded(stack: &Local
         &stack.queues.webhooks_parked,
         "--ledger-table",
         stack.ledger.table(),
+        "--history-table",
+        stack.stack.required_var("reconcile", "HISTORY_TABLE_NAME").expect("the template names a history table"),
         "redrive",
         "--timeout",
         "120",
@@ -722,6 +730,11 @@ async fn a_parked_version_redriven_after_a_newer_one_is_superseded(stack: &Local
         parked.attributes().into_iter().flat_map(|a| a.values()).filter_map(|v| v.parse::<u64>().ok()).sum();
     assert_eq!(left, 0, "the parked queue is empty after the redrive");
     assert!(scenario.new_emails().is_empty(), "a superseded redrive mails nobody: {:#?}", scenario.new_emails());
+    assert!(report.contains("history: recorded 1 redrive(s)"), "{report}");
+    let history = admin(stack, &["history", "48250"]).await;
+    let words = attempt_words(&history);
+    assert_eq!(words[0], ["upserted"], "the newer version: {history:#}");
+    assert_eq!(words[1][..3], ["superseded", "redriven", "parked"], "the parked version's story: {history:#}");
 }
 
 /// The reconcile invocations since the scenario began.

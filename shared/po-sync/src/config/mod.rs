@@ -126,3 +126,21 @@ mod tests {
         assert_eq!(parsed_or(&env, "C", 7, number_in(1..=10)).unwrap(), 7);
     }
 }
+
+/// The history table (`HISTORY_TABLE_NAME`) and how long a record stays (`HISTORY_RETENTION_DAYS`, default 90:
+/// the template passes its `WebhookRetentionDays`, so a PO's attempts expire with its kept bodies). reconcile
+/// records its attempts there, notify its parkings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    pub table: String,
+    pub retention_days: u32,
+}
+
+/// The history settings; `None` without `HISTORY_TABLE_NAME` (nothing is recorded).
+pub fn history(env: &impl Env) -> Result<Option<HistoryConfig>, ConfigError> {
+    let Some(table) = optional(env, "HISTORY_TABLE_NAME") else { return Ok(None) };
+    let retention_days =
+        parsed_or(env, "HISTORY_RETENTION_DAYS", crate::history::DEFAULT_RETENTION_DAYS.into(), number_in(1..=3_650))?
+            as u32;
+    Ok(Some(HistoryConfig { table, retention_days }))
+}

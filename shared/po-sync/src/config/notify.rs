@@ -135,6 +135,8 @@ pub struct NotifyConfig {
     pub parked_queue_url: Option<String>,
     /// The invoice archive (`ARCHIVE_BUCKET`), whose PDFs the e-mails attach; without it they only link.
     pub archive_bucket: Option<String>,
+    /// Where each parking is recorded in the PO's history (`HISTORY_TABLE_NAME`); `None`: not recorded.
+    pub history: Option<super::HistoryConfig>,
 }
 
 impl NotifyConfig {
@@ -169,6 +171,7 @@ impl NotifyConfig {
             email: EmailSettings { subject_prefix },
             parked_queue_url,
             archive_bucket,
+            history: super::history(env)?,
         })
     }
 }

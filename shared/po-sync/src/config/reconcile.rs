@@ -1,6 +1,7 @@
 //! Configuration of the `reconcile` function.
 
-use super::{ConfigError, Env, fifo_queue_url, number_in, one_of, optional, parsed_or, required};
+pub use super::HistoryConfig;
+use super::{ConfigError, Env, fifo_queue_url, history, number_in, one_of, optional, parsed_or, required};
 use crate::appzen::{Currency, EntityIdSource, MappingSettings, SupplierIdSource};
 use crate::archive::{DEFAULT_INVOICE_HOSTS, FetchPolicy};
 use crate::decision::Policy;
@@ -25,14 +26,6 @@ pub struct ReconcileConfig {
     pub mapping: MappingSettings,
     pub appzen: AppZenConfig,
     pub batch: BatchConfig,
-}
-
-/// The history table (`HISTORY_TABLE_NAME`) and how long a record stays (`HISTORY_RETENTION_DAYS`, default 90:
-/// the template passes its `WebhookRetentionDays`, so a PO's attempts expire with its kept bodies).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryConfig {
-    pub table: String,
-    pub retention_days: u32,
 }
 
 /// How a batch is worked through and how long a handed-back record waits.
@@ -159,14 +152,6 @@ impl ReconcileConfig {
             },
         })
     }
-}
-
-fn history(env: &impl Env) -> Result<Option<HistoryConfig>, ConfigError> {
-    let Some(table) = optional(env, "HISTORY_TABLE_NAME") else { return Ok(None) };
-    let retention_days =
-        parsed_or(env, "HISTORY_RETENTION_DAYS", crate::history::DEFAULT_RETENTION_DAYS.into(), number_in(1..=3_650))?
-            as u32;
-    Ok(Some(HistoryConfig { table, retention_days }))
 }
 
 fn archive(env: &impl Env) -> Result<Option<ArchiveConfig>, ConfigError> {
