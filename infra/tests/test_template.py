@@ -374,6 +374,9 @@ class TemplateTest(unittest.TestCase):
                     if text is None:
                         self.assertIsNotNone(target(resource), f"unrecognised resource {resource!r}")
                         continue
+                    if (where, statement.get("Sid"), as_list(statement["Action"])) == (
+                            "OperatorPolicy", "QueueAges", ["cloudwatch:GetMetricStatistics"]):
+                        continue  # CloudWatch's metric reads take no resource: the one read-only exception
                     self.assertNotEqual(text.strip(), "*")
                     bucket_prefix = re.fullmatch(r"\$\{(\w+)\.Arn\}/[a-z]+/\*", text)
                     if bucket_prefix:
@@ -467,9 +470,12 @@ class TemplateTest(unittest.TestCase):
         found = sorted((where.split("/")[0], target(as_list(statement["Resource"])[0]), tuple(sorted(
             as_list(statement["Action"])))) for where, statement in dynamodb)
         self.assertEqual(found, [("NotifyRole", "HistoryTable", ("dynamodb:PutItem",)),
+                                 ("OperatorPolicy", "HistoryTable", ("dynamodb:PutItem", "dynamodb:Query")),
+                                 ("OperatorPolicy", "LedgerTable", ("dynamodb:GetItem", "dynamodb:Scan")),
                                  ("ReconcileRole", "HistoryTable", ("dynamodb:PutItem",)),
                                  ("ReconcileRole", "LedgerTable", ("dynamodb:GetItem", "dynamodb:PutItem"))],
-                         "exactly three DynamoDB statements: reconcile's ledger and history, notify's history")
+                         "reconcile's ledger and history, notify's history, and the operator's reads (and its "
+                         "replays' and redrives' history items); no function but reconcile writes the ledger")
         for where, statement in dynamodb:
             with self.subTest(statement=f"{where}/{statement.get('Sid', '?')}"):
                 self.assertEqual(statement["Effect"], "Allow")
@@ -484,9 +490,31 @@ class TemplateTest(unittest.TestCase):
                     self.assertNotIn("ledgertable", json.dumps(other).lower())
                     self.assertNotIn("historytable", json.dumps(other).lower())
         for name, resource in self.resources.items():
-            if resource["Type"].startswith("AWS::IAM::") and name not in ("ReconcileRole", "NotifyRole"):
+            if resource["Type"].startswith("AWS::IAM::") and name not in ("ReconcileRole", "NotifyRole", "OperatorPolicy"):
                 with self.subTest(resource=name):
                     self.assertNotIn("dynamodb", json.dumps(resource).lower())
+
+    def test_the_operator_policy_grants_every_call_po_sync_admin_makes_on_this_stacks_resources(self):
+        granted = {}
+        for where, statement in self.policy_statements():
+            if where == "OperatorPolicy":
+                self.assertEqual(statement["Effect"], "Allow")
+                for action in as_list(statement["Action"]):
+                    granted.setdefault(str(action), []).extend(as_list(statement["Resource"]))
+        admin = Path(__file__).resolve().parents[2] / "admin" / "src"
+        named = set()
+        for source in admin.rglob("*.rs"):
+            named |= set(re.findall(r'"((?:sqs|dynamodb|s3|lambda|cloudformation|cloudwatch|secretsmanager):[A-Z]\w+)"',
+                                    source.read_text()))
+        self.assertIn("lambda:GetFunctionConfiguration", named, "the scan of admin/src found its calls")
+        # Calls admin makes through po-sync-aws (its ports name them there), by IAM action name.
+        through_ports = {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:Query", "dynamodb:PutItem", "s3:ListBucket",
+                         "s3:GetObject", "s3:PutObject", "sqs:SendMessage", "secretsmanager:GetSecretValue"}
+        # SQS's batch calls are authorised by the single action's name.
+        needed = {a.replace("ChangeMessageVisibilityBatch", "ChangeMessageVisibility") for a in named | through_ports}
+        self.assertEqual(needed - set(granted), set(), "po-sync-admin calls these and OperatorPolicy lacks them")
+        self.assertEqual(set(granted) - needed, set(), "OperatorPolicy grants what po-sync-admin never calls")
+        self.assertEqual(target(self.template["Outputs"]["OperatorPolicyArn"]["Value"]), "OperatorPolicy")
 
     def test_notify_records_parkings_in_the_history_with_its_retention(self):
         variables = self.function_named("notify")[1]["Properties"]["Environment"]["Variables"]
@@ -536,6 +564,10 @@ class TemplateTest(unittest.TestCase):
             "ReconcileRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/bodies/*"]),
                               (["s3:GetObject", "s3:PutObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
             "NotifyRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
+            # po-sync-admin: lists and reads the kept webhooks, stores a replay too large for SQS.
+            "OperatorPolicy": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/webhooks/*"]),
+                               (["s3:ListBucket"], [None]),
+                               (["s3:PutObject"], ["${ArchiveBucket.Arn}/bodies/*"])],
         })
         for binary in ("ingest", "reconcile", "notify"):
             _, function = self.function_named(binary)
