@@ -7,6 +7,7 @@
 //! Everything here does I/O; the decisions live in `po-sync`.
 
 pub mod appzen;
+pub mod exsited;
 pub mod invoices;
 pub mod ledger;
 pub mod mail;

@@ -21,6 +21,7 @@ pub mod batch;
 pub mod config;
 pub mod decision;
 pub mod email;
+pub mod exsited;
 pub mod history;
 pub mod json;
 pub mod komet;

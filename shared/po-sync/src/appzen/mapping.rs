@@ -143,7 +143,7 @@ fn line_id(invoice_number: &str, item_position: Option<u32>) -> Text<'static> {
 }
 
 /// The one vendor all invoices name (by id, else by code). Several vendors cannot be one AppZen PO.
-fn single_vendor(po: &PurchaseOrder) -> Result<&Vendor, MappingError> {
+pub(crate) fn single_vendor(po: &PurchaseOrder) -> Result<&Vendor, MappingError> {
     let mut named = po.vendor_invoices.iter().filter_map(|invoice| invoice.vendor.as_ref());
     let Some(first) = named.next() else {
         return Err(MappingError::Missing("vendorInvoices[].vendor".to_owned()));

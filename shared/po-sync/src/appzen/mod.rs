@@ -14,6 +14,7 @@ pub use body::{
     Text,
 };
 pub use held::{Difference, HeldPurchaseOrder, READ_PATH_SEGMENT, differences};
+pub(crate) use mapping::single_vendor;
 pub use mapping::{MappingError, map_purchase_order};
 pub use response::{ErrorResponse, UpsertResponse};
 
