@@ -4,6 +4,7 @@
 //! starts them all with the three functions under `cargo lambda watch`.
 
 pub mod appzen_sandbox;
+pub mod exsited_sandbox;
 pub mod fault_proxy;
 pub mod lambda_control;
 pub mod local;
