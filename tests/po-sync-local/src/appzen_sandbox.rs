@@ -30,7 +30,6 @@
 //! - `POST /_sandbox/reset`: forget requests, purchase orders, pending failures and the latency.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -41,8 +40,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use crate::sandbox_kit::{self, injected_failure, recorded_request};
+
+/// A sandbox serving in the background; stops when dropped.
+pub type RunningSandbox = sandbox_kit::RunningSandbox<Sandbox>;
 
 /// AppZen's upsert path.
 pub const UPSERT_PATH: &str = "/dictionary-data-services/purchase-order";
@@ -72,21 +76,10 @@ impl Default for Credentials {
 /// Headers never recorded: they are credentials.
 const SECRET_HEADERS: [&str; 4] = ["x-api-key", "customer-key", "authorization", "cookie"];
 
-/// One request as the sandbox received it, and what it answered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecordedRequest {
-    /// 1, 2, … in arrival order.
-    pub seq: u64,
-    pub received_at: String,
-    pub method: String,
-    pub path: String,
-    /// Lower-case names; the credential headers are left out.
-    pub headers: HashMap<String, String>,
-    /// The body exactly as sent (lossy only if it was not UTF-8).
-    pub body: String,
-    /// The answer's status, `None` while the answer is still being prepared (a slow call).
-    pub response_status: Option<u16>,
-    pub response_body: Option<String>,
+recorded_request! {
+    /// One request as the sandbox received it, and what it answered: the body exactly as sent, the headers
+    /// without `x-api-key`, `customer-key`, `authorization` and `cookie`.
+    pub struct RecordedRequest {}
 }
 
 impl RecordedRequest {
@@ -94,39 +87,15 @@ impl RecordedRequest {
     pub fn accepted(&self) -> bool {
         matches!(self.response_status, Some(200 | 201))
     }
-
-    /// The body as JSON (numbers as `f64`: for exact comparisons use `po_sync::json::parse(body)`).
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_str(&self.body).ok()
-    }
 }
 
-/// A failure to inject into the next upserts.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Failure {
-    /// How many upserts fail this way; `None` means every upsert until reset.
-    #[serde(default)]
-    pub times: Option<u32>,
-    /// Status to answer instead of processing (e.g. 500, 429, 400). `None` with a delay: answer normally,
-    /// late.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// `Retry-After` header, in seconds (AppZen's gateway sends it with 429).
-    #[serde(default)]
-    pub retry_after: Option<u32>,
-    /// Wait this long before answering.
-    #[serde(default)]
-    pub delay_ms: Option<u64>,
-    /// The `message` of the error body.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Process the upsert as usual (AppZen applies it), then hold the answer back this long: a slow answer
-    /// the client may have given up on although the PO was updated.
-    #[serde(default)]
-    pub delay_after_ms: Option<u64>,
-    /// Only upserts of this `purchase_order_number` fail (and count against `times`); `None`: every upsert.
-    #[serde(default)]
-    pub po_number: Option<String>,
+injected_failure! {
+    /// A failure to inject into the next upserts (an upsert `delay_after_ms` holds back was applied: the PO
+    /// was updated).
+    pub struct Failure {
+        /// Only upserts of this `purchase_order_number` fail (and count against `times`); `None`: every upsert.
+        pub po_number: Option<String>,
+    }
 }
 
 impl Failure {
@@ -191,8 +160,7 @@ impl Drop for InFlight<'_> {
 
 impl Shared {
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        // A panic while holding the lock cannot leave the ledger half-written in a way that matters here.
-        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        sandbox_kit::lock(&self.ledger)
     }
 }
 
@@ -218,7 +186,7 @@ impl Sandbox {
 
     /// Consulted for every upsert that no queued failure answers (`None` removes it).
     pub fn set_fault_hook(&self, hook: Option<FaultHook>) {
-        *self.shared.fault_hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
+        *sandbox_kit::lock(&self.shared.fault_hook) = hook;
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -230,9 +198,7 @@ impl Sandbox {
         Router::new()
             .route(UPSERT_PATH, post(upsert))
             .route(READ_PATH, get(read_purchase_order))
-            .route("/_sandbox/requests", get(list_requests))
-            .route("/_sandbox/fail", post(queue_failure))
-            .route("/_sandbox/reset", post(reset))
+            .merge(sandbox_kit::control_routes(Sandbox::requests, Sandbox::fail_next, Sandbox::reset, control_error))
             .route("/_sandbox/latency", post(set_latency))
             // Komet's file server, for the invoice archive: PDFs, links that have expired, a page that is no PDF.
             .route("/invoices/{name}", get(invoice_pdf))
@@ -278,64 +244,10 @@ impl Sandbox {
         self.shared.max_in_flight.store(0, Ordering::SeqCst);
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
-    }
-
     /// Starts serving on 127.0.0.1 (port 0: a free one) in a background task.
     pub async fn spawn(self, port: u16) -> std::io::Result<RunningSandbox> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let sandbox = self.clone();
-        let task = tokio::spawn(async move {
-            let _ = self
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(RunningSandbox { sandbox, address, stop: Some(stop), task })
-    }
-}
-
-/// A sandbox serving in the background; stops when dropped.
-pub struct RunningSandbox {
-    pub sandbox: Sandbox,
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningSandbox {
-    /// `http://127.0.0.1:PORT`, the value for `APPZEN_BASE_URL`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl std::ops::Deref for RunningSandbox {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
-        &self.sandbox
-    }
-}
-
-impl Drop for RunningSandbox {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
+        let router = self.router();
+        sandbox_kit::spawn(self, router, port).await
     }
 }
 
@@ -346,7 +258,7 @@ async fn upsert(State(sandbox): State<Sandbox>, method: Method, uri: Uri, header
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let hook = sandbox.shared.fault_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let hook = sandbox_kit::lock(&sandbox.shared.fault_hook).clone();
     let failure = next_failure(&sandbox, &body).or_else(|| hook.and_then(|decide| decide(&body)));
     let delay_after = failure.as_ref().and_then(|f| f.delay_after_ms);
     if let Some(delay) = failure.as_ref().and_then(|f| f.delay_ms) {
@@ -362,10 +274,12 @@ async fn upsert(State(sandbox): State<Sandbox>, method: Method, uri: Uri, header
         }
         _ => process(&sandbox, &headers, &body),
     };
-    if let Some(entry) = sandbox.shared.ledger().requests.iter_mut().find(|r| r.seq == seq) {
-        entry.response_status = Some(answer.status.as_u16());
-        entry.response_body = Some(answer.body.to_string());
-    }
+    sandbox_kit::record_answer(
+        &mut sandbox.shared.ledger().requests,
+        seq,
+        answer.status.as_u16(),
+        answer.body.to_string(),
+    );
     if let Some(delay) = delay_after {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -377,44 +291,15 @@ async fn upsert(State(sandbox): State<Sandbox>, method: Method, uri: Uri, header
 }
 
 fn record(sandbox: &Sandbox, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> u64 {
-    let mut ledger = sandbox.shared.ledger();
-    let seq = ledger.requests.len() as u64 + 1;
-    let headers = headers
-        .iter()
-        .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
-        .collect();
-    ledger.requests.push(RecordedRequest {
-        seq,
-        received_at: chrono::Utc::now().to_rfc3339(),
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        headers,
-        body: String::from_utf8_lossy(body).into_owned(),
-        response_status: None,
-        response_body: None,
-    });
-    seq
-}
-
-fn next_failure(sandbox: &Sandbox, body: &[u8]) -> Option<Failure> {
-    next_failure_locked(&mut sandbox.shared.ledger(), body)
+    // AppZen's secrets travel only in headers: the body is kept exactly.
+    let headers = sandbox_kit::recorded_headers(headers, &SECRET_HEADERS, |value| value);
+    let body = String::from_utf8_lossy(body).into_owned();
+    sandbox_kit::record(&mut sandbox.shared.ledger().requests, method, uri, headers, body).seq
 }
 
 /// The first queued failure that applies to this upsert, counted down.
-fn next_failure_locked(ledger: &mut Ledger, body: &[u8]) -> Option<Failure> {
-    ledger.failures.retain(|f| f.times != Some(0));
-    let index = ledger.failures.iter().position(|f| f.applies_to(body))?;
-    let failure = &mut ledger.failures[index];
-    let current = failure.clone();
-    match &mut failure.times {
-        Some(1) => {
-            ledger.failures.remove(index);
-        }
-        Some(n) => *n -= 1,
-        None => {}
-    }
-    Some(current)
+fn next_failure(sandbox: &Sandbox, body: &[u8]) -> Option<Failure> {
+    sandbox_kit::take_failure(&mut sandbox.shared.ledger().failures, |failure| failure.applies_to(body))
 }
 
 /// The status and JSON the sandbox answers.
@@ -530,10 +415,8 @@ async fn read_purchase_order(
         Ok(body) => (StatusCode::OK, String::from_utf8_lossy(body).into_owned()),
         Err(refused) => (refused.status, refused.body.to_string()),
     };
-    if let Some(entry) = sandbox.shared.ledger().requests.iter_mut().find(|r| r.seq == seq) {
-        entry.response_status = Some(status.as_u16());
-        entry.response_body = Some(text.chars().take(2_000).collect());
-    }
+    let text = text.chars().take(2_000).collect();
+    sandbox_kit::record_answer(&mut sandbox.shared.ledger().requests, seq, status.as_u16(), text);
     let mut response = match answer {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(refused) => refused.into_response(),
@@ -850,21 +733,6 @@ async fn not_a_pdf() -> Response {
     ([(header::CONTENT_TYPE, "application/pdf")], "<html><body>Please sign in</body></html>").into_response()
 }
 
-async fn list_requests(State(sandbox): State<Sandbox>) -> Response {
-    axum::Json(sandbox.requests()).into_response()
-}
-
-async fn queue_failure(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Failure>(&body) {
-        Ok(failure) => {
-            sandbox.fail_next(failure.clone());
-            (StatusCode::OK, axum::Json(json!({ "queued": failure }))).into_response()
-        }
-        Err(e) => Answer::error(StatusCode::BAD_REQUEST, format!("expected {{\"times\":N,\"status\":S,...}}: {e}"))
-            .into_response(),
-    }
-}
-
 async fn set_latency(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
     #[derive(Deserialize)]
     struct Latency {
@@ -875,13 +743,13 @@ async fn set_latency(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
             sandbox.set_latency(Duration::from_millis(latency.ms));
             (StatusCode::OK, axum::Json(json!({ "latency_ms": latency.ms }))).into_response()
         }
-        Err(e) => Answer::error(StatusCode::BAD_REQUEST, format!("expected {{\"ms\":N}}: {e}")).into_response(),
+        Err(e) => control_error(format!("expected {{\"ms\":N}}: {e}")),
     }
 }
 
-async fn reset(State(sandbox): State<Sandbox>) -> Response {
-    sandbox.reset();
-    (StatusCode::OK, axum::Json(json!({ "reset": true }))).into_response()
+/// A control request the sandbox cannot take: 400 in AppZen's error shape.
+fn control_error(message: String) -> Response {
+    Answer::error(StatusCode::BAD_REQUEST, message).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

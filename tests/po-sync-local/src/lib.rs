@@ -9,4 +9,5 @@ pub mod fault_proxy;
 pub mod lambda_control;
 pub mod local;
 pub mod poller;
+pub mod sandbox_kit;
 pub mod stack_env;

@@ -4,6 +4,7 @@
 //! pipeline's). See `po_sync_local::appzen_sandbox` for the contract and the `/_sandbox/*` control endpoints.
 
 use po_sync_local::appzen_sandbox::{Credentials, Sandbox};
+use po_sync_local::sandbox_kit;
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -40,7 +41,7 @@ async fn main() -> ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match Sandbox::new(credentials).serve(listener, shutdown).await {
+    match sandbox_kit::serve(Sandbox::new(credentials).router(), listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("appzen-sandbox: {e}");

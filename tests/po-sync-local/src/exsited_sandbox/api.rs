@@ -155,10 +155,13 @@ impl Sandbox {
             .body
             .as_ref()
             .map(|b| super::redact_body(b.to_string().as_bytes(), &self.shared.config.client_secret));
-        if let Some(entry) = self.ledger().requests.iter_mut().find(|r| r.seq == seq) {
-            entry.response_status = Some(answer.status.as_u16());
-            entry.response_body = Some(body.unwrap_or_default());
-        }
+        // A 204's empty body is recorded as "".
+        crate::sandbox_kit::record_answer(
+            &mut self.ledger().requests,
+            seq,
+            answer.status.as_u16(),
+            body.unwrap_or_default(),
+        );
     }
 
     fn handle(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Answer {

@@ -87,7 +87,6 @@ mod contract;
 mod decimal;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,11 +96,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::sandbox_kit::{self, injected_failure, recorded_request};
 use api::Answer;
 use contract::{Catalogue, PurchaseOrder, code};
+
+/// A sandbox serving in the background; stops when dropped.
+pub type RunningSandbox = sandbox_kit::RunningSandbox<Sandbox>;
 
 /// Exsited's token endpoint.
 pub const TOKEN_PATH: &str = "/api/v1/oauth2/token";
@@ -139,60 +142,25 @@ const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cook
 const SECRET_FIELDS: [&str; 3] = ["client_secret", "access_token", "refresh_token"];
 const REDACTED: &str = "<redacted>";
 
-/// One API request as the sandbox received it, and what it answered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecordedRequest {
-    /// 1, 2, … in arrival order.
-    pub seq: u64,
-    pub received_at: String,
-    pub method: String,
-    pub path: String,
-    /// The query string, as sent.
-    pub query: Option<String>,
-    /// Lower-case names; `authorization`, `proxy-authorization` and `cookie` are left out.
-    pub headers: HashMap<String, String>,
-    /// The body as sent, except that `client_secret`, `access_token` and `refresh_token` fields read
-    /// `<redacted>` (such a body is written anew) and the configured client secret is replaced wherever else it
-    /// appears.
-    pub body: String,
-    /// `None` while the answer is being prepared (a slow call).
-    pub response_status: Option<u16>,
-    /// The answer's body, redacted the same way (a token answer's tokens read `<redacted>`); empty for 204.
-    pub response_body: Option<String>,
-}
-
-impl RecordedRequest {
-    /// The body as JSON.
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_str(&self.body).ok()
+recorded_request! {
+    /// One API request as the sandbox received it, and what it answered. Left out or redacted: the
+    /// `authorization`, `proxy-authorization` and `cookie` headers; in bodies (request and answer) the
+    /// `client_secret`, `access_token` and `refresh_token` fields, which read `<redacted>` (such a body is
+    /// written anew); the configured client secret wherever else it appears. An answer without content (204)
+    /// is recorded as an empty body.
+    pub struct RecordedRequest {
+        /// The query string, as sent.
+        pub query: Option<String>,
     }
 }
 
-/// A failure to inject into the next API requests.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Failure {
-    /// How many requests fail this way; `None` means every request until reset.
-    #[serde(default)]
-    pub times: Option<u32>,
-    /// Status to answer instead of processing (429, 500, 503, 403…). `None` with a delay: answer normally, late.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// `Retry-After` header, in seconds.
-    #[serde(default)]
-    pub retry_after: Option<u32>,
-    /// Wait this long before answering (before processing).
-    #[serde(default)]
-    pub delay_ms: Option<u64>,
-    /// Process the request as usual, then hold the answer back this long: an answer the client may have given
-    /// up on although Exsited acted on the request (a create whose answer was lost).
-    #[serde(default)]
-    pub delay_after_ms: Option<u64>,
-    /// The `message` of the error.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Only requests whose path contains this text fail (and count against `times`); `None`: every request.
-    #[serde(default)]
-    pub path_contains: Option<String>,
+injected_failure! {
+    /// A failure to inject into the next API requests, the token endpoint's included (`delay_after_ms` is a
+    /// create whose answer was lost).
+    pub struct Failure {
+        /// Only requests whose path contains this text fail (and count against `times`); `None`: every request.
+        pub path_contains: Option<String>,
+    }
 }
 
 struct IssuedToken {
@@ -255,17 +223,14 @@ impl Sandbox {
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        // No lock is held across an await or a panic that could leave the ledger half-written.
-        self.shared.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        sandbox_kit::lock(&self.shared.ledger)
     }
 
     /// The axum router: the API (as a fallback that routes itself, so that every answer, 404 and 405
     /// included, is in Exsited's error shape) and the control endpoints.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/_sandbox/requests", get(list_requests))
-            .route("/_sandbox/fail", post(queue_failure))
-            .route("/_sandbox/reset", post(reset))
+            .merge(sandbox_kit::control_routes(Sandbox::requests, Sandbox::fail_next, Sandbox::reset, control_error))
             .route("/_sandbox/expire-tokens", post(expire_tokens))
             .route("/_sandbox/token-lifetime", post(set_token_lifetime))
             .route("/_sandbox/accounts", post(add_account))
@@ -332,107 +297,27 @@ impl Sandbox {
         self.ledger().catalogue.items.get(id).cloned()
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
-    }
-
     /// Starts serving on 127.0.0.1 (port 0: a free one) in a background task.
     pub async fn spawn(self, port: u16) -> std::io::Result<RunningSandbox> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let sandbox = self.clone();
-        let task = tokio::spawn(async move {
-            let _ = self
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(RunningSandbox { sandbox, address, stop: Some(stop), task })
+        let router = self.router();
+        sandbox_kit::spawn(self, router, port).await
     }
 
     fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> u64 {
         let secret = &self.shared.config.client_secret;
-        let headers = headers
-            .iter()
-            .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
-            .map(|(name, value)| {
-                (name.as_str().to_owned(), redact_text(&String::from_utf8_lossy(value.as_bytes()), secret))
-            })
-            .collect();
+        let headers = sandbox_kit::recorded_headers(headers, &SECRET_HEADERS, |value| redact_text(&value, secret));
+        let body = redact_body(body, secret);
         let mut ledger = self.ledger();
-        let seq = ledger.requests.len() as u64 + 1;
-        ledger.requests.push(RecordedRequest {
-            seq,
-            received_at: chrono::Utc::now().to_rfc3339(),
-            method: method.to_string(),
-            path: uri.path().to_owned(),
-            query: uri.query().map(|q| redact_text(q, secret)),
-            headers,
-            body: redact_body(body, secret),
-            response_status: None,
-            response_body: None,
-        });
-        seq
+        let request = sandbox_kit::record(&mut ledger.requests, method, uri, headers, body);
+        request.query = uri.query().map(|q| redact_text(q, secret));
+        request.seq
     }
 
     /// The first queued failure that applies to this path, counted down.
     fn next_failure(&self, path: &str) -> Option<Failure> {
-        let mut ledger = self.ledger();
-        ledger.failures.retain(|f| f.times != Some(0));
-        let index =
-            ledger.failures.iter().position(|f| f.path_contains.as_deref().is_none_or(|text| path.contains(text)))?;
-        let failure = &mut ledger.failures[index];
-        let current = failure.clone();
-        match &mut failure.times {
-            Some(1) => {
-                ledger.failures.remove(index);
-            }
-            Some(n) => *n -= 1,
-            None => {}
-        }
-        Some(current)
-    }
-}
-
-/// A sandbox serving in the background; stops when dropped.
-pub struct RunningSandbox {
-    pub sandbox: Sandbox,
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningSandbox {
-    /// `http://127.0.0.1:PORT`, the client's base URL.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl std::ops::Deref for RunningSandbox {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
-        &self.sandbox
-    }
-}
-
-impl Drop for RunningSandbox {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
+        sandbox_kit::take_failure(&mut self.ledger().failures, |failure| {
+            failure.path_contains.as_deref().is_none_or(|text| path.contains(text))
+        })
     }
 }
 
@@ -475,27 +360,8 @@ fn redact_text(text: &str, secret: &str) -> String {
     if secret.is_empty() { text.to_owned() } else { text.replace(secret, REDACTED) }
 }
 
-async fn list_requests(State(sandbox): State<Sandbox>) -> Response {
-    axum::Json(sandbox.requests()).into_response()
-}
-
 async fn list_held(State(sandbox): State<Sandbox>) -> Response {
     axum::Json(sandbox.purchase_orders()).into_response()
-}
-
-async fn queue_failure(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Failure>(&body) {
-        Ok(failure) => {
-            sandbox.fail_next(failure.clone());
-            axum::Json(json!({ "queued": failure })).into_response()
-        }
-        Err(e) => control_error(format!("expected {{\"times\":N,\"status\":S,...}}: {e}")),
-    }
-}
-
-async fn reset(State(sandbox): State<Sandbox>) -> Response {
-    sandbox.reset();
-    axum::Json(json!({ "reset": true })).into_response()
 }
 
 async fn expire_tokens(State(sandbox): State<Sandbox>) -> Response {
@@ -544,6 +410,7 @@ async fn add_item(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
     }
 }
 
+/// A control request the sandbox cannot take: 400 in Exsited's error shape.
 fn control_error(message: String) -> Response {
     Answer::error(StatusCode::BAD_REQUEST, code::INVALID_VALUE, message).into_response()
 }
