@@ -47,12 +47,19 @@ impl AppZenReader {
             configuration.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
         let config = ReconcileConfig::from_env(&env)
             .map_err(|e| Error::Failed(format!("the configuration of reconcile ({function}) cannot be read: {e}")))?;
-        let credentials = resolve_credentials(&config.appzen.credentials, &clients.aws)
+        let Some(appzen) = config.appzen() else {
+            return Err(Error::Failed(format!(
+                "{function} sends to {}, not AppZen: name AppZen's reconcile function (--reconcile-function)",
+                config.destination.destination().label()
+            )));
+        };
+        let credentials = resolve_credentials(&appzen.credentials, &clients.aws)
             .await
             .map_err(|e| Error::Failed(format!("AppZen's credentials (reconcile's settings) cannot be read: {e}")))?;
-        let client = AppZenClient::new(&config.appzen, &credentials)
+        let client = AppZenClient::new(appzen, &credentials)
             .map_err(|e| Error::Failed(format!("cannot reach AppZen with reconcile's settings: {e}")))?;
-        Ok(AppZenReader { client, mapping: config.mapping, timeout: config.appzen.request_timeout })
+        let timeout = appzen.request_timeout;
+        Ok(AppZenReader { client, mapping: config.mapping, timeout })
     }
 
     /// Where AppZen is read (for the report).

@@ -9,9 +9,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::config::ingest::IngestConfig;
-use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
+use po_sync::config::reconcile::ReconcileConfig;
 use po_sync::message::{BodyRef, WebhookEnvelope, sha256_hex};
-use po_sync_aws::appzen::AppZenClient;
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_test_support::moto::{MotoServer, create_fifo_queue};
 use reconcile::{Outcome, Reconciler};
@@ -151,8 +150,7 @@ impl Setup {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let config = ReconcileConfig::from_env(&env).unwrap();
-        let CredentialsSource::Inline(credentials) = &config.appzen.credentials else { unreachable!() };
-        let client = AppZenClient::new(&config.appzen, credentials).unwrap();
+        let client = po_sync_test_support::appzen_client(&config);
         let notifications = SqsFifoQueue::new(self.sqs.clone(), &self.notifications);
         Reconciler::new(config, client, notifications, MemoryLedger::default())
             .with_bodies(S3ObjectStore::new(&self.aws, BUCKET))

@@ -601,6 +601,8 @@ mod tests {
             NotificationKind::ReconciliationMismatch,
             NotificationKind::MappingError,
             NotificationKind::AppzenRejected,
+            NotificationKind::ExsitedRejected,
+            NotificationKind::CancelledAtDestination,
             NotificationKind::DeadLettered,
             NotificationKind::PoisonMessage,
             NotificationKind::AppzenOutage,

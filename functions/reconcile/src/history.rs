@@ -4,6 +4,7 @@
 
 use crate::{Outcome, Reconciler, RecordReport};
 use chrono::{DateTime, Utc};
+use po_sync::destination::Destination;
 use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::message::{NotificationKind, WebhookEnvelope};
 use po_sync_aws::ledger::Ledger;
@@ -14,7 +15,8 @@ use std::time::Duration;
 impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S, R> {
     /// Records the attempt `report` tells of, if it is one (a record not started, or without a PO, is not).
     pub(crate) async fn record_attempt(&self, report: &RecordReport, envelope: &WebhookEnvelope, latency: Duration) {
-        let Some(attempt) = attempt_of(report, envelope, latency, Utc::now()) else { return };
+        let destination = self.sender.destination();
+        let Some(attempt) = attempt_of(report, envelope, destination, latency, Utc::now()) else { return };
         if let Err(error) = self.ledger.record(&attempt).await {
             tracing::warn!(po_id = attempt.po_id, error = %error, "the PO's history could not be written; the record is not affected");
         }
@@ -25,24 +27,29 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
 pub fn attempt_of(
     report: &RecordReport,
     envelope: &WebhookEnvelope,
+    destination: Destination,
     latency: Duration,
     now: DateTime<Utc>,
 ) -> Option<Attempt> {
     let outcome = match &report.outcome {
         Outcome::Upserted(_) => AttemptOutcome::Upserted,
-        Outcome::Rejected(_) => AttemptOutcome::Rejected,
+        Outcome::Rejected(_) | Outcome::ExsitedRejected { .. } => AttemptOutcome::Rejected,
+        Outcome::Cancelled { .. } => AttemptOutcome::Held,
         Outcome::Held if report.notified.contains(&NotificationKind::MappingError) => AttemptOutcome::Unmappable,
         Outcome::Held => AttemptOutcome::Held,
         Outcome::Superseded { .. } => AttemptOutcome::Superseded,
         Outcome::Duplicate => AttemptOutcome::Duplicate,
         Outcome::AppZenUnavailable { .. }
+        | Outcome::ExsitedUnavailable(_)
         | Outcome::LedgerBusy { .. }
         | Outcome::LedgerUnavailable(_)
         | Outcome::NotifyFailed(_) => AttemptOutcome::Retried,
         Outcome::Poison | Outcome::BodyUnavailable { .. } | Outcome::NotAttempted => return None,
     };
     let detail = match &report.outcome {
-        Outcome::Upserted(accepted) => accepted.status.as_ref().map(|status| format!("AppZen: {status}")),
+        Outcome::Upserted(accepted) => {
+            accepted.status.as_ref().map(|status| format!("{}: {status}", destination.label()))
+        }
         other => other.detail(),
     };
     let attempt = Attempt {
@@ -50,6 +57,7 @@ pub fn attempt_of(
         http_status: report.outcome.http_status(),
         latency_ms: Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         requests: report.attempts,
+        destination: destination.as_str().to_owned(),
         ..Attempt::new(envelope.po.id, &envelope.po.po_number, envelope.version(), now, outcome)
     };
     Some(attempt.with_detail(detail.as_deref()).with_correlation_id(report.outcome.correlation_id()))

@@ -6,13 +6,15 @@
 //! `maxReceiveCount` it goes to the DLQ, which notify reports). The side effects are ports: the notification
 //! queue ([`FifoQueue`]) and the ledger ([`Ledger`]); AppZen is an HTTP client tested with wiremock.
 
-use po_sync::config::reconcile::{CredentialsSource, ReconcileConfig};
+pub use destination::Sender;
+use po_sync::config::reconcile::{CredentialsSource, DestinationConfig, ReconcileConfig};
 use po_sync::message::NotificationKind;
 use po_sync::outage::OutageCause;
 use po_sync::retry::GiveUpReason;
 use po_sync_aws::appzen::{
     Accepted, AppZenClient, AppZenSetupError, Outage, Rejected, SecretRenewal, resolve_credentials,
 };
+use po_sync_aws::exsited::ExsitedError;
 use po_sync_aws::invoices::{InvoiceArchiver, InvoiceFetcher};
 use po_sync_aws::ledger::{DynamoLedger, Ledger};
 use po_sync_aws::metrics::RecordOutcome;
@@ -24,6 +26,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 mod claim_check;
+mod destination;
 mod history;
 mod log;
 mod outages;
@@ -54,6 +57,15 @@ pub enum Outcome {
     /// AppZen gave no verdict on the PO (an outage of AppZen or of po-sync's setup): the record comes back.
     #[strum(serialize = "appzen_unavailable")]
     AppZenUnavailable { last: Outage, reason: GiveUpReason },
+    /// Exsited refused the PO; a person was notified.
+    #[strum(serialize = "exsited_rejected")]
+    ExsitedRejected { http_status: u16, detail: String },
+    /// Exsited gave no verdict on the PO (down, throttling, or refusing po-sync's credentials): the record
+    /// comes back.
+    #[strum(serialize = "exsited_unavailable")]
+    ExsitedUnavailable(ExsitedError),
+    /// The PO is cancelled at the destination: the version was not sent; a person was notified.
+    Cancelled { exsited_id: String },
     /// Another record of this PO is being processed right now; this one comes back later.
     LedgerBusy { claimed_by: String },
     /// The ledger could not be read or written: never upsert blind, so the record comes back.
@@ -76,11 +88,14 @@ impl Outcome {
         match self {
             Outcome::Upserted(_)
             | Outcome::Rejected(_)
+            | Outcome::ExsitedRejected { .. }
+            | Outcome::Cancelled { .. }
             | Outcome::Held
             | Outcome::Superseded { .. }
             | Outcome::Duplicate
             | Outcome::Poison => Fate::Consumed,
             Outcome::AppZenUnavailable { .. }
+            | Outcome::ExsitedUnavailable(_)
             | Outcome::LedgerBusy { .. }
             | Outcome::LedgerUnavailable(_)
             | Outcome::NotifyFailed(_)
@@ -98,13 +113,14 @@ impl Outcome {
     pub fn metric(&self, unmappable: bool) -> Option<RecordOutcome> {
         Some(match self {
             Outcome::Upserted(_) => RecordOutcome::Upserted,
-            Outcome::Rejected(_) => RecordOutcome::Rejected,
+            Outcome::Rejected(_) | Outcome::ExsitedRejected { .. } => RecordOutcome::Rejected,
             Outcome::Held if unmappable => RecordOutcome::Unmappable,
-            Outcome::Held => RecordOutcome::Held,
+            Outcome::Held | Outcome::Cancelled { .. } => RecordOutcome::Held,
             Outcome::Superseded { .. } => RecordOutcome::Superseded,
             Outcome::Duplicate => RecordOutcome::Duplicate,
             Outcome::Poison => RecordOutcome::Poison,
             Outcome::AppZenUnavailable { .. }
+            | Outcome::ExsitedUnavailable(_)
             | Outcome::LedgerBusy { .. }
             | Outcome::LedgerUnavailable(_)
             | Outcome::NotifyFailed(_)
@@ -133,12 +149,15 @@ pub struct RecordReport {
 pub enum StartupError {
     #[error(transparent)]
     AppZen(#[from] AppZenSetupError),
+    #[error(transparent)]
+    Exsited(#[from] po_sync_aws::exsited::ExsitedSetupError),
 }
 
 /// Everything an invocation needs, built once at cold start.
 pub struct Reconciler<Q, L, S = S3ObjectStore, R = SqsRedelivery> {
     config: ReconcileConfig,
-    appzen: AppZenClient,
+    /// The one destination this function sends to (`DESTINATION`).
+    sender: Sender,
     notifications: Q,
     ledger: L,
     /// Sets when handed-back records come back (`WEBHOOK_QUEUE_URL`); `None`: after the queue's visibility timeout.
@@ -155,11 +174,17 @@ pub struct Reconciler<Q, L, S = S3ObjectStore, R = SqsRedelivery> {
 impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
     /// Reads the AppZen credentials (from Secrets Manager if configured) and builds the clients.
     pub async fn start(config: ReconcileConfig, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        let credentials = resolve_credentials(&config.appzen.credentials, aws).await?;
-        let mut appzen = AppZenClient::new(&config.appzen, &credentials)?;
-        if let CredentialsSource::Secret { arn } = &config.appzen.credentials {
-            appzen = appzen.with_renewal(SecretRenewal::new(aws, arn));
-        }
+        let sender = match &config.destination {
+            DestinationConfig::AppZen(appzen_config) => {
+                let credentials = resolve_credentials(&appzen_config.credentials, aws).await?;
+                let mut appzen = AppZenClient::new(appzen_config, &credentials)?;
+                if let CredentialsSource::Secret { arn } = &appzen_config.credentials {
+                    appzen = appzen.with_renewal(SecretRenewal::new(aws, arn));
+                }
+                Sender::AppZen(appzen)
+            }
+            DestinationConfig::Exsited(exsited) => Sender::exsited(exsited, aws).await?,
+        };
         let redelivery =
             config.batch.webhook_queue_url.as_ref().map(|url| SqsRedelivery::new(aws_sdk_sqs::Client::new(aws), url));
         if redelivery.is_none() {
@@ -173,7 +198,7 @@ impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
                 "HISTORY_TABLE_NAME is not set: no PO history is recorded (po-sync-admin history shows kept bodies only)"
             );
         }
-        let ledger = dynamo_ledger(&config, aws_sdk_dynamodb::Client::new(aws));
+        let ledger = dynamo_ledger(&config, aws_sdk_dynamodb::Client::new(aws)).for_destination(sender.destination());
         let archiver = match &config.archive {
             Some(archive) => {
                 // One fetcher, so one budget of PDF bytes held at once, for every record of every invocation.
@@ -192,15 +217,15 @@ impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
             None => None,
         };
         let bodies = config.archive.as_ref().map(|archive| S3ObjectStore::new(aws, &archive.bucket));
-        Ok(Reconciler { archiver, bodies, redelivery, ..Reconciler::new(config, appzen, notifications, ledger) })
+        Ok(Reconciler { archiver, bodies, redelivery, ..Reconciler::new(config, sender, notifications, ledger) })
     }
 }
 
 impl<Q: FifoQueue, L: Ledger, S: ObjectStore> Reconciler<Q, L, S, SqsRedelivery> {
-    pub fn new(config: ReconcileConfig, appzen: AppZenClient, notifications: Q, ledger: L) -> Self {
+    pub fn new(config: ReconcileConfig, sender: impl Into<Sender>, notifications: Q, ledger: L) -> Self {
         Reconciler {
             config,
-            appzen,
+            sender: sender.into(),
             notifications,
             ledger,
             archiver: None,
@@ -216,7 +241,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
     pub fn with_redelivery<R2: Redelivery>(self, redelivery: R2) -> Reconciler<Q, L, S, R2> {
         Reconciler {
             config: self.config,
-            appzen: self.appzen,
+            sender: self.sender,
             notifications: self.notifications,
             ledger: self.ledger,
             archiver: self.archiver,

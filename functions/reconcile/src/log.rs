@@ -73,6 +73,8 @@ impl Outcome {
         match self {
             Outcome::Upserted(a) => Some(a.http_status),
             Outcome::Rejected(r) => Some(r.http_status),
+            Outcome::ExsitedRejected { http_status, .. } => Some(*http_status),
+            Outcome::ExsitedUnavailable(po_sync_aws::exsited::ExsitedError::Refused { status, .. }) => Some(*status),
             Outcome::AppZenUnavailable { last, .. } => last.http_status(),
             _ => None,
         }
@@ -92,6 +94,11 @@ impl Outcome {
     pub fn detail(&self) -> Option<String> {
         match self {
             Outcome::Rejected(r) => Some(r.error.to_string()),
+            Outcome::ExsitedRejected { detail, .. } => Some(detail.clone()),
+            Outcome::ExsitedUnavailable(error) => Some(format!("{error}; retried later")),
+            Outcome::Cancelled { exsited_id } => {
+                Some(format!("Exsited holds this PO as {exsited_id}, cancelled; not sent, a person decides"))
+            }
             Outcome::AppZenUnavailable { last, reason } => {
                 Some(format!("{} ({}, {}); retried later", last.failure, last.cause.as_str(), reason.as_str()))
             }

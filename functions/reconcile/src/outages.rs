@@ -2,7 +2,7 @@
 
 use crate::Reconciler;
 use crate::versions::LEDGER_RACE_ROUNDS;
-use po_sync::message::{AppZenAnswer, NotificationEvent};
+use po_sync::message::{DestinationAnswer, NotificationEvent};
 use po_sync::outage::{self, OutageRules};
 use po_sync_aws::appzen::Outage;
 use po_sync_aws::ledger::{Ledger, Written};
@@ -82,7 +82,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
 }
 
 /// AppZen's answer during an outage, as the outage e-mail shows it.
-fn outage_answer(last: &Outage) -> Option<AppZenAnswer> {
+fn outage_answer(last: &Outage) -> Option<DestinationAnswer> {
     let http_status = last.http_status()?;
-    Some(AppZenAnswer::of(http_status, &last.answer.clone().unwrap_or_default(), last.correlation_id.as_deref()))
+    Some(DestinationAnswer::of(http_status, &last.answer.clone().unwrap_or_default(), last.correlation_id.as_deref()))
 }

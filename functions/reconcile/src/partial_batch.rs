@@ -80,7 +80,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
     /// A record of the batch: processed, unless the invocation has no time left for it.
     async fn process_in_batch(&self, record: SqsMessage, deadline: Option<Instant>) -> RecordReport {
         let out_of_time =
-            deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) <= self.config.appzen.deadline_margin);
+            deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) <= self.config.deadline_margin());
         if out_of_time {
             return RecordReport::not_attempted(record.message_id.as_deref().unwrap_or_default());
         }

@@ -6,11 +6,9 @@ use crate::versions::Admission;
 use crate::{Outcome, Reconciler, RecordReport};
 use aws_lambda_events::event::sqs::SqsMessage;
 use po_sync::archive::InvoiceArchive;
-use po_sync::decision;
 use po_sync::ledger::{self, Arrival, LedgerEntry, LedgerOutcome, Settlement};
 use po_sync::message::{BodyRef, NotificationEvent, NotificationKind, QueueMessage, WebhookEnvelope};
 use po_sync::text::log_field;
-use po_sync_aws::appzen::UpsertOutcome;
 use po_sync_aws::ledger::Ledger;
 use po_sync_aws::objects::ObjectStore;
 use po_sync_aws::port::PortError;
@@ -140,50 +138,33 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         report: &mut RecordReport,
     ) -> (Outcome, Option<Settlement>) {
         let config = &self.config;
-        let plan = decision::plan(envelope, config.policy, config.tolerance, &config.mapping);
-        let mut notifications = plan.notifications;
-        report.discrepancy_count = plan.discrepancy_count;
-        let unmappable = notifications.iter().any(|e| e.kind() == NotificationKind::MappingError);
+        let checks = (config.policy, config.tolerance);
+        let mut planned = self.sender.plan(envelope, checks, config.mails_mismatch, &config.mapping);
+        report.discrepancy_count = planned.discrepancy_count();
+        let unmappable = planned.notifications().iter().any(|e| e.kind() == NotificationKind::MappingError);
         let mut ledger_outcome = if unmappable { LedgerOutcome::Unmappable } else { LedgerOutcome::Held };
-        let mut accepted_by_appzen = None;
+        let mut accepted = None;
         let mut outcome = Outcome::Held;
-        if let Some(mut body) = plan.upsert {
-            body.note_archive(archives);
-            let json = body.to_json();
-            // Only its JSON is sent: free the mapped body (more memory than the JSON) before the POST, and
-            // hand the JSON over rather than copy it.
-            drop(body);
-            let upsert = self.appzen.upsert(json, deadline).await;
-            report.attempts = upsert.attempts;
-            outcome = match upsert.outcome {
-                UpsertOutcome::Accepted(accepted) => {
-                    ledger_outcome = LedgerOutcome::Upserted;
-                    accepted_by_appzen = Some(ledger::Accepted {
-                        http_status: accepted.http_status,
-                        uuid: accepted.uuid.clone(),
-                        status: accepted.status.clone(),
-                    });
-                    Outcome::Upserted(accepted)
-                }
-                UpsertOutcome::Rejected(rejected) => {
-                    notifications.push(decision::rejected_event(
-                        envelope,
-                        rejected.http_status,
-                        &rejected.error,
-                        rejected.correlation_id.clone(),
-                    ));
-                    ledger_outcome = LedgerOutcome::Rejected;
-                    Outcome::Rejected(rejected)
+        if planned.sends() {
+            let (attempts, sent) = self.sender.send(&mut planned, envelope, archives, claim, deadline).await;
+            report.attempts = attempts;
+            match sent {
+                Ok(sent) => {
+                    (outcome, ledger_outcome, accepted) = (sent.outcome, sent.ledger_outcome, sent.accepted);
+                    planned.notifications().extend(sent.notification);
+                    self.outages_over().await;
                 }
                 // Nobody is notified about the PO yet: the redelivery raises its events once it is done
-                // with. The outage itself is mailed once, whatever the number of POs waiting.
-                UpsertOutcome::GaveUp { last, reason } => {
-                    self.outage_seen(&last).await;
-                    return (Outcome::AppZenUnavailable { last, reason }, None);
+                // with. An AppZen outage itself is mailed once, whatever the number of POs waiting.
+                Err(retry) => {
+                    if let Outcome::AppZenUnavailable { last, .. } = retry.as_ref() {
+                        self.outage_seen(last).await;
+                    }
+                    return (*retry, None);
                 }
-            };
-            self.outages_over().await;
+            }
         }
+        let mut notifications = std::mem::take(planned.notifications());
         for event in &mut notifications {
             let kind = event.kind();
             // Queued by an earlier delivery of this version (whose ledger write then failed): not again, even
@@ -200,7 +181,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             report.notified.push(kind);
             self.note_notified(claim, arrival, kind.as_str()).await;
         }
-        (outcome, Some(Settlement { outcome: ledger_outcome, accepted: accepted_by_appzen }))
+        (outcome, Some(Settlement { outcome: ledger_outcome, accepted }))
     }
 
     async fn poison(&self, message_id: String, detail: String, started: Instant) -> RecordReport {

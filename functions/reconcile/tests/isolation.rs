@@ -294,7 +294,7 @@ async fn a_corrected_secret_is_read_again_and_the_waiting_po_goes_through_withou
         ("APPZEN_SECRET_ARN", &arn),
     ]);
     let mut config = po_sync::config::reconcile::ReconcileConfig::from_env(&env).unwrap();
-    config.appzen.credential_renewal_interval = Duration::ZERO;
+    config.appzen_mut().expect("an AppZen function").credential_renewal_interval = Duration::ZERO;
     let reconciler = Reconciler::start(config, &aws).await.unwrap();
     let one = || batch(vec![record("m", "1", 1, &po(1))]);
 

@@ -172,8 +172,9 @@ fn config(notify_url: &str, appzen_url: &str, extra: &[(&str, &str)]) -> Reconci
     ]);
     env.extend(env_map(extra));
     let mut config = ReconcileConfig::from_env(&env).unwrap();
-    config.appzen.backoff = Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) };
-    config.appzen.deadline_margin = Duration::from_millis(100);
+    config.appzen_mut().expect("an AppZen function").backoff =
+        Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) };
+    config.appzen_mut().expect("an AppZen function").deadline_margin = Duration::from_millis(100);
     config
 }
 

@@ -1,5 +1,5 @@
-//! Exsited's purchase-orders v3 API over HTTPS, with OAuth 2.0 client credentials (issue 23: not wired into
-//! reconcile yet).
+//! Exsited's purchase-orders v3 API over HTTPS, with OAuth 2.0 client credentials: what reconcile's Exsited
+//! destination sends through ([`ExsitedClient::deliver`]).
 //!
 //! One token for every request of the process: Exsited ends a token when a new one is issued for the same
 //! credentials, so requests racing to "refresh" would end each other's. A token is fetched when there is none
@@ -11,7 +11,8 @@
 //! logged.
 
 use bytes::Bytes;
-use po_sync::exsited::CreateRequest;
+use po_sync::config::reconcile::{ExsitedCredentialsSource, ExsitedDestinationConfig};
+use po_sync::exsited::{ChangeRequest, CreateRequest, InformationRequest, changes_to};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,48 @@ use std::fmt;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExsitedSetupError {
+    #[error("Exsited secret {arn} has no {key:?}")]
+    MissingSecretKey { arn: String, key: &'static str },
+    #[error(transparent)]
+    Secret(Box<crate::secrets::SecretError>),
+    #[error("cannot build the Exsited HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl ExsitedClient {
+    /// The client `config` describes, its credentials read once from Secrets Manager if it names a secret.
+    pub async fn from_config(
+        config: &ExsitedDestinationConfig,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Self, ExsitedSetupError> {
+        let (client_id, client_secret) = match &config.credentials {
+            ExsitedCredentialsSource::Inline { client_id, client_secret } => (client_id.clone(), client_secret.clone()),
+            ExsitedCredentialsSource::Secret { arn } => {
+                let client = aws_sdk_secretsmanager::Client::new(aws);
+                let mut secret = crate::secrets::read_json_secret(&client, arn)
+                    .await
+                    .map_err(|e| ExsitedSetupError::Secret(Box::new(e)))?;
+                let mut take = |key: &'static str| {
+                    secret
+                        .remove(key)
+                        .filter(|v| !v.trim().is_empty())
+                        .ok_or_else(|| ExsitedSetupError::MissingSecretKey { arn: arn.clone(), key })
+                };
+                (take("client_id")?.into(), take("client_secret")?.into())
+            }
+        };
+        Ok(ExsitedClient::new(ExsitedConfig {
+            base_url: config.base_url.clone(),
+            client_id,
+            client_secret,
+            redirect_uri: config.redirect_uri.clone(),
+            request_timeout: config.request_timeout,
+        })?)
+    }
+}
 
 /// Exsited's token endpoint.
 pub const TOKEN_PATH: &str = "/api/v1/oauth2/token";
@@ -120,6 +163,48 @@ pub struct PurchaseOrderLine {
 }
 
 #[derive(Debug, Deserialize)]
+struct OrderPage {
+    #[serde(default)]
+    purchase_orders: Vec<PurchaseOrder>,
+    #[serde(default)]
+    pagination: Option<Pagination>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pagination {
+    #[serde(default)]
+    next_page: Option<serde_json::Value>,
+}
+
+/// What [`ExsitedClient::deliver`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// A new PO; Exsited's answer, with the id it gave.
+    Created(PurchaseOrder),
+    /// An existing PO (known from the ledger, or found by its note) now holds the version.
+    Changed(PurchaseOrder),
+    /// The PO is cancelled in Exsited: nothing was sent. A person decides whether it comes back.
+    Inactive(PurchaseOrder),
+}
+
+/// What [`ExsitedClient::deliver`] came to, with the operations it made (get, list, create, change each count
+/// once, whatever the token requests, retries after a 401 or pages of a list).
+#[derive(Debug)]
+pub struct Delivery {
+    pub operations: u32,
+    pub result: Result<Delivered, ExsitedError>,
+}
+
+/// A PO Exsited shows as cancelled (`INACTIVE`; the docs say "inactive").
+pub fn is_inactive(order: &PurchaseOrder) -> bool {
+    order.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("inactive") || s.eq_ignore_ascii_case("cancelled"))
+}
+
+/// Lists are read a page at a time, and at most this many pages, so a huge account cannot hold a record forever.
+const LIST_PAGE: usize = 100;
+const LIST_MAX_PAGES: usize = 50;
+
+#[derive(Debug, Deserialize)]
 struct OneOrder {
     purchase_order: PurchaseOrder,
 }
@@ -183,6 +268,96 @@ impl ExsitedClient {
             Err(ExsitedError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Makes Exsited hold `request` for one Komet PO: changes the PO known by `known_id` (from the ledger), or
+    /// the account's PO whose note begins with `note_prefix` (a create whose answer was lost), or else creates
+    /// it. A cancelled PO is left as it is ([`Delivered::Inactive`]): reactivating it is a person's decision.
+    pub async fn deliver(&self, known_id: Option<&str>, request: &CreateRequest, note_prefix: &str) -> Delivery {
+        let mut operations = 0;
+        let result = self.deliver_counting(known_id, request, note_prefix, &mut operations).await;
+        Delivery { operations, result }
+    }
+
+    async fn deliver_counting(
+        &self,
+        known_id: Option<&str>,
+        request: &CreateRequest,
+        note_prefix: &str,
+        operations: &mut u32,
+    ) -> Result<Delivered, ExsitedError> {
+        let known = match known_id {
+            Some(id) => {
+                *operations += 1;
+                self.get(id).await?
+            }
+            None => None,
+        };
+        let existing = match known {
+            Some(order) => Some(order),
+            // Never created, deleted in Exsited since, or created by a request whose answer was lost.
+            None => {
+                *operations += 1;
+                self.find(&request.purchase_order.account_id, note_prefix).await?
+            }
+        };
+        *operations += 1;
+        let Some(existing) = existing else { return self.create(request).await.map(Delivered::Created) };
+        if is_inactive(&existing) {
+            *operations -= 1;
+            return Ok(Delivered::Inactive(existing));
+        }
+        let line_uuids: Vec<String> = existing.lines.iter().filter_map(|l| l.uuid.clone()).collect();
+        let (information, lines) = changes_to(request, &line_uuids);
+        self.change_information(&existing.id, &information).await?;
+        *operations += 1;
+        self.change_lines(&existing.id, &lines).await.map(Delivered::Changed)
+    }
+
+    /// The account's PO whose note begins with `note_prefix`, the newest if several.
+    pub async fn find(&self, account_id: &str, note_prefix: &str) -> Result<Option<PurchaseOrder>, ExsitedError> {
+        let mut found = None;
+        for page in 0..LIST_MAX_PAGES {
+            let path = format!(
+                "{PURCHASE_ORDERS_PATH}?account_id={}&limit={LIST_PAGE}&offset={}",
+                url::form_urlencoded::byte_serialize(account_id.as_bytes()).collect::<String>(),
+                page * LIST_PAGE
+            );
+            let (status, answer) = self.send(reqwest::Method::GET, &path, None).await?;
+            let page: OrderPage = serde_json::from_slice(&answer).map_err(|e| unreadable(status, e))?;
+            let listed = page.purchase_orders.len();
+            if let Some(order) = page
+                .purchase_orders
+                .into_iter()
+                .rfind(|o| o.purchase_order_note.as_deref().is_some_and(|n| n.starts_with(note_prefix)))
+            {
+                found = Some(order);
+            }
+            let more = page.pagination.and_then(|p| p.next_page).is_some_and(|next| !next.is_null());
+            if !more || listed == 0 {
+                return Ok(found);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `PATCH …/{id}/information`: the header.
+    pub async fn change_information(
+        &self,
+        id: &str,
+        request: &InformationRequest,
+    ) -> Result<PurchaseOrder, ExsitedError> {
+        let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
+        let (status, answer) =
+            self.send(reqwest::Method::PATCH, &order_path(id, Some("information")), Some(body)).await?;
+        one_order(status, &answer)
+    }
+
+    /// `POST …/{id}/change`: the lines.
+    pub async fn change_lines(&self, id: &str, request: &ChangeRequest) -> Result<PurchaseOrder, ExsitedError> {
+        let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
+        let (status, answer) = self.send(reqwest::Method::POST, &order_path(id, Some("change")), Some(body)).await?;
+        one_order(status, &answer)
     }
 
     /// Marks the PO inactive (`POST …/{id}/cancel`, no body; Exsited answers with no content).

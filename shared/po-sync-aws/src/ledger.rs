@@ -7,6 +7,7 @@
 
 use crate::port::{Failure, PortError};
 use aws_sdk_dynamodb::types::AttributeValue;
+use po_sync::destination::Destination;
 use po_sync::history::Attempt;
 use po_sync::ledger::LedgerEntry;
 use po_sync::outage::{OutageCause, OutageRecord};
@@ -46,6 +47,8 @@ pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,
     history: Option<DynamoHistory>,
+    /// Whose entries these are: each destination keeps its own item per PO ([`Destination::ledger_key`]).
+    destination: Destination,
 }
 
 /// The history table (`HISTORY_TABLE_NAME`, partition key `poId`, sort key `attemptKey`) and how long its
@@ -68,7 +71,13 @@ pub const HISTORY_TTL: &str = "expiresAt";
 
 impl DynamoLedger {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        DynamoLedger { client, table: table.into(), history: None }
+        DynamoLedger { client, table: table.into(), history: None, destination: Destination::Appzen }
+    }
+
+    /// The entries `destination` keeps (AppZen's unless said otherwise).
+    pub fn for_destination(mut self, destination: Destination) -> Self {
+        self.destination = destination;
+        self
     }
 
     /// Keeps each PO's history in `table`, each record for `retention` (DynamoDB's TTL deletes it after).
@@ -162,11 +171,24 @@ impl DynamoLedger {
 
 impl Ledger for DynamoLedger {
     async fn read(&self, po_id: u64) -> Result<Option<LedgerEntry>, PortError> {
-        self.get(po_id.to_string()).await
+        let entry: Option<LedgerEntry> = self.get(self.destination.ledger_key(po_id)).await?;
+        // The item's key is the destination's; the entry speaks of Komet's PO id, as the rules expect.
+        Ok(entry.map(|entry| LedgerEntry { po_id: po_id.to_string(), ..entry }))
     }
 
     async fn write(&self, entry: &LedgerEntry) -> Result<Written, PortError> {
-        self.compare_and_put(entry, entry.revision).await
+        match (self.destination, entry.po_id.parse::<u64>()) {
+            (Destination::Appzen, _) => self.compare_and_put(entry, entry.revision).await,
+            (destination, Ok(po_id)) => {
+                let keyed = LedgerEntry { po_id: destination.ledger_key(po_id), ..entry.clone() };
+                self.compare_and_put(&keyed, entry.revision).await
+            }
+            (_, Err(_)) => Err(PortError::new(
+                PUT_ITEM,
+                Failure::Permanent,
+                format!("ledger entry {:?} is not a Komet PO id", entry.po_id),
+            )),
+        }
     }
 
     async fn read_outage(&self, cause: OutageCause) -> Result<Option<OutageRecord>, PortError> {

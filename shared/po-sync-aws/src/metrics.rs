@@ -143,6 +143,8 @@ pub const EMAIL_KINDS: &[&str] = &[
     "reconciliation_mismatch",
     "mapping_error",
     "appzen_rejected",
+    "exsited_rejected",
+    "cancelled_at_destination",
     "dead_lettered",
     "poison_message",
     "appzen_outage",

@@ -2,8 +2,10 @@
 //! notifications a person gets (what an AppZen HTTP status means: `outage`; which records of a batch are
 //! handed back: `batch`).
 
-use crate::appzen::{ErrorResponse, MappingSettings, PurchaseOrderBody, map_purchase_order};
-use crate::message::{AppZenAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
+use crate::appzen::{ErrorResponse, MappingError, MappingSettings, PurchaseOrderBody, map_purchase_order};
+use crate::destination::Destination;
+use crate::komet::PurchaseOrder;
+use crate::message::{DestinationAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
 use crate::reconcile::{Tolerance, reconcile};
 
 /// What to do with a PO that does not reconcile (`RECONCILE_POLICY`, by its snake_case name).
@@ -23,41 +25,53 @@ impl Policy {
     }
 }
 
-/// The plan for one webhook.
+/// The plan for one webhook; `B` is the destination's body (AppZen's by default).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan<'a> {
+pub struct Plan<B> {
     pub discrepancy_count: usize,
-    /// The body to upsert, when the mapping succeeded and the policy allows it.
-    pub upsert: Option<PurchaseOrderBody<'a>>,
-    /// Raised once the record is done with, whatever AppZen answers.
+    /// The body to send, when the mapping succeeded and the policy allows it.
+    pub upsert: Option<B>,
+    /// Raised once the record is done with, whatever the destination answers.
     pub notifications: Vec<NotificationEvent>,
 }
 
-/// Reconciles and maps one PO and applies the policy. A PO that is both mismatched and unmappable gets
-/// both notifications, so the person sees everything to fix at once.
+/// Reconciles and maps one PO and applies the policy, for AppZen (the first destination: it mails a mismatch).
 pub fn plan<'a>(
     envelope: &'a WebhookEnvelope,
     policy: Policy,
     tolerance: Tolerance,
     settings: &'a MappingSettings,
-) -> Plan<'a> {
+) -> Plan<PurchaseOrderBody<'a>> {
+    plan_for(envelope, (policy, tolerance), Destination::Appzen, true, |po| map_purchase_order(po, settings))
+}
+
+/// Reconciles and maps one PO for `destination` and applies the policy. A PO that is both mismatched and
+/// unmappable gets both notifications, so the person sees everything to fix at once; the mismatch only where
+/// `mails_mismatch` (the first of several destinations: one e-mail per version, not one per destination).
+pub fn plan_for<'a, B>(
+    envelope: &'a WebhookEnvelope,
+    (policy, tolerance): (Policy, Tolerance),
+    destination: Destination,
+    mails_mismatch: bool,
+    map: impl FnOnce(&'a PurchaseOrder) -> Result<B, MappingError>,
+) -> Plan<B> {
     let report = reconcile(&envelope.po, tolerance);
-    let mapped = map_purchase_order(&envelope.po, settings);
+    let mapped = map(&envelope.po);
     let forwards = report.is_clean() || policy == Policy::Forward;
     let discrepancy_count = report.discrepancies.len();
 
     let mut notifications = Vec::new();
-    if !report.is_clean() {
+    if !report.is_clean() && mails_mismatch {
         let forwarded_to_appzen = forwards && mapped.is_ok();
         let detail =
             NotificationDetail::ReconciliationMismatch { discrepancies: report.discrepancies, forwarded_to_appzen };
-        notifications.push(NotificationEvent::about(envelope, detail));
+        notifications.push(NotificationEvent::about(envelope, detail).at(destination));
     }
     let upsert = match mapped {
         Ok(body) => forwards.then_some(body),
         Err(error) => {
             let detail = NotificationDetail::MappingError { problem: error.to_string() };
-            notifications.push(NotificationEvent::about(envelope, detail));
+            notifications.push(NotificationEvent::about(envelope, detail).at(destination));
             None
         }
     };
@@ -71,7 +85,7 @@ pub fn rejected_event(
     error: &ErrorResponse,
     correlation_id: Option<String>,
 ) -> NotificationEvent {
-    let appzen = AppZenAnswer::of(http_status, error, correlation_id.as_deref());
+    let appzen = DestinationAnswer::of(http_status, error, correlation_id.as_deref());
     NotificationEvent::about(envelope, NotificationDetail::AppzenRejected { appzen })
 }
 
@@ -101,7 +115,7 @@ mod tests {
         }
     }
 
-    fn kinds(plan: &Plan) -> Vec<NotificationKind> {
+    fn kinds<B>(plan: &Plan<B>) -> Vec<NotificationKind> {
         plan.notifications.iter().map(NotificationEvent::kind).collect()
     }
 
@@ -124,6 +138,19 @@ mod tests {
         assert!(!forwarded);
         let found: Vec<_> = discrepancies.iter().map(|d| (d.rule, d.invoice_number.as_deref())).collect();
         assert_eq!(found, vec![(Rule::InvoiceItems, Some("01-P002272")), (Rule::ItemsSubtotal, None)]);
+    }
+
+    #[test]
+    fn a_destination_after_the_first_sends_what_it_may_and_mails_only_its_own_problems() {
+        let envelope = envelope(DOC_SAMPLE);
+        let mapped = |_: &PurchaseOrder| Ok::<_, MappingError>("body");
+        let second = plan_for(&envelope, (Policy::Forward, Tolerance::CENT), Destination::Exsited, false, mapped);
+        assert_eq!((second.upsert, second.discrepancy_count), (Some("body"), 2));
+        assert!(second.notifications.is_empty(), "the first destination mails the mismatch");
+        let unmapped = |_: &PurchaseOrder| Err::<&str, _>(MappingError::Unmapped("no Exsited item".into()));
+        let plan = plan_for(&envelope, (Policy::Block, Tolerance::CENT), Destination::Exsited, false, unmapped);
+        assert_eq!(kinds(&plan), vec![NotificationKind::MappingError]);
+        assert_eq!(plan.notifications[0].destination, Destination::Exsited);
     }
 
     #[test]

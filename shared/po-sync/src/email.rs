@@ -78,17 +78,20 @@ pub fn dead_lettered(envelope: &WebhookEnvelope, attempts: Option<u32>, sqs_mess
 }
 
 /// Why a webhook was dead-lettered, in words.
-fn dead_letter_explanation(attempts: Option<u32>) -> String {
+fn dead_letter_explanation(attempts: Option<u32>, to: &str) -> String {
     match attempts {
         Some(n) => format!(
-            "The webhook could not be delivered to AppZen after {n} attempts (AppZen or the network kept failing), so SQS moved it to the dead-letter queue."
+            "The webhook could not be delivered to {to} after {n} attempts ({to} or the network kept failing), so SQS moved it to the dead-letter queue."
         ),
-        None => "The webhook could not be delivered to AppZen after repeated attempts, so SQS moved it to the dead-letter queue.".to_owned(),
+        None => format!(
+            "The webhook could not be delivered to {to} after repeated attempts, so SQS moved it to the dead-letter queue."
+        ),
     }
 }
 
 /// `[po-sync] PO P002271 does not reconcile (2 discrepancies)`: names the PO and the problem; one line.
 pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
+    let to = event.destination.label();
     let prefix = one_line(&settings.subject_prefix, 40);
     let about = match (event.po(), &event.detail) {
         (Some(po), _) => format!("PO {}", one_line(&po.po_number, MAX_SUBJECT_VALUE_CHARS)),
@@ -102,12 +105,18 @@ pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
                 n => format!("does not reconcile ({n} discrepancies)"),
             }
         }
-        NotificationDetail::MappingError { .. } => "cannot be sent to AppZen (mapping error)".to_owned(),
-        NotificationDetail::AppzenRejected { appzen } => format!("rejected by AppZen (HTTP {})", appzen.http_status),
-        NotificationDetail::DeadLettered { attempts: Some(n), .. } => {
-            format!("not delivered to AppZen after {n} attempts")
+        NotificationDetail::MappingError { .. } => format!("cannot be sent to {to} (mapping error)"),
+        NotificationDetail::AppzenRejected { appzen: answer }
+        | NotificationDetail::ExsitedRejected { exsited: answer } => {
+            format!("rejected by {to} (HTTP {})", answer.http_status)
         }
-        NotificationDetail::DeadLettered { attempts: None, .. } => "not delivered to AppZen".to_owned(),
+        NotificationDetail::CancelledAtDestination { .. } => {
+            format!("is cancelled in {to}: the new version was not sent")
+        }
+        NotificationDetail::DeadLettered { attempts: Some(n), .. } => {
+            format!("not delivered to {to} after {n} attempts")
+        }
+        NotificationDetail::DeadLettered { attempts: None, .. } => format!("not delivered to {to}"),
         NotificationDetail::PoisonMessage { .. } => "could not be read and was set aside".to_owned(),
         NotificationDetail::AppzenOutage { cause, .. } => {
             let what = match cause {
@@ -229,6 +238,7 @@ fn timestamp(at: DateTime<Utc>) -> String {
 
 impl View {
     pub fn of(event: &NotificationEvent) -> View {
+        let to = event.destination.label();
         let po_number = event.po().map(|po| field(&po.po_number));
         let po_label =
             po_number.as_deref().map_or_else(|| "the purchase order".to_owned(), |n| format!("purchase order {n}"));
@@ -240,7 +250,8 @@ impl View {
             _ => (&no_discrepancies, false),
         };
         let appzen = match &event.detail {
-            NotificationDetail::AppzenRejected { appzen } => Some(appzen),
+            NotificationDetail::AppzenRejected { appzen: answer }
+            | NotificationDetail::ExsitedRejected { exsited: answer } => Some(answer),
             NotificationDetail::AppzenOutage { appzen, .. } => appzen.as_ref(),
             _ => None,
         };
@@ -253,7 +264,7 @@ impl View {
             NotificationDetail::MappingError { problem } | NotificationDetail::PoisonMessage { problem, .. } => {
                 Some(one_line(problem, 2000))
             }
-            NotificationDetail::DeadLettered { attempts, .. } => Some(dead_letter_explanation(*attempts)),
+            NotificationDetail::DeadLettered { attempts, .. } => Some(dead_letter_explanation(*attempts, to)),
             NotificationDetail::AppzenOutage { since, last_failure, .. } => Some(format!(
                 "Since {}, AppZen gives no verdict on any purchase order (last: {}). po-sync keeps every purchase order that arrives meanwhile and retries it, waiting longer each time; nothing has been dropped, and this e-mail is sent once for the whole outage, not once per purchase order.",
                 timestamp(*since),
@@ -268,28 +279,37 @@ impl View {
                     n => format!("{n} discrepancies"),
                 };
                 let fate = if forwarded_to_appzen {
-                    "it was still sent to AppZen, as the forward policy asks"
+                    format!("it was still sent to {to}, as the forward policy asks")
                 } else {
-                    "it was not sent to AppZen"
+                    format!("it was not sent to {to}")
                 };
                 format!("{} does not add up against its invoices ({count}), and {fate}.", capitalise(&po_label))
             }
             NotificationKind::MappingError => {
                 format!(
-                    "{} could not be sent to AppZen because it cannot be expressed as one AppZen purchase order.",
+                    "{} could not be sent to {to} because it cannot be expressed as one {to} purchase order.",
                     capitalise(&po_label)
                 )
             }
-            NotificationKind::AppzenRejected => {
+            NotificationKind::AppzenRejected | NotificationKind::ExsitedRejected => {
                 let status = appzen.map(|a| format!(" (HTTP {})", a.http_status)).unwrap_or_default();
-                format!("AppZen refused {po_label}{status}, so AppZen does not have the current version of it.")
+                format!("{to} refused {po_label}{status}, so {to} does not have the current version of it.")
+            }
+            NotificationKind::CancelledAtDestination => {
+                let id = match &event.detail {
+                    NotificationDetail::CancelledAtDestination { id } => field(id),
+                    _ => String::new(),
+                };
+                format!(
+                    "Komet sent a new version of {po_label}, which is cancelled in {to} ({to}'s id {id}), so the new version was not sent: po-sync never reactivates a purchase order by itself."
+                )
             }
             NotificationKind::DeadLettered => match attempts {
                 Some(n) => format!(
-                    "{} could not be delivered to AppZen after {n} attempts and was set aside.",
+                    "{} could not be delivered to {to} after {n} attempts and was set aside.",
                     capitalise(&po_label)
                 ),
-                None => format!("{} could not be delivered to AppZen and was set aside.", capitalise(&po_label)),
+                None => format!("{} could not be delivered to {to} and was set aside.", capitalise(&po_label)),
             },
             NotificationKind::PoisonMessage => {
                 "A message on a po-sync queue could not be read, so it was set aside instead of being retried."
@@ -307,19 +327,27 @@ impl View {
             ],
             NotificationKind::MappingError => vec![
                 "Fix the purchase order in Komet as the problem above says (one vendor per purchase order, every code filled in), then reconcile it again.".to_owned(),
-                "If the data in Komet is right, contact the integration owner: po-sync's AppZen mapping settings may need a change.".to_owned(),
+                format!("If the data in Komet is right, contact the integration owner: po-sync's {to} mapping settings may need a change."),
+            ],
+            NotificationKind::ExsitedRejected => vec![
+                "Read Exsited's message above. If it names data of the purchase order (an unknown supplier account or item, a value Exsited does not take), fix it in Komet, in Exsited or in po-sync's Exsited mapping (EXSITED_ACCOUNT_MAP, EXSITED_ITEM_MAP) and reconcile the purchase order again in Komet.".to_owned(),
+                "Otherwise contact the integration owner with Exsited's message.".to_owned(),
+            ],
+            NotificationKind::CancelledAtDestination => vec![
+                "If the purchase order should stay cancelled, nothing needs to be done; cancel it in Komet too so Komet stops sending it.".to_owned(),
+                format!("If it should be active again, reactivate it in {to}, then reconcile it again in Komet or replay it (po-sync-admin replay --po): the new version is then sent."),
             ],
             NotificationKind::AppzenRejected => vec![
                 "Read AppZen's message above. If it names data of the purchase order (an unknown supplier or entity, a code), fix it in Komet or in AppZen and reconcile the purchase order again in Komet.".to_owned(),
                 "Otherwise contact the integration owner and give them the correlation id.".to_owned(),
             ],
             NotificationKind::DeadLettered if event.is_parked() => vec![
-                format!("AppZen or the network kept failing while po-sync retried. The webhook is kept for {PARKED_RETENTION_DAYS} days in po-sync's parked queue and can be redriven after the cause is fixed: contact the integration owner."),
-                "Or reconcile the purchase order again in Komet once AppZen is reachable.".to_owned(),
+                format!("{to} or the network kept failing while po-sync retried. The webhook is kept for {PARKED_RETENTION_DAYS} days in po-sync's parked queue and can be redriven after the cause is fixed: contact the integration owner."),
+                format!("Or reconcile the purchase order again in Komet once {to} is reachable."),
             ],
             NotificationKind::DeadLettered => vec![
-                "AppZen or the network kept failing while po-sync retried, and po-sync did not keep the webhook. Contact the integration owner to fix the cause.".to_owned(),
-                "Then reconcile the purchase order again in Komet so that a new webhook reaches AppZen.".to_owned(),
+                format!("{to} or the network kept failing while po-sync retried, and po-sync did not keep the webhook. Contact the integration owner to fix the cause."),
+                format!("Then reconcile the purchase order again in Komet so that a new webhook reaches {to}."),
             ],
             NotificationKind::PoisonMessage => vec![
                 "Contact the integration owner and give them the message id below; nothing in Komet needs to change for this message.".to_owned(),

@@ -1,6 +1,6 @@
 //! Exsited's purchase order (`POST /api/v3/purchase-orders`, Exsited's purchase-orders v3 API), and the pure
-//! mapping from a Komet purchase order to it. Not wired into reconcile yet (issue 23: the destination port, the
-//! client and the queue per destination come next); docs/design.md, "A second destination", says how it will be.
+//! mapping from a Komet purchase order to it (reconcile with `DESTINATION=exsited`; docs/design.md, "A second
+//! destination").
 //!
 //! Exsited takes every value as a string (`"item_quantity": "1"`, `"price": "500.10"`): amounts leave as
 //! `Decimal`'s exact digits. Its lines name catalogue items and its header an existing supplier account, so
@@ -110,7 +110,7 @@ pub struct ExsitedSettings {
 /// Maps a Komet PO to Exsited's create request. Pure; the error names what is missing (the Komet field, or the
 /// code the operator's table lacks).
 pub fn map_purchase_order(po: &PurchaseOrder, settings: &ExsitedSettings) -> Result<CreateRequest, MappingError> {
-    let vendor = single_vendor(po)?;
+    let vendor = single_vendor(po).map_err(in_exsited_terms)?;
     let account_id = account_id(vendor, &settings.accounts)?;
     let line = |item_id: String, description: LineDescription<'_>, price: Decimal| NewLine {
         item_id,
@@ -126,13 +126,18 @@ pub fn map_purchase_order(po: &PurchaseOrder, settings: &ExsitedSettings) -> Res
     for (i, invoice) in po.vendor_invoices.iter().enumerate() {
         let number = invoice.invoice_number.as_str();
         if !seen.insert(number) {
-            return Err(MappingError::DuplicateInvoice(number.to_owned()));
+            return Err(in_exsited_terms(MappingError::DuplicateInvoice(number.to_owned())));
         }
         for (j, item) in invoice.purchase_order_items.iter().enumerate() {
             let path = format!("vendorInvoices[{i}].purchaseOrderItems[{j}].categoryProcurementAccountingCode");
-            let code = item.category_procurement_accounting_code.as_deref().ok_or(MappingError::Missing(path))?;
+            let code = item
+                .category_procurement_accounting_code
+                .as_deref()
+                .ok_or_else(|| in_exsited_terms(MappingError::Missing(path)))?;
             let item_id = settings.items.id_of(code).ok_or_else(|| {
-                MappingError::Missing(format!("an Exsited item for category code {code:?} (EXSITED_ITEM_MAP)"))
+                MappingError::Unmapped(format!(
+                    "no Exsited item for category code {code:?}: add it to EXSITED_ITEM_MAP (CODE=ITEM_ID)"
+                ))
             })?;
             let description = LineDescription { invoice_number: number, item_position: Some(j as u32 + 1) };
             lines.push(line(item_id, description, item.total_cost));
@@ -143,16 +148,15 @@ pub fn map_purchase_order(po: &PurchaseOrder, settings: &ExsitedSettings) -> Res
         }
     }
     if lines.is_empty() {
-        return Err(MappingError::NoLines);
+        return Err(in_exsited_terms(MappingError::NoLines));
     }
     let invoices: Vec<&str> = po.vendor_invoices.iter().map(|i| i.invoice_number.as_str()).collect();
     Ok(CreateRequest {
         purchase_order: NewPurchaseOrder {
             currency: settings.currency.clone(),
             purchase_order_note: format!(
-                "Komet PO {} (id {}); invoices {}",
-                po.po_number,
-                po.id,
+                "{} invoices {}",
+                note_prefix(po.id, &po.po_number),
                 crate::text::log_field(&invoices.join(", "))
             ),
             account_id,
@@ -164,13 +168,78 @@ pub fn map_purchase_order(po: &PurchaseOrder, settings: &ExsitedSettings) -> Res
     })
 }
 
+/// How a PO's note begins: `Komet PO P004410 (id 48213);`. Exsited gives a PO an id of its own, so this is how
+/// po-sync finds the PO a create made when the create's answer was lost.
+pub fn note_prefix(po_id: u64, po_number: &str) -> String {
+    format!("Komet PO {po_number} (id {po_id});")
+}
+
+/// `PATCH /api/v3/purchase-orders/{id}/information`: the header fields a later version may change. Exsited's
+/// wrapper key here is `purchase-order`, with a hyphen (the create's is `purchase_order`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InformationRequest {
+    #[serde(rename = "purchase-order")]
+    pub purchase_order: Information,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Information {
+    pub purchase_order_note: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issue_date: Option<NaiveDate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_completion_date: Option<NaiveDate>,
+}
+
+/// `POST /api/v3/purchase-orders/{id}/change`: line operations, applied in order, all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeRequest {
+    pub purchase_order: LineChanges,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineChanges {
+    pub lines: Vec<LineOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LineOp {
+    Add(NewLine),
+    Delete { uuid: String },
+}
+
+/// What makes an existing Exsited PO into `request`: its header, and its lines replaced by the new version's
+/// (added first, so the PO never has no lines; then the old ones, by uuid, deleted). Replacing rather than
+/// matching line by line keeps Exsited's lines exactly Komet's, in Komet's order, whatever changed.
+pub fn changes_to(request: &CreateRequest, existing_line_uuids: &[String]) -> (InformationRequest, ChangeRequest) {
+    let order = &request.purchase_order;
+    let information = InformationRequest {
+        purchase_order: Information {
+            purchase_order_note: order.purchase_order_note.clone(),
+            issue_date: order.issue_date,
+            expected_completion_date: order.expected_completion_date,
+        },
+    };
+    let adds = order.lines.iter().cloned().map(LineOp::Add);
+    let deletes = existing_line_uuids.iter().map(|uuid| LineOp::Delete { uuid: uuid.clone() });
+    (information, ChangeRequest { purchase_order: LineChanges { lines: adds.chain(deletes).collect() } })
+}
+
 fn account_id(vendor: &Vendor, rule: &IdRule) -> Result<String, MappingError> {
     let code = vendor.vendor_accounting_code.as_deref().or(vendor.code.as_deref()).ok_or_else(|| {
-        MappingError::Missing("vendorInvoices[].vendor.vendorAccountingCode (or its code)".to_owned())
+        in_exsited_terms(MappingError::Missing("vendorInvoices[].vendor.vendorAccountingCode (or its code)".to_owned()))
     })?;
     rule.id_of(code).ok_or_else(|| {
-        MappingError::Missing(format!("an Exsited supplier account for vendor code {code:?} (EXSITED_ACCOUNT_MAP)"))
+        MappingError::Unmapped(format!(
+            "no Exsited supplier account for vendor code {code:?}: add it to EXSITED_ACCOUNT_MAP (CODE=ACCOUNT_ID)"
+        ))
     })
+}
+
+/// The checks shared with AppZen's mapping, said of Exsited.
+fn in_exsited_terms(error: MappingError) -> MappingError {
+    MappingError::Unmapped(error.to_string().replace("AppZen", "Exsited"))
 }
 
 #[cfg(test)]
@@ -248,5 +317,26 @@ mod tests {
         for bad in ["A", "A=", "=1", "A=1,A=2"] {
             assert!(IdRule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_later_version_changes_the_header_and_replaces_the_lines() {
+        let po = parse_webhook(CLEAN_PO).unwrap();
+        let request = map_purchase_order(&po, &settings("", "")).unwrap();
+        let (information, change) = changes_to(&request, &["old-1".to_owned(), "old-2".to_owned()]);
+        let information = serde_json::to_value(&information).unwrap();
+        assert!(
+            information["purchase-order"]["purchase_order_note"]
+                .as_str()
+                .unwrap()
+                .starts_with(&note_prefix(48213, "P004410"))
+        );
+        assert_eq!(information["purchase-order"]["issue_date"], "2026-02-09");
+        let ops: Vec<serde_json::Value> =
+            serde_json::to_value(&change).unwrap()["purchase_order"]["lines"].as_array().unwrap().clone();
+        assert_eq!(ops.len(), 8);
+        assert_eq!((ops[0]["op"].as_str(), ops[0]["item_id"].as_str()), (Some("add"), Some("CGEN")));
+        assert_eq!(ops[0]["item_price_snapshot"]["pricing_rule"]["price"], "500.10");
+        assert_eq!(ops[7], serde_json::json!({"op": "delete", "uuid": "old-2"}));
     }
 }

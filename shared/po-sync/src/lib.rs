@@ -9,6 +9,7 @@
 //! - [`config`]: typed configuration read from the environment;
 //! - [`ledger`]: the version ledger's rules (superseded, duplicate, claim, settle);
 //! - [`history`]: a PO's attempts at each destination, kept beside the ledger;
+//! - [`destination`]: AppZen or Exsited, each with its own queue and ledger items;
 //! - [`decision`], [`retry`]: what reconcile does with a webhook and when it retries AppZen;
 //! - [`outage`]: AppZen's answers that are not a verdict on the PO, and the one e-mail per outage;
 //! - [`batch`]: a FIFO batch processed per message group;
@@ -20,6 +21,7 @@ pub mod archive;
 pub mod batch;
 pub mod config;
 pub mod decision;
+pub mod destination;
 pub mod email;
 pub mod exsited;
 pub mod history;

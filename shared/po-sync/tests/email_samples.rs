@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use po_sync::appzen::{MappingSettings, map_purchase_order};
 use po_sync::email::dead_lettered;
 use po_sync::komet::parse_webhook;
-use po_sync::message::{AppZenAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
+use po_sync::message::{DestinationAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
 use po_sync::outage::OutageCause;
 use po_sync::reconcile::{Tolerance, reconcile};
 
@@ -37,13 +37,34 @@ pub fn mismatch() -> NotificationEvent {
 
 /// The clean PO, refused by AppZen with a 400 as its API document shows errors.
 pub fn appzen_rejected() -> NotificationEvent {
-    let appzen = AppZenAnswer {
+    let appzen = DestinationAnswer {
         http_status: 400,
         error: Some("Bad Request".to_owned()),
         message: Some("supplier_id V-0042 does not exist for entity 2".to_owned()),
         correlation_id: Some("7f9c2b1e-5a43-4d7e-9c1a-2f0e8b6d4a10".to_owned()),
     };
     NotificationEvent::about(&envelope(CLEAN_PO), NotificationDetail::AppzenRejected { appzen })
+}
+
+/// The clean PO, refused by Exsited (its error shape, as reconcile words it).
+pub fn exsited_rejected() -> NotificationEvent {
+    let exsited = DestinationAnswer {
+        http_status: 400,
+        error: None,
+        message: Some(
+            "Exsited answered HTTP 400: UNKNOWN_ACCOUNT: purchase_order.account_id: no supplier account SUP-0404"
+                .to_owned(),
+        ),
+        correlation_id: None,
+    };
+    NotificationEvent::about(&envelope(CLEAN_PO), NotificationDetail::ExsitedRejected { exsited })
+        .at(po_sync::destination::Destination::Exsited)
+}
+
+/// A newer version of the clean PO, which is cancelled in Exsited.
+pub fn cancelled_at_destination() -> NotificationEvent {
+    let detail = NotificationDetail::CancelledAtDestination { id: "PO-LHROM9-0024".to_owned() };
+    NotificationEvent::about(&envelope(CLEAN_PO), detail).at(po_sync::destination::Destination::Exsited)
 }
 
 /// Two vendors on one PO: reconcile's mapping error, with the mapper's own words as the detail.
@@ -71,7 +92,7 @@ pub fn poison_message() -> NotificationEvent {
 
 /// AppZen refusing po-sync's credentials: one e-mail for the whole outage, as reconcile raises it.
 pub fn appzen_outage() -> NotificationEvent {
-    let appzen = AppZenAnswer {
+    let appzen = DestinationAnswer {
         http_status: 401,
         error: Some("Unauthorized".to_owned()),
         message: Some("Error code : 9a1b77c2 - The customer key is missing or invalid".to_owned()),
@@ -85,6 +106,8 @@ pub fn all() -> Vec<(&'static str, NotificationEvent)> {
     vec![
         ("reconciliation-mismatch", mismatch()),
         ("appzen-rejected", appzen_rejected()),
+        ("exsited-rejected", exsited_rejected()),
+        ("cancelled-at-destination", cancelled_at_destination()),
         ("mapping-error", mapping_error()),
         ("dead-lettered", dead_lettered_webhook()),
         ("poison-message", poison_message()),
@@ -101,7 +124,9 @@ fn there_is_one_sample_per_kind() {
         [
             "appzen_outage",
             "appzen_rejected",
+            "cancelled_at_destination",
             "dead_lettered",
+            "exsited_rejected",
             "mapping_error",
             "poison_message",
             "reconciliation_mismatch"

@@ -1,7 +1,7 @@
 //! The queue message and the notification event survive a serde round trip exactly, and refuse what is not theirs.
 
 use po_sync::message::{
-    AppZenAnswer, BodyRef, MessageError, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage,
+    BodyRef, DestinationAnswer, MessageError, NotificationDetail, NotificationEvent, NotificationKind, QueueMessage,
     WebhookEnvelope, body_key, message_type, sha256_hex,
 };
 use po_sync::reconcile::{Tolerance, reconcile};
@@ -72,7 +72,7 @@ fn a_mismatch_event_round_trips_and_carries_what_the_e_mail_needs() {
 
 #[test]
 fn rejection_and_poison_events_round_trip() {
-    let appzen = AppZenAnswer {
+    let appzen = DestinationAnswer {
         http_status: 400,
         error: Some("Bad Request".into()),
         message: Some("entity_id is unknown".into()),
@@ -102,7 +102,7 @@ fn the_deduplication_id_is_stable_for_the_same_event_and_differs_otherwise() {
         NotificationEvent::about(
             &envelope,
             NotificationDetail::AppzenRejected {
-                appzen: AppZenAnswer {
+                appzen: DestinationAnswer {
                     http_status: 400,
                     error: Some("Bad Request".into()),
                     message: Some(message.into()),

@@ -93,14 +93,17 @@ pub fn reconcile_config(appzen_url: &str, extra: &[(&str, &str)]) -> ReconcileCo
     ];
     let env = env_map(&base.iter().chain(extra).copied().collect::<Vec<_>>());
     let mut config = ReconcileConfig::from_env(&env).unwrap_or_else(|e| panic!("test configuration: {e}"));
-    config.appzen.backoff = Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) };
+    if let Some(appzen) = config.appzen_mut() {
+        appzen.backoff = Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) };
+    }
     config
 }
 
 /// The AppZen client for `config`, whose credentials are inline (as [`reconcile_config`] sets them).
 pub fn appzen_client(config: &ReconcileConfig) -> AppZenClient {
-    let CredentialsSource::Inline(credentials) = &config.appzen.credentials else {
+    let Some(appzen) = config.appzen() else { panic!("a test configuration without DESTINATION=appzen") };
+    let CredentialsSource::Inline(credentials) = &appzen.credentials else {
         panic!("test configurations carry inline AppZen credentials")
     };
-    AppZenClient::new(&config.appzen, credentials).unwrap_or_else(|e| panic!("AppZen client: {e}"))
+    AppZenClient::new(appzen, credentials).unwrap_or_else(|e| panic!("AppZen client: {e}"))
 }

@@ -17,6 +17,9 @@ pub enum MappingError {
     DuplicateInvoice(String),
     #[error("the purchase order has no items; AppZen requires at least one line")]
     NoLines,
+    /// Another destination's problem, in its own words.
+    #[error("{0}")]
+    Unmapped(String),
 }
 
 /// Maps a Komet PO to AppZen's upsert body. Pure: the same PO and settings always give the same body, which

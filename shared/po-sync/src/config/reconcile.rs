@@ -5,6 +5,8 @@ use super::{ConfigError, Env, fifo_queue_url, history, number_in, one_of, option
 use crate::appzen::{Currency, EntityIdSource, MappingSettings, SupplierIdSource};
 use crate::archive::{DEFAULT_INVOICE_HOSTS, FetchPolicy};
 use crate::decision::Policy;
+use crate::destination::{Destination, parse_destinations};
+use crate::exsited::{ExsitedSettings, IdRule};
 use crate::reconcile::Tolerance;
 use crate::retry::{Backoff, RetrySchedule, parse_duration};
 use secrecy::SecretString;
@@ -23,9 +25,53 @@ pub struct ReconcileConfig {
     pub archive: Option<ArchiveConfig>,
     pub policy: Policy,
     pub tolerance: Tolerance,
+    /// How a Komet PO becomes an AppZen one (also what `po-sync-admin verify` rebuilds AppZen's body with).
     pub mapping: MappingSettings,
-    pub appzen: AppZenConfig,
+    /// Where this function sends POs (`DESTINATION`), with that destination's settings.
+    pub destination: DestinationConfig,
+    /// Whether this function mails a PO's reconciliation mismatch: only the first of `DESTINATIONS` does, so a
+    /// mismatch is one e-mail per version whatever the number of destinations.
+    pub mails_mismatch: bool,
     pub batch: BatchConfig,
+}
+
+/// The one destination a reconcile function sends to.
+#[derive(Debug, Clone)]
+pub enum DestinationConfig {
+    AppZen(AppZenConfig),
+    Exsited(ExsitedDestinationConfig),
+}
+
+impl DestinationConfig {
+    pub fn destination(&self) -> Destination {
+        match self {
+            DestinationConfig::AppZen(_) => Destination::Appzen,
+            DestinationConfig::Exsited(_) => Destination::Exsited,
+        }
+    }
+}
+
+/// Exsited's tenant, credentials and mapping (`EXSITED_*`).
+#[derive(Debug, Clone)]
+pub struct ExsitedDestinationConfig {
+    /// `https://<tenant>.exsited.com`, without a trailing slash (`EXSITED_BASE_URL`).
+    pub base_url: String,
+    pub credentials: ExsitedCredentialsSource,
+    /// The redirect URI registered with the credentials (`EXSITED_REDIRECT_URI`); the token request carries it.
+    pub redirect_uri: String,
+    /// Per HTTP request (`EXSITED_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// `EXSITED_CURRENCY`, `EXSITED_ACCOUNT_MAP`, `EXSITED_ITEM_MAP`, `EXSITED_CHARGES_ITEM`.
+    pub mapping: ExsitedSettings,
+}
+
+/// Where Exsited's OAuth client credentials come from.
+#[derive(Debug, Clone)]
+pub enum ExsitedCredentialsSource {
+    /// `EXSITED_CLIENT_ID` and `EXSITED_CLIENT_SECRET` (local use).
+    Inline { client_id: SecretString, client_secret: SecretString },
+    /// A Secrets Manager JSON secret with keys `client_id` and `client_secret` (`EXSITED_SECRET_ARN`).
+    Secret { arn: String },
 }
 
 /// How a batch is worked through and how long a handed-back record waits.
@@ -41,6 +87,10 @@ pub struct BatchConfig {
     /// How long a throttling or unavailability outage lasts before it is mailed (`OUTAGE_EMAIL_AFTER`).
     pub outage_email_after: Duration,
 }
+
+/// Exsited's requests are made once per delivery (a transient failure hands the record back), so the margin
+/// only covers the notifications and the answer to Lambda.
+const EXSITED_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 /// A batch holds at most 10 records, so 10 groups at once is the whole batch.
 pub const DEFAULT_GROUP_CONCURRENCY: u64 = 5;
@@ -106,6 +156,26 @@ pub struct AppZenCredentials {
 const INLINE_VARIABLES: [&str; 3] = ["APPZEN_API_KEY", "APPZEN_CUSTOMER_ID", "APPZEN_CUSTOMER_KEY"];
 
 impl ReconcileConfig {
+    /// AppZen's settings, when this function sends to AppZen.
+    pub fn appzen(&self) -> Option<&AppZenConfig> {
+        match &self.destination {
+            DestinationConfig::AppZen(appzen) => Some(appzen),
+            DestinationConfig::Exsited(_) => None,
+        }
+    }
+
+    pub fn appzen_mut(&mut self) -> Option<&mut AppZenConfig> {
+        match &mut self.destination {
+            DestinationConfig::AppZen(appzen) => Some(appzen),
+            DestinationConfig::Exsited(_) => None,
+        }
+    }
+
+    /// Time kept back at the end of an invocation to notify and answer Lambda.
+    pub fn deadline_margin(&self) -> Duration {
+        self.appzen().map_or(EXSITED_DEADLINE_MARGIN, |appzen| appzen.deadline_margin)
+    }
+
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let mapping = MappingSettings {
             currency: parsed_or(env, "CURRENCY", Currency::default(), Currency::parse)?,
@@ -115,6 +185,15 @@ impl ReconcileConfig {
                 .unwrap_or_else(|| MappingSettings::default().additional_charges_gl_code),
             ..MappingSettings::default()
         };
+        let destination = parsed_or(env, "DESTINATION", Destination::Appzen, one_of)?;
+        let destinations = parsed_or(env, "DESTINATIONS", vec![destination], parse_destinations)?;
+        if !destinations.contains(&destination) {
+            return Err(ConfigError::new(
+                "DESTINATIONS",
+                format!("does not name this function's DESTINATION ({})", destination.as_str()),
+            ));
+        }
+        let mails_mismatch = destinations.first() == Some(&destination);
         Ok(ReconcileConfig {
             notify_queue_url: required(env, "NOTIFY_QUEUE_URL")?,
             policy: parsed_or(env, "RECONCILE_POLICY", Policy::default(), one_of)?,
@@ -124,20 +203,11 @@ impl ReconcileConfig {
                     .map_err(|e| format!("{e} (an amount such as 0.05)"))
             })?,
             mapping,
-            appzen: AppZenConfig {
-                base_url: parsed_or(env, "APPZEN_BASE_URL", DEFAULT_APPZEN_BASE_URL.to_owned(), base_url)?,
-                credentials: credentials(env)?,
-                request_timeout: Duration::from_millis(parsed_or(
-                    env,
-                    "APPZEN_TIMEOUT_MS",
-                    10_000,
-                    number_in(100..=900_000),
-                )?),
-                max_attempts: parsed_or(env, "APPZEN_MAX_ATTEMPTS", 4, number_in(1..=20))? as u32,
-                backoff: Backoff::default(),
-                deadline_margin: Duration::from_secs(2),
-                credential_renewal_interval: Duration::from_secs(30),
+            destination: match destination {
+                Destination::Appzen => DestinationConfig::AppZen(appzen(env)?),
+                Destination::Exsited => DestinationConfig::Exsited(exsited(env)?),
             },
+            mails_mismatch,
             ledger_table: required(env, "LEDGER_TABLE_NAME")?,
             history: history(env)?,
             archive: archive(env)?,
@@ -151,6 +221,59 @@ impl ReconcileConfig {
                 outage_email_after: parsed_or(env, "OUTAGE_EMAIL_AFTER", Duration::from_secs(15 * 60), parse_duration)?,
             },
         })
+    }
+}
+
+fn appzen(env: &impl Env) -> Result<AppZenConfig, ConfigError> {
+    Ok(AppZenConfig {
+        base_url: parsed_or(env, "APPZEN_BASE_URL", DEFAULT_APPZEN_BASE_URL.to_owned(), base_url)?,
+        credentials: credentials(env)?,
+        request_timeout: Duration::from_millis(parsed_or(env, "APPZEN_TIMEOUT_MS", 10_000, number_in(100..=900_000))?),
+        max_attempts: parsed_or(env, "APPZEN_MAX_ATTEMPTS", 4, number_in(1..=20))? as u32,
+        backoff: Backoff::default(),
+        deadline_margin: Duration::from_secs(2),
+        credential_renewal_interval: Duration::from_secs(30),
+    })
+}
+
+fn exsited(env: &impl Env) -> Result<ExsitedDestinationConfig, ConfigError> {
+    let id_rule = |variable| parsed_or(env, variable, IdRule::SameAsKomet, IdRule::parse);
+    Ok(ExsitedDestinationConfig {
+        base_url: base_url(&required(env, "EXSITED_BASE_URL")?)
+            .map_err(|problem| ConfigError::new("EXSITED_BASE_URL", problem))?,
+        credentials: exsited_credentials(env)?,
+        redirect_uri: optional(env, "EXSITED_REDIRECT_URI").unwrap_or_else(|| DEFAULT_EXSITED_REDIRECT_URI.to_owned()),
+        request_timeout: Duration::from_millis(parsed_or(env, "EXSITED_TIMEOUT_MS", 10_000, number_in(100..=900_000))?),
+        mapping: ExsitedSettings {
+            currency: parsed_or(env, "EXSITED_CURRENCY", Currency::default(), Currency::parse)?.as_str().to_owned(),
+            accounts: id_rule("EXSITED_ACCOUNT_MAP")?,
+            items: id_rule("EXSITED_ITEM_MAP")?,
+            charges_item_id: optional(env, "EXSITED_CHARGES_ITEM")
+                .unwrap_or_else(|| DEFAULT_EXSITED_CHARGES_ITEM.to_owned()),
+        },
+    })
+}
+
+/// What Exsited's token request carries when the operator registered none in particular.
+pub const DEFAULT_EXSITED_REDIRECT_URI: &str = "https://localhost";
+/// The catalogue item an invoice's additional charges become unless `EXSITED_CHARGES_ITEM` names another.
+pub const DEFAULT_EXSITED_CHARGES_ITEM: &str = "ADDITIONAL_CHARGES";
+
+fn exsited_credentials(env: &impl Env) -> Result<ExsitedCredentialsSource, ConfigError> {
+    let (id, secret) = (optional(env, "EXSITED_CLIENT_ID"), optional(env, "EXSITED_CLIENT_SECRET"));
+    match (optional(env, "EXSITED_SECRET_ARN"), id, secret) {
+        (Some(arn), None, None) => Ok(ExsitedCredentialsSource::Secret { arn }),
+        (Some(_), _, _) => Err(ConfigError::new(
+            "EXSITED_SECRET_ARN",
+            "is set together with EXSITED_CLIENT_ID/EXSITED_CLIENT_SECRET; set one or the other",
+        )),
+        (None, Some(id), Some(secret)) => {
+            Ok(ExsitedCredentialsSource::Inline { client_id: id.into(), client_secret: secret.into() })
+        }
+        (None, id, _) => Err(ConfigError::new(
+            if id.is_none() { "EXSITED_CLIENT_ID" } else { "EXSITED_CLIENT_SECRET" },
+            "is required unless EXSITED_SECRET_ARN names a secret with Exsited's client_id and client_secret",
+        )),
     }
 }
 
@@ -261,12 +384,12 @@ mod tests {
         assert_eq!(config.policy, Policy::Block);
         assert_eq!(config.tolerance, Tolerance::CENT);
         assert_eq!(config.mapping, MappingSettings::default());
-        assert_eq!(config.appzen.base_url, "https://api.appzen.com");
-        assert_eq!(config.appzen.request_timeout, Duration::from_secs(10));
-        assert_eq!(config.appzen.max_attempts, 4);
+        assert_eq!(config.appzen().unwrap().base_url, "https://api.appzen.com");
+        assert_eq!(config.appzen().unwrap().request_timeout, Duration::from_secs(10));
+        assert_eq!(config.appzen().unwrap().max_attempts, 4);
         assert_eq!(config.ledger_table, "po-sync-ledger");
         assert_eq!(
-            config.appzen.credentials,
+            config.appzen().unwrap().credentials,
             CredentialsSource::Inline(AppZenCredentials {
                 api_key: "key".into(),
                 customer_id: "cid".into(),
@@ -295,9 +418,9 @@ mod tests {
         assert_eq!(config.mapping.entity_id_source, EntityIdSource::LocationId);
         assert_eq!(config.mapping.supplier_id_source, SupplierIdSource::Id);
         assert_eq!(config.mapping.additional_charges_gl_code, "6100");
-        assert_eq!(config.appzen.base_url, "http://127.0.0.1:9999", "trailing slash dropped");
-        assert_eq!(config.appzen.request_timeout, Duration::from_millis(2500));
-        assert_eq!(config.appzen.max_attempts, 2);
+        assert_eq!(config.appzen().unwrap().base_url, "http://127.0.0.1:9999", "trailing slash dropped");
+        assert_eq!(config.appzen().unwrap().request_timeout, Duration::from_millis(2500));
+        assert_eq!(config.appzen().unwrap().max_attempts, 2);
     }
 
     #[test]
@@ -342,7 +465,7 @@ mod tests {
         ];
         let config = ReconcileConfig::from_env(&env).unwrap();
         assert_eq!(
-            config.appzen.credentials,
+            config.appzen().unwrap().credentials,
             CredentialsSource::Secret { arn: "arn:aws:secretsmanager:us-east-1:1:secret:appzen".into() }
         );
         assert!(
@@ -434,5 +557,55 @@ mod tests {
         let config = ReconcileConfig::from_env(&MINIMAL).unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains("ckey") && !debug.contains("\"key\"") && !debug.contains("cid"), "{debug}");
+    }
+
+    const EXSITED: [(&str, &str); 6] = [
+        ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/notifications.fifo"),
+        ("LEDGER_TABLE_NAME", "po-sync-ledger"),
+        ("DESTINATION", "exsited"),
+        ("EXSITED_BASE_URL", "https://acme.exsited.com/"),
+        ("EXSITED_CLIENT_ID", "client"),
+        ("EXSITED_CLIENT_SECRET", "s3cret"),
+    ];
+
+    fn exsited_with(extra: &[(&'static str, &'static str)]) -> Result<ReconcileConfig, ConfigError> {
+        let env: std::collections::HashMap<String, String> =
+            EXSITED.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ReconcileConfig::from_env(&env)
+    }
+
+    #[test]
+    fn an_exsited_function_needs_exsited_settings_and_no_appzen_credentials() {
+        let config = exsited_with(&[("EXSITED_ITEM_MAP", "CGEN=FLOWERS"), ("EXSITED_CURRENCY", "EUR")]).unwrap();
+        let DestinationConfig::Exsited(exsited) = &config.destination else { panic!("{config:?}") };
+        assert_eq!(exsited.base_url, "https://acme.exsited.com");
+        assert_eq!(exsited.mapping.accounts, IdRule::SameAsKomet);
+        assert_eq!(exsited.mapping.items, IdRule::parse("CGEN=FLOWERS").unwrap());
+        assert_eq!(
+            (exsited.mapping.currency.as_str(), exsited.mapping.charges_item_id.as_str()),
+            ("EUR", "ADDITIONAL_CHARGES")
+        );
+        assert!(config.appzen().is_none() && config.mails_mismatch);
+        assert!(!format!("{config:?}").contains("s3cret"), "the client secret never shows");
+        let secret = [("EXSITED_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:x")];
+        assert_eq!(exsited_with(&secret).unwrap_err().variable, "EXSITED_SECRET_ARN", "secret and inline together");
+        let mut no_url = EXSITED.to_vec();
+        no_url.retain(|(k, _)| *k != "EXSITED_BASE_URL");
+        let env: std::collections::HashMap<String, String> =
+            no_url.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(ReconcileConfig::from_env(&env).unwrap_err().variable, "EXSITED_BASE_URL");
+        assert_eq!(exsited_with(&[("EXSITED_ACCOUNT_MAP", "V-0042")]).unwrap_err().variable, "EXSITED_ACCOUNT_MAP");
+    }
+
+    #[test]
+    fn only_the_first_of_the_destinations_mails_a_mismatch() {
+        assert!(ReconcileConfig::from_env(&with(&[("DESTINATIONS", "appzen,exsited")])).unwrap().mails_mismatch);
+        assert!(!exsited_with(&[("DESTINATIONS", "appzen,exsited")]).unwrap().mails_mismatch);
+        assert!(exsited_with(&[("DESTINATIONS", "exsited,appzen")]).unwrap().mails_mismatch);
+        assert_eq!(exsited_with(&[("DESTINATIONS", "appzen")]).unwrap_err().variable, "DESTINATIONS");
+        assert_eq!(
+            error(&[("DESTINATION", "sap")]),
+            "configuration DESTINATION: expected appzen or exsited, found \"sap\""
+        );
     }
 }

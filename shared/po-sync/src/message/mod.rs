@@ -19,8 +19,8 @@ pub use claim_check::{BodyRef, body_key};
 pub use envelope::WebhookEnvelope;
 pub use kept::{KeptWebhook, WEBHOOK_ARCHIVE_PREFIX, kept_key, kept_prefix};
 pub use notification::{
-    AppZenAnswer, INVOICE_LINK_LIFETIME_HOURS, InvoiceLink, NotificationDetail, NotificationEvent, NotificationKind,
-    Omitted, PoIdentity, WebhookFacts,
+    DestinationAnswer, INVOICE_LINK_LIFETIME_HOURS, InvoiceLink, NotificationDetail, NotificationEvent,
+    NotificationKind, Omitted, PoIdentity, WebhookFacts,
 };
 
 /// The envelope version this build writes and reads.

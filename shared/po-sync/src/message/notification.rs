@@ -5,6 +5,7 @@ use super::{
     check_header, sha256_hex, to_json,
 };
 use crate::archive::{ArchivedPdf, InvoiceArchive};
+use crate::destination::Destination;
 use crate::komet::PurchaseOrder;
 use crate::limits;
 use crate::outage::OutageCause;
@@ -23,6 +24,10 @@ pub enum NotificationKind {
     MappingError,
     /// AppZen refused the PO with a 4xx other than 408/429.
     AppzenRejected,
+    /// Exsited refused the PO (a 4xx other than 401/403/404/408/429).
+    ExsitedRejected,
+    /// A new version of a PO that is cancelled at the destination: not sent (po-sync never reactivates by itself).
+    CancelledAtDestination,
     /// The webhook kept failing transiently and SQS moved it to the dead-letter queue.
     DeadLettered,
     /// A queue message that is not a po-sync message at all.
@@ -103,10 +108,10 @@ pub struct InvoiceLink {
 /// How long Komet keeps an invoice link alive after sending the webhook.
 pub const INVOICE_LINK_LIFETIME_HOURS: i64 = 6;
 
-/// AppZen's answer to a refused upsert.
+/// A destination's answer to a refused PO (AppZen's `error`/`message`; Exsited's error codes and messages).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AppZenAnswer {
+pub struct DestinationAnswer {
     pub http_status: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -116,12 +121,12 @@ pub struct AppZenAnswer {
     pub correlation_id: Option<String>,
 }
 
-impl AppZenAnswer {
+impl DestinationAnswer {
     /// AppZen's answer as an event carries it: each text at most [`limits::APPZEN_TEXT_CHARS`] characters on one
     /// line (an answer comes from outside, and may be a proxy's whole error page).
     pub fn of(http_status: u16, error: &crate::appzen::ErrorResponse, correlation_id: Option<&str>) -> Self {
         let bounded = |text: &str| crate::text::one_line(text, limits::APPZEN_TEXT_CHARS);
-        AppZenAnswer {
+        DestinationAnswer {
             http_status,
             error: error.error.as_deref().map(bounded),
             message: error.message.as_deref().map(bounded),
@@ -146,6 +151,10 @@ pub struct NotificationEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookFacts>,
     pub detail: NotificationDetail,
+    /// The destination the event is about (a mapping error, a refusal, a dead letter): absent for AppZen, as
+    /// every event was before there was a second destination.
+    #[serde(default, skip_serializing_if = "Destination::is_appzen")]
+    pub destination: Destination,
     /// What the event leaves out so that it stays far below SQS's 1 MiB whatever the PO: the e-mail says so.
     #[serde(default, skip_serializing_if = "Omitted::is_nothing")]
     pub omitted: Omitted,
@@ -193,7 +202,11 @@ pub enum NotificationDetail {
     /// The PO cannot be expressed as one AppZen PO; `problem` says why, in words.
     MappingError { problem: String },
     /// AppZen refused the PO.
-    AppzenRejected { appzen: AppZenAnswer },
+    AppzenRejected { appzen: DestinationAnswer },
+    /// Exsited refused the PO.
+    ExsitedRejected { exsited: DestinationAnswer },
+    /// The destination holds the PO as cancelled (its id there: `id`), so the new version was not sent.
+    CancelledAtDestination { id: String },
     /// The webhook kept failing transiently and SQS moved it to the dead-letter queue.
     DeadLettered {
         /// How many times delivery was tried, when SQS said.
@@ -217,7 +230,7 @@ pub enum NotificationDetail {
         last_failure: String,
         /// AppZen's answer, when it gave one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        appzen: Option<AppZenAnswer>,
+        appzen: Option<DestinationAnswer>,
     },
 }
 
@@ -227,6 +240,8 @@ impl NotificationDetail {
             NotificationDetail::ReconciliationMismatch { .. } => NotificationKind::ReconciliationMismatch,
             NotificationDetail::MappingError { .. } => NotificationKind::MappingError,
             NotificationDetail::AppzenRejected { .. } => NotificationKind::AppzenRejected,
+            NotificationDetail::ExsitedRejected { .. } => NotificationKind::ExsitedRejected,
+            NotificationDetail::CancelledAtDestination { .. } => NotificationKind::CancelledAtDestination,
             NotificationDetail::DeadLettered { .. } => NotificationKind::DeadLettered,
             NotificationDetail::PoisonMessage { .. } => NotificationKind::PoisonMessage,
             NotificationDetail::AppzenOutage { .. } => NotificationKind::AppzenOutage,
@@ -288,6 +303,12 @@ impl WebhookFacts {
 }
 
 impl NotificationEvent {
+    /// The same event, about `destination`.
+    pub fn at(mut self, destination: Destination) -> Self {
+        self.destination = destination;
+        self
+    }
+
     /// An event about an accepted webhook.
     pub fn about(envelope: &WebhookEnvelope, detail: NotificationDetail) -> Self {
         NotificationEvent::about_facts(WebhookFacts::of(envelope), detail)
@@ -327,6 +348,7 @@ impl NotificationEvent {
             schema_version: NOTIFICATION_SCHEMA_VERSION,
             webhook: Some(facts),
             detail,
+            destination: Destination::Appzen,
             omitted,
         }
     }
@@ -341,6 +363,7 @@ impl NotificationEvent {
                 problem: problem.into(),
                 sqs_message_id: sqs_message_id.into(),
             },
+            destination: Destination::Appzen,
             omitted: Omitted::default(),
         }
     }
@@ -350,13 +373,14 @@ impl NotificationEvent {
         cause: OutageCause,
         since: DateTime<Utc>,
         last_failure: impl Into<String>,
-        appzen: Option<AppZenAnswer>,
+        appzen: Option<DestinationAnswer>,
     ) -> Self {
         NotificationEvent {
             message_type: NotificationType::Notification,
             schema_version: NOTIFICATION_SCHEMA_VERSION,
             webhook: None,
             detail: NotificationDetail::AppzenOutage { cause, since, last_failure: last_failure.into(), appzen },
+            destination: Destination::Appzen,
             omitted: Omitted::default(),
         }
     }

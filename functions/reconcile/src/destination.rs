@@ -1,0 +1,228 @@
+//! The destination port: where reconcile sends a PO that may be sent. AppZen (an idempotent upsert, retried
+//! within the invocation) or Exsited (create, or change the PO the ledger names; one try per delivery, a
+//! transient failure hands the record back to its queue). Each returns what the ledger, the notification and the
+//! log need, so the rest of the record's handling does not depend on the destination.
+
+use crate::Outcome;
+use po_sync::appzen::MappingSettings;
+use po_sync::config::reconcile::ExsitedDestinationConfig;
+use po_sync::decision;
+use po_sync::destination::Destination;
+use po_sync::exsited::{CreateRequest, ExsitedSettings, note_prefix};
+use po_sync::ledger::{self, LedgerEntry, LedgerOutcome};
+use po_sync::message::{DestinationAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
+use po_sync_aws::appzen::{Accepted, AppZenClient, UpsertOutcome};
+use po_sync_aws::exsited::{Delivered, ExsitedClient, ExsitedError, ExsitedSetupError};
+use tokio::time::Instant;
+
+/// The client of the one destination this function sends to.
+pub enum Sender {
+    AppZen(AppZenClient),
+    Exsited { client: ExsitedClient, settings: ExsitedSettings },
+}
+
+impl From<AppZenClient> for Sender {
+    fn from(client: AppZenClient) -> Self {
+        Sender::AppZen(client)
+    }
+}
+
+impl Sender {
+    pub fn destination(&self) -> Destination {
+        match self {
+            Sender::AppZen(_) => Destination::Appzen,
+            Sender::Exsited { .. } => Destination::Exsited,
+        }
+    }
+
+    /// Exsited's client, its credentials read from Secrets Manager if configured.
+    pub async fn exsited(
+        config: &ExsitedDestinationConfig,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Self, ExsitedSetupError> {
+        let client = ExsitedClient::from_config(config, aws).await?;
+        Ok(Sender::Exsited { client, settings: config.mapping.clone() })
+    }
+}
+
+/// What came of sending one version, when it is final (a retry is an `Err` with the record's outcome, boxed:
+/// it is large and rare).
+pub(crate) struct Sent {
+    pub outcome: Outcome,
+    pub ledger_outcome: LedgerOutcome,
+    pub accepted: Option<ledger::Accepted>,
+    /// The notification a refusal raises.
+    pub notification: Option<NotificationEvent>,
+}
+
+/// A PO planned for this function's destination: its notifications, and its body when it may be sent.
+pub(crate) enum Planned<'a> {
+    AppZen(Box<decision::Plan<po_sync::appzen::PurchaseOrderBody<'a>>>),
+    Exsited(decision::Plan<CreateRequest>),
+}
+
+impl Planned<'_> {
+    pub fn notifications(&mut self) -> &mut Vec<NotificationEvent> {
+        match self {
+            Planned::AppZen(plan) => &mut plan.notifications,
+            Planned::Exsited(plan) => &mut plan.notifications,
+        }
+    }
+
+    pub fn discrepancy_count(&self) -> usize {
+        match self {
+            Planned::AppZen(plan) => plan.discrepancy_count,
+            Planned::Exsited(plan) => plan.discrepancy_count,
+        }
+    }
+
+    pub fn sends(&self) -> bool {
+        match self {
+            Planned::AppZen(plan) => plan.upsert.is_some(),
+            Planned::Exsited(plan) => plan.upsert.is_some(),
+        }
+    }
+}
+
+impl Sender {
+    pub(crate) fn plan<'a>(
+        &self,
+        envelope: &'a WebhookEnvelope,
+        checks: (decision::Policy, po_sync::reconcile::Tolerance),
+        mails_mismatch: bool,
+        appzen_mapping: &'a MappingSettings,
+    ) -> Planned<'a> {
+        let destination = self.destination();
+        match self {
+            Sender::AppZen(_) => {
+                Planned::AppZen(Box::new(decision::plan_for(envelope, checks, destination, mails_mismatch, |po| {
+                    po_sync::appzen::map_purchase_order(po, appzen_mapping)
+                })))
+            }
+            Sender::Exsited { settings, .. } => {
+                Planned::Exsited(decision::plan_for(envelope, checks, destination, mails_mismatch, |po| {
+                    po_sync::exsited::map_purchase_order(po, settings)
+                }))
+            }
+        }
+    }
+
+    /// Sends the planned body (the plan must send: [`Planned::sends`]); with the HTTP requests made. `claim` is
+    /// the ledger's entry, which names the PO's Exsited id once a version created it.
+    pub(crate) async fn send(
+        &self,
+        planned: &mut Planned<'_>,
+        envelope: &WebhookEnvelope,
+        archives: &[po_sync::archive::InvoiceArchive],
+        claim: &LedgerEntry,
+        deadline: Option<Instant>,
+    ) -> (u32, Result<Sent, Box<Outcome>>) {
+        match (self, planned) {
+            (Sender::AppZen(appzen), Planned::AppZen(plan)) => {
+                let Some(mut body) = plan.upsert.take() else { return (0, Err(Box::new(Outcome::NotAttempted))) };
+                body.note_archive(archives);
+                let json = body.to_json();
+                // Only its JSON is sent: free the mapped body (more memory than the JSON) before the POST.
+                drop(body);
+                let upsert = appzen.upsert(json, deadline).await;
+                (upsert.attempts, appzen_sent(upsert.outcome, envelope))
+            }
+            (Sender::Exsited { client, .. }, Planned::Exsited(plan)) => {
+                let Some(request) = plan.upsert.take() else { return (0, Err(Box::new(Outcome::NotAttempted))) };
+                let known_id = claim.appzen.as_ref().and_then(|holds| holds.uuid.as_deref());
+                let prefix = note_prefix(envelope.po.id, &envelope.po.po_number);
+                let delivery = client.deliver(known_id, &request, &prefix).await;
+                (delivery.operations, exsited_sent(delivery.result, envelope))
+            }
+            _ => (0, Err(Box::new(Outcome::NotAttempted))),
+        }
+    }
+}
+
+fn appzen_sent(outcome: UpsertOutcome, envelope: &WebhookEnvelope) -> Result<Sent, Box<Outcome>> {
+    match outcome {
+        UpsertOutcome::Accepted(accepted) => Ok(Sent {
+            ledger_outcome: LedgerOutcome::Upserted,
+            accepted: Some(ledger::Accepted {
+                http_status: accepted.http_status,
+                uuid: accepted.uuid.clone(),
+                status: accepted.status.clone(),
+            }),
+            outcome: Outcome::Upserted(accepted),
+            notification: None,
+        }),
+        UpsertOutcome::Rejected(rejected) => Ok(Sent {
+            notification: Some(decision::rejected_event(
+                envelope,
+                rejected.http_status,
+                &rejected.error,
+                rejected.correlation_id.clone(),
+            )),
+            outcome: Outcome::Rejected(rejected),
+            ledger_outcome: LedgerOutcome::Rejected,
+            accepted: None,
+        }),
+        UpsertOutcome::GaveUp { last, reason } => Err(Box::new(Outcome::AppZenUnavailable { last, reason })),
+    }
+}
+
+fn exsited_sent(delivered: Result<Delivered, ExsitedError>, envelope: &WebhookEnvelope) -> Result<Sent, Box<Outcome>> {
+    let accepted = |order: &po_sync_aws::exsited::PurchaseOrder, http_status: u16, status: &str| Accepted {
+        http_status,
+        uuid: Some(order.id.clone()),
+        status: Some(status.to_owned()),
+        correlation_id: None,
+    };
+    let upserted = |accepted: Accepted| Sent {
+        ledger_outcome: LedgerOutcome::Upserted,
+        accepted: Some(ledger::Accepted {
+            http_status: accepted.http_status,
+            uuid: accepted.uuid.clone(),
+            status: accepted.status.clone(),
+        }),
+        outcome: Outcome::Upserted(accepted),
+        notification: None,
+    };
+    match delivered {
+        Ok(Delivered::Created(order)) => Ok(upserted(accepted(&order, 201, "CREATED"))),
+        Ok(Delivered::Changed(order)) => Ok(upserted(accepted(&order, 200, "UPDATED"))),
+        Ok(Delivered::Inactive(order)) => Ok(Sent {
+            notification: Some(
+                NotificationEvent::about(envelope, NotificationDetail::CancelledAtDestination { id: order.id.clone() })
+                    .at(Destination::Exsited),
+            ),
+            outcome: Outcome::Cancelled { exsited_id: order.id },
+            ledger_outcome: LedgerOutcome::Held,
+            accepted: None,
+        }),
+        Err(error) if error.is_transient() || is_setup_problem(&error) => {
+            Err(Box::new(Outcome::ExsitedUnavailable(error)))
+        }
+        Err(error) => {
+            let http_status = match &error {
+                ExsitedError::Refused { status, .. } | ExsitedError::Unreadable { status, .. } => *status,
+                ExsitedError::Unreachable(_) => 0,
+            };
+            let answer = DestinationAnswer {
+                http_status,
+                error: None,
+                message: Some(po_sync::text::one_line(&error.to_string(), po_sync::limits::APPZEN_TEXT_CHARS)),
+                correlation_id: None,
+            };
+            let event = NotificationEvent::about(envelope, NotificationDetail::ExsitedRejected { exsited: answer })
+                .at(Destination::Exsited);
+            Ok(Sent {
+                notification: Some(event),
+                outcome: Outcome::ExsitedRejected { http_status, detail: error.to_string() },
+                ledger_outcome: LedgerOutcome::Rejected,
+                accepted: None,
+            })
+        }
+    }
+}
+
+/// Exsited refuses po-sync itself, not the PO (credentials, permission, a wrong address): nothing about the PO
+/// is wrong, so the record waits for the fix like an outage, and is parked after its retries.
+fn is_setup_problem(error: &ExsitedError) -> bool {
+    matches!(error, ExsitedError::Refused { status: 401 | 403 | 404 | 405 | 407, .. })
+}
