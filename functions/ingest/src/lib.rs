@@ -20,7 +20,7 @@ use po_sync::config::ingest::{CredentialSource, Credentials, IngestConfig};
 use po_sync::text::log_field;
 pub use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore, S3ObjectStore};
 use po_sync_aws::port::{Failure, PortError};
-pub use po_sync_aws::queue::{FifoMessage, FifoQueue, MemoryFifoQueue, SqsFifoQueue};
+pub use po_sync_aws::queue::{FanOutQueue, FifoMessage, FifoQueue, MemoryFifoQueue, SqsFifoQueue};
 use po_sync_aws::secrets::{SecretError, read_json_secret};
 use std::time::Instant;
 
@@ -44,7 +44,10 @@ pub enum StartupError {
     Secret(Box<SecretError>),
 }
 
-impl Ingest<SqsFifoQueue> {
+/// ingest's queues in Lambda: one SQS FIFO queue per destination.
+pub type SqsQueues = FanOutQueue<SqsFifoQueue>;
+
+impl Ingest<SqsQueues> {
     /// The cold start: reads the credentials (once, from Secrets Manager when `WEBHOOK_SECRET_ARN` is set)
     /// and builds the SQS client.
     pub async fn start(config: IngestConfig, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
@@ -56,7 +59,9 @@ impl Ingest<SqsFifoQueue> {
                 Credentials::from_secret(config.auth, &secret)?
             }
         };
-        let queue = SqsFifoQueue::new(aws_sdk_sqs::Client::new(aws), config.queue_url);
+        let sqs = aws_sdk_sqs::Client::new(aws);
+        let queue =
+            FanOutQueue::new(config.queues.into_iter().map(|(_, url)| SqsFifoQueue::new(sqs.clone(), url)).collect());
         let ingest = Ingest::new(&credentials, config.max_body_bytes, queue);
         Ok(match config.archive_bucket {
             Some(bucket) => ingest.with_bucket(S3ObjectStore::new(aws, bucket)),

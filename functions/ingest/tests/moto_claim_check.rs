@@ -119,7 +119,7 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    async fn ingest(&self, bucket: &str) -> Ingest<SqsFifoQueue> {
+    async fn ingest(&self, bucket: &str) -> Ingest<ingest::SqsQueues> {
         let vars: HashMap<String, String> = [
             ("WEBHOOK_AUTH", "basic"),
             ("WEBHOOK_USERNAME", "komet"),

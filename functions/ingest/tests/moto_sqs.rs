@@ -2,7 +2,7 @@
 //! cold-start code as Lambda (`Ingest::start`), checked with the real aws-sdk clients.
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use ingest::{Ingest, SqsFifoQueue};
+use ingest::Ingest;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use po_sync::config::ingest::IngestConfig;
@@ -53,7 +53,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     /// The function as Lambda would build it, from these variables plus `QUEUE_URL`.
-    async fn ingest(&self, env: &[(&str, &str)]) -> Ingest<SqsFifoQueue> {
+    async fn ingest(&self, env: &[(&str, &str)]) -> Ingest<ingest::SqsQueues> {
         let mut vars: std::collections::HashMap<String, String> =
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         vars.entry("QUEUE_URL".to_owned()).or_insert_with(|| self.queue_url.clone());
@@ -80,7 +80,7 @@ impl Setup {
 const BASIC_ENV: [(&str, &str); 3] =
     [("WEBHOOK_AUTH", "basic"), ("WEBHOOK_USERNAME", "komet"), ("WEBHOOK_PASSWORD", "s3cret")];
 
-async fn call(ingest: &Ingest<SqsFifoQueue>, request: Request) -> (StatusCode, Value) {
+async fn call(ingest: &Ingest<ingest::SqsQueues>, request: Request) -> (StatusCode, Value) {
     let response = ingest.handle(request).await;
     (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap())
 }
@@ -215,6 +215,35 @@ async fn a_queue_that_does_not_exist_is_503_for_komet_to_retry() {
         serde_json::json!({"status": "0", "error": "the webhook could not be queued: please retry later"})
     );
     assert!(setup.queued().await.is_empty());
+}
+
+#[tokio::test]
+async fn with_both_destinations_each_queue_gets_the_webhook_and_a_missing_one_is_503_with_a_safe_retry() {
+    let setup = setup().await;
+    let exsited =
+        po_sync_test_support::moto::create_fifo_queue(&setup.sqs, "webhooks-exsited.fifo", None, None).await.unwrap();
+    let both = [BASIC_ENV[0], BASIC_ENV[1], BASIC_ENV[2], ("DESTINATIONS", "appzen,exsited")];
+    let ingest = setup.ingest(&[&both[..], &[("EXSITED_QUEUE_URL", exsited.as_str())]].concat()).await;
+    let request = || with_request_id(post(Some(&basic_authorization("komet", "s3cret")), doc_sample()), "req-both");
+    let (status, reply) = call(&ingest, request()).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let on_exsited = setup.sqs.receive_message().queue_url(&exsited).send().await.unwrap();
+    let bodies: Vec<_> = on_exsited.messages().iter().map(|m| m.body().unwrap()).collect();
+    assert_eq!(bodies.len(), 1);
+
+    // Exsited's queue gone: Komet is told to retry; AppZen's copy stays, and the retry is deduplicated there.
+    let missing = format!("{}/123456789012/no-such-queue.fifo", setup.moto.endpoint_url());
+    let broken = setup.ingest(&[&both[..], &[("EXSITED_QUEUE_URL", missing.as_str())]].concat()).await;
+    let request = || with_request_id(post(Some(&basic_authorization("komet", "s3cret")), doc_sample()), "req-2");
+    let (status, _) = call(&broken, request()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = call(&ingest, request()).await;
+    assert_eq!(status, StatusCode::OK);
+    let queued = setup.queued().await;
+    assert_eq!(queued[0].body().unwrap(), bodies[0], "the same envelope on both queues");
+    let sends: Vec<_> =
+        queued.iter().map(|m| WebhookEnvelope::from_json(m.body().unwrap()).unwrap().send_id.unwrap()).collect();
+    assert_eq!(sends, ["req-both", "req-2"], "AppZen's queue holds req-2 once");
 }
 
 #[tokio::test]

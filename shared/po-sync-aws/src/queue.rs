@@ -96,6 +96,38 @@ impl<Q: FifoQueue> FifoQueue for &Q {
     }
 }
 
+/// The same message on several queues, one per destination (ingest, with `DESTINATIONS` naming more than one):
+/// sent to each in order, accepted only once every queue has it, so no destination misses a webhook Komet was
+/// told is safe. When a later queue fails, the earlier ones keep their copy; Komet's retry carries the same
+/// deduplication id, so SQS drops it there within five minutes, and the ledger's duplicate rule after that.
+#[derive(Debug, Clone)]
+pub struct FanOutQueue<Q> {
+    queues: Vec<Q>,
+}
+
+impl<Q: FifoQueue> FanOutQueue<Q> {
+    /// `queues` in the order `DESTINATIONS` names them; at least one.
+    pub fn new(queues: Vec<Q>) -> Self {
+        FanOutQueue { queues }
+    }
+
+    pub fn queues(&self) -> &[Q] {
+        &self.queues
+    }
+}
+
+impl<Q: FifoQueue> FifoQueue for FanOutQueue<Q> {
+    /// The first queue's message id (the one ingest logs).
+    async fn send(&self, message: &FifoMessage) -> Result<String, PortError> {
+        let mut first_id = None;
+        for queue in &self.queues {
+            let id = queue.send(message).await?;
+            first_id.get_or_insert(id);
+        }
+        first_id.ok_or_else(|| PortError::new(SEND_MESSAGE, Failure::Permanent, "no queue is configured"))
+    }
+}
+
 /// One SQS FIFO queue.
 #[derive(Debug, Clone)]
 pub struct SqsFifoQueue {
@@ -294,5 +326,27 @@ mod tests {
         queue.fail_next(1, Failure::Transient);
         assert!(queue.send(&a).await.unwrap_err().is_transient());
         assert_eq!(queue.send(&a).await.unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_is_accepted_only_once_every_queue_has_the_message() {
+        let (appzen, exsited) = (MemoryFifoQueue::default(), MemoryFifoQueue::default());
+        let both = FanOutQueue::new(vec![&appzen, &exsited]);
+        let message = FifoMessage::new("po".into(), "g", "d1");
+        let first = both.send(&message).await.unwrap();
+        assert_eq!(appzen.messages().len(), 1);
+        assert_eq!(exsited.messages().len(), 1);
+        assert_eq!(appzen.send(&message).await.unwrap(), first, "the first queue's id is the one answered");
+
+        exsited.fail_next(1, Failure::Transient);
+        let second = FifoMessage::new("po v2".into(), "g", "d2");
+        assert!(both.send(&second).await.unwrap_err().is_transient(), "one queue failing fails the send");
+        assert_eq!(appzen.messages().len(), 2, "the earlier queue keeps its copy");
+        both.send(&second).await.unwrap();
+        assert_eq!(appzen.messages().len(), 2, "the retry is deduplicated where it already arrived");
+        assert_eq!(exsited.messages().len(), 2);
+
+        let none = FanOutQueue::<MemoryFifoQueue>::new(Vec::new());
+        assert!(!none.send(&message).await.unwrap_err().is_transient());
     }
 }

@@ -7,11 +7,14 @@
 //! | `WEBHOOK_PASSWORD`   | Basic password (without `WEBHOOK_SECRET_ARN`)                            |
 //! | `WEBHOOK_TOKEN`      | Bearer token (without `WEBHOOK_SECRET_ARN`)                              |
 //! | `WEBHOOK_SECRET_ARN` | Secrets Manager JSON secret with `username`/`password` or `token`        |
-//! | `QUEUE_URL`          | the `webhooks.fifo` queue                                                |
+//! | `QUEUE_URL`          | the `webhooks.fifo` queue (AppZen's)                                     |
+//! | `DESTINATIONS`       | `appzen` (default), `exsited` or `appzen,exsited`: the queues to fill    |
+//! | `EXSITED_QUEUE_URL`  | Exsited's queue, required when `DESTINATIONS` names `exsited`            |
 //! | `MAX_BODY_BYTES`     | largest body accepted, default 6,000,000 bytes (about what Lambda takes) |
 //! | `ARCHIVE_BUCKET`     | where a PO too large for one SQS message is stored (`bodies/`); optional |
 
 use super::{ConfigError, Env, one_of, optional, parsed_or, required};
+use crate::destination::{Destination, parse_destinations};
 use secrecy::SecretString;
 use std::collections::HashMap;
 
@@ -88,7 +91,9 @@ pub enum CredentialSource {
 pub struct IngestConfig {
     pub auth: AuthScheme,
     pub credentials: CredentialSource,
-    pub queue_url: String,
+    /// Each destination's queue, in the order of `DESTINATIONS`: AppZen's is `QUEUE_URL`, Exsited's
+    /// `EXSITED_QUEUE_URL`. A webhook is answered 200 only once every one of them has it.
+    pub queues: Vec<(Destination, String)>,
     pub max_body_bytes: usize,
     /// `ARCHIVE_BUCKET`: where a PO too large for one SQS message is stored (`bodies/…`), its queue message then
     /// a claim check. `None`: such a PO is refused with a 413.
@@ -101,6 +106,7 @@ const PASSWORD: &str = "WEBHOOK_PASSWORD";
 const TOKEN: &str = "WEBHOOK_TOKEN";
 const SECRET_ARN: &str = "WEBHOOK_SECRET_ARN";
 const QUEUE_URL: &str = "QUEUE_URL";
+const EXSITED_QUEUE_URL: &str = "EXSITED_QUEUE_URL";
 const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 const ARCHIVE_BUCKET: &str = "ARCHIVE_BUCKET";
 
@@ -124,13 +130,21 @@ impl IngestConfig {
                 AuthScheme::Bearer => Credentials::Bearer { token: required(env, TOKEN)?.into() },
             }),
         };
-        let queue_url = super::fifo_queue_url(QUEUE_URL, &required(env, QUEUE_URL)?)?;
+        let destinations = parsed_or(env, "DESTINATIONS", vec![Destination::Appzen], parse_destinations)?;
+        let mut queues = Vec::new();
+        for destination in destinations {
+            let variable = match destination {
+                Destination::Appzen => QUEUE_URL,
+                Destination::Exsited => EXSITED_QUEUE_URL,
+            };
+            queues.push((destination, super::fifo_queue_url(variable, &required(env, variable)?)?));
+        }
         let max_body_bytes =
             parsed_or(env, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, super::number_in(1..=MAX_MAX_BODY_BYTES))?;
         Ok(IngestConfig {
             auth,
             credentials,
-            queue_url,
+            queues,
             // At most 6 MiB, so it fits in any usize.
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
             archive_bucket: optional(env, ARCHIVE_BUCKET),
@@ -179,7 +193,7 @@ mod tests {
             config.credentials,
             CredentialSource::Environment(Credentials::Basic { username: "komet".into(), password: "pa:ss".into() })
         );
-        assert_eq!(config.queue_url, QUEUE);
+        assert_eq!(config.queues, [(Destination::Appzen, QUEUE.to_owned())]);
         assert_eq!(config.max_body_bytes, 6_000_000);
         assert_eq!(config.archive_bucket, None);
     }
@@ -284,5 +298,25 @@ mod tests {
         );
         assert!(!shown.contains("hunter2") && !shown.contains("tok-123"), "{shown}");
         assert!(shown.contains("komet"));
+    }
+
+    #[test]
+    fn each_destination_named_has_its_queue() {
+        let exsited = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks-exsited.fifo";
+        let base = [("WEBHOOK_AUTH", "bearer"), ("WEBHOOK_TOKEN", "t"), ("QUEUE_URL", QUEUE)];
+        let both: Vec<(&str, &str)> =
+            base.iter().copied().chain([("DESTINATIONS", "appzen,exsited"), ("EXSITED_QUEUE_URL", exsited)]).collect();
+        let env: HashMap<String, String> = both.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let config = IngestConfig::from_env(&env).unwrap();
+        assert_eq!(
+            config.queues,
+            [(Destination::Appzen, QUEUE.to_owned()), (Destination::Exsited, exsited.to_owned())]
+        );
+        let missing: HashMap<String, String> = base
+            .iter()
+            .chain(&[("DESTINATIONS", "appzen,exsited")])
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(IngestConfig::from_env(&missing).unwrap_err().variable, "EXSITED_QUEUE_URL");
     }
 }
