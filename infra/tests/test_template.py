@@ -6,11 +6,16 @@ the consumers, least-privilege IAM, JSON logs with retention, the webhook route 
 functions' environment contract, reconcile's retained version ledger (DynamoDB, GetItem/PutItem on the table
 only), the outputs the operator CLI reads by name, a reason on every checkov skip, and the dashboard and business
 alarms, whose metric names, dimensions and values must be ones the code emits (infra/metrics.json, written from
-shared/po-sync-aws/src/metrics.rs and kept equal to it by a Rust test).
+shared/po-sync-aws/src/metrics.rs and kept equal to it by a Rust test). A stack whose Destinations names Exsited
+adds Exsited's queues, reconcile, notify, secret, alarms and outputs (condition HasExsited): each is held to the
+same properties as AppZen's, and named only where that condition holds (`!If [HasExsited, X, !Ref AWS::NoValue]`
+in a list is X in such a stack).
 
 Run: .venv/bin/python -m unittest discover -s infra/tests -v   (part of `make check-template` / `make test`)
 """
 
+import copy
+import itertools
 import json
 import re
 import unittest
@@ -23,6 +28,8 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 EMAIL_RS = Path(__file__).resolve().parents[2] / "shared" / "po-sync" / "src" / "email.rs"
 # The metrics the functions emit (names, units, dimensions and their values), as shared/po-sync-aws/src/metrics.rs says.
 METRICS_CATALOGUE = Path(__file__).resolve().parents[1] / "metrics.json"
+# reconcile's configuration, whose defaults the stack's parameters repeat.
+RECONCILE_CONFIG_RS = Path(__file__).resolve().parents[2] / "shared" / "po-sync" / "src" / "config" / "reconcile.rs"
 
 WEBHOOK_ROUTE = "/webhooks/komet/po-reconciliation"
 LOG_STREAM_SUFFIX = ":log-stream:*"
@@ -39,33 +46,89 @@ OPERATOR_OUTPUTS = {
     "NotificationQueueUrl": "NotificationQueue",
     "NotificationDeadLetterQueueUrl": "NotificationDeadLetterQueue",
 }
+# Exsited's, in a stack whose Destinations names it (each output under its resource's condition): cancel and
+# reactivate read Exsited's settings from its reconcile; its queues are redriven and replayed like AppZen's.
+OPERATOR_EXSITED_OUTPUTS = {
+    "ExsitedSecretArn": "ExsitedSecret",
+    "ExsitedWebhookQueueUrl": "ExsitedWebhookQueue",
+    "ExsitedWebhookDeadLetterQueueUrl": "ExsitedWebhookDeadLetterQueue",
+    "ExsitedWebhookParkedQueueUrl": "ExsitedWebhookParkedQueue",
+    "ReconcileExsitedFunctionName": "ReconcileExsitedFunction",
+    # SAM's logical id for the mapping of ReconcileExsitedFunction's Webhooks event.
+    "ReconcileExsitedEventSourceMappingId": "ReconcileExsitedFunctionWebhooks",
+}
 
-# The environment-variable contract (docs/configuration.md); a template may set a subset.
+# Each destination's chain of webhook queues: its reconcile consumes the first, its notify the DLQ and parks into
+# the last, which nobody consumes. One destination's webhooks never reach another's queues.
+WEBHOOK_CHAINS = {
+    "appzen": {"queue": "WebhookQueue", "dlq": "WebhookDeadLetterQueue", "parked": "WebhookParkedQueue",
+               "reconcile": "ReconcileFunction", "notify": "NotifyFunction", "name": "webhooks"},
+    "exsited": {"queue": "ExsitedWebhookQueue", "dlq": "ExsitedWebhookDeadLetterQueue",
+                "parked": "ExsitedWebhookParkedQueue", "reconcile": "ReconcileExsitedFunction",
+                "notify": "NotifyExsitedFunction", "name": "webhooks-exsited"},
+}
+
+# reconcile's variables whatever its destination (docs/configuration.md, "reconcile").
+RECONCILE_COMMON = {"NOTIFY_QUEUE_URL", "RECONCILE_POLICY", "RECONCILE_TOLERANCE", "CURRENCY", "LEDGER_TABLE_NAME",
+                    "RUST_LOG", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "INVOICE_MAX_BYTES",
+                    "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY", "INVOICE_BUFFER_MIB", "WEBHOOK_QUEUE_URL",
+                    "RETRY_SCHEDULE", "GROUP_CONCURRENCY", "OUTAGE_EMAIL_AFTER", "HISTORY_TABLE_NAME",
+                    "HISTORY_RETENTION_DAYS", "DESTINATION", "DESTINATIONS"}
+# ARCHIVE_BUCKET is optional for the binary, not for the stack: without it invoices die with Komet's links.
+# WEBHOOK_QUEUE_URL likewise: without it a handed-back webhook waits the queue's visibility timeout, not
+# RetrySchedule, and the retry horizon shrinks to MaxReceiveCount x 12 minutes. HISTORY_TABLE_NAME too: without it
+# po-sync-admin history shows the kept bodies but no attempts. DESTINATIONS too: without it each reconcile thinks
+# it is the only destination, and a PO that does not add up is mailed once per destination.
+RECONCILE_COMMON_REQUIRED = {"NOTIFY_QUEUE_URL", "RECONCILE_POLICY", "CURRENCY", "LEDGER_TABLE_NAME",
+                             "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "WEBHOOK_QUEUE_URL",
+                             "RETRY_SCHEDULE", "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS", "DESTINATIONS"}
+
+# The environment-variable contract (docs/configuration.md); a template may set a subset. "values": what a
+# variable, when set, must be (a literal or the template's `!Ref`).
 ENV_CONTRACT = {
     "ingest": {
         "allowed": {"WEBHOOK_AUTH", "WEBHOOK_USERNAME", "WEBHOOK_PASSWORD", "WEBHOOK_TOKEN",
                     "WEBHOOK_SECRET_ARN", "QUEUE_URL", "MAX_BODY_BYTES", "RUST_LOG", "METRICS_NAMESPACE",
-                    "ARCHIVE_BUCKET"},
+                    "ARCHIVE_BUCKET", "DESTINATIONS", "EXSITED_QUEUE_URL"},
         # ARCHIVE_BUCKET is optional for the binary, not for the stack: without it a PO too large for one SQS
-        # message is refused (413) instead of stored under bodies/ with a claim check on the queue.
-        "required": {"WEBHOOK_AUTH", "WEBHOOK_SECRET_ARN", "QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET"},
+        # message is refused (413) instead of stored under bodies/ with a claim check on the queue. DESTINATIONS
+        # and EXSITED_QUEUE_URL likewise: without them a stack with Exsited would never fill Exsited's queue
+        # (EXSITED_QUEUE_URL is empty, so unread, in a stack without it).
+        "required": {"WEBHOOK_AUTH", "WEBHOOK_SECRET_ARN", "QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET",
+                     "DESTINATIONS", "EXSITED_QUEUE_URL"},
+        "values": {"QUEUE_URL": {"Ref": "WebhookQueue"}, "DESTINATIONS": {"Ref": "Destinations"},
+                   "EXSITED_QUEUE_URL": {"Fn::If": ["HasExsited", {"Ref": "ExsitedWebhookQueue"}, ""]}},
     },
+    # reconcile sending to AppZen (DESTINATION unset or appzen): no EXSITED_* variable.
     "reconcile": {
-        "allowed": {"NOTIFY_QUEUE_URL", "RECONCILE_POLICY", "RECONCILE_TOLERANCE", "CURRENCY", "APPZEN_BASE_URL",
-                    "APPZEN_API_KEY", "APPZEN_CUSTOMER_ID", "APPZEN_CUSTOMER_KEY", "APPZEN_SECRET_ARN",
-                    "APPZEN_ENTITY_ID_FROM", "APPZEN_SUPPLIER_ID_FROM", "APPZEN_CHARGES_GL_CODE",
-                    "APPZEN_TIMEOUT_MS", "APPZEN_MAX_ATTEMPTS", "LEDGER_TABLE_NAME", "RUST_LOG",
-                    "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "INVOICE_MAX_BYTES",
-                    "INVOICE_TIMEOUT_MS", "INVOICE_CONCURRENCY", "INVOICE_BUFFER_MIB", "WEBHOOK_QUEUE_URL",
-                    "RETRY_SCHEDULE", "GROUP_CONCURRENCY", "OUTAGE_EMAIL_AFTER", "HISTORY_TABLE_NAME",
-                    "HISTORY_RETENTION_DAYS"},
-        # ARCHIVE_BUCKET is optional for the binary, not for the stack: without it invoices die with Komet's links.
-        # WEBHOOK_QUEUE_URL likewise: without it a handed-back webhook waits the queue's visibility timeout, not
-        # RetrySchedule, and the retry horizon shrinks to MaxReceiveCount x 12 minutes. HISTORY_TABLE_NAME too:
-        # without it po-sync-admin history shows the kept bodies but no attempts.
-        "required": {"NOTIFY_QUEUE_URL", "APPZEN_SECRET_ARN", "APPZEN_BASE_URL", "RECONCILE_POLICY", "CURRENCY",
-                     "LEDGER_TABLE_NAME", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS",
-                     "WEBHOOK_QUEUE_URL", "RETRY_SCHEDULE", "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"},
+        "allowed": RECONCILE_COMMON | {
+            "APPZEN_BASE_URL", "APPZEN_API_KEY", "APPZEN_CUSTOMER_ID", "APPZEN_CUSTOMER_KEY", "APPZEN_SECRET_ARN",
+            "APPZEN_ENTITY_ID_FROM", "APPZEN_SUPPLIER_ID_FROM", "APPZEN_CHARGES_GL_CODE", "APPZEN_TIMEOUT_MS",
+            "APPZEN_MAX_ATTEMPTS"},
+        "required": RECONCILE_COMMON_REQUIRED | {"APPZEN_SECRET_ARN", "APPZEN_BASE_URL"},
+        "values": {"DESTINATION": "appzen", "DESTINATIONS": {"Ref": "Destinations"},
+                   "APPZEN_SECRET_ARN": {"Ref": "AppZenSecret"}, "APPZEN_BASE_URL": {"Ref": "AppZenBaseUrl"},
+                   "WEBHOOK_QUEUE_URL": {"Ref": "WebhookQueue"}},
+    },
+    # reconcile sending to Exsited (DESTINATION=exsited, docs/configuration.md "reconcile for Exsited"): the
+    # APPZEN_* variables are not read, so none may be set.
+    "reconcile-exsited": {
+        "allowed": RECONCILE_COMMON | {
+            "EXSITED_BASE_URL", "EXSITED_CLIENT_ID", "EXSITED_CLIENT_SECRET", "EXSITED_SECRET_ARN",
+            "EXSITED_REDIRECT_URI", "EXSITED_TIMEOUT_MS", "EXSITED_CURRENCY", "EXSITED_ACCOUNT_MAP",
+            "EXSITED_ITEM_MAP", "EXSITED_CHARGES_ITEM"},
+        # EXSITED_CURRENCY defaults to USD whatever CURRENCY says, and the maps and charges item are what the
+        # stack's parameters are for: each is set from its parameter.
+        "required": RECONCILE_COMMON_REQUIRED | {"DESTINATION", "EXSITED_BASE_URL", "EXSITED_SECRET_ARN",
+                                                 "EXSITED_CURRENCY", "EXSITED_ACCOUNT_MAP", "EXSITED_ITEM_MAP",
+                                                 "EXSITED_CHARGES_ITEM"},
+        "values": {"DESTINATION": "exsited", "DESTINATIONS": {"Ref": "Destinations"},
+                   "EXSITED_BASE_URL": {"Ref": "ExsitedBaseUrl"}, "EXSITED_SECRET_ARN": {"Ref": "ExsitedSecret"},
+                   "EXSITED_CURRENCY": {"Ref": "Currency"}, "EXSITED_ACCOUNT_MAP": {"Ref": "ExsitedAccountMap"},
+                   "EXSITED_ITEM_MAP": {"Ref": "ExsitedItemMap"},
+                   "EXSITED_CHARGES_ITEM": {"Ref": "ExsitedChargesItem"},
+                   "WEBHOOK_QUEUE_URL": {"Ref": "ExsitedWebhookQueue"}},
+        "forbidden_prefix": "APPZEN_",
     },
     "notify": {
         "allowed": {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
@@ -75,6 +138,14 @@ ENV_CONTRACT = {
         "required": {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET",
                      "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"},
     },
+}
+# Which contract each function is held to (every function is in this table).
+FUNCTION_CONTRACTS = {
+    "IngestFunction": "ingest",
+    "ReconcileFunction": "reconcile",
+    "ReconcileExsitedFunction": "reconcile-exsited",
+    "NotifyFunction": "notify",
+    "NotifyExsitedFunction": "notify",
 }
 
 
@@ -113,6 +184,35 @@ def as_list(value):
     return value if isinstance(value, list) else [value]
 
 
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def references(node, active=frozenset()):
+    """(logical id, conditions) for every `!Ref X`, `!GetAtt X.A` and `${X}` / `${X.A}` of a `!Sub` in `node`,
+    with the conditions of the `!If` branches it sits in (the false branch adds none). Also names parameters and
+    pseudo parameters; the caller keeps what it knows."""
+    if isinstance(node, list):
+        for item in node:
+            yield from references(item, active)
+    elif isinstance(node, dict):
+        if list(node) == ["Fn::If"]:
+            condition, when_true, when_false = node["Fn::If"]
+            yield from references(when_true, active | {condition})
+            yield from references(when_false, active)
+        elif list(node) == ["Fn::Sub"]:
+            argument = node["Fn::Sub"]
+            text, variables = (argument[0], argument[1]) if isinstance(argument, list) else (argument, {})
+            for reference in re.findall(r"\$\{([^}!]+)\}", text):
+                if reference.split(".")[0] not in variables:
+                    yield reference.split(".")[0], active
+            yield from references(variables, active)
+        elif target(node) is not None:
+            yield target(node), active
+        else:
+            for value in node.values():
+                yield from references(value, active)
+
+
 def sub_text(value):
     """The literal text of a resource ARN: a plain string or the format string of `!Sub`."""
     if isinstance(value, str):
@@ -137,17 +237,58 @@ class TemplateTest(unittest.TestCase):
 
     def functions(self):
         found = self.of_type("AWS::Serverless::Function")
-        self.assertEqual(len(found), 3, "expected exactly the three functions")
+        self.assertEqual(set(found), {"IngestFunction", "ReconcileFunction", "NotifyFunction",
+                                      "ReconcileExsitedFunction", "NotifyExsitedFunction"},
+                         "expected the three functions and Exsited's reconcile and notify")
         return found
 
-    def function_named(self, binary):
+    def function_named(self, binary, condition=None):
+        """The function built from `binary` that exists under `condition` (None: in every stack)."""
         for name, function in self.functions().items():
-            if function.get("Metadata", {}).get("BuildProperties", {}).get("Binary") == binary:
+            if (function.get("Metadata", {}).get("BuildProperties", {}).get("Binary") == binary
+                    and function.get("Condition") == condition):
                 return name, function
         self.fail(f"no function builds the {binary!r} binary")
 
     def effective(self, function, prop):
         return function["Properties"].get(prop, self.globals.get(prop))
+
+    def condition_of(self, name):
+        """The condition under which the stack has the resource `name` (None: every stack). SAM's resources made
+        from a function's event (<function><event>, e.g. ReconcileFunctionWebhooks) share their function's."""
+        if name in self.resources:
+            return self.resources[name].get("Condition")
+        for function_name, function in self.of_type("AWS::Serverless::Function").items():
+            events = function["Properties"].get("Events", {})
+            if name.startswith(function_name) and name[len(function_name):] in events:
+                return function.get("Condition")
+        return None
+
+    def conditional_entries(self, value):
+        """[(entry, condition)] of a list the template reads resources or ARNs from (a statement's Resource, ...):
+        a plain entry is there in every stack (None); `!If [C, X, !Ref AWS::NoValue]` is X, there under C, and
+        every resource X names must exist exactly under C. Any other `!If` is refused, not guessed at."""
+        entries = []
+        for entry in as_list(value):
+            if isinstance(entry, dict) and list(entry) == ["Fn::If"]:
+                condition, present, absent = entry["Fn::If"]
+                self.assertEqual(absent, NO_VALUE, f"only !If [C, X, !Ref AWS::NoValue] is understood: {entry!r}")
+                self.assertIn(condition, self.template["Conditions"])
+                named = [name for name, _ in references(present) if name in self.resources or self.condition_of(name)]
+                self.assertTrue(named, f"a conditional entry names no resource of the stack: {entry!r}")
+                for name in named:
+                    self.assertEqual(self.condition_of(name), condition, f"{name} is granted under another condition")
+                entries.append((present, condition))
+            else:
+                entries.append((entry, None))
+        return entries
+
+    def statement_resources(self, statement):
+        """A statement's Resource entries, each as it is when present (see conditional_entries)."""
+        return [entry for entry, _ in self.conditional_entries(statement["Resource"])]
+
+    def role_of(self, function_name):
+        return target(self.resources[function_name]["Properties"]["Role"])
 
     def sqs_event_sources(self):
         """(function name, event name, event properties) for every SQS trigger, SAM events and raw mappings."""
@@ -181,8 +322,7 @@ class TemplateTest(unittest.TestCase):
     # -- functions ----------------------------------------------------------------------------------------
 
     def test_functions_are_arm64_rust_built_by_cargo_lambda(self):
-        for binary in ("ingest", "reconcile", "notify"):
-            name, function = self.function_named(binary)
+        for name, function in self.functions().items():
             with self.subTest(function=name):
                 self.assertEqual(function["Metadata"]["BuildMethod"], "rust-cargolambda")
                 self.assertEqual(self.effective(function, "Runtime"), "provided.al2023")
@@ -192,6 +332,42 @@ class TemplateTest(unittest.TestCase):
                                 "CodeUri must point at the function's Cargo package")
                 self.assertIsInstance(function["Properties"]["MemorySize"], int)
                 self.assertIsInstance(function["Properties"]["Timeout"], int)
+
+    def test_exsited_runs_the_same_binaries_as_appzen_only_in_a_stack_whose_destinations_name_it(self):
+        for appzen, exsited, suffix in (("ReconcileFunction", "ReconcileExsitedFunction", "-reconcile-exsited"),
+                                        ("NotifyFunction", "NotifyExsitedFunction", "-notify-exsited")):
+            with self.subTest(function=exsited):
+                a, e = self.resources[appzen], self.resources[exsited]
+                self.assertEqual(e.get("Condition"), "HasExsited")
+                self.assertIsNone(a.get("Condition"), "AppZen's side is in every stack")
+                self.assertEqual(e["Metadata"]["BuildProperties"], a["Metadata"]["BuildProperties"])
+                self.assertEqual(e["Metadata"]["BuildMethod"], a["Metadata"]["BuildMethod"])
+                for prop in ("CodeUri", "MemorySize", "Timeout"):
+                    self.assertEqual(e["Properties"][prop], a["Properties"][prop], prop)
+                self.assertEqual(e["Properties"]["FunctionName"], {"Fn::Sub": "${AWS::StackName}" + suffix})
+                self.assertEqual(self.function_named(a["Metadata"]["BuildProperties"]["Binary"], "HasExsited")[0],
+                                 exsited)
+        self.assertEqual(self.template["Conditions"]["HasExsited"],
+                         {"Fn::Equals": [{"Ref": "Destinations"}, "appzen,exsited"]})
+
+    def test_every_reference_to_a_conditional_resource_is_under_its_condition(self):
+        # A resource, output or dashboard entry that names one of Exsited's resources in a stack without them
+        # fails the deploy: each must be under the same condition, or in that condition's branch of an !If.
+        places = [(f"Resources/{n}", r.get("Condition"), r) for n, r in self.resources.items()]
+        places += [(f"Outputs/{n}", o.get("Condition"), o) for n, o in self.template["Outputs"].items()]
+        checked = 0
+        for where, condition, node in places:
+            body = {k: v for k, v in node.items() if k != "Condition"}
+            depends = [(name, frozenset()) for name in as_list(node.get("DependsOn", []))]
+            for name, active in [*references(body), *depends]:
+                needed = self.condition_of(name)
+                if needed is None:
+                    continue
+                checked += 1
+                with self.subTest(place=where, reference=name):
+                    self.assertTrue(needed == condition or needed in active,
+                                    f"{name} exists only under {needed}")
+        self.assertGreater(checked, 0)
 
     def test_every_function_logs_json_to_its_own_group_with_retention(self):
         log_groups = self.of_type("AWS::Logs::LogGroup")
@@ -204,28 +380,70 @@ class TemplateTest(unittest.TestCase):
                 group = target(logging.get("LogGroup"))
                 self.assertIn(group, log_groups, "LoggingConfig.LogGroup must !Ref a log group of this stack")
                 self.assertIn("RetentionInDays", log_groups[group]["Properties"])
+                self.assertEqual(log_groups[group].get("Condition"), function.get("Condition"))
+                # Lambda's own name for a function's group, so nothing else ever writes there.
+                self.assertEqual(sub_text(log_groups[group]["Properties"]["LogGroupName"]),
+                                 "/aws/lambda/" + sub_text(function["Properties"]["FunctionName"]))
                 used.append(group)
-        self.assertEqual(len(set(used)), 3, "each function needs its own log group")
+        self.assertEqual(len(set(used)), len(self.functions()), "each function needs its own log group")
+
+    def test_each_role_writes_the_logs_of_exactly_the_functions_that_use_it(self):
+        written = {}
+        for where, statement in self.policy_statements():
+            if "logs:PutLogEvents" in as_list(statement["Action"]):
+                for resource in self.statement_resources(statement):
+                    group = re.fullmatch(r"arn:\$\{AWS::Partition\}:logs:\$\{AWS::Region\}:\$\{AWS::AccountId\}"
+                                         r":log-group:\$\{(\w+)\}:log-stream:\*", sub_text(resource) or "")
+                    self.assertIsNotNone(group, f"{where}: {resource!r}")
+                    written.setdefault(where.split("/")[0], set()).add(group.group(1))
+        expected = {}
+        for name, function in self.functions().items():
+            group = target(self.effective(function, "LoggingConfig")["LogGroup"])
+            expected.setdefault(self.role_of(name), set()).add(group)
+        self.assertEqual(written, expected)
 
     def test_environment_follows_the_contract(self):
-        for binary, contract in ENV_CONTRACT.items():
-            name, function = self.function_named(binary)
-            variables = set(function["Properties"].get("Environment", {}).get("Variables", {}))
-            with self.subTest(function=name):
+        self.assertEqual(set(FUNCTION_CONTRACTS), set(self.functions()), "every function has its contract")
+        for name, contract_name in FUNCTION_CONTRACTS.items():
+            contract = ENV_CONTRACT[contract_name]
+            function = self.resources[name]
+            environment = function["Properties"].get("Environment", {}).get("Variables", {})
+            variables = set(environment)
+            with self.subTest(function=name, contract=contract_name):
                 self.assertLessEqual(variables, contract["allowed"], "unknown variable names")
                 self.assertLessEqual(contract["required"], variables, "required variables missing")
+                for variable, value in contract.get("values", {}).items():
+                    if variable in environment:
+                        self.assertEqual(environment[variable], value, variable)
+                prefix = contract.get("forbidden_prefix")
+                if prefix:
+                    self.assertEqual({v for v in variables if v.startswith(prefix)}, set(),
+                                     f"{prefix}* variables are another destination's")
 
     def test_functions_pass_secrets_by_arn_never_as_values(self):
         secrets = self.of_type("AWS::SecretsManager::Secret")
-        self.assertEqual(len(secrets), 2)
-        expectations = {"ingest": "WEBHOOK_SECRET_ARN", "reconcile": "APPZEN_SECRET_ARN"}
-        for binary, variable in expectations.items():
-            _, function = self.function_named(binary)
-            self.assertIn(target(function["Properties"]["Environment"]["Variables"][variable]), secrets)
+        self.assertEqual(set(secrets), {"WebhookSecret", "AppZenSecret", "ExsitedSecret"})
+        expectations = {("IngestFunction", "WEBHOOK_SECRET_ARN"): "WebhookSecret",
+                        ("ReconcileFunction", "APPZEN_SECRET_ARN"): "AppZenSecret",
+                        ("ReconcileExsitedFunction", "EXSITED_SECRET_ARN"): "ExsitedSecret"}
+        passed = {}
         for name, function in self.functions().items():
             variables = function["Properties"].get("Environment", {}).get("Variables", {})
-            for secret_variable in ("WEBHOOK_PASSWORD", "WEBHOOK_TOKEN", "APPZEN_API_KEY", "APPZEN_CUSTOMER_KEY"):
+            for secret_variable in ("WEBHOOK_PASSWORD", "WEBHOOK_TOKEN", "APPZEN_API_KEY", "APPZEN_CUSTOMER_KEY",
+                                    "EXSITED_CLIENT_ID", "EXSITED_CLIENT_SECRET"):
                 self.assertNotIn(secret_variable, variables, f"{name}: credentials belong in Secrets Manager")
+            for variable, value in variables.items():
+                if variable.endswith("_SECRET_ARN"):
+                    passed[(name, variable)] = target(value)
+        self.assertEqual(passed, expectations, "each secret goes to its one function, by ARN")
+        self.assertEqual(secrets["ExsitedSecret"].get("Condition"), "HasExsited")
+        # The placeholders hold the keys the functions read, empty until a person puts the real ones.
+        self.assertEqual(json.loads(secrets["AppZenSecret"]["Properties"]["SecretString"]),
+                         {"api_key": "", "customer_id": "", "customer_key": ""})
+        self.assertEqual(json.loads(secrets["ExsitedSecret"]["Properties"]["SecretString"]),
+                         {"client_id": "", "client_secret": ""})
+        for key in ("DeletionPolicy", "UpdateReplacePolicy", "Metadata"):
+            self.assertEqual(secrets["ExsitedSecret"].get(key), secrets["AppZenSecret"].get(key), key)
 
     # -- HTTP API -----------------------------------------------------------------------------------------
 
@@ -261,7 +479,8 @@ class TemplateTest(unittest.TestCase):
     def test_all_queues_are_fifo_and_encrypted(self):
         queues = self.of_type("AWS::SQS::Queue")
         self.assertEqual(set(queues), {"WebhookQueue", "WebhookDeadLetterQueue", "WebhookParkedQueue",
-                                       "NotificationQueue", "NotificationDeadLetterQueue"})
+                                       "NotificationQueue", "NotificationDeadLetterQueue", "ExsitedWebhookQueue",
+                                       "ExsitedWebhookDeadLetterQueue", "ExsitedWebhookParkedQueue"})
         for name, queue in queues.items():
             with self.subTest(queue=name):
                 properties = queue["Properties"]
@@ -270,8 +489,35 @@ class TemplateTest(unittest.TestCase):
                 self.assertTrue(properties.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in properties,
                                 "server-side encryption missing")
 
+    def test_exsited_queues_are_appzen_s_under_their_own_names_and_the_exsited_condition(self):
+        # The same FIFO order, encryption, deduplication, retention and redrive as AppZen's three queues (so the
+        # retry horizon, the parked webhooks' 14 days and the body expiry hold for Exsited too), but its own queues:
+        # nothing of Exsited's dead-letters into AppZen's chain or back.
+        appzen, exsited = WEBHOOK_CHAINS["appzen"], WEBHOOK_CHAINS["exsited"]
+        renamed = {appzen[role]: exsited[role] for role in ("queue", "dlq", "parked")}
+
+        def as_exsited(node):
+            text = json.dumps(node)
+            for old, new in renamed.items():
+                text = text.replace(f'"{old}"', f'"{new}"')
+            return json.loads(text.replace("}-%s" % appzen["name"], "}-%s" % exsited["name"]))
+
+        for role in ("queue", "dlq", "parked"):
+            a, e = self.resources[appzen[role]], self.resources[exsited[role]]
+            with self.subTest(queue=exsited[role]):
+                self.assertEqual(e.get("Condition"), "HasExsited")
+                for key in ("DeletionPolicy", "UpdateReplacePolicy", "Metadata"):
+                    self.assertEqual(e.get(key), a.get(key), key)
+                expected = as_exsited({k: v for k, v in a["Properties"].items() if k != "VisibilityTimeout"})
+                self.assertEqual({k: v for k, v in e["Properties"].items() if k != "VisibilityTimeout"}, expected)
+                # Its own consumer's timeout decides it (test_every_consumed_queue_outlasts_its_consumer).
+                self.assertEqual("VisibilityTimeout" in e["Properties"], "VisibilityTimeout" in a["Properties"])
+        self.assertTrue(sub_text(self.resources[exsited["queue"]]["Properties"]["QueueName"]).endswith(
+            "-webhooks-exsited.fifo"))
+
     def test_main_queues_dead_letter_after_max_receive_count(self):
         for queue, dead_letter_queue in (("WebhookQueue", "WebhookDeadLetterQueue"),
+                                         ("ExsitedWebhookQueue", "ExsitedWebhookDeadLetterQueue"),
                                          ("NotificationQueue", "NotificationDeadLetterQueue")):
             with self.subTest(queue=queue):
                 redrive = self.resources[queue]["Properties"].get("RedrivePolicy")
@@ -283,26 +529,36 @@ class TemplateTest(unittest.TestCase):
         self.assertGreaterEqual(retry_horizon_seconds(self.template), 24 * 3600)
 
     def test_reconcile_spaces_retries_on_the_queue_it_reads(self):
-        _, function = self.function_named("reconcile")
-        variables = function["Properties"]["Environment"]["Variables"]
-        self.assertEqual(variables["WEBHOOK_QUEUE_URL"], {"Ref": "WebhookQueue"})
-        self.assertEqual(variables["RETRY_SCHEDULE"], {"Ref": "RetrySchedule"})
+        for destination, chain in WEBHOOK_CHAINS.items():
+            with self.subTest(destination=destination):
+                function = self.resources[chain["reconcile"]]
+                variables = function["Properties"]["Environment"]["Variables"]
+                self.assertEqual(variables["WEBHOOK_QUEUE_URL"], {"Ref": chain["queue"]})
+                self.assertEqual(variables["RETRY_SCHEDULE"], {"Ref": "RetrySchedule"})
+                consumed = [target(e["Queue"]) for f, _, e in self.sqs_event_sources() if f == chain["reconcile"]]
+                self.assertEqual(consumed, [chain["queue"]], "the queue it reads is the one it spaces retries on")
+                # Longer than the horizon, so a webhook is parked, never expired, when it cannot be delivered.
+                retention = self.resources[chain["queue"]]["Properties"]["MessageRetentionPeriod"]
+                self.assertGreater(retention, retry_horizon_seconds(self.template))
         schedule = self.template["Parameters"]["RetrySchedule"]
         self.assertRegex(schedule["Default"], schedule["AllowedPattern"])
-        # Longer than the horizon, so a webhook is parked, never expired, when it cannot be delivered.
-        retention = self.resources["WebhookQueue"]["Properties"]["MessageRetentionPeriod"]
-        self.assertGreater(retention, retry_horizon_seconds(self.template))
 
     def test_dead_lettered_webhooks_end_in_the_parked_queue_which_notify_fills_and_nobody_consumes(self):
-        dlq = self.resources["WebhookDeadLetterQueue"]["Properties"]
-        self.assertEqual(dlq["RedrivePolicy"]["deadLetterTargetArn"], {"Fn::GetAtt": ["WebhookParkedQueue", "Arn"]},
-                         "the webhook DLQ must dead-letter into the parked queue, never into the notifications DLQ")
+        for destination, chain in WEBHOOK_CHAINS.items():
+            with self.subTest(destination=destination):
+                self.check_parked_chain(chain)
+
+    def check_parked_chain(self, chain):
+        dlq = self.resources[chain["dlq"]]["Properties"]
+        self.assertEqual(dlq["RedrivePolicy"]["deadLetterTargetArn"], {"Fn::GetAtt": [chain["parked"], "Arn"]},
+                         "the webhook DLQ must dead-letter into its own parked queue, never into the notifications "
+                         "DLQ or another destination's")
         # A dead letter arrives with MaxReceiveCount receives already counted: the DLQ's own limit must be higher,
         # or SQS moves every dead letter on at notify's first receive, unmailed (ten times: its digits and a "0").
         self.assertEqual(dlq["RedrivePolicy"]["maxReceiveCount"], {"Fn::Sub": "${MaxReceiveCount}0"})
 
-        parked = self.resources["WebhookParkedQueue"]["Properties"]
-        self.assertTrue(sub_text(parked["QueueName"]).endswith("-webhooks-parked.fifo"))
+        parked = self.resources[chain["parked"]]["Properties"]
+        self.assertTrue(sub_text(parked["QueueName"]).endswith("-%s-parked.fifo" % chain["name"]))
         self.assertIs(parked.get("ContentBasedDeduplication"), False, "notify sets the deduplication id")
         self.assertNotIn("RedrivePolicy", parked, "the last stop: nothing may move parked webhooks on by itself")
         # A move task's source must be some queue's DLQ; RedriveAllowPolicy lets exactly the webhook DLQ be that.
@@ -316,21 +572,31 @@ class TemplateTest(unittest.TestCase):
         days = int(re.search(r"PARKED_RETENTION_DAYS: u32 = (\d+);", EMAIL_RS.read_text()).group(1))
         self.assertEqual(parked["MessageRetentionPeriod"], days * 86400, "the e-mail promises this retention")
 
-        _, notify = self.function_named("notify")
-        self.assertEqual(target(notify["Properties"]["Environment"]["Variables"]["PARKED_QUEUE_URL"]),
-                         "WebhookParkedQueue")
+        # The notify that reads this DLQ parks into this parked queue: a redrive sends them back to this
+        # destination only.
+        notify = self.resources[chain["notify"]]
+        self.assertEqual(target(notify["Properties"]["Environment"]["Variables"]["PARKED_QUEUE_URL"]), chain["parked"])
+        readers = {f for f, _, event in self.sqs_event_sources() if target(event["Queue"]) == chain["dlq"]}
+        self.assertEqual(readers, {chain["notify"]})
         consumed = {target(event["Queue"]) for _, _, event in self.sqs_event_sources()}
-        self.assertNotIn("WebhookParkedQueue", consumed, "parked webhooks wait for a person's redrive")
+        self.assertNotIn(chain["parked"], consumed, "parked webhooks wait for a person's redrive")
 
     def test_outputs_name_both_ends_of_the_parked_webhook_redrive(self):
         outputs = self.template["Outputs"]
-        self.assertEqual(outputs["WebhookParkedQueueArn"]["Value"], {"Fn::GetAtt": ["WebhookParkedQueue", "Arn"]})
-        self.assertEqual(outputs["WebhookQueueArn"]["Value"], {"Fn::GetAtt": ["WebhookQueue", "Arn"]})
+        for destination, chain in WEBHOOK_CHAINS.items():
+            prefix = "" if destination == "appzen" else "Exsited"
+            with self.subTest(destination=destination):
+                for output, queue in ((f"{prefix}WebhookParkedQueueArn", chain["parked"]),
+                                      (f"{prefix}WebhookQueueArn", chain["queue"])):
+                    self.assertEqual(outputs[output]["Value"], {"Fn::GetAtt": [queue, "Arn"]})
+                    self.assertEqual(outputs[output].get("Condition"), self.condition_of(queue))
 
     def test_webhook_visibility_timeout_is_at_least_six_times_reconcile_timeout(self):
-        _, reconcile = self.function_named("reconcile")
-        visibility = self.resources["WebhookQueue"]["Properties"]["VisibilityTimeout"]
-        self.assertGreaterEqual(visibility, 6 * reconcile["Properties"]["Timeout"])
+        for destination, chain in WEBHOOK_CHAINS.items():
+            with self.subTest(destination=destination):
+                reconcile = self.resources[chain["reconcile"]]
+                visibility = self.resources[chain["queue"]]["Properties"]["VisibilityTimeout"]
+                self.assertGreaterEqual(visibility, 6 * reconcile["Properties"]["Timeout"])
 
     def test_every_consumed_queue_outlasts_its_consumer(self):
         for function_name, event_name, event in self.sqs_event_sources():
@@ -341,10 +607,11 @@ class TemplateTest(unittest.TestCase):
 
     def test_sqs_event_sources_report_batch_item_failures(self):
         sources = self.sqs_event_sources()
-        consumed = {(self.resources[f]["Metadata"]["BuildProperties"]["Binary"], target(e["Queue"]))
-                    for f, _, e in sources}
-        self.assertEqual(consumed, {("reconcile", "WebhookQueue"), ("notify", "NotificationQueue"),
-                                    ("notify", "WebhookDeadLetterQueue")})
+        consumed = {(f, target(e["Queue"])) for f, _, e in sources}
+        self.assertEqual(consumed, {("ReconcileFunction", "WebhookQueue"), ("NotifyFunction", "NotificationQueue"),
+                                    ("NotifyFunction", "WebhookDeadLetterQueue"),
+                                    ("ReconcileExsitedFunction", "ExsitedWebhookQueue"),
+                                    ("NotifyExsitedFunction", "ExsitedWebhookDeadLetterQueue")})
         for function_name, event_name, event in sources:
             with self.subTest(source=f"{function_name}.{event_name}"):
                 self.assertIn("ReportBatchItemFailures", event.get("FunctionResponseTypes", []))
@@ -369,7 +636,8 @@ class TemplateTest(unittest.TestCase):
                 self.assertNotIn("NotAction", statement)
                 for action in as_list(statement["Action"]):
                     self.assertNotIn("*", str(action), "wildcard action")
-                for resource in as_list(statement["Resource"]):
+                # A conditional entry (!If [C, X, !Ref AWS::NoValue]) is held to the same rules as X.
+                for resource in self.statement_resources(statement):
                     text = sub_text(resource)
                     if text is None:
                         self.assertIsNotNone(target(resource), f"unrecognised resource {resource!r}")
@@ -396,34 +664,54 @@ class TemplateTest(unittest.TestCase):
         for where, statement in self.policy_statements():
             role = where.split("/")[0]
             for action in as_list(statement["Action"]):
-                for resource in as_list(statement["Resource"]):
+                for resource in self.statement_resources(statement):
                     ref = target(resource) or sub_text(resource)
                     grants.setdefault(role, set()).add((action, ref))
 
         def granted(role, action):
             return {r for a, r in grants[role] if a == action}
 
-        self.assertEqual(granted("IngestRole", "sqs:SendMessage"), {"WebhookQueue"})
+        # ingest puts each webhook on every destination's queue.
+        self.assertEqual(granted("IngestRole", "sqs:SendMessage"), {"WebhookQueue", "ExsitedWebhookQueue"})
         self.assertEqual(granted("IngestRole", "secretsmanager:GetSecretValue"), {"WebhookSecret"})
+        # Each reconcile consumes its own destination's queue and reads its own destination's secret only.
         self.assertEqual(granted("ReconcileRole", "sqs:ReceiveMessage"), {"WebhookQueue"})
         self.assertEqual(granted("ReconcileRole", "sqs:SendMessage"), {"NotificationQueue"})
         self.assertEqual(granted("ReconcileRole", "secretsmanager:GetSecretValue"), {"AppZenSecret"})
-        self.assertEqual(granted("NotifyRole", "sqs:ReceiveMessage"), {"NotificationQueue", "WebhookDeadLetterQueue"})
-        self.assertEqual(granted("NotifyRole", "sqs:SendMessage"), {"WebhookParkedQueue"})
+        self.assertEqual(granted("ReconcileExsitedRole", "sqs:ReceiveMessage"), {"ExsitedWebhookQueue"})
+        self.assertEqual(granted("ReconcileExsitedRole", "sqs:SendMessage"), {"NotificationQueue"})
+        self.assertEqual(granted("ReconcileExsitedRole", "secretsmanager:GetSecretValue"), {"ExsitedSecret"})
+        # notify and notify-exsited (one role) read the notifications and each destination's DLQ, and park into
+        # each destination's parked queue (which of them a function uses is its event and PARKED_QUEUE_URL).
+        self.assertEqual(granted("NotifyRole", "sqs:ReceiveMessage"),
+                         {"NotificationQueue", "WebhookDeadLetterQueue", "ExsitedWebhookDeadLetterQueue"})
+        self.assertEqual(granted("NotifyRole", "sqs:SendMessage"), {"WebhookParkedQueue", "ExsitedWebhookParkedQueue"})
+        self.assertEqual({self.role_of(f) for f in ("NotifyFunction", "NotifyExsitedFunction")}, {"NotifyRole"})
+        self.assertEqual(self.role_of("ReconcileExsitedFunction"), "ReconcileExsitedRole")
+        self.assertEqual(self.resources["ReconcileExsitedRole"].get("Condition"), "HasExsited")
         # reconcile spaces the retries of the webhooks it hands back, on their own queue only.
         self.assertEqual(granted("ReconcileRole", "sqs:ChangeMessageVisibility"), {"WebhookQueue"})
-        for role in ("IngestRole", "ReconcileRole", "NotifyRole"):
+        self.assertEqual(granted("ReconcileExsitedRole", "sqs:ChangeMessageVisibility"), {"ExsitedWebhookQueue"})
+        # What a consumer needs of its queue besides ReceiveMessage, on exactly the queues it receives from.
+        for role in ("ReconcileRole", "ReconcileExsitedRole", "NotifyRole"):
+            for action in ("sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+                self.assertEqual(granted(role, action), granted(role, "sqs:ReceiveMessage"), f"{role} {action}")
+        reconciles = ("ReconcileRole", "ReconcileExsitedRole")
+        for role in ("IngestRole", "NotifyRole", *reconciles):
             self.assertFalse({a for a, _ in grants[role] if a.startswith("sqs:") and a not in {
                 "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
-                *({"sqs:ChangeMessageVisibility"} if role == "ReconcileRole" else set())}}, role)
+                *({"sqs:ChangeMessageVisibility"} if role in reconciles else set())}}, role)
+        self.assertFalse(granted("IngestRole", "sqs:ReceiveMessage"))
         self.assertFalse(granted("NotifyRole", "secretsmanager:GetSecretValue"))
+        self.assertEqual(set(self.of_type("AWS::IAM::Role")),
+                         {"IngestRole", "ReconcileRole", "ReconcileExsitedRole", "NotifyRole"})
         for action in ("ses:SendEmail", "ses:SendRawEmail"):
             identities = granted("NotifyRole", action)
             self.assertTrue(identities, action)
             for identity in identities:
                 self.assertRegex(identity, r"^arn:\$\{AWS::Partition\}:ses:\$\{AWS::Region\}:\$\{AWS::AccountId\}"
                                            r":identity/\$\{\w+\}$")
-        for role in ("IngestRole", "ReconcileRole"):
+        for role in ("IngestRole", *reconciles):
             self.assertFalse({a for a, _ in grants[role] if a.startswith("ses:")}, f"{role} must not send e-mail")
 
     # -- version ledger -----------------------------------------------------------------------------------
@@ -445,9 +733,10 @@ class TemplateTest(unittest.TestCase):
         self.assertIs(properties.get("SSESpecification", {}).get("SSEEnabled"), True)
 
     def test_reconcile_is_told_the_ledger_table(self):
-        _, reconcile = self.function_named("reconcile")
-        self.assertEqual(reconcile["Properties"]["Environment"]["Variables"].get("LEDGER_TABLE_NAME"),
-                         {"Ref": "LedgerTable"})
+        # One table for both destinations: reconcile-exsited keys its items exsited#<PO id>.
+        for name in ("ReconcileFunction", "ReconcileExsitedFunction"):
+            self.assertEqual(self.resources[name]["Properties"]["Environment"]["Variables"].get("LEDGER_TABLE_NAME"),
+                             {"Ref": "LedgerTable"}, name)
 
     def test_history_table_is_keyed_by_po_and_attempt_expires_with_the_kept_webhooks_and_is_encrypted(self):
         properties = self.resources["HistoryTable"]["Properties"]
@@ -459,29 +748,37 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(properties.get("BillingMode"), "PAY_PER_REQUEST")
         self.assertIs(properties.get("SSESpecification", {}).get("SSEEnabled"), True)
         self.assertNotIn("TableName", properties)
-        variables = self.function_named("reconcile")[1]["Properties"]["Environment"]["Variables"]
-        self.assertEqual(variables["HISTORY_TABLE_NAME"], {"Ref": "HistoryTable"})
-        # A PO's attempts go when its kept bodies go.
-        self.assertEqual(variables["HISTORY_RETENTION_DAYS"], {"Ref": "WebhookRetentionDays"})
+        for name in ("ReconcileFunction", "ReconcileExsitedFunction"):
+            variables = self.resources[name]["Properties"]["Environment"]["Variables"]
+            self.assertEqual(variables["HISTORY_TABLE_NAME"], {"Ref": "HistoryTable"}, name)
+            # A PO's attempts go when its kept bodies go.
+            self.assertEqual(variables["HISTORY_RETENTION_DAYS"], {"Ref": "WebhookRetentionDays"}, name)
 
     def test_only_reconcile_may_get_and_put_ledger_items_and_only_reconcile_and_notify_put_history_items(self):
         dynamodb = [(where, statement) for where, statement in self.policy_statements()
                     if any(str(a).lower().startswith("dynamodb:") for a in as_list(statement["Action"]))]
-        found = sorted((where.split("/")[0], target(as_list(statement["Resource"])[0]), tuple(sorted(
+        found = sorted((where.split("/")[0], target(self.statement_resources(statement)[0]), tuple(sorted(
             as_list(statement["Action"])))) for where, statement in dynamodb)
         self.assertEqual(found, [("NotifyRole", "HistoryTable", ("dynamodb:PutItem",)),
                                  ("OperatorPolicy", "HistoryTable", ("dynamodb:PutItem", "dynamodb:Query")),
-                                 ("OperatorPolicy", "LedgerTable", ("dynamodb:GetItem", "dynamodb:Scan")),
+                                 # po reads one PO and verify scans them; PutItem is for po-sync-admin cancel and
+                                 # reactivate, which record an Exsited PO's cancellation in its ledger item (the
+                                 # template documents it on the statement; listed here for that reason only).
+                                 ("OperatorPolicy", "LedgerTable",
+                                  ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan")),
+                                 ("ReconcileExsitedRole", "HistoryTable", ("dynamodb:PutItem",)),
+                                 ("ReconcileExsitedRole", "LedgerTable", ("dynamodb:GetItem", "dynamodb:PutItem")),
                                  ("ReconcileRole", "HistoryTable", ("dynamodb:PutItem",)),
                                  ("ReconcileRole", "LedgerTable", ("dynamodb:GetItem", "dynamodb:PutItem"))],
-                         "reconcile's ledger and history, notify's history, and the operator's reads (and its "
-                         "replays' and redrives' history items); no function but reconcile writes the ledger")
+                         "each reconcile's ledger and history, notify's history, and the operator's reads (its "
+                         "replays' and redrives' history items, cancel's and reactivate's ledger items); no "
+                         "function but the two reconciles writes the ledger")
         for where, statement in dynamodb:
             with self.subTest(statement=f"{where}/{statement.get('Sid', '?')}"):
                 self.assertEqual(statement["Effect"], "Allow")
                 table = target(as_list(statement["Resource"])[0])
                 self.assertEqual(as_list(statement["Resource"]), [{"Fn::GetAtt": [table, "Arn"]}],
-                                 "the table's ARN only: no index, no wildcard, no other table")
+                                 "the table's ARN only, in every stack: no index, no wildcard, no other table")
         # No other statement, role or policy so much as mentions DynamoDB or the tables.
         for where, other in self.policy_statements():
             if all(other is not statement for _, statement in dynamodb):
@@ -490,7 +787,8 @@ class TemplateTest(unittest.TestCase):
                     self.assertNotIn("ledgertable", json.dumps(other).lower())
                     self.assertNotIn("historytable", json.dumps(other).lower())
         for name, resource in self.resources.items():
-            if resource["Type"].startswith("AWS::IAM::") and name not in ("ReconcileRole", "NotifyRole", "OperatorPolicy"):
+            if resource["Type"].startswith("AWS::IAM::") and name not in (
+                    "ReconcileRole", "ReconcileExsitedRole", "NotifyRole", "OperatorPolicy"):
                 with self.subTest(resource=name):
                     self.assertNotIn("dynamodb", json.dumps(resource).lower())
 
@@ -516,10 +814,37 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(set(granted) - needed, set(), "OperatorPolicy grants what po-sync-admin never calls")
         self.assertEqual(target(self.template["Outputs"]["OperatorPolicyArn"]["Value"]), "OperatorPolicy")
 
+    def test_the_operator_policy_grants_on_exsited_s_resources_only_what_it_grants_on_appzen_s(self):
+        # In a stack with Exsited, the operator does to Exsited's queues, secret and reconcile what it does to
+        # AppZen's (status, replay, redrive; verify and po read a destination with its reconcile's settings), and
+        # nothing more; without Exsited, nothing of Exsited's is granted.
+        mirror = {"WebhookQueue": "ExsitedWebhookQueue", "WebhookDeadLetterQueue": "ExsitedWebhookDeadLetterQueue",
+                  "WebhookParkedQueue": "ExsitedWebhookParkedQueue", "AppZenSecret": "ExsitedSecret",
+                  "ReconcileFunction": "ReconcileExsitedFunction"}
+        mirrored = set()
+        for where, statement in self.policy_statements():
+            if where != "OperatorPolicy":
+                continue
+            entries = self.conditional_entries(statement["Resource"])
+            with self.subTest(statement=statement.get("Sid")):
+                always = {target(e) for e, c in entries if c is None} - {None}
+                exsited = {target(e) for e, c in entries if c == "HasExsited"}
+                self.assertEqual({c for _, c in entries} - {None, "HasExsited"}, set())
+                self.assertEqual(exsited, {mirror[r] for r in always if r in mirror})
+                mirrored |= exsited
+        self.assertEqual(mirrored, set(mirror.values()))
+        # pause and resume switch AppZen's event source mapping only (po-sync-admin has no Exsited pause yet).
+        pauses = [s for w, s in self.policy_statements() if w == "OperatorPolicy"
+                  and "lambda:UpdateEventSourceMapping" in as_list(s["Action"])]
+        self.assertEqual([sub_text(r) for s in pauses for r in as_list(s["Resource"])],
+                         ["arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:event-source-mapping:"
+                          "${ReconcileFunctionWebhooks}"])
+
     def test_notify_records_parkings_in_the_history_with_its_retention(self):
-        variables = self.function_named("notify")[1]["Properties"]["Environment"]["Variables"]
-        self.assertEqual(variables["HISTORY_TABLE_NAME"], {"Ref": "HistoryTable"})
-        self.assertEqual(variables["HISTORY_RETENTION_DAYS"], {"Ref": "WebhookRetentionDays"})
+        for name in ("NotifyFunction", "NotifyExsitedFunction"):
+            variables = self.resources[name]["Properties"]["Environment"]["Variables"]
+            self.assertEqual(variables["HISTORY_TABLE_NAME"], {"Ref": "HistoryTable"}, name)
+            self.assertEqual(variables["HISTORY_RETENTION_DAYS"], {"Ref": "WebhookRetentionDays"}, name)
 
     # -- invoice archive ----------------------------------------------------------------------------------
 
@@ -557,21 +882,28 @@ class TemplateTest(unittest.TestCase):
             actions = [str(a) for a in as_list(statement["Action"]) if str(a).lower().startswith("s3:")]
             if actions:
                 self.assertEqual(statement["Effect"], "Allow", where)
-                resources = [sub_text(r) for r in as_list(statement["Resource"])]
+                resources = [sub_text(r) for r in self.statement_resources(statement)]
                 s3.setdefault(where.split("/")[0], []).append((sorted(actions), resources))
         self.assertEqual({role: sorted(grants) for role, grants in s3.items()}, {
             "IngestRole": [(["s3:PutObject"], ["${ArchiveBucket.Arn}/webhooks/*", "${ArchiveBucket.Arn}/bodies/*"])],
             "ReconcileRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/bodies/*"]),
                               (["s3:GetObject", "s3:PutObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
+            "ReconcileExsitedRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/bodies/*"]),
+                                     (["s3:GetObject", "s3:PutObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
             "NotifyRole": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/invoices/*"])],
             # po-sync-admin: lists and reads the kept webhooks, stores a replay too large for SQS.
             "OperatorPolicy": [(["s3:GetObject"], ["${ArchiveBucket.Arn}/webhooks/*"]),
                                (["s3:ListBucket"], [None]),
                                (["s3:PutObject"], ["${ArchiveBucket.Arn}/bodies/*"])],
         })
-        for binary in ("ingest", "reconcile", "notify"):
-            _, function = self.function_named(binary)
-            self.assertEqual(function["Properties"]["Environment"]["Variables"]["ARCHIVE_BUCKET"], {"Ref": "ArchiveBucket"})
+        for name, function in self.functions().items():
+            self.assertEqual(function["Properties"]["Environment"]["Variables"]["ARCHIVE_BUCKET"],
+                             {"Ref": "ArchiveBucket"}, name)
+
+    def parked_days(self):
+        """The longest any parked queue keeps a webhook, in days (every destination's parked queue)."""
+        return max(int(self.resources[chain["parked"]]["Properties"]["MessageRetentionPeriod"]) // 86400
+                   for chain in WEBHOOK_CHAINS.values())
 
     def test_claim_checked_bodies_expire_after_the_parked_queue_lets_go_of_their_claim_checks(self):
         rules = self.resources["ArchiveBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
@@ -581,9 +913,8 @@ class TemplateTest(unittest.TestCase):
         rule = bodies[0]
         self.assertEqual(rule["Status"], "Enabled")
         self.assertEqual(rule["ExpirationInDays"], 30)
-        # A parked claim check must still find its body when it is redriven: the body outlives the parked queue.
-        parked_days = int(self.resources["WebhookParkedQueue"]["Properties"]["MessageRetentionPeriod"]) // 86400
-        self.assertGreater(rule["ExpirationInDays"], parked_days)
+        # A parked claim check must still find its body when it is redriven: the body outlives the parked queues.
+        self.assertGreater(rule["ExpirationInDays"], self.parked_days())
         # The bucket is versioned: without this the expired bodies would stay as noncurrent versions.
         self.assertLessEqual(rule["NoncurrentVersionExpiration"]["NoncurrentDays"], 30)
         # No other expiring rule reaches into bodies/ (the invoice rule keeps PDFs for years).
@@ -601,8 +932,8 @@ class TemplateTest(unittest.TestCase):
         self.assertLessEqual(kept[0]["NoncurrentVersionExpiration"]["NoncurrentDays"], 30)
         parameter = self.template["Parameters"]["WebhookRetentionDays"]
         self.assertEqual(parameter["Default"], 90)
-        parked_days = int(self.resources["WebhookParkedQueue"]["Properties"]["MessageRetentionPeriod"]) // 86400
-        self.assertGreater(parameter["MinValue"], parked_days, "a parked webhook can be replayed from its kept body")
+        self.assertGreater(parameter["MinValue"], self.parked_days(),
+                           "a parked webhook can be replayed from its kept body")
         for other in rules:
             if other is not kept[0] and ({"ExpirationInDays", "NoncurrentVersionExpiration"} & set(other)):
                 prefix = other.get("Prefix", "")
@@ -618,8 +949,9 @@ class TemplateTest(unittest.TestCase):
         # An address entry lifts the private-address guard (for a local test server only): never in the stack.
         for refused in ["127.0.0.1", "kometsales.com,10.0.0.1", "169.254.169.254", "localhost", "kometsales.com,"]:
             self.assertFalse(pattern.fullmatch(refused), refused)
-        _, reconcile = self.function_named("reconcile")
-        self.assertEqual(reconcile["Properties"]["Environment"]["Variables"]["INVOICE_HOSTS"], {"Ref": "InvoiceHosts"})
+        for name in ("ReconcileFunction", "ReconcileExsitedFunction"):
+            self.assertEqual(self.resources[name]["Properties"]["Environment"]["Variables"]["INVOICE_HOSTS"],
+                             {"Ref": "InvoiceHosts"}, name)
 
     # -- outputs ------------------------------------------------------------------------------------------
 
@@ -633,6 +965,17 @@ class TemplateTest(unittest.TestCase):
         for key in OPERATOR_OUTPUTS:
             if key.endswith("QueueUrl"):
                 self.assertEqual(self.resources[OPERATOR_OUTPUTS[key]]["Type"], "AWS::SQS::Queue", key)
+            self.assertNotIn("Condition", outputs[key], "in every stack")
+        for key, resource in OPERATOR_EXSITED_OUTPUTS.items():
+            with self.subTest(output=key):
+                self.assertIn(key, outputs)
+                self.assertEqual(outputs[key]["Value"], {"Ref": resource})
+                self.assertEqual(outputs[key].get("Condition"), "HasExsited")
+                self.assertEqual(self.condition_of(resource), "HasExsited")
+                if key.endswith("QueueUrl"):
+                    self.assertEqual(self.resources[resource]["Type"], "AWS::SQS::Queue", key)
+        # The mapping's output is SAM's <function><event> for reconcile-exsited's only SQS event.
+        self.assertEqual(list(self.resources["ReconcileExsitedFunction"]["Properties"]["Events"]), ["Webhooks"])
 
     # -- checkov ------------------------------------------------------------------------------------------
 
@@ -668,6 +1011,45 @@ class TemplateTest(unittest.TestCase):
         self.assertNotIn("Default", parameters["NotificationRecipients"])
         self.assertEqual(parameters["AlarmTopicArn"]["Default"], "")
 
+    def test_destinations_default_to_appzen_and_exsited_needs_its_tenant(self):
+        parameters = self.template["Parameters"]
+        destinations = parameters["Destinations"]
+        # An existing stack keeps AppZen only, and nothing of Exsited's, until someone chooses otherwise.
+        self.assertEqual(destinations["Default"], "appzen")
+        self.assertIn(destinations["Default"], destinations["AllowedValues"])
+        exsited_value = self.template["Conditions"]["HasExsited"]["Fn::Equals"][1]
+        for value in destinations["AllowedValues"]:
+            names = value.split(",")
+            self.assertEqual(len(set(names)), len(names), value)
+            self.assertLessEqual(set(names), {"appzen", "exsited"}, value)
+            # AppZen's side is in every stack; HasExsited is true exactly when the value names exsited.
+            self.assertIn("appzen", names, value)
+            self.assertEqual("exsited" in names, value == exsited_value, value)
+        # With exsited named, the tenant is required (the default is empty, so it is not in a stack without it).
+        rule = self.template["Rules"]["ExsitedNeedsItsTenant"]
+        self.assertEqual(rule["RuleCondition"], self.template["Conditions"]["HasExsited"])
+        self.assertEqual([a["Assert"] for a in rule["Assertions"]],
+                         [{"Fn::Not": [{"Fn::Equals": [{"Ref": "ExsitedBaseUrl"}, ""]}]}])
+        base_url = parameters["ExsitedBaseUrl"]
+        self.assertEqual(base_url["Default"], "")
+        pattern = re.compile(base_url["AllowedPattern"])
+        for good in ("", "https://acme.exsited.com", "https://acme.exsited.com/"):
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in ("http://acme.exsited.com", "acme.exsited.com", "https://", "https://acme exsited.com"):
+            self.assertFalse(pattern.fullmatch(bad), bad)
+        # Empty maps: the Komet code is the Exsited id, as reconcile does without the variable.
+        for name in ("ExsitedAccountMap", "ExsitedItemMap"):
+            pattern = re.compile(parameters[name]["AllowedPattern"])
+            self.assertEqual(parameters[name]["Default"], "", name)
+            for good in ("", "V1=100", "V1=100,V2=200"):
+                self.assertTrue(pattern.fullmatch(good), f"{name}: {good}")
+            for bad in ("V1", "V1=", "=100", "V1=100,", "V1=100, V2=200", "V1=1=2"):
+                self.assertFalse(pattern.fullmatch(bad), f"{name}: {bad}")
+        charges = parameters["ExsitedChargesItem"]
+        code_default = re.search(r'DEFAULT_EXSITED_CHARGES_ITEM: &str = "([^"]+)";', RECONCILE_CONFIG_RS.read_text())
+        self.assertEqual(charges["Default"], code_default.group(1), "the stack's default is the code's")
+        self.assertTrue(re.fullmatch(charges["AllowedPattern"], charges["Default"]))
+
     # -- alarms -------------------------------------------------------------------------------------------
 
     def alarmed(self):
@@ -689,26 +1071,58 @@ class TemplateTest(unittest.TestCase):
 
     def test_alarms_cover_dead_letters_errors_throttles_and_queue_age(self):
         alarmed = self.alarmed()
-        for queue in ("WebhookDeadLetterQueue", "NotificationDeadLetterQueue"):
+        for queue in ("WebhookDeadLetterQueue", "ExsitedWebhookDeadLetterQueue", "NotificationDeadLetterQueue"):
             self.assertIn(("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue), alarmed)
-        self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", "WebhookQueue"), alarmed)
-        self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", "WebhookParkedQueue"), alarmed)
+        for chain in WEBHOOK_CHAINS.values():
+            self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", chain["queue"]), alarmed)
+            self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", chain["parked"]), alarmed)
         for name in self.functions():
             for metric in ("Errors", "Throttles"):
                 self.assertIn(("AWS/Lambda", metric, name), alarmed)
 
+    def test_exsited_s_alarms_are_appzen_s_on_exsited_s_resources(self):
+        # Each of Exsited's alarms watches what its AppZen twin watches, with the same thresholds, periods and
+        # actions, on Exsited's queue or function, and exists exactly when that resource does.
+        renamed = {"WebhookQueue": "ExsitedWebhookQueue", "WebhookDeadLetterQueue": "ExsitedWebhookDeadLetterQueue",
+                   "WebhookParkedQueue": "ExsitedWebhookParkedQueue", "ReconcileFunction": "ReconcileExsitedFunction",
+                   "NotifyFunction": "NotifyExsitedFunction"}
+        twins = {"WebhookDeadLetterAlarm": "ExsitedWebhookDeadLetterAlarm",
+                 "WebhookQueueAgeAlarm": "ExsitedWebhookQueueAgeAlarm",
+                 "WebhookParkedAgeAlarm": "ExsitedWebhookParkedAgeAlarm",
+                 "ReconcileErrorsAlarm": "ReconcileExsitedErrorsAlarm",
+                 "NotifyErrorsAlarm": "NotifyExsitedErrorsAlarm",
+                 "ReconcileThrottlesAlarm": "ReconcileExsitedThrottlesAlarm",
+                 "NotifyThrottlesAlarm": "NotifyExsitedThrottlesAlarm"}
+        alarms = self.of_type("AWS::CloudWatch::Alarm")
+        self.assertEqual({n for n, a in alarms.items() if a.get("Condition") == "HasExsited"}, set(twins.values()))
+        for appzen, exsited in twins.items():
+            with self.subTest(alarm=exsited):
+                a = copy.deepcopy(self.resources[appzen]["Properties"])
+                e = copy.deepcopy(self.resources[exsited]["Properties"])
+                self.assertIsNone(self.resources[appzen].get("Condition"))
+                a.pop("AlarmDescription"), e.pop("AlarmDescription")
+                if "Metrics" in a:  # the metric-math alarm's label names its queue
+                    for metric in a["Metrics"] + e["Metrics"]:
+                        metric.pop("Label", None)
+                text = json.dumps(a)
+                for old, new in renamed.items():
+                    text = text.replace(f'"{old}"', f'"{new}"')
+                self.assertEqual(e, json.loads(text))
 
     def test_a_parked_webhook_alarms_well_before_retention_deletes_it(self):
-        retention = self.resources["WebhookParkedQueue"]["Properties"]["MessageRetentionPeriod"]
-        ages = [a["Properties"] for a in self.of_type("AWS::CloudWatch::Alarm").values()
-                if a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
-                and target(a["Properties"]["Dimensions"][0]["Value"]) == "WebhookParkedQueue"]
-        self.assertEqual(len(ages), 1)
-        alarm = ages[0]
-        self.assertEqual(alarm["ComparisonOperator"], "GreaterThanThreshold")
-        self.assertEqual(alarm["Threshold"], 10 * 86400)
-        # Evaluated at most a day after crossing the threshold: days left to redrive when it fires.
-        self.assertLessEqual(alarm["Threshold"] + alarm["Period"] * alarm["EvaluationPeriods"], retention - 3 * 86400)
+        for destination, chain in WEBHOOK_CHAINS.items():
+            with self.subTest(destination=destination):
+                retention = self.resources[chain["parked"]]["Properties"]["MessageRetentionPeriod"]
+                ages = [a["Properties"] for a in self.of_type("AWS::CloudWatch::Alarm").values()
+                        if a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
+                        and target(a["Properties"]["Dimensions"][0]["Value"]) == chain["parked"]]
+                self.assertEqual(len(ages), 1)
+                alarm = ages[0]
+                self.assertEqual(alarm["ComparisonOperator"], "GreaterThanThreshold")
+                self.assertEqual(alarm["Threshold"], 10 * 86400)
+                # Evaluated at most a day after crossing the threshold: days left to redrive when it fires.
+                self.assertLessEqual(alarm["Threshold"] + alarm["Period"] * alarm["EvaluationPeriods"],
+                                     retention - 3 * 86400)
 
     # -- metrics, dashboard and business alarms -----------------------------------------------------------
 
@@ -719,28 +1133,48 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(catalogue["serviceDimension"], "service")
         return {metric["name"]: metric for metric in catalogue["metrics"]}
 
-    def dashboard(self):
-        """The dashboard body as JSON: `${X}` / `${X.Attr}` become "@X" / "@X.Attr"; the Sub's own variables
-        (the optional alarm's entry) are expanded with the resource present."""
+    def dashboard_body(self):
         dashboards = self.of_type("AWS::CloudWatch::Dashboard")
         self.assertEqual(list(dashboards), ["Dashboard"])
         body = dashboards["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
-        text, variables = (body[0], body[1]) if isinstance(body, list) else (body, {})
+        return (body[0], body[1]) if isinstance(body, list) else (body, {})
+
+    def dashboard_stacks(self):
+        """Every combination of the conditions the dashboard's variables depend on, as {condition: bool}."""
+        _, variables = self.dashboard_body()
+        conditions = sorted({v["Fn::If"][0] for v in variables.values() if isinstance(v, dict) and "Fn::If" in v})
+        return [dict(zip(conditions, values)) for values in itertools.product((True, False), repeat=len(conditions))]
+
+    def exists(self, name, stack):
+        """Whether resource `name` is in a stack with these conditions (a condition not named: true)."""
+        condition = self.condition_of(name)
+        return condition is None or stack.get(condition, True)
+
+    def dashboard(self, stack=None):
+        """The dashboard body as JSON: `${X}` / `${X.Attr}` become "@X" / "@X.Attr"; the Sub's own variables
+        (the optional resources' entries, each `!If [C, !Sub '...', ""]`) are expanded as in a stack with the
+        conditions `stack` (default: every condition true, so every resource present)."""
+        stack = stack or {}
+        text, variables = self.dashboard_body()
         for name, value in variables.items():
-            # !If [condition, !Sub '...', ""]: the text when the resource exists.
-            present = value["Fn::If"][1] if isinstance(value, dict) and "Fn::If" in value else value
-            text = text.replace("${%s}" % name, sub_text(present) if not isinstance(present, str) else present)
+            if isinstance(value, dict) and "Fn::If" in value:
+                condition, present, absent = value["Fn::If"]
+                self.assertEqual(absent, "", f"{name}: the text without the resource is empty")
+                value = present if stack.get(condition, True) else absent
+            text = text.replace("${%s}" % name, value if isinstance(value, str) else sub_text(value))
         for reference in set(re.findall(r"\$\{([^}!]+)\}", text)):
             root = reference.split(".")[0]
             self.assertTrue(root in self.resources or root in self.template["Parameters"] or root.startswith("AWS::"),
                             f"the dashboard names ${{{reference}}}, which the template does not define")
+            self.assertTrue(root not in self.resources or self.exists(root, stack),
+                            f"the dashboard names ${{{reference}}} in a stack without it: {stack}")
         text = re.sub(r"\$\{([^}]+)\}", r"@\1", text)
         return json.loads(text)
 
-    def dashboard_rows(self):
+    def dashboard_rows(self, stack=None):
         """(widget title, namespace, metric, {dimension: value}, options) for every metric row of every widget."""
         rows = []
-        for widget in self.dashboard()["widgets"]:
+        for widget in self.dashboard(stack)["widgets"]:
             properties = widget["properties"]
             for row in properties.get("metrics", []):
                 options = row[-1] if isinstance(row[-1], dict) else {}
@@ -764,10 +1198,9 @@ class TemplateTest(unittest.TestCase):
             self.assertTrue(pattern.fullmatch(good), good)
         for bad in ("", "AWS/Lambda", "po sync", "x" * 256):  # as the functions refuse them (METRICS_NAMESPACE)
             self.assertFalse(pattern.fullmatch(bad), bad)
-        for binary in ("ingest", "reconcile", "notify"):
-            _, function = self.function_named(binary)
+        for name, function in self.functions().items():
             self.assertEqual(function["Properties"]["Environment"]["Variables"]["METRICS_NAMESPACE"],
-                             {"Ref": "MetricsNamespace"}, binary)
+                             {"Ref": "MetricsNamespace"}, name)
 
     def test_the_dashboard_shows_only_metrics_the_code_emits_with_their_dimensions(self):
         catalogue = self.catalogue()
@@ -799,7 +1232,13 @@ class TemplateTest(unittest.TestCase):
         self.assertLessEqual({"p50", "p99"}, set(latency), "AppZen latency as p50 and p99")
 
     def test_the_dashboard_shows_queue_depths_ages_dead_letters_and_the_functions(self):
-        rows = [r for r in self.dashboard_rows() if r[1].startswith("AWS/")]
+        self.assertIn({"HasExsited": False, "HasNoWebhookAlarm": False}, self.dashboard_stacks())
+        for stack in self.dashboard_stacks():
+            with self.subTest(stack=stack):
+                self.check_dashboard_shows_the_stack_s_queues_and_functions(stack)
+
+    def check_dashboard_shows_the_stack_s_queues_and_functions(self, stack):
+        rows = [r for r in self.dashboard_rows(stack) if r[1].startswith("AWS/")]
         seen = set()
         for title, namespace, metric, dimensions, _ in rows:
             with self.subTest(widget=title, metric=metric):
@@ -814,18 +1253,22 @@ class TemplateTest(unittest.TestCase):
                     self.assertEqual((dimension, resource["Type"]), ("FunctionName", "AWS::Serverless::Function"))
                 seen.add((namespace, metric, value[1:].split(".")[0]))
         for queue in self.of_type("AWS::SQS::Queue"):
-            self.assertIn(("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue), seen, "depth / dead letters")
-            self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", queue), seen, "oldest-message age")
+            if self.exists(queue, stack):
+                self.assertIn(("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue), seen, "depth / dead letters")
+                self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", queue), seen, "oldest-message age")
         for function in self.functions():
-            for metric in ("Errors", "Throttles", "Duration"):
-                self.assertIn(("AWS/Lambda", metric, function), seen)
+            if self.exists(function, stack):
+                for metric in ("Errors", "Throttles", "Duration"):
+                    self.assertIn(("AWS/Lambda", metric, function), seen)
 
     def test_the_dashboard_lists_every_alarm_and_the_stack_outputs_its_url(self):
-        listed = set()
-        for widget in self.dashboard()["widgets"]:
-            if widget["type"] == "alarm":
-                listed |= {arn[1:].removesuffix(".Arn") for arn in widget["properties"]["alarms"]}
-        self.assertEqual(listed, set(self.of_type("AWS::CloudWatch::Alarm")))
+        for stack in self.dashboard_stacks():
+            listed = set()
+            for widget in self.dashboard(stack)["widgets"]:
+                if widget["type"] == "alarm":
+                    listed |= {arn[1:].removesuffix(".Arn") for arn in widget["properties"]["alarms"]}
+            self.assertEqual(listed, {a for a in self.of_type("AWS::CloudWatch::Alarm") if self.exists(a, stack)},
+                             stack)
         url = sub_text(self.template["Outputs"]["DashboardUrl"]["Value"])
         self.assertTrue(url.startswith("https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home?"), url)
         self.assertIn("region=${AWS::Region}", url)

@@ -38,7 +38,11 @@ pub const REQUEST_ID_PROPERTY: &str = "requestId";
 #[strum(serialize_all = "snake_case")]
 pub enum Service {
     Ingest,
+    /// reconcile sending to AppZen (`DESTINATION=appzen`).
     Reconcile,
+    /// reconcile sending to Exsited (`DESTINATION=exsited`): its own series, so each destination's records,
+    /// retries and refusals are counted and alarmed apart.
+    ReconcileExsited,
     Notify,
 }
 
@@ -121,9 +125,12 @@ impl MetricSpec {
     }
 }
 
-const ALL_SERVICES: &[&str] = &["ingest", "reconcile", "notify"];
+const ALL_SERVICES: &[&str] = &["ingest", "reconcile", "reconcile_exsited", "notify"];
 const INGEST: &[&str] = &["ingest"];
+/// AppZen's reconcile only: its HTTP latency and failure causes.
 const RECONCILE: &[&str] = &["reconcile"];
+/// Either destination's reconcile (for Exsited's, `AppZenAttempts` counts its Exsited requests per record).
+const ANY_RECONCILE: &[&str] = &["reconcile", "reconcile_exsited"];
 const NOTIFY: &[&str] = &["notify"];
 
 /// Why ingest refused a webhook: its log line's `outcome` (`admission::Rejection::outcome`), or
@@ -178,7 +185,7 @@ pub const RECORDS: MetricSpec = MetricSpec {
     name: "Records",
     unit: "Count",
     kind: Kind::Counter,
-    services: RECONCILE,
+    services: ANY_RECONCILE,
     dimension: Some(Dimension { name: "outcome", values: <RecordOutcome as strum::VariantNames>::VARIANTS }),
     meaning: "webhook records reconcile finished with, by outcome (retried: handed back to SQS)",
 };
@@ -186,7 +193,7 @@ pub const DISCREPANCIES: MetricSpec = MetricSpec {
     name: "Discrepancies",
     unit: "Count",
     kind: Kind::Counter,
-    services: RECONCILE,
+    services: ANY_RECONCILE,
     dimension: None,
     meaning: "discrepancies found in the POs reconcile finished with (a PO that does not add up has 1 or more)",
 };
@@ -202,7 +209,7 @@ pub const APPZEN_ATTEMPTS: MetricSpec = MetricSpec {
     name: "AppZenAttempts",
     unit: "Count",
     kind: Kind::Histogram,
-    services: RECONCILE,
+    services: ANY_RECONCILE,
     dimension: None,
     meaning: "AppZen requests per record that called AppZen in one delivery (1 = no retry)",
 };
@@ -218,7 +225,7 @@ pub const INVOICES_ARCHIVED: MetricSpec = MetricSpec {
     name: "InvoicesArchived",
     unit: "Count",
     kind: Kind::Counter,
-    services: RECONCILE,
+    services: ANY_RECONCILE,
     dimension: None,
     meaning: "invoice PDFs copied to the archive bucket, for the POs reconcile finished with",
 };
@@ -226,7 +233,7 @@ pub const INVOICES_NOT_ARCHIVED: MetricSpec = MetricSpec {
     name: "InvoicesNotArchived",
     unit: "Count",
     kind: Kind::Counter,
-    services: RECONCILE,
+    services: ANY_RECONCILE,
     dimension: None,
     meaning: "invoice PDFs that could not be archived (the PO says archive_incomplete; Komet's link is the only copy)",
 };

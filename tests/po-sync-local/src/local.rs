@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::appzen_sandbox::{Credentials, RecordedRequest, RunningSandbox, Sandbox};
+use crate::exsited_sandbox;
 use crate::fault_proxy::{ProxyFaults, RunningProxy};
 use crate::poller::{EventSourceMapping, Invocation, InvocationDeaths, LogSink, Poller};
 use crate::stack_env::{self, ResolvedStack};
@@ -20,8 +21,15 @@ use po_sync_test_support::emf;
 use po_sync_test_support::moto::{MotoServer, free_port};
 use po_sync_test_support::workspace_root;
 
-/// The functions, as `cargo lambda watch` knows them (their binary names).
+/// The functions' binaries, as `cargo lambda watch` knows them. The template may build more than one function
+/// from one binary (`reconcile` and `reconcile-exsited`): each runs under its own `cargo lambda watch`.
 pub const FUNCTIONS: [&str; 3] = ["ingest", "reconcile", "notify"];
+
+/// The local stack's Exsited mapping for Komet's documented sample and the clean PO (the Exsited sandbox's
+/// default catalogue: accounts `SUP-0001`/`SUP-0002`, items `FLOWERS`/`ADDITIONAL_CHARGES`), given to the
+/// template's `ExsitedAccountMap` and `ExsitedItemMap` parameters.
+pub const LOCAL_EXSITED_ACCOUNT_MAP: &str = "V-0042=SUP-0001,AV=SUP-0002";
+pub const LOCAL_EXSITED_ITEM_MAP: &str = "CGEN=FLOWERS,PGEN=FLOWERS,RGEN=FLOWERS";
 
 /// Komet's Basic-auth credentials for the local ingest (not secrets: they only open the local endpoint).
 pub const WEBHOOK_USERNAME: &str = "komet";
@@ -65,6 +73,9 @@ pub struct StackOptions {
     pub invocation_deaths: Vec<(String, InvocationDeaths)>,
     /// Instances of ingest `cargo lambda watch` may run at once (Lambda runs one per concurrent caller).
     pub ingest_concurrency: u32,
+    /// The template's `Destinations` parameter: `appzen` (default) or `appzen,exsited` (then the Exsited sandbox
+    /// runs beside AppZen's, and reconcile-exsited and notify-exsited beside the others).
+    pub destinations: String,
 }
 
 impl StackOptions {
@@ -83,6 +94,7 @@ impl StackOptions {
             aws_faults: None,
             invocation_deaths: Vec::new(),
             ingest_concurrency: 1,
+            destinations: "appzen".to_owned(),
         }
     }
 }
@@ -97,16 +109,34 @@ pub struct Queues {
     pub webhooks_parked: String,
     pub notifications: String,
     pub notifications_dlq: String,
+    /// Exsited's webhook queue, its dead letters and parked webhooks, when the stack has Exsited.
+    pub exsited: Option<ExsitedQueues>,
+}
+
+/// Exsited's copies of the webhook queues (`webhooks-exsited.fifo`, its DLQ and its parked queue).
+#[derive(Debug, Clone)]
+pub struct ExsitedQueues {
+    pub webhooks: String,
+    pub webhooks_dlq: String,
+    pub webhooks_parked: String,
 }
 
 impl Queues {
-    pub fn all(&self) -> [(&'static str, &str); 4] {
-        [
+    /// Every queue that is empty when the pipeline is idle (not the parked queues).
+    pub fn all(&self) -> Vec<(&'static str, &str)> {
+        let mut all = vec![
             ("webhooks", self.webhooks.as_str()),
             ("webhooks-dlq", self.webhooks_dlq.as_str()),
             ("notifications", self.notifications.as_str()),
             ("notifications-dlq", self.notifications_dlq.as_str()),
-        ]
+        ];
+        if let Some(exsited) = &self.exsited {
+            all.extend([
+                ("webhooks-exsited", exsited.webhooks.as_str()),
+                ("webhooks-exsited-dlq", exsited.webhooks_dlq.as_str()),
+            ]);
+        }
+        all
     }
 }
 
@@ -229,7 +259,10 @@ pub fn descendants(root: u32) -> Vec<u32> {
 /// One `cargo lambda watch` per function, each started with the environment the template gives that function;
 /// without reload, the function's own processes beside it.
 struct Emulator {
+    /// The function's local name (`reconcile-exsited`).
     function: String,
+    /// Its binary (`reconcile`): the name its `cargo lambda watch` runs and invokes it by.
+    binary: String,
     url: String,
     process: ProcessGroup,
     instances: Vec<ProcessGroup>,
@@ -260,6 +293,8 @@ pub struct LocalStack {
     lambdas: Vec<Emulator>,
     proxy: Option<RunningProxy>,
     pub sandbox: RunningSandbox,
+    /// The Exsited sandbox, when the stack has Exsited (`StackOptions::destinations`).
+    pub exsited: Option<exsited_sandbox::RunningSandbox>,
     pub moto: MotoServer,
     pub sqs: aws_sdk_sqs::Client,
     pub queues: Queues,
@@ -313,6 +348,17 @@ impl LocalStack {
             .await
             .map_err(|e| setup("start the AppZen sandbox")(e.to_string()))?;
         log.line(format!("AppZen sandbox on {}", sandbox.base_url()));
+        let exsited = match stack.functions.iter().any(|f| f.var("EXSITED_BASE_URL").is_some()) {
+            true => {
+                let exsited = exsited_sandbox::Sandbox::new(exsited_sandbox::Config::default())
+                    .spawn(0)
+                    .await
+                    .map_err(|e| setup("start the Exsited sandbox")(e.to_string()))?;
+                log.line(format!("Exsited sandbox on {}", exsited.base_url()));
+                Some(exsited)
+            }
+            false => None,
+        };
 
         let proxy = match &options.aws_faults {
             Some(faults) => {
@@ -329,7 +375,7 @@ impl LocalStack {
             None => None,
         };
         let aws_endpoint = proxy.as_ref().map_or_else(|| moto.endpoint_url(), RunningProxy::endpoint_url);
-        let envs = function_envs(&stack, &aws_endpoint, &sandbox, &options)?;
+        let envs = function_envs(&stack, &aws_endpoint, &sandbox, exsited.as_ref(), &options)?;
 
         // Every emulator writes to the one functions.log, each appending.
         std::fs::File::create(options.logs_dir.join("functions.log"))
@@ -343,6 +389,7 @@ impl LocalStack {
         };
         let mut lambdas = Vec::with_capacity(envs.len());
         for (function, env) in &envs {
+            let binary_name = stack.function(function).map_err(setup("the functions"))?.binary.clone();
             let env_file = options.logs_dir.join(format!("{function}.env"));
             let env_text: String =
                 env.iter().map(|(name, value)| format!("{name}={}\n", env_file_value(value))).collect();
@@ -367,12 +414,12 @@ impl LocalStack {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let binary =
-                    binaries.iter().find(|(name, _)| name == function).map(|(_, path)| path).ok_or_else(|| {
-                        setup("the functions")(format!("cargo build made no binary named {function}"))
+                    binaries.iter().find(|(name, _)| *name == binary_name).map(|(_, path)| path).ok_or_else(|| {
+                        setup("the functions")(format!("cargo build made no binary named {binary_name}"))
                     })?;
                 let count = if function == "ingest" { options.ingest_concurrency.max(1) } else { 1 };
                 for instance in 0..count {
-                    instances.push(start_function(binary, function, instance, port, env, &options)?);
+                    instances.push(start_function(binary, (function, &binary_name), instance, port, env, &options)?);
                 }
             }
             let pids: Vec<String> = instances.iter().map(|p| p.pid().to_string()).collect();
@@ -382,7 +429,7 @@ impl LocalStack {
                 if pids.is_empty() { String::new() } else { format!("; the function: pid {}", pids.join(", ")) },
                 env_file.display()
             ));
-            lambdas.push(Emulator { function: function.clone(), url, process, instances });
+            lambdas.push(Emulator { function: function.clone(), binary: binary_name, url, process, instances });
         }
         let lambda_url = lambdas
             .iter()
@@ -400,6 +447,7 @@ impl LocalStack {
             lambdas,
             proxy,
             sandbox,
+            exsited,
             moto,
             sqs,
             queues,
@@ -427,6 +475,7 @@ impl LocalStack {
                 retry_after_seconds: stack.options.retry_after_seconds,
                 function_sets_visibility,
                 invoke_base_url: Some(stack.emulator_url(&source.function)?.to_owned()),
+                binary: Some(source.binary.clone()),
                 deaths: stack
                     .options
                     .invocation_deaths
@@ -543,25 +592,26 @@ impl LocalStack {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        let names: Vec<String> = self.lambdas.iter().map(|e| e.function.clone()).collect();
         log.line(match self.options.reload {
-            true => "cargo lambda watch builds and starts ingest, reconcile and notify (the first time compiles them)",
-            false => "waiting for ingest, reconcile and notify to answer",
+            true => format!("cargo lambda watch builds and starts {} (the first time compiles them)", names.join(", ")),
+            false => format!("waiting for {} to answer", names.join(", ")),
         });
         let empty_batch = r#"{"Records":[]}"#;
         let ingest = self.http.get(self.ingest_url()).send();
-        let (reconcile_url, notify_url) =
-            (self.emulator_url("reconcile")?.to_owned(), self.emulator_url("notify")?.to_owned());
-        let invoke = |base: &str, function: &str| {
-            self.http
-                .post(format!("{base}/2015-03-31/functions/{function}/invocations"))
-                .header("content-type", "application/json")
-                .body(empty_batch)
-                .send()
-        };
-        let warm_up =
-            async { tokio::join!(ingest, invoke(&reconcile_url, "reconcile"), invoke(&notify_url, "notify")) };
+        // Every function but ingest takes SQS batches: each is invoked once with an empty one.
+        let batch_functions: Vec<(String, String)> = self
+            .lambdas
+            .iter()
+            .filter(|e| e.function != "ingest")
+            .map(|e| (e.function.clone(), format!("{}/2015-03-31/functions/{}/invocations", e.url, e.binary)))
+            .collect();
+        let invocations = batch_functions.iter().map(|(_, url)| {
+            self.http.post(url.as_str()).header("content-type", "application/json").body(empty_batch).send()
+        });
+        let warm_up = async { tokio::join!(ingest, futures_util::future::join_all(invocations)) };
         let functions_log = self.functions_log();
-        let (ingest, reconcile, notify) = tokio::select! {
+        let (ingest, batches) = tokio::select! {
             answers = warm_up => answers,
             status = wait_for_any_exit(&mut self.lambdas) => {
                 return Err(setup("cargo lambda watch")(format!("exited with {status}{}", log_tail(&functions_log))));
@@ -582,8 +632,9 @@ impl LocalStack {
         check_answer("ingest", ingest, |s, _| (400..500).contains(&s) && s != 404, &functions_log).await?;
         let empty_batch_ok =
             |s: u16, body: &str| s == 200 && crate::poller::batch_item_failures(body).is_ok_and(|f| f.is_empty());
-        check_answer("reconcile", reconcile, empty_batch_ok, &functions_log).await?;
-        check_answer("notify", notify, empty_batch_ok, &functions_log).await?;
+        for ((function, _), answer) in batch_functions.iter().zip(batches) {
+            check_answer(function, answer, empty_batch_ok, &functions_log).await?;
+        }
         log.line(format!("functions ready after {:.1} s", started.elapsed().as_secs_f64()));
         Ok(())
     }
@@ -768,8 +819,24 @@ fn stack_parameters(options: &StackOptions) -> Vec<(String, String)> {
         ("NotificationRecipients", NOTIFY_TO.join(",")),
         ("NotificationSubjectPrefix", SUBJECT_PREFIX.to_owned()),
         ("MaxReceiveCount", options.max_receive_count.to_string()),
+        ("Destinations", options.destinations.clone()),
     ]
     .into_iter()
+    .chain(
+        options
+            .destinations
+            .contains("exsited")
+            .then(|| {
+                [
+                    // Replaced by the Exsited sandbox's address in the function's environment, as APPZEN_BASE_URL is.
+                    ("ExsitedBaseUrl", "https://po-sync-local.exsited.invalid".to_owned()),
+                    ("ExsitedAccountMap", LOCAL_EXSITED_ACCOUNT_MAP.to_owned()),
+                    ("ExsitedItemMap", LOCAL_EXSITED_ITEM_MAP.to_owned()),
+                ]
+            })
+            .into_iter()
+            .flatten(),
+    )
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
@@ -778,13 +845,22 @@ fn stack_parameters(options: &StackOptions) -> Vec<(String, String)> {
 /// notify's `PARKED_QUEUE_URL`, and the dead-letter queues their redrive policies name.
 async fn stack_queues(sqs: &aws_sdk_sqs::Client, stack: &ResolvedStack) -> Result<Queues, StackError> {
     let wired =
-        |binary: &str, name: &str| stack.required_var(binary, name).map(str::to_owned).map_err(setup("the queues"));
+        |function: &str, name: &str| stack.required_var(function, name).map(str::to_owned).map_err(setup("the queues"));
     let webhooks = wired("ingest", "QUEUE_URL")?;
     let notifications = wired("reconcile", "NOTIFY_QUEUE_URL")?;
     let webhooks_parked = wired("notify", "PARKED_QUEUE_URL")?;
     let webhooks_dlq = dead_letter_queue(sqs, &webhooks).await?;
     let notifications_dlq = dead_letter_queue(sqs, &notifications).await?;
-    Ok(Queues { webhooks, webhooks_dlq, webhooks_parked, notifications, notifications_dlq })
+    let exsited = match stack.function("reconcile-exsited") {
+        Err(_) => None,
+        Ok(_) => {
+            let webhooks = wired("reconcile-exsited", "WEBHOOK_QUEUE_URL")?;
+            let webhooks_parked = wired("notify-exsited", "PARKED_QUEUE_URL")?;
+            let webhooks_dlq = dead_letter_queue(sqs, &webhooks).await?;
+            Some(ExsitedQueues { webhooks, webhooks_dlq, webhooks_parked })
+        }
+    };
+    Ok(Queues { webhooks, webhooks_dlq, webhooks_parked, notifications, notifications_dlq, exsited })
 }
 
 /// The URL of the queue `queue_url`'s redrive policy sends dead letters to.
@@ -818,6 +894,7 @@ fn inline_credentials(
     variable: &str,
     env: &[(String, String)],
     sandbox: &RunningSandbox,
+    exsited: Option<&exsited_sandbox::RunningSandbox>,
 ) -> Option<Vec<(String, String)>> {
     let pairs: Vec<(&str, String)> = match variable {
         "WEBHOOK_SECRET_ARN" => {
@@ -837,6 +914,13 @@ fn inline_credentials(
                 ("APPZEN_API_KEY", credentials.api_key.clone()),
                 ("APPZEN_CUSTOMER_ID", credentials.customer_id.clone()),
                 ("APPZEN_CUSTOMER_KEY", credentials.customer_key.clone()),
+            ]
+        }
+        "EXSITED_SECRET_ARN" => {
+            let config = exsited?.config();
+            vec![
+                ("EXSITED_CLIENT_ID", config.client_id.clone()),
+                ("EXSITED_CLIENT_SECRET", config.client_secret.clone()),
             ]
         }
         _ => return None,
@@ -861,6 +945,7 @@ fn function_envs(
     stack: &ResolvedStack,
     aws_endpoint: &str,
     sandbox: &RunningSandbox,
+    exsited: Option<&exsited_sandbox::RunningSandbox>,
     options: &StackOptions,
 ) -> Result<Vec<(String, Env)>, StackError> {
     let template = options.template.display().to_string();
@@ -878,7 +963,7 @@ fn function_envs(
         ];
         env.extend(function.env.iter().cloned());
         for (variable, secret) in &function.secrets {
-            let inline = inline_credentials(variable, &function.env, sandbox).ok_or_else(|| {
+            let inline = inline_credentials(variable, &function.env, sandbox, exsited).ok_or_else(|| {
                 problem(format!(
                     "{variable} refers to the secret {secret}, and the local pipeline does not know which variables \
                      carry those credentials inline (tests/src/local.rs, inline_credentials)"
@@ -902,13 +987,19 @@ fn function_envs(
                 }
             }
         }
+        if let (Some(base_url), Some(exsited)) = (env.iter_mut().find(|(n, _)| n == "EXSITED_BASE_URL"), exsited) {
+            base_url.1 = exsited.base_url();
+            if !env.iter().any(|(n, _)| n == "EXSITED_TIMEOUT_MS") {
+                env.push(("EXSITED_TIMEOUT_MS".to_owned(), "5000".to_owned()));
+            }
+        }
         for (name, value) in &options.function_env {
             env.retain(|(existing, _)| existing != name);
             env.push((name.clone(), value.clone()));
         }
         stack_env::check_function_env(&function.binary, &env)
             .map_err(|e| problem(format!("the function would not start: {e}")))?;
-        envs.push((function.binary.clone(), env));
+        envs.push((function.name.clone(), env));
     }
     if !envs.iter().any(|(_, env)| env.iter().any(|(n, v)| n == "APPZEN_BASE_URL" && *v == sandbox.base_url())) {
         return Err(setup(&template)(
@@ -1062,7 +1153,7 @@ async fn build_function_binaries(log: &Path) -> Result<Vec<(String, PathBuf)>, S
 /// --only-lambda-apis` on `port`, with the environment the template gives it.
 fn start_function(
     binary: &Path,
-    function: &str,
+    (function, binary_name): (&str, &str),
     instance: u32,
     port: u16,
     env: &Env,
@@ -1080,7 +1171,8 @@ fn start_function(
         .env_remove("RUST_LOG")
         .envs(env.iter().map(|(name, value)| (name.as_str(), value.as_str())))
         // What cargo lambda watch tells a function it does not start itself (`--only-lambda-apis`).
-        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{function}"))
+        // Its own cargo lambda watch knows it by its binary's name, as with reload (`serve`), where it builds it.
+        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{binary_name}"))
         .env("AWS_LAMBDA_FUNCTION_NAME", function)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096")

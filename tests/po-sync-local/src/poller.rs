@@ -60,6 +60,9 @@ pub struct EventSourceMapping {
     /// Where this function is invoked (`http://127.0.0.1:PORT` of its `cargo lambda watch`); `None`: the
     /// `invoke_base_url` given to [`Poller::start`].
     pub invoke_base_url: Option<String>,
+    /// The name the function is invoked by there (its binary, when several functions share one); `None`:
+    /// `function_name`.
+    pub binary: Option<String>,
     /// Invocations that die mid-batch, injected (the soak); `None` in normal use.
     pub deaths: Option<InvocationDeaths>,
 }
@@ -87,6 +90,7 @@ impl EventSourceMapping {
             retry_after_seconds: None,
             function_sets_visibility: false,
             invoke_base_url: None,
+            binary: None,
             deaths: None,
         }
     }
@@ -204,7 +208,7 @@ impl Poller {
                 invoke_url: format!(
                     "{}/2015-03-31/functions/{}/invocations",
                     base_url.trim_end_matches('/'),
-                    mapping.function_name
+                    mapping.binary.as_deref().unwrap_or(&mapping.function_name)
                 ),
                 deaths: mapping.deaths.as_ref().map(|d| Mutex::new(fastrand::Rng::with_seed(d.seed))),
                 region: region.to_owned(),

@@ -52,6 +52,8 @@ pub struct FunctionSpec {
     pub log_format: Option<String>,
     /// `LoggingConfig.ApplicationLogLevel`, unresolved.
     pub log_level: Option<Value>,
+    /// The template condition the function exists under (`ReconcileExsitedFunction`: `HasExsited`), if any.
+    pub condition: Option<String>,
 }
 
 /// One event source mapping SAM made of a function's `Events` (`Type: SQS`).
@@ -63,6 +65,8 @@ pub struct EventSourceSpec {
     pub function_logical_id: String,
     pub batch_size: i32,
     pub report_batch_item_failures: bool,
+    /// The template condition the mapping exists under (SAM gives it its function's).
+    pub condition: Option<String>,
 }
 
 /// The function and event-source parts of a translated template.
@@ -76,6 +80,9 @@ pub struct Wiring {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedFunction {
     pub logical_id: String,
+    /// The local pipeline's name for it, from its logical id: `reconcile-exsited` for `ReconcileExsitedFunction`
+    /// (its stack name without the stack prefix, as the template's `FunctionName` spells it).
+    pub name: String,
     pub binary: String,
     /// Every variable of `Environment.Variables` but the secret references, resolved, in the template's order;
     /// then what Lambda itself sets from `LoggingConfig` (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`).
@@ -96,8 +103,10 @@ impl ResolvedFunction {
 pub struct ResolvedEventSource {
     pub queue_logical_id: String,
     pub queue_url: String,
-    /// The function's binary name (what the local poller invokes).
+    /// The function's local name ([`ResolvedFunction::name`]).
     pub function: String,
+    /// The function's binary (what its `cargo lambda watch` runs).
+    pub binary: String,
     pub batch_size: i32,
 }
 
@@ -112,21 +121,21 @@ pub struct ResolvedStack {
 }
 
 impl ResolvedStack {
-    /// The function built from `binary`.
-    pub fn function(&self, binary: &str) -> Result<&ResolvedFunction, String> {
-        self.functions.iter().find(|f| f.binary == binary).ok_or_else(|| {
-            let known: Vec<&str> = self.functions.iter().map(|f| f.binary.as_str()).collect();
-            format!("the template has no function built from the binary {binary:?} (it has {known:?})")
+    /// The deployed function named `name` ([`ResolvedFunction::name`]: `ingest`, `reconcile-exsited`).
+    pub fn function(&self, name: &str) -> Result<&ResolvedFunction, String> {
+        self.functions.iter().find(|f| f.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.functions.iter().map(|f| f.name.as_str()).collect();
+            format!("the deployed template has no function {name:?} (it has {known:?})")
         })
     }
 
     /// A variable the local pipeline itself relies on (a queue, the ledger table): set and not blank.
-    pub fn required_var(&self, binary: &str, name: &str) -> Result<&str, String> {
-        let function = self.function(binary)?;
-        function.var(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+    pub fn required_var(&self, function: &str, name: &str) -> Result<&str, String> {
+        let resolved = self.function(function)?;
+        resolved.var(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
             format!(
-                "the template gives {} (binary {binary}) no {name}, which the local pipeline needs to wire it",
-                function.logical_id
+                "the template gives {} (binary {}) no {name}, which the local pipeline needs to wire it",
+                resolved.logical_id, resolved.binary
             )
         })
     }
@@ -220,6 +229,7 @@ pub fn read_wiring(template: &Value) -> Result<Wiring, String> {
                         .and_then(Value::as_str)
                         .map(str::to_owned),
                     log_level: properties.pointer("/LoggingConfig/ApplicationLogLevel").cloned(),
+                    condition: condition_of(resource),
                 });
             }
             "AWS::Lambda::EventSourceMapping" => {
@@ -253,12 +263,40 @@ pub fn read_wiring(template: &Value) -> Result<Wiring, String> {
                     function_logical_id,
                     batch_size,
                     report_batch_item_failures,
+                    condition: condition_of(resource),
                 });
             }
             _ => {}
         }
     }
     Ok(Wiring { functions, event_sources })
+}
+
+/// The condition a resource exists under (`Condition: HasExsited`), if any.
+fn condition_of(resource: &Value) -> Option<String> {
+    resource.get("Condition").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The local name of a function: its logical id without `Function`, in kebab case (`ReconcileExsitedFunction`:
+/// `reconcile-exsited`).
+pub fn function_name(logical_id: &str) -> String {
+    let base = logical_id.strip_suffix("Function").unwrap_or(logical_id);
+    let mut name = String::with_capacity(base.len() + 4);
+    for (i, c) in base.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+/// An output that exists when `condition` holds (a conditional function's variables, its queue's URL).
+fn output(value: Value, condition: Option<&String>) -> Value {
+    match condition {
+        Some(condition) => json!({ "Value": value, "Condition": condition }),
+        None => json!({ "Value": value }),
+    }
 }
 
 /// Every logical id (resource or parameter) a value refers to: `Ref`, `Fn::GetAtt` and `Fn::Sub`'s `${X}` /
@@ -411,19 +449,19 @@ fn deployable(template: &Value, wiring: &Wiring, left_out: &BTreeSet<String>) ->
                 ));
             }
             let key = format!("PoSyncLocalEnv{index}x{position}");
-            outputs.insert(key.clone(), json!({ "Value": value }));
+            outputs.insert(key.clone(), output(value.clone(), function.condition.as_ref()));
             plan.insert(key, OutputOf::Variable { function: index, name: name.clone() });
         }
         if let (Some(level), true) = (&function.log_level, function.log_format.as_deref() == Some("JSON")) {
             let key = format!("PoSyncLocalLogLevel{index}");
-            outputs.insert(key.clone(), json!({ "Value": level }));
+            outputs.insert(key.clone(), output(level.clone(), function.condition.as_ref()));
             plan.insert(key, OutputOf::LogLevel { function: index });
         }
         secrets.push(function_secrets);
     }
     for source in &wiring.event_sources {
         let key = format!("PoSyncLocalQueue{}", source.queue_logical_id);
-        outputs.insert(key.clone(), json!({ "Value": { "Ref": source.queue_logical_id } }));
+        outputs.insert(key.clone(), output(json!({ "Ref": source.queue_logical_id }), source.condition.as_ref()));
         plan.insert(key, OutputOf::Queue { logical_id: source.queue_logical_id.clone() });
     }
     copy["Resources"] = Value::Object(kept);
@@ -464,6 +502,7 @@ pub async fn deploy(
         .zip(secrets)
         .map(|(f, secrets)| ResolvedFunction {
             logical_id: f.logical_id.clone(),
+            name: function_name(&f.logical_id),
             binary: f.binary.clone(),
             env: Vec::new(),
             secrets,
@@ -472,9 +511,21 @@ pub async fn deploy(
     let mut queues: HashMap<String, String> = HashMap::new();
     // In the plan's key order, which is not the template's: put each function's variables back in order below.
     let mut values: BTreeMap<(usize, usize), (String, String)> = BTreeMap::new();
+    // A function whose condition is false (Exsited's, with Destinations=appzen) has none of its outputs.
+    let deployed: Vec<bool> = (0..wiring.functions.len())
+        .map(|index| {
+            wiring.functions[index].condition.is_none()
+                || plan.iter().any(|(key, what)| {
+                    outputs.contains_key(key)
+                        && matches!(what, OutputOf::Variable { function, .. } | OutputOf::LogLevel { function } if *function == index)
+                })
+        })
+        .collect();
     for (key, what) in &plan {
         let value = outputs.get(key).cloned();
         match what {
+            OutputOf::Variable { function, .. } | OutputOf::LogLevel { function } if !deployed[*function] => {}
+            OutputOf::Queue { .. } if value.is_none() => {}
             OutputOf::Variable { function, name } => {
                 let value = value.ok_or_else(|| {
                     format!(
@@ -514,23 +565,29 @@ pub async fn deploy(
             function.env.insert(position, ("AWS_LAMBDA_LOG_FORMAT".to_owned(), format.clone()));
         }
     }
-    let event_sources = wiring
-        .event_sources
-        .iter()
-        .map(|source| {
-            let function = wiring
-                .functions
-                .iter()
-                .find(|f| f.logical_id == source.function_logical_id)
-                .ok_or_else(|| format!("{}: no function {}", source.logical_id, source.function_logical_id))?;
-            Ok(ResolvedEventSource {
-                queue_logical_id: source.queue_logical_id.clone(),
-                queue_url: queues[&source.queue_logical_id].clone(),
-                function: function.binary.clone(),
-                batch_size: source.batch_size,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let mut event_sources = Vec::new();
+    for source in &wiring.event_sources {
+        let (index, function) = wiring
+            .functions
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.logical_id == source.function_logical_id)
+            .ok_or_else(|| format!("{}: no function {}", source.logical_id, source.function_logical_id))?;
+        if !deployed[index] {
+            continue;
+        }
+        let queue_url = queues.get(&source.queue_logical_id).cloned().ok_or_else(|| {
+            format!("CloudFormation (moto) resolved no URL for the queue {}", source.queue_logical_id)
+        })?;
+        event_sources.push(ResolvedEventSource {
+            queue_logical_id: source.queue_logical_id.clone(),
+            queue_url,
+            function: function_name(&function.logical_id),
+            binary: function.binary.clone(),
+            batch_size: source.batch_size,
+        });
+    }
+    let functions = functions.into_iter().zip(deployed).filter_map(|(f, deployed)| deployed.then_some(f)).collect();
     Ok(ResolvedStack {
         stack_name: STACK_NAME.to_owned(),
         functions,
@@ -686,7 +743,8 @@ mod tests {
                 queue_logical_id: "Queue".into(),
                 function_logical_id: "Fn".into(),
                 batch_size: 5,
-                report_batch_item_failures: true
+                report_batch_item_failures: true,
+                condition: None,
             }]
         );
     }
@@ -712,6 +770,27 @@ mod tests {
         assert!(plan.values().any(|p| *p == OutputOf::LogLevel { function: 0 }));
         assert!(plan.values().any(|p| *p == OutputOf::Queue { logical_id: "Queue".into() }));
         assert_eq!(secrets, [vec![("SECRET_ARN".to_owned(), "Secret".to_owned())]]);
+    }
+
+    #[test]
+    fn a_conditional_function_s_outputs_carry_its_condition_so_moto_leaves_them_out_with_it() {
+        let mut template = template();
+        template["Resources"]["Fn"]["Condition"] = json!("HasExsited");
+        template["Resources"]["FnQueue"]["Condition"] = json!("HasExsited");
+        let wiring = read_wiring(&template).unwrap();
+        assert_eq!(wiring.functions[0].condition.as_deref(), Some("HasExsited"));
+        let out = left_out(&template).unwrap();
+        let (copy, plan, _) = deployable(&template, &wiring, &out).unwrap();
+        for (key, _) in plan {
+            assert_eq!(copy["Outputs"][&key]["Condition"], "HasExsited", "{key}");
+        }
+    }
+
+    #[test]
+    fn a_function_s_local_name_is_its_logical_id_in_kebab_case() {
+        assert_eq!(function_name("ReconcileExsitedFunction"), "reconcile-exsited");
+        assert_eq!(function_name("IngestFunction"), "ingest");
+        assert_eq!(function_name("Fn"), "fn");
     }
 
     #[test]

@@ -12,30 +12,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use po_sync_aws::ledger::Ledger;
-use po_sync_local::appzen_sandbox::{Failure, RecordedRequest};
+use po_sync_local::appzen_sandbox::Failure;
 use po_sync_local::local::{LocalStack, NOTIFY_TO, SentEmail, StackOptions};
 use po_sync_local::poller::LogSink;
 use po_sync_test_support::{fixture, workspace_root};
 
+mod support;
+use support::{clean_po_numbered, dearer, total_of};
+
 const SETTLE: Duration = Duration::from_secs(120);
-
-/// The clean PO with another Komet id and PO number, so it is a different webhook.
-fn clean_po_numbered(id: u64, po_number: &str) -> Vec<u8> {
-    let text = String::from_utf8(fixture("komet-clean-po.json")).unwrap();
-    assert!(text.contains("\"id\": 48213,") && text.contains("\"poNumber\": \"P004410\""), "fixture changed");
-    text.replacen("\"id\": 48213,", &format!("\"id\": {id},"), 1)
-        .replacen("\"poNumber\": \"P004410\"", &format!("\"poNumber\": \"{po_number}\""), 1)
-        .into_bytes()
-}
-
-/// The exact text of `total_amount.amount` in an AppZen body.
-fn total_of(request: &RecordedRequest) -> String {
-    let body = po_sync::json::parse(request.body.as_bytes()).unwrap();
-    match body.get("total_amount").and_then(|t| t.get("amount")) {
-        Some(po_sync::json::Value::Number(n)) => (*n).to_owned(),
-        other => panic!("total_amount.amount is not a number: {other:?}"),
-    }
-}
 
 struct Scenario<'a> {
     stack: &'a LocalStack,
@@ -493,18 +478,6 @@ async fn two_versions_of_a_po_reach_appzen_in_order(stack: &LocalStack) {
     let seen: Vec<(String, Option<u16>)> = upserts.iter().map(|r| (total_of(r), r.response_status)).collect();
     assert_eq!(seen, [("1284.81".to_owned(), Some(201)), ("1294.81".to_owned(), Some(200))], "in Komet's order");
     assert!(scenario.new_emails().is_empty(), "{:#?}", scenario.new_emails());
-}
-
-/// The clean PO under `id` with one item 10.00 dearer (and its invoice, subtotal and total): version B.
-fn dearer(body: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    let changed = text
-        .replacen("\"totalCost\": 400.20", "\"totalCost\": 410.20", 1)
-        .replacen("\"invoiceAmount\": 400.50", "\"invoiceAmount\": 410.50", 1)
-        .replacen("\"subTotal\": 1234.56", "\"subTotal\": 1244.56", 1)
-        .replacen("\"total\": 1284.81", "\"total\": 1294.81", 1);
-    assert_ne!(changed.as_bytes(), body, "fixture changed");
-    changed.into_bytes()
 }
 
 async fn a_revert_a_b_a_ends_with_appzen_on_a(stack: &LocalStack) {

@@ -36,6 +36,8 @@ async fn main() -> ExitCode {
         prepare(mode == "serve")?;
         let root = workspace_root();
         let mut options = StackOptions::new(root.join(".local/logs"));
+        // Both destinations, so the demo shows a PO reaching AppZen and Exsited (the template's Destinations).
+        options.destinations = "appzen,exsited".to_owned();
         if mode == "serve" {
             options.reload = true;
             options.lambda_port = preferred_port(9000);
@@ -129,7 +131,7 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
 
     println!();
     println!(
-        "po-sync, locally: Komet -> ingest -> webhooks.fifo -> reconcile -> AppZen sandbox | notifications.fifo -> notify -> SES (moto)"
+        "po-sync, locally: Komet -> ingest -> webhooks.fifo -> reconcile -> AppZen sandbox\n                         \\-> webhooks-exsited.fifo -> reconcile-exsited -> Exsited sandbox\n                  needs a person -> notifications.fifo -> notify -> SES (moto)"
     );
     println!();
     println!("Ingest answered Komet:");
@@ -137,6 +139,12 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
     println!();
     println!("AppZen received {} upsert(s):", upserts.len());
     upserts.iter().for_each(|request| println!("  {}", describe_upsert(request)));
+    if let Some(exsited) = &stack.exsited {
+        let orders = exsited.purchase_orders();
+        println!();
+        println!("Exsited holds {} purchase order(s):", orders.len());
+        orders.iter().for_each(|order| println!("  {}", describe_exsited_order(order)));
+    }
     println!();
     println!("E-mails sent: {}", emails.len());
     emails.iter().for_each(|(email, path)| {
@@ -161,6 +169,22 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
     );
     println!("Done in {:.1} s; everything started has been stopped.", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// One line for an Exsited PO: its id, status, supplier account, total and lines (as the sandbox answers GET).
+fn describe_exsited_order(order: &serde_json::Value) -> String {
+    let text = |key: &str| order[key].as_str().unwrap_or("?").to_owned();
+    let lines = order["lines"].as_array().map_or(0, Vec::len);
+    let note = text("purchase_order_note");
+    let komet = note.split(';').next().unwrap_or_default();
+    format!(
+        "{} ({}) account {}, total {} {}, {lines} line(s): {komet}",
+        text("id"),
+        text("status"),
+        text("account_id"),
+        text("total"),
+        order["currency"]["name"].as_str().unwrap_or("?")
+    )
 }
 
 /// Saves each e-mail's HTML (or, without HTML, its text) as `N.html` / `N.txt` under `dir`.
@@ -194,6 +218,12 @@ async fn serve(stack: &LocalStack) -> Result<(), String> {
     println!(
         "  curl -s -X POST {appzen}/_sandbox/fail -d '{{\"times\":2,\"status\":500}}'   # AppZen fails the next two calls"
     );
+    if let Some(exsited) = &stack.exsited {
+        println!(
+            "  curl -s {}/_sandbox/requests                                   # what Exsited received",
+            exsited.base_url()
+        );
+    }
     println!("  curl -s {moto}/moto-api/data.json                                   # e-mails sent (ses.RawMessage)");
     println!();
     println!("The operator CLI against this pipeline (moto stands in for AWS):");

@@ -1,0 +1,179 @@
+//! End to end with `Destinations=appzen,exsited`: the real binaries with the template's environment (ingest
+//! filling both queues, reconcile for AppZen, reconcile-exsited, notify and notify-exsited), moto, the AppZen
+//! sandbox and the Exsited sandbox, which enforces Exsited's purchase-orders v3 contract. One stack, the
+//! scenarios in order, each on its own PO ids.
+
+use std::time::{Duration, Instant};
+
+use po_sync::Decimal;
+use po_sync_local::exsited_sandbox::Failure;
+use po_sync_local::local::{LocalStack, SentEmail, StackOptions};
+use po_sync_local::poller::LogSink;
+use po_sync_test_support::{fixture, workspace_root};
+use serde_json::Value;
+
+mod support;
+use support::{clean_po_numbered, dearer, total_of};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+fn exsited(stack: &LocalStack) -> &po_sync_local::exsited_sandbox::RunningSandbox {
+    stack.exsited.as_ref().expect("the stack has Exsited")
+}
+
+/// The Exsited POs whose note names Komet's `po_number` (po-sync keeps Komet's numbers in the note).
+fn exsited_orders(stack: &LocalStack, po_number: &str) -> Vec<Value> {
+    exsited(stack)
+        .purchase_orders()
+        .into_iter()
+        .filter(|order| order["purchase_order_note"].as_str().is_some_and(|note| note.contains(po_number)))
+        .collect()
+}
+
+fn decimal(value: &Value) -> Decimal {
+    value.as_str().and_then(|text| text.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {value}"))
+}
+
+fn appzen_totals(stack: &LocalStack, po_number: &str) -> Vec<String> {
+    stack
+        .appzen_upserts()
+        .iter()
+        .filter(|request| request.body.contains(&format!("\"{po_number}\"")))
+        .map(total_of)
+        .collect()
+}
+
+fn emails_since(stack: &LocalStack, before: usize) -> Vec<SentEmail> {
+    stack.sent_emails().iter().skip(before).map(SentEmail::from_moto).collect()
+}
+
+async fn post_accepted(stack: &LocalStack, body: &[u8]) {
+    let (status, answer) = stack.post_webhook(body).await.unwrap();
+    assert_eq!(status, 200, "ingest refused a valid webhook: {answer}");
+}
+
+async fn settle(stack: &LocalStack) {
+    stack.wait_until_idle(SETTLE).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_destinations_end_to_end() {
+    let started = Instant::now();
+    let logs = workspace_root().join("target/e2e-two-destinations-logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    let options = StackOptions { destinations: "appzen,exsited".to_owned(), ..StackOptions::new(&logs) };
+    let stack = LocalStack::start(options, &LogSink::stderr()).await.unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = stack.stack.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for name in ["ingest", "reconcile", "reconcile-exsited", "notify", "notify-exsited"] {
+        assert!(names.contains(&name), "{name} is not deployed: {names:?}");
+    }
+
+    a_clean_po_reaches_both_with_exact_amounts_on_one_token(&stack).await;
+    a_mismatch_is_one_e_mail_not_one_per_destination(&stack).await;
+    a_newer_version_changes_the_exsited_po_instead_of_creating_another(&stack).await;
+    exsited_down_does_not_delay_appzen_and_catches_up_once_back(&stack).await;
+    a_401_gets_one_new_token_and_the_po_through(&stack).await;
+    stack
+        .check_emitted_metrics(&[
+            ("reconcile", "Records", &["outcome=upserted"]),
+            ("reconcile_exsited", "Records", &["outcome=upserted"]),
+            ("reconcile_exsited", "Records", &["outcome=held"]),
+            ("reconcile_exsited", "Records", &["outcome=retried"]),
+        ])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    stack.shutdown().await;
+    eprintln!("two-destination scenarios done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn a_clean_po_reaches_both_with_exact_amounts_on_one_token(stack: &LocalStack) {
+    eprintln!("--- scenario: a clean PO reaches AppZen and Exsited");
+    post_accepted(stack, &clean_po_numbered(61001, "P061001")).await;
+    settle(stack).await;
+    assert_eq!(appzen_totals(stack, "P061001"), ["1284.81"]);
+    let orders = exsited_orders(stack, "P061001");
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    let order = &orders[0];
+    assert_eq!(decimal(&order["total"]), "1284.81".parse::<Decimal>().unwrap(), "{order:#}");
+    assert_eq!(order["account_id"], "SUP-0001");
+    assert_eq!(order["status"], "ACTIVE");
+    let lines = order["lines"].as_array().unwrap();
+    let line_total: Decimal = lines.iter().map(|line| decimal(&line["subtotal"])).sum();
+    assert_eq!(line_total, decimal(&order["total"]), "the lines add up to the total, to the cent");
+    let ledger = stack.ledger.clone().for_destination(po_sync::destination::Destination::Exsited);
+    let entry = po_sync_aws::ledger::Ledger::read(&ledger, 61001).await.unwrap().expect("Exsited's ledger item");
+    assert_eq!(entry.appzen.as_ref().and_then(|held| held.uuid.as_deref()), order["id"].as_str(), "{entry:?}");
+    assert_eq!(exsited(stack).tokens_issued(), 1, "one token for every request");
+}
+
+async fn a_mismatch_is_one_e_mail_not_one_per_destination(stack: &LocalStack) {
+    eprintln!("--- scenario: Komet's documented sample (a mismatch) with both destinations");
+    let before = stack.sent_emails().len();
+    let created = exsited(stack).purchase_orders().len();
+    post_accepted(stack, &fixture("komet-doc-sample.json")).await;
+    settle(stack).await;
+    let emails = emails_since(stack, before);
+    let subjects: Vec<&str> = emails.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects.len(), 1, "one e-mail for the PO, not one per destination: {subjects:?}");
+    assert!(appzen_totals(stack, "P002271").is_empty(), "held from AppZen (policy block)");
+    assert_eq!(exsited(stack).purchase_orders().len(), created, "held from Exsited too");
+}
+
+async fn a_newer_version_changes_the_exsited_po_instead_of_creating_another(stack: &LocalStack) {
+    eprintln!("--- scenario: A then B: Exsited's PO is changed, not created twice");
+    let a = clean_po_numbered(61002, "P061002");
+    post_accepted(stack, &a).await;
+    settle(stack).await;
+    let id = exsited_orders(stack, "P061002")[0]["id"].as_str().unwrap().to_owned();
+    post_accepted(stack, &dearer(&a)).await;
+    settle(stack).await;
+    let orders = exsited_orders(stack, "P061002");
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!(orders[0]["id"], id.as_str(), "the same Exsited PO");
+    assert_eq!(decimal(&orders[0]["total"]), "1294.81".parse::<Decimal>().unwrap());
+    assert_eq!(appzen_totals(stack, "P061002"), ["1284.81", "1294.81"]);
+}
+
+async fn exsited_down_does_not_delay_appzen_and_catches_up_once_back(stack: &LocalStack) {
+    eprintln!("--- scenario: Exsited unavailable: AppZen is not held back");
+    let sandbox = exsited(stack);
+    sandbox.fail_next(Failure { status: Some(503), message: Some("maintenance".to_owned()), ..Failure::default() });
+    let posted = Instant::now();
+    for (id, number) in [(61003, "P061003"), (61004, "P061004")] {
+        post_accepted(stack, &clean_po_numbered(id, number)).await;
+    }
+    // AppZen gets both while Exsited answers every request with a 503.
+    let deadline = posted + Duration::from_secs(60);
+    while appzen_totals(stack, "P061003").is_empty() || appzen_totals(stack, "P061004").is_empty() {
+        assert!(Instant::now() < deadline, "AppZen did not get the POs while Exsited was down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("AppZen had both POs {:.1} s after they were posted, Exsited down", posted.elapsed().as_secs_f64());
+    let exsited_queue = &stack.queues.exsited.as_ref().unwrap().webhooks;
+    assert!(
+        exsited_orders(stack, "P061003").is_empty() && exsited_orders(stack, "P061004").is_empty(),
+        "Exsited was down"
+    );
+    assert!(stack.invocations().iter().any(|i| i.queue_url == *exsited_queue && !i.failed_ids.is_empty()));
+    // Exsited back: each PO arrives once, and nothing was dead-lettered.
+    sandbox.reset();
+    settle(stack).await;
+    for number in ["P061003", "P061004"] {
+        assert_eq!(exsited_orders(stack, number).len(), 1, "{number} reaches Exsited once it is back");
+        assert_eq!(appzen_totals(stack, number), ["1284.81"], "{number}: AppZen got it once");
+    }
+}
+
+async fn a_401_gets_one_new_token_and_the_po_through(stack: &LocalStack) {
+    eprintln!("--- scenario: Exsited's token expires: one new token, and the PO goes through");
+    let sandbox = exsited(stack);
+    post_accepted(stack, &clean_po_numbered(61005, "P061005")).await;
+    settle(stack).await;
+    let issued = sandbox.tokens_issued();
+    assert!(sandbox.expire_tokens() >= 1, "a live token to expire");
+    post_accepted(stack, &clean_po_numbered(61006, "P061006")).await;
+    settle(stack).await;
+    assert_eq!(exsited_orders(stack, "P061006").len(), 1);
+    assert_eq!(sandbox.tokens_issued(), issued + 1, "one refresh after the 401");
+}
