@@ -231,6 +231,7 @@ mod tests {
             }),
             claim: None,
             notified: None,
+            cancelled: None,
             updated_at: at(3_500),
         };
         let attempts = vec![

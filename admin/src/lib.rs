@@ -1,9 +1,11 @@
 //! po-sync's operator CLI (`po-sync-admin`): the state of the queues, one PO's ledger entry and its kept
-//! history, a redrive of the parked webhooks, and a replay of a kept or saved Komet webhook.
+//! history, a redrive of the parked webhooks, a replay of a kept or saved Komet webhook, and a PO's cancellation
+//! (and reactivation) at its destinations.
 //!
 //! Each command is a function taking the AWS [`Clients`] and the [`Resources`] it works on, returning a report
 //! that prints as text (`Display`) or JSON (`Serialize`); [`run`] is the command line around them.
 
+pub mod cancel;
 pub mod delivery;
 pub mod error;
 pub mod history;
@@ -105,6 +107,10 @@ pub struct ResourceArgs {
     /// reconcile's function, whose settings `verify` and `po` read AppZen with (output ReconcileFunctionName)
     #[arg(long, global = true, value_name = "NAME")]
     pub reconcile_function: Option<String>,
+    /// Exsited's reconcile function, whose settings `cancel` and `reactivate` reach Exsited with (output
+    /// ReconcileExsitedFunctionName; a stack without Exsited has none)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub reconcile_exsited_function: Option<String>,
 }
 
 impl ResourceArgs {
@@ -120,6 +126,7 @@ impl ResourceArgs {
             archive_bucket: self.archive_bucket.clone(),
             reconcile_event_source: self.event_source_mapping.clone(),
             reconcile_function: self.reconcile_function.clone(),
+            reconcile_exsited_function: self.reconcile_exsited_function.clone(),
         }
     }
 }
@@ -219,6 +226,41 @@ pub enum Command {
         #[arg(long, requires = "po")]
         resend: bool,
     },
+    /// Cancel a PO at every destination the stack has: in Exsited itself, and for AppZen in po-sync's ledger only
+    /// (nothing is sent to AppZen, which keeps what it has). Newer versions Komet sends are then held (mailed as
+    /// cancelled_at_destination), not sent. Exit code 1 if a destination failed.
+    ///
+    /// Exsited: the PO Exsited holds (the id the ledger keeps) is cancelled in Exsited (POST
+    /// /api/v3/purchase-orders/<id>/cancel, with the settings and secret of Exsited's reconcile function), then
+    /// recorded in Exsited's ledger item; if Exsited refuses, nothing is recorded. If no version has reached
+    /// Exsited yet, the cancellation is recorded and nothing is sent: the first version is held.
+    ///
+    /// AppZen: nothing is sent to AppZen (its API is one upsert of the whole PO; po-sync-admin does not send it
+    /// again with cancel_flag). The cancellation is recorded in AppZen's ledger item only: po-sync stops sending
+    /// AppZen newer versions of the PO, and AppZen keeps what it has.
+    ///
+    /// A destination whose reconcile function the stack lacks (ReconcileFunctionName, ReconcileExsitedFunctionName)
+    /// is skipped. A PO being processed at that moment is left alone (run the command again a minute later).
+    Cancel {
+        /// Komet's numeric PO id (the webhook's "id")
+        #[arg(value_name = "PO_ID", value_parser = po::parse_po_id)]
+        po_id: u64,
+        /// Why, in a line (kept in the ledger, the e-mails about held versions and the history)
+        #[arg(long, value_name = "TEXT", value_parser = cancel::parse_reason)]
+        reason: Option<String>,
+    },
+    /// Undo `cancel` at every destination the stack has: the next version Komet sends is sent again. A version
+    /// held meanwhile is not sent by this command: the report names the `replay --po <id> --latest` that sends it.
+    ///
+    /// Exsited: the PO is reactivated in Exsited (POST /api/v3/purchase-orders/<id>/reactivate; also undoes a
+    /// cancellation made in Exsited itself), then the cancellation is cleared in Exsited's ledger item; if Exsited
+    /// refuses, the cancellation stays. AppZen: the cancellation is cleared in AppZen's ledger item (AppZen was
+    /// never told of it). Exit code 1 if a destination failed.
+    Reactivate {
+        /// Komet's numeric PO id (the webhook's "id")
+        #[arg(value_name = "PO_ID", value_parser = po::parse_po_id)]
+        po_id: u64,
+    },
 }
 
 impl Command {
@@ -246,6 +288,18 @@ impl Command {
             }
             Command::Replay { since: Some(_), .. } => vec![Resource::WebhookQueue, Resource::ArchiveBucket],
             Command::Replay { .. } => vec![Resource::WebhookQueue],
+            Command::Cancel { .. } | Command::Reactivate { .. } => vec![Resource::LedgerTable],
+        }
+    }
+
+    /// The resources the command uses when the stack (or a flag) has them: each destination's reconcile function
+    /// (a stack may have one destination or both; at least one is needed) and the history table.
+    pub fn optional(&self) -> Vec<Resource> {
+        match self {
+            Command::Cancel { .. } | Command::Reactivate { .. } => {
+                vec![Resource::ReconcileFunction, Resource::ReconcileExsitedFunction, Resource::HistoryTable]
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -276,9 +330,14 @@ pub async fn execute(
     out: &mut dyn Write,
     progress: &mut dyn FnMut(&str),
 ) -> Result<bool, Error> {
-    let resources =
-        Resources::resolve(&clients.cloudformation, &cli.resources.stack, cli.resources.given(), &cli.command.needs())
-            .await?;
+    let (resources, unread_stack) = Resources::resolve_optional(
+        &clients.cloudformation,
+        &cli.resources.stack,
+        cli.resources.given(),
+        &cli.command.needs(),
+        &cli.command.optional(),
+    )
+    .await?;
     let (text, json, ok) = match &cli.command {
         Command::Status => {
             let report = status::status(clients, &resources).await?;
@@ -326,6 +385,26 @@ pub async fn execute(
             let report = replay_window::replay_window(clients, &resources, window, *dry_run, progress).await?;
             (report.to_string(), to_json(&report)?, report.is_success())
         }
+        Command::Cancel { po_id, reason } => {
+            let action = cancel::Action::Cancel;
+            let report = cancel::cancel_or_reactivate(
+                clients,
+                &resources,
+                unread_stack.as_deref(),
+                *po_id,
+                action,
+                reason.as_deref(),
+            )
+            .await?;
+            (report.to_string(), to_json(&report)?, report.is_success())
+        }
+        Command::Reactivate { po_id } => {
+            let action = cancel::Action::Reactivate;
+            let report =
+                cancel::cancel_or_reactivate(clients, &resources, unread_stack.as_deref(), *po_id, action, None)
+                    .await?;
+            (report.to_string(), to_json(&report)?, report.is_success())
+        }
         Command::Replay { file, .. } => {
             let Some(file) = file else {
                 return Err(Error::Usage("replay needs a FILE or --po PO_ID".to_owned()));
@@ -363,6 +442,26 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancels_help_says_what_each_destination_gets() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let cancel = cli.find_subcommand_mut("cancel").unwrap();
+        let short = cancel.render_help().to_string();
+        assert!(
+            short.contains("for AppZen in po-sync's ledger only (nothing is sent to AppZen, which keeps what it has)")
+        );
+        let long = cancel.render_long_help().to_string();
+        assert!(long.contains("po-sync stops sending AppZen newer versions of the PO, and AppZen keeps what it has"));
+        assert!(long.contains("if Exsited refuses, nothing is recorded"), "{long}");
+        let cli = parse(&["cancel", "48213", "--reason", "ordered twice"]).unwrap();
+        assert!(matches!(&cli.command, Command::Cancel { po_id: 48213, reason: Some(r) } if r == "ordered twice"));
+        assert_eq!(cli.command.needs(), [Resource::LedgerTable]);
+        assert!(cli.command.optional().contains(&Resource::ReconcileExsitedFunction));
+        assert!(parse(&["reactivate", "P004410"]).unwrap_err().contains("not a PO id"));
+        assert!(parse(&["reactivate", "1", "--reason", "x"]).is_err(), "reactivate takes no reason");
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, String> {
         Cli::try_parse_from([&["po-sync-admin"], args].concat()).map_err(|e| e.to_string())

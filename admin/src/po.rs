@@ -120,6 +120,9 @@ pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, now: DateTime<Utc>) -> St
                     holds.map(|h| version_time(h.version)).unwrap_or_default(),
                     holds.map(|h| time(&h.upserted_at)).unwrap_or_default()
                 ),
+                LedgerOutcome::Held if entry.cancelled.is_some() => {
+                    format!("the latest version was held (the PO is cancelled); {}", older_holding())
+                }
                 LedgerOutcome::Held => {
                     format!("the latest version was held (does not reconcile); {}", older_holding())
                 }
@@ -149,6 +152,13 @@ pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, now: DateTime<Utc>) -> St
                 time(&claim.until)
             ));
         }
+    }
+    if let Some(cancelled) = &entry.cancelled {
+        text.push_str(&format!(
+            "; cancelled with po-sync-admin cancel at {}: newer versions are held, not sent to AppZen, until \
+             po-sync-admin reactivate {po_id}",
+            time(&cancelled.at)
+        ));
     }
     text
 }
@@ -200,6 +210,14 @@ impl fmt::Display for PoReport {
             )?,
             None => writeln!(f, "  claim            none")?,
         }
+        if let Some(cancelled) = &entry.cancelled {
+            writeln!(
+                f,
+                "  cancelled        {} by po-sync-admin cancel{}",
+                time(&cancelled.at),
+                cancelled.reason.as_deref().map(|r| format!(", reason: {r}")).unwrap_or_default()
+            )?;
+        }
         writeln!(f, "  revision         {}, updated {}", entry.revision, time(&entry.updated_at))?;
         match (&self.appzen, &self.appzen_not_read) {
             (Some(copy), _) => writeln!(f, "  AppZen now       {copy}")?,
@@ -250,6 +268,7 @@ mod tests {
             }),
             claim: None,
             notified: None,
+            cancelled: None,
             updated_at: at(42),
         }
     }
@@ -304,5 +323,27 @@ mod tests {
                 .ends_with("is being processed right now (claim until 2026-11-22T09:00:30Z)")
         );
         assert!(answer(7, Some(&claimed), at(30) + Duration::seconds(1)).contains("expired at 2026-11-22T09:00:30Z"));
+    }
+
+    #[test]
+    fn a_cancelled_po_says_its_newer_versions_are_held_and_how_to_undo_it() {
+        let mut cancelled = entry((5, LedgerOutcome::Held, "B"), Some((1, "A")));
+        cancelled.cancelled =
+            Some(po_sync::ledger::Cancellation { at: at(20), reason: Some("twice".into()), destination_id: None });
+        let text = answer(7, Some(&cancelled), at(50));
+        assert!(text.starts_with("the latest version was held (the PO is cancelled); AppZen holds an older"), "{text}");
+        assert!(
+            text.ends_with(
+                "; cancelled with po-sync-admin cancel at 2026-11-22T09:00:20Z: newer versions are held, not sent to \
+                 AppZen, until po-sync-admin reactivate 7"
+            ),
+            "{text}"
+        );
+        let report = PoReport { po_id: 7, entry: Some(cancelled), answer: text, appzen: None, appzen_not_read: None };
+        assert!(
+            report
+                .to_string()
+                .contains("  cancelled        2026-11-22T09:00:20Z by po-sync-admin cancel, reason: twice\n")
+        );
     }
 }

@@ -36,17 +36,7 @@ pub struct AppZenReader {
 impl AppZenReader {
     /// Reads reconcile's configuration from Lambda (`function`: its name or ARN) and builds the reader from it.
     pub async fn of_function(clients: &Clients, function: &str) -> Result<Self, Error> {
-        let configuration = clients
-            .lambda
-            .get_function_configuration()
-            .function_name(function)
-            .send()
-            .await
-            .map_err(aws("lambda:GetFunctionConfiguration"))?;
-        let env: HashMap<String, String> =
-            configuration.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
-        let config = ReconcileConfig::from_env(&env)
-            .map_err(|e| Error::Failed(format!("the configuration of reconcile ({function}) cannot be read: {e}")))?;
+        let config = reconcile_config_of(clients, function).await?;
         let Some(appzen) = config.appzen() else {
             return Err(Error::Failed(format!(
                 "{function} sends to {}, not AppZen: name AppZen's reconcile function (--reconcile-function)",
@@ -66,6 +56,22 @@ impl AppZenReader {
     pub fn url_of(&self, po_number: &str) -> String {
         self.client.read_url(po_number).to_string()
     }
+}
+
+/// A reconcile function's configuration (`function`: its name or ARN), read from its Lambda environment as the
+/// function itself reads it, so the CLI reaches the destination that function sends to, as it does.
+pub async fn reconcile_config_of(clients: &Clients, function: &str) -> Result<ReconcileConfig, Error> {
+    let configuration = clients
+        .lambda
+        .get_function_configuration()
+        .function_name(function)
+        .send()
+        .await
+        .map_err(aws("lambda:GetFunctionConfiguration"))?;
+    let env: HashMap<String, String> =
+        configuration.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
+    ReconcileConfig::from_env(&env)
+        .map_err(|e| Error::Failed(format!("the configuration of reconcile ({function}) cannot be read: {e}")))
 }
 
 /// What AppZen holds for one PO, against what the ledger says it should hold.

@@ -19,10 +19,13 @@ pub enum Resource {
     ReconcileEventSource,
     /// reconcile's function (its name): `verify` and `po` read AppZen with its settings.
     ReconcileFunction,
+    /// Exsited's reconcile function (its name), in a stack that sends to Exsited: `cancel` and `reactivate` reach
+    /// Exsited with its settings.
+    ReconcileExsitedFunction,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 10] = [
+    pub const ALL: [Resource; 11] = [
         Resource::WebhookQueue,
         Resource::WebhookDeadLetterQueue,
         Resource::ParkedQueue,
@@ -33,6 +36,7 @@ impl Resource {
         Resource::ArchiveBucket,
         Resource::ReconcileEventSource,
         Resource::ReconcileFunction,
+        Resource::ReconcileExsitedFunction,
     ];
 
     /// The stack output that names it (`infra/template.yaml`, Outputs).
@@ -48,6 +52,7 @@ impl Resource {
             Resource::ArchiveBucket => "ArchiveBucketName",
             Resource::ReconcileEventSource => "ReconcileEventSourceMappingId",
             Resource::ReconcileFunction => "ReconcileFunctionName",
+            Resource::ReconcileExsitedFunction => "ReconcileExsitedFunctionName",
         }
     }
 
@@ -64,6 +69,7 @@ impl Resource {
             Resource::ArchiveBucket => "--archive-bucket",
             Resource::ReconcileEventSource => "--event-source-mapping",
             Resource::ReconcileFunction => "--reconcile-function",
+            Resource::ReconcileExsitedFunction => "--reconcile-exsited-function",
         }
     }
 
@@ -80,6 +86,7 @@ impl Resource {
             Resource::ArchiveBucket => "archive bucket",
             Resource::ReconcileEventSource => "reconcile's event source mapping",
             Resource::ReconcileFunction => "reconcile function",
+            Resource::ReconcileExsitedFunction => "Exsited's reconcile function",
         }
     }
 }
@@ -98,6 +105,7 @@ pub struct Resources {
     pub archive_bucket: Option<String>,
     pub reconcile_event_source: Option<String>,
     pub reconcile_function: Option<String>,
+    pub reconcile_exsited_function: Option<String>,
 }
 
 impl Resources {
@@ -113,6 +121,7 @@ impl Resources {
             Resource::ArchiveBucket => self.archive_bucket.as_deref(),
             Resource::ReconcileEventSource => self.reconcile_event_source.as_deref(),
             Resource::ReconcileFunction => self.reconcile_function.as_deref(),
+            Resource::ReconcileExsitedFunction => self.reconcile_exsited_function.as_deref(),
         }
     }
 
@@ -128,6 +137,7 @@ impl Resources {
             Resource::ArchiveBucket => &mut self.archive_bucket,
             Resource::ReconcileEventSource => &mut self.reconcile_event_source,
             Resource::ReconcileFunction => &mut self.reconcile_function,
+            Resource::ReconcileExsitedFunction => &mut self.reconcile_exsited_function,
         }
     }
 
@@ -149,7 +159,7 @@ impl Resources {
         })
     }
 
-    fn has(&self, resource: Resource) -> bool {
+    pub fn has(&self, resource: Resource) -> bool {
         self.get(resource).is_some_and(|value| !value.trim().is_empty())
     }
 
@@ -161,22 +171,43 @@ impl Resources {
         given: Resources,
         needed: &[Resource],
     ) -> Result<Resources, Error> {
+        Self::resolve_optional(cloudformation, stack, given, needed, &[]).await.map(|(resources, _)| resources)
+    }
+
+    /// [`Resources::resolve`], also taking from the stack the `optional` resources it has (a stack without
+    /// Exsited has no Exsited function): the stack is read when a needed or an optional one is not given. When
+    /// every needed one is given and the stack cannot be read, the optional ones stay unknown and the second
+    /// value says why, for the report.
+    pub async fn resolve_optional(
+        cloudformation: &aws_sdk_cloudformation::Client,
+        stack: &str,
+        given: Resources,
+        needed: &[Resource],
+        optional: &[Resource],
+    ) -> Result<(Resources, Option<String>), Error> {
         let missing: Vec<Resource> = needed.iter().copied().filter(|r| !given.has(*r)).collect();
-        if missing.is_empty() {
-            return Ok(given);
+        if missing.is_empty() && optional.iter().all(|r| given.has(*r)) {
+            return Ok((given, None));
         }
         let flags = missing.iter().map(|r| r.flag()).collect::<Vec<_>>().join(", ");
-        let outputs = stack_outputs(cloudformation, stack).await.map_err(|e| {
-            let message = format!(
-                "cannot read the outputs of CloudFormation stack {stack:?} ({e}); pass --stack NAME with po-sync's \
-                 stack name, or give {flags}"
-            );
-            // No such stack (ValidationError) is the operator's to fix; anything else (credentials, network) is not.
-            match &e {
-                Error::Aws(port) if !port.summary.starts_with("ValidationError") => Error::Failed(message),
-                _ => Error::Usage(message),
+        let outputs = match stack_outputs(cloudformation, stack).await {
+            Ok(outputs) => outputs,
+            Err(e) if missing.is_empty() => {
+                return Ok((given, Some(format!("CloudFormation stack {stack:?} could not be read ({e})"))));
             }
-        })?;
+            Err(e) => {
+                let message = format!(
+                    "cannot read the outputs of CloudFormation stack {stack:?} ({e}); pass --stack NAME with \
+                     po-sync's stack name, or give {flags}"
+                );
+                // No such stack (ValidationError) is the operator's to fix; anything else (credentials, network)
+                // is not.
+                return Err(match &e {
+                    Error::Aws(port) if !port.summary.starts_with("ValidationError") => Error::Failed(message),
+                    _ => Error::Usage(message),
+                });
+            }
+        };
         let mut resources = given;
         for resource in Resource::ALL {
             if resources.has(resource) {
@@ -192,7 +223,7 @@ impl Resources {
             .map(|r| format!("{} (pass {})", r.output_key(), r.flag()))
             .collect();
         if still_missing.is_empty() {
-            Ok(resources)
+            Ok((resources, None))
         } else {
             Err(Error::Usage(format!(
                 "CloudFormation stack {stack:?} has no output {}; is it po-sync's stack, deployed from the current \

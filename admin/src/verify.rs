@@ -86,10 +86,13 @@ impl VerifyReport {
     }
 }
 
-/// The ledger's POs to check: those changed at or after `since` (all without it), by PO id.
+/// The ledger's POs to check: those changed at or after `since` (all without it), by PO id. An entry only an
+/// operator's cancellation wrote (no version seen yet) has no PO number to read AppZen by, and nothing sent.
 pub fn choose(entries: Vec<LedgerEntry>, since: Option<DateTime<Utc>>) -> Vec<LedgerEntry> {
-    let mut chosen: Vec<LedgerEntry> =
-        entries.into_iter().filter(|e| since.is_none_or(|since| e.updated_at >= since)).collect();
+    let mut chosen: Vec<LedgerEntry> = entries
+        .into_iter()
+        .filter(|e| since.is_none_or(|since| e.updated_at >= since) && !e.po_number.is_empty())
+        .collect();
     chosen.sort_by_key(|e| (e.po_id.parse::<u64>().unwrap_or(u64::MAX), e.po_id.clone()));
     chosen
 }
@@ -204,6 +207,7 @@ mod tests {
             appzen: None,
             claim: None,
             notified: None,
+            cancelled: None,
             updated_at: Utc.with_ymd_and_hms(2026, 12, 1, 9, minute, 0).unwrap(),
         }
     }
@@ -214,7 +218,15 @@ mod tests {
         let ids = |chosen: Vec<LedgerEntry>| chosen.into_iter().map(|e| e.po_id).collect::<Vec<_>>();
         assert_eq!(ids(choose(entries.clone(), None)), ["3", "7", "20", "100"], "numeric order, not text");
         let since = Utc.with_ymd_and_hms(2026, 12, 1, 9, 4, 0).unwrap();
-        assert_eq!(ids(choose(entries, Some(since))), ["3", "7", "100"]);
+        assert_eq!(ids(choose(entries.clone(), Some(since))), ["3", "7", "100"]);
+        // Cancelled before any version arrived: no number, nothing sent, nothing to read back.
+        let unseen = po_sync::ledger::cancelled(
+            None,
+            9,
+            po_sync::ledger::Cancellation { at: since, reason: None, destination_id: None },
+            since,
+        );
+        assert_eq!(ids(choose([entries, vec![unseen]].concat(), None)), ["3", "7", "20", "100"]);
     }
 
     #[test]

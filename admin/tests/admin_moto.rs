@@ -148,6 +148,7 @@ fn upserted(po_id: u64, po_number: &str, received_at: DateTime<Utc>, sha: &str, 
         }),
         claim: None,
         notified: None,
+        cancelled: None,
         updated_at: settled,
     }
 }
@@ -223,6 +224,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
             "HistoryTableName": { "Value": { "Ref": "HistoryTable" } },
             "ReconcileEventSourceMappingId": { "Value": "cf-mapping-uuid" },
             "ReconcileFunctionName": { "Value": "cf-reconcile" },
+            "ReconcileExsitedFunctionName": { "Value": "cf-reconcile-exsited" },
             "ArchiveBucketName": { "Value": { "Ref": "ArchiveBucket" } }
         }
     });
@@ -250,6 +252,7 @@ async fn resources_come_from_a_cloudformation_stack_and_flags_override_them() {
     assert_eq!(resolved.get(Resource::HistoryTable), Some("cf-history"));
     assert_eq!(resolved.get(Resource::ReconcileEventSource), Some("cf-mapping-uuid"));
     assert_eq!(resolved.get(Resource::ReconcileFunction), Some("cf-reconcile"));
+    assert_eq!(resolved.get(Resource::ReconcileExsitedFunction), Some("cf-reconcile-exsited"));
     assert_eq!(resolved.get(Resource::ArchiveBucket), Some("cf-archive"));
 
     // The stack's resources work: its queues through `status`, its ledger table through `po`.

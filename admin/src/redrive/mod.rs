@@ -397,6 +397,7 @@ mod tests {
                 until: at(until),
             }),
             notified: None,
+            cancelled: None,
             updated_at: at(0),
         }
     }

@@ -9,8 +9,10 @@ use po_sync::config::reconcile::ExsitedDestinationConfig;
 use po_sync::decision;
 use po_sync::destination::Destination;
 use po_sync::exsited::{CreateRequest, ExsitedSettings, note_prefix};
-use po_sync::ledger::{self, LedgerEntry, LedgerOutcome};
-use po_sync::message::{DestinationAnswer, NotificationDetail, NotificationEvent, WebhookEnvelope};
+use po_sync::ledger::{self, Cancellation, LedgerEntry, LedgerOutcome};
+use po_sync::message::{
+    DestinationAnswer, NotificationDetail, NotificationEvent, OperatorCancellation, WebhookEnvelope,
+};
 use po_sync_aws::appzen::{Accepted, AppZenClient, UpsertOutcome};
 use po_sync_aws::exsited::{Delivered, ExsitedClient, ExsitedError, ExsitedSetupError};
 use tokio::time::Instant;
@@ -35,12 +37,19 @@ impl Sender {
         }
     }
 
-    /// Exsited's client, its credentials read from Secrets Manager if configured.
+    /// Exsited's client, its credentials read from Secrets Manager if configured. With `token_table` (the
+    /// ledger table, in Lambda) its token is shared there with the function's other instances and the operator
+    /// CLI, since a token fetched by one ends the others'; without it (tests) the token is the process's own.
     pub async fn exsited(
         config: &ExsitedDestinationConfig,
+        token_table: Option<&str>,
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, ExsitedSetupError> {
-        let client = ExsitedClient::from_config(config, aws).await?;
+        let mut client = ExsitedClient::from_config(config, aws).await?;
+        if let Some(table) = token_table {
+            let store = po_sync_aws::exsited::token::DynamoTokenStore::new(aws_sdk_dynamodb::Client::new(aws), table);
+            client = client.with_token_store(store);
+        }
         Ok(Sender::Exsited { client, settings: config.mapping.clone() })
     }
 }
@@ -188,8 +197,11 @@ fn exsited_sent(delivered: Result<Delivered, ExsitedError>, envelope: &WebhookEn
         Ok(Delivered::Changed(order)) => Ok(upserted(accepted(&order, 200, "UPDATED"))),
         Ok(Delivered::Inactive(order)) => Ok(Sent {
             notification: Some(
-                NotificationEvent::about(envelope, NotificationDetail::CancelledAtDestination { id: order.id.clone() })
-                    .at(Destination::Exsited),
+                NotificationEvent::about(
+                    envelope,
+                    NotificationDetail::CancelledAtDestination { id: Some(order.id.clone()), operator: None },
+                )
+                .at(Destination::Exsited),
             ),
             outcome: Outcome::Cancelled { exsited_id: order.id },
             ledger_outcome: LedgerOutcome::Held,
@@ -218,6 +230,28 @@ fn exsited_sent(delivered: Result<Delivered, ExsitedError>, envelope: &WebhookEn
                 accepted: None,
             })
         }
+    }
+}
+
+/// A version of a PO an operator cancelled for `destination` (`po-sync-admin cancel`): not sent, and held as a
+/// version of a PO the destination holds as cancelled is, with the same e-mail (saying who cancelled it).
+pub(crate) fn cancelled_by_operator(
+    destination: Destination,
+    envelope: &WebhookEnvelope,
+    cancellation: &Cancellation,
+) -> Sent {
+    let detail = NotificationDetail::CancelledAtDestination {
+        id: cancellation.destination_id.clone(),
+        operator: Some(OperatorCancellation { at: cancellation.at, reason: cancellation.reason.clone() }),
+    };
+    Sent {
+        notification: Some(NotificationEvent::about(envelope, detail).at(destination)),
+        outcome: Outcome::CancelledByOperator {
+            destination_id: cancellation.destination_id.clone(),
+            at: cancellation.at,
+        },
+        ledger_outcome: LedgerOutcome::Held,
+        accepted: None,
     }
 }
 

@@ -34,7 +34,7 @@ pub fn attempt_of(
     let outcome = match &report.outcome {
         Outcome::Upserted(_) => AttemptOutcome::Upserted,
         Outcome::Rejected(_) | Outcome::ExsitedRejected { .. } => AttemptOutcome::Rejected,
-        Outcome::Cancelled { .. } => AttemptOutcome::Held,
+        Outcome::Cancelled { .. } | Outcome::CancelledByOperator { .. } => AttemptOutcome::Held,
         Outcome::Held if report.notified.contains(&NotificationKind::MappingError) => AttemptOutcome::Unmappable,
         Outcome::Held => AttemptOutcome::Held,
         Outcome::Superseded { .. } => AttemptOutcome::Superseded,

@@ -66,6 +66,9 @@ pub enum Outcome {
     ExsitedUnavailable(ExsitedError),
     /// The PO is cancelled at the destination: the version was not sent; a person was notified.
     Cancelled { exsited_id: String },
+    /// An operator cancelled the PO for this destination (`po-sync-admin cancel`, at `at`): the version was not
+    /// sent, nor was the destination asked; a person was notified. A replay sends it once the PO is reactivated.
+    CancelledByOperator { destination_id: Option<String>, at: chrono::DateTime<chrono::Utc> },
     /// Another record of this PO is being processed right now; this one comes back later.
     LedgerBusy { claimed_by: String },
     /// The ledger could not be read or written: never upsert blind, so the record comes back.
@@ -90,6 +93,7 @@ impl Outcome {
             | Outcome::Rejected(_)
             | Outcome::ExsitedRejected { .. }
             | Outcome::Cancelled { .. }
+            | Outcome::CancelledByOperator { .. }
             | Outcome::Held
             | Outcome::Superseded { .. }
             | Outcome::Duplicate
@@ -115,7 +119,7 @@ impl Outcome {
             Outcome::Upserted(_) => RecordOutcome::Upserted,
             Outcome::Rejected(_) | Outcome::ExsitedRejected { .. } => RecordOutcome::Rejected,
             Outcome::Held if unmappable => RecordOutcome::Unmappable,
-            Outcome::Held | Outcome::Cancelled { .. } => RecordOutcome::Held,
+            Outcome::Held | Outcome::Cancelled { .. } | Outcome::CancelledByOperator { .. } => RecordOutcome::Held,
             Outcome::Superseded { .. } => RecordOutcome::Superseded,
             Outcome::Duplicate => RecordOutcome::Duplicate,
             Outcome::Poison => RecordOutcome::Poison,
@@ -183,7 +187,7 @@ impl Reconciler<SqsFifoQueue, DynamoLedger, S3ObjectStore, SqsRedelivery> {
                 }
                 Sender::AppZen(appzen)
             }
-            DestinationConfig::Exsited(exsited) => Sender::exsited(exsited, aws).await?,
+            DestinationConfig::Exsited(exsited) => Sender::exsited(exsited, Some(&config.ledger_table), aws).await?,
         };
         let redelivery =
             config.batch.webhook_queue_url.as_ref().map(|url| SqsRedelivery::new(aws_sdk_sqs::Client::new(aws), url));

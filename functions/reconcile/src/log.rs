@@ -99,6 +99,12 @@ impl Outcome {
             Outcome::Cancelled { exsited_id } => {
                 Some(format!("Exsited holds this PO as {exsited_id}, cancelled; not sent, a person decides"))
             }
+            Outcome::CancelledByOperator { destination_id, at } => Some(format!(
+                "cancelled by an operator (po-sync-admin cancel, {}{}); not sent: po-sync-admin reactivate, then a \
+                 replay, sends it",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                destination_id.as_deref().map(|id| format!(", the destination's id {id}")).unwrap_or_default()
+            )),
             Outcome::AppZenUnavailable { last, reason } => {
                 Some(format!("{} ({}, {}); retried later", last.failure, last.cause.as_str(), reason.as_str()))
             }

@@ -1,6 +1,7 @@
 //! One record: read it, consult the ledger, reconcile, upsert, notify, settle.
 
 use crate::claim_check::Unresolved;
+use crate::destination;
 use crate::log::log_report;
 use crate::versions::Admission;
 use crate::{Outcome, Reconciler, RecordReport};
@@ -145,7 +146,12 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         let mut ledger_outcome = if unmappable { LedgerOutcome::Unmappable } else { LedgerOutcome::Held };
         let mut accepted = None;
         let mut outcome = Outcome::Held;
-        if planned.sends() {
+        if let Some(cancellation) = claim.cancelled.as_ref().filter(|_| planned.sends()) {
+            // Nothing is asked of the destination, so this is no verdict of its: an outage it is in stays open.
+            let held = destination::cancelled_by_operator(self.sender.destination(), envelope, cancellation);
+            (outcome, ledger_outcome) = (held.outcome, held.ledger_outcome);
+            planned.notifications().extend(held.notification);
+        } else if planned.sends() {
             let (attempts, sent) = self.sender.send(&mut planned, envelope, archives, claim, deadline).await;
             report.attempts = attempts;
             match sent {

@@ -4,12 +4,21 @@
 //! One token for every request of the process: Exsited ends a token when a new one is issued for the same
 //! credentials, so requests racing to "refresh" would end each other's. A token is fetched when there is none
 //! or it is about to expire, and once more after a 401 (another request may already have done so: the
-//! generation tells). Sharing one token across Lambda instances needs a store of its own (docs/design.md, "A
-//! second destination"); within an instance this client already shares it.
+//! generation tells).
+//!
+//! Across processes (reconcile-exsited's concurrent instances, the operator CLI) the token is shared through a
+//! [`token::TokenStore`] given with [`ExsitedClient::with_token_store`] (in Lambda, the ledger table:
+//! [`token::DynamoTokenStore`]). The process keeps its copy in front of the store, which is read only when that
+//! copy is missing, due for renewal or refused with a 401; then the store's token is used if it is good, else
+//! one client takes a short lease, fetches the next token and stores it while the others wait for it
+//! ([`token::decide`]).
 //!
 //! The credentials and the token travel only in request bodies and headers marked sensitive, and are never
 //! logged.
 
+pub mod token;
+
+use crate::ledger::Written;
 use bytes::Bytes;
 use po_sync::config::reconcile::{ExsitedCredentialsSource, ExsitedDestinationConfig};
 use po_sync::exsited::{ChangeRequest, CreateRequest, InformationRequest, changes_to};
@@ -17,7 +26,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+use token::{SharedToken, Step, TokenRules, TokenStore};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -70,6 +81,14 @@ pub const PURCHASE_ORDERS_PATH: &str = "/api/v3/purchase-orders";
 
 /// A token is renewed this long before Exsited says it expires, so a request never leaves with a dying one.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// How long a client fetching the shared token keeps the others from asking Exsited (at least: a token request
+/// may take up to the request timeout, and the lease outlasts it by this much).
+const LEASE: Duration = Duration::from_secs(15);
+/// While another client holds the lease, the store is read again this often, at most for [`LEASE_WAIT`]; then
+/// the request gives up (transient: the record is handed back) rather than end the token being fetched.
+const LEASE_POLL: Duration = Duration::from_millis(200);
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct ExsitedConfig {
@@ -218,9 +237,22 @@ struct TokenAnswer {
 
 struct Token {
     header: HeaderValue,
-    /// Counts tokens fetched, so a request refused with an old token knows a newer one is already in place.
+    /// The same token, to tell the shared store which one was refused.
+    access_token: SecretString,
+    /// Counts the tokens this client has held, so a request refused with an old token knows a newer one is
+    /// already in place.
     generation: u64,
     renew_at: Instant,
+}
+
+/// The token store shared with other clients, and this client's place in it.
+struct Shared {
+    store: Arc<dyn TokenStore>,
+    /// [`token::key`] of this client's tenant and client id.
+    key: String,
+    /// Who this client is when it holds the lease.
+    holder: String,
+    rules: TokenRules,
 }
 
 /// Exsited's API for one tenant and one set of credentials; holds one connection pool and one token.
@@ -229,11 +261,15 @@ pub struct ExsitedClient {
     config: ExsitedConfig,
     token: Mutex<Option<Token>>,
     fetched: std::sync::atomic::AtomicU64,
+    shared: Option<Shared>,
 }
 
 impl fmt::Debug for ExsitedClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExsitedClient").field("base_url", &self.config.base_url).finish_non_exhaustive()
+        f.debug_struct("ExsitedClient")
+            .field("base_url", &self.config.base_url)
+            .field("shared_token", &self.shared.as_ref().map(|s| &s.key))
+            .finish_non_exhaustive()
     }
 }
 
@@ -246,10 +282,23 @@ impl ExsitedClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .user_agent(concat!("po-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(ExsitedClient { http, config, token: Mutex::new(None), fetched: Default::default() })
+        Ok(ExsitedClient { http, config, token: Mutex::new(None), fetched: Default::default(), shared: None })
     }
 
-    /// Tokens fetched since the client was built.
+    /// Shares the token through `store` with every client of the same tenant and client id that uses it
+    /// (reconcile's instances, the operator CLI), instead of keeping one of its own.
+    pub fn with_token_store(mut self, store: impl TokenStore + 'static) -> Self {
+        let lease = LEASE.max(self.config.request_timeout + Duration::from_secs(5));
+        self.shared = Some(Shared {
+            store: Arc::new(store),
+            key: token::key(&self.config.base_url, self.config.client_id.expose_secret()),
+            holder: format!("{:016x}", fastrand::u64(..)),
+            rules: TokenRules { renew_margin: time_delta(EXPIRY_MARGIN), lease: time_delta(lease) },
+        });
+        self
+    }
+
+    /// Tokens fetched from Exsited by this client since it was built (not those it found in the store).
     pub fn tokens_fetched(&self) -> u64 {
         self.fetched.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -408,7 +457,8 @@ impl ExsitedClient {
     }
 
     /// The token to use: the current one unless it is about to expire or `refused` names its generation (a 401
-    /// with it), else a new one. Holding the lock while fetching makes racing requests wait for that one token.
+    /// with it), else a new one (from the shared store if there is one). Holding the lock while fetching makes
+    /// racing requests wait for that one token.
     async fn current_token(&self, refused: Option<u64>) -> Result<(HeaderValue, u64), ExsitedError> {
         let mut token = self.token.lock().await;
         if let Some(current) = token.as_ref()
@@ -417,15 +467,89 @@ impl ExsitedClient {
         {
             return Ok((current.header.clone(), current.generation));
         }
-        let fresh = self.fetch_token().await?;
-        let generation = self.fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let lifetime = Duration::from_secs(fresh.expires_in.unwrap_or(3600));
-        let mut header = HeaderValue::from_str(&format!("Bearer {}", fresh.access_token))
-            .map_err(|_| unreadable(200, "the access token is not a valid header value"))?;
-        header.set_sensitive(true);
-        let renew_at = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN);
-        *token = Some(Token { header: header.clone(), generation, renew_at });
+        let fresh = match &self.shared {
+            None => self.fetch_new().await?,
+            Some(shared) => {
+                let refused = token.as_ref().filter(|t| refused == Some(t.generation)).map(|t| &t.access_token);
+                self.shared_token(shared, refused).await?
+            }
+        };
+        let header = bearer(&fresh.access_token)?;
+        let generation = token.as_ref().map_or(0, |t| t.generation) + 1;
+        let lifetime = (fresh.expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+        let now = Instant::now();
+        // A lifetime too long for the clock (no real token) is a year: it is renewed after a 401 anyway.
+        let renew_at = now.checked_add(lifetime.saturating_sub(EXPIRY_MARGIN)).unwrap_or(now + YEAR);
+        *token = Some(Token { header: header.clone(), access_token: fresh.access_token, generation, renew_at });
         Ok((header, generation))
+    }
+
+    /// The shared token: the stored one if it is good, else one this client fetches under a lease, or one
+    /// another client is fetching (waited for, briefly). `refused` is the token Exsited just answered 401 to.
+    async fn shared_token(&self, shared: &Shared, refused: Option<&SecretString>) -> Result<SharedToken, ExsitedError> {
+        let started = Instant::now();
+        let gave_up = || {
+            ExsitedError::Unreachable(
+                "no token: another po-sync client is renewing the shared Exsited token; try again later".to_owned(),
+            )
+        };
+        loop {
+            let record = shared.store.read(&shared.key).await.map_err(store_failed)?;
+            let now = chrono::Utc::now();
+            let lease = match token::decide(record.as_ref(), &shared.key, refused, &shared.holder, now, shared.rules) {
+                Step::Use(token) => return Ok(token),
+                Step::Wait if started.elapsed() + LEASE_POLL > LEASE_WAIT => return Err(gave_up()),
+                Step::Wait => {
+                    tokio::time::sleep(LEASE_POLL).await;
+                    continue;
+                }
+                Step::Lease(lease) => lease,
+            };
+            if shared.store.write(&lease).await.map_err(store_failed)? == Written::Conflict {
+                // Another client wrote first: read what it wrote (most likely its own lease).
+                if started.elapsed() > LEASE_WAIT {
+                    return Err(gave_up());
+                }
+                continue;
+            }
+            let fresh = match self.fetch_new().await {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    // Let the next client try at once rather than wait out the lease; if this write is lost, the
+                    // lease runs out by itself.
+                    let _ = shared.store.write(&lease.released(chrono::Utc::now())).await;
+                    return Err(error);
+                }
+            };
+            match shared.store.write(&lease.holding(&fresh, chrono::Utc::now())).await {
+                Ok(Written::Stored) => {}
+                // Only if the lease ran out while the token was fetched: this request still uses the new token.
+                Ok(Written::Conflict) => tracing::warn!(
+                    key = %shared.key,
+                    "the new Exsited token was not stored: the lease ran out while it was fetched and another client wrote the record"
+                ),
+                Err(error) => tracing::warn!(
+                    key = %shared.key,
+                    error = %error,
+                    "the new Exsited token was not stored; other clients fetch their own once the lease runs out"
+                ),
+            }
+            return Ok(fresh);
+        }
+    }
+
+    /// A new token from Exsited (which ends the previous one).
+    async fn fetch_new(&self) -> Result<SharedToken, ExsitedError> {
+        let fresh = self.fetch_token().await?;
+        self.fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let lifetime = Duration::from_secs(fresh.expires_in.unwrap_or(3600));
+        let access_token = SecretString::from(fresh.access_token);
+        // Checked before it is stored for others.
+        bearer(&access_token)?;
+        let now = chrono::Utc::now();
+        let expires_at =
+            now.checked_add_signed(time_delta(lifetime)).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        Ok(SharedToken { access_token, expires_at })
     }
 
     async fn fetch_token(&self) -> Result<TokenAnswer, ExsitedError> {
@@ -448,6 +572,24 @@ impl ExsitedClient {
         let (status, bytes) = answer(response).await?;
         serde_json::from_slice(&bytes).map_err(|e| unreadable(status, format!("token answer: {e}")))
     }
+}
+
+/// The `Authorization` header of `token`, marked sensitive.
+fn bearer(token: &SecretString) -> Result<HeaderValue, ExsitedError> {
+    let mut header = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+        .map_err(|_| unreadable(200, "the access token is not a valid header value"))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+fn time_delta(duration: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// The shared token store failed: the request gives up for now (transient: the record is handed back), rather
+/// than fetch a token of its own that would end the others'.
+fn store_failed(error: crate::port::PortError) -> ExsitedError {
+    ExsitedError::Unreachable(format!("no token: the shared Exsited token store failed: {error}"))
 }
 
 fn order_path(id: &str, action: Option<&str>) -> String {

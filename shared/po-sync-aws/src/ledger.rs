@@ -129,7 +129,7 @@ impl DynamoLedger {
 }
 
 impl DynamoLedger {
-    async fn get<T: DeserializeOwned>(&self, key: String) -> Result<Option<T>, PortError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, key: String) -> Result<Option<T>, PortError> {
         let output = self
             .client
             .get_item()
@@ -149,7 +149,7 @@ impl DynamoLedger {
     }
 
     /// Puts `item` if the stored one still has revision `revision - 1` (none at all for revision 1).
-    async fn compare_and_put(&self, item: &impl Serialize, revision: u64) -> Result<Written, PortError> {
+    pub(crate) async fn compare_and_put(&self, item: &impl Serialize, revision: u64) -> Result<Written, PortError> {
         let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(item)
             .map_err(|e| PortError::new(PUT_ITEM, Failure::Permanent, format!("ledger item: {e}")))?;
         let mut request = self.client.put_item().table_name(&self.table).set_item(Some(item));
@@ -303,7 +303,7 @@ struct MemoryState {
 }
 
 /// The compare-and-set rule: `revision` follows the stored one (or starts at 1 where nothing is stored).
-fn fits(stored: Option<u64>, revision: u64) -> bool {
+pub(crate) fn fits(stored: Option<u64>, revision: u64) -> bool {
     let expected = revision.saturating_sub(1);
     match stored {
         None => expected == 0,

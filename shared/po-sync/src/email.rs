@@ -110,8 +110,11 @@ pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
         | NotificationDetail::ExsitedRejected { exsited: answer } => {
             format!("rejected by {to} (HTTP {})", answer.http_status)
         }
-        NotificationDetail::CancelledAtDestination { .. } => {
+        NotificationDetail::CancelledAtDestination { operator: None, .. } => {
             format!("is cancelled in {to}: the new version was not sent")
+        }
+        NotificationDetail::CancelledAtDestination { operator: Some(_), .. } => {
+            format!("is cancelled for {to} by an operator: the new version was not sent")
         }
         NotificationDetail::DeadLettered { attempts: Some(n), .. } => {
             format!("not delivered to {to} after {n} attempts")
@@ -295,15 +298,24 @@ impl View {
                 let status = appzen.map(|a| format!(" (HTTP {})", a.http_status)).unwrap_or_default();
                 format!("{to} refused {po_label}{status}, so {to} does not have the current version of it.")
             }
-            NotificationKind::CancelledAtDestination => {
-                let id = match &event.detail {
-                    NotificationDetail::CancelledAtDestination { id } => field(id),
-                    _ => String::new(),
-                };
-                format!(
-                    "Komet sent a new version of {po_label}, which is cancelled in {to} ({to}'s id {id}), so the new version was not sent: po-sync never reactivates a purchase order by itself."
-                )
-            }
+            NotificationKind::CancelledAtDestination => match &event.detail {
+                NotificationDetail::CancelledAtDestination { id, operator: Some(operator) } => {
+                    let id = id.as_deref().map(|id| format!(" ({to}'s id {})", field(id))).unwrap_or_default();
+                    let reason =
+                        operator.reason.as_deref().map(|r| format!(" (reason: {})", field(r))).unwrap_or_default();
+                    format!(
+                        "Komet sent a new version of {po_label}, which an operator cancelled for {to}{id} with po-sync-admin cancel on {}{reason}, so the new version was not sent to {to}.",
+                        timestamp(operator.at)
+                    )
+                }
+                NotificationDetail::CancelledAtDestination { id, operator: None } => {
+                    let id = id.as_deref().map(field).unwrap_or_else(|| NOT_GIVEN.to_owned());
+                    format!(
+                        "Komet sent a new version of {po_label}, which is cancelled in {to} ({to}'s id {id}), so the new version was not sent: po-sync never reactivates a purchase order by itself."
+                    )
+                }
+                _ => String::new(),
+            },
             NotificationKind::DeadLettered => match attempts {
                 Some(n) => format!(
                     "{} could not be delivered to {to} after {n} attempts and was set aside.",
@@ -320,6 +332,9 @@ impl View {
                 _ => String::new(),
             },
         };
+        let cancelled_by_operator =
+            matches!(&event.detail, NotificationDetail::CancelledAtDestination { operator: Some(_), .. });
+        let po_id = event.po().map_or_else(|| "<PO id>".to_owned(), |po| po.id.to_string());
         let next_steps = match event.kind() {
             NotificationKind::ReconciliationMismatch => vec![
                 "Correct the purchase order or its invoices in Komet so that the figures above agree.".to_owned(),
@@ -332,6 +347,10 @@ impl View {
             NotificationKind::ExsitedRejected => vec![
                 "Read Exsited's message above. If it names data of the purchase order (an unknown supplier account or item, a value Exsited does not take), fix it in Komet, in Exsited or in po-sync's Exsited mapping (EXSITED_ACCOUNT_MAP, EXSITED_ITEM_MAP) and reconcile the purchase order again in Komet.".to_owned(),
                 "Otherwise contact the integration owner with Exsited's message.".to_owned(),
+            ],
+            NotificationKind::CancelledAtDestination if cancelled_by_operator => vec![
+                "If the purchase order should stay cancelled, nothing needs to be done; cancel it in Komet too so Komet stops sending it.".to_owned(),
+                format!("If it should be active again, ask the integration owner to reactivate it (po-sync-admin reactivate {po_id}), then reconcile it again in Komet or replay it (po-sync-admin replay --po {po_id} --latest): the new version is then sent."),
             ],
             NotificationKind::CancelledAtDestination => vec![
                 "If the purchase order should stay cancelled, nothing needs to be done; cancel it in Komet too so Komet stops sending it.".to_owned(),

@@ -1,6 +1,7 @@
 //! A PO's history: one small record per attempt at a destination (reconcile's every delivery of a version,
-//! notify's parking of a dead-lettered one, the operator's replays and redrives), kept beside the version ledger for the webhook retention and read newest first by
-//! `po-sync-admin history`. The ledger keeps only a PO's latest state; this is what happened on the way.
+//! notify's parking of a dead-lettered one, the operator's replays, redrives, cancels and reactivations), kept
+//! beside the version ledger for the webhook retention and read newest first by `po-sync-admin history`. The
+//! ledger keeps only a PO's latest state; this is what happened on the way.
 //!
 //! A record is bounded whatever the PO holds: its texts from Komet or AppZen are cut like log fields
 //! ([`log_field`]), so one is well under a kilobyte (DynamoDB's item limit is 400 KB).
@@ -44,12 +45,24 @@ pub enum AttemptOutcome {
     /// An operator moved it from the parked queue back to the webhook queue (`po-sync-admin redrive`);
     /// reconcile's attempt follows as its own record.
     Redriven,
+    /// An operator cancelled the PO at the destination (`po-sync-admin cancel`): newer versions are held, not
+    /// sent. Recorded against the latest version po-sync knew (0 when none had arrived).
+    Cancelled,
+    /// An operator reactivated the PO cancelled at the destination (`po-sync-admin reactivate`): the next version
+    /// is sent; a version held meanwhile is sent by a replay.
+    Reactivated,
 }
 
 impl AttemptOutcome {
-    /// An operator's action on a version (replay, redrive), not what became of it.
+    /// An operator's action (replay, redrive, cancel, reactivate), not what became of a version.
     pub fn is_operator_action(self) -> bool {
-        matches!(self, AttemptOutcome::Replayed | AttemptOutcome::Redriven)
+        matches!(
+            self,
+            AttemptOutcome::Replayed
+                | AttemptOutcome::Redriven
+                | AttemptOutcome::Cancelled
+                | AttemptOutcome::Reactivated
+        )
     }
 }
 
@@ -164,10 +177,17 @@ mod tests {
             assert_eq!(serde_json::to_string(&outcome).unwrap(), format!("\"{outcome}\""));
         }
         assert!("lost".parse::<AttemptOutcome>().is_err());
-        let operator: Vec<bool> = [AttemptOutcome::Replayed, AttemptOutcome::Redriven, AttemptOutcome::Parked]
-            .map(|o| o.is_operator_action())
-            .into();
-        assert_eq!(operator, [true, true, false]);
+        let operator: Vec<bool> = [
+            AttemptOutcome::Replayed,
+            AttemptOutcome::Redriven,
+            AttemptOutcome::Cancelled,
+            AttemptOutcome::Reactivated,
+            AttemptOutcome::Parked,
+        ]
+        .map(|o| o.is_operator_action())
+        .into();
+        assert_eq!(operator, [true, true, true, true, false]);
+        assert_eq!("reactivated".parse::<AttemptOutcome>(), Ok(AttemptOutcome::Reactivated));
     }
 
     #[test]

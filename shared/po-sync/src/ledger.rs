@@ -19,6 +19,10 @@
 //! concurrent writers one wins, and the other reads again and decides again. A claim is a lease that outlives
 //! the claiming invocation (its deadline plus a margin), so an expired claim means its holder is gone.
 //!
+//! An operator may **cancel** a PO at a destination (`po-sync-admin cancel`): the entry then carries a
+//! [`Cancellation`], and a version that would be sent is held instead (reconcile's business, not [`judge`]'s: the
+//! version is claimed and settled as held, so a replay after [`reactivated`] sends it).
+//!
 //! Everything here is pure: entries in, entries out.
 
 use chrono::{DateTime, Duration, Utc};
@@ -47,7 +51,25 @@ pub struct LedgerEntry {
     /// could not be settled) does not queue them again once SQS's five-minute deduplication window is over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified: Option<Notified>,
+    /// An operator cancelled the PO at this destination: newer versions are held, not sent, until it is
+    /// reactivated. Every other derivation here keeps it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<Cancellation>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An operator's cancellation of a PO at one destination (`po-sync-admin cancel`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cancellation {
+    pub at: DateTime<Utc>,
+    /// The operator's words (`--reason`), for whoever reads the ledger or the e-mail later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The destination's id of the PO that was cancelled there (Exsited's `PO-…`); `None` when nothing was
+    /// cancelled at the destination itself (AppZen has no cancel; no version had reached Exsited yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_id: Option<String>,
 }
 
 /// A version and what was done with it.
@@ -74,7 +96,8 @@ pub enum LedgerOutcome {
     Upserted,
     /// AppZen already held this body; not sent again.
     Duplicate,
-    /// Not sent: it does not reconcile and the policy is `block` (a person was notified).
+    /// Not sent: it does not reconcile and the policy is `block`, or the PO is cancelled at the destination (a
+    /// person was notified).
     Held,
     /// AppZen refused it (a person was notified).
     Rejected,
@@ -327,6 +350,59 @@ pub fn release(current: &LedgerEntry, arrival: &Arrival<'_>, now: DateTime<Utc>)
     Some(entry)
 }
 
+/// The claim of a record being processed right now, if any: an operator's cancel or reactivate waits for it, so
+/// it cannot cross a version on its way to the destination (a create whose id the ledger does not know yet).
+pub fn live_claim(entry: &LedgerEntry, now: DateTime<Utc>) -> Option<&Claim> {
+    entry.claim.as_ref().filter(|claim| claim.until > now)
+}
+
+/// The entry recording `cancellation` (`po-sync-admin cancel`), derived from `current` (`None`: po-sync has not
+/// seen the PO yet, so its first version will be held). Everything else in the entry is kept.
+pub fn cancelled(
+    current: Option<&LedgerEntry>,
+    po_id: u64,
+    cancellation: Cancellation,
+    now: DateTime<Utc>,
+) -> LedgerEntry {
+    let mut entry = current.cloned().unwrap_or_else(|| LedgerEntry {
+        po_id: po_id.to_string(),
+        // Not known until Komet sends a version; the claim of that version sets it.
+        po_number: String::new(),
+        revision: 0,
+        latest: None,
+        appzen: None,
+        claim: None,
+        notified: None,
+        cancelled: None,
+        updated_at: now,
+    });
+    entry.cancelled = Some(cancellation);
+    entry.revision += 1;
+    entry.updated_at = now;
+    entry
+}
+
+/// The entry without its cancellation (`po-sync-admin reactivate`): the next version is sent again. `None` when
+/// the entry records no cancellation (nothing to write).
+pub fn reactivated(current: &LedgerEntry, now: DateTime<Utc>) -> Option<LedgerEntry> {
+    current.cancelled.as_ref()?;
+    let mut entry = current.clone();
+    entry.cancelled = None;
+    entry.revision += 1;
+    entry.updated_at = now;
+    Some(entry)
+}
+
+/// The version the destination should hold and does not, because it was held while the PO was cancelled: the
+/// latest version, when it was held and is newer than what the destination holds. A replay of it
+/// (`po-sync-admin replay --po <id> --latest`) sends it once the PO is reactivated.
+pub fn held_version(entry: &LedgerEntry) -> Option<i64> {
+    let latest = entry.latest.as_ref().filter(|latest| latest.outcome == LedgerOutcome::Held)?;
+    let holds = entry.appzen.as_ref().map(|h| order_of(h.version, h.sequence.as_deref()));
+    let newer = holds.is_none_or(|holds| order_of(latest.version, latest.sequence.as_deref()) > holds);
+    newer.then_some(latest.version)
+}
+
 /// The ledger's latest version once `arrival` is final: the arrival, unless a newer version is already final (an
 /// older version AppZen could still take went through after newer ones it could not: `latest` stays the newest).
 fn latest_after(
@@ -359,6 +435,7 @@ fn new_entry(arrival: &Arrival<'_>, now: DateTime<Utc>) -> LedgerEntry {
         appzen: None,
         claim: None,
         notified: None,
+        cancelled: None,
         updated_at: now,
     }
 }
@@ -685,5 +762,81 @@ mod tests {
         assert_eq!(b_noted.notified.unwrap().kinds, ["reconciliation_mismatch"]);
         // Only the claim's holder notes.
         assert_eq!(note_notified(&settled, &a, "mapping_error", later), None);
+    }
+
+    fn cancellation(second: u32, id: Option<&str>) -> Cancellation {
+        Cancellation { at: at(second), reason: Some("duplicate of P8".into()), destination_id: id.map(str::to_owned) }
+    }
+
+    #[test]
+    fn a_cancellation_is_kept_by_every_other_write_until_the_po_is_reactivated() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let cancelled = cancelled(Some(&entry), 7, cancellation(40, Some("u-1")), at(40));
+        assert_eq!(cancelled.revision, entry.revision + 1);
+        assert_eq!(cancelled.updated_at, at(40));
+        assert_eq!((&cancelled.latest, &cancelled.appzen), (&entry.latest, &entry.appzen), "nothing else changes");
+        // A newer version is claimed and settled (held, by reconcile) with the cancellation still there.
+        let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
+        let b = arrival(2, "B", "m2");
+        let after = process(Some(cancelled.clone()), &b, &held);
+        assert_eq!(after.cancelled, cancelled.cancelled);
+        let Verdict::Duplicate { record: Some(duplicate) } = judge(Some(&after), &arrival(3, "A", "m3"), at(50), LEASE)
+        else {
+            panic!("AppZen's body again is a duplicate")
+        };
+        assert_eq!(duplicate.cancelled, cancelled.cancelled);
+
+        let reactivated = reactivated(&after, at(52)).expect("it was cancelled");
+        assert_eq!((reactivated.cancelled.as_ref(), reactivated.revision), (None, after.revision + 1));
+        assert_eq!(reactivated.latest, after.latest);
+        assert_eq!(super::reactivated(&reactivated, at(53)), None, "nothing to clear");
+        // The held version, replayed after the reactivation, goes through.
+        let replay = Arrival { replay: true, ..arrival(2, "B", "m2-replay") };
+        assert!(matches!(judge(Some(&reactivated), &replay, at(54), LEASE), Verdict::Proceed { .. }));
+    }
+
+    #[test]
+    fn a_po_cancelled_before_its_first_version_gets_an_entry_that_version_claims() {
+        let entry = cancelled(None, 7, cancellation(10, None), at(10));
+        assert_eq!((entry.po_id.as_str(), entry.po_number.as_str(), entry.revision), ("7", "", 1));
+        assert_eq!((entry.latest.as_ref(), entry.appzen.as_ref()), (None, None));
+        let Verdict::Proceed { claim } = judge(Some(&entry), &arrival(11, "A", "m1"), at(12), LEASE) else {
+            panic!("the first version is processed (and held by reconcile)")
+        };
+        assert_eq!((claim.po_number.as_str(), claim.revision), ("P7", 2));
+        assert_eq!(claim.cancelled, entry.cancelled);
+    }
+
+    #[test]
+    fn the_held_version_is_the_latest_when_held_and_newer_than_what_the_destination_holds() {
+        let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        assert_eq!(held_version(&entry), None, "the destination holds the latest");
+        let entry = process(Some(entry), &arrival(2, "B", "m2"), &held);
+        assert_eq!(held_version(&entry), Some(at(2).timestamp_millis()));
+        let only_held = process(None, &arrival(3, "C", "m3"), &held);
+        assert_eq!(held_version(&only_held), Some(at(3).timestamp_millis()), "nothing reached the destination");
+        // A newer version reached the destination since: nothing is held any more.
+        let entry = process(Some(entry), &arrival(4, "D", "m4"), &upserted());
+        assert_eq!(held_version(&entry), None);
+    }
+
+    #[test]
+    fn a_live_claim_is_one_not_yet_expired() {
+        let Verdict::Proceed { claim } = judge(None, &arrival(1, "A", "m1"), at(10), LEASE) else { panic!() };
+        assert_eq!(live_claim(&claim, at(11)).map(|c| c.sqs_message_id.as_str()), Some("m1"));
+        assert_eq!(live_claim(&claim, at(10) + LEASE), None);
+    }
+
+    #[test]
+    fn an_entry_reads_the_same_without_a_cancellation_and_in_camel_case_with_one() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        let json = serde_json::to_value(&entry).unwrap();
+        assert!(json.get("cancelled").is_none(), "items written before cancellations existed are unchanged");
+        let cancelled = cancelled(Some(&entry), 7, cancellation(40, Some("PO-LHROM9-0024")), at(40));
+        let json = serde_json::to_value(&cancelled).unwrap();
+        assert_eq!(json["cancelled"]["destinationId"], "PO-LHROM9-0024");
+        assert_eq!(json["cancelled"]["reason"], "duplicate of P8");
+        assert_eq!(serde_json::from_value::<LedgerEntry>(json).unwrap(), cancelled);
     }
 }

@@ -9,7 +9,7 @@
 mod email_samples;
 
 use po_sync::email::{Email, EmailSettings, MAX_SUBJECT_CHARS, render};
-use po_sync::message::{InvoiceLink, NotificationDetail, NotificationEvent};
+use po_sync::message::{InvoiceLink, NotificationDetail, NotificationEvent, OperatorCancellation};
 use std::path::PathBuf;
 
 fn golden_dir() -> PathBuf {
@@ -96,6 +96,49 @@ fn the_rejection_e_mail_shows_appzen_s_status_and_message() {
     assert!(email.text.contains("Status:          HTTP 400 Bad Request"), "{}", email.text);
     assert!(email.text.contains("Message:         supplier_id V-0042 does not exist for entity 2"), "{}", email.text);
     assert!(email.html.contains("<a href=\"https://files.kometsales.com/invoices/01-P004410.pdf\">"), "{}", email.html);
+}
+
+#[test]
+fn a_po_cancelled_by_an_operator_tells_how_to_reactivate_it_through_po_sync() {
+    use chrono::TimeZone;
+    let mut event = email_samples::cancelled_at_destination();
+    let at = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 8, 30, 0).unwrap();
+    event.detail = NotificationDetail::CancelledAtDestination {
+        id: Some("PO-LHROM9-0024".to_owned()),
+        operator: Some(OperatorCancellation { at, reason: Some("duplicate of\nP004411 <b>".to_owned()) }),
+    };
+    let email = rendered(&event);
+    assert_eq!(
+        email.subject,
+        "[po-sync] PO P004410 is cancelled for Exsited by an operator: the new version was not sent"
+    );
+    for needle in [
+        "Komet sent a new version of purchase order P004410, which an operator cancelled for Exsited (Exsited's id \
+         PO-LHROM9-0024) with po-sync-admin cancel on 2026-11-20 08:30 UTC (reason: duplicate of P004411 <b>), so the \
+         new version was not sent to Exsited.",
+        "po-sync-admin reactivate 48213",
+        "po-sync-admin replay --po 48213 --latest",
+    ] {
+        assert!(email.text.contains(needle), "text lacks {needle:?}:\n{}", email.text);
+    }
+    assert!(!email.text.contains("reactivate it in Exsited"), "{}", email.text);
+    assert!(email.html.contains("duplicate of P004411 &#60;b&#62;"), "{}", email.html);
+
+    // AppZen, cancelled before any version reached it: no id to name.
+    event.destination = po_sync::destination::Destination::Appzen;
+    event.detail = NotificationDetail::CancelledAtDestination {
+        id: None,
+        operator: Some(OperatorCancellation { at, reason: None }),
+    };
+    let email = rendered(&event);
+    assert!(
+        email.text.starts_with(
+            "Komet sent a new version of purchase order P004410, which an operator cancelled for AppZen with \
+             po-sync-admin cancel on 2026-11-20 08:30 UTC, so the new version was not sent to AppZen."
+        ),
+        "{}",
+        email.text
+    );
 }
 
 #[test]

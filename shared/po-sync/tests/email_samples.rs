@@ -63,7 +63,7 @@ pub fn exsited_rejected() -> NotificationEvent {
 
 /// A newer version of the clean PO, which is cancelled in Exsited.
 pub fn cancelled_at_destination() -> NotificationEvent {
-    let detail = NotificationDetail::CancelledAtDestination { id: "PO-LHROM9-0024".to_owned() };
+    let detail = NotificationDetail::CancelledAtDestination { id: Some("PO-LHROM9-0024".to_owned()), operator: None };
     NotificationEvent::about(&envelope(CLEAN_PO), detail).at(po_sync::destination::Destination::Exsited)
 }
 

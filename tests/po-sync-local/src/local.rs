@@ -1333,9 +1333,10 @@ impl LocalStack {
 /// The metrics of a run, one line per series: service, metric and dimensions, then a counter's total or a
 /// histogram's values (all of them up to 5, else min, median and max).
 pub fn describe_metrics(summary: &emf::Summary) -> Vec<String> {
+    const SERVICES: [&str; 4] = ["ingest", "reconcile", "reconcile_exsited", "notify"];
     // In the pipeline's order, then the catalogue's.
     let rank = |key: &emf::SeriesKey| {
-        let service = FUNCTIONS.iter().position(|f| *f == key.service).unwrap_or(FUNCTIONS.len());
+        let service = SERVICES.iter().position(|f| *f == key.service).unwrap_or(SERVICES.len());
         let metric = metrics::CATALOGUE.iter().position(|m| m.name == key.name).unwrap_or(metrics::CATALOGUE.len());
         (service, metric, key.dimensions.clone())
     };
@@ -1346,7 +1347,7 @@ pub fn describe_metrics(summary: &emf::Summary) -> Vec<String> {
         .map(|(key, series)| {
             let name = std::iter::once(key.name.as_str()).chain(key.dimensions.iter().map(String::as_str));
             let name = name.collect::<Vec<_>>().join(" ");
-            format!("{:<10} {:<45} {}", key.service, name, describe_values(&key.name, series))
+            format!("{:<17} {:<45} {}", key.service, name, describe_values(&key.name, series))
         })
         .collect()
 }

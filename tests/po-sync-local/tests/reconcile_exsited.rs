@@ -44,7 +44,7 @@ fn config(sandbox: &RunningSandbox, extra: &[(&str, &str)]) -> ReconcileConfig {
 async fn reconciler(config: ReconcileConfig) -> Reconciler<MemoryFifoQueue, MemoryLedger> {
     let aws = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
     let po_sync::config::reconcile::DestinationConfig::Exsited(exsited) = &config.destination else { unreachable!() };
-    let sender = reconcile::Sender::exsited(exsited, &aws).await.unwrap();
+    let sender = reconcile::Sender::exsited(exsited, None, &aws).await.unwrap();
     Reconciler::new(config, sender, MemoryFifoQueue::default(), MemoryLedger::default())
 }
 

@@ -75,10 +75,11 @@ async fn the_template_gives_each_function_its_environment_and_its_event_sources(
     }
 }
 
-/// A copy of the template without the line `remove` (which must be in it).
+/// A copy of the template without the first line `remove` (which must be in it): AppZen's function's, where
+/// Exsited's (later in the template) has the same line.
 fn template_without(name: &str, remove: &str) -> PathBuf {
     let text = std::fs::read_to_string(stack_env::default_template()).unwrap();
-    assert_eq!(text.matches(remove).count(), 1, "the template changed: {remove:?}");
+    assert!(text.contains(remove), "the template changed: {remove:?}");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stack-env").join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("template.yaml");

@@ -226,7 +226,9 @@ impl ReconcileConfig {
 
 fn appzen(env: &impl Env) -> Result<AppZenConfig, ConfigError> {
     Ok(AppZenConfig {
-        base_url: parsed_or(env, "APPZEN_BASE_URL", DEFAULT_APPZEN_BASE_URL.to_owned(), base_url)?,
+        base_url: parsed_or(env, "APPZEN_BASE_URL", DEFAULT_APPZEN_BASE_URL.to_owned(), |value| {
+            base_url(value, DEFAULT_APPZEN_BASE_URL)
+        })?,
         credentials: credentials(env)?,
         request_timeout: Duration::from_millis(parsed_or(env, "APPZEN_TIMEOUT_MS", 10_000, number_in(100..=900_000))?),
         max_attempts: parsed_or(env, "APPZEN_MAX_ATTEMPTS", 4, number_in(1..=20))? as u32,
@@ -239,7 +241,7 @@ fn appzen(env: &impl Env) -> Result<AppZenConfig, ConfigError> {
 fn exsited(env: &impl Env) -> Result<ExsitedDestinationConfig, ConfigError> {
     let id_rule = |variable| parsed_or(env, variable, IdRule::SameAsKomet, IdRule::parse);
     Ok(ExsitedDestinationConfig {
-        base_url: base_url(&required(env, "EXSITED_BASE_URL")?)
+        base_url: base_url(&required(env, "EXSITED_BASE_URL")?, "https://<tenant>.exsited.com")
             .map_err(|problem| ConfigError::new("EXSITED_BASE_URL", problem))?,
         credentials: exsited_credentials(env)?,
         redirect_uri: optional(env, "EXSITED_REDIRECT_URI").unwrap_or_else(|| DEFAULT_EXSITED_REDIRECT_URI.to_owned()),
@@ -298,12 +300,13 @@ fn archive(env: &impl Env) -> Result<Option<ArchiveConfig>, ConfigError> {
     }))
 }
 
-fn base_url(value: &str) -> Result<String, String> {
+/// An http(s) base URL without its trailing slash; `example` shows the expected form in the error.
+fn base_url(value: &str, example: &str) -> Result<String, String> {
     let trimmed = value.trim_end_matches('/');
     let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"));
     match rest {
         Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(trimmed.to_owned()),
-        _ => Err(format!("expected an http(s) URL such as {DEFAULT_APPZEN_BASE_URL}, found {value:?}")),
+        _ => Err(format!("expected an http(s) URL such as {example}, found {value:?}")),
     }
 }
 
@@ -594,6 +597,8 @@ mod tests {
         let env: std::collections::HashMap<String, String> =
             no_url.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(ReconcileConfig::from_env(&env).unwrap_err().variable, "EXSITED_BASE_URL");
+        let error = exsited_with(&[("EXSITED_BASE_URL", "acme.exsited.com")]).unwrap_err();
+        assert!(error.to_string().contains("https://<tenant>.exsited.com"), "Exsited's own example: {error}");
         assert_eq!(exsited_with(&[("EXSITED_ACCOUNT_MAP", "V-0042")]).unwrap_err().variable, "EXSITED_ACCOUNT_MAP");
     }
 

@@ -20,7 +20,7 @@ pub use envelope::WebhookEnvelope;
 pub use kept::{KeptWebhook, WEBHOOK_ARCHIVE_PREFIX, kept_key, kept_prefix};
 pub use notification::{
     DestinationAnswer, INVOICE_LINK_LIFETIME_HOURS, InvoiceLink, NotificationDetail, NotificationEvent,
-    NotificationKind, Omitted, PoIdentity, WebhookFacts,
+    NotificationKind, Omitted, OperatorCancellation, PoIdentity, WebhookFacts,
 };
 
 /// The envelope version this build writes and reads.

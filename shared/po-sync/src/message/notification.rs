@@ -205,8 +205,16 @@ pub enum NotificationDetail {
     AppzenRejected { appzen: DestinationAnswer },
     /// Exsited refused the PO.
     ExsitedRejected { exsited: DestinationAnswer },
-    /// The destination holds the PO as cancelled (its id there: `id`), so the new version was not sent.
-    CancelledAtDestination { id: String },
+    /// The destination holds the PO as cancelled (its id there: `id`), or an operator cancelled it for the
+    /// destination (`operator`), so the new version was not sent.
+    CancelledAtDestination {
+        /// The destination's id of the PO, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Set when the cancellation is po-sync's (`po-sync-admin cancel`), not one made in the destination.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<OperatorCancellation>,
+    },
     /// The webhook kept failing transiently and SQS moved it to the dead-letter queue.
     DeadLettered {
         /// How many times delivery was tried, when SQS said.
@@ -232,6 +240,15 @@ pub enum NotificationDetail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         appzen: Option<DestinationAnswer>,
     },
+}
+
+/// An operator's cancellation of the PO for a destination (`po-sync-admin cancel`), as the e-mail tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorCancellation {
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl NotificationDetail {

@@ -163,7 +163,7 @@ async fn run(stack: &LocalStack, started: Instant) -> Result<(), String> {
     }
     println!();
     println!(
-        "Logs: {}/functions.log (ingest, reconcile, notify under cargo lambda watch), {}/poller.log",
+        "Logs: {}/functions.log (every function under cargo lambda watch), {}/poller.log",
         relative(stack.logs_dir()),
         relative(stack.logs_dir())
     );
