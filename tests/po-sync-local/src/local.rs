@@ -539,6 +539,8 @@ impl LocalStack {
             ("--reconcile-function", "reconcile".to_owned()),
         ]
         .into_iter()
+        // Exsited's reconcile, where cancel and reactivate read Exsited's settings (ReconcileExsitedFunctionName).
+        .chain(self.queues.exsited.is_some().then(|| ("--reconcile-exsited-function", "reconcile-exsited".to_owned())))
         .flat_map(|(flag, value)| [flag.to_owned(), value])
         .collect()
     }

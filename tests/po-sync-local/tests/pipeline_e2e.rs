@@ -18,7 +18,7 @@ use po_sync_local::poller::LogSink;
 use po_sync_test_support::{fixture, workspace_root};
 
 mod support;
-use support::{clean_po_numbered, dearer, total_of};
+use support::{admin, admin_run, clean_po_numbered, dearer, total_of};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -206,38 +206,6 @@ async fn appzen_refusing_is_mailed_with_its_message(stack: &LocalStack) {
     assert!(emails[0].mentions("entity_id 2 is not an entity of this customer"), "{:#?}", emails[0]);
 }
 
-/// Runs `po-sync-admin --json ARGS` against the local stack (resources by flag); returns its JSON report.
-async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
-    let (done, json) = admin_run(stack, args).await;
-    assert!(done, "po-sync-admin {args:?} did not succeed: {json:#}");
-    json
-}
-
-/// Runs po-sync-admin as an operator would against the local pipeline: whether it succeeded (exit code 0),
-/// and what it printed with `--json`.
-async fn admin_run(stack: &LocalStack, args: &[&str]) -> (bool, serde_json::Value) {
-    // The flags `make serve` prints.
-    let flags = stack.admin_flags();
-    let mut argv = vec!["po-sync-admin", "--json"];
-    argv.extend(flags.iter().map(String::as_str));
-    argv.extend_from_slice(args);
-    let cli = po_sync_admin::Cli::parse_from(argv);
-    let aws = stack.moto.sdk_config().await;
-    let mut clients = po_sync_admin::Clients::new(&aws);
-    // Lambda's event-source-mapping and function-configuration API is the local pipeline's own (it plays the
-    // mappings and runs the functions), as AWS_ENDPOINT_URL_LAMBDA would point an operator's shell at it.
-    let control = stack.lambda_control_url().expect("the local pipeline serves the mappings' API");
-    clients.lambda = aws_sdk_lambda::Client::from_conf(
-        aws_sdk_lambda::Config::from(&aws).to_builder().endpoint_url(control).build(),
-    );
-    let mut out = Vec::new();
-    let done = po_sync_admin::execute(&cli, &clients, None, &mut out, &mut |line| eprintln!("  admin: {line}"))
-        .await
-        .unwrap_or_else(|e| panic!("po-sync-admin {args:?}: {e}"));
-    let json = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("po-sync-admin {args:?} printed no JSON: {e}"));
-    (done, json)
-}
-
 /// Each kept version's attempts, newest version first, newest attempt first (`history --json`).
 fn attempt_words(history: &serde_json::Value) -> Vec<Vec<String>> {
     let versions = history["versions"].as_array().expect("history lists versions");
@@ -380,7 +348,7 @@ async fn verify_reports_no_drift_then_each_po_changed_behind_po_syncs_back(stack
     }
     assert!(stack.sandbox.forget("P004592"));
 
-    let (clean_run, drift) = admin_run(stack, &["verify", "--since", &since]).await;
+    let (clean_run, drift) = admin_run(stack, &[], &["verify", "--since", &since]).await;
     assert!(!clean_run, "verify fails (exit code 1) on drift: {drift:#}");
     let pos = drift["pos"].as_array().unwrap();
     assert_eq!(pos[0]["appzen"]["state"], "differs", "{drift:#}");
@@ -400,7 +368,7 @@ async fn verify_reports_no_drift_then_each_po_changed_behind_po_syncs_back(stack
 
     // --repair sends po-sync's version of each again, though the ledger believes AppZen holds it; then verify
     // runs clean.
-    let (repaired_run, repaired) = admin_run(stack, &["verify", "--since", &since, "--repair"]).await;
+    let (repaired_run, repaired) = admin_run(stack, &[], &["verify", "--since", &since, "--repair"]).await;
     assert!(!repaired_run, "still exit code 1: the repairs are queued, not yet seen");
     let queued: Vec<&str> =
         repaired["pos"].as_array().unwrap().iter().map(|p| p["repair"]["outcome"].as_str().unwrap()).collect();

@@ -13,7 +13,7 @@ use po_sync_test_support::{fixture, workspace_root};
 use serde_json::Value;
 
 mod support;
-use support::{clean_po_numbered, dearer, total_of};
+use support::{admin, admin_with, clean_po_numbered, dearer, total_of};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -74,6 +74,7 @@ async fn both_destinations_end_to_end() {
     a_newer_version_changes_the_exsited_po_instead_of_creating_another(&stack).await;
     exsited_down_does_not_delay_appzen_and_catches_up_once_back(&stack).await;
     a_401_gets_one_new_token_and_the_po_through(&stack).await;
+    cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(&stack).await;
     stack
         .check_emitted_metrics(&[
             ("reconcile", "Records", &["outcome=upserted"]),
@@ -176,4 +177,38 @@ async fn a_401_gets_one_new_token_and_the_po_through(stack: &LocalStack) {
     settle(stack).await;
     assert_eq!(exsited_orders(stack, "P061006").len(), 1);
     assert_eq!(sandbox.tokens_issued(), issued + 1, "one refresh after the 401");
+}
+
+async fn cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(stack: &LocalStack) {
+    eprintln!("--- scenario: cancel, a newer Komet version is held and mailed; reactivate and replay send it");
+    let a = clean_po_numbered(61007, "P061007");
+    post_accepted(stack, &a).await;
+    settle(stack).await;
+    let id = exsited_orders(stack, "P061007")[0]["id"].as_str().unwrap().to_owned();
+
+    let report = admin(stack, &["cancel", "61007", "--reason", "duplicate of P061001"]).await;
+    eprintln!("cancel: {report}");
+    assert_eq!(exsited(stack).purchase_order(&id).unwrap()["status"], "INACTIVE", "cancelled in Exsited");
+
+    let before = stack.sent_emails().len();
+    post_accepted(stack, &dearer(&a)).await;
+    settle(stack).await;
+    assert_eq!(appzen_totals(stack, "P061007"), ["1284.81"], "AppZen is not sent the newer version");
+    let order = exsited(stack).purchase_order(&id).unwrap();
+    assert_eq!((order["status"].as_str(), decimal(&order["total"])), (Some("INACTIVE"), "1284.81".parse().unwrap()));
+    let emails = emails_since(stack, before);
+    let subjects: Vec<&str> = emails.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects.len(), 2, "one e-mail per destination holding it: {subjects:?}");
+    assert!(subjects.iter().all(|s| s.contains("P061007") && s.to_lowercase().contains("cancel")), "{subjects:?}");
+
+    admin(stack, &["reactivate", "61007"]).await;
+    assert_eq!(exsited(stack).purchase_order(&id).unwrap()["status"], "ACTIVE");
+    admin(stack, &["replay", "--po", "61007", "--latest"]).await;
+    let exsited_queue = stack.queues.exsited.as_ref().unwrap().webhooks.clone();
+    admin_with(stack, &[("--webhook-queue-url", &exsited_queue)], &["replay", "--po", "61007", "--latest"]).await;
+    settle(stack).await;
+    assert_eq!(appzen_totals(stack, "P061007"), ["1284.81", "1294.81"], "the held version, once released");
+    let order = exsited(stack).purchase_order(&id).unwrap();
+    assert_eq!(decimal(&order["total"]), "1294.81".parse::<Decimal>().unwrap(), "Exsited's PO changed, not another");
+    assert_eq!(exsited_orders(stack, "P061007").len(), 1);
 }

@@ -1,7 +1,9 @@
-//! Komet bodies the end-to-end tests share: the clean PO under another id, a dearer version of it, and the
-//! exact total an AppZen body carries.
+//! What the end-to-end tests share: Komet bodies (the clean PO under another id, a dearer version of it), the
+//! exact total an AppZen body carries, and po-sync-admin run against the local stack.
 
+use clap::Parser as _;
 use po_sync_local::appzen_sandbox::RecordedRequest;
+use po_sync_local::local::LocalStack;
 use po_sync_test_support::fixture;
 
 /// The clean PO with another Komet id and PO number, so it is a different webhook.
@@ -32,4 +34,46 @@ pub fn dearer(body: &[u8]) -> Vec<u8> {
         .replacen("\"total\": 1284.81", "\"total\": 1294.81", 1);
     assert_ne!(changed.as_bytes(), body, "fixture changed");
     changed.into_bytes()
+}
+
+/// Runs `po-sync-admin --json ARGS` against the local stack (resources by flag); returns its JSON report.
+pub async fn admin(stack: &LocalStack, args: &[&str]) -> serde_json::Value {
+    admin_with(stack, &[], args).await
+}
+
+/// [`admin`] with some of the stack's flags given other values (`--webhook-queue-url` Exsited's queue, to
+/// replay to Exsited).
+pub async fn admin_with(stack: &LocalStack, overrides: &[(&str, &str)], args: &[&str]) -> serde_json::Value {
+    let (done, json) = admin_run(stack, overrides, args).await;
+    assert!(done, "po-sync-admin {args:?} did not succeed: {json:#}");
+    json
+}
+
+/// Runs po-sync-admin as an operator would against the local pipeline: whether it succeeded (exit code 0),
+/// and what it printed with `--json`.
+pub async fn admin_run(stack: &LocalStack, overrides: &[(&str, &str)], args: &[&str]) -> (bool, serde_json::Value) {
+    // The flags `make serve` prints.
+    let mut flags = stack.admin_flags();
+    for (flag, value) in overrides {
+        let at = flags.iter().position(|f| f == flag).unwrap_or_else(|| panic!("no {flag} among {flags:?}"));
+        flags[at + 1] = (*value).to_owned();
+    }
+    let mut argv = vec!["po-sync-admin", "--json"];
+    argv.extend(flags.iter().map(String::as_str));
+    argv.extend_from_slice(args);
+    let cli = po_sync_admin::Cli::parse_from(argv);
+    let aws = stack.moto.sdk_config().await;
+    let mut clients = po_sync_admin::Clients::new(&aws);
+    // Lambda's event-source-mapping and function-configuration API is the local pipeline's own (it plays the
+    // mappings and runs the functions), as AWS_ENDPOINT_URL_LAMBDA would point an operator's shell at it.
+    let control = stack.lambda_control_url().expect("the local pipeline serves the mappings' API");
+    clients.lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::Config::from(&aws).to_builder().endpoint_url(control).build(),
+    );
+    let mut out = Vec::new();
+    let done = po_sync_admin::execute(&cli, &clients, None, &mut out, &mut |line| eprintln!("  admin: {line}"))
+        .await
+        .unwrap_or_else(|e| panic!("po-sync-admin {args:?}: {e}"));
+    let json = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("po-sync-admin {args:?} printed no JSON: {e}"));
+    (done, json)
 }
