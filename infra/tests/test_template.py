@@ -6,10 +6,13 @@ the consumers, least-privilege IAM, JSON logs with retention, the webhook route 
 functions' environment contract, reconcile's retained version ledger (DynamoDB, GetItem/PutItem on the table
 only), the outputs the operator CLI reads by name, a reason on every checkov skip, and the dashboard and business
 alarms, whose metric names, dimensions and values must be ones the code emits (infra/metrics.json, written from
-shared/po-sync-aws/src/metrics.rs and kept equal to it by a Rust test). A stack whose Destinations names Exsited
-adds Exsited's queues, reconcile, notify, secret, alarms and outputs (condition HasExsited): each is held to the
-same properties as AppZen's, and named only where that condition holds (`!If [HasExsited, X, !Ref AWS::NoValue]`
-in a list is X in such a stack).
+shared/po-sync-aws/src/metrics.rs and kept equal to it by a Rust test). Destinations (appzen, exsited or both)
+decides each destination's own resources: Exsited's queues, reconcile, notify, secret, alarms and outputs exist
+when it names exsited (condition HasExsited), AppZen's secret, reconcile (role, log group, mapping), alarms and
+outputs when it names appzen (HasAppZen); AppZen's webhook queues and notify are in every stack. Each side is held
+to the same properties as the other, and named only where its condition holds (`!If [HasAppZen, X, !Ref
+AWS::NoValue]` in a list is X in such a stack, a statement-level `!If` is that statement); the dashboard is
+rendered for every Destinations value, with and without the no-webhook alarm.
 
 Run: .venv/bin/python -m unittest discover -s infra/tests -v   (part of `make check-template` / `make test`)
 """
@@ -38,13 +41,19 @@ LOG_STREAM_SUFFIX = ":log-stream:*"
 OPERATOR_OUTPUTS = {
     "LedgerTableName": "LedgerTable",
     "HistoryTableName": "HistoryTable",
-    # SAM's logical id for the mapping of ReconcileFunction's Webhooks event: pause/resume switch it.
-    "ReconcileEventSourceMappingId": "ReconcileFunctionWebhooks",
     "WebhookQueueUrl": "WebhookQueue",
     "WebhookDeadLetterQueueUrl": "WebhookDeadLetterQueue",
     "WebhookParkedQueueUrl": "WebhookParkedQueue",
     "NotificationQueueUrl": "NotificationQueue",
     "NotificationDeadLetterQueueUrl": "NotificationDeadLetterQueue",
+}
+# AppZen's, in a stack whose Destinations names it (HasAppZen): verify and po read AppZen's settings from its
+# reconcile, pause and resume switch its mapping; its secret is where a person puts AppZen's keys.
+OPERATOR_APPZEN_OUTPUTS = {
+    "AppZenSecretArn": "AppZenSecret",
+    "ReconcileFunctionName": "ReconcileFunction",
+    # SAM's logical id for the mapping of ReconcileFunction's Webhooks event: pause/resume switch it.
+    "ReconcileEventSourceMappingId": "ReconcileFunctionWebhooks",
 }
 # Exsited's, in a stack whose Destinations names it (each output under its resource's condition): cancel and
 # reactivate read Exsited's settings from its reconcile; its queues are redriven and replayed like AppZen's.
@@ -56,6 +65,36 @@ OPERATOR_EXSITED_OUTPUTS = {
     "ReconcileExsitedFunctionName": "ReconcileExsitedFunction",
     # SAM's logical id for the mapping of ReconcileExsitedFunction's Webhooks event.
     "ReconcileExsitedEventSourceMappingId": "ReconcileExsitedFunctionWebhooks",
+}
+
+# Each of AppZen's outputs above and its Exsited twin.
+DESTINATION_OUTPUT_TWINS = {
+    "AppZenSecretArn": "ExsitedSecretArn",
+    "ReconcileFunctionName": "ReconcileExsitedFunctionName",
+    "ReconcileEventSourceMappingId": "ReconcileExsitedEventSourceMappingId",
+}
+
+# What only AppZen needs, in a stack whose Destinations names appzen (HasAppZen), and its Exsited twin (HasExsited)
+# where Exsited has one. AppZen's webhook queues are not here: notify (in every stack) reads their DLQ.
+APPZEN_ONLY = {
+    "AppZenSecret": "ExsitedSecret",
+    "ReconcileLogGroup": "ReconcileExsitedLogGroup",
+    "ReconcileFunction": "ReconcileExsitedFunction",
+    "ReconcileRole": "ReconcileExsitedRole",
+    "ReconcileErrorsAlarm": "ReconcileExsitedErrorsAlarm",
+    "ReconcileThrottlesAlarm": "ReconcileExsitedThrottlesAlarm",
+    # On service=reconcile's metrics, AppZen's reconcile's: no Exsited twin yet.
+    "AppZenRejectionsAlarm": None,
+    "AppZenSetupAlarm": None,
+    "ReconcileRetriesAlarm": None,
+}
+
+# The functions behind each value of the metrics' `service` dimension (infra/metrics.json).
+SERVICE_FUNCTIONS = {
+    "ingest": ("IngestFunction",),
+    "reconcile": ("ReconcileFunction",),
+    "reconcile_exsited": ("ReconcileExsitedFunction",),
+    "notify": ("NotifyFunction", "NotifyExsitedFunction"),
 }
 
 # Each destination's chain of webhook queues: its reconcile consumes the first, its notify the DLQ and parks into
@@ -82,6 +121,12 @@ RECONCILE_COMMON = {"NOTIFY_QUEUE_URL", "RECONCILE_POLICY", "RECONCILE_TOLERANCE
 RECONCILE_COMMON_REQUIRED = {"NOTIFY_QUEUE_URL", "RECONCILE_POLICY", "CURRENCY", "LEDGER_TABLE_NAME",
                              "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "INVOICE_HOSTS", "WEBHOOK_QUEUE_URL",
                              "RETRY_SCHEDULE", "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS", "DESTINATIONS"}
+
+NOTIFY_ALLOWED = {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
+                  "RUST_LOG", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS",
+                  "DESTINATION"}
+NOTIFY_REQUIRED = {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET",
+                   "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"}
 
 # The environment-variable contract (docs/configuration.md); a template may set a subset. "values": what a
 # variable, when set, must be (a literal or the template's `!Ref`).
@@ -131,12 +176,17 @@ ENV_CONTRACT = {
         "forbidden_prefix": "APPZEN_",
     },
     "notify": {
-        "allowed": {"NOTIFY_FROM", "NOTIFY_TO", "NOTIFY_REPLY_TO", "NOTIFY_SUBJECT_PREFIX", "PARKED_QUEUE_URL",
-                    "RUST_LOG", "METRICS_NAMESPACE", "ARCHIVE_BUCKET", "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"},
+        "allowed": NOTIFY_ALLOWED,
         # PARKED_QUEUE_URL is optional for the binary, not for the stack: without it dead letters are lost.
         # HISTORY_TABLE_NAME likewise: without it a parked version's history ends at its last retry.
-        "required": {"NOTIFY_FROM", "NOTIFY_TO", "PARKED_QUEUE_URL", "METRICS_NAMESPACE", "ARCHIVE_BUCKET",
-                     "HISTORY_TABLE_NAME", "HISTORY_RETENTION_DAYS"},
+        "required": NOTIFY_REQUIRED,
+        "values": {"DESTINATION": "appzen", "PARKED_QUEUE_URL": {"Ref": "WebhookParkedQueue"}},
+    },
+    # notify for Exsited's dead letters: DESTINATION=exsited, so its e-mails and history name Exsited.
+    "notify-exsited": {
+        "allowed": NOTIFY_ALLOWED,
+        "required": NOTIFY_REQUIRED | {"DESTINATION"},
+        "values": {"DESTINATION": "exsited", "PARKED_QUEUE_URL": {"Ref": "ExsitedWebhookParkedQueue"}},
     },
 }
 # Which contract each function is held to (every function is in this table).
@@ -145,7 +195,7 @@ FUNCTION_CONTRACTS = {
     "ReconcileFunction": "reconcile",
     "ReconcileExsitedFunction": "reconcile-exsited",
     "NotifyFunction": "notify",
-    "NotifyExsitedFunction": "notify",
+    "NotifyExsitedFunction": "notify-exsited",
 }
 
 
@@ -185,6 +235,49 @@ def as_list(value):
 
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def evaluate(template, expression, parameters):
+    """A condition's value (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition) with these parameter values; a
+    parameter not given has its default. Anything else is refused, not guessed at."""
+    def value(node):
+        if isinstance(node, dict) and list(node) == ["Ref"]:
+            name = node["Ref"]
+            return str(parameters[name] if name in parameters else template["Parameters"][name]["Default"])
+        if isinstance(node, (str, int)):
+            return str(node)
+        raise AssertionError(f"not a value a condition may compare: {node!r}")
+
+    (function, argument), = expression.items()
+    if function == "Fn::Equals":
+        return value(argument[0]) == value(argument[1])
+    if function == "Fn::Not":
+        return not evaluate(template, argument[0], parameters)
+    if function == "Fn::And":
+        return all(evaluate(template, a, parameters) for a in argument)
+    if function == "Fn::Or":
+        return any(evaluate(template, a, parameters) for a in argument)
+    if function == "Condition":
+        return evaluate(template, template["Conditions"][argument], parameters)
+    raise AssertionError(f"a condition function this test does not know: {function}")
+
+
+def stack_conditions(template, parameters):
+    """{condition: its value} for every condition of the template, in a stack with these parameters."""
+    return {name: evaluate(template, expression, parameters) for name, expression in template["Conditions"].items()}
+
+
+def parameters_of(template, node):
+    """The parameters a condition expression reads, following Condition to other conditions."""
+    if isinstance(node, list):
+        return set().union(set(), *(parameters_of(template, item) for item in node))
+    if isinstance(node, dict):
+        if list(node) == ["Ref"]:
+            return {node["Ref"]}
+        if list(node) == ["Condition"]:
+            return parameters_of(template, template["Conditions"][node["Condition"]])
+        return set().union(set(), *(parameters_of(template, item) for item in node.values()))
+    return set()
 
 
 def references(node, active=frozenset()):
@@ -303,7 +396,14 @@ class TemplateTest(unittest.TestCase):
         return sources
 
     def policy_statements(self):
-        """(where, statement) for every IAM statement in the template: roles, policies and SAM function Policies."""
+        """(where, statement) for every IAM statement in the template: roles, policies and SAM function Policies;
+        a statement-level `!If [C, S, !Ref AWS::NoValue]` is S (conditional_statements says under which C)."""
+        return [(where, statement) for where, statement, _ in self.conditional_statements()]
+
+    def conditional_statements(self):
+        """(where, statement, condition) for every IAM statement: condition None for a statement of every stack
+        (of every stack its role or policy is in), C for `!If [C, S, !Ref AWS::NoValue]`, whose resources must
+        exist under C (and one at least only under C: a statement is made conditional for what it names)."""
         documents = []
         for name, role in self.of_type("AWS::IAM::Role").items():
             for policy in role["Properties"].get("Policies", []):
@@ -315,7 +415,20 @@ class TemplateTest(unittest.TestCase):
             for policy in as_list(function["Properties"].get("Policies", [])):
                 if isinstance(policy, dict) and "Statement" in policy:
                     documents.append((name, policy))
-        statements = [(where, s) for where, doc in documents for s in as_list(doc["Statement"])]
+        statements = []
+        for where, document in documents:
+            for statement in as_list(document["Statement"]):
+                condition = None
+                if isinstance(statement, dict) and list(statement) == ["Fn::If"]:
+                    condition, statement, absent = statement["Fn::If"]
+                    self.assertEqual(absent, NO_VALUE, f"{where}: only !If [C, S, !Ref AWS::NoValue] is understood")
+                    self.assertIn(condition, self.template["Conditions"])
+                    named = {self.condition_of(name) for name, _ in references(statement)
+                             if name in self.resources or self.condition_of(name)}
+                    self.assertLessEqual(named, {None, condition}, f"{where}/{statement.get('Sid')}")
+                    self.assertIn(condition, named, f"{where}/{statement.get('Sid')}: nothing of {condition}'s")
+                self.assertIn("Action", statement, f"{where}: {statement!r}")
+                statements.append((where, statement, condition))
         self.assertTrue(statements, "no IAM statements found at all")
         return statements
 
@@ -333,29 +446,53 @@ class TemplateTest(unittest.TestCase):
                 self.assertIsInstance(function["Properties"]["MemorySize"], int)
                 self.assertIsInstance(function["Properties"]["Timeout"], int)
 
-    def test_exsited_runs_the_same_binaries_as_appzen_only_in_a_stack_whose_destinations_name_it(self):
-        for appzen, exsited, suffix in (("ReconcileFunction", "ReconcileExsitedFunction", "-reconcile-exsited"),
-                                        ("NotifyFunction", "NotifyExsitedFunction", "-notify-exsited")):
+    def test_each_destination_runs_the_same_binaries_only_in_a_stack_whose_destinations_name_it(self):
+        # AppZen's reconcile exists when Destinations names appzen, Exsited's reconcile and notify when it names
+        # exsited; notify (AppZen's dead letters, and every destination's notifications) is in every stack.
+        for appzen, exsited, suffix, appzen_condition in (
+                ("ReconcileFunction", "ReconcileExsitedFunction", "-reconcile-exsited", "HasAppZen"),
+                ("NotifyFunction", "NotifyExsitedFunction", "-notify-exsited", None)):
             with self.subTest(function=exsited):
                 a, e = self.resources[appzen], self.resources[exsited]
                 self.assertEqual(e.get("Condition"), "HasExsited")
-                self.assertIsNone(a.get("Condition"), "AppZen's side is in every stack")
+                self.assertEqual(a.get("Condition"), appzen_condition)
                 self.assertEqual(e["Metadata"]["BuildProperties"], a["Metadata"]["BuildProperties"])
                 self.assertEqual(e["Metadata"]["BuildMethod"], a["Metadata"]["BuildMethod"])
                 for prop in ("CodeUri", "MemorySize", "Timeout"):
                     self.assertEqual(e["Properties"][prop], a["Properties"][prop], prop)
                 self.assertEqual(e["Properties"]["FunctionName"], {"Fn::Sub": "${AWS::StackName}" + suffix})
-                self.assertEqual(self.function_named(a["Metadata"]["BuildProperties"]["Binary"], "HasExsited")[0],
-                                 exsited)
-        self.assertEqual(self.template["Conditions"]["HasExsited"],
-                         {"Fn::Equals": [{"Ref": "Destinations"}, "appzen,exsited"]})
+                binary = a["Metadata"]["BuildProperties"]["Binary"]
+                self.assertEqual(self.function_named(binary, "HasExsited")[0], exsited)
+                self.assertEqual(self.function_named(binary, appzen_condition)[0], appzen)
+        # Every stack has a reconcile: Destinations names at least one destination.
+        for parameters, conditions in self.valid_stacks():
+            with self.subTest(stack=parameters):
+                self.assertTrue(any(self.exists(name, conditions) for name in ("ReconcileFunction",
+                                                                               "ReconcileExsitedFunction")))
+
+    def test_appzen_s_own_resources_exist_only_in_a_stack_whose_destinations_name_appzen(self):
+        # What only AppZen needs is under HasAppZen, as its Exsited twin is under HasExsited, and nothing else is:
+        # AppZen's webhook queues, notify and the shared resources are in every stack.
+        self.assertEqual({n for n, r in self.resources.items() if r.get("Condition") == "HasAppZen"}, set(APPZEN_ONLY))
+        for appzen, exsited in APPZEN_ONLY.items():
+            with self.subTest(resource=appzen):
+                self.assertEqual(self.resources[appzen].get("Condition"), "HasAppZen")
+                if exsited is not None:
+                    self.assertEqual(self.resources[exsited].get("Condition"), "HasExsited")
+                    self.assertEqual(self.resources[exsited]["Type"], self.resources[appzen]["Type"])
+                    for key in ("DeletionPolicy", "UpdateReplacePolicy"):
+                        self.assertEqual(self.resources[exsited].get(key), self.resources[appzen].get(key), key)
+        # SAM's mapping of AppZen's reconcile goes with it.
+        self.assertEqual(self.condition_of("ReconcileFunctionWebhooks"), "HasAppZen")
 
     def test_every_reference_to_a_conditional_resource_is_under_its_condition(self):
-        # A resource, output or dashboard entry that names one of Exsited's resources in a stack without them
-        # fails the deploy: each must be under the same condition, or in that condition's branch of an !If.
+        # A resource, output, policy statement or dashboard entry that names one of Exsited's resources in a stack
+        # without Exsited, or one of AppZen's (its secret, reconcile, role, log group, mapping, alarms) in a stack
+        # without AppZen, fails the deploy: each must be under the same condition, or in that condition's branch
+        # of an !If (a list entry, a statement, a dashboard variable).
         places = [(f"Resources/{n}", r.get("Condition"), r) for n, r in self.resources.items()]
         places += [(f"Outputs/{n}", o.get("Condition"), o) for n, o in self.template["Outputs"].items()]
-        checked = 0
+        checked = {}
         for where, condition, node in places:
             body = {k: v for k, v in node.items() if k != "Condition"}
             depends = [(name, frozenset()) for name in as_list(node.get("DependsOn", []))]
@@ -363,11 +500,35 @@ class TemplateTest(unittest.TestCase):
                 needed = self.condition_of(name)
                 if needed is None:
                     continue
-                checked += 1
+                checked.setdefault(needed, set()).add(where)
                 with self.subTest(place=where, reference=name):
                     self.assertTrue(needed == condition or needed in active,
                                     f"{name} exists only under {needed}")
-        self.assertGreater(checked, 0)
+        # Each destination's references were looked at, among them those of the shared resources (the operator
+        # policy, the dashboard, ingest's and notify's roles) that name it conditionally.
+        self.assertLessEqual({"HasAppZen", "HasExsited"}, set(checked))
+        for condition in ("HasAppZen", "HasExsited"):
+            self.assertLessEqual({"Resources/OperatorPolicy", "Resources/Dashboard"}, checked[condition], condition)
+        self.assertIn("Resources/IngestRole", checked["HasExsited"])
+
+    def test_every_resource_naming_one_of_appzen_s_is_in_a_stack_with_appzen(self):
+        # Rendered per stack: in a stack whose Destinations is exsited, no resource or output of that stack names
+        # anything of AppZen's own, however it is reached (a plain reference, an !If of another condition).
+        for parameters, conditions in self.valid_stacks():
+            if conditions["HasAppZen"]:
+                continue
+            with self.subTest(stack=parameters):
+                present = [(f"Resources/{n}", r) for n, r in self.resources.items() if self.exists(n, conditions)]
+                present += [(f"Outputs/{n}", o) for n, o in self.template["Outputs"].items()
+                            if o.get("Condition") is None or conditions[o["Condition"]]]
+                self.assertTrue(present)
+                for where, node in present:
+                    body = {k: v for k, v in node.items() if k != "Condition"}
+                    named = [name for name, active in references(body) if all(conditions[c] for c in active)]
+                    named += as_list(node.get("DependsOn", []))
+                    for name in named:
+                        self.assertNotEqual(self.condition_of(name), "HasAppZen",
+                                            f"{where} names {name} in a stack without AppZen")
 
     def test_every_function_logs_json_to_its_own_group_with_retention(self):
         log_groups = self.of_type("AWS::Logs::LogGroup")
@@ -436,6 +597,10 @@ class TemplateTest(unittest.TestCase):
                 if variable.endswith("_SECRET_ARN"):
                     passed[(name, variable)] = target(value)
         self.assertEqual(passed, expectations, "each secret goes to its one function, by ARN")
+        # A destination's secret is in the stack exactly when its reconcile is.
+        for (function, _), secret in expectations.items():
+            self.assertEqual(secrets[secret].get("Condition"), self.resources[function].get("Condition"), secret)
+        self.assertEqual(secrets["AppZenSecret"].get("Condition"), "HasAppZen")
         self.assertEqual(secrets["ExsitedSecret"].get("Condition"), "HasExsited")
         # The placeholders hold the keys the functions read, empty until a person puts the real ones.
         self.assertEqual(json.loads(secrets["AppZenSecret"]["Properties"]["SecretString"]),
@@ -688,6 +853,15 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(granted("NotifyRole", "sqs:SendMessage"), {"WebhookParkedQueue", "ExsitedWebhookParkedQueue"})
         self.assertEqual({self.role_of(f) for f in ("NotifyFunction", "NotifyExsitedFunction")}, {"NotifyRole"})
         self.assertEqual(self.role_of("ReconcileExsitedFunction"), "ReconcileExsitedRole")
+        self.assertEqual(self.role_of("ReconcileFunction"), "ReconcileRole")
+        # A role is in the stack exactly when a function using it is: under its functions' condition when they
+        # share one (each reconcile's), else in every stack (notify's, which notify-exsited also uses).
+        for role in self.of_type("AWS::IAM::Role"):
+            users = {self.resources[f].get("Condition") for f in self.functions() if self.role_of(f) == role}
+            with self.subTest(role=role):
+                self.assertTrue(users, "a role no function uses")
+                self.assertEqual(self.resources[role].get("Condition"), users.pop() if len(users) == 1 else None)
+        self.assertEqual(self.resources["ReconcileRole"].get("Condition"), "HasAppZen")
         self.assertEqual(self.resources["ReconcileExsitedRole"].get("Condition"), "HasExsited")
         # reconcile spaces the retries of the webhooks it hands back, on their own queue only.
         self.assertEqual(granted("ReconcileRole", "sqs:ChangeMessageVisibility"), {"WebhookQueue"})
@@ -817,28 +991,50 @@ class TemplateTest(unittest.TestCase):
     def test_the_operator_policy_grants_on_exsited_s_resources_only_what_it_grants_on_appzen_s(self):
         # In a stack with Exsited, the operator does to Exsited's queues, secret and reconcile what it does to
         # AppZen's (status, replay, redrive; verify and po read a destination with its reconcile's settings), and
-        # nothing more; without Exsited, nothing of Exsited's is granted.
+        # nothing more; without Exsited, nothing of Exsited's is granted. AppZen's own secret and reconcile are
+        # granted only in a stack with AppZen (HasAppZen), its queues (in every stack) in every stack.
         mirror = {"WebhookQueue": "ExsitedWebhookQueue", "WebhookDeadLetterQueue": "ExsitedWebhookDeadLetterQueue",
                   "WebhookParkedQueue": "ExsitedWebhookParkedQueue", "AppZenSecret": "ExsitedSecret",
                   "ReconcileFunction": "ReconcileExsitedFunction"}
-        mirrored = set()
-        for where, statement in self.policy_statements():
+        mirrored, appzen_granted = set(), set()
+        for where, statement, statement_condition in self.conditional_statements():
             if where != "OperatorPolicy":
                 continue
             entries = self.conditional_entries(statement["Resource"])
             with self.subTest(statement=statement.get("Sid")):
-                always = {target(e) for e, c in entries if c is None} - {None}
+                appzen = {target(e) for e, c in entries if c in (None, "HasAppZen")} - {None}
                 exsited = {target(e) for e, c in entries if c == "HasExsited"}
-                self.assertEqual({c for _, c in entries} - {None, "HasExsited"}, set())
-                self.assertEqual(exsited, {mirror[r] for r in always if r in mirror})
+                self.assertEqual({c for _, c in entries} - {None, "HasAppZen", "HasExsited"}, set())
+                self.assertEqual(exsited, {mirror[r] for r in appzen if r in mirror})
+                for entry, condition in entries:
+                    # conditional_entries holds an !If entry's resources to its condition; a plain entry's too.
+                    if target(entry):
+                        self.assertEqual(condition, self.condition_of(target(entry)), entry)
                 mirrored |= exsited
+                appzen_granted |= {r for r in appzen if r in mirror}
         self.assertEqual(mirrored, set(mirror.values()))
-        # pause and resume switch AppZen's event source mapping only (po-sync-admin has no Exsited pause yet).
-        pauses = [s for w, s in self.policy_statements() if w == "OperatorPolicy"
+        self.assertEqual(appzen_granted, set(mirror))
+        # pause and resume switch AppZen's event source mapping only (po-sync-admin has no Exsited pause yet), in
+        # a stack that has it.
+        pauses = [(s, c) for w, s, c in self.conditional_statements() if w == "OperatorPolicy"
                   and "lambda:UpdateEventSourceMapping" in as_list(s["Action"])]
-        self.assertEqual([sub_text(r) for s in pauses for r in as_list(s["Resource"])],
+        self.assertEqual([sub_text(r) for s, _ in pauses for r in as_list(s["Resource"])],
                          ["arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:event-source-mapping:"
                           "${ReconcileFunctionWebhooks}"])
+        self.assertEqual([c for _, c in pauses], [self.condition_of("ReconcileFunctionWebhooks")])
+        self.assertEqual([c for _, c in pauses], ["HasAppZen"])
+
+    def test_every_policy_statement_names_a_resource_in_every_stack(self):
+        # IAM refuses a statement whose Resource list is empty: with one destination, a list of conditional
+        # entries (each destination's reconcile, its secret) must still keep one, or the statement must go too.
+        for parameters, conditions in self.valid_stacks():
+            for where, statement, statement_condition in self.conditional_statements():
+                if statement_condition is not None and not conditions[statement_condition]:
+                    continue
+                with self.subTest(stack=parameters, statement=f"{where}/{statement.get('Sid', '?')}"):
+                    present = [e for e, c in self.conditional_entries(statement["Resource"])
+                               if c is None or conditions[c]]
+                    self.assertTrue(present, "no resource left in this stack")
 
     def test_notify_records_parkings_in_the_history_with_its_retention(self):
         for name in ("NotifyFunction", "NotifyExsitedFunction"):
@@ -974,8 +1170,21 @@ class TemplateTest(unittest.TestCase):
                 self.assertEqual(self.condition_of(resource), "HasExsited")
                 if key.endswith("QueueUrl"):
                     self.assertEqual(self.resources[resource]["Type"], "AWS::SQS::Queue", key)
-        # The mapping's output is SAM's <function><event> for reconcile-exsited's only SQS event.
-        self.assertEqual(list(self.resources["ReconcileExsitedFunction"]["Properties"]["Events"]), ["Webhooks"])
+        for key, resource in OPERATOR_APPZEN_OUTPUTS.items():
+            with self.subTest(output=key):
+                self.assertIn(key, outputs)
+                self.assertEqual(outputs[key]["Value"], {"Ref": resource})
+                self.assertEqual(outputs[key].get("Condition"), "HasAppZen")
+                self.assertEqual(self.condition_of(resource), "HasAppZen")
+        # Each destination's secret, reconcile and mapping, under the same names but for the destination's.
+        renamed = {resource: OPERATOR_EXSITED_OUTPUTS[DESTINATION_OUTPUT_TWINS[key]]
+                   for key, resource in OPERATOR_APPZEN_OUTPUTS.items()}
+        for appzen, exsited in DESTINATION_OUTPUT_TWINS.items():
+            with self.subTest(output=exsited):
+                self.assertEqual(outputs[exsited]["Value"], {"Ref": renamed[target(outputs[appzen]["Value"])]})
+        # The mappings' outputs are SAM's <function><event> for each reconcile's only SQS event.
+        for function in ("ReconcileFunction", "ReconcileExsitedFunction"):
+            self.assertEqual(list(self.resources[function]["Properties"]["Events"]), ["Webhooks"], function)
 
     # -- checkov ------------------------------------------------------------------------------------------
 
@@ -1017,17 +1226,24 @@ class TemplateTest(unittest.TestCase):
         # An existing stack keeps AppZen only, and nothing of Exsited's, until someone chooses otherwise.
         self.assertEqual(destinations["Default"], "appzen")
         self.assertIn(destinations["Default"], destinations["AllowedValues"])
-        exsited_value = self.template["Conditions"]["HasExsited"]["Fn::Equals"][1]
+        # Either destination alone, or both; each set once (the first named mails a mismatch: ingest's order).
+        offered = [frozenset(value.split(",")) for value in destinations["AllowedValues"]]
+        self.assertEqual(sorted(offered, key=sorted),
+                         sorted([frozenset({"appzen"}), frozenset({"exsited"}), frozenset({"appzen", "exsited"})],
+                                key=sorted))
         for value in destinations["AllowedValues"]:
             names = value.split(",")
             self.assertEqual(len(set(names)), len(names), value)
-            self.assertLessEqual(set(names), {"appzen", "exsited"}, value)
-            # AppZen's side is in every stack; HasExsited is true exactly when the value names exsited.
-            self.assertIn("appzen", names, value)
-            self.assertEqual("exsited" in names, value == exsited_value, value)
+            # Each destination's side is in the stack exactly when the value names it.
+            conditions = stack_conditions(self.template, {"Destinations": value})
+            self.assertEqual(conditions["HasAppZen"], "appzen" in names, value)
+            self.assertEqual(conditions["HasExsited"], "exsited" in names, value)
         # With exsited named, the tenant is required (the default is empty, so it is not in a stack without it).
         rule = self.template["Rules"]["ExsitedNeedsItsTenant"]
         self.assertEqual(rule["RuleCondition"], self.template["Conditions"]["HasExsited"])
+        for value in destinations["AllowedValues"]:
+            self.assertEqual(evaluate(self.template, rule["RuleCondition"], {"Destinations": value}),
+                             "exsited" in value.split(","), value)
         self.assertEqual([a["Assert"] for a in rule["Assertions"]],
                          [{"Fn::Not": [{"Fn::Equals": [{"Ref": "ExsitedBaseUrl"}, ""]}]}])
         base_url = parameters["ExsitedBaseUrl"]
@@ -1099,7 +1315,11 @@ class TemplateTest(unittest.TestCase):
             with self.subTest(alarm=exsited):
                 a = copy.deepcopy(self.resources[appzen]["Properties"])
                 e = copy.deepcopy(self.resources[exsited]["Properties"])
-                self.assertIsNone(self.resources[appzen].get("Condition"))
+                # Each exists when what it watches does: AppZen's queues are in every stack, its reconcile only
+                # in a stack with AppZen; Exsited's queues and functions only in a stack with Exsited.
+                watched, = {name for name, _ in references(a) if name in renamed}
+                self.assertEqual(self.resources[appzen].get("Condition"), self.condition_of(watched))
+                self.assertEqual(self.resources[exsited].get("Condition"), self.condition_of(renamed[watched]))
                 a.pop("AlarmDescription"), e.pop("AlarmDescription")
                 if "Metrics" in a:  # the metric-math alarm's label names its queue
                     for metric in a["Metrics"] + e["Metrics"]:
@@ -1108,6 +1328,38 @@ class TemplateTest(unittest.TestCase):
                 for old, new in renamed.items():
                     text = text.replace(f'"{old}"', f'"{new}"')
                 self.assertEqual(e, json.loads(text))
+
+    def test_every_alarm_exists_exactly_when_what_it_watches_does(self):
+        # An alarm on a resource of one destination goes with it (a dimension naming it would fail the deploy);
+        # an alarm on a function's own metrics (dimension service) goes with that function, so a stack without
+        # AppZen has no alarm on AppZen's reconcile sitting at INSUFFICIENT_DATA forever; an alarm on what every
+        # stack has is in every stack (or under a condition of its own parameter, never a destination's).
+        def service_condition(service):
+            conditions = {self.condition_of(f) for f in SERVICE_FUNCTIONS[service]}
+            return conditions.pop() if len(conditions) == 1 else None
+
+        self.assertEqual(set(SERVICE_FUNCTIONS), {s for m in self.catalogue().values() for s in m["services"]})
+        self.assertEqual({f for fs in SERVICE_FUNCTIONS.values() for f in fs}, set(self.functions()))
+        for name, alarm in self.of_type("AWS::CloudWatch::Alarm").items():
+            p = alarm["Properties"]
+            metrics = [p] if "MetricName" in p else [m["MetricStat"]["Metric"] for m in p["Metrics"] if "MetricStat" in m]
+            needed = set()
+            for metric in metrics:
+                for dimension in metric.get("Dimensions", []):
+                    if target(dimension["Value"]) in self.resources:
+                        needed.add(self.condition_of(target(dimension["Value"])))
+                    elif dimension["Name"] == "service":
+                        needed.add(service_condition(dimension["Value"]))
+            needed.discard(None)
+            with self.subTest(alarm=name):
+                self.assertLessEqual(len(needed), 1, needed)
+                if needed:
+                    self.assertEqual(alarm.get("Condition"), needed.pop())
+                else:
+                    self.assertNotIn(alarm.get("Condition"), {"HasAppZen", "HasExsited"})
+        for name in ("AppZenRejectionsAlarm", "AppZenSetupAlarm", "ReconcileRetriesAlarm", "ReconcileErrorsAlarm",
+                     "ReconcileThrottlesAlarm"):
+            self.assertEqual(self.resources[name].get("Condition"), "HasAppZen", name)
 
     def test_a_parked_webhook_alarms_well_before_retention_deletes_it(self):
         for destination, chain in WEBHOOK_CHAINS.items():
@@ -1140,10 +1392,28 @@ class TemplateTest(unittest.TestCase):
         return (body[0], body[1]) if isinstance(body, list) else (body, {})
 
     def dashboard_stacks(self):
-        """Every combination of the conditions the dashboard's variables depend on, as {condition: bool}."""
+        """valid_stacks(), once it is sure they vary every parameter the dashboard's variables depend on and give
+        each of the variables' conditions both values."""
         _, variables = self.dashboard_body()
-        conditions = sorted({v["Fn::If"][0] for v in variables.values() if isinstance(v, dict) and "Fn::If" in v})
-        return [dict(zip(conditions, values)) for values in itertools.product((True, False), repeat=len(conditions))]
+        conditions = {v["Fn::If"][0] for v in variables.values() if isinstance(v, dict) and "Fn::If" in v}
+        self.assertLessEqual({"HasAppZen", "HasExsited", "HasNoWebhookAlarm"}, conditions)
+        read = parameters_of(self.template, [{"Condition": c} for c in conditions])
+        stacks = self.valid_stacks()
+        self.assertLessEqual(read, set().union(*(p for p, _ in stacks)), "a parameter the rendering does not vary")
+        for condition in conditions:
+            self.assertEqual({c[condition] for _, c in stacks}, {True, False}, condition)
+        return stacks
+
+    def valid_stacks(self):
+        """[(parameters, {condition: value})]: every value Destinations allows, each with NoWebhookAlarmHours at
+        its default and at 0; the other parameters at their defaults."""
+        hours = self.template["Parameters"]["NoWebhookAlarmHours"]["Default"]
+        stacks = []
+        for destinations, alarm_hours in itertools.product(
+                self.template["Parameters"]["Destinations"]["AllowedValues"], (hours, 0)):
+            parameters = {"Destinations": destinations, "NoWebhookAlarmHours": alarm_hours}
+            stacks.append((parameters, stack_conditions(self.template, parameters)))
+        return stacks
 
     def exists(self, name, stack):
         """Whether resource `name` is in a stack with these conditions (a condition not named: true)."""
@@ -1232,9 +1502,14 @@ class TemplateTest(unittest.TestCase):
         self.assertLessEqual({"p50", "p99"}, set(latency), "AppZen latency as p50 and p99")
 
     def test_the_dashboard_shows_queue_depths_ages_dead_letters_and_the_functions(self):
-        self.assertIn({"HasExsited": False, "HasNoWebhookAlarm": False}, self.dashboard_stacks())
-        for stack in self.dashboard_stacks():
-            with self.subTest(stack=stack):
+        # Rendered as each stack would have it (valid JSON, naming only that stack's resources: dashboard()),
+        # for appzen, exsited and both, with and without the no-webhook alarm.
+        stacks = self.dashboard_stacks()
+        self.assertEqual({p["Destinations"] for p, _ in stacks},
+                         set(self.template["Parameters"]["Destinations"]["AllowedValues"]))
+        self.assertEqual(len(stacks), 6)
+        for parameters, stack in stacks:
+            with self.subTest(stack=parameters):
                 self.check_dashboard_shows_the_stack_s_queues_and_functions(stack)
 
     def check_dashboard_shows_the_stack_s_queues_and_functions(self, stack):
@@ -1258,17 +1533,18 @@ class TemplateTest(unittest.TestCase):
                 self.assertIn(("AWS/SQS", "ApproximateAgeOfOldestMessage", queue), seen, "oldest-message age")
         for function in self.functions():
             if self.exists(function, stack):
-                for metric in ("Errors", "Throttles", "Duration"):
+                for metric in ("Errors", "Throttles", "Duration", "Invocations"):
                     self.assertIn(("AWS/Lambda", metric, function), seen)
 
     def test_the_dashboard_lists_every_alarm_and_the_stack_outputs_its_url(self):
-        for stack in self.dashboard_stacks():
-            listed = set()
+        for parameters, stack in self.dashboard_stacks():
+            listed = []
             for widget in self.dashboard(stack)["widgets"]:
                 if widget["type"] == "alarm":
-                    listed |= {arn[1:].removesuffix(".Arn") for arn in widget["properties"]["alarms"]}
-            self.assertEqual(listed, {a for a in self.of_type("AWS::CloudWatch::Alarm") if self.exists(a, stack)},
-                             stack)
+                    listed += [arn[1:].removesuffix(".Arn") for arn in widget["properties"]["alarms"]]
+            self.assertEqual(len(listed), len(set(listed)), f"{parameters}: an alarm listed twice")
+            self.assertEqual(set(listed), {a for a in self.of_type("AWS::CloudWatch::Alarm") if self.exists(a, stack)},
+                             parameters)
         url = sub_text(self.template["Outputs"]["DashboardUrl"]["Value"])
         self.assertTrue(url.startswith("https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home?"), url)
         self.assertIn("region=${AWS::Region}", url)

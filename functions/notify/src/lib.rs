@@ -258,6 +258,7 @@ impl<E: EmailSender, Q: FifoQueue, S: ObjectStore> Notifier<E, Q, S> {
         let (Some(history), Some(webhook)) = (&self.history, &event.webhook) else { return };
         let attempt = Attempt {
             sqs_message_id: Some(parked_message_id.to_owned()),
+            destination: self.config.dead_letters_of.as_str().to_owned(),
             ..Attempt::new(
                 webhook.po.id,
                 &webhook.po.po_number,
@@ -276,6 +277,10 @@ impl<E: EmailSender, Q: FifoQueue, S: ObjectStore> Notifier<E, Q, S> {
     /// one line for the parking and one for the e-mail.
     async fn notify_one(&self, record: &SqsMessage) -> Result<(), NotifyError> {
         let Plan { mut event, parcel } = plan_for(record);
+        if parcel.is_some() {
+            // A dead-lettered webhook: it failed at the destination whose queue this function drains.
+            event.destination = self.config.dead_letters_of;
+        }
         let po_id = event.po().map(|po| po.id);
         let po_number = event.po().map(|po| one_line(&po.po_number, 60));
         let kind = event.kind().as_str();
@@ -549,6 +554,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn notify_exsited_mails_its_dead_letters_as_exsited_s() {
+        let mut notifier = memory_notifier(true);
+        notifier.config.dead_letters_of = po_sync::destination::Destination::Exsited;
+        let response = notifier.handle(batch(vec![dlq_record(&dead_letter_json(), Some("48213"))])).await;
+        assert!(failed(&response).is_empty());
+        let sent = notifier.email.sent();
+        let text = String::from_utf8_lossy(&sent[0].mime);
+        assert!(text.contains("Exsited or the network kept failing"), "{text}");
+        assert!(!text.contains("AppZen"), "an Exsited dead letter never names AppZen: {text}");
+    }
+
+    #[tokio::test]
     async fn a_dead_letter_that_cannot_be_parked_is_not_mailed_and_holds_back_the_rest() {
         let notifier = memory_notifier(true);
         notifier.parked.as_ref().unwrap().fail_next(1, Failure::Transient);
@@ -606,8 +623,10 @@ mod tests {
             NotificationKind::DeadLettered,
             NotificationKind::PoisonMessage,
             NotificationKind::AppzenOutage,
+            NotificationKind::ExsitedOutage,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert!(po_sync_aws::metrics::EMAIL_KINDS.contains(&kind.as_str()), "{kind:?} is on the dashboard");
         }
     }
 

@@ -207,14 +207,10 @@ fn exsited_sent(delivered: Result<Delivered, ExsitedError>, envelope: &WebhookEn
             ledger_outcome: LedgerOutcome::Held,
             accepted: None,
         }),
-        Err(error) if error.is_transient() || is_setup_problem(&error) => {
-            Err(Box::new(Outcome::ExsitedUnavailable(error)))
-        }
+        // No verdict on the PO (po-sync's setup, or Exsited down or throttling): an outage, the record comes back.
+        Err(error) if error.outage_cause().is_some() => Err(Box::new(Outcome::ExsitedUnavailable(error))),
         Err(error) => {
-            let http_status = match &error {
-                ExsitedError::Refused { status, .. } | ExsitedError::Unreadable { status, .. } => *status,
-                ExsitedError::Unreachable(_) => 0,
-            };
+            let http_status = error.http_status().unwrap_or(0);
             let answer = DestinationAnswer {
                 http_status,
                 error: None,
@@ -253,10 +249,4 @@ pub(crate) fn cancelled_by_operator(
         ledger_outcome: LedgerOutcome::Held,
         accepted: None,
     }
-}
-
-/// Exsited refuses po-sync itself, not the PO (credentials, permission, a wrong address): nothing about the PO
-/// is wrong, so the record waits for the fix like an outage, and is parked after its retries.
-fn is_setup_problem(error: &ExsitedError) -> bool {
-    matches!(error, ExsitedError::Refused { status: 401 | 403 | 404 | 405 | 407, .. })
 }

@@ -60,8 +60,9 @@ pub enum Outcome {
     /// Exsited refused the PO; a person was notified.
     #[strum(serialize = "exsited_rejected")]
     ExsitedRejected { http_status: u16, detail: String },
-    /// Exsited gave no verdict on the PO (down, throttling, or refusing po-sync's credentials): the record
-    /// comes back.
+    /// Exsited gave no verdict on the PO (an outage of Exsited or of po-sync's setup: refused credentials, a
+    /// wrong address, throttling, down): the record comes back, and the outage is mailed once
+    /// (`exsited_outage`).
     #[strum(serialize = "exsited_unavailable")]
     ExsitedUnavailable(ExsitedError),
     /// The PO is cancelled at the destination: the version was not sent; a person was notified.
@@ -166,7 +167,8 @@ pub struct Reconciler<Q, L, S = S3ObjectStore, R = SqsRedelivery> {
     ledger: L,
     /// Sets when handed-back records come back (`WEBHOOK_QUEUE_URL`); `None`: after the queue's visibility timeout.
     redelivery: Option<R>,
-    /// The outage causes this instance saw and has not seen end: its next verdict from AppZen ends them.
+    /// The outage causes of its destination this instance saw and has not seen end: the destination's next
+    /// verdict ends them.
     outages_seen: Mutex<BTreeSet<OutageCause>>,
     /// Copies invoice PDFs into the bucket (`ARCHIVE_BUCKET`); `None` leaves Komet's links as they are.
     archiver: Option<InvoiceArchiver<S>>,

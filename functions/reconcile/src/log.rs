@@ -74,7 +74,7 @@ impl Outcome {
             Outcome::Upserted(a) => Some(a.http_status),
             Outcome::Rejected(r) => Some(r.http_status),
             Outcome::ExsitedRejected { http_status, .. } => Some(*http_status),
-            Outcome::ExsitedUnavailable(po_sync_aws::exsited::ExsitedError::Refused { status, .. }) => Some(*status),
+            Outcome::ExsitedUnavailable(error) => error.http_status(),
             Outcome::AppZenUnavailable { last, .. } => last.http_status(),
             _ => None,
         }
@@ -95,7 +95,10 @@ impl Outcome {
         match self {
             Outcome::Rejected(r) => Some(r.error.to_string()),
             Outcome::ExsitedRejected { detail, .. } => Some(detail.clone()),
-            Outcome::ExsitedUnavailable(error) => Some(format!("{error}; retried later")),
+            Outcome::ExsitedUnavailable(error) => Some(match error.outage_cause() {
+                Some(cause) => format!("{error} ({}); retried later", cause.as_str()),
+                None => format!("{error}; retried later"),
+            }),
             Outcome::Cancelled { exsited_id } => {
                 Some(format!("Exsited holds this PO as {exsited_id}, cancelled; not sent, a person decides"))
             }

@@ -3,6 +3,7 @@
 use crate::claim_check::Unresolved;
 use crate::destination;
 use crate::log::log_report;
+use crate::outages::Sighting;
 use crate::versions::Admission;
 use crate::{Outcome, Reconciler, RecordReport};
 use aws_lambda_events::event::sqs::SqsMessage;
@@ -161,10 +162,15 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
                     self.outages_over().await;
                 }
                 // Nobody is notified about the PO yet: the redelivery raises its events once it is done
-                // with. An AppZen outage itself is mailed once, whatever the number of POs waiting.
+                // with. The destination's outage itself is mailed once, whatever the number of POs waiting.
                 Err(retry) => {
-                    if let Outcome::AppZenUnavailable { last, .. } = retry.as_ref() {
-                        self.outage_seen(last).await;
+                    let seen = match retry.as_ref() {
+                        Outcome::AppZenUnavailable { last, .. } => Some(Sighting::appzen(last)),
+                        Outcome::ExsitedUnavailable(error) => Sighting::exsited(error),
+                        _ => None,
+                    };
+                    if let Some(seen) = seen {
+                        self.outage_seen(&seen).await;
                     }
                     return (*retry, None);
                 }

@@ -371,9 +371,10 @@ impl po_sync_aws::ledger::Ledger for FlakyLedger {
 
     async fn read_outage(
         &self,
+        destination: po_sync::destination::Destination,
         cause: OutageCause,
     ) -> Result<Option<po_sync::outage::OutageRecord>, po_sync_aws::port::PortError> {
-        self.inner.read_outage(cause).await
+        self.inner.read_outage(destination, cause).await
     }
 
     async fn write_outage(

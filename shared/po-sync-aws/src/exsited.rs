@@ -22,6 +22,7 @@ use crate::ledger::Written;
 use bytes::Bytes;
 use po_sync::config::reconcile::{ExsitedCredentialsSource, ExsitedDestinationConfig};
 use po_sync::exsited::{ChangeRequest, CreateRequest, InformationRequest, changes_to};
+use po_sync::outage::OutageCause;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -125,15 +126,51 @@ pub enum ExsitedError {
     Refused { status: u16, errors: Vec<ExsitedErrorItem>, retry_after: Option<Duration> },
     #[error("Exsited's answer (HTTP {status}) is not what its API documents: {reason}")]
     Unreadable { status: u16, reason: String },
+    /// The token endpoint refused the client credentials. OAuth servers answer a wrong client secret with 400
+    /// `invalid_client` as often as with 401: either way no PO can be sent until a person fixes the secret.
+    #[error("Exsited's token endpoint refused the client credentials (HTTP {status}): {}", describe(.errors))]
+    CredentialsRefused { status: u16, errors: Vec<ExsitedErrorItem> },
 }
 
 impl ExsitedError {
-    /// A timeout, a refused connection, 429 or a 5xx: the request may succeed later. Anything else needs a fix.
+    /// A timeout, a refused connection, 408, 429 or a 5xx: the request may succeed later. Anything else needs a
+    /// fix.
     pub fn is_transient(&self) -> bool {
+        matches!(self.outage_cause(), Some(OutageCause::Throttled | OutageCause::Unavailable))
+    }
+
+    /// The outage this failure is (Exsited gave no verdict on the PO), or `None` for Exsited's verdict on the PO
+    /// (another 4xx, or an answer that is not what its API documents):
+    /// - credentials: 401 (the client already fetched a new token once) or 403, also from the token endpoint;
+    /// - endpoint: a redirect, 404, 405, 407;
+    /// - throttled: 429;
+    /// - unavailable: 408, 5xx, a timeout or a connection error, and a token the shared store cannot give
+    ///   (the store failed, or another client is renewing it): all [`ExsitedError::Unreachable`].
+    pub fn outage_cause(&self) -> Option<OutageCause> {
         match self {
-            ExsitedError::Unreachable(_) => true,
-            ExsitedError::Refused { status, .. } => *status == 429 || *status >= 500,
-            ExsitedError::Unreadable { .. } => false,
+            ExsitedError::Unreachable(_) => Some(OutageCause::Unavailable),
+            ExsitedError::Refused { status, .. } => po_sync::outage::classify_exsited_status(*status),
+            ExsitedError::CredentialsRefused { .. } => Some(OutageCause::Credentials),
+            ExsitedError::Unreadable { .. } => None,
+        }
+    }
+
+    /// Exsited's HTTP status, when it answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            ExsitedError::Refused { status, .. }
+            | ExsitedError::Unreadable { status, .. }
+            | ExsitedError::CredentialsRefused { status, .. } => Some(*status),
+            ExsitedError::Unreachable(_) => None,
+        }
+    }
+
+    /// The failure in a few words, as an outage e-mail names the last one: `HTTP 401`, `timeout`.
+    pub fn failure(&self) -> String {
+        match self {
+            ExsitedError::Unreachable(reason) => reason.clone(),
+            ExsitedError::Refused { status, .. } | ExsitedError::Unreadable { status, .. } => format!("HTTP {status}"),
+            ExsitedError::CredentialsRefused { status, .. } => format!("HTTP {status} from the token endpoint"),
         }
     }
 }
@@ -569,8 +606,21 @@ impl ExsitedClient {
             .send()
             .await
             .map_err(unreachable)?;
-        let (status, bytes) = answer(response).await?;
+        let (status, bytes) = answer(response).await.map_err(token_refusal)?;
         serde_json::from_slice(&bytes).map_err(|e| unreadable(status, format!("token answer: {e}")))
+    }
+}
+
+/// A refusal from the token endpoint: a 4xx that is not about the address (404, 405, 407) nor a passing one
+/// (408, 429) refuses the credentials, whatever its status.
+fn token_refusal(error: ExsitedError) -> ExsitedError {
+    match error {
+        ExsitedError::Refused { status, errors, .. }
+            if (400..500).contains(&status) && !matches!(status, 404 | 405 | 407 | 408 | 429) =>
+        {
+            ExsitedError::CredentialsRefused { status, errors }
+        }
+        other => other,
     }
 }
 
@@ -636,4 +686,50 @@ fn unreachable(error: reqwest::Error) -> ExsitedError {
 
 fn unreadable(status: u16, reason: impl fmt::Display) -> ExsitedError {
     ExsitedError::Unreadable { status, reason: reason.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> ExsitedError {
+        ExsitedError::Refused { status, errors: Vec::new(), retry_after: None }
+    }
+
+    #[test]
+    fn failures_are_classified_into_the_outage_causes_appzen_s_are() {
+        use OutageCause::*;
+        for (error, cause) in [
+            (refused(401), Some(Credentials)),
+            (refused(403), Some(Credentials)),
+            (refused(302), Some(Endpoint)),
+            (refused(404), Some(Endpoint)),
+            (refused(405), Some(Endpoint)),
+            (refused(407), Some(Endpoint)),
+            (refused(429), Some(Throttled)),
+            (refused(408), Some(Unavailable)),
+            (refused(500), Some(Unavailable)),
+            (refused(503), Some(Unavailable)),
+            (ExsitedError::Unreachable("timeout".to_owned()), Some(Unavailable)),
+            (ExsitedError::Unreachable("error sending request: connection refused".to_owned()), Some(Unavailable)),
+            // Exsited's verdicts on the PO: no outage.
+            (refused(400), None),
+            (refused(409), None),
+            (refused(422), None),
+            (ExsitedError::Unreadable { status: 200, reason: "not a purchase order".to_owned() }, None),
+        ] {
+            assert_eq!(error.outage_cause(), cause, "{error:?}");
+            assert_eq!(error.is_transient(), matches!(cause, Some(Throttled | Unavailable)), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_the_shared_store_cannot_give_is_an_unavailability() {
+        use crate::port::{Failure, PortError};
+        let failed = store_failed(PortError::new("dynamodb:GetItem", Failure::Transient, "throttled"));
+        assert!(matches!(failed, ExsitedError::Unreachable(_)), "{failed:?}");
+        assert_eq!(failed.outage_cause(), Some(OutageCause::Unavailable));
+        assert_eq!(refused(401).failure(), "HTTP 401");
+        assert_eq!(ExsitedError::Unreachable("timeout".to_owned()).failure(), "timeout");
+    }
 }

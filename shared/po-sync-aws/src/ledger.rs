@@ -1,6 +1,6 @@
-//! The version ledger port: one [`LedgerEntry`] per Komet PO, and one [`OutageRecord`] per AppZen outage cause,
-//! read consistently and written only by compare-and-set on their revision. DynamoDB in Lambda, memory in
-//! tests. The rules are in `po_sync::ledger` and `po_sync::outage`.
+//! The version ledger port: one [`LedgerEntry`] per Komet PO, and one [`OutageRecord`] per destination and
+//! outage cause, read consistently and written only by compare-and-set on their revision. DynamoDB in Lambda,
+//! memory in tests. The rules are in `po_sync::ledger` and `po_sync::outage`.
 //!
 //! Beside it, each PO's history ([`Attempt`]s, `po_sync::history`): appended, never rewritten, read newest
 //! first; in DynamoDB a table of its own (partition key `poId`, sort key `attemptKey`, TTL `expiresAt`).
@@ -31,9 +31,15 @@ pub trait Ledger: Send + Sync {
     /// Stores `entry` if the stored entry is still the one it was derived from: revision `entry.revision - 1`,
     /// or no entry at all when `entry.revision` is 1.
     fn write(&self, entry: &LedgerEntry) -> impl Future<Output = Result<Written, PortError>> + Send;
-    /// The outage of `cause`, as last written.
-    fn read_outage(&self, cause: OutageCause) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send;
-    /// Stores `record` by the same compare-and-set rule as [`Ledger::write`].
+    /// `destination`'s outage of `cause`, as last written (its item: [`OutageRecord::key`]; each destination's
+    /// outages are its own, whichever destination's PO entries this ledger keeps).
+    fn read_outage(
+        &self,
+        destination: Destination,
+        cause: OutageCause,
+    ) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send;
+    /// Stores `record` (under its `po_id`, the key of its destination and cause) by the same compare-and-set
+    /// rule as [`Ledger::write`].
     fn write_outage(&self, record: &OutageRecord) -> impl Future<Output = Result<Written, PortError>> + Send;
     /// Appends `attempt` to its PO's history; does nothing where no history is kept.
     fn record(&self, attempt: &Attempt) -> impl Future<Output = Result<(), PortError>> + Send;
@@ -191,11 +197,16 @@ impl Ledger for DynamoLedger {
         }
     }
 
-    async fn read_outage(&self, cause: OutageCause) -> Result<Option<OutageRecord>, PortError> {
-        self.get(OutageRecord::key(cause)).await
+    async fn read_outage(
+        &self,
+        destination: Destination,
+        cause: OutageCause,
+    ) -> Result<Option<OutageRecord>, PortError> {
+        self.get(OutageRecord::key(destination, cause)).await
     }
 
     async fn write_outage(&self, record: &OutageRecord) -> Result<Written, PortError> {
+        check_outage_key(record)?;
         self.compare_and_put(record, record.revision).await
     }
 
@@ -302,6 +313,17 @@ struct MemoryState {
     failures: Vec<Failure>,
 }
 
+/// An outage record is written only under the key of its destination and cause, so one destination's outage
+/// never overwrites another's.
+fn check_outage_key(record: &OutageRecord) -> Result<(), PortError> {
+    let key = OutageRecord::key(record.destination, record.cause);
+    if record.po_id == key {
+        return Ok(());
+    }
+    let summary = format!("outage record {:?} is not keyed {key:?}", record.po_id);
+    Err(PortError::new(PUT_ITEM, Failure::Permanent, summary))
+}
+
 /// The compare-and-set rule: `revision` follows the stored one (or starts at 1 where nothing is stored).
 pub(crate) fn fits(stored: Option<u64>, revision: u64) -> bool {
     let expected = revision.saturating_sub(1);
@@ -316,8 +338,19 @@ impl MemoryLedger {
         self.state.lock().ok().and_then(|s| s.entries.get(&po_id.to_string()).cloned())
     }
 
+    /// AppZen's outage of `cause` ([`MemoryLedger::outage_of`] for another destination's).
     pub fn outage(&self, cause: OutageCause) -> Option<OutageRecord> {
-        self.state.lock().ok().and_then(|s| s.outages.get(&OutageRecord::key(cause)).cloned())
+        self.outage_of(Destination::Appzen, cause)
+    }
+
+    /// `destination`'s outage of `cause`.
+    pub fn outage_of(&self, destination: Destination, cause: OutageCause) -> Option<OutageRecord> {
+        self.state.lock().ok().and_then(|s| s.outages.get(&OutageRecord::key(destination, cause)).cloned())
+    }
+
+    /// Every outage record, of every destination, by key.
+    pub fn outages(&self) -> std::collections::BTreeMap<String, OutageRecord> {
+        self.state.lock().map(|s| s.outages.iter().map(|(k, r)| (k.clone(), r.clone())).collect()).unwrap_or_default()
     }
 
     /// Every attempt recorded, in the order recorded.
@@ -358,11 +391,16 @@ impl Ledger for MemoryLedger {
         })
     }
 
-    async fn read_outage(&self, cause: OutageCause) -> Result<Option<OutageRecord>, PortError> {
-        self.with(GET_ITEM, |state| state.outages.get(&OutageRecord::key(cause)).cloned())
+    async fn read_outage(
+        &self,
+        destination: Destination,
+        cause: OutageCause,
+    ) -> Result<Option<OutageRecord>, PortError> {
+        self.with(GET_ITEM, |state| state.outages.get(&OutageRecord::key(destination, cause)).cloned())
     }
 
     async fn write_outage(&self, record: &OutageRecord) -> Result<Written, PortError> {
+        check_outage_key(record)?;
         self.with(PUT_ITEM, |state| {
             if !fits(state.outages.get(&record.po_id).map(|r| r.revision), record.revision) {
                 return Written::Conflict;
@@ -398,8 +436,12 @@ impl<L: Ledger> Ledger for &L {
         (**self).write(entry)
     }
 
-    fn read_outage(&self, cause: OutageCause) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send {
-        (**self).read_outage(cause)
+    fn read_outage(
+        &self,
+        destination: Destination,
+        cause: OutageCause,
+    ) -> impl Future<Output = Result<Option<OutageRecord>, PortError>> + Send {
+        (**self).read_outage(destination, cause)
     }
 
     fn write_outage(&self, record: &OutageRecord) -> impl Future<Output = Result<Written, PortError>> + Send {
@@ -412,5 +454,51 @@ impl<L: Ledger> Ledger for &L {
 
     fn history(&self, po_id: u64, limit: usize) -> impl Future<Output = Result<Vec<Attempt>, PortError>> + Send {
         (**self).history(po_id, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use po_sync::outage::{self, OutageRules};
+
+    fn at(minute: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).unwrap() + chrono::Duration::minutes(minute)
+    }
+
+    const RULES: OutageRules =
+        OutageRules { quiet: chrono::Duration::hours(2), mail_after: chrono::Duration::minutes(15) };
+
+    #[tokio::test]
+    async fn each_destination_reads_and_writes_only_its_own_outages() {
+        let ledger = MemoryLedger::default();
+        let cause = OutageCause::Credentials;
+        let appzen = outage::observe(None, Destination::Appzen, cause, at(0), &RULES).write.unwrap();
+        assert_eq!(ledger.write_outage(&appzen).await.unwrap(), Written::Stored);
+        assert_eq!(ledger.read_outage(Destination::Exsited, cause).await.unwrap(), None, "AppZen's is not Exsited's");
+
+        // Exsited's outage of the same cause opens as a first record (revision 1), beside AppZen's.
+        let exsited = outage::observe(None, Destination::Exsited, cause, at(1), &RULES).write.unwrap();
+        assert_eq!((exsited.po_id.as_str(), exsited.revision), ("outage#exsited#credentials", 1));
+        assert_eq!(ledger.write_outage(&exsited).await.unwrap(), Written::Stored);
+        let ended = outage::end(Some(&exsited), at(2)).unwrap();
+        assert_eq!(ledger.write_outage(&ended).await.unwrap(), Written::Stored);
+        assert_eq!(ledger.read_outage(Destination::Exsited, cause).await.unwrap(), Some(ended.clone()));
+        assert_eq!(ledger.outage_of(Destination::Exsited, cause), Some(ended));
+        assert_eq!(ledger.read_outage(Destination::Appzen, cause).await.unwrap(), Some(appzen.clone()));
+        assert_eq!(ledger.outage(cause), Some(appzen), "AppZen's record untouched: open, revision 1");
+        assert_eq!(ledger.outages().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_outage_record_keyed_as_another_destination_s_is_refused() {
+        let ledger = MemoryLedger::default();
+        let exsited = outage::observe(None, Destination::Exsited, OutageCause::Endpoint, at(0), &RULES).write.unwrap();
+        let mislabelled =
+            OutageRecord { po_id: OutageRecord::key(Destination::Appzen, OutageCause::Endpoint), ..exsited };
+        let error = ledger.write_outage(&mislabelled).await.unwrap_err();
+        assert!(!error.is_transient(), "{error}");
+        assert!(ledger.outages().is_empty());
     }
 }

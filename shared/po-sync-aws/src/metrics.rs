@@ -155,6 +155,7 @@ pub const EMAIL_KINDS: &[&str] = &[
     "dead_lettered",
     "poison_message",
     "appzen_outage",
+    "exsited_outage",
 ];
 
 pub const COLD_START: MetricSpec = MetricSpec {

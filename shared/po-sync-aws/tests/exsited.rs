@@ -215,6 +215,29 @@ async fn a_refused_token_request_is_the_answer_and_the_secret_is_not_in_it() {
         .mount(&server)
         .await;
     let error = client(&server).get("PO-1").await.unwrap_err();
-    assert_eq!(error.to_string(), "Exsited answered HTTP 401: INVALID_CLIENT: bad credentials");
+    assert_eq!(
+        error.to_string(),
+        "Exsited's token endpoint refused the client credentials (HTTP 401): INVALID_CLIENT: bad credentials"
+    );
     assert!(!format!("{error:?}{:?}", client(&server)).contains("secret-1"));
+}
+
+#[tokio::test]
+async fn credentials_the_token_endpoint_refuses_are_a_credentials_outage_whatever_the_4xx() {
+    for (status, outage) in [(400, true), (401, true), (403, true), (404, false), (429, false)] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/v1/oauth2/token"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(serde_json::json!({
+                "errors": [{"code": "invalid_client", "message": "Client authentication failed"}]
+            })))
+            .mount(&server)
+            .await;
+        let error = client(&server).cancel("PO-1").await.unwrap_err();
+        let credentials = error.outage_cause() == Some(po_sync::outage::OutageCause::Credentials);
+        assert_eq!(credentials, outage, "HTTP {status}: {error:?}");
+        assert!(error.outage_cause().is_some(), "HTTP {status} from the token endpoint is never a verdict on a PO");
+        assert_eq!(error.http_status(), Some(status));
+        assert!(!error.to_string().contains("secret-1"), "{error}");
+    }
 }

@@ -91,11 +91,11 @@ fn dead_letter_explanation(attempts: Option<u32>, to: &str) -> String {
 
 /// `[po-sync] PO P002271 does not reconcile (2 discrepancies)`: names the PO and the problem; one line.
 pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
-    let to = event.destination.label();
+    let to = event.about_destination().label();
     let prefix = one_line(&settings.subject_prefix, 40);
     let about = match (event.po(), &event.detail) {
         (Some(po), _) => format!("PO {}", one_line(&po.po_number, MAX_SUBJECT_VALUE_CHARS)),
-        (None, NotificationDetail::AppzenOutage { .. }) => "AppZen".to_owned(),
+        (None, NotificationDetail::AppzenOutage { .. } | NotificationDetail::ExsitedOutage { .. }) => to.to_owned(),
         (None, _) => "Queue message".to_owned(),
     };
     let problem = match &event.detail {
@@ -121,7 +121,7 @@ pub fn subject(event: &NotificationEvent, settings: &EmailSettings) -> String {
         }
         NotificationDetail::DeadLettered { attempts: None, .. } => format!("not delivered to {to}"),
         NotificationDetail::PoisonMessage { .. } => "could not be read and was set aside".to_owned(),
-        NotificationDetail::AppzenOutage { cause, .. } => {
+        NotificationDetail::AppzenOutage { cause, .. } | NotificationDetail::ExsitedOutage { cause, .. } => {
             let what = match cause {
                 OutageCause::Credentials => "refuses po-sync's credentials",
                 OutageCause::Endpoint => "is not reached at the configured address",
@@ -156,6 +156,8 @@ pub struct View {
     pub received_at: Option<String>,
     pub body_sha256: Option<String>,
     pub sqs_message_id: Option<String>,
+    /// The destination the event is about (`AppZen`, `Exsited`): the footer says where po-sync carries POs.
+    pub destination: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -178,8 +180,11 @@ pub struct DiscrepancyRow {
     pub difference: String,
 }
 
+/// The destination's answer (AppZen's, or Exsited's for an Exsited outage).
 #[derive(Debug, Clone)]
 pub struct AppZenView {
+    /// Who answered, as the heading names it (`AppZen`, `Exsited`).
+    pub from: &'static str,
     pub status: String,
     pub message: String,
     pub correlation_id: Option<String>,
@@ -241,7 +246,7 @@ fn timestamp(at: DateTime<Utc>) -> String {
 
 impl View {
     pub fn of(event: &NotificationEvent) -> View {
-        let to = event.destination.label();
+        let to = event.about_destination().label();
         let po_number = event.po().map(|po| field(&po.po_number));
         let po_label =
             po_number.as_deref().map_or_else(|| "the purchase order".to_owned(), |n| format!("purchase order {n}"));
@@ -255,7 +260,8 @@ impl View {
         let appzen = match &event.detail {
             NotificationDetail::AppzenRejected { appzen: answer }
             | NotificationDetail::ExsitedRejected { exsited: answer } => Some(answer),
-            NotificationDetail::AppzenOutage { appzen, .. } => appzen.as_ref(),
+            NotificationDetail::AppzenOutage { appzen: answer, .. }
+            | NotificationDetail::ExsitedOutage { exsited: answer, .. } => answer.as_ref(),
             _ => None,
         };
         let (attempts, sqs_message_id) = match &event.detail {
@@ -268,8 +274,9 @@ impl View {
                 Some(one_line(problem, 2000))
             }
             NotificationDetail::DeadLettered { attempts, .. } => Some(dead_letter_explanation(*attempts, to)),
-            NotificationDetail::AppzenOutage { since, last_failure, .. } => Some(format!(
-                "Since {}, AppZen gives no verdict on any purchase order (last: {}). po-sync keeps every purchase order that arrives meanwhile and retries it, waiting longer each time; nothing has been dropped, and this e-mail is sent once for the whole outage, not once per purchase order.",
+            NotificationDetail::AppzenOutage { since, last_failure, .. }
+            | NotificationDetail::ExsitedOutage { since, last_failure, .. } => Some(format!(
+                "Since {}, {to} gives no verdict on any purchase order (last: {}). po-sync keeps every purchase order that arrives meanwhile and retries it, waiting longer each time; nothing has been dropped, and this e-mail is sent once for the whole outage, not once per purchase order.",
                 timestamp(*since),
                 field(last_failure)
             )),
@@ -327,8 +334,10 @@ impl View {
                 "A message on a po-sync queue could not be read, so it was set aside instead of being retried."
                     .to_owned()
             }
-            NotificationKind::AppzenOutage => match &event.detail {
-                NotificationDetail::AppzenOutage { cause, .. } => cause.explanation().to_owned(),
+            NotificationKind::AppzenOutage | NotificationKind::ExsitedOutage => match &event.detail {
+                NotificationDetail::AppzenOutage { cause, .. } | NotificationDetail::ExsitedOutage { cause, .. } => {
+                    cause.explanation(event.about_destination()).to_owned()
+                }
                 _ => String::new(),
             },
         };
@@ -371,12 +380,16 @@ impl View {
             NotificationKind::PoisonMessage => vec![
                 "Contact the integration owner and give them the message id below; nothing in Komet needs to change for this message.".to_owned(),
             ],
-            NotificationKind::AppzenOutage => match &event.detail {
-                NotificationDetail::AppzenOutage { cause, .. } => cause.fix().iter().map(|s| (*s).to_owned()).collect(),
+            NotificationKind::AppzenOutage | NotificationKind::ExsitedOutage => match &event.detail {
+                NotificationDetail::AppzenOutage { cause, .. } | NotificationDetail::ExsitedOutage { cause, .. } => {
+                    cause.fix(event.about_destination()).iter().map(|s| (*s).to_owned()).collect()
+                }
                 _ => Vec::new(),
             },
         };
         let webhook = event.webhook.as_ref();
+        // Whose answer the e-mail quotes: the destination's the event is about.
+        let answered_by = to;
         View {
             kind: event.kind().as_str(),
             headline,
@@ -406,6 +419,7 @@ impl View {
                 })
                 .collect(),
             appzen: appzen.map(|a| AppZenView {
+                from: answered_by,
                 status: match &a.error {
                     Some(error) => format!("HTTP {} {}", a.http_status, field(error)),
                     None => format!("HTTP {}", a.http_status),
@@ -413,7 +427,7 @@ impl View {
                 message: a
                     .message
                     .as_deref()
-                    .map_or_else(|| "(AppZen gave no message)".to_owned(), |m| one_line(m, 2000)),
+                    .map_or_else(|| format!("({answered_by} gave no message)"), |m| one_line(m, 2000)),
                 correlation_id: a.correlation_id.as_deref().map(field),
             }),
             detail,
@@ -454,6 +468,7 @@ impl View {
             received_at: webhook.map(|w| timestamp(w.received_at)),
             body_sha256: webhook.map(|w| field(&w.body_sha256)),
             sqs_message_id: sqs_message_id.map(|id| field(id)),
+            destination: to,
         }
     }
 }

@@ -1,18 +1,21 @@
-//! When AppZen cannot give a verdict on a PO, the fault is po-sync's or AppZen's, not the PO's: an *outage*.
+//! When a destination (AppZen, Exsited) cannot give a verdict on a PO, the fault is po-sync's or the
+//! destination's, not the PO's: an *outage*.
 //!
 //! - [`classify_status`] splits AppZen's answers into the PO is wrong (400, 409, 413, 422: a person fixes the PO)
 //!   and an outage ([`OutageCause`]): the record comes back later, nothing is consumed.
-//! - An outage is mailed once, not once per PO: one [`OutageRecord`] per cause (an item of the ledger table)
-//!   says when it began, when it was last seen and whether it was mailed; [`observe`] and [`end`] are its rules,
-//!   and every write is a compare-and-set on its revision, as the ledger's are, so two instances that see the
-//!   same outage mail it once.
+//!   [`classify_exsited_status`] does the same for Exsited's.
+//! - An outage is mailed once, not once per PO: one [`OutageRecord`] per destination and cause (an item of the
+//!   ledger table) says when it began, when it was last seen and whether it was mailed; [`observe`] and [`end`]
+//!   are its rules, and every write is a compare-and-set on its revision, as the ledger's are, so two instances
+//!   that see the same outage mail it once. One destination's outages never touch the other's records.
 //!
 //! Pure: records in, records out; the caller supplies the clock.
 
+use crate::destination::Destination;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Why AppZen did not take or refuse a PO. The names are the `cause` of the `AppZenFailures` metric.
+/// Why a destination did not take or refuse a PO. The names are the `cause` of the `AppZenFailures` metric.
 #[derive(
     Debug,
     Clone,
@@ -32,14 +35,14 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum OutageCause {
-    /// 401 or 403: AppZen refuses po-sync's credentials (expired, rotated, or without permission).
+    /// 401 or 403: the destination refuses po-sync's credentials (expired, rotated, or without permission).
     Credentials,
-    /// A redirect, 404, 405, 407 or another 4xx that says nothing about the PO: the requests do not reach
-    /// AppZen's purchase-order API (a wrong `APPZEN_BASE_URL`, a proxy).
+    /// A redirect, 404, 405, 407 (for AppZen also another 4xx that says nothing about the PO): the requests do
+    /// not reach the destination's purchase-order API (a wrong `APPZEN_BASE_URL` or `EXSITED_BASE_URL`, a proxy).
     Endpoint,
-    /// 429: AppZen asks po-sync to slow down.
+    /// 429: the destination asks po-sync to slow down.
     Throttled,
-    /// 408, 5xx, a timeout or a connection error: AppZen or the network is down.
+    /// 408, 5xx, a timeout or a connection error: the destination or the network is down.
     Unavailable,
 }
 
@@ -53,36 +56,58 @@ impl OutageCause {
         matches!(self, OutageCause::Credentials | OutageCause::Endpoint)
     }
 
-    /// What is wrong, in one sentence, for the outage e-mail.
-    pub fn explanation(self) -> &'static str {
-        match self {
-            OutageCause::Credentials => {
+    /// What is wrong at `destination`, in one sentence, for the outage e-mail.
+    pub fn explanation(self, destination: Destination) -> &'static str {
+        match (destination, self) {
+            (Destination::Appzen, OutageCause::Credentials) => {
                 "AppZen refuses po-sync's credentials (HTTP 401 or 403): the API key, customer id or customer key is wrong, expired or without permission."
             }
-            OutageCause::Endpoint => {
+            (Destination::Appzen, OutageCause::Endpoint) => {
                 "po-sync's requests do not reach AppZen's purchase-order API: AppZen answers as if the address were wrong (a redirect, 404, 405 or 407)."
             }
-            OutageCause::Throttled => "AppZen asks po-sync to slow down (HTTP 429).",
-            OutageCause::Unavailable => {
+            (Destination::Appzen, OutageCause::Throttled) => "AppZen asks po-sync to slow down (HTTP 429).",
+            (Destination::Appzen, OutageCause::Unavailable) => {
                 "AppZen is not answering, or answers with server errors (HTTP 5xx, timeouts or connection errors)."
+            }
+            (Destination::Exsited, OutageCause::Credentials) => {
+                "Exsited refuses po-sync's credentials (HTTP 401 even with a new token, or 403): the OAuth client id or client secret is wrong, revoked or without permission."
+            }
+            (Destination::Exsited, OutageCause::Endpoint) => {
+                "po-sync's requests do not reach Exsited's purchase-order API: Exsited answers as if the address were wrong (a redirect, 404, 405 or 407)."
+            }
+            (Destination::Exsited, OutageCause::Throttled) => "Exsited asks po-sync to slow down (HTTP 429).",
+            (Destination::Exsited, OutageCause::Unavailable) => {
+                "Exsited is not answering, or answers with server errors (HTTP 408, 5xx, timeouts or connection errors), or po-sync cannot reach the Exsited token it shares in the ledger table."
             }
         }
     }
 
-    /// What to do about it, one sentence each, for the outage e-mail.
-    pub fn fix(self) -> &'static [&'static str] {
-        match self {
-            OutageCause::Credentials => &[
+    /// What to do about it at `destination`, one sentence each, for the outage e-mail.
+    pub fn fix(self, destination: Destination) -> &'static [&'static str] {
+        match (destination, self) {
+            (Destination::Appzen, OutageCause::Credentials) => &[
                 "Put AppZen's current API key, customer id and customer key in the secret named by APPZEN_SECRET_ARN (the stack output AppZenSecretArn). reconcile reads the secret again when AppZen refuses it, so no deploy is needed.",
                 "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
             ],
-            OutageCause::Endpoint => &[
+            (Destination::Appzen, OutageCause::Endpoint) => &[
                 "Check the stack parameter AppZenBaseUrl (APPZEN_BASE_URL): it must be the address AppZen gave you, such as https://api.appzen.com, without a path.",
                 "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
             ],
-            OutageCause::Throttled | OutageCause::Unavailable => &[
+            (Destination::Appzen, OutageCause::Throttled | OutageCause::Unavailable) => &[
                 "Nothing needs to be done in Komet: po-sync keeps every waiting purchase order and retries it, waiting longer each time, until AppZen answers.",
                 "If it lasts, check AppZen's status with AppZen support; the purchase orders go through in order once AppZen is back.",
+            ],
+            (Destination::Exsited, OutageCause::Credentials) => &[
+                "Put Exsited's current OAuth client_id and client_secret in the Exsited secret (EXSITED_SECRET_ARN, the stack output ExsitedSecretArn). Exsited's reconcile function reads it when an instance starts, so then start fresh instances: aws lambda update-function-configuration --function-name <stack output ReconcileExsitedFunctionName> --description \"secret updated\".",
+                "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
+            ],
+            (Destination::Exsited, OutageCause::Endpoint) => &[
+                "Check the stack parameter ExsitedBaseUrl (EXSITED_BASE_URL): it must be your Exsited tenant's address, https://<tenant>.exsited.com, without a path.",
+                "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
+            ],
+            (Destination::Exsited, OutageCause::Throttled | OutageCause::Unavailable) => &[
+                "Nothing needs to be done in Komet: po-sync keeps every waiting purchase order and retries it, waiting longer each time, until Exsited answers.",
+                "If it lasts, check Exsited's status with Exsited support; the purchase orders go through in order once Exsited is back.",
             ],
         }
     }
@@ -113,12 +138,30 @@ pub fn classify_status(status: u16) -> StatusClass {
     }
 }
 
-/// One outage per cause, as the ledger table keeps it (key `poId` = [`OutageRecord::key`], beside the POs).
+/// The outage an Exsited HTTP status (after the client's one token refresh on a 401) means; `None` for a
+/// success or for Exsited's verdict on the PO (any other 4xx: a refusal, mailed as `exsited_rejected`).
+pub fn classify_exsited_status(status: u16) -> Option<OutageCause> {
+    match status {
+        401 | 403 => Some(OutageCause::Credentials),
+        // A redirect is not followed (a redirected POST loses its body): a wrong address, as 404/405/407 are.
+        300..=399 | 404 | 405 | 407 => Some(OutageCause::Endpoint),
+        429 => Some(OutageCause::Throttled),
+        408 | 500..=599 => Some(OutageCause::Unavailable),
+        _ => None,
+    }
+}
+
+/// One outage per destination and cause, as the ledger table keeps it (key `poId` = [`OutageRecord::key`],
+/// beside the POs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutageRecord {
-    /// `outage#appzen#<cause>`: never a Komet PO id, which is a number.
+    /// `outage#appzen#<cause>` or `outage#exsited#<cause>`: never a Komet PO id, which is a number, nor a
+    /// destination's PO item (`exsited#<PO id>`).
     pub po_id: String,
+    /// Whose outage: absent for AppZen, as every record was before there was a second destination.
+    #[serde(default, skip_serializing_if = "Destination::is_appzen")]
+    pub destination: Destination,
     pub cause: OutageCause,
     /// Incremented by every write; the compare-and-set token.
     pub revision: u64,
@@ -127,15 +170,15 @@ pub struct OutageRecord {
     /// When the outage e-mail was queued; `None` while it is not due yet (or could not be queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailed_at: Option<DateTime<Utc>>,
-    /// When AppZen answered again; `None` while the outage lasts.
+    /// When the destination answered again; `None` while the outage lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
 }
 
 impl OutageRecord {
-    /// The ledger key of the outage of `cause`.
-    pub fn key(cause: OutageCause) -> String {
-        format!("outage#appzen#{}", cause.as_str())
+    /// The ledger key of `destination`'s outage of `cause`.
+    pub fn key(destination: Destination, cause: OutageCause) -> String {
+        format!("outage#{}#{}", destination.as_str(), cause.as_str())
     }
 
     fn is_open(&self, now: DateTime<Utc>, rules: &OutageRules) -> bool {
@@ -176,9 +219,11 @@ fn last_seen_granularity(rules: &OutageRules) -> Duration {
     Duration::minutes(1).min(rules.quiet / 4)
 }
 
-/// po-sync saw `cause` at `now`: opens an outage (none open), keeps it open, or makes its e-mail due.
+/// po-sync saw `cause` at `destination` at `now`: opens an outage (none open), keeps it open, or makes its
+/// e-mail due. `current` is that destination's record of that cause.
 pub fn observe(
     current: Option<&OutageRecord>,
+    destination: Destination,
     cause: OutageCause,
     now: DateTime<Utc>,
     rules: &OutageRules,
@@ -187,7 +232,8 @@ pub fn observe(
     let Some(open) = open else {
         let mail = rules.mail_after(cause) <= Duration::zero();
         let record = OutageRecord {
-            po_id: OutageRecord::key(cause),
+            po_id: OutageRecord::key(destination, cause),
+            destination,
             cause,
             revision: current.map_or(0, |r| r.revision) + 1,
             opened_at: now,
@@ -215,7 +261,7 @@ pub fn unmail(mailed: &OutageRecord) -> OutageRecord {
     OutageRecord { revision: mailed.revision + 1, mailed_at: None, ..mailed.clone() }
 }
 
-/// AppZen answered again at `now`: the open outage ends (`None`: nothing open to end).
+/// The destination answered again at `now`: the open outage ends (`None`: nothing open to end).
 pub fn end(current: Option<&OutageRecord>, now: DateTime<Utc>) -> Option<OutageRecord> {
     let open = current.filter(|record| record.ended_at.is_none())?;
     Some(OutageRecord { revision: open.revision + 1, ended_at: Some(now), ..open.clone() })
@@ -234,7 +280,7 @@ mod tests {
 
     /// Applies `observe` and returns the stored record and whether it mailed.
     fn see(current: Option<OutageRecord>, cause: OutageCause, minute: i64) -> (Option<OutageRecord>, bool) {
-        let observation = observe(current.as_ref(), cause, at(minute), &RULES);
+        let observation = observe(current.as_ref(), Destination::Appzen, cause, at(minute), &RULES);
         (observation.write.or(current), observation.mail)
     }
 
@@ -317,8 +363,8 @@ mod tests {
     fn sightings_write_at_most_once_a_minute_unless_the_mail_falls_due() {
         let (record, _) = see(None, OutageCause::Throttled, 0);
         let record = record.unwrap();
-        assert_eq!(observe(Some(&record), OutageCause::Throttled, at(0), &RULES).write, None);
-        let later = observe(Some(&record), OutageCause::Throttled, at(1), &RULES).write.unwrap();
+        assert_eq!(observe(Some(&record), Destination::Appzen, OutageCause::Throttled, at(0), &RULES).write, None);
+        let later = observe(Some(&record), Destination::Appzen, OutageCause::Throttled, at(1), &RULES).write.unwrap();
         assert_eq!((later.revision, later.last_seen_at, later.opened_at), (2, at(1), at(0)));
     }
 
@@ -333,24 +379,97 @@ mod tests {
     }
 
     #[test]
-    fn every_cause_says_what_is_wrong_and_how_to_fix_it() {
+    fn every_cause_says_what_is_wrong_and_how_to_fix_it_for_each_destination() {
         use strum::IntoEnumIterator;
         for cause in OutageCause::iter() {
-            assert!(!cause.explanation().is_empty() && !cause.fix().is_empty(), "{cause:?}");
+            for destination in Destination::iter() {
+                let (explanation, fix) = (cause.explanation(destination), cause.fix(destination));
+                assert!(!explanation.is_empty() && !fix.is_empty(), "{destination:?} {cause:?}");
+                assert!(explanation.contains(destination.label()), "{destination:?} {cause:?}: {explanation}");
+                let other = Destination::iter().find(|d| *d != destination).unwrap();
+                assert!(
+                    !explanation.contains(other.label()) && !fix.iter().any(|step| step.contains(other.label())),
+                    "{destination:?} {cause:?} names {other:?}"
+                );
+            }
             assert_eq!(serde_json::to_value(cause).unwrap(), cause.as_str());
         }
+    }
+
+    #[test]
+    fn exsited_statuses_are_split_into_outages_by_cause_and_refusals_of_the_po() {
+        use OutageCause::*;
+        let outages = [
+            (401, Credentials),
+            (403, Credentials),
+            (301, Endpoint),
+            (302, Endpoint),
+            (307, Endpoint),
+            (308, Endpoint),
+            (404, Endpoint),
+            (405, Endpoint),
+            (407, Endpoint),
+            (429, Throttled),
+            (408, Unavailable),
+            (500, Unavailable),
+            (502, Unavailable),
+            (503, Unavailable),
+            (504, Unavailable),
+        ];
+        for (status, cause) in outages {
+            assert_eq!(classify_exsited_status(status), Some(cause), "{status}");
+        }
+        // Exsited's verdicts on the PO (mailed as `exsited_rejected`), and successes: no outage.
+        for status in [200, 201, 204, 400, 409, 410, 413, 415, 422] {
+            assert_eq!(classify_exsited_status(status), None, "{status}");
+        }
+    }
+
+    #[test]
+    fn each_destination_keeps_its_own_outage_records() {
+        use strum::IntoEnumIterator;
+        assert_eq!(OutageRecord::key(Destination::Appzen, OutageCause::Credentials), "outage#appzen#credentials");
+        assert_eq!(OutageRecord::key(Destination::Exsited, OutageCause::Credentials), "outage#exsited#credentials");
+        let mut keys = std::collections::BTreeSet::new();
+        for destination in Destination::iter() {
+            for cause in OutageCause::iter() {
+                let key = OutageRecord::key(destination, cause);
+                assert!(key.parse::<u64>().is_err(), "never a Komet PO id: {key}");
+                assert!(!key.starts_with("exsited#"), "never a PO item of Exsited's: {key}");
+                assert!(keys.insert(key), "one key per destination and cause");
+            }
+        }
+
+        // Opened, mailed and ended for Exsited, the record says whose it is; AppZen's record stays as it was.
+        let appzen = observe(None, Destination::Appzen, OutageCause::Credentials, at(0), &RULES).write.unwrap();
+        let opened = observe(None, Destination::Exsited, OutageCause::Credentials, at(1), &RULES);
+        assert!(opened.mail, "credentials are mailed at once, for Exsited too");
+        let exsited = opened.write.unwrap();
+        assert_eq!((exsited.po_id.as_str(), exsited.destination), ("outage#exsited#credentials", Destination::Exsited));
+        let ended = end(Some(&exsited), at(5)).unwrap();
+        assert_eq!((ended.po_id.as_str(), ended.destination), ("outage#exsited#credentials", Destination::Exsited));
+        assert_eq!(unmail(&exsited).po_id, exsited.po_id);
+        assert_eq!(appzen.po_id, "outage#appzen#credentials");
+
+        // AppZen's records are stored as before there was a second destination (no `destination`); Exsited's
+        // say whose they are, and read back as they were written.
+        let stored = serde_json::to_value(&appzen).unwrap();
+        assert_eq!(stored.get("destination"), None, "{stored}");
+        let stored = serde_json::to_value(&ended).unwrap();
+        assert_eq!(stored["destination"], "exsited");
+        assert_eq!(serde_json::from_value::<OutageRecord>(stored).unwrap(), ended);
     }
 
     #[test]
     fn with_a_schedule_of_seconds_a_lasting_outage_stays_one_outage() {
         let rules = OutageRules { quiet: Duration::seconds(2), mail_after: Duration::zero() };
         let second = |n: i64| at(0) + Duration::milliseconds(n * 700);
-        let first = observe(None, OutageCause::Unavailable, second(0), &rules);
+        let first = observe(None, Destination::Appzen, OutageCause::Unavailable, second(0), &rules);
         assert!(first.mail);
         let mut current = first.write;
         // Seen every 0.7 s for a while: kept open, never mailed again.
         for n in 1..20 {
-            let seen = observe(current.as_ref(), OutageCause::Unavailable, second(n), &rules);
+            let seen = observe(current.as_ref(), Destination::Appzen, OutageCause::Unavailable, second(n), &rules);
             assert!(!seen.mail, "sighting {n}");
             current = seen.write.or(current);
         }

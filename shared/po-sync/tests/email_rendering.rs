@@ -142,6 +142,47 @@ fn a_po_cancelled_by_an_operator_tells_how_to_reactivate_it_through_po_sync() {
 }
 
 #[test]
+fn an_exsited_outage_names_exsited_and_its_fixes_never_appzen_s() {
+    use po_sync::destination::Destination;
+    use po_sync::outage::OutageCause;
+    let email = rendered(&email_samples::exsited_outage());
+    assert_eq!(email.subject, "[po-sync] Exsited refuses po-sync's credentials: purchase orders are waiting");
+    for needle in [
+        "Exsited refuses po-sync's credentials (HTTP 401 even with a new token, or 403)",
+        "Exsited's answer\n  Status:          HTTP 401\n",
+        "INVALID_CLIENT: invalid client_id or client_secret",
+        "Since 2026-11-21 17:00 UTC, Exsited gives no verdict on any purchase order (last: HTTP 401).",
+        "client_id and client_secret in the Exsited secret (EXSITED_SECRET_ARN, the stack output ExsitedSecretArn)",
+        "Kind:              exsited_outage",
+    ] {
+        assert!(email.text.contains(needle), "text lacks {needle:?}:\n{}", email.text);
+    }
+    assert!(email.html.contains(">Exsited's answer</h2>"), "{}", email.html);
+    // Only the footer, which describes po-sync itself, names AppZen.
+    let body = email.text.split("\n--\n").next().unwrap();
+    assert!(!body.contains("AppZen"), "{body}");
+
+    // Each cause names its fix: the base URL, and Exsited's status when it is throttling or down.
+    let at = email_samples::received_at();
+    let endpoint =
+        rendered(&NotificationEvent::outage_at(Destination::Exsited, OutageCause::Endpoint, at, "HTTP 404", None));
+    assert_eq!(
+        endpoint.subject,
+        "[po-sync] Exsited is not reached at the configured address: purchase orders are waiting"
+    );
+    assert!(endpoint.text.contains("ExsitedBaseUrl (EXSITED_BASE_URL)"), "{}", endpoint.text);
+    assert!(!endpoint.text.contains("'s answer\n"), "no answer section without an answer: {}", endpoint.text);
+    let down =
+        rendered(&NotificationEvent::outage_at(Destination::Exsited, OutageCause::Unavailable, at, "timeout", None));
+    assert_eq!(down.subject, "[po-sync] Exsited is unavailable: purchase orders are waiting");
+    assert!(down.text.contains("check Exsited's status with Exsited support"), "{}", down.text);
+    assert!(down.text.contains("(last: timeout)"), "{}", down.text);
+    let event = NotificationEvent::outage_at(Destination::Exsited, OutageCause::Throttled, at, "HTTP 429", None);
+    assert_eq!(event.group_id(), "exsited-outage");
+    assert_eq!(NotificationEvent::from_json(&event.to_json()).unwrap(), event, "the event reads back as written");
+}
+
+#[test]
 fn dead_letter_and_poison_e_mails_name_the_attempts_and_the_message() {
     let email = rendered(&email_samples::dead_lettered_webhook());
     assert_eq!(email.subject, "[po-sync] PO P002271 not delivered to AppZen after 5 attempts");

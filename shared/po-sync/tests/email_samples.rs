@@ -101,6 +101,24 @@ pub fn appzen_outage() -> NotificationEvent {
     NotificationEvent::outage(OutageCause::Credentials, received_at(), "HTTP 401", Some(appzen))
 }
 
+/// Exsited refusing po-sync's OAuth client credentials: one e-mail for the whole outage, as reconcile raises it
+/// (Exsited's answer worded as for a refusal).
+pub fn exsited_outage() -> NotificationEvent {
+    let exsited = DestinationAnswer {
+        http_status: 401,
+        error: None,
+        message: Some("Exsited answered HTTP 401: INVALID_CLIENT: invalid client_id or client_secret".to_owned()),
+        correlation_id: None,
+    };
+    NotificationEvent::outage_at(
+        po_sync::destination::Destination::Exsited,
+        OutageCause::Credentials,
+        received_at(),
+        "HTTP 401",
+        Some(exsited),
+    )
+}
+
 /// Every sample, named as its golden and docs files are.
 pub fn all() -> Vec<(&'static str, NotificationEvent)> {
     vec![
@@ -112,6 +130,7 @@ pub fn all() -> Vec<(&'static str, NotificationEvent)> {
         ("dead-lettered", dead_lettered_webhook()),
         ("poison-message", poison_message()),
         ("appzen-outage", appzen_outage()),
+        ("exsited-outage", exsited_outage()),
     ]
 }
 
@@ -126,6 +145,7 @@ fn there_is_one_sample_per_kind() {
             "appzen_rejected",
             "cancelled_at_destination",
             "dead_lettered",
+            "exsited_outage",
             "exsited_rejected",
             "mapping_error",
             "poison_message",

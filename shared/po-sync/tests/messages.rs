@@ -120,6 +120,19 @@ fn the_deduplication_id_is_stable_for_the_same_event_and_differs_otherwise() {
     assert_ne!(NotificationEvent::about(&later, mismatch()).deduplication_id(), a.deduplication_id());
     let poison = |problem: &str| NotificationEvent::poison(problem, "m-1").deduplication_id();
     assert_ne!(poison("x"), poison("y"));
+    // AppZen's and Exsited's e-mails about one version (each its mapping error, each its cancellation) are two
+    // messages: SQS would drop the second for five minutes if they shared the id. AppZen's id is as it was.
+    let mapping = || NotificationDetail::MappingError { problem: "x".into() };
+    let for_exsited = NotificationEvent { destination: po_sync::destination::Destination::Exsited, ..c.clone() };
+    assert_ne!(for_exsited.deduplication_id(), c.deduplication_id());
+    assert_eq!(NotificationEvent::about(&envelope, mapping()).deduplication_id(), c.deduplication_id());
+    let legacy = format!(
+        "mapping_error:{}:{}:{}",
+        envelope.po.id,
+        envelope.received_at.timestamp_millis(),
+        envelope.body_sha256
+    );
+    assert_eq!(c.deduplication_id(), po_sync::message::sha256_hex(legacy.as_bytes()));
 }
 
 #[test]

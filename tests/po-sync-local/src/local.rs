@@ -25,6 +25,11 @@ use po_sync_test_support::workspace_root;
 /// from one binary (`reconcile` and `reconcile-exsited`): each runs under its own `cargo lambda watch`.
 pub const FUNCTIONS: [&str; 3] = ["ingest", "reconcile", "notify"];
 
+/// Each destination's reconcile, by its local name ([`stack_env::ResolvedStack::function`]), AppZen's first: a
+/// stack has those its `Destinations` name, so one at least. `reconcile` in a stack with AppZen,
+/// `reconcile-exsited` in a stack with Exsited.
+pub const RECONCILES: [&str; 2] = ["reconcile", "reconcile-exsited"];
+
 /// The local stack's Exsited mapping for Komet's documented sample and the clean PO (the Exsited sandbox's
 /// default catalogue: accounts `SUP-0001`/`SUP-0002`, items `FLOWERS`/`ADDITIONAL_CHARGES`), given to the
 /// template's `ExsitedAccountMap` and `ExsitedItemMap` parameters.
@@ -73,8 +78,9 @@ pub struct StackOptions {
     pub invocation_deaths: Vec<(String, InvocationDeaths)>,
     /// Instances of ingest `cargo lambda watch` may run at once (Lambda runs one per concurrent caller).
     pub ingest_concurrency: u32,
-    /// The template's `Destinations` parameter: `appzen` (default) or `appzen,exsited` (then the Exsited sandbox
-    /// runs beside AppZen's, and reconcile-exsited and notify-exsited beside the others).
+    /// The template's `Destinations` parameter: `appzen` (default), `exsited` or `appzen,exsited`. With exsited
+    /// the Exsited sandbox runs, and reconcile-exsited and notify-exsited beside the others; without appzen there
+    /// is no `reconcile` (AppZen's), and nothing reaches the AppZen sandbox, which runs all the same.
     pub destinations: String,
 }
 
@@ -102,6 +108,8 @@ impl StackOptions {
 /// The queue URLs.
 #[derive(Debug, Clone)]
 pub struct Queues {
+    /// AppZen's webhook queue (ingest's `QUEUE_URL`), with its DLQ and parked queue: in every stack (notify reads
+    /// the DLQ), empty in a stack without AppZen.
     pub webhooks: String,
     pub webhooks_dlq: String,
     /// Where notify keeps each dead-lettered webhook for a later redrive. Not in [`Queues::all`]: it holds
@@ -325,7 +333,8 @@ impl LocalStack {
             .map_err(|e| setup(&format!("deploy {}", options.template.display()))(e))?;
         let queues = stack_queues(&sqs, &stack).await?;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let ledger_table = stack.required_var("reconcile", "LEDGER_TABLE_NAME").map_err(setup("the ledger table"))?;
+        let ledger_table =
+            stack.required_var(first_reconcile(&stack)?, "LEDGER_TABLE_NAME").map_err(setup("the ledger table"))?;
         let ledger = po_sync_aws::ledger::DynamoLedger::new(dynamodb, ledger_table);
         let ses = aws_sdk_ses::Client::new(&config);
         ses.verify_email_identity()
@@ -464,10 +473,10 @@ impl LocalStack {
         // The template's own event sources (its functions' `Events`), played by the local poller.
         let mut mappings = Vec::new();
         for source in &stack.stack.event_sources {
-            // A function the template gives the queue's URL spaces its own retries (reconcile's RetrySchedule).
+            // A function the template gives the queue's URL spaces its own retries (each reconcile's RetrySchedule).
             let queue_name = |url: &str| url.rsplit('/').next().unwrap_or_default().to_owned();
             let function_sets_visibility = stack.stack.functions.iter().any(|f| {
-                f.binary == source.function
+                f.name == source.function
                     && f.var("WEBHOOK_QUEUE_URL").is_some_and(|url| queue_name(url) == queue_name(&source.queue_url))
             });
             mappings.push(EventSourceMapping {
@@ -513,17 +522,25 @@ impl LocalStack {
         self.lambda_control.as_ref().map(|c| c.url.as_str())
     }
 
-    /// The local id of reconcile's mapping (the stack output `ReconcileEventSourceMappingId` on AWS).
-    pub fn reconcile_event_source(&self) -> String {
-        crate::poller::mapping_uuid("reconcile", &self.queues.webhooks)
+    /// The local id of AppZen's reconcile's mapping (the stack output `ReconcileEventSourceMappingId` on AWS);
+    /// `None` in a stack without AppZen.
+    pub fn reconcile_event_source(&self) -> Option<String> {
+        self.has_function("reconcile").then(|| crate::poller::mapping_uuid("reconcile", &self.queues.webhooks))
+    }
+
+    /// Whether the deployed stack has the function `name` (`reconcile`, `reconcile-exsited`, …).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.stack.function(name).is_ok()
     }
 
     /// The flags that point `po-sync-admin` at this pipeline's resources (the stack's outputs on AWS), for
-    /// every command; `make serve` prints them and the end-to-end test runs the CLI with them.
+    /// every command; `make serve` prints them and the end-to-end test runs the CLI with them. A destination the
+    /// stack lacks has no flags, as its outputs are missing on AWS.
     pub fn admin_flags(&self) -> Vec<String> {
         let var = |function: &str, name: &str| {
             self.stack.required_var(function, name).map(str::to_owned).unwrap_or_else(|e| format!("({e})"))
         };
+        let reconcile = first_reconcile(&self.stack).unwrap_or("reconcile");
         let q = &self.queues;
         [
             ("--webhook-queue-url", q.webhooks.clone()),
@@ -532,15 +549,19 @@ impl LocalStack {
             ("--notification-queue-url", q.notifications.clone()),
             ("--notification-dlq-url", q.notifications_dlq.clone()),
             ("--ledger-table", self.ledger.table().to_owned()),
-            ("--history-table", var("reconcile", "HISTORY_TABLE_NAME")),
+            ("--history-table", var(reconcile, "HISTORY_TABLE_NAME")),
             ("--archive-bucket", var("ingest", "ARCHIVE_BUCKET")),
-            ("--event-source-mapping", self.reconcile_event_source()),
-            // The local function's name, as GetFunctionConfiguration knows it here (ReconcileFunctionName on AWS).
-            ("--reconcile-function", "reconcile".to_owned()),
         ]
         .into_iter()
+        // AppZen's reconcile: its mapping (ReconcileEventSourceMappingId on AWS) and the local function's name, as
+        // GetFunctionConfiguration knows it here (ReconcileFunctionName).
+        .chain(self.reconcile_event_source().map(|mapping| ("--event-source-mapping", mapping)))
+        .chain(self.has_function("reconcile").then(|| ("--reconcile-function", "reconcile".to_owned())))
         // Exsited's reconcile, where cancel and reactivate read Exsited's settings (ReconcileExsitedFunctionName).
-        .chain(self.queues.exsited.is_some().then(|| ("--reconcile-exsited-function", "reconcile-exsited".to_owned())))
+        .chain(
+            self.has_function("reconcile-exsited")
+                .then(|| ("--reconcile-exsited-function", "reconcile-exsited".to_owned())),
+        )
         .flat_map(|(flag, value)| [flag.to_owned(), value])
         .collect()
     }
@@ -843,13 +864,31 @@ fn stack_parameters(options: &StackOptions) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The queues as the deployed template wires them: ingest's `QUEUE_URL`, reconcile's `NOTIFY_QUEUE_URL`,
+/// The first of [`RECONCILES`] the deployed stack has (AppZen's, else Exsited's): where the local pipeline reads
+/// what every reconcile is given alike (the ledger and history tables, the notification queue).
+fn first_reconcile(stack: &ResolvedStack) -> Result<&'static str, StackError> {
+    RECONCILES.into_iter().find(|name| stack.function(name).is_ok()).ok_or_else(|| {
+        let known: Vec<&str> = stack.functions.iter().map(|f| f.name.as_str()).collect();
+        setup("the template")(format!("it deploys no reconcile (none of {RECONCILES:?}; it has {known:?})"))
+    })
+}
+
+/// The queues as the deployed template wires them: ingest's `QUEUE_URL`, the reconciles' `NOTIFY_QUEUE_URL`,
 /// notify's `PARKED_QUEUE_URL`, and the dead-letter queues their redrive policies name.
 async fn stack_queues(sqs: &aws_sdk_sqs::Client, stack: &ResolvedStack) -> Result<Queues, StackError> {
     let wired =
         |function: &str, name: &str| stack.required_var(function, name).map(str::to_owned).map_err(setup("the queues"));
+    // AppZen's queue is in every stack, so ingest has its URL even when Destinations leaves AppZen out.
     let webhooks = wired("ingest", "QUEUE_URL")?;
-    let notifications = wired("reconcile", "NOTIFY_QUEUE_URL")?;
+    let notifications = wired(first_reconcile(stack)?, "NOTIFY_QUEUE_URL")?;
+    for other in RECONCILES.into_iter().filter(|name| stack.function(name).is_ok()) {
+        if wired(other, "NOTIFY_QUEUE_URL")? != notifications {
+            return Err(setup("the queues")(format!(
+                "{other}'s NOTIFY_QUEUE_URL is not {}'s: the local pipeline has one notification queue",
+                first_reconcile(stack)?
+            )));
+        }
+    }
     let webhooks_parked = wired("notify", "PARKED_QUEUE_URL")?;
     let webhooks_dlq = dead_letter_queue(sqs, &webhooks).await?;
     let notifications_dlq = dead_letter_queue(sqs, &notifications).await?;
@@ -1003,9 +1042,11 @@ fn function_envs(
             .map_err(|e| problem(format!("the function would not start: {e}")))?;
         envs.push((function.name.clone(), env));
     }
-    if !envs.iter().any(|(_, env)| env.iter().any(|(n, v)| n == "APPZEN_BASE_URL" && *v == sandbox.base_url())) {
+    // AppZen's reconcile (a stack whose Destinations names appzen) must reach the AppZen sandbox.
+    let appzen = envs.iter().find(|(name, _)| name == "reconcile");
+    if appzen.is_some_and(|(_, env)| !env.iter().any(|(n, v)| n == "APPZEN_BASE_URL" && *v == sandbox.base_url())) {
         return Err(setup(&template)(
-            "no function has APPZEN_BASE_URL, so none can be pointed at the AppZen sandbox".to_owned(),
+            "reconcile has no APPZEN_BASE_URL, so it cannot be pointed at the AppZen sandbox".to_owned(),
         ));
     }
     Ok(envs)
@@ -1265,9 +1306,11 @@ impl LocalStack {
     }
 
     /// Checks the metrics against what the run did, waiting up to 15 s for the last lines to land: every EMF
-    /// line is valid; each function counted its cold start; reconcile's `Records` add up to the records the
-    /// poller delivered, and its `retried` ones to the records it got back as failures; notify's `EmailsSent`
-    /// add up to the e-mails SES (moto) accepted; and each of `at_least_once` was emitted. Returns the summary.
+    /// line is valid; each function counted its cold start; each reconcile's `Records` (service `reconcile` for
+    /// AppZen's, `reconcile_exsited` for Exsited's) add up to the records the poller delivered from its
+    /// destination's queue, and its `retried` ones to the records it got back as failures; notify's
+    /// `EmailsSent` add up to the e-mails SES (moto) accepted; and each of `at_least_once` was emitted. Returns
+    /// the summary.
     pub async fn check_emitted_metrics(&self, at_least_once: &[ExpectedSeries<'_>]) -> Result<emf::Summary, String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -1288,32 +1331,45 @@ impl LocalStack {
         }
     }
 
+    /// The `service` dimension of a deployed function's metrics: its binary's name, but `reconcile_exsited` for
+    /// reconcile sending to Exsited (`DESTINATION=exsited`), as reconcile's `main` chooses it.
+    fn service_of(function: &stack_env::ResolvedFunction) -> String {
+        match (function.binary.as_str(), function.var("DESTINATION")) {
+            ("reconcile", Some(destination)) if destination.eq_ignore_ascii_case("exsited") => {
+                metrics::Service::ReconcileExsited.as_str().to_owned()
+            }
+            (binary, _) => binary.to_owned(),
+        }
+    }
+
     fn disagreements(&self, summary: &emf::Summary, at_least_once: &[ExpectedSeries<'_>]) -> Vec<String> {
         let mut found = Vec::new();
-        for service in FUNCTIONS {
-            if summary.total(service, metrics::COLD_START.name, &[]) < 1.0 {
-                found.push(format!("{service}: no ColdStart"));
+        // Every function the stack deploys was invoked (warm-up) and counted its cold start, under its service:
+        // notify and notify-exsited both as notify.
+        let mut functions_per_service: std::collections::BTreeMap<String, usize> = Default::default();
+        for function in &self.stack.functions {
+            *functions_per_service.entry(Self::service_of(function)).or_default() += 1;
+        }
+        for (service, functions) in &functions_per_service {
+            let cold_starts = summary.total(service, metrics::COLD_START.name, &[]);
+            if cold_starts < *functions as f64 {
+                found.push(format!("{service}: {cold_starts} ColdStart for {functions} function(s)"));
             }
         }
-        let reconciled: Vec<Invocation> = self
-            .invocations()
-            .into_iter()
-            .filter(|i| i.queue_url == self.queues.webhooks && i.error.is_none())
-            .collect();
-        let delivered: usize = reconciled.iter().map(|i| i.message_ids.len()).sum();
-        let failed: usize = reconciled.iter().map(|i| i.failed_ids.len()).sum();
-        let records =
-            |outcome: &str| summary.total("reconcile", metrics::RECORDS.name, &[&format!("outcome={outcome}")]);
-        let all_records: f64 =
-            metrics::RECORDS.dimension.map_or(&[][..], |d| d.values).iter().map(|o| records(o)).sum();
-        if all_records != delivered as f64 {
-            found.push(format!("reconcile: Records add up to {all_records}, the poller delivered {delivered} records"));
-        }
-        if records("retried") != failed as f64 {
-            found.push(format!(
-                "reconcile: {} Records retried, the poller got {failed} failures back",
-                records("retried")
-            ));
+        // Each reconcile the stack has, against what the poller delivered from its destination's queue.
+        let reconciles = [
+            ("reconcile", Some(self.queues.webhooks.as_str())),
+            ("reconcile-exsited", self.queues.exsited.as_ref().map(|e| e.webhooks.as_str())),
+        ];
+        let invocations = self.invocations();
+        for (name, queue) in reconciles {
+            let Ok(function) = self.stack.function(name) else { continue };
+            let Some(queue) = queue else {
+                found.push(format!("{name} is deployed but its queue is unknown"));
+                continue;
+            };
+            let service = Self::service_of(function);
+            found.extend(Self::records_disagreements(summary, &service, queue, &invocations));
         }
         let emails: f64 = metrics::EMAIL_KINDS
             .iter()
@@ -1327,6 +1383,34 @@ impl LocalStack {
             if summary.values(service, name, dimensions).is_empty() {
                 found.push(format!("{service}: {name} {dimensions:?} was never emitted"));
             }
+        }
+        found
+    }
+
+    /// A reconcile's `Records` (service `service`) against the poller's invocations on its queue `queue`: all of
+    /// them add up to the records delivered, the `retried` ones to the failures handed back.
+    fn records_disagreements(
+        summary: &emf::Summary,
+        service: &str,
+        queue: &str,
+        invocations: &[Invocation],
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        let reconciled: Vec<&Invocation> =
+            invocations.iter().filter(|i| i.queue_url == queue && i.error.is_none()).collect();
+        let delivered: usize = reconciled.iter().map(|i| i.message_ids.len()).sum();
+        let failed: usize = reconciled.iter().map(|i| i.failed_ids.len()).sum();
+        let records = |outcome: &str| summary.total(service, metrics::RECORDS.name, &[&format!("outcome={outcome}")]);
+        let all_records: f64 =
+            metrics::RECORDS.dimension.map_or(&[][..], |d| d.values).iter().map(|o| records(o)).sum();
+        if all_records != delivered as f64 {
+            found.push(format!("{service}: Records add up to {all_records}, the poller delivered {delivered} records"));
+        }
+        if records("retried") != failed as f64 {
+            found.push(format!(
+                "{service}: {} Records retried, the poller got {failed} failures back",
+                records("retried")
+            ));
         }
         found
     }

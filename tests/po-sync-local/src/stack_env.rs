@@ -52,7 +52,8 @@ pub struct FunctionSpec {
     pub log_format: Option<String>,
     /// `LoggingConfig.ApplicationLogLevel`, unresolved.
     pub log_level: Option<Value>,
-    /// The template condition the function exists under (`ReconcileExsitedFunction`: `HasExsited`), if any.
+    /// The template condition the function exists under (`ReconcileExsitedFunction`: `HasExsited`;
+    /// `ReconcileFunction`: `HasAppZen`), if any.
     pub condition: Option<String>,
 }
 
@@ -511,7 +512,8 @@ pub async fn deploy(
     let mut queues: HashMap<String, String> = HashMap::new();
     // In the plan's key order, which is not the template's: put each function's variables back in order below.
     let mut values: BTreeMap<(usize, usize), (String, String)> = BTreeMap::new();
-    // A function whose condition is false (Exsited's, with Destinations=appzen) has none of its outputs.
+    // A function whose condition is false (Exsited's with Destinations=appzen, AppZen's reconcile with
+    // Destinations=exsited) has none of its outputs.
     let deployed: Vec<bool> = (0..wiring.functions.len())
         .map(|index| {
             wiring.functions[index].condition.is_none()

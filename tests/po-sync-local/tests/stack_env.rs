@@ -75,6 +75,44 @@ async fn the_template_gives_each_function_its_environment_and_its_event_sources(
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exsited_only_stack_deploys_no_reconcile_for_appzen_and_feeds_exsited_s() {
+    let moto = MotoServer::start();
+    let config = moto.sdk_config().await;
+    let mut parameters = parameters();
+    parameters.push(("Destinations".to_owned(), "exsited".to_owned()));
+    parameters.push(("ExsitedBaseUrl".to_owned(), "https://po-sync-local.exsited.invalid".to_owned()));
+    let stack: ResolvedStack =
+        stack_env::deploy(&config, &stack_env::default_template(), &parameters).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let mut names: Vec<&str> = stack.functions.iter().map(|f| f.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["ingest", "notify", "notify-exsited", "reconcile-exsited"]);
+    let ingest = stack.function("ingest").unwrap();
+    assert_eq!(ingest.var("DESTINATIONS"), Some("exsited"));
+    assert_eq!(queue_name(ingest.var("EXSITED_QUEUE_URL").unwrap()), "po-sync-webhooks-exsited.fifo");
+    let reconcile = stack.function("reconcile-exsited").unwrap();
+    assert_eq!((reconcile.var("DESTINATION"), reconcile.var("DESTINATIONS")), (Some("exsited"), Some("exsited")));
+    assert_eq!(queue_name(reconcile.var("NOTIFY_QUEUE_URL").unwrap()), "po-sync-notifications.fifo");
+    assert!(reconcile.var("LEDGER_TABLE_NAME").is_some_and(|table| !table.is_empty()));
+
+    let mut sources: Vec<(&str, &str)> =
+        stack.event_sources.iter().map(|s| (queue_name(&s.queue_url), s.function.as_str())).collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [
+            ("po-sync-notifications.fifo", "notify"),
+            ("po-sync-webhooks-dlq.fifo", "notify"),
+            ("po-sync-webhooks-exsited-dlq.fifo", "notify-exsited"),
+            ("po-sync-webhooks-exsited.fifo", "reconcile-exsited"),
+        ]
+    );
+    // AppZen's webhook queue is in every stack (notify reads its DLQ), fed by nobody here.
+    let queues = aws_sdk_sqs::Client::new(&config).list_queues().send().await.unwrap();
+    assert!(queues.queue_urls().iter().any(|url| queue_name(url) == "po-sync-webhooks.fifo"), "{queues:?}");
+}
+
 /// A copy of the template without the first line `remove` (which must be in it): AppZen's function's, where
 /// Exsited's (later in the template) has the same line.
 fn template_without(name: &str, remove: &str) -> PathBuf {

@@ -7,8 +7,10 @@
 //! | `NOTIFY_REPLY_TO` | optional Reply-To address |
 //! | `NOTIFY_SUBJECT_PREFIX` | put in front of every subject; default `[po-sync]` |
 //! | `PARKED_QUEUE_URL` | optional FIFO queue (`….fifo`) where notify keeps each dead-lettered webhook before mailing it |
+//! | `DESTINATION` | `appzen` (default) or `exsited`: whose dead letters this notify reads (the stack's notify-exsited) |
 
-use super::{ConfigError, Env, fifo_queue_url, optional, required};
+use super::{ConfigError, Env, fifo_queue_url, one_of, optional, parsed_or, required};
+use crate::destination::Destination;
 use crate::email::EmailSettings;
 use crate::text::one_line;
 use email_address::{EmailAddress, Options};
@@ -137,6 +139,8 @@ pub struct NotifyConfig {
     pub archive_bucket: Option<String>,
     /// Where each parking is recorded in the PO's history (`HISTORY_TABLE_NAME`); `None`: not recorded.
     pub history: Option<super::HistoryConfig>,
+    /// Whose dead-lettered webhooks this function reads (`DESTINATION`): the e-mail and the history name it.
+    pub dead_letters_of: Destination,
 }
 
 impl NotifyConfig {
@@ -172,6 +176,7 @@ impl NotifyConfig {
             parked_queue_url,
             archive_bucket,
             history: super::history(env)?,
+            dead_letters_of: parsed_or(env, "DESTINATION", Destination::Appzen, one_of)?,
         })
     }
 }

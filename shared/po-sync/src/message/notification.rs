@@ -34,6 +34,8 @@ pub enum NotificationKind {
     PoisonMessage,
     /// AppZen gives no verdict on any PO for a while (one e-mail per outage).
     AppzenOutage,
+    /// Exsited gives no verdict on any PO for a while (one e-mail per outage).
+    ExsitedOutage,
 }
 
 impl NotificationKind {
@@ -147,7 +149,7 @@ pub struct NotificationEvent {
     pub message_type: NotificationType,
     pub schema_version: u32,
     /// The webhook the event is about; `None` for a poison message, whose webhook could not be read, and for
-    /// an AppZen outage, which is about every waiting PO.
+    /// a destination's outage, which is about every waiting PO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookFacts>,
     pub detail: NotificationDetail,
@@ -240,6 +242,18 @@ pub enum NotificationDetail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         appzen: Option<DestinationAnswer>,
     },
+    /// Exsited gives no verdict on any PO (credentials refused, wrong address, down), as `AppzenOutage` for
+    /// AppZen: one event per outage; the event's `destination` is Exsited.
+    ExsitedOutage {
+        cause: OutageCause,
+        /// When po-sync first saw it.
+        since: DateTime<Utc>,
+        /// The last failure in words (`HTTP 401`, `timeout`).
+        last_failure: String,
+        /// Exsited's answer, when it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exsited: Option<DestinationAnswer>,
+    },
 }
 
 /// An operator's cancellation of the PO for a destination (`po-sync-admin cancel`), as the e-mail tells it.
@@ -262,6 +276,7 @@ impl NotificationDetail {
             NotificationDetail::DeadLettered { .. } => NotificationKind::DeadLettered,
             NotificationDetail::PoisonMessage { .. } => NotificationKind::PoisonMessage,
             NotificationDetail::AppzenOutage { .. } => NotificationKind::AppzenOutage,
+            NotificationDetail::ExsitedOutage { .. } => NotificationKind::ExsitedOutage,
         }
     }
 }
@@ -392,18 +407,44 @@ impl NotificationEvent {
         last_failure: impl Into<String>,
         appzen: Option<DestinationAnswer>,
     ) -> Self {
+        NotificationEvent::outage_at(Destination::Appzen, cause, since, last_failure, appzen)
+    }
+
+    /// The one event of `destination`'s outage (`appzen_outage`, `exsited_outage`), with the destination's
+    /// `answer` when it gave one.
+    pub fn outage_at(
+        destination: Destination,
+        cause: OutageCause,
+        since: DateTime<Utc>,
+        last_failure: impl Into<String>,
+        answer: Option<DestinationAnswer>,
+    ) -> Self {
+        let last_failure = last_failure.into();
+        let detail = match destination {
+            Destination::Appzen => NotificationDetail::AppzenOutage { cause, since, last_failure, appzen: answer },
+            Destination::Exsited => NotificationDetail::ExsitedOutage { cause, since, last_failure, exsited: answer },
+        };
         NotificationEvent {
             message_type: NotificationType::Notification,
             schema_version: NOTIFICATION_SCHEMA_VERSION,
             webhook: None,
-            detail: NotificationDetail::AppzenOutage { cause, since, last_failure: last_failure.into(), appzen },
-            destination: Destination::Appzen,
+            detail,
+            destination,
             omitted: Omitted::default(),
         }
     }
 
     pub fn kind(&self) -> NotificationKind {
         self.detail.kind()
+    }
+
+    /// The destination the event speaks of: an outage's own (its kind says whose), else [`Self::destination`].
+    pub fn about_destination(&self) -> Destination {
+        match self.detail {
+            NotificationDetail::AppzenOutage { .. } => Destination::Appzen,
+            NotificationDetail::ExsitedOutage { .. } => Destination::Exsited,
+            _ => self.destination,
+        }
     }
 
     /// The PO the event is about; `None` for a poison message.
@@ -450,11 +491,17 @@ impl NotificationEvent {
     /// answer that differs from one request to the next (AppZen's per-request error code in a rejection: a
     /// digest of the whole event let a second e-mail through; found by the soak). A poison message, which has
     /// no webhook, is identified by a digest of the event.
+    /// Events about another destination than AppZen carry it too, so each destination's e-mail about one
+    /// version (its mapping error, its cancellation) is its own message (AppZen's ids are as they always were).
     pub fn deduplication_id(&self) -> String {
+        let destination = match self.about_destination() {
+            Destination::Appzen => String::new(),
+            other => format!(":{}", other.as_str()),
+        };
         match &self.webhook {
             Some(webhook) => sha256_hex(
                 format!(
-                    "{}:{}:{}:{}",
+                    "{}:{}:{}:{}{destination}",
                     self.kind().as_str(),
                     webhook.po.id,
                     webhook.received_at.timestamp_millis(),
@@ -471,6 +518,7 @@ impl NotificationEvent {
         match (self.po(), &self.detail) {
             (Some(po), _) => po.id.to_string(),
             (None, NotificationDetail::AppzenOutage { .. }) => "appzen-outage".to_owned(),
+            (None, NotificationDetail::ExsitedOutage { .. }) => "exsited-outage".to_owned(),
             (None, _) => "unreadable".to_owned(),
         }
     }
