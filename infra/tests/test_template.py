@@ -1309,8 +1309,22 @@ class TemplateTest(unittest.TestCase):
                  "NotifyErrorsAlarm": "NotifyExsitedErrorsAlarm",
                  "ReconcileThrottlesAlarm": "ReconcileExsitedThrottlesAlarm",
                  "NotifyThrottlesAlarm": "NotifyExsitedThrottlesAlarm"}
+        # Twins on the functions' own metrics: the same alarm on reconcile-exsited's series.
+        business_twins = {"AppZenRejectionsAlarm": "ExsitedRejectionsAlarm",
+                          "ReconcileRetriesAlarm": "ReconcileExsitedRetriesAlarm"}
         alarms = self.of_type("AWS::CloudWatch::Alarm")
-        self.assertEqual({n for n, a in alarms.items() if a.get("Condition") == "HasExsited"}, set(twins.values()))
+        self.assertEqual({n for n, a in alarms.items() if a.get("Condition") == "HasExsited"},
+                         set(twins.values()) | set(business_twins.values()))
+        for appzen, exsited in business_twins.items():
+            with self.subTest(alarm=exsited):
+                a = copy.deepcopy(self.resources[appzen]["Properties"])
+                e = copy.deepcopy(self.resources[exsited]["Properties"])
+                self.assertEqual(self.resources[appzen].get("Condition"), "HasAppZen")
+                self.assertEqual(self.resources[exsited].get("Condition"), "HasExsited")
+                a.pop("AlarmDescription"), e.pop("AlarmDescription")
+                a["Dimensions"] = [{**d, "Value": "reconcile_exsited"} if d["Name"] == "service" else d
+                                   for d in a["Dimensions"]]
+                self.assertEqual(e, a)
         for appzen, exsited in twins.items():
             with self.subTest(alarm=exsited):
                 a = copy.deepcopy(self.resources[appzen]["Properties"])
@@ -1602,11 +1616,12 @@ class TemplateTest(unittest.TestCase):
     def test_appzen_rejections_alarm_counts_refused_pos_per_hour_against_a_parameter(self):
         alarms = [a for a in self.business_alarms().values()
                   if a[0]["MetricName"] == "Records" and a[1].get("outcome") == "rejected"]
-        self.assertEqual(len(alarms), 1)
-        p, _, _ = alarms[0]
-        self.assertEqual((p["Period"], p["EvaluationPeriods"], p["ComparisonOperator"], p["TreatMissingData"]),
-                         (3600, 1, "GreaterThanThreshold", "notBreaching"))
-        self.assertEqual(p["Threshold"], {"Ref": "AppZenRejectionsAlarmThreshold"})
+        self.assertEqual(sorted(a[1]["service"] for a in alarms), ["reconcile", "reconcile_exsited"],
+                         "one per destination's reconcile")
+        for p, _, _ in alarms:
+            self.assertEqual((p["Period"], p["EvaluationPeriods"], p["ComparisonOperator"], p["TreatMissingData"]),
+                             (3600, 1, "GreaterThanThreshold", "notBreaching"))
+            self.assertEqual(p["Threshold"], {"Ref": "AppZenRejectionsAlarmThreshold"})
         self.assertGreaterEqual(self.template["Parameters"]["AppZenRejectionsAlarmThreshold"]["Default"], 1)
 
     def test_no_webhook_alarm_treats_silence_as_breaching_and_outlasts_a_weekend(self):
@@ -1630,8 +1645,12 @@ class TemplateTest(unittest.TestCase):
     def test_reconcile_retries_alarm_wants_retries_sustained_across_redeliveries(self):
         alarms = [a for a in self.business_alarms().values()
                   if a[0]["MetricName"] == "Records" and a[1].get("outcome") == "retried"]
-        self.assertEqual(len(alarms), 1)
-        p, _, _ = alarms[0]
+        self.assertEqual(sorted(a[1]["service"] for a in alarms), ["reconcile", "reconcile_exsited"],
+                         "one per destination's reconcile")
+        for p, _, _ in alarms:
+            self.assert_retries_sustained(p)
+
+    def assert_retries_sustained(self, p):
         self.assertEqual((p["ComparisonOperator"], p["Threshold"], p["TreatMissingData"]),
                          ("GreaterThanThreshold", 0, "notBreaching"))
         self.assertGreaterEqual(p["EvaluationPeriods"], 2, "one failed batch is not 'sustained'")
