@@ -995,15 +995,22 @@ class TemplateTest(unittest.TestCase):
         # granted only in a stack with AppZen (HasAppZen), its queues (in every stack) in every stack.
         mirror = {"WebhookQueue": "ExsitedWebhookQueue", "WebhookDeadLetterQueue": "ExsitedWebhookDeadLetterQueue",
                   "WebhookParkedQueue": "ExsitedWebhookParkedQueue", "AppZenSecret": "ExsitedSecret",
-                  "ReconcileFunction": "ReconcileExsitedFunction"}
+                  "ReconcileFunction": "ReconcileExsitedFunction",
+                  "ReconcileFunctionWebhooks": "ReconcileExsitedFunctionWebhooks"}
+
+        def named(entry):
+            """The resource an entry grants on: its `!Ref`/`!GetAtt`, or the one resource its ARN `!Sub` names."""
+            found = {name for name, _ in references(entry) if name in self.resources or self.condition_of(name)}
+            return target(entry) or (found.pop() if len(found) == 1 else None)
+
         mirrored, appzen_granted = set(), set()
         for where, statement, statement_condition in self.conditional_statements():
             if where != "OperatorPolicy":
                 continue
             entries = self.conditional_entries(statement["Resource"])
             with self.subTest(statement=statement.get("Sid")):
-                appzen = {target(e) for e, c in entries if c in (None, "HasAppZen")} - {None}
-                exsited = {target(e) for e, c in entries if c == "HasExsited"}
+                appzen = {named(e) for e, c in entries if c in (None, "HasAppZen")} - {None}
+                exsited = {named(e) for e, c in entries if c == "HasExsited"}
                 self.assertEqual({c for _, c in entries} - {None, "HasAppZen", "HasExsited"}, set())
                 self.assertEqual(exsited, {mirror[r] for r in appzen if r in mirror})
                 for entry, condition in entries:
@@ -1014,15 +1021,17 @@ class TemplateTest(unittest.TestCase):
                 appzen_granted |= {r for r in appzen if r in mirror}
         self.assertEqual(mirrored, set(mirror.values()))
         self.assertEqual(appzen_granted, set(mirror))
-        # pause and resume switch AppZen's event source mapping only (po-sync-admin has no Exsited pause yet), in
-        # a stack that has it.
-        pauses = [(s, c) for w, s, c in self.conditional_statements() if w == "OperatorPolicy"
+        # pause and resume switch each destination's reconcile mapping (Exsited's given by --event-source-mapping),
+        # each in a stack that has it.
+        pauses = [s for w, s, c in self.conditional_statements() if w == "OperatorPolicy"
                   and "lambda:UpdateEventSourceMapping" in as_list(s["Action"])]
-        self.assertEqual([sub_text(r) for s, _ in pauses for r in as_list(s["Resource"])],
-                         ["arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:event-source-mapping:"
-                          "${ReconcileFunctionWebhooks}"])
-        self.assertEqual([c for _, c in pauses], [self.condition_of("ReconcileFunctionWebhooks")])
-        self.assertEqual([c for _, c in pauses], ["HasAppZen"])
+        self.assertEqual(len(pauses), 1)
+        mappings = [(sub_text(r), c) for r, c in self.conditional_entries(pauses[0]["Resource"])]
+        arn = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:event-source-mapping:${%s}"
+        self.assertEqual(mappings, [(arn % "ReconcileFunctionWebhooks", "HasAppZen"),
+                                    (arn % "ReconcileExsitedFunctionWebhooks", "HasExsited")])
+        for name in ("ReconcileFunctionWebhooks", "ReconcileExsitedFunctionWebhooks"):
+            self.assertEqual(dict(mappings)[arn % name], self.condition_of(name))
 
     def test_every_policy_statement_names_a_resource_in_every_stack(self):
         # IAM refuses a statement whose Resource list is empty: with one destination, a list of conditional
