@@ -75,6 +75,7 @@ async fn both_destinations_end_to_end() {
     exsited_down_does_not_delay_appzen_and_catches_up_once_back(&stack).await;
     a_401_gets_one_new_token_and_the_po_through(&stack).await;
     cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(&stack).await;
+    pausing_exsited_holds_its_webhooks_while_appzen_goes_on(&stack).await;
     stack
         .check_emitted_metrics(&[
             ("reconcile", "Records", &["outcome=upserted"]),
@@ -211,4 +212,26 @@ async fn cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(stac
     let order = exsited(stack).purchase_order(&id).unwrap();
     assert_eq!(decimal(&order["total"]), "1294.81".parse::<Decimal>().unwrap(), "Exsited's PO changed, not another");
     assert_eq!(exsited_orders(stack, "P061007").len(), 1);
+}
+
+async fn pausing_exsited_holds_its_webhooks_while_appzen_goes_on(stack: &LocalStack) {
+    eprintln!("--- scenario: po-sync-admin pause on Exsited's mapping: AppZen goes on, Exsited waits for resume");
+    let exsited_queue = stack.queues.exsited.as_ref().unwrap().webhooks.clone();
+    let mapping = po_sync_local::poller::mapping_uuid("reconcile-exsited", &exsited_queue);
+    let flags = [("--event-source-mapping", mapping.as_str()), ("--webhook-queue-url", exsited_queue.as_str())];
+    let paused = admin_with(stack, &flags, &["pause"]).await;
+    assert_eq!(paused["state"], "Disabled", "{paused:#}");
+    post_accepted(stack, &clean_po_numbered(61008, "P061008")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while appzen_totals(stack, "P061008").is_empty() {
+        assert!(Instant::now() < deadline, "AppZen did not get the PO while Exsited was paused");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(exsited_orders(stack, "P061008").is_empty(), "paused: nothing reaches Exsited");
+    let resumed = admin_with(stack, &flags, &["resume"]).await;
+    assert_eq!(resumed["state"], "Enabled", "{resumed:#}");
+    settle(stack).await;
+    assert_eq!(exsited_orders(stack, "P061008").len(), 1, "delivered once resumed");
+    assert_eq!(appzen_totals(stack, "P061008"), ["1284.81"]);
 }
