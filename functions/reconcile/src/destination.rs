@@ -15,6 +15,7 @@ use po_sync::message::{
 };
 use po_sync_aws::appzen::{Accepted, AppZenClient, UpsertOutcome};
 use po_sync_aws::exsited::{Delivered, ExsitedClient, ExsitedError, ExsitedSetupError};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// The client of the one destination this function sends to.
@@ -117,14 +118,15 @@ impl Sender {
     }
 
     /// Sends the planned body (the plan must send: [`Planned::sends`]); with the HTTP requests made. `claim` is
-    /// the ledger's entry, which names the PO's Exsited id once a version created it.
+    /// the ledger's entry, which names the PO's Exsited id once a version created it. `deadline` is when the
+    /// invocation ends and `margin` the time kept back from it (AppZen's client keeps its own).
     pub(crate) async fn send(
         &self,
         planned: &mut Planned<'_>,
         envelope: &WebhookEnvelope,
         archives: &[po_sync::archive::InvoiceArchive],
         claim: &LedgerEntry,
-        deadline: Option<Instant>,
+        (deadline, margin): (Option<Instant>, Duration),
     ) -> (u32, Result<Sent, Box<Outcome>>) {
         match (self, planned) {
             (Sender::AppZen(appzen), Planned::AppZen(plan)) => {
@@ -140,7 +142,8 @@ impl Sender {
                 let Some(request) = plan.upsert.take() else { return (0, Err(Box::new(Outcome::NotAttempted))) };
                 let known_id = claim.appzen.as_ref().and_then(|holds| holds.uuid.as_deref());
                 let prefix = note_prefix(envelope.po.id, &envelope.po.po_number);
-                let delivery = client.deliver(known_id, &request, &prefix).await;
+                let until = deadline.map(|d| d.checked_sub(margin).unwrap_or_else(Instant::now));
+                let delivery = client.deliver(known_id, &request, &prefix, until).await;
                 (delivery.operations, exsited_sent(delivery.result, envelope))
             }
             _ => (0, Err(Box::new(Outcome::NotAttempted))),

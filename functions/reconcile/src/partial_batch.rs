@@ -3,6 +3,7 @@
 use crate::{Fate, Outcome, Reconciler, RecordReport};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use po_sync::batch::{self, Handled};
+use po_sync_aws::exsited::ExsitedError;
 use po_sync_aws::ledger::Ledger;
 use po_sync_aws::objects::ObjectStore;
 use po_sync_aws::queue::{FifoQueue, Postponed, Redelivery};
@@ -64,17 +65,18 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         response
     }
 
-    /// How long a handed-back record waits: by the schedule for its receive count, never less than AppZen's
-    /// `Retry-After`; at once when it was not attempted (the invocation ran out of time before it).
+    /// How long a handed-back record waits: by the schedule for its receive count, never less than the
+    /// destination's `Retry-After` (AppZen's, or Exsited's, e.g. with a 429 or 503; at most SQS's longest visibility
+    /// timeout); at once when it was not attempted (the invocation ran out of time before it).
     fn retry_delay(&self, outcome: &Outcome, receive_count: u32) -> Duration {
         let scheduled = self.config.batch.retry_schedule.delay(receive_count);
-        match outcome {
-            Outcome::NotAttempted => Duration::ZERO,
-            Outcome::AppZenUnavailable { last, .. } => {
-                last.retry_after.map_or(scheduled, |asked| asked.max(scheduled).min(po_sync::retry::MAX_VISIBILITY))
-            }
-            _ => scheduled,
-        }
+        let asked = match outcome {
+            Outcome::NotAttempted => return Duration::ZERO,
+            Outcome::AppZenUnavailable { last, .. } => last.retry_after,
+            Outcome::ExsitedUnavailable(ExsitedError::Refused { retry_after, .. }) => *retry_after,
+            _ => None,
+        };
+        asked.map_or(scheduled, |asked| asked.max(scheduled).min(po_sync::retry::MAX_VISIBILITY))
     }
 
     /// A record of the batch: processed, unless the invocation has no time left for it.

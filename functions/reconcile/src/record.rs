@@ -153,7 +153,8 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             (outcome, ledger_outcome) = (held.outcome, held.ledger_outcome);
             planned.notifications().extend(held.notification);
         } else if planned.sends() {
-            let (attempts, sent) = self.sender.send(&mut planned, envelope, archives, claim, deadline).await;
+            let (attempts, sent) =
+                self.sender.send(&mut planned, envelope, archives, claim, (deadline, config.deadline_margin())).await;
             report.attempts = attempts;
             match sent {
                 Ok(sent) => {

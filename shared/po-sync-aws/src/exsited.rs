@@ -342,14 +342,22 @@ impl ExsitedClient {
 
     /// Creates the PO; Exsited's answer names the id it gave it.
     pub async fn create(&self, request: &CreateRequest) -> Result<PurchaseOrder, ExsitedError> {
+        self.create_within(request, Budget::NONE).await
+    }
+
+    async fn create_within(&self, request: &CreateRequest, budget: Budget) -> Result<PurchaseOrder, ExsitedError> {
         let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
-        let (status, answer) = self.send(reqwest::Method::POST, PURCHASE_ORDERS_PATH, Some(body)).await?;
+        let (status, answer) = self.send(reqwest::Method::POST, PURCHASE_ORDERS_PATH, Some(body), budget).await?;
         one_order(status, &answer)
     }
 
     /// The PO of Exsited id `id`; `None` when Exsited answers 404.
     pub async fn get(&self, id: &str) -> Result<Option<PurchaseOrder>, ExsitedError> {
-        match self.send(reqwest::Method::GET, &order_path(id, None), None).await {
+        self.get_within(id, Budget::NONE).await
+    }
+
+    async fn get_within(&self, id: &str, budget: Budget) -> Result<Option<PurchaseOrder>, ExsitedError> {
+        match self.send(reqwest::Method::GET, &order_path(id, None), None, budget).await {
             Ok((status, answer)) => one_order(status, &answer).map(Some),
             Err(ExsitedError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -359,9 +367,21 @@ impl ExsitedClient {
     /// Makes Exsited hold `request` for one Komet PO: changes the PO known by `known_id` (from the ledger), or
     /// the account's PO whose note begins with `note_prefix` (a create whose answer was lost), or else creates
     /// it. A cancelled PO is left as it is ([`Delivered::Inactive`]): reactivating it is a person's decision.
-    pub async fn deliver(&self, known_id: Option<&str>, request: &CreateRequest, note_prefix: &str) -> Delivery {
+    ///
+    /// `until` is when every request must be done (the invocation's deadline less its margin; `None`: no limit
+    /// but each request's timeout): each request's timeout is cut to the time left, and no request starts with
+    /// less left than one is worth starting with (the request timeout, at most a second): the delivery stops
+    /// there with an [`ExsitedError::Unreachable`], so the record is handed back, as AppZen's is when out of time.
+    pub async fn deliver(
+        &self,
+        known_id: Option<&str>,
+        request: &CreateRequest,
+        note_prefix: &str,
+        until: Option<Instant>,
+    ) -> Delivery {
         let mut operations = 0;
-        let result = self.deliver_counting(known_id, request, note_prefix, &mut operations).await;
+        let budget = Budget { until };
+        let result = self.deliver_counting(known_id, request, note_prefix, budget, &mut operations).await;
         Delivery { operations, result }
     }
 
@@ -370,12 +390,15 @@ impl ExsitedClient {
         known_id: Option<&str>,
         request: &CreateRequest,
         note_prefix: &str,
+        budget: Budget,
         operations: &mut u32,
     ) -> Result<Delivered, ExsitedError> {
+        // An operation is counted once it may start: time is left for a request.
+        let start = |operations: &mut u32| budget.timeout(self.config.request_timeout).map(|_| *operations += 1);
         let known = match known_id {
             Some(id) => {
-                *operations += 1;
-                self.get(id).await?
+                start(operations)?;
+                self.get_within(id, budget).await?
             }
             None => None,
         };
@@ -383,25 +406,36 @@ impl ExsitedClient {
             Some(order) => Some(order),
             // Never created, deleted in Exsited since, or created by a request whose answer was lost.
             None => {
-                *operations += 1;
-                self.find(&request.purchase_order.account_id, note_prefix).await?
+                start(operations)?;
+                self.find_within(&request.purchase_order.account_id, note_prefix, budget).await?
             }
         };
-        *operations += 1;
-        let Some(existing) = existing else { return self.create(request).await.map(Delivered::Created) };
+        let Some(existing) = existing else {
+            start(operations)?;
+            return self.create_within(request, budget).await.map(Delivered::Created);
+        };
         if is_inactive(&existing) {
-            *operations -= 1;
             return Ok(Delivered::Inactive(existing));
         }
         let line_uuids: Vec<String> = existing.lines.iter().filter_map(|l| l.uuid.clone()).collect();
         let (information, lines) = changes_to(request, &line_uuids);
-        self.change_information(&existing.id, &information).await?;
-        *operations += 1;
-        self.change_lines(&existing.id, &lines).await.map(Delivered::Changed)
+        start(operations)?;
+        self.change_information_within(&existing.id, &information, budget).await?;
+        start(operations)?;
+        self.change_lines_within(&existing.id, &lines, budget).await.map(Delivered::Changed)
     }
 
     /// The account's PO whose note begins with `note_prefix`, the newest if several.
     pub async fn find(&self, account_id: &str, note_prefix: &str) -> Result<Option<PurchaseOrder>, ExsitedError> {
+        self.find_within(account_id, note_prefix, Budget::NONE).await
+    }
+
+    async fn find_within(
+        &self,
+        account_id: &str,
+        note_prefix: &str,
+        budget: Budget,
+    ) -> Result<Option<PurchaseOrder>, ExsitedError> {
         let mut found = None;
         for page in 0..LIST_MAX_PAGES {
             let path = format!(
@@ -409,7 +443,7 @@ impl ExsitedClient {
                 url::form_urlencoded::byte_serialize(account_id.as_bytes()).collect::<String>(),
                 page * LIST_PAGE
             );
-            let (status, answer) = self.send(reqwest::Method::GET, &path, None).await?;
+            let (status, answer) = self.send(reqwest::Method::GET, &path, None, budget).await?;
             let page: OrderPage = serde_json::from_slice(&answer).map_err(|e| unreadable(status, e))?;
             let listed = page.purchase_orders.len();
             if let Some(order) = page
@@ -433,41 +467,62 @@ impl ExsitedClient {
         id: &str,
         request: &InformationRequest,
     ) -> Result<PurchaseOrder, ExsitedError> {
+        self.change_information_within(id, request, Budget::NONE).await
+    }
+
+    async fn change_information_within(
+        &self,
+        id: &str,
+        request: &InformationRequest,
+        budget: Budget,
+    ) -> Result<PurchaseOrder, ExsitedError> {
         let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
         let (status, answer) =
-            self.send(reqwest::Method::PATCH, &order_path(id, Some("information")), Some(body)).await?;
+            self.send(reqwest::Method::PATCH, &order_path(id, Some("information")), Some(body), budget).await?;
         one_order(status, &answer)
     }
 
     /// `POST …/{id}/change`: the lines.
     pub async fn change_lines(&self, id: &str, request: &ChangeRequest) -> Result<PurchaseOrder, ExsitedError> {
+        self.change_lines_within(id, request, Budget::NONE).await
+    }
+
+    async fn change_lines_within(
+        &self,
+        id: &str,
+        request: &ChangeRequest,
+        budget: Budget,
+    ) -> Result<PurchaseOrder, ExsitedError> {
         let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
-        let (status, answer) = self.send(reqwest::Method::POST, &order_path(id, Some("change")), Some(body)).await?;
+        let (status, answer) =
+            self.send(reqwest::Method::POST, &order_path(id, Some("change")), Some(body), budget).await?;
         one_order(status, &answer)
     }
 
     /// Marks the PO inactive (`POST …/{id}/cancel`, no body; Exsited answers with no content).
     pub async fn cancel(&self, id: &str) -> Result<(), ExsitedError> {
-        self.send(reqwest::Method::POST, &order_path(id, Some("cancel")), None).await.map(|_| ())
+        self.send(reqwest::Method::POST, &order_path(id, Some("cancel")), None, Budget::NONE).await.map(|_| ())
     }
 
     /// Makes a cancelled PO active again (`POST …/{id}/reactivate`).
     pub async fn reactivate(&self, id: &str) -> Result<(), ExsitedError> {
-        self.send(reqwest::Method::POST, &order_path(id, Some("reactivate")), None).await.map(|_| ())
+        self.send(reqwest::Method::POST, &order_path(id, Some("reactivate")), None, Budget::NONE).await.map(|_| ())
     }
 
-    /// One request with the current token; after a 401, once more with a new token.
+    /// One request with the current token; after a 401, once more with a new token. Each request (the token's
+    /// too) within `budget`.
     async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Bytes>,
+        budget: Budget,
     ) -> Result<(u16, Bytes), ExsitedError> {
-        let (header, generation) = self.current_token(None).await?;
-        match self.request(method.clone(), path, body.clone(), header).await {
+        let (header, generation) = self.current_token(None, budget).await?;
+        match self.request(method.clone(), path, body.clone(), header, budget).await {
             Err(ExsitedError::Refused { status: 401, .. }) => {
-                let (header, _) = self.current_token(Some(generation)).await?;
-                self.request(method, path, body, header).await
+                let (header, _) = self.current_token(Some(generation), budget).await?;
+                self.request(method, path, body, header, budget).await
             }
             other => other,
         }
@@ -479,13 +534,15 @@ impl ExsitedClient {
         path: &str,
         body: Option<Bytes>,
         token: HeaderValue,
+        budget: Budget,
     ) -> Result<(u16, Bytes), ExsitedError> {
+        let timeout = budget.timeout(self.config.request_timeout)?;
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.config.base_url))
             .header(AUTHORIZATION, token)
             .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(self.config.request_timeout);
+            .timeout(timeout);
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
@@ -496,7 +553,7 @@ impl ExsitedClient {
     /// The token to use: the current one unless it is about to expire or `refused` names its generation (a 401
     /// with it), else a new one (from the shared store if there is one). Holding the lock while fetching makes
     /// racing requests wait for that one token.
-    async fn current_token(&self, refused: Option<u64>) -> Result<(HeaderValue, u64), ExsitedError> {
+    async fn current_token(&self, refused: Option<u64>, budget: Budget) -> Result<(HeaderValue, u64), ExsitedError> {
         let mut token = self.token.lock().await;
         if let Some(current) = token.as_ref()
             && refused != Some(current.generation)
@@ -505,10 +562,10 @@ impl ExsitedClient {
             return Ok((current.header.clone(), current.generation));
         }
         let fresh = match &self.shared {
-            None => self.fetch_new().await?,
+            None => self.fetch_new(budget).await?,
             Some(shared) => {
                 let refused = token.as_ref().filter(|t| refused == Some(t.generation)).map(|t| &t.access_token);
-                self.shared_token(shared, refused).await?
+                self.shared_token(shared, refused, budget).await?
             }
         };
         let header = bearer(&fresh.access_token)?;
@@ -523,7 +580,12 @@ impl ExsitedClient {
 
     /// The shared token: the stored one if it is good, else one this client fetches under a lease, or one
     /// another client is fetching (waited for, briefly). `refused` is the token Exsited just answered 401 to.
-    async fn shared_token(&self, shared: &Shared, refused: Option<&SecretString>) -> Result<SharedToken, ExsitedError> {
+    async fn shared_token(
+        &self,
+        shared: &Shared,
+        refused: Option<&SecretString>,
+        budget: Budget,
+    ) -> Result<SharedToken, ExsitedError> {
         let started = Instant::now();
         let gave_up = || {
             ExsitedError::Unreachable(
@@ -537,6 +599,8 @@ impl ExsitedClient {
                 Step::Use(token) => return Ok(token),
                 Step::Wait if started.elapsed() + LEASE_POLL > LEASE_WAIT => return Err(gave_up()),
                 Step::Wait => {
+                    // Waiting must leave time for the request the token is for.
+                    budget.after(LEASE_POLL).timeout(self.config.request_timeout)?;
                     tokio::time::sleep(LEASE_POLL).await;
                     continue;
                 }
@@ -549,7 +613,7 @@ impl ExsitedClient {
                 }
                 continue;
             }
-            let fresh = match self.fetch_new().await {
+            let fresh = match self.fetch_new(budget).await {
                 Ok(fresh) => fresh,
                 Err(error) => {
                     // Let the next client try at once rather than wait out the lease; if this write is lost, the
@@ -576,8 +640,8 @@ impl ExsitedClient {
     }
 
     /// A new token from Exsited (which ends the previous one).
-    async fn fetch_new(&self) -> Result<SharedToken, ExsitedError> {
-        let fresh = self.fetch_token().await?;
+    async fn fetch_new(&self, budget: Budget) -> Result<SharedToken, ExsitedError> {
+        let fresh = self.fetch_token(budget).await?;
         self.fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let lifetime = Duration::from_secs(fresh.expires_in.unwrap_or(3600));
         let access_token = SecretString::from(fresh.access_token);
@@ -589,7 +653,8 @@ impl ExsitedClient {
         Ok(SharedToken { access_token, expires_at })
     }
 
-    async fn fetch_token(&self) -> Result<TokenAnswer, ExsitedError> {
+    async fn fetch_token(&self, budget: Budget) -> Result<TokenAnswer, ExsitedError> {
+        let timeout = budget.timeout(self.config.request_timeout)?;
         let body = serde_json::json!({
             "grant_type": "client_credentials",
             "client_id": self.config.client_id.expose_secret(),
@@ -601,7 +666,7 @@ impl ExsitedClient {
             .post(format!("{}{TOKEN_PATH}", self.config.base_url))
             .header(reqwest::header::ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/json")
-            .timeout(self.config.request_timeout)
+            .timeout(timeout)
             .body(body.to_string())
             .send()
             .await
@@ -610,6 +675,36 @@ impl ExsitedClient {
         serde_json::from_slice(&bytes).map_err(|e| unreadable(status, format!("token answer: {e}")))
     }
 }
+
+/// Until when a delivery's requests must be done (the invocation's deadline less its margin); `None`: no limit
+/// but each request's timeout.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    until: Option<Instant>,
+}
+
+impl Budget {
+    const NONE: Budget = Budget { until: None };
+
+    /// The timeout of a request starting now: `request_timeout`, cut to the time left. Out of time when less is
+    /// left than a request is worth starting with (as AppZen: the request timeout, at most a second).
+    fn timeout(self, request_timeout: Duration) -> Result<Duration, ExsitedError> {
+        let Some(until) = self.until else { return Ok(request_timeout) };
+        let left = until.saturating_duration_since(Instant::now());
+        if left < request_timeout.min(Duration::from_secs(1)) {
+            return Err(ExsitedError::Unreachable(OUT_OF_TIME.to_owned()));
+        }
+        Ok(request_timeout.min(left))
+    }
+
+    /// This budget as it will be after `wait`.
+    fn after(self, wait: Duration) -> Budget {
+        Budget { until: self.until.map(|until| until.checked_sub(wait).unwrap_or_else(Instant::now)) }
+    }
+}
+
+/// Why a delivery stopped before a request: the invocation had too little time left for it.
+pub const OUT_OF_TIME: &str = "out of time: too little of the invocation was left for another request";
 
 /// A refusal from the token endpoint: a 4xx that is not about the address (404, 405, 407) nor a passing one
 /// (408, 429) refuses the credentials, whatever its status.
@@ -721,6 +816,24 @@ mod tests {
             assert_eq!(error.outage_cause(), cause, "{error:?}");
             assert_eq!(error.is_transient(), matches!(cause, Some(Throttled | Unavailable)), "{error:?}");
         }
+    }
+
+    #[test]
+    fn a_request_s_timeout_is_cut_to_the_time_left_and_none_starts_without_a_second() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(Budget::NONE.timeout(ten), Ok(ten), "no deadline: the request timeout");
+        let far = Budget { until: Some(Instant::now() + Duration::from_secs(60)) };
+        assert_eq!(far.timeout(ten), Ok(ten));
+        let near = Budget { until: Some(Instant::now() + Duration::from_secs(3)) };
+        let cut = near.timeout(ten).unwrap();
+        assert!(cut <= Duration::from_secs(3) && cut > Duration::from_secs(2), "{cut:?}");
+        let out = Err(ExsitedError::Unreachable(OUT_OF_TIME.to_owned()));
+        assert_eq!(near.after(Duration::from_millis(2500)).timeout(ten), out, "half a second left after the wait");
+        assert_eq!(Budget { until: Some(Instant::now()) }.timeout(ten), out);
+        let short = Budget { until: Some(Instant::now() + Duration::from_millis(400)) };
+        assert!(short.timeout(Duration::from_millis(300)).is_ok(), "a request needs its timeout, at most a second");
+        let stopped = ExsitedError::Unreachable(OUT_OF_TIME.to_owned());
+        assert_eq!(stopped.outage_cause(), Some(OutageCause::Unavailable), "handed back");
     }
 
     #[test]
