@@ -9,17 +9,17 @@ use po_sync::destination::Destination;
 use po_sync::history::AttemptOutcome;
 use po_sync::komet::parse_webhook;
 use po_sync::ledger::{self, Arrival, Cancellation, LedgerOutcome, Verdict};
-use po_sync::message::{NotificationDetail, NotificationEvent, OperatorCancellation, WebhookEnvelope};
+use po_sync::message::{NotificationDetail, OperatorCancellation, WebhookEnvelope};
 use po_sync_aws::ledger::{Ledger, MemoryLedger, Written};
 use po_sync_aws::queue::MemoryFifoQueue;
 use po_sync_test_support::{appzen_client, fixture, reconcile_config, sqs_record};
 use reconcile::{Outcome, Reconciler};
-use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod common;
 use common::accept_everything;
+use common::{exsited_accepts, exsited_config, exsited_po_1, notifications};
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger>;
 
@@ -71,10 +71,6 @@ async fn reactivate(reconciler: &MemoryReconciler) {
     let current = reconciler.ledger().entry(PO_ID).unwrap();
     let entry = ledger::reactivated(&current, at(40)).expect("the PO was cancelled");
     assert_eq!(reconciler.ledger().write(&entry).await.unwrap(), Written::Stored);
-}
-
-fn notifications(reconciler: &MemoryReconciler) -> Vec<NotificationEvent> {
-    reconciler.notifications().messages().iter().map(|m| NotificationEvent::from_json(&m.body).unwrap()).collect()
 }
 
 #[tokio::test]
@@ -185,62 +181,28 @@ async fn a_redelivery_after_the_ledger_was_not_settled_does_not_mail_again() {
     assert_eq!(reconciler.ledger().entry(PO_ID).unwrap().latest.unwrap().outcome, LedgerOutcome::Held);
 }
 
-/// Exsited's token endpoint, no PO to find by its note, and the PO `PO-1` a create makes: active, with no lines;
-/// it takes changes.
+/// Exsited holding the PO once created (`PO-1`): found, and its header and lines changed.
 async fn exsited_with_po(exsited: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path("/api/v1/oauth2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "access_token": "t", "expires_in": 3600 })))
-        .mount(exsited)
-        .await;
-    let order = json!({ "purchase_order": { "id": "PO-1", "status": "ACTIVE", "lines": [] } });
-    Mock::given(method("GET"))
-        .and(path("/api/v3/purchase-orders"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "purchase_orders": [] })))
-        .mount(exsited)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/v3/purchase-orders"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(order.clone()))
-        .mount(exsited)
-        .await;
+    exsited_accepts(exsited).await;
     Mock::given(method("GET"))
         .and(path("/api/v3/purchase-orders/PO-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(order.clone()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(exsited_po_1()))
         .mount(exsited)
         .await;
     Mock::given(method("PATCH"))
         .and(path("/api/v3/purchase-orders/PO-1/information"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(order.clone()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(exsited_po_1()))
         .mount(exsited)
         .await;
     Mock::given(method("POST"))
         .and(path("/api/v3/purchase-orders/PO-1/change"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(order))
+        .respond_with(ResponseTemplate::new(200).set_body_json(exsited_po_1()))
         .mount(exsited)
         .await;
 }
 
 async fn exsited_reconciler(exsited: &MockServer) -> MemoryReconciler {
-    let config = reconcile_config(
-        "https://appzen.invalid",
-        &[
-            ("DESTINATION", "exsited"),
-            ("DESTINATIONS", "appzen,exsited"),
-            ("EXSITED_BASE_URL", &exsited.uri()),
-            ("EXSITED_CLIENT_ID", "id"),
-            ("EXSITED_CLIENT_SECRET", "secret"),
-            ("EXSITED_ACCOUNT_MAP", "V-0042=SUP-0001"),
-            ("EXSITED_ITEM_MAP", "CGEN=FLOWERS,PGEN=FLOWERS,RGEN=FLOWERS"),
-            ("EXSITED_TIMEOUT_MS", "2000"),
-        ],
-    );
-    let aws = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    let po_sync::config::reconcile::DestinationConfig::Exsited(settings) = &config.destination else {
-        panic!("DESTINATION=exsited")
-    };
-    let sender = reconcile::Sender::exsited(settings, None, &aws).await.unwrap();
-    Reconciler::new(config, sender, MemoryFifoQueue::default(), MemoryLedger::default())
+    common::exsited_reconciler(exsited_config(exsited, &[])).await
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use po_sync::ledger::LedgerOutcome;
-use po_sync::message::{BodyRef, NotificationDetail, NotificationEvent, NotificationKind, WebhookEnvelope, body_key};
+use po_sync::message::{BodyRef, NotificationDetail, NotificationKind, WebhookEnvelope, body_key};
 use po_sync_aws::ledger::{Ledger, MemoryLedger};
 use po_sync_aws::objects::{MemoryObjectStore, NewObject, ObjectStore};
 use po_sync_aws::port::Failure;
@@ -16,7 +16,7 @@ use serde_json::json;
 use wiremock::MockServer;
 
 mod common;
-use common::accept_everything;
+use common::{accept_everything, notifications};
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore>;
 
@@ -43,10 +43,6 @@ async fn store(reconciler: &MemoryReconciler, envelope: &WebhookEnvelope) -> Bod
     let object = NewObject { key: &key, bytes: json.into(), content_type: "application/json", metadata: &[] };
     bodies.put(&object).await.unwrap();
     BodyRef::of(envelope, bodies.bucket(), key)
-}
-
-fn notifications(reconciler: &MemoryReconciler) -> Vec<NotificationEvent> {
-    reconciler.notifications().messages().iter().map(|m| NotificationEvent::from_json(&m.body).unwrap()).collect()
 }
 
 #[tokio::test]

@@ -2,13 +2,13 @@
 //! a record handed back after Exsited's `Retry-After` waits at least that long, a delivery never starts a request
 //! that cannot finish before the invocation's deadline less its margin, and a slow answer is cut there.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use po_sync::outage::OutageCause;
 use po_sync_aws::exsited::{ExsitedError, OUT_OF_TIME};
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::queue::{MemoryFifoQueue, MemoryRedelivery};
-use po_sync_test_support::{CLEAN_PO, envelope, reconcile_config};
+use po_sync_test_support::{CLEAN_PO, envelope};
 use reconcile::{Fate, Outcome, Reconciler};
 use serde_json::json;
 use std::time::{Duration, SystemTime};
@@ -18,34 +18,21 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore, MemoryRedelivery>;
 
-const TOKEN_PATH: &str = "/api/v1/oauth2/token";
-const ORDERS_PATH: &str = "/api/v3/purchase-orders";
+mod common;
+use common::{
+    EXSITED_ORDERS_PATH as ORDERS_PATH, EXSITED_TOKEN_PATH as TOKEN_PATH, exsited_accepts, exsited_config,
+    exsited_reconciler, exsited_token as token, failures,
+};
+
 /// What reconcile keeps back from the invocation's deadline for Exsited.
 const MARGIN: Duration = Duration::from_secs(2);
 
 /// reconcile for Exsited at `exsited`: a 10 s request timeout, a retry schedule of `7s,30s,2m`.
 async fn reconciler(exsited: &MockServer) -> MemoryReconciler {
-    let uri = exsited.uri();
-    let env = [
-        ("DESTINATION", "exsited"),
-        ("DESTINATIONS", "appzen,exsited"),
-        ("EXSITED_BASE_URL", uri.as_str()),
-        ("EXSITED_CLIENT_ID", "id"),
-        ("EXSITED_CLIENT_SECRET", "secret"),
-        ("EXSITED_ACCOUNT_MAP", "V-0042=SUP-0001"),
-        ("EXSITED_ITEM_MAP", "CGEN=FLOWERS,PGEN=FLOWERS,RGEN=FLOWERS"),
-        ("EXSITED_TIMEOUT_MS", "10000"),
-        ("RETRY_SCHEDULE", "7s,30s,2m"),
-    ];
-    let config = reconcile_config("https://appzen.invalid", &env);
+    let env = [("EXSITED_TIMEOUT_MS", "10000"), ("RETRY_SCHEDULE", "7s,30s,2m")];
+    let config = exsited_config(exsited, &env);
     assert_eq!(config.deadline_margin(), MARGIN);
-    let aws = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    let po_sync::config::reconcile::DestinationConfig::Exsited(settings) = &config.destination else {
-        panic!("DESTINATION=exsited")
-    };
-    let sender = reconcile::Sender::exsited(settings, None, &aws).await.unwrap();
-    Reconciler::new(config, sender, MemoryFifoQueue::default(), MemoryLedger::default())
-        .with_redelivery(MemoryRedelivery::default())
+    exsited_reconciler(config).await.with_redelivery(MemoryRedelivery::default())
 }
 
 /// An SQS record of the clean PO as Lambda delivers it: group = PO id, received once.
@@ -69,40 +56,10 @@ fn batch(message_id: &str) -> SqsEvent {
     serde_json::from_value(json!({ "Records": [record(message_id)] })).unwrap()
 }
 
-fn failures(response: &SqsBatchResponse) -> Vec<&str> {
-    response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
-}
-
 /// How long each handed-back record waits, by message id.
 fn waits(reconciler: &MemoryReconciler) -> Vec<(String, u64)> {
     let postponed = reconciler.redelivery().unwrap().postponed();
     postponed.into_iter().map(|p| (p.message_id, p.delay.as_secs())).collect()
-}
-
-async fn token(exsited: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "access_token": "t", "expires_in": 3600 })))
-        .mount(exsited)
-        .await;
-}
-
-/// Exsited taking the PO: a token, no PO to find by its note, and a create that answers `PO-1`.
-async fn exsited_accepts(exsited: &MockServer) {
-    token(exsited).await;
-    Mock::given(method("GET"))
-        .and(path(ORDERS_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "purchase_orders": [] })))
-        .mount(exsited)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(ORDERS_PATH))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({ "purchase_order": { "id": "PO-1", "status": "ACTIVE", "lines": [] } })),
-        )
-        .mount(exsited)
-        .await;
 }
 
 #[tokio::test]

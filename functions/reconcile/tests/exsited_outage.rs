@@ -2,7 +2,6 @@
 //! verdict on the PO hands the record back, the outage is recorded under Exsited's own keys and mailed once as
 //! `exsited_outage`, and Exsited's next verdict ends it. AppZen's outage records are never touched.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
 use po_sync::destination::Destination;
 use po_sync::message::{NotificationDetail, NotificationEvent, NotificationKind};
@@ -10,40 +9,24 @@ use po_sync::outage::{self, OutageCause, OutageRecord, OutageRules};
 use po_sync_aws::ledger::{Ledger, MemoryLedger, Written};
 use po_sync_aws::objects::MemoryObjectStore;
 use po_sync_aws::queue::{MemoryFifoQueue, MemoryRedelivery};
-use po_sync_test_support::{CLEAN_PO, envelope, reconcile_config};
+use po_sync_test_support::{CLEAN_PO, envelope};
 use reconcile::{Outcome, Reconciler};
 use serde_json::json;
-use std::time::{Duration, SystemTime};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore, MemoryRedelivery>;
 
-const TOKEN_PATH: &str = "/api/v1/oauth2/token";
-const ORDERS_PATH: &str = "/api/v3/purchase-orders";
+mod common;
+use common::{
+    EXSITED_ORDERS_PATH as ORDERS_PATH, EXSITED_TOKEN_PATH as TOKEN_PATH, batch, exsited_accepts, exsited_config,
+    exsited_reconciler, failures, later, notifications,
+};
 
 /// reconcile for Exsited at `exsited`, a retry schedule of `7s,30s,2m` and `extra` on top.
 async fn reconciler(exsited: &MockServer, extra: &[(&str, &str)]) -> MemoryReconciler {
-    let base = [
-        ("DESTINATION", "exsited"),
-        ("DESTINATIONS", "appzen,exsited"),
-        ("EXSITED_BASE_URL", &exsited.uri()),
-        ("EXSITED_CLIENT_ID", "id"),
-        ("EXSITED_CLIENT_SECRET", "secret"),
-        ("EXSITED_ACCOUNT_MAP", "V-0042=SUP-0001"),
-        ("EXSITED_ITEM_MAP", "CGEN=FLOWERS,PGEN=FLOWERS,RGEN=FLOWERS"),
-        ("EXSITED_TIMEOUT_MS", "2000"),
-        ("RETRY_SCHEDULE", "7s,30s,2m"),
-    ];
-    let env: Vec<(&str, &str)> = base.iter().copied().chain(extra.iter().copied()).collect();
-    let config = reconcile_config("https://appzen.invalid", &env);
-    let aws = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    let po_sync::config::reconcile::DestinationConfig::Exsited(settings) = &config.destination else {
-        panic!("DESTINATION=exsited")
-    };
-    let sender = reconcile::Sender::exsited(settings, None, &aws).await.unwrap();
-    Reconciler::new(config, sender, MemoryFifoQueue::default(), MemoryLedger::default())
-        .with_redelivery(MemoryRedelivery::default())
+    let env: Vec<(&str, &str)> = [("RETRY_SCHEDULE", "7s,30s,2m")].iter().chain(extra).copied().collect();
+    exsited_reconciler(exsited_config(exsited, &env)).await.with_redelivery(MemoryRedelivery::default())
 }
 
 /// The clean PO as PO `id`, numbered `P-<id>`.
@@ -72,45 +55,6 @@ fn record(message_id: &str, po_id: u64, receive_count: u32) -> serde_json::Value
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:po-sync-exsited-webhooks.fifo",
         "awsRegion": "us-east-1"
     })
-}
-
-fn batch(records: Vec<serde_json::Value>) -> SqsEvent {
-    serde_json::from_value(json!({ "Records": records })).unwrap()
-}
-
-fn later() -> Option<SystemTime> {
-    Some(SystemTime::now() + Duration::from_secs(120))
-}
-
-fn failures(response: &SqsBatchResponse) -> Vec<&str> {
-    response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
-}
-
-fn notifications(reconciler: &MemoryReconciler) -> Vec<NotificationEvent> {
-    let messages = reconciler.notifications().messages();
-    messages.iter().map(|m| NotificationEvent::from_json(&m.body).unwrap()).collect()
-}
-
-/// Exsited taking every PO: a token, no PO to find by its note, and a create that answers `PO-1`.
-async fn exsited_accepts(exsited: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "access_token": "t", "expires_in": 3600 })))
-        .mount(exsited)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(ORDERS_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "purchase_orders": [] })))
-        .mount(exsited)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(ORDERS_PATH))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({ "purchase_order": { "id": "PO-1", "status": "ACTIVE", "lines": [] } })),
-        )
-        .mount(exsited)
-        .await;
 }
 
 /// AppZen's own outages, open, as AppZen's reconcile function left them in the same ledger table.

@@ -3,7 +3,6 @@
 //! endpoint, throttling, unavailability). AppZen is a wiremock; the ports are in memory, except Secrets Manager
 //! (moto), which the credential renewal reads again.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use po_sync::appzen::UPSERT_PATH;
 use po_sync::message::{NotificationDetail, NotificationEvent, NotificationKind};
 use po_sync::outage::OutageCause;
@@ -16,6 +15,9 @@ use serde_json::json;
 use std::time::{Duration, SystemTime};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+mod common;
+use common::{batch, failures, later, notifications};
 
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore, MemoryRedelivery>;
 
@@ -57,27 +59,10 @@ fn record(message_id: &str, group: &str, receive_count: u32, body: &str) -> serd
     })
 }
 
-fn batch(records: Vec<serde_json::Value>) -> SqsEvent {
-    serde_json::from_value(json!({ "Records": records })).unwrap()
-}
-
-fn failures(response: &SqsBatchResponse) -> Vec<&str> {
-    response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
-}
-
-fn later() -> Option<SystemTime> {
-    Some(SystemTime::now() + Duration::from_secs(120))
-}
-
 /// (message id, seconds) of every record postponed so far.
 fn postponed(reconciler: &MemoryReconciler) -> Vec<(String, u64)> {
     let redelivery = reconciler.redelivery().unwrap();
     redelivery.postponed().into_iter().map(|p| (p.message_id, p.delay.as_secs())).collect()
-}
-
-fn notifications(reconciler: &MemoryReconciler) -> Vec<NotificationEvent> {
-    let messages = reconciler.notifications().messages();
-    messages.iter().map(|m| NotificationEvent::from_json(&m.body).unwrap()).collect()
 }
 
 fn for_po(id: u64) -> wiremock::matchers::BodyContainsMatcher {

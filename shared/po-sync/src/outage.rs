@@ -46,6 +46,10 @@ pub enum OutageCause {
     Unavailable,
 }
 
+/// The outage e-mail's last step once a person fixed po-sync's setup (credentials or address), at either
+/// destination.
+const GOES_THROUGH_ONCE_FIXED: &str = "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.";
+
 impl OutageCause {
     pub fn as_str(self) -> &'static str {
         self.into()
@@ -87,11 +91,11 @@ impl OutageCause {
         match (destination, self) {
             (Destination::Appzen, OutageCause::Credentials) => &[
                 "Put AppZen's current API key, customer id and customer key in the secret named by APPZEN_SECRET_ARN (the stack output AppZenSecretArn). reconcile reads the secret again when AppZen refuses it, so no deploy is needed.",
-                "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
+                GOES_THROUGH_ONCE_FIXED,
             ],
             (Destination::Appzen, OutageCause::Endpoint) => &[
                 "Check the stack parameter AppZenBaseUrl (APPZEN_BASE_URL): it must be the address AppZen gave you, such as https://api.appzen.com, without a path.",
-                "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
+                GOES_THROUGH_ONCE_FIXED,
             ],
             (Destination::Appzen, OutageCause::Throttled | OutageCause::Unavailable) => &[
                 "Nothing needs to be done in Komet: po-sync keeps every waiting purchase order and retries it, waiting longer each time, until AppZen answers.",
@@ -99,11 +103,11 @@ impl OutageCause {
             ],
             (Destination::Exsited, OutageCause::Credentials) => &[
                 "Put Exsited's current OAuth client_id and client_secret in the Exsited secret (EXSITED_SECRET_ARN, the stack output ExsitedSecretArn). Exsited's reconcile function reads it when an instance starts, so then start fresh instances: aws lambda update-function-configuration --function-name <stack output ReconcileExsitedFunctionName> --description \"secret updated\".",
-                "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
+                GOES_THROUGH_ONCE_FIXED,
             ],
             (Destination::Exsited, OutageCause::Endpoint) => &[
                 "Check the stack parameter ExsitedBaseUrl (EXSITED_BASE_URL): it must be your Exsited tenant's address, https://<tenant>.exsited.com, without a path.",
-                "Every waiting purchase order then goes through at its next retry, in order; nothing needs to be resent from Komet or redriven.",
+                GOES_THROUGH_ONCE_FIXED,
             ],
             (Destination::Exsited, OutageCause::Throttled | OutageCause::Unavailable) => &[
                 "Nothing needs to be done in Komet: po-sync keeps every waiting purchase order and retries it, waiting longer each time, until Exsited answers.",

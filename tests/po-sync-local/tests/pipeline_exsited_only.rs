@@ -9,40 +9,11 @@ use po_sync::Decimal;
 use po_sync_local::local::{LocalStack, NOTIFY_TO, SentEmail, StackOptions};
 use po_sync_local::poller::LogSink;
 use po_sync_test_support::{fixture, workspace_root};
-use serde_json::Value;
 
-// Not every helper of the e2e tests' shared module is needed here (no AppZen bodies, no dearer version).
-#[allow(dead_code)]
 mod support;
-use support::{admin, clean_po_numbered};
+use support::{admin, clean_po_numbered, decimal, exsited, exsited_orders, post_accepted, settle};
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn exsited(stack: &LocalStack) -> &po_sync_local::exsited_sandbox::RunningSandbox {
-    stack.exsited.as_ref().expect("the stack has Exsited")
-}
-
-/// The Exsited POs whose note names Komet's `po_number` (po-sync keeps Komet's numbers in the note).
-fn exsited_orders(stack: &LocalStack, po_number: &str) -> Vec<Value> {
-    exsited(stack)
-        .purchase_orders()
-        .into_iter()
-        .filter(|order| order["purchase_order_note"].as_str().is_some_and(|note| note.contains(po_number)))
-        .collect()
-}
-
-fn decimal(value: &Value) -> Decimal {
-    value.as_str().and_then(|text| text.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {value}"))
-}
-
-async fn post_accepted(stack: &LocalStack, body: &[u8]) {
-    let (status, answer) = stack.post_webhook(body).await.unwrap();
-    assert_eq!(status, 200, "ingest refused a valid webhook: {answer}");
-}
-
-async fn settle(stack: &LocalStack) {
-    stack.wait_until_idle(SETTLE).await.unwrap_or_else(|e| panic!("{e}"));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exsited_only_end_to_end() {
@@ -83,7 +54,7 @@ async fn exsited_only_end_to_end() {
 async fn a_clean_po_reaches_exsited_with_its_exact_total_and_nothing_reaches_appzen(stack: &LocalStack) {
     eprintln!("--- scenario: a clean PO reaches Exsited, and nothing AppZen");
     post_accepted(stack, &clean_po_numbered(62001, "P062001")).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     let orders = exsited_orders(stack, "P062001");
     assert_eq!(orders.len(), 1, "{orders:#?}");
     let order = &orders[0];
@@ -109,7 +80,7 @@ async fn komets_doc_sample_is_one_mismatch_e_mail_from_exsited_s_reconcile(stack
     let before = stack.sent_emails().len();
     let created = exsited(stack).purchase_orders().len();
     post_accepted(stack, &fixture("komet-doc-sample.json")).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     let emails: Vec<SentEmail> = stack.sent_emails().iter().skip(before).map(SentEmail::from_moto).collect();
     assert_eq!(emails.len(), 1, "one mismatch e-mail, from reconcile-exsited: {emails:#?}");
     let email = &emails[0];

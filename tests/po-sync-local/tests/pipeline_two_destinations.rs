@@ -10,29 +10,13 @@ use po_sync_local::exsited_sandbox::Failure;
 use po_sync_local::local::{LocalStack, SentEmail, StackOptions};
 use po_sync_local::poller::LogSink;
 use po_sync_test_support::{fixture, workspace_root};
-use serde_json::Value;
 
 mod support;
-use support::{admin, admin_with, clean_po_numbered, dearer, total_of};
+use support::{
+    admin, admin_with, clean_po_numbered, dearer, decimal, exsited, exsited_orders, post_accepted, settle, total_of,
+};
 
 const SETTLE: Duration = Duration::from_secs(120);
-
-fn exsited(stack: &LocalStack) -> &po_sync_local::exsited_sandbox::RunningSandbox {
-    stack.exsited.as_ref().expect("the stack has Exsited")
-}
-
-/// The Exsited POs whose note names Komet's `po_number` (po-sync keeps Komet's numbers in the note).
-fn exsited_orders(stack: &LocalStack, po_number: &str) -> Vec<Value> {
-    exsited(stack)
-        .purchase_orders()
-        .into_iter()
-        .filter(|order| order["purchase_order_note"].as_str().is_some_and(|note| note.contains(po_number)))
-        .collect()
-}
-
-fn decimal(value: &Value) -> Decimal {
-    value.as_str().and_then(|text| text.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {value}"))
-}
 
 fn appzen_totals(stack: &LocalStack, po_number: &str) -> Vec<String> {
     stack
@@ -45,15 +29,6 @@ fn appzen_totals(stack: &LocalStack, po_number: &str) -> Vec<String> {
 
 fn emails_since(stack: &LocalStack, before: usize) -> Vec<SentEmail> {
     stack.sent_emails().iter().skip(before).map(SentEmail::from_moto).collect()
-}
-
-async fn post_accepted(stack: &LocalStack, body: &[u8]) {
-    let (status, answer) = stack.post_webhook(body).await.unwrap();
-    assert_eq!(status, 200, "ingest refused a valid webhook: {answer}");
-}
-
-async fn settle(stack: &LocalStack) {
-    stack.wait_until_idle(SETTLE).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +67,7 @@ async fn both_destinations_end_to_end() {
 async fn a_clean_po_reaches_both_with_exact_amounts_on_one_token(stack: &LocalStack) {
     eprintln!("--- scenario: a clean PO reaches AppZen and Exsited");
     post_accepted(stack, &clean_po_numbered(61001, "P061001")).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     assert_eq!(appzen_totals(stack, "P061001"), ["1284.81"]);
     let orders = exsited_orders(stack, "P061001");
     assert_eq!(orders.len(), 1, "{orders:#?}");
@@ -114,7 +89,7 @@ async fn a_mismatch_is_one_e_mail_not_one_per_destination(stack: &LocalStack) {
     let before = stack.sent_emails().len();
     let created = exsited(stack).purchase_orders().len();
     post_accepted(stack, &fixture("komet-doc-sample.json")).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     let emails = emails_since(stack, before);
     let subjects: Vec<&str> = emails.iter().map(|e| e.subject.as_str()).collect();
     assert_eq!(subjects.len(), 1, "one e-mail for the PO, not one per destination: {subjects:?}");
@@ -126,10 +101,10 @@ async fn a_newer_version_changes_the_exsited_po_instead_of_creating_another(stac
     eprintln!("--- scenario: A then B: Exsited's PO is changed, not created twice");
     let a = clean_po_numbered(61002, "P061002");
     post_accepted(stack, &a).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     let id = exsited_orders(stack, "P061002")[0]["id"].as_str().unwrap().to_owned();
     post_accepted(stack, &dearer(&a)).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     let orders = exsited_orders(stack, "P061002");
     assert_eq!(orders.len(), 1, "{orders:#?}");
     assert_eq!(orders[0]["id"], id.as_str(), "the same Exsited PO");
@@ -160,7 +135,7 @@ async fn exsited_down_does_not_delay_appzen_and_catches_up_once_back(stack: &Loc
     assert!(stack.invocations().iter().any(|i| i.queue_url == *exsited_queue && !i.failed_ids.is_empty()));
     // Exsited back: each PO arrives once, and nothing was dead-lettered.
     sandbox.reset();
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     for number in ["P061003", "P061004"] {
         assert_eq!(exsited_orders(stack, number).len(), 1, "{number} reaches Exsited once it is back");
         assert_eq!(appzen_totals(stack, number), ["1284.81"], "{number}: AppZen got it once");
@@ -171,11 +146,11 @@ async fn a_401_gets_one_new_token_and_the_po_through(stack: &LocalStack) {
     eprintln!("--- scenario: Exsited's token expires: one new token, and the PO goes through");
     let sandbox = exsited(stack);
     post_accepted(stack, &clean_po_numbered(61005, "P061005")).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     let issued = sandbox.tokens_issued();
     assert!(sandbox.expire_tokens() >= 1, "a live token to expire");
     post_accepted(stack, &clean_po_numbered(61006, "P061006")).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     assert_eq!(exsited_orders(stack, "P061006").len(), 1);
     assert_eq!(sandbox.tokens_issued(), issued + 1, "one refresh after the 401");
 }
@@ -184,7 +159,7 @@ async fn cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(stac
     eprintln!("--- scenario: cancel, a newer Komet version is held and mailed; reactivate and replay send it");
     let a = clean_po_numbered(61007, "P061007");
     post_accepted(stack, &a).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     let id = exsited_orders(stack, "P061007")[0]["id"].as_str().unwrap().to_owned();
 
     let report = admin(stack, &["cancel", "61007", "--reason", "duplicate of P061001"]).await;
@@ -193,7 +168,7 @@ async fn cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(stac
 
     let before = stack.sent_emails().len();
     post_accepted(stack, &dearer(&a)).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     assert_eq!(appzen_totals(stack, "P061007"), ["1284.81"], "AppZen is not sent the newer version");
     let order = exsited(stack).purchase_order(&id).unwrap();
     assert_eq!((order["status"].as_str(), decimal(&order["total"])), (Some("INACTIVE"), "1284.81".parse().unwrap()));
@@ -207,7 +182,7 @@ async fn cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(stac
     admin(stack, &["replay", "--po", "61007", "--latest"]).await;
     let exsited_queue = stack.queues.exsited.as_ref().unwrap().webhooks.clone();
     admin_with(stack, &[("--webhook-queue-url", &exsited_queue)], &["replay", "--po", "61007", "--latest"]).await;
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     assert_eq!(appzen_totals(stack, "P061007"), ["1284.81", "1294.81"], "the held version, once released");
     let order = exsited(stack).purchase_order(&id).unwrap();
     assert_eq!(decimal(&order["total"]), "1294.81".parse::<Decimal>().unwrap(), "Exsited's PO changed, not another");
@@ -231,7 +206,7 @@ async fn pausing_exsited_holds_its_webhooks_while_appzen_goes_on(stack: &LocalSt
     assert!(exsited_orders(stack, "P061008").is_empty(), "paused: nothing reaches Exsited");
     let resumed = admin_with(stack, &flags, &["resume"]).await;
     assert_eq!(resumed["state"], "Enabled", "{resumed:#}");
-    settle(stack).await;
+    settle(stack, SETTLE).await;
     assert_eq!(exsited_orders(stack, "P061008").len(), 1, "delivered once resumed");
     assert_eq!(appzen_totals(stack, "P061008"), ["1284.81"]);
 }

@@ -1,10 +1,17 @@
 //! What the end-to-end tests share: Komet bodies (the clean PO under another id, a dearer version of it), the
-//! exact total an AppZen body carries, and po-sync-admin run against the local stack.
+//! exact total an AppZen body carries, what the Exsited sandbox holds, posting and settling, and po-sync-admin
+//! run against the local stack.
+// Each end-to-end test binary uses a part of it.
+#![allow(dead_code)]
 
 use clap::Parser as _;
+use po_sync::Decimal;
 use po_sync_local::appzen_sandbox::RecordedRequest;
+use po_sync_local::exsited_sandbox::RunningSandbox;
 use po_sync_local::local::LocalStack;
 use po_sync_test_support::fixture;
+use serde_json::Value;
+use std::time::Duration;
 
 /// The clean PO with another Komet id and PO number, so it is a different webhook.
 pub fn clean_po_numbered(id: u64, po_number: &str) -> Vec<u8> {
@@ -34,6 +41,36 @@ pub fn dearer(body: &[u8]) -> Vec<u8> {
         .replacen("\"total\": 1284.81", "\"total\": 1294.81", 1);
     assert_ne!(changed.as_bytes(), body, "fixture changed");
     changed.into_bytes()
+}
+
+/// The stack's Exsited sandbox (a stack deployed with Exsited among its destinations).
+pub fn exsited(stack: &LocalStack) -> &RunningSandbox {
+    stack.exsited.as_ref().expect("the stack has Exsited")
+}
+
+/// The Exsited POs whose note names Komet's `po_number` (po-sync keeps Komet's numbers in the note).
+pub fn exsited_orders(stack: &LocalStack, po_number: &str) -> Vec<Value> {
+    exsited(stack)
+        .purchase_orders()
+        .into_iter()
+        .filter(|order| order["purchase_order_note"].as_str().is_some_and(|note| note.contains(po_number)))
+        .collect()
+}
+
+/// An Exsited amount (a decimal string), exactly.
+pub fn decimal(value: &Value) -> Decimal {
+    value.as_str().and_then(|text| text.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {value}"))
+}
+
+/// POSTs a webhook as Komet does; it must be accepted.
+pub async fn post_accepted(stack: &LocalStack, body: &[u8]) {
+    let (status, answer) = stack.post_webhook(body).await.unwrap();
+    assert_eq!(status, 200, "ingest refused a valid webhook: {answer}");
+}
+
+/// Waits, at most `within`, until every queue is empty: the end of processing.
+pub async fn settle(stack: &LocalStack, within: Duration) {
+    stack.wait_until_idle(within).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Runs `po-sync-admin --json ARGS` against the local stack (resources by flag); returns its JSON report.
