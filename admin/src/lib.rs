@@ -226,18 +226,20 @@ pub enum Command {
         #[arg(long, requires = "po")]
         resend: bool,
     },
-    /// Cancel a PO at every destination the stack has: in Exsited itself, and for AppZen in po-sync's ledger only
-    /// (nothing is sent to AppZen, which keeps what it has). Newer versions Komet sends are then held (mailed as
-    /// cancelled_at_destination), not sent. Exit code 1 if a destination failed.
+    /// Cancel a PO at every destination the stack has, in the destination itself and in po-sync's ledger. Newer
+    /// versions Komet sends are then held (mailed as cancelled_at_destination), not sent. Exit code 1 if a
+    /// destination failed.
     ///
     /// Exsited: the PO Exsited holds (the id the ledger keeps) is cancelled in Exsited (POST
     /// /api/v3/purchase-orders/<id>/cancel, with the settings and secret of Exsited's reconcile function), then
     /// recorded in Exsited's ledger item; if Exsited refuses, nothing is recorded. If no version has reached
     /// Exsited yet, the cancellation is recorded and nothing is sent: the first version is held.
     ///
-    /// AppZen: nothing is sent to AppZen (its API is one upsert of the whole PO; po-sync-admin does not send it
-    /// again with cancel_flag). The cancellation is recorded in AppZen's ledger item only: po-sync stops sending
-    /// AppZen newer versions of the PO, and AppZen keeps what it has.
+    /// AppZen (whose API keeps a cancellation per line of its upsert): the cancellation is recorded in AppZen's
+    /// ledger item first, so no newer version goes to AppZen; then the version AppZen holds is sent again, rebuilt
+    /// from its kept body (archive bucket) with AppZen's reconcile settings, with cancel_flag true, cancel_date and
+    /// cancel_reason on every line. If AppZen cannot be told, the record stays and the report says so: run the
+    /// command again. If no version has reached AppZen yet, only the record is made: the first version is held.
     ///
     /// A destination whose reconcile function the stack lacks (ReconcileFunctionName, ReconcileExsitedFunctionName)
     /// is skipped. A PO being processed at that moment is left alone (run the command again a minute later).
@@ -254,8 +256,9 @@ pub enum Command {
     ///
     /// Exsited: the PO is reactivated in Exsited (POST /api/v3/purchase-orders/<id>/reactivate; also undoes a
     /// cancellation made in Exsited itself), then the cancellation is cleared in Exsited's ledger item; if Exsited
-    /// refuses, the cancellation stays. AppZen: the cancellation is cleared in AppZen's ledger item (AppZen was
-    /// never told of it). Exit code 1 if a destination failed.
+    /// refuses, the cancellation stays. AppZen: the version AppZen holds is sent again with cancel_flag false on
+    /// every line, then the cancellation is cleared in AppZen's ledger item; if AppZen refuses, the cancellation
+    /// stays. Exit code 1 if a destination failed.
     Reactivate {
         /// Komet's numeric PO id (the webhook's "id")
         #[arg(value_name = "PO_ID", value_parser = po::parse_po_id)]
@@ -296,9 +299,12 @@ impl Command {
     /// (a stack may have one destination or both; at least one is needed) and the history table.
     pub fn optional(&self) -> Vec<Resource> {
         match self {
-            Command::Cancel { .. } | Command::Reactivate { .. } => {
-                vec![Resource::ReconcileFunction, Resource::ReconcileExsitedFunction, Resource::HistoryTable]
-            }
+            Command::Cancel { .. } | Command::Reactivate { .. } => vec![
+                Resource::ReconcileFunction,
+                Resource::ReconcileExsitedFunction,
+                Resource::HistoryTable,
+                Resource::ArchiveBucket,
+            ],
             _ => Vec::new(),
         }
     }
@@ -449,16 +455,15 @@ mod tests {
         let mut cli = Cli::command();
         let cancel = cli.find_subcommand_mut("cancel").unwrap();
         let short = cancel.render_help().to_string();
-        assert!(
-            short.contains("for AppZen in po-sync's ledger only (nothing is sent to AppZen, which keeps what it has)")
-        );
+        assert!(short.contains("in the destination itself and in po-sync's ledger"), "{short}");
         let long = cancel.render_long_help().to_string();
-        assert!(long.contains("po-sync stops sending AppZen newer versions of the PO, and AppZen keeps what it has"));
+        assert!(long.contains("with cancel_flag true, cancel_date and cancel_reason on every line"), "{long}");
         assert!(long.contains("if Exsited refuses, nothing is recorded"), "{long}");
         let cli = parse(&["cancel", "48213", "--reason", "ordered twice"]).unwrap();
         assert!(matches!(&cli.command, Command::Cancel { po_id: 48213, reason: Some(r) } if r == "ordered twice"));
         assert_eq!(cli.command.needs(), [Resource::LedgerTable]);
         assert!(cli.command.optional().contains(&Resource::ReconcileExsitedFunction));
+        assert!(cli.command.optional().contains(&Resource::ArchiveBucket), "AppZen's version is rebuilt from it");
         assert!(parse(&["reactivate", "P004410"]).unwrap_err().contains("not a PO id"));
         assert!(parse(&["reactivate", "1", "--reason", "x"]).is_err(), "reactivate takes no reason");
     }

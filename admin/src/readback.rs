@@ -9,12 +9,13 @@
 use crate::Clients;
 use crate::error::{Error, aws};
 use crate::history::kept_versions;
+use chrono::{DateTime, Utc};
 use po_sync::appzen::{Difference, HeldPurchaseOrder, MappingSettings, differences, map_purchase_order};
 use po_sync::config::reconcile::ReconcileConfig;
-use po_sync::komet::parse_webhook;
+use po_sync::komet::{PurchaseOrder, parse_webhook};
 use po_sync::ledger::LedgerEntry;
 use po_sync::message::KeptWebhook;
-use po_sync_aws::appzen::{AppZenClient, resolve_credentials};
+use po_sync_aws::appzen::{AppZenClient, UpsertOutcome, resolve_credentials};
 use po_sync_aws::objects::{ObjectStore, S3ObjectStore, location};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -229,6 +230,14 @@ async fn differences_from(
     kept: &KeptWebhook,
     held: &HeldPurchaseOrder,
 ) -> Result<Vec<Difference>, String> {
+    let (po, source) = kept_po(store, kept).await?;
+    let body = map_purchase_order(&po, &reader.mapping)
+        .map_err(|e| format!("{source} cannot be mapped with reconcile's settings: {e}"))?;
+    Ok(differences(&body, held))
+}
+
+/// The Komet PO of the kept body `kept`, and where that body is (`s3://…`, for messages).
+async fn kept_po(store: &S3ObjectStore, kept: &KeptWebhook) -> Result<(PurchaseOrder, String), String> {
     let source = location(store.bucket(), &kept.key);
     let bytes = store
         .get(&kept.key)
@@ -236,7 +245,72 @@ async fn differences_from(
         .map_err(|e| format!("{source} cannot be read: {e}"))?
         .ok_or_else(|| format!("{source} was listed but is gone"))?;
     let po = parse_webhook(&bytes).map_err(|e| format!("{source} is not a valid Komet webhook body: {e}"))?;
-    let body = map_purchase_order(&po, &reader.mapping)
+    Ok((po, source))
+}
+
+/// What `po-sync-admin cancel` and `reactivate` make of AppZen's copy.
+#[derive(Debug, Clone, Copy)]
+pub enum Mark<'a> {
+    Cancelled { at: DateTime<Utc>, reason: Option<&'a str> },
+    Active,
+}
+
+/// Sends AppZen the version `version` of `entry`'s PO again, as reconcile sent it (rebuilt from its kept body
+/// with reconcile's settings, the archive notes taken from AppZen's copy) and marked as `mark` says. Answers
+/// the request made, or why AppZen was not told.
+pub async fn send_marked(
+    reader: &AppZenReader,
+    store: &S3ObjectStore,
+    entry: &LedgerEntry,
+    version: i64,
+    mark: Mark<'_>,
+) -> Result<String, String> {
+    use crate::po::version_time;
+    let number = &entry.po_number;
+    let held = match reader.client.read(number, reader.timeout).await {
+        Ok(Some(held)) => held,
+        Ok(None) => {
+            return Err(format!(
+                "AppZen holds no PO {number}, though po-sync upserted the version from {}: nothing to mark there \
+                 (po-sync-admin po {} shows the drift)",
+                version_time(version),
+                entry.po_id
+            ));
+        }
+        Err(e) => return Err(format!("AppZen's copy cannot be read: {e} (GET {})", reader.url_of(number))),
+    };
+    let po_id: u64 =
+        entry.po_id.parse().map_err(|_| format!("the ledger's PO id {:?} is not a number", entry.po_id))?;
+    let (kept, _) = kept_versions(store, po_id).await.map_err(|e| format!("the kept bodies cannot be listed: {e}"))?;
+    let Some((kept, _)) = kept.iter().find(|(k, _)| k.version == version) else {
+        return Err(format!(
+            "the body of the version AppZen holds (from {}) is past the retention, so it cannot be sent again",
+            version_time(version)
+        ));
+    };
+    let (po, source) = kept_po(store, kept).await?;
+    let mut body = map_purchase_order(&po, &reader.mapping)
         .map_err(|e| format!("{source} cannot be mapped with reconcile's settings: {e}"))?;
-    Ok(differences(&body, held))
+    body.keep_archive_notes(&held);
+    match mark {
+        Mark::Cancelled { at, reason } => body.mark_cancelled(at, reason),
+        Mark::Active => body.mark_active(),
+    }
+    let request = format!(
+        "POST {} (the version from {}, every line's cancel_flag {})",
+        reader.client.upsert_url(),
+        version_time(version),
+        matches!(mark, Mark::Cancelled { .. })
+    );
+    match reader.client.upsert(body.to_json(), None).await.outcome {
+        UpsertOutcome::Accepted(_) => Ok(request),
+        UpsertOutcome::Rejected(rejected) => {
+            Err(format!("{request}: AppZen refused it (HTTP {}: {})", rejected.http_status, rejected.error))
+        }
+        UpsertOutcome::GaveUp { last, reason } => Err(format!(
+            "{request}: no answer AppZen stood by ({}, {}); try again later",
+            last.failure,
+            reason.as_str()
+        )),
+    }
 }

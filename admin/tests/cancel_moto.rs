@@ -1,13 +1,15 @@
-//! `cancel` and `reactivate` against moto (the ledger and history tables, Secrets Manager, Lambda functions and
-//! a CloudFormation stack naming them) with Exsited stood in by wiremock: both destinations, then reactivated;
-//! Exsited refusing (nothing recorded, exit code 1, through the built binary); an AppZen-only stack.
+//! `cancel` and `reactivate` against moto (the ledger and history tables, the archive bucket, Secrets Manager,
+//! Lambda functions and a CloudFormation stack naming them) with AppZen and Exsited stood in by wiremock: both
+//! destinations, then reactivated; Exsited refusing (nothing recorded, exit code 1, through the built binary);
+//! AppZen refusing (recorded, not told, told on the next run); an AppZen-only stack.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use clap::Parser;
 use po_sync::destination::Destination;
 use po_sync::history::AttemptOutcome;
 use po_sync::ledger::{AppZenHolds, Claim, LedgerEntry, LedgerOutcome, SettledVersion};
-use po_sync_admin::cancel::{APPZEN_CANCEL, State};
+use po_sync::message::kept_key;
+use po_sync_admin::cancel::State;
 use po_sync_admin::{Cli, Clients, execute};
 use po_sync_aws::ledger::{DynamoHistory, DynamoLedger, Ledger, Written};
 use po_sync_test_support::moto::{MotoServer, create_history_table, create_ledger_table};
@@ -18,6 +20,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const LEDGER: &str = "c-ledger";
 const HISTORY: &str = "c-history";
+const ARCHIVE: &str = "c-archive";
+/// The PO Komet sent (id 48213, P004410, invoices 01-P004410 and 01-P004411), kept for the version from :10.
+const KOMET_BODY: &[u8] = include_bytes!("../../shared/po-sync/tests/fixtures/komet-clean-po.json");
+/// Where reconcile archived invoice 01-P004410's PDF, as AppZen's copy of the PO notes it.
+const ARCHIVED_PDF: &str = "s3://c-archive/invoices/48213/01-P004410/ab12.pdf";
 const PO_ID: u64 = 48213;
 const EXSITED_ID: &str = "PO-LHROM9-0024";
 
@@ -30,7 +37,50 @@ async fn start() -> (MotoServer, Clients) {
     let clients = Clients::new(&moto.sdk_config().await);
     create_ledger_table(&clients.dynamodb, LEDGER).await.unwrap();
     create_history_table(&clients.dynamodb, HISTORY).await.unwrap();
+    clients.s3.create_bucket().bucket(ARCHIVE).send().await.unwrap();
+    let key = kept_key(PO_ID, at(10), "req-10");
+    clients.s3.put_object().bucket(ARCHIVE).key(key).body(KOMET_BODY.to_vec().into()).send().await.unwrap();
     (moto, clients)
+}
+
+/// AppZen: its copy of P004410 (with the archive note reconcile wrote), and upserts answered `status`.
+async fn appzen(status: u16) -> MockServer {
+    let server = MockServer::start().await;
+    let held = json!({
+        "uuid": "appzen-uuid",
+        "purchase_order_number": "P004410",
+        "custom_json": { "komet_po_id": PO_ID, "komet_invoices": [
+            { "invoice_number": "01-P004410", "archived_file": ARCHIVED_PDF }
+        ] }
+    });
+    Mock::given(method("GET"))
+        .and(path("/dictionary-data-services/purchase-order/purchase-order-number/P004410"))
+        .and(header("x-api-key", "key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(held))
+        .mount(&server)
+        .await;
+    let answer = match status {
+        200 => json!({ "uuid": "appzen-uuid", "status": "UPDATED" }),
+        _ => json!({ "status": status, "error": "Bad Request", "message": "purchase order is locked" }),
+    };
+    Mock::given(method("POST"))
+        .and(path("/dictionary-data-services/purchase-order"))
+        .respond_with(ResponseTemplate::new(status).set_body_json(answer))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The upserts AppZen received, as JSON.
+async fn upserts(server: &MockServer) -> Vec<Value> {
+    let requests = server.received_requests().await.unwrap();
+    requests.iter().filter(|r| r.method.as_str() == "POST").map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
+}
+
+/// Every line's (cancel_flag, cancel_date, cancel_reason) in one upsert.
+fn line_marks(upsert: &Value) -> Vec<(Value, Value, Value)> {
+    let lines = upsert["purchase_order_lines"].as_array().unwrap();
+    lines.iter().map(|l| (l["cancel_flag"].clone(), l["cancel_date"].clone(), l["cancel_reason"].clone())).collect()
 }
 
 /// A Lambda function as CloudFormation declares it (moto keeps its environment for GetFunctionConfiguration).
@@ -48,9 +98,9 @@ fn function(name: &str, variables: Value) -> Value {
     })
 }
 
-/// A po-sync-shaped stack `name`: the ledger and history tables, AppZen's reconcile function, and Exsited's
-/// (reading its credentials from a secret, reaching `exsited`) when given.
-async fn stack(clients: &Clients, name: &str, exsited: Option<&MockServer>) {
+/// A po-sync-shaped stack `name`: the ledger and history tables, the archive bucket, AppZen's reconcile function
+/// (reaching `appzen`), and Exsited's (reading its credentials from a secret, reaching `exsited`) when given.
+async fn stack(clients: &Clients, name: &str, appzen: &MockServer, exsited: Option<&MockServer>) {
     let common = json!({
         "NOTIFY_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/notifications.fifo",
         "LEDGER_TABLE_NAME": LEDGER,
@@ -77,12 +127,17 @@ async fn stack(clients: &Clients, name: &str, exsited: Option<&MockServer>) {
         },
         "ReconcileFunction": function(&format!("{name}-reconcile"), with(json!({
             "DESTINATION": "appzen",
-            "APPZEN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:appzen-never-read"
+            "APPZEN_BASE_URL": appzen.uri(),
+            "APPZEN_API_KEY": "key",
+            "APPZEN_CUSTOMER_ID": "cid",
+            "APPZEN_CUSTOMER_KEY": "ckey",
+            "APPZEN_MAX_ATTEMPTS": "1"
         }))),
     });
     let mut outputs = json!({
         "LedgerTableName": { "Value": LEDGER },
         "HistoryTableName": { "Value": HISTORY },
+        "ArchiveBucketName": { "Value": ARCHIVE },
         "ReconcileFunctionName": { "Value": { "Ref": "ReconcileFunction" } },
     });
     if let Some(exsited) = exsited {
@@ -193,7 +248,8 @@ async fn requests_to(server: &MockServer, suffix: &str) -> usize {
 async fn cancel_at_both_destinations_then_reactivate() {
     let (_moto, clients) = start().await;
     let exsited = exsited(204, None).await;
-    stack(&clients, "both", Some(&exsited)).await;
+    let appzen = appzen(200).await;
+    stack(&clients, "both", &appzen, Some(&exsited)).await;
     // AppZen holds the version from :10, and the one from :20 was held (a mismatch); Exsited holds :20.
     seed(&clients, Destination::Appzen, entry((10, "appzen-uuid"), (20, LedgerOutcome::Held))).await;
     seed(&clients, Destination::Exsited, entry((20, EXSITED_ID), (20, LedgerOutcome::Upserted))).await;
@@ -201,8 +257,39 @@ async fn cancel_at_both_destinations_then_reactivate() {
     let (ok, text) = run(&clients, &["--stack", "both", "cancel", "48213", "--reason", "ordered\ntwice"]).await;
     assert!(ok, "{text}");
     assert!(text.starts_with("cancel PO 48213 at 2 destination(s), reason: ordered twice\n"), "{text}");
-    assert!(text.contains(&format!("  AppZen: done (ledger item 48213)\n    sent      {APPZEN_CANCEL}\n")), "{text}");
-    assert!(text.contains("    ledger    cancelled in po-sync's ledger only: po-sync sends AppZen no newer version"));
+    assert!(
+        text.contains(&format!(
+            "  AppZen: done (ledger item 48213)\n    request   POST {}/dictionary-data-services/purchase-order (the \
+             version from 2026-11-22T09:00:10.000Z, every line's cancel_flag true)\n    sent      AppZen holds PO \
+             P004410 cancelled: the version from 2026-11-22T09:00:10.000Z sent again, every line's cancel_flag true\n\
+             \x20   ledger    cancelled: newer versions are held, not sent to AppZen, until po-sync-admin reactivate \
+             48213\n",
+            appzen.uri()
+        )),
+        "{text}"
+    );
+    // The version AppZen holds (from :10, not the held :20), as reconcile sent it, every line cancelled.
+    let sent = upserts(&appzen).await;
+    assert_eq!(sent.len(), 1);
+    let marks = line_marks(&sent[0]);
+    assert!(marks.len() >= 2, "{marks:?}");
+    for (flag, date, reason) in &marks {
+        assert_eq!((flag, reason), (&json!(true), &json!("ordered twice")));
+        let date = date.as_str().unwrap();
+        assert!(date.len() == 20 && date.ends_with('Z') && DateTime::parse_from_rfc3339(date).is_ok(), "{date}");
+    }
+    assert_eq!(sent[0]["purchase_order_number"], "P004410");
+    assert_eq!(sent[0]["custom_json"]["komet_invoices"][0]["archived_file"], ARCHIVED_PDF, "AppZen's note kept");
+    let mut reconcile_sent = sent[0].clone();
+    for line in reconcile_sent["purchase_order_lines"].as_array_mut().unwrap() {
+        for field in ["cancel_flag", "cancel_date", "cancel_reason"] {
+            line.as_object_mut().unwrap().remove(field);
+        }
+    }
+    reconcile_sent["custom_json"]["komet_invoices"][0].as_object_mut().unwrap().remove("archived_file");
+    let po = po_sync::komet::parse_webhook(KOMET_BODY).unwrap();
+    let mapped = po_sync::appzen::map_purchase_order(&po, &Default::default()).unwrap().to_json();
+    assert_eq!(reconcile_sent, serde_json::from_str::<Value>(&mapped).unwrap(), "nothing else differs");
     assert!(
         text.contains(&format!(
             "  Exsited: done (ledger item exsited#48213)\n    request   POST /api/v3/purchase-orders/{EXSITED_ID}/cancel\n"
@@ -211,10 +298,14 @@ async fn cancel_at_both_destinations_then_reactivate() {
     );
     assert_eq!(requests_to(&exsited, "/cancel").await, 1);
 
-    let appzen = read(&clients, Destination::Appzen).await.unwrap();
-    let cancelled = appzen.cancelled.clone().expect("AppZen's item records it");
-    assert_eq!((cancelled.reason.as_deref(), cancelled.destination_id), (Some("ordered twice"), None));
-    assert_eq!((appzen.revision, appzen.appzen.as_ref().unwrap().version), (2, at(10).timestamp_millis()));
+    let appzen_entry = read(&clients, Destination::Appzen).await.unwrap();
+    let cancelled = appzen_entry.cancelled.clone().expect("AppZen's item records it");
+    assert_eq!(
+        (cancelled.reason.as_deref(), cancelled.destination_id.as_deref()),
+        (Some("ordered twice"), Some("P004410")),
+        "recorded, then noted as told"
+    );
+    assert_eq!((appzen_entry.revision, appzen_entry.appzen.as_ref().unwrap().version), (3, at(10).timestamp_millis()));
     let exsited_entry = read(&clients, Destination::Exsited).await.unwrap();
     assert_eq!(exsited_entry.cancelled.unwrap().destination_id.as_deref(), Some(EXSITED_ID));
     let history = DynamoHistory::reader(clients.dynamodb.clone(), HISTORY).list(PO_ID, 10).await.unwrap();
@@ -230,7 +321,8 @@ async fn cancel_at_both_destinations_then_reactivate() {
     let (ok, text) = run(&clients, &["--stack", "both", "cancel", "48213"]).await;
     assert!(ok && text.matches(": unchanged (").count() == 2, "{text}");
     assert_eq!(requests_to(&exsited, "/cancel").await, 1);
-    assert_eq!(read(&clients, Destination::Appzen).await.unwrap().revision, 2);
+    assert_eq!(upserts(&appzen).await.len(), 1);
+    assert_eq!(read(&clients, Destination::Appzen).await.unwrap().revision, 3);
 
     let (ok, json) = run(&clients, &["--stack", "both", "--json", "reactivate", "48213"]).await;
     assert!(ok, "{json}");
@@ -238,6 +330,9 @@ async fn cancel_at_both_destinations_then_reactivate() {
     assert_eq!(report["action"], "reactivate");
     let [appzen_report, exsited_report] = [&report["destinations"][0], &report["destinations"][1]];
     assert_eq!((appzen_report["state"].as_str(), appzen_report["recorded"].as_bool()), (Some("done"), Some(true)));
+    let sent = upserts(&appzen).await;
+    assert_eq!(sent.len(), 2, "AppZen told once more");
+    assert!(line_marks(&sent[1]).iter().all(|m| *m == (json!(false), Value::Null, Value::Null)), "{:?}", sent[1]);
     assert_eq!(
         appzen_report["next"].as_str().unwrap(),
         "the latest version (received 2026-11-22T09:00:20.000Z) was held, not sent: po-sync-admin replay --po \
@@ -266,7 +361,8 @@ async fn exsited_refusing_records_nothing_for_exsited_and_the_binary_exits_1() {
     let (moto, clients) = start().await;
     let refusal = json!({ "errors": [{ "code": "PO_LOCKED", "message": "purchase order is being invoiced" }] });
     let exsited = exsited(400, Some(refusal)).await;
-    stack(&clients, "refusing", Some(&exsited)).await;
+    let appzen = appzen(200).await;
+    stack(&clients, "refusing", &appzen, Some(&exsited)).await;
     seed(&clients, Destination::Appzen, entry((10, "appzen-uuid"), (10, LedgerOutcome::Upserted))).await;
     seed(&clients, Destination::Exsited, entry((10, EXSITED_ID), (10, LedgerOutcome::Upserted))).await;
 
@@ -301,9 +397,10 @@ async fn exsited_refusing_records_nothing_for_exsited_and_the_binary_exits_1() {
 }
 
 #[tokio::test]
-async fn an_appzen_only_stack_records_in_the_ledger_only_and_skips_exsited() {
+async fn an_appzen_only_stack_cancels_before_the_first_version_and_skips_exsited() {
     let (_moto, clients) = start().await;
-    stack(&clients, "appzen-only", None).await;
+    let appzen = appzen(200).await;
+    stack(&clients, "appzen-only", &appzen, None).await;
 
     // Never seen yet: the cancellation makes the item, so its first version is held.
     let (ok, text) = run(&clients, &["--stack", "appzen-only", "cancel", "48213"]).await;
@@ -322,6 +419,8 @@ async fn an_appzen_only_stack_records_in_the_ledger_only_and_skips_exsited() {
     assert_eq!(read(&clients, Destination::Exsited).await, None);
     let history = DynamoHistory::reader(clients.dynamodb.clone(), HISTORY).list(PO_ID, 10).await.unwrap();
     assert_eq!((history.len(), history[0].version), (1, 0), "recorded against no version");
+    assert!(text.contains("    sent      nothing: no version of this PO has reached AppZen yet\n"), "{text}");
+    assert_eq!(upserts(&appzen).await.len(), 0);
 
     // A version being processed: left alone, and the exit code says so.
     let mut busy = entry.clone();
@@ -347,4 +446,69 @@ async fn an_appzen_only_stack_records_in_the_ledger_only_and_skips_exsited() {
     assert!(error.to_string().contains("no destination is known"), "{error}");
     let state: State = State::Skipped;
     assert_eq!(serde_json::to_value(state).unwrap(), "skipped");
+}
+
+#[tokio::test]
+async fn appzen_refusing_leaves_the_cancellation_recorded_and_the_next_run_tells_it() {
+    let (_moto, clients) = start().await;
+    let refusing = appzen(400).await;
+    stack(&clients, "appzen-refusing", &refusing, None).await;
+    seed(&clients, Destination::Appzen, entry((10, "appzen-uuid"), (10, LedgerOutcome::Upserted))).await;
+
+    let (ok, text) = run(&clients, &["--stack", "appzen-refusing", "cancel", "48213"]).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("  AppZen: FAILED (ledger item 48213)\n"), "{text}");
+    assert!(text.contains("every line's cancel_flag true): AppZen refused it (HTTP 400: "), "{text}");
+    assert!(text.contains("but AppZen still shows the PO active: run po-sync-admin cancel 48213 again"), "{text}");
+    let recorded = read(&clients, Destination::Appzen).await.unwrap();
+    let cancellation = recorded.cancelled.clone().expect("recorded first: reconcile holds newer versions");
+    assert_eq!((cancellation.destination_id, recorded.revision), (None, 2), "not noted as told");
+
+    // AppZen takes it now (the stack's AppZen is another server: move the function's URL there).
+    let accepting = appzen(200).await;
+    let cli = Cli::try_parse_from([
+        "po-sync-admin",
+        "--stack",
+        "appzen-refusing",
+        "--reconcile-function",
+        "appzen-refusing-reconcile-2",
+        "cancel",
+        "48213",
+    ])
+    .unwrap();
+    let variables = json!({
+        "LEDGER_TABLE_NAME": LEDGER,
+        "NOTIFY_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/notifications.fifo",
+        "DESTINATION": "appzen",
+        "APPZEN_BASE_URL": accepting.uri(),
+        "APPZEN_API_KEY": "key",
+        "APPZEN_CUSTOMER_ID": "cid",
+        "APPZEN_CUSTOMER_KEY": "ckey",
+    });
+    let template = json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "Role": {
+                "Type": "AWS::IAM::Role",
+                "Properties": { "AssumeRolePolicyDocument": { "Version": "2012-10-17", "Statement": [] } }
+            },
+            "ReconcileFunction": function("appzen-refusing-reconcile-2", variables),
+        }
+    });
+    clients
+        .cloudformation
+        .create_stack()
+        .stack_name("second")
+        .template_body(template.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let ok = execute(&cli, &clients, None, &mut out, &mut |_| {}).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains("  AppZen: done (ledger item 48213)\n"), "{text}");
+    assert_eq!(upserts(&accepting).await.len(), 1);
+    let told = read(&clients, Destination::Appzen).await.unwrap();
+    assert_eq!(told.cancelled.unwrap().destination_id.as_deref(), Some("P004410"));
 }

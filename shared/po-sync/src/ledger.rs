@@ -393,6 +393,23 @@ pub fn reactivated(current: &LedgerEntry, now: DateTime<Utc>) -> Option<LedgerEn
     Some(entry)
 }
 
+/// The entry whose cancellation names the destination's id of the PO, once the destination itself holds it
+/// cancelled (`po-sync-admin cancel` records before it tells AppZen). `None` when the entry records no
+/// cancellation any more, or already names that id (nothing to write).
+pub fn cancellation_told(current: &LedgerEntry, destination_id: &str, now: DateTime<Utc>) -> Option<LedgerEntry> {
+    let cancellation = current.cancelled.as_ref()?;
+    if cancellation.destination_id.as_deref() == Some(destination_id) {
+        return None;
+    }
+    let mut entry = current.clone();
+    if let Some(cancellation) = entry.cancelled.as_mut() {
+        cancellation.destination_id = Some(destination_id.to_owned());
+    }
+    entry.revision += 1;
+    entry.updated_at = now;
+    Some(entry)
+}
+
 /// The version the destination should hold and does not, because it was held while the PO was cancelled: the
 /// latest version, when it was held and is newer than what the destination holds. A replay of it
 /// (`po-sync-admin replay --po <id> --latest`) sends it once the PO is reactivated.
@@ -793,6 +810,19 @@ mod tests {
         // The held version, replayed after the reactivation, goes through.
         let replay = Arrival { replay: true, ..arrival(2, "B", "m2-replay") };
         assert!(matches!(judge(Some(&reactivated), &replay, at(54), LEASE), Verdict::Proceed { .. }));
+    }
+
+    #[test]
+    fn a_cancellation_names_the_destination_s_id_once_the_destination_was_told() {
+        let entry = process(None, &arrival(1, "A", "m1"), &upserted());
+        assert_eq!(cancellation_told(&entry, "P7", at(41)), None, "no cancellation to name it in");
+        let recorded = cancelled(Some(&entry), 7, cancellation(40, None), at(40));
+        let told = cancellation_told(&recorded, "P7", at(41)).expect("recorded, not yet told");
+        assert_eq!(told.cancelled.as_ref().and_then(|c| c.destination_id.as_deref()), Some("P7"));
+        assert_eq!((told.revision, told.updated_at), (recorded.revision + 1, at(41)));
+        let kept = Cancellation { destination_id: None, ..told.cancelled.clone().unwrap() };
+        assert_eq!(kept, recorded.cancelled.clone().unwrap(), "when and why stay as recorded");
+        assert_eq!(cancellation_told(&told, "P7", at(42)), None, "nothing to write");
     }
 
     #[test]

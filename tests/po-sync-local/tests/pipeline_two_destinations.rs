@@ -10,6 +10,7 @@ use po_sync_local::exsited_sandbox::Failure;
 use po_sync_local::local::{LocalStack, SentEmail, StackOptions};
 use po_sync_local::poller::LogSink;
 use po_sync_test_support::{fixture, workspace_root};
+use serde_json::Value;
 
 mod support;
 use support::{
@@ -25,6 +26,14 @@ fn appzen_totals(stack: &LocalStack, po_number: &str) -> Vec<String> {
         .filter(|request| request.body.contains(&format!("\"{po_number}\"")))
         .map(total_of)
         .collect()
+}
+
+/// Each line's `cancel_flag` in the last upsert of `po_number` AppZen accepted (`null` where absent).
+fn appzen_cancel_flags(stack: &LocalStack, po_number: &str) -> Vec<Value> {
+    let upserts = stack.appzen_upserts();
+    let last = upserts.iter().rfind(|r| r.body.contains(&format!("\"{po_number}\""))).expect("an upsert of it");
+    let body: Value = serde_json::from_str(&last.body).unwrap();
+    body["purchase_order_lines"].as_array().unwrap().iter().map(|line| line["cancel_flag"].clone()).collect()
 }
 
 fn emails_since(stack: &LocalStack, before: usize) -> Vec<SentEmail> {
@@ -165,11 +174,15 @@ async fn cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(stac
     let report = admin(stack, &["cancel", "61007", "--reason", "duplicate of P061001"]).await;
     eprintln!("cancel: {report}");
     assert_eq!(exsited(stack).purchase_order(&id).unwrap()["status"], "INACTIVE", "cancelled in Exsited");
+    assert_eq!(report["destinations"][0]["state"], "done", "{report:#}");
+    assert_eq!(appzen_totals(stack, "P061007"), ["1284.81", "1284.81"], "the version AppZen holds, sent again");
+    let flags = appzen_cancel_flags(stack, "P061007");
+    assert!(flags.len() > 1 && flags.iter().all(|f| *f == Value::Bool(true)), "cancelled in AppZen: {flags:?}");
 
     let before = stack.sent_emails().len();
     post_accepted(stack, &dearer(&a)).await;
     settle(stack, SETTLE).await;
-    assert_eq!(appzen_totals(stack, "P061007"), ["1284.81"], "AppZen is not sent the newer version");
+    assert_eq!(appzen_totals(stack, "P061007"), ["1284.81", "1284.81"], "AppZen is not sent the newer version");
     let order = exsited(stack).purchase_order(&id).unwrap();
     assert_eq!((order["status"].as_str(), decimal(&order["total"])), (Some("INACTIVE"), "1284.81".parse().unwrap()));
     let emails = emails_since(stack, before);
@@ -179,11 +192,16 @@ async fn cancel_holds_and_mails_a_newer_version_until_reactivate_and_replay(stac
 
     admin(stack, &["reactivate", "61007"]).await;
     assert_eq!(exsited(stack).purchase_order(&id).unwrap()["status"], "ACTIVE");
+    assert!(appzen_cancel_flags(stack, "P061007").iter().all(|f| *f == Value::Bool(false)), "active in AppZen again");
     admin(stack, &["replay", "--po", "61007", "--latest"]).await;
     let exsited_queue = stack.queues.exsited.as_ref().unwrap().webhooks.clone();
     admin_with(stack, &[("--webhook-queue-url", &exsited_queue)], &["replay", "--po", "61007", "--latest"]).await;
     settle(stack, SETTLE).await;
-    assert_eq!(appzen_totals(stack, "P061007"), ["1284.81", "1294.81"], "the held version, once released");
+    assert_eq!(
+        appzen_totals(stack, "P061007"),
+        ["1284.81", "1284.81", "1284.81", "1294.81"],
+        "cancelled, active again, then the held version once released"
+    );
     let order = exsited(stack).purchase_order(&id).unwrap();
     assert_eq!(decimal(&order["total"]), "1294.81".parse::<Decimal>().unwrap(), "Exsited's PO changed, not another");
     assert_eq!(exsited_orders(stack, "P061007").len(), 1);

@@ -39,6 +39,27 @@ pub struct HeldPurchaseOrder {
     pub total_amount: Option<HeldMoney>,
     #[serde(default)]
     pub purchase_order_lines: Option<Vec<HeldLine>>,
+    /// The archive notes po-sync wrote into `custom_json` (not compared; kept when the PO is sent again from
+    /// the CLI). A `custom_json` of another shape reads as none.
+    #[serde(default, deserialize_with = "lenient")]
+    pub custom_json: Option<HeldCustomJson>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct HeldCustomJson {
+    #[serde(default)]
+    pub komet_invoices: Vec<HeldInvoiceNote>,
+}
+
+/// Where po-sync archived one invoice's PDF, or why it could not, as AppZen holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct HeldInvoiceNote {
+    #[serde(default, deserialize_with = "text")]
+    pub invoice_number: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub archived_file: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub archive_incomplete: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -76,6 +97,20 @@ impl HeldPurchaseOrder {
         }
         serde_json::from_slice(body).map_err(|e| format!("AppZen's answer is not a purchase order as documented: {e}"))
     }
+}
+
+impl HeldPurchaseOrder {
+    /// The archive note AppZen holds for invoice `number`, if any.
+    pub fn invoice_note(&self, number: &str) -> Option<&HeldInvoiceNote> {
+        let notes = &self.custom_json.as_ref()?.komet_invoices;
+        notes.iter().find(|note| note.invoice_number.as_deref() == Some(number))
+    }
+}
+
+/// `T` when the value reads as one, `None` otherwise (and for `null`).
+fn lenient<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    let raw = <Option<&RawValue>>::deserialize(deserializer)?;
+    Ok(raw.and_then(|raw| serde_json::from_str(raw.get()).ok()))
 }
 
 /// A text field, also when AppZen answers it as a number (`"entity_id": 1002`); `null` is absent.

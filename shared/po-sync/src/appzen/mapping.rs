@@ -72,6 +72,9 @@ pub fn map_purchase_order<'a>(
                 uninvoiced_amount: money(Decimal::ZERO),
                 purchase_order_line_status: status.clone(),
                 appzen_purchase_order_line_status: Text::from(APPZEN_STATUS_ISSUED),
+                cancel_flag: None,
+                cancel_date: None,
+                cancel_reason: None,
                 custom_json: LineCustomJson {
                     komet_invoice_number: Text::from(number),
                     komet_item_position: Some(position),
@@ -90,6 +93,9 @@ pub fn map_purchase_order<'a>(
                 uninvoiced_amount: money(Decimal::ZERO),
                 purchase_order_line_status: status.clone(),
                 appzen_purchase_order_line_status: Text::from(APPZEN_STATUS_ISSUED),
+                cancel_flag: None,
+                cancel_date: None,
+                cancel_reason: None,
                 custom_json: LineCustomJson { komet_invoice_number: Text::from(number), komet_item_position: None },
             });
         }
@@ -316,6 +322,9 @@ mod tests {
                 uninvoiced_amount: money(Decimal::ZERO),
                 purchase_order_line_status: text("Issued"),
                 appzen_purchase_order_line_status: text(APPZEN_STATUS_ISSUED),
+                cancel_flag: None,
+                cancel_date: None,
+                cancel_reason: None,
                 custom_json: LineCustomJson { komet_invoice_number: text("01-P1"), komet_item_position: position },
             };
             let date = dates[i % dates.len()];

@@ -13,7 +13,7 @@ pub use body::{
     HeaderCustomJson, InvoiceCustomJson, LineCustomJson, LineDescription, Money, PurchaseOrderBody, PurchaseOrderLine,
     Text,
 };
-pub use held::{Difference, HeldPurchaseOrder, READ_PATH_SEGMENT, differences};
+pub use held::{Difference, HeldCustomJson, HeldInvoiceNote, HeldPurchaseOrder, READ_PATH_SEGMENT, differences};
 pub(crate) use mapping::single_vendor;
 pub use mapping::{MappingError, map_purchase_order};
 pub use response::{ErrorResponse, UpsertResponse};

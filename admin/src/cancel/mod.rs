@@ -7,12 +7,15 @@
 //!   (`POST …/{id}/cancel`, `…/reactivate`), with the settings and credentials of Exsited's reconcile function
 //!   and the token it shares through the ledger table; the ledger records it only once Exsited has done it. With no id yet, the cancellation is recorded and
 //!   nothing is sent: the first version to arrive is held, not created.
-//! - **AppZen**: its API is one upsert of the whole PO; its `cancel_flag` would mean sending the PO again from
-//!   the CLI, which is not done. The cancellation is recorded in AppZen's ledger item only: po-sync stops sending
-//!   AppZen newer versions, and AppZen keeps what it has.
+//! - **AppZen**: its API keeps a cancellation per line of its one upsert (`cancel_flag`, `cancel_date`,
+//!   `cancel_reason`). The cancellation is recorded first, so reconcile sends AppZen no newer version from then
+//!   on; then the version the ledger says AppZen holds is sent again with every line cancelled (see
+//!   [`appzen`]), and the record names AppZen as told. If AppZen cannot be told, the record stays and says so, and
+//!   running `cancel` again tells it.
 //!
-//! `reactivate` clears the cancellation (and reactivates the PO in Exsited); it sends no version: one held
-//! meanwhile is sent by `replay --po <id> --latest`, which the report names.
+//! `reactivate` reactivates the PO at the destination (Exsited's endpoint; for AppZen, the version it holds sent
+//! again with `cancel_flag: false` on every line), then clears the cancellation; it sends no newer version: one
+//! held meanwhile is sent by `replay --po <id> --latest`, which the report names.
 //!
 //! A destination the stack does not have (no `ReconcileFunctionName` / `ReconcileExsitedFunctionName` output,
 //! nor flag) is skipped; one that fails does not stop the other, and makes the exit code 1.
@@ -21,6 +24,8 @@ use crate::Clients;
 use crate::error::Error;
 use crate::po::version_time;
 use crate::readback::reconcile_config_of;
+
+mod appzen;
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
 use po_sync::config::reconcile::{DestinationConfig, ExsitedDestinationConfig};
@@ -40,10 +45,6 @@ pub const MAX_REASON_CHARS: usize = 200;
 
 /// How many times a ledger write that lost a race with reconcile is derived again from what was read.
 const RACE_ROUNDS: u32 = 5;
-
-/// What the AppZen part of `cancel` does, as the report and `--help` say it.
-pub const APPZEN_CANCEL: &str = "nothing: AppZen's API is one upsert of the whole PO, and po-sync-admin does not \
-                                 send it again with cancel_flag; AppZen keeps what it has";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -207,7 +208,16 @@ pub async fn cancel_or_reactivate(
             }
             Some(function) => {
                 let ledger = DynamoLedger::new(clients.dynamodb.clone(), table).for_destination(destination);
-                let at = DestinationAt { clients, ledger: &ledger, table, history: history.as_ref(), function, po_id };
+                let archive = resources.get(Resource::ArchiveBucket);
+                let at = DestinationAt {
+                    clients,
+                    ledger: &ledger,
+                    table,
+                    history: history.as_ref(),
+                    function,
+                    archive,
+                    po_id,
+                };
                 let report = DestinationReport::new(destination, Some(function), po_id);
                 at.act(report, po_id, action, reason).await
             }
@@ -224,6 +234,8 @@ struct DestinationAt<'a> {
     table: &'a str,
     history: Option<&'a DynamoHistory>,
     function: &'a str,
+    /// The bucket of kept webhook bodies, from which AppZen's version is rebuilt.
+    archive: Option<&'a str>,
     po_id: u64,
 }
 
@@ -272,25 +284,27 @@ impl DestinationAt<'_> {
             );
             return report.failed(Some(why), not_recorded);
         }
-        match action {
-            Action::Cancel => self.cancel(report, po_id, current, exsited, reason, now).await,
-            Action::Reactivate => self.reactivate(report, po_id, current, exsited, now).await,
+        match (action, exsited) {
+            (Action::Cancel, Some(exsited)) => self.cancel(report, po_id, current, exsited, reason, now).await,
+            (Action::Reactivate, Some(exsited)) => self.reactivate(report, po_id, current, exsited, now).await,
+            (Action::Cancel, None) => self.cancel_appzen(report, po_id, current, reason, now).await,
+            (Action::Reactivate, None) => self.reactivate_appzen(report, po_id, current, now).await,
         }
     }
 
+    /// Exsited: the PO cancelled in Exsited, then recorded.
     async fn cancel(
         &self,
         mut report: DestinationReport,
         po_id: u64,
         current: Option<LedgerEntry>,
-        exsited: Option<ExsitedDestinationConfig>,
+        settings: ExsitedDestinationConfig,
         reason: Option<&str>,
         now: DateTime<Utc>,
     ) -> DestinationReport {
         let destination = report.destination;
-        // What the destination holds of the PO: only Exsited's id is one to cancel there.
-        let held_id = current.as_ref().and_then(|e| e.appzen.as_ref()).and_then(|h| h.uuid.clone());
-        let target = exsited.as_ref().and(held_id);
+        // Exsited's id of the PO, once a version created it there.
+        let target = current.as_ref().and_then(|e| e.appzen.as_ref()).and_then(|h| h.uuid.clone());
         report.destination_id = target.clone();
         if let Some(existing) = current.as_ref().and_then(|e| e.cancelled.as_ref())
             && existing.destination_id == target
@@ -300,20 +314,19 @@ impl DestinationAt<'_> {
             report.ledger = format!("cancelled {}", describe(existing));
             return report;
         }
-        let asked = match (&exsited, &target) {
-            (Some(settings), Some(id)) => match self.ask_exsited(settings, id, Action::Cancel).await {
+        let asked = match &target {
+            Some(id) => match self.ask_exsited(&settings, id, Action::Cancel).await {
                 Ok(asked) => asked,
                 Err(why) => {
                     let ledger = "not recorded: po-sync still sends Exsited newer versions of this PO".to_owned();
                     return report.failed(Some(why), ledger);
                 }
             },
-            _ => Asked::Nothing,
+            None => Asked::Nothing,
         };
-        report.sent = match (&asked, destination) {
-            (Asked::Done { id, .. }, _) => format!("Exsited cancelled {id} (it holds it INACTIVE)"),
-            (Asked::Nothing, Destination::Appzen) => APPZEN_CANCEL.to_owned(),
-            (Asked::Nothing, Destination::Exsited) => {
+        report.sent = match &asked {
+            Asked::Done { id, .. } => format!("Exsited cancelled {id} (it holds it INACTIVE)"),
+            Asked::Nothing => {
                 "nothing: no version of this PO has reached Exsited yet (the ledger holds no Exsited id)".to_owned()
             }
         };
@@ -337,41 +350,32 @@ impl DestinationAt<'_> {
         };
         report.state = State::Done;
         report.recorded = true;
-        report.ledger = match (destination, &target) {
-            (Destination::Appzen, _) => format!(
-                "cancelled in po-sync's ledger only: po-sync sends AppZen no newer version of this PO (each is held \
-                 and mailed as cancelled_at_destination) until po-sync-admin reactivate {po_id}"
-            ),
-            (Destination::Exsited, Some(_)) => format!(
+        report.ledger = match &target {
+            Some(_) => format!(
                 "cancelled: newer versions are held, not sent to Exsited, until po-sync-admin reactivate {po_id}"
             ),
-            (Destination::Exsited, None) => format!(
+            None => format!(
                 "cancelled: the first version to arrive is held, not created in Exsited, until po-sync-admin \
                  reactivate {po_id}"
             ),
         };
-        let detail = match (&target, destination) {
-            (Some(id), _) => format!("cancelled by po-sync-admin: Exsited's {id} cancelled in Exsited"),
-            (None, Destination::Appzen) => {
-                "cancelled by po-sync-admin in po-sync's ledger only; AppZen keeps what it has".to_owned()
-            }
-            (None, Destination::Exsited) => "cancelled by po-sync-admin before any version reached Exsited".to_owned(),
+        let detail = match &target {
+            Some(id) => format!("cancelled by po-sync-admin: Exsited's {id} cancelled in Exsited"),
+            None => "cancelled by po-sync-admin before any version reached Exsited".to_owned(),
         };
-        let detail = match reason {
-            Some(reason) => format!("{detail}; reason: {reason}"),
-            None => detail,
-        };
+        let detail = with_reason(detail, reason);
         let requests = u32::from(matches!(asked, Asked::Done { .. }));
         report.history = self.record(&written, destination, AttemptOutcome::Cancelled, &detail, requests, now).await;
         report
     }
 
+    /// Exsited: the PO reactivated in Exsited, then the cancellation cleared.
     async fn reactivate(
         &self,
         mut report: DestinationReport,
         po_id: u64,
         current: Option<LedgerEntry>,
-        exsited: Option<ExsitedDestinationConfig>,
+        settings: ExsitedDestinationConfig,
         now: DateTime<Utc>,
     ) -> DestinationReport {
         let destination = report.destination;
@@ -379,10 +383,10 @@ impl DestinationAt<'_> {
         // The PO cancelled in Exsited, or else the one Exsited holds: it may have been cancelled in Exsited itself
         // (reconcile then holds its versions as INACTIVE), and reactivating an active PO changes nothing.
         let held_id = current.as_ref().and_then(|e| e.appzen.as_ref()).and_then(|h| h.uuid.clone());
-        let target = exsited.as_ref().and(cancellation.as_ref().and_then(|c| c.destination_id.clone()).or(held_id));
+        let target = cancellation.as_ref().and_then(|c| c.destination_id.clone()).or(held_id);
         report.destination_id = target.clone();
-        let asked = match (&exsited, &target) {
-            (Some(settings), Some(id)) => match self.ask_exsited(settings, id, Action::Reactivate).await {
+        let asked = match &target {
+            Some(id) => match self.ask_exsited(&settings, id, Action::Reactivate).await {
                 Ok(asked) => asked,
                 Err(why) => {
                     let ledger = match &cancellation {
@@ -392,14 +396,11 @@ impl DestinationAt<'_> {
                     return report.failed(Some(why), ledger.to_owned());
                 }
             },
-            _ => Asked::Nothing,
+            None => Asked::Nothing,
         };
-        report.sent = match (&asked, destination) {
-            (Asked::Done { id, .. }, _) => format!("Exsited reactivated {id}"),
-            (Asked::Nothing, Destination::Appzen) => {
-                "nothing: AppZen was never told of the cancellation (it is po-sync's own)".to_owned()
-            }
-            (Asked::Nothing, Destination::Exsited) => {
+        report.sent = match &asked {
+            Asked::Done { id, .. } => format!("Exsited reactivated {id}"),
+            Asked::Nothing => {
                 "nothing: no version of this PO has reached Exsited (the ledger holds no Exsited id)".to_owned()
             }
         };
@@ -438,21 +439,7 @@ impl DestinationAt<'_> {
             describe(&cancellation),
             destination.label()
         );
-        report.next = Some(match ledger::held_version(&written) {
-            Some(version) => {
-                let queue = match destination {
-                    Destination::Appzen => String::new(),
-                    // `replay` queues onto the webhook queue, which is AppZen's unless told otherwise.
-                    Destination::Exsited => " --webhook-queue-url <the stack's ExsitedWebhookQueueUrl>".to_owned(),
-                };
-                format!(
-                    "the latest version (received {}) was held, not sent: po-sync-admin replay --po {po_id} --latest{queue} \
-                     sends it",
-                    version_time(version)
-                )
-            }
-            None => format!("no version is waiting: {} holds the latest one po-sync sent it", destination.label()),
-        });
+        report.next = Some(next_after_reactivation(destination, po_id, &written));
         let detail = match &asked {
             Asked::Done { id, .. } => format!("reactivated by po-sync-admin: Exsited's {id} reactivated in Exsited"),
             Asked::Nothing => "reactivated by po-sync-admin: po-sync's cancellation cleared".to_owned(),
@@ -555,6 +542,33 @@ impl DestinationAt<'_> {
             Ok(()) => "recorded".to_owned(),
             Err(e) => format!("not recorded ({e})"),
         })
+    }
+}
+
+/// What is left to do once a PO is reactivated: send the version held meanwhile, if there is one.
+fn next_after_reactivation(destination: Destination, po_id: u64, written: &LedgerEntry) -> String {
+    match ledger::held_version(written) {
+        Some(version) => {
+            let queue = match destination {
+                Destination::Appzen => String::new(),
+                // `replay` queues onto the webhook queue, which is AppZen's unless told otherwise.
+                Destination::Exsited => " --webhook-queue-url <the stack's ExsitedWebhookQueueUrl>".to_owned(),
+            };
+            format!(
+                "the latest version (received {}) was held, not sent: po-sync-admin replay --po {po_id} --latest{queue} \
+                 sends it",
+                version_time(version)
+            )
+        }
+        None => format!("no version is waiting: {} holds the latest one po-sync sent it", destination.label()),
+    }
+}
+
+/// A history detail with the operator's reason, when there is one.
+fn with_reason(detail: String, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("{detail}; reason: {reason}"),
+        None => detail,
     }
 }
 
