@@ -21,7 +21,8 @@ use tokio::time::Instant;
 /// The client of the one destination this function sends to.
 pub enum Sender {
     AppZen(AppZenClient),
-    Exsited { client: ExsitedClient, settings: ExsitedSettings },
+    // Boxed: the Exsited client (its token, lease and secret state) is far larger than AppZen's.
+    Exsited { client: Box<ExsitedClient>, settings: ExsitedSettings },
 }
 
 impl From<AppZenClient> for Sender {
@@ -51,7 +52,7 @@ impl Sender {
             let store = po_sync_aws::exsited::token::DynamoTokenStore::new(aws_sdk_dynamodb::Client::new(aws), table);
             client = client.with_token_store(store);
         }
-        Ok(Sender::Exsited { client, settings: config.mapping.clone() })
+        Ok(Sender::Exsited { client: Box::new(client), settings: config.mapping.clone() })
     }
 }
 

@@ -44,35 +44,72 @@ pub enum ExsitedSetupError {
 }
 
 impl ExsitedClient {
-    /// The client `config` describes, its credentials read once from Secrets Manager if it names a secret.
+    /// The client `config` describes. Credentials from a secret are read now, and again when the token endpoint
+    /// refuses them (at most every [`RENEWAL_INTERVAL`]), so a rotated client secret needs no restart.
     pub async fn from_config(
         config: &ExsitedDestinationConfig,
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, ExsitedSetupError> {
-        let (client_id, client_secret) = match &config.credentials {
-            ExsitedCredentialsSource::Inline { client_id, client_secret } => (client_id.clone(), client_secret.clone()),
+        let (client_id, client_secret, renewal) = match &config.credentials {
+            ExsitedCredentialsSource::Inline { client_id, client_secret } => {
+                (client_id.clone(), client_secret.clone(), None)
+            }
             ExsitedCredentialsSource::Secret { arn } => {
-                let client = aws_sdk_secretsmanager::Client::new(aws);
-                let mut secret = crate::secrets::read_json_secret(&client, arn)
-                    .await
-                    .map_err(|e| ExsitedSetupError::Secret(Box::new(e)))?;
-                let mut take = |key: &'static str| {
-                    secret
-                        .remove(key)
-                        .filter(|v| !v.trim().is_empty())
-                        .ok_or_else(|| ExsitedSetupError::MissingSecretKey { arn: arn.clone(), key })
+                let renewal = CredentialsRenewal {
+                    client: aws_sdk_secretsmanager::Client::new(aws),
+                    arn: arn.clone(),
+                    last_read: tokio::sync::Mutex::new(None),
                 };
-                (take("client_id")?.into(), take("client_secret")?.into())
+                let (client_id, client_secret) = renewal.read().await?;
+                (client_id, client_secret, Some(Box::new(renewal)))
             }
         };
-        Ok(ExsitedClient::new(ExsitedConfig {
+        let mut client = ExsitedClient::new(ExsitedConfig {
             base_url: config.base_url.clone(),
             client_id,
             client_secret,
             redirect_uri: config.redirect_uri.clone(),
             request_timeout: config.request_timeout,
-        })?)
+        })?;
+        client.renewal = renewal;
+        Ok(client)
     }
+}
+
+/// How often, at most, Exsited's secret is read again after the token endpoint refused its credentials, however
+/// many records fail meanwhile (as AppZen's).
+pub const RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where the client credentials came from, to read them again.
+struct CredentialsRenewal {
+    client: aws_sdk_secretsmanager::Client,
+    arn: String,
+    /// When the secret was last read again.
+    last_read: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl CredentialsRenewal {
+    /// `client_id` and `client_secret` from the secret, both present and not blank.
+    async fn read(&self) -> Result<(SecretString, SecretString), ExsitedSetupError> {
+        let mut secret = crate::secrets::read_json_secret(&self.client, &self.arn)
+            .await
+            .map_err(|e| ExsitedSetupError::Secret(Box::new(e)))?;
+        let mut take = |key: &'static str| {
+            secret
+                .remove(key)
+                .filter(|v| !v.trim().is_empty())
+                .map(SecretString::from)
+                .ok_or_else(|| ExsitedSetupError::MissingSecretKey { arn: self.arn.clone(), key })
+        };
+        Ok((take("client_id")?, take("client_secret")?))
+    }
+}
+
+/// The client credentials in use, and which reading of them (0: the first).
+struct ClientCredentials {
+    client_id: SecretString,
+    client_secret: SecretString,
+    generation: u64,
 }
 
 /// Exsited's token endpoint.
@@ -296,6 +333,9 @@ struct Shared {
 pub struct ExsitedClient {
     http: reqwest::Client,
     config: ExsitedConfig,
+    credentials: std::sync::RwLock<Arc<ClientCredentials>>,
+    // Boxed: the Secrets Manager client is large, and most clients have no secret to read again.
+    renewal: Option<Box<CredentialsRenewal>>,
     token: Mutex<Option<Token>>,
     fetched: std::sync::atomic::AtomicU64,
     shared: Option<Shared>,
@@ -319,7 +359,20 @@ impl ExsitedClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .user_agent(concat!("po-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(ExsitedClient { http, config, token: Mutex::new(None), fetched: Default::default(), shared: None })
+        let credentials = ClientCredentials {
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            generation: 0,
+        };
+        Ok(ExsitedClient {
+            http,
+            config,
+            credentials: std::sync::RwLock::new(Arc::new(credentials)),
+            renewal: None,
+            token: Mutex::new(None),
+            fetched: Default::default(),
+            shared: None,
+        })
     }
 
     /// Shares the token through `store` with every client of the same tenant and client id that uses it
@@ -653,12 +706,67 @@ impl ExsitedClient {
         Ok(SharedToken { access_token, expires_at })
     }
 
+    /// A token for the current credentials; if the endpoint refuses them and the secret holds others now, one
+    /// more try with those.
     async fn fetch_token(&self, budget: Budget) -> Result<TokenAnswer, ExsitedError> {
+        let credentials = self.current_credentials();
+        match self.request_token(&credentials, budget).await {
+            Err(ExsitedError::CredentialsRefused { .. }) if self.renew_credentials(credentials.generation).await => {
+                self.request_token(&self.current_credentials(), budget).await
+            }
+            answer => answer,
+        }
+    }
+
+    fn current_credentials(&self) -> Arc<ClientCredentials> {
+        Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// After the token endpoint refused the credentials of `generation`: whether others are in place now
+    /// (another request renewed them, or the secret holds new ones).
+    async fn renew_credentials(&self, generation: u64) -> bool {
+        let Some(renewal) = &self.renewal else { return false };
+        let mut last_read = renewal.last_read.lock().await;
+        if self.current_credentials().generation != generation {
+            return true;
+        }
+        if last_read.is_some_and(|at| at.elapsed() < RENEWAL_INTERVAL) {
+            return false;
+        }
+        *last_read = Some(Instant::now());
+        match renewal.read().await {
+            Ok((client_id, client_secret)) => {
+                let current = self.current_credentials();
+                if client_id.expose_secret() == current.client_id.expose_secret()
+                    && client_secret.expose_secret() == current.client_secret.expose_secret()
+                {
+                    tracing::warn!("Exsited refused the client credentials, and the secret still holds the same ones");
+                    return false;
+                }
+                let renewed = ClientCredentials { client_id, client_secret, generation: generation + 1 };
+                *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(renewed);
+                tracing::warn!(
+                    "Exsited refused the client credentials; read new ones from the secret, retrying with them"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "Exsited refused the client credentials, and the secret could not be read again");
+                false
+            }
+        }
+    }
+
+    async fn request_token(
+        &self,
+        credentials: &ClientCredentials,
+        budget: Budget,
+    ) -> Result<TokenAnswer, ExsitedError> {
         let timeout = budget.timeout(self.config.request_timeout)?;
         let body = serde_json::json!({
             "grant_type": "client_credentials",
-            "client_id": self.config.client_id.expose_secret(),
-            "client_secret": self.config.client_secret.expose_secret(),
+            "client_id": credentials.client_id.expose_secret(),
+            "client_secret": credentials.client_secret.expose_secret(),
             "redirect_uri": self.config.redirect_uri,
         });
         let response = self

@@ -3,42 +3,22 @@
 
 use po_sync::exsited::{ExsitedSettings, IdRule, map_purchase_order};
 use po_sync::komet::parse_webhook;
-use po_sync_aws::exsited::{ExsitedClient, ExsitedConfig, ExsitedError};
+use po_sync_aws::exsited::ExsitedError;
 use std::time::Duration;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod common;
+use common::{REDIRECT_URI, client, order, token};
+
 const CLEAN_PO: &[u8] = include_bytes!("../../po-sync/tests/fixtures/komet-clean-po.json");
-
-fn client(server: &MockServer) -> ExsitedClient {
-    ExsitedClient::new(ExsitedConfig {
-        base_url: server.uri(),
-        client_id: "id-1".to_owned().into(),
-        client_secret: "secret-1".to_owned().into(),
-        redirect_uri: "https://po-sync.example.com/callback".to_owned(),
-        request_timeout: Duration::from_secs(2),
-    })
-    .unwrap()
-}
-
-fn token(access: &str, expires_in: u64) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "access_token": access, "refresh_token": "r", "expires_in": expires_in
-    }))
-}
-
-fn order(id: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "purchase_order": {"id": id, "status": "ACTIVE", "total": "1284.81", "lines": [{"uuid": "l-1", "item_id": "CGEN"}]}
-    }))
-}
 
 async fn token_endpoint(server: &MockServer, access: &str, expires_in: u64, times: u64) {
     Mock::given(method("POST"))
         .and(path("/api/v1/oauth2/token"))
         .and(body_json(serde_json::json!({
             "grant_type": "client_credentials", "client_id": "id-1", "client_secret": "secret-1",
-            "redirect_uri": "https://po-sync.example.com/callback"
+            "redirect_uri": REDIRECT_URI
         })))
         .respond_with(token(access, expires_in))
         .up_to_n_times(times)

@@ -4,30 +4,18 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use po_sync_aws::exsited::token::{self, DynamoTokenStore, MemoryTokenStore, TokenRecord, TokenStore};
-use po_sync_aws::exsited::{ExsitedClient, ExsitedConfig, ExsitedError};
+use po_sync_aws::exsited::{ExsitedClient, ExsitedError};
 use po_sync_aws::ledger::{DynamoLedger, Written};
 use po_sync_test_support::moto::{MotoServer, create_ledger_table};
 use std::time::Duration;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn client(server: &MockServer) -> ExsitedClient {
-    ExsitedClient::new(ExsitedConfig {
-        base_url: server.uri(),
-        client_id: "id-1".to_owned().into(),
-        client_secret: "secret-1".to_owned().into(),
-        redirect_uri: "https://po-sync.example.com/callback".to_owned(),
-        request_timeout: Duration::from_secs(2),
-    })
-    .unwrap()
-}
+mod common;
+use common::{client, order};
 
 fn token(access: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({"access_token": access, "expires_in": 3600}))
-}
-
-fn order(id: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({"purchase_order": {"id": id, "status": "ACTIVE"}}))
+    common::token(access, 3600)
 }
 
 /// Exsited's token endpoint, answering `access`; slow enough that a racing client finds the lease taken.

@@ -102,7 +102,7 @@ impl OutageCause {
                 "If it lasts, check AppZen's status with AppZen support; the purchase orders go through in order once AppZen is back.",
             ],
             (Destination::Exsited, OutageCause::Credentials) => &[
-                "Put Exsited's current OAuth client_id and client_secret in the Exsited secret (EXSITED_SECRET_ARN, the stack output ExsitedSecretArn). Exsited's reconcile function reads it when an instance starts, so then start fresh instances: aws lambda update-function-configuration --function-name <stack output ReconcileExsitedFunctionName> --description \"secret updated\".",
+                "Put Exsited's current OAuth client_id and client_secret in the Exsited secret (EXSITED_SECRET_ARN, the stack output ExsitedSecretArn). Exsited's reconcile function reads the secret again when Exsited refuses the credentials, so no deploy is needed.",
                 GOES_THROUGH_ONCE_FIXED,
             ],
             (Destination::Exsited, OutageCause::Endpoint) => &[
