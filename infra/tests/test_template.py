@@ -83,10 +83,10 @@ APPZEN_ONLY = {
     "ReconcileRole": "ReconcileExsitedRole",
     "ReconcileErrorsAlarm": "ReconcileExsitedErrorsAlarm",
     "ReconcileThrottlesAlarm": "ReconcileExsitedThrottlesAlarm",
-    # On service=reconcile's metrics, AppZen's reconcile's: no Exsited twin yet.
-    "AppZenRejectionsAlarm": None,
-    "AppZenSetupAlarm": None,
-    "ReconcileRetriesAlarm": None,
+    # On service=reconcile's metrics; the twins watch service=reconcile_exsited's.
+    "AppZenRejectionsAlarm": "ExsitedRejectionsAlarm",
+    "AppZenSetupAlarm": "ExsitedSetupAlarm",
+    "ReconcileRetriesAlarm": "ReconcileExsitedRetriesAlarm",
 }
 
 # The functions behind each value of the metrics' `service` dimension (infra/metrics.json).
@@ -1323,7 +1323,16 @@ class TemplateTest(unittest.TestCase):
                           "ReconcileRetriesAlarm": "ReconcileExsitedRetriesAlarm"}
         alarms = self.of_type("AWS::CloudWatch::Alarm")
         self.assertEqual({n for n, a in alarms.items() if a.get("Condition") == "HasExsited"},
-                         set(twins.values()) | set(business_twins.values()))
+                         set(twins.values()) | set(business_twins.values()) | {"ExsitedSetupAlarm"})
+        # The setup alarm: AppZen's, on Exsited's failures metric of reconcile-exsited's series.
+        a = copy.deepcopy(self.resources["AppZenSetupAlarm"]["Properties"])
+        e = copy.deepcopy(self.resources["ExsitedSetupAlarm"]["Properties"])
+        self.assertEqual(self.resources["ExsitedSetupAlarm"].get("Condition"), "HasExsited")
+        a.pop("AlarmDescription"), e.pop("AlarmDescription")
+        for metric in a["Metrics"] + e["Metrics"]:
+            metric.pop("Label", None)
+        text = json.dumps(a).replace('"AppZenFailures"', '"ExsitedFailures"').replace('"reconcile"', '"reconcile_exsited"')
+        self.assertEqual(e, json.loads(text))
         for appzen, exsited in business_twins.items():
             with self.subTest(alarm=exsited):
                 a = copy.deepcopy(self.resources[appzen]["Properties"])

@@ -141,7 +141,7 @@ pub struct RecordReport {
     pub message_id: String,
     pub outcome: Outcome,
     pub discrepancy_count: usize,
-    /// AppZen HTTP requests made for this record.
+    /// HTTP requests made to the destination for this record.
     pub attempts: u32,
     /// Notifications queued for this record, in order.
     pub notified: Vec<NotificationKind>,

@@ -1,12 +1,18 @@
 //! The one log line per record, and the record's metrics.
 
 use crate::{Fate, Outcome, RecordReport};
+use po_sync::destination::Destination;
 use po_sync::message::{NotificationKind, WebhookEnvelope};
 use po_sync::text::log_field;
 use std::time::Duration;
 
 /// The one log line per record (inside the PO's span when there is a PO).
-pub(crate) fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelope>, latency: Duration) {
+pub(crate) fn log_report(
+    report: &RecordReport,
+    envelope: Option<&WebhookEnvelope>,
+    destination: Destination,
+    latency: Duration,
+) {
     let accepted = match &report.outcome {
         Outcome::Upserted(accepted) => Some(accepted),
         _ => None,
@@ -56,7 +62,7 @@ pub(crate) fn log_report(report: &RecordReport, envelope: Option<&WebhookEnvelop
         };
     }
     let metric = report.outcome.metric(report.notified.contains(&NotificationKind::MappingError));
-    po_sync_aws::metrics::record_processed(metric, report.discrepancy_count, report.attempts);
+    po_sync_aws::metrics::record_processed(metric, report.discrepancy_count, destination, report.attempts);
     if metric.is_some() {
         po_sync_aws::metrics::invoices_archived(report.invoices_archived, report.invoices_not_archived);
     }

@@ -54,7 +54,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
                     let span = tracing::info_span!("po", po_id = pointer.po_id, po_number = %log_field(&pointer.po_number), message_id = %message_id);
                     let mut report = RecordReport::not_attempted(&message_id);
                     report.outcome = Outcome::BodyUnavailable { location: pointer.location(), error };
-                    span.in_scope(|| log_report(&report, None, started.elapsed()));
+                    span.in_scope(|| log_report(&report, None, self.sender.destination(), started.elapsed()));
                     return report;
                 }
             },
@@ -76,7 +76,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
         let report =
             self.process_envelope(message_id, delivered.sequence, &envelope, deadline).instrument(span.clone()).await;
         let latency = started.elapsed();
-        span.in_scope(|| log_report(&report, Some(&envelope), latency));
+        span.in_scope(|| log_report(&report, Some(&envelope), self.sender.destination(), latency));
         self.record_attempt(&report, &envelope, latency).instrument(span).await;
         report
     }
@@ -207,7 +207,7 @@ impl<Q: FifoQueue, L: Ledger, S: ObjectStore, R: Redelivery> Reconciler<Q, L, S,
             }
             Err(error) => Outcome::NotifyFailed(error),
         };
-        log_report(&report, None, started.elapsed());
+        log_report(&report, None, self.sender.destination(), started.elapsed());
         report
     }
 

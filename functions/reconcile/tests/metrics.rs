@@ -24,6 +24,8 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod common;
+
 type MemoryReconciler = Reconciler<MemoryFifoQueue, MemoryLedger, MemoryObjectStore>;
 
 fn reconciler_for(appzen: &MockServer) -> MemoryReconciler {
@@ -183,6 +185,47 @@ async fn invoice_pdfs_are_counted_archived_or_not_once_the_record_is_done() {
     reconciler.handle_batch(batch(&[&envelope]), None).await;
     assert_eq!(outcomes(&capture), [("upserted".to_owned(), 1)]);
     assert_eq!((capture.counter("InvoicesArchived", &[]), capture.counter("InvoicesNotArchived", &[])), (1, 1));
+}
+
+#[tokio::test]
+async fn exsited_s_requests_latency_and_failures_are_counted_under_exsited_s_names() {
+    let exsited = MockServer::start().await;
+    common::exsited_accepts(&exsited).await;
+    let reconciler: MemoryReconciler = common::exsited_reconciler(common::exsited_config(&exsited, &[])).await;
+    let capture = Capture::default();
+    let _scope = capture.enter();
+    reconciler.handle_batch(batch(&[&send("komet-clean-po.json", 1, 0)]), None).await;
+    assert_eq!(outcomes(&capture), [("upserted".to_owned(), 1)]);
+    assert_eq!(capture.histogram("ExsitedRequests", &[]), [2.0], "find by its note, then create");
+    let latency = capture.histogram("ExsitedLatency", &[]);
+    assert!(latency.len() == 2 && latency.iter().all(|ms| *ms > 0.0 && *ms < 2000.0), "{latency:?}");
+    assert!(capture.histogram("AppZenAttempts", &[]).is_empty() && capture.histogram("AppZenLatency", &[]).is_empty());
+
+    // Exsited down: one failure counted per request, by cause; the 401 a new token cures is none.
+    let down = MockServer::start().await;
+    common::exsited_token(&down).await;
+    Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).mount(&down).await;
+    let reconciler: MemoryReconciler = common::exsited_reconciler(common::exsited_config(&down, &[])).await;
+    reconciler.handle_batch(batch(&[&send("komet-clean-po.json", 2, 0)]), None).await;
+    assert_eq!(capture.counter("ExsitedFailures", &[("cause", "unavailable")]), 1);
+    assert_eq!(capture.counter("ExsitedFailures", &[("cause", "credentials")]), 0);
+    assert_eq!(capture.counter("AppZenFailures", &[("cause", "unavailable")]), 0);
+
+    // A token Exsited has ended: its 401 gets a new token, and the request goes through. No failure.
+    let ended = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v3/purchase-orders"))
+        .respond_with(ResponseTemplate::new(401))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&ended)
+        .await;
+    common::exsited_accepts(&ended).await;
+    let reconciler: MemoryReconciler = common::exsited_reconciler(common::exsited_config(&ended, &[])).await;
+    reconciler.handle_batch(batch(&[&send("komet-clean-po.json", 3, 0)]), None).await;
+    assert_eq!(outcomes(&capture), [("retried".to_owned(), 1), ("upserted".to_owned(), 2)]);
+    assert_eq!(capture.histogram("ExsitedRequests", &[]).last(), Some(&2.0));
+    assert_eq!(capture.counter("ExsitedFailures", &[("cause", "credentials")]), 0);
 }
 
 /// The one test in this binary that installs the production collector (once per process). Every other test

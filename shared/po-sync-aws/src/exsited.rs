@@ -571,14 +571,22 @@ impl ExsitedClient {
         body: Option<Bytes>,
         budget: Budget,
     ) -> Result<(u16, Bytes), ExsitedError> {
-        let (header, generation) = self.current_token(None, budget).await?;
-        match self.request(method.clone(), path, body.clone(), header, budget).await {
-            Err(ExsitedError::Refused { status: 401, .. }) => {
-                let (header, _) = self.current_token(Some(generation), budget).await?;
-                self.request(method, path, body, header, budget).await
+        let answer = async {
+            let (header, generation) = self.current_token(None, budget).await?;
+            match self.request(method.clone(), path, body.clone(), header, budget).await {
+                Err(ExsitedError::Refused { status: 401, .. }) => {
+                    let (header, _) = self.current_token(Some(generation), budget).await?;
+                    self.request(method, path, body, header, budget).await
+                }
+                other => other,
             }
-            other => other,
         }
+        .await;
+        // Counted once the request has its answer: the 401 a new token cures is no failure.
+        if let Some(cause) = answer.as_ref().err().and_then(ExsitedError::outage_cause) {
+            crate::metrics::exsited_failure(cause);
+        }
+        answer
     }
 
     async fn request(
@@ -599,8 +607,13 @@ impl ExsitedClient {
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
-        let response = request.send().await.map_err(unreachable)?;
-        answer(response).await
+        let sent_at = Instant::now();
+        let answer = match request.send().await {
+            Ok(response) => answer(response).await,
+            Err(error) => Err(unreachable(error)),
+        };
+        crate::metrics::exsited_request(sent_at.elapsed());
+        answer
     }
 
     /// The token to use: the current one unless it is about to expire or `refused` names its generation (a 401

@@ -19,6 +19,7 @@
 //! would be a metric of its own, billed monthly): the log line carries those.
 
 use po_sync::config::{ConfigError, Env, parsed_or};
+use po_sync::destination::Destination;
 use po_sync::outage::OutageCause;
 use serde::Serialize;
 use std::future::Future;
@@ -129,7 +130,9 @@ const ALL_SERVICES: &[&str] = &["ingest", "reconcile", "reconcile_exsited", "not
 const INGEST: &[&str] = &["ingest"];
 /// AppZen's reconcile only: its HTTP latency and failure causes.
 const RECONCILE: &[&str] = &["reconcile"];
-/// Either destination's reconcile (for Exsited's, `AppZenAttempts` counts its Exsited requests per record).
+/// Exsited's reconcile only: its HTTP latency, requests per record and failure causes.
+const RECONCILE_EXSITED: &[&str] = &["reconcile_exsited"];
+/// Either destination's reconcile.
 const ANY_RECONCILE: &[&str] = &["reconcile", "reconcile_exsited"];
 const NOTIFY: &[&str] = &["notify"];
 
@@ -210,7 +213,7 @@ pub const APPZEN_ATTEMPTS: MetricSpec = MetricSpec {
     name: "AppZenAttempts",
     unit: "Count",
     kind: Kind::Histogram,
-    services: ANY_RECONCILE,
+    services: RECONCILE,
     dimension: None,
     meaning: "AppZen requests per record that called AppZen in one delivery (1 = no retry)",
 };
@@ -221,6 +224,30 @@ pub const APPZEN_FAILURES: MetricSpec = MetricSpec {
     services: RECONCILE,
     dimension: Some(Dimension { name: "cause", values: <OutageCause as strum::VariantNames>::VARIANTS }),
     meaning: "AppZen requests that got no verdict on the PO, by cause (credentials, endpoint: a person must fix the setup; throttled, unavailable: AppZen)",
+};
+pub const EXSITED_LATENCY: MetricSpec = MetricSpec {
+    name: "ExsitedLatency",
+    unit: "Milliseconds",
+    kind: Kind::Histogram,
+    services: RECONCILE_EXSITED,
+    dimension: None,
+    meaning: "time of each request to Exsited's purchase-order API (not the token endpoint), until its answer was read (or it failed)",
+};
+pub const EXSITED_REQUESTS: MetricSpec = MetricSpec {
+    name: "ExsitedRequests",
+    unit: "Count",
+    kind: Kind::Histogram,
+    services: RECONCILE_EXSITED,
+    dimension: None,
+    meaning: "Exsited requests per record that called Exsited in one delivery (a create is 2: find, create; a change 3: get, information, lines)",
+};
+pub const EXSITED_FAILURES: MetricSpec = MetricSpec {
+    name: "ExsitedFailures",
+    unit: "Count",
+    kind: Kind::Counter,
+    services: RECONCILE_EXSITED,
+    dimension: Some(Dimension { name: "cause", values: <OutageCause as strum::VariantNames>::VARIANTS }),
+    meaning: "Exsited requests that got no verdict on the PO (after the one new token a 401 gets), by cause (credentials, endpoint: a person must fix the setup; throttled, unavailable: Exsited)",
 };
 pub const INVOICES_ARCHIVED: MetricSpec = MetricSpec {
     name: "InvoicesArchived",
@@ -265,6 +292,9 @@ pub const CATALOGUE: &[MetricSpec] = &[
     APPZEN_LATENCY,
     APPZEN_ATTEMPTS,
     APPZEN_FAILURES,
+    EXSITED_LATENCY,
+    EXSITED_REQUESTS,
+    EXSITED_FAILURES,
     INVOICES_ARCHIVED,
     INVOICES_NOT_ARCHIVED,
     EMAILS_SENT,
@@ -290,15 +320,19 @@ pub fn webhook_refused(reason: &'static str) {
 
 /// reconcile, once per record it finished with (`outcome`: `None` for a record handed back, which
 /// [`records_retried`] counts per batch): its outcome, the discrepancies found, and the AppZen requests made.
-pub fn record_processed(outcome: Option<RecordOutcome>, discrepancies: usize, appzen_attempts: u32) {
+pub fn record_processed(outcome: Option<RecordOutcome>, discrepancies: usize, destination: Destination, requests: u32) {
     if let Some(outcome) = outcome {
         metrics::counter!(RECORDS.name, "outcome" => outcome.as_str()).increment(1);
         if discrepancies > 0 {
             metrics::counter!(DISCREPANCIES.name).increment(discrepancies as u64);
         }
     }
-    if appzen_attempts > 0 {
-        metrics::histogram!(APPZEN_ATTEMPTS.name).record(appzen_attempts);
+    if requests > 0 {
+        let requests_per_record = match destination {
+            Destination::Appzen => APPZEN_ATTEMPTS.name,
+            Destination::Exsited => EXSITED_REQUESTS.name,
+        };
+        metrics::histogram!(requests_per_record).record(requests);
     }
 }
 
@@ -327,6 +361,16 @@ pub fn appzen_request(latency: Duration) {
 /// reconcile: one AppZen request got no verdict on the PO, for `cause`.
 pub fn appzen_failure(cause: OutageCause) {
     metrics::counter!(APPZEN_FAILURES.name, "cause" => cause.as_str()).increment(1);
+}
+
+/// reconcile for Exsited: one request to Exsited's purchase-order API and how long it took.
+pub fn exsited_request(latency: Duration) {
+    metrics::histogram!(EXSITED_LATENCY.name).record(latency.as_secs_f64() * 1000.0);
+}
+
+/// reconcile for Exsited: one Exsited request got no verdict on the PO, for `cause`.
+pub fn exsited_failure(cause: OutageCause) {
+    metrics::counter!(EXSITED_FAILURES.name, "cause" => cause.as_str()).increment(1);
 }
 
 /// notify: SES accepted an e-mail of this kind (one of [`EMAIL_KINDS`]).

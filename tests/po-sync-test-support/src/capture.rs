@@ -115,8 +115,8 @@ mod tests {
             let _scope = capture.enter();
             webhook_refused("unauthorized");
             webhook_refused("unauthorized");
-            record_processed(Some(RecordOutcome::Held), 2, 0);
-            record_processed(None, 5, 3);
+            record_processed(Some(RecordOutcome::Held), 2, po_sync::destination::Destination::Appzen, 0);
+            record_processed(None, 5, po_sync::destination::Destination::Appzen, 3);
             appzen_request(Duration::from_millis(250));
             std::thread::spawn(webhook_accepted).join().unwrap();
         }
