@@ -199,6 +199,14 @@ fn exsited_sent(delivered: Result<Delivered, ExsitedError>, envelope: &WebhookEn
     match delivered {
         Ok(Delivered::Created(order)) => Ok(upserted(accepted(&order, 201, "CREATED"))),
         Ok(Delivered::Changed(order)) => Ok(upserted(accepted(&order, 200, "UPDATED"))),
+        // The ledger keeps the new PO's id; the log line and the history say which one was cancelled.
+        Ok(Delivered::Moved { order, cancelled }) => {
+            tracing::warn!(exsited_id = %po_sync::text::log_field(&order.id),
+                cancelled_exsited_id = %po_sync::text::log_field(&cancelled),
+                "Komet moved the PO to another vendor: Exsited's PO under the old supplier account was cancelled, \
+                 the new account's holds the version");
+            Ok(upserted(accepted(&order, 200, "MOVED")))
+        }
         Ok(Delivered::Inactive(order)) => Ok(Sent {
             notification: Some(
                 NotificationEvent::about(

@@ -278,6 +278,9 @@ pub enum Delivered {
     Changed(PurchaseOrder),
     /// The PO is cancelled in Exsited: nothing was sent. A person decides whether it comes back.
     Inactive(PurchaseOrder),
+    /// Komet moved the PO to another vendor: a PO of the new supplier account holds the version, and the one
+    /// under the old account (`cancelled`, its id) was cancelled.
+    Moved { order: PurchaseOrder, cancelled: String },
 }
 
 /// What [`ExsitedClient::deliver`] came to, with the operations it made (get, list, create, change each count
@@ -446,11 +449,10 @@ impl ExsitedClient {
         budget: Budget,
         operations: &mut u32,
     ) -> Result<Delivered, ExsitedError> {
-        // An operation is counted once it may start: time is left for a request.
-        let start = |operations: &mut u32| budget.timeout(self.config.request_timeout).map(|_| *operations += 1);
+        let account = &request.purchase_order.account_id;
         let known = match known_id {
             Some(id) => {
-                start(operations)?;
+                self.begin(budget, operations)?;
                 self.get_within(id, budget).await?
             }
             None => None,
@@ -459,23 +461,73 @@ impl ExsitedClient {
             Some(order) => Some(order),
             // Never created, deleted in Exsited since, or created by a request whose answer was lost.
             None => {
-                start(operations)?;
-                self.find_within(&request.purchase_order.account_id, note_prefix, budget).await?
+                self.begin(budget, operations)?;
+                self.find_within(account, note_prefix, budget).await?
             }
         };
         let Some(existing) = existing else {
-            start(operations)?;
+            self.begin(budget, operations)?;
             return self.create_within(request, budget).await.map(Delivered::Created);
         };
         if is_inactive(&existing) {
             return Ok(Delivered::Inactive(existing));
         }
+        if existing.account_id.as_deref().is_some_and(|held| held != account) {
+            return self.move_to_account(existing, request, note_prefix, budget, operations).await;
+        }
+        self.change_within(&existing, request, budget, operations).await.map(Delivered::Changed)
+    }
+
+    /// Counts an operation once it may start: time is left for a request.
+    fn begin(&self, budget: Budget, operations: &mut u32) -> Result<(), ExsitedError> {
+        budget.timeout(self.config.request_timeout)?;
+        *operations += 1;
+        Ok(())
+    }
+
+    /// `existing` changed to hold the version: its header, then its lines.
+    async fn change_within(
+        &self,
+        existing: &PurchaseOrder,
+        request: &CreateRequest,
+        budget: Budget,
+        operations: &mut u32,
+    ) -> Result<PurchaseOrder, ExsitedError> {
         let line_uuids: Vec<String> = existing.lines.iter().filter_map(|l| l.uuid.clone()).collect();
         let (information, lines) = changes_to(request, &line_uuids);
-        start(operations)?;
+        self.begin(budget, operations)?;
         self.change_information_within(&existing.id, &information, budget).await?;
-        start(operations)?;
-        self.change_lines_within(&existing.id, &lines, budget).await.map(Delivered::Changed)
+        self.begin(budget, operations)?;
+        self.change_lines_within(&existing.id, &lines, budget).await
+    }
+
+    /// Komet moved the PO to another vendor, and Exsited cannot move a PO to another supplier account
+    /// (`/information` has no `account_id`). So the version goes to a PO of the new account (the active one an
+    /// earlier try created, found by its note, else a new one), and only then is `old` cancelled: a retry after a
+    /// failure between the two finds that PO instead of creating a second.
+    async fn move_to_account(
+        &self,
+        old: PurchaseOrder,
+        request: &CreateRequest,
+        note_prefix: &str,
+        budget: Budget,
+        operations: &mut u32,
+    ) -> Result<Delivered, ExsitedError> {
+        self.begin(budget, operations)?;
+        let earlier = self
+            .find_within(&request.purchase_order.account_id, note_prefix, budget)
+            .await?
+            .filter(|o| !is_inactive(o));
+        let order = match earlier {
+            Some(earlier) => self.change_within(&earlier, request, budget, operations).await?,
+            None => {
+                self.begin(budget, operations)?;
+                self.create_within(request, budget).await?
+            }
+        };
+        self.begin(budget, operations)?;
+        self.send(reqwest::Method::POST, &order_path(&old.id, Some("cancel")), None, budget).await?;
+        Ok(Delivered::Moved { order, cancelled: old.id })
     }
 
     /// The account's PO whose note begins with `note_prefix`, the newest if several.

@@ -221,3 +221,138 @@ async fn credentials_the_token_endpoint_refuses_are_a_credentials_outage_whateve
         assert!(!error.to_string().contains("secret-1"), "{error}");
     }
 }
+
+/// Komet moved the PO to another vendor: Exsited holds it under `SUP-OLD`, the version names `SUP-0001`.
+async fn exsited_holding_the_po_under_another_account() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/api/v1/oauth2/token")).respond_with(token("t-1", 3600)).mount(&server).await;
+    let old = serde_json::json!({ "purchase_order": {
+        "id": "PO-OLD", "status": "ACTIVE", "account_id": "SUP-OLD", "lines": [{ "uuid": "l-old", "item_id": "CGEN" }]
+    } });
+    Mock::given(method("GET"))
+        .and(path("/api/v3/purchase-orders/PO-OLD"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(old))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn moved_request() -> (po_sync::exsited::CreateRequest, String) {
+    let po = parse_webhook(CLEAN_PO).unwrap();
+    let settings = ExsitedSettings {
+        currency: "USD".into(),
+        accounts: IdRule::parse("V-0042=SUP-0001").unwrap(),
+        items: IdRule::SameAsKomet,
+        charges_item_id: "ADDITIONAL_CHARGES".into(),
+    };
+    (map_purchase_order(&po, &settings).unwrap(), po_sync::exsited::note_prefix(po.id, &po.po_number))
+}
+
+/// Each request's method and path, in order, past the token's.
+async fn requests_made(server: &MockServer) -> Vec<String> {
+    let requests = server.received_requests().await.unwrap();
+    requests
+        .iter()
+        .filter(|r| r.url.path() != "/api/v1/oauth2/token")
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_po_moved_to_another_vendor_is_created_under_the_new_account_before_the_old_one_is_cancelled() {
+    let server = exsited_holding_the_po_under_another_account().await;
+    let (request, prefix) = moved_request();
+    Mock::given(method("GET"))
+        .and(path("/api/v3/purchase-orders"))
+        .and(wiremock::matchers::query_param("account_id", "SUP-0001"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "purchase_orders": [] })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v3/purchase-orders"))
+        .and(body_json(serde_json::to_value(&request).unwrap()))
+        .respond_with(order("PO-NEW"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v3/purchase-orders/PO-OLD/cancel"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let delivery = client(&server).deliver(Some("PO-OLD"), &request, &prefix, None).await;
+    let Ok(po_sync_aws::exsited::Delivered::Moved { order, cancelled }) = delivery.result else {
+        panic!("{:?}", delivery.result)
+    };
+    assert_eq!((order.id.as_str(), cancelled.as_str()), ("PO-NEW", "PO-OLD"));
+    assert_eq!(delivery.operations, 4);
+    assert_eq!(
+        requests_made(&server).await,
+        [
+            "GET /api/v3/purchase-orders/PO-OLD",
+            "GET /api/v3/purchase-orders",
+            "POST /api/v3/purchase-orders",
+            "POST /api/v3/purchase-orders/PO-OLD/cancel"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_move_whose_cancel_failed_is_finished_by_the_retry_without_a_second_create() {
+    let server = exsited_holding_the_po_under_another_account().await;
+    let (request, prefix) = moved_request();
+    let listed = |orders: serde_json::Value| {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({ "purchase_orders": orders }))
+    };
+    // Nothing under the new account the first time; the PO the first try created the second.
+    Mock::given(method("GET"))
+        .and(path("/api/v3/purchase-orders"))
+        .respond_with(listed(serde_json::json!([])))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let created = serde_json::json!([
+        { "id": "PO-GONE", "status": "INACTIVE", "account_id": "SUP-0001", "purchase_order_note": format!("{prefix} older") },
+        { "id": "PO-NEW", "status": "ACTIVE", "account_id": "SUP-0001", "purchase_order_note": format!("{prefix} x"),
+          "lines": [{ "uuid": "l-new", "item_id": "CGEN" }] }
+    ]);
+    Mock::given(method("GET")).and(path("/api/v3/purchase-orders")).respond_with(listed(created)).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/api/v3/purchase-orders"))
+        .respond_with(order("PO-NEW"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v3/purchase-orders/PO-OLD/cancel"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v3/purchase-orders/PO-OLD/cancel"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    for change in ["information", "change"] {
+        Mock::given(wiremock::matchers::path(format!("/api/v3/purchase-orders/PO-NEW/{change}")))
+            .respond_with(order("PO-NEW"))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let client = client(&server);
+
+    let first = client.deliver(Some("PO-OLD"), &request, &prefix, None).await;
+    assert!(first.result.as_ref().is_err_and(ExsitedError::is_transient), "{:?}", first.result);
+    // The ledger still names PO-OLD: the retry finds the PO the first try created, and changes it.
+    let retry = client.deliver(Some("PO-OLD"), &request, &prefix, None).await;
+    let Ok(po_sync_aws::exsited::Delivered::Moved { order, cancelled }) = retry.result else {
+        panic!("{:?}", retry.result)
+    };
+    assert_eq!((order.id.as_str(), cancelled.as_str()), ("PO-NEW", "PO-OLD"));
+}
