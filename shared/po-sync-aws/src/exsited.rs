@@ -472,7 +472,8 @@ impl ExsitedClient {
         if is_inactive(&existing) {
             return Ok(Delivered::Inactive(existing));
         }
-        if existing.account_id.as_deref().is_some_and(|held| held != account) {
+        // Compared as Exsited might write the id back (another case, spaces): only another account moves the PO.
+        if existing.account_id.as_deref().is_some_and(|held| !held.trim().eq_ignore_ascii_case(account.trim())) {
             return self.move_to_account(existing, request, note_prefix, budget, operations).await;
         }
         self.change_within(&existing, request, budget, operations).await.map(Delivered::Changed)
