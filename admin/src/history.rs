@@ -71,7 +71,10 @@ pub async fn history(clients: &Clients, resources: &Resources, po_id: u64) -> Re
     let table = resources.require(Resource::LedgerTable)?;
     let store = S3ObjectStore::with_client(clients.s3.clone(), bucket);
     let (listed, truncated) = kept_versions(&store, po_id).await?;
-    let ledger = DynamoLedger::new(clients.dynamodb.clone(), table).read(po_id).await?;
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), table)
+        .for_destination(resources.ledger_destination())
+        .read(po_id)
+        .await?;
     let history_table = resources.require(Resource::HistoryTable)?;
     let attempts = DynamoHistory::reader(clients.dynamodb.clone(), history_table).list(po_id, MAX_ATTEMPTS).await?;
     Ok(report(po_id, bucket, listed, truncated, ledger, attempts))

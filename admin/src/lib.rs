@@ -127,6 +127,8 @@ impl ResourceArgs {
             reconcile_event_source: self.event_source_mapping.clone(),
             reconcile_function: self.reconcile_function.clone(),
             reconcile_exsited_function: self.reconcile_exsited_function.clone(),
+            // Known once the stack is read.
+            exsited_only: false,
         }
     }
 }

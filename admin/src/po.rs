@@ -39,7 +39,10 @@ pub struct PoReport {
 /// Reads the PO's ledger entry (strongly consistent) and answers in words; then reads AppZen's copy back.
 pub async fn po(clients: &Clients, resources: &Resources, po_id: u64) -> Result<PoReport, Error> {
     let table = resources.require(Resource::LedgerTable)?;
-    let entry = DynamoLedger::new(clients.dynamodb.clone(), table).read(po_id).await?;
+    let entry = DynamoLedger::new(clients.dynamodb.clone(), table)
+        .for_destination(resources.ledger_destination())
+        .read(po_id)
+        .await?;
     let answer = answer(po_id, entry.as_ref(), Utc::now());
     let mut report = PoReport { po_id, entry, answer, appzen: None, appzen_not_read: None };
     let Some(entry) = &report.entry else { return Ok(report) };

@@ -2,6 +2,7 @@
 //! outputs (`infra/template.yaml`). When the flags give everything a command needs, the stack is not read.
 
 use crate::error::{Error, aws};
+use po_sync::destination::Destination;
 use serde::Serialize;
 
 /// One of the deployed resources the CLI works with.
@@ -106,6 +107,10 @@ pub struct Resources {
     pub reconcile_event_source: Option<String>,
     pub reconcile_function: Option<String>,
     pub reconcile_exsited_function: Option<String>,
+    /// Read from a stack that sends to Exsited only: the webhook queues and mapping above are Exsited's, and
+    /// the PO's ledger items too (`exsited#<PO id>`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exsited_only: bool,
 }
 
 impl Resources {
@@ -159,6 +164,12 @@ impl Resources {
         })
     }
 
+    /// The destination whose ledger items `po`, `history` and `redrive` read: Exsited's in a stack that sends to
+    /// Exsited only, else AppZen's.
+    pub fn ledger_destination(&self) -> Destination {
+        if self.exsited_only { Destination::Exsited } else { Destination::Appzen }
+    }
+
     pub fn has(&self, resource: Resource) -> bool {
         self.get(resource).is_some_and(|value| !value.trim().is_empty())
     }
@@ -209,11 +220,14 @@ impl Resources {
             }
         };
         let mut resources = given;
+        let exsited_only = is_exsited_only(&outputs);
+        resources.exsited_only = exsited_only;
         for resource in Resource::ALL {
             if resources.has(resource) {
                 continue;
             }
-            if let Some((_, value)) = outputs.iter().find(|(key, _)| key == resource.output_key()) {
+            let key = if exsited_only { resource.exsited_only_output_key() } else { resource.output_key() };
+            if let Some((_, value)) = outputs.iter().find(|(k, _)| k == key) {
                 *resources.slot(resource) = Some(value.clone());
             }
         }
@@ -230,6 +244,27 @@ impl Resources {
                  infra/template.yaml?",
                 still_missing.join(", ")
             )))
+        }
+    }
+}
+
+/// A stack whose `Destinations` is `exsited`: no AppZen reconcile, an Exsited queue. Its AppZen webhook queues
+/// exist (notify watches every stack's) but nothing fills or reads them.
+fn is_exsited_only(outputs: &[(String, String)]) -> bool {
+    let has = |key: &str| outputs.iter().any(|(k, _)| k == key);
+    !has(Resource::ReconcileFunction.output_key()) && has("ExsitedWebhookQueueUrl")
+}
+
+impl Resource {
+    /// The output that names it in a stack that sends to Exsited only: the webhook queues and reconcile's
+    /// mapping are Exsited's there, so `replay`, `redrive`, `status`, `pause` and `resume` work on the PO's path.
+    fn exsited_only_output_key(self) -> &'static str {
+        match self {
+            Resource::WebhookQueue => "ExsitedWebhookQueueUrl",
+            Resource::WebhookDeadLetterQueue => "ExsitedWebhookDeadLetterQueueUrl",
+            Resource::ParkedQueue => "ExsitedWebhookParkedQueueUrl",
+            Resource::ReconcileEventSource => "ReconcileExsitedEventSourceMappingId",
+            other => other.output_key(),
         }
     }
 }
@@ -270,6 +305,20 @@ mod tests {
         assert!(message.contains("--parked-queue-url") && message.contains("WebhookParkedQueueUrl"), "{message}");
         let given = Resources::default().with(Resource::LedgerTable, "t");
         assert_eq!(given.require(Resource::LedgerTable).unwrap(), "t");
+    }
+
+    #[test]
+    fn a_stack_that_sends_to_exsited_only_names_exsited_s_queues_and_mapping() {
+        let outputs = |keys: &[&str]| keys.iter().map(|k| (k.to_string(), format!("v-{k}"))).collect::<Vec<_>>();
+        let exsited_only = outputs(&["WebhookQueueUrl", "ExsitedWebhookQueueUrl", "ReconcileExsitedFunctionName"]);
+        assert!(is_exsited_only(&exsited_only));
+        let both = outputs(&["WebhookQueueUrl", "ExsitedWebhookQueueUrl", "ReconcileFunctionName"]);
+        assert!(!is_exsited_only(&both));
+        assert!(!is_exsited_only(&outputs(&["WebhookQueueUrl", "ReconcileFunctionName"])));
+        assert_eq!(Resource::WebhookQueue.exsited_only_output_key(), "ExsitedWebhookQueueUrl");
+        assert_eq!(Resource::ParkedQueue.exsited_only_output_key(), "ExsitedWebhookParkedQueueUrl");
+        assert_eq!(Resource::ReconcileEventSource.exsited_only_output_key(), "ReconcileExsitedEventSourceMappingId");
+        assert_eq!(Resource::LedgerTable.exsited_only_output_key(), "LedgerTableName");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use po_sync::destination::Destination;
 use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::komet::parse_webhook;
 use po_sync::ledger::{AppZenHolds, LedgerEntry, LedgerOutcome, SettledVersion};
@@ -866,4 +867,56 @@ async fn the_binary_runs_the_commands_against_moto() {
     for command in ["status", "po", "history", "redrive", "replay", "pause", "resume"] {
         assert!(stdout.contains(command), "{stdout}");
     }
+}
+
+#[tokio::test]
+async fn in_a_stack_that_sends_to_exsited_only_replay_and_po_work_on_exsited_s_queue_and_ledger_items() {
+    let (_moto, clients) = start().await;
+    let resources = deploy(&clients).await;
+    let sqs = &clients.sqs;
+    let exsited_dlq = create_fifo_queue(sqs, "t-webhooks-exsited-dlq.fifo", None, None).await.unwrap();
+    let exsited_queue =
+        create_fifo_queue(sqs, "t-webhooks-exsited.fifo", Some((&exsited_dlq, 3)), Some(30)).await.unwrap();
+    let outputs = serde_json::json!({
+        // AppZen's webhook queues are in every stack (notify watches their DLQ); nothing reads them here.
+        "WebhookQueueUrl": { "Value": url(&resources, Resource::WebhookQueue) },
+        "ExsitedWebhookQueueUrl": { "Value": exsited_queue },
+        "ExsitedWebhookDeadLetterQueueUrl": { "Value": exsited_dlq },
+        "LedgerTableName": { "Value": TABLE },
+        "HistoryTableName": { "Value": HISTORY },
+        "ArchiveBucketName": { "Value": BUCKET },
+        "ReconcileExsitedFunctionName": { "Value": "x-reconcile-exsited" },
+    });
+    let template = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": { "Placeholder": { "Type": "AWS::SQS::Queue", "Properties": { "QueueName": "x-placeholder" } } },
+        "Outputs": outputs,
+    });
+    clients.cloudformation.create_stack().stack_name("x").template_body(template.to_string()).send().await.unwrap();
+    let file = std::env::temp_dir().join(format!("exsited-only-{}.json", std::process::id()));
+    std::fs::write(&file, fixture("komet-clean-po.json")).unwrap();
+
+    let (ok, report) = run_on_stack(&clients, "x", &["replay", &file.to_string_lossy()]).await;
+    assert!(ok, "{report:#}");
+    assert_eq!(drain(&clients, &exsited_queue).await.len(), 1, "queued where reconcile-exsited reads: {report:#}");
+    assert!(drain(&clients, &url(&resources, Resource::WebhookQueue)).await.is_empty(), "not AppZen's unread queue");
+
+    // `po` reads Exsited's ledger item.
+    let entry = upserted(48213, "P004410", at(1), "s", 1);
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE).for_destination(Destination::Exsited);
+    assert_eq!(ledger.write(&LedgerEntry { po_id: "48213".to_owned(), ..entry }).await.unwrap(), Written::Stored);
+    let (ok, report) = run_on_stack(&clients, "x", &["po", "48213"]).await;
+    assert!(ok, "{report:#}");
+    assert_eq!(report["entry"]["poNumber"], "P004410", "{report:#}");
+    std::fs::remove_file(file).ok();
+}
+
+/// Runs the command line in-process against stack `stack`, with `--json`: (succeeded, what it printed).
+async fn run_on_stack(clients: &Clients, stack: &str, args: &[&str]) -> (bool, serde_json::Value) {
+    use clap::Parser as _;
+    let cli =
+        po_sync_admin::Cli::try_parse_from([&["po-sync-admin", "--stack", stack, "--json"], args].concat()).unwrap();
+    let mut out = Vec::new();
+    let ok = po_sync_admin::execute(&cli, clients, None, &mut out, &mut |_| {}).await.unwrap();
+    (ok, serde_json::from_slice(&out).unwrap())
 }

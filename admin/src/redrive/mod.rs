@@ -261,7 +261,7 @@ pub async fn redrive(
         _ => None,
     };
     let waited = if let (Some(table), true) = (table, movement.moved > 0 || !tracked.is_empty()) {
-        let ledger = DynamoLedger::new(clients.dynamodb.clone(), table);
+        let ledger = DynamoLedger::new(clients.dynamodb.clone(), table).for_destination(resources.ledger_destination());
         Some(wait_for_reconcile(sqs, webhook_url, &ledger, &tracked, options, progress).await?)
     } else {
         None
