@@ -1,5 +1,5 @@
 //! The read-back: what AppZen holds for a PO, compared with what po-sync sent it. `po` shows it for one PO,
-//! `verify` for many.
+//! `verify` for many; `cancel` and `reactivate` send the version AppZen holds again, marked ([`send_marked`]).
 //!
 //! What po-sync sent is rebuilt, not stored: the kept webhook of the version the ledger says AppZen holds
 //! (archive bucket), mapped as reconcile maps it, with reconcile's own settings. Those settings, AppZen's URL

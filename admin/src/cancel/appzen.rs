@@ -61,6 +61,19 @@ impl DestinationAt<'_> {
         };
         let number = recorded.po_number.clone();
         report.destination_id = Some(number.clone());
+        // reconcile claimed a version between the read and the record: what AppZen holds is not settled yet.
+        if let Some(claim) = ledger::live_claim(&recorded, now) {
+            report.sent = format!(
+                "nothing: a version of this PO is being sent right now (SQS message {}); AppZen is told once it is \
+                 settled",
+                claim.sqs_message_id
+            );
+            report.ledger = format!(
+                "cancelled in po-sync's ledger: newer versions are held, not sent to AppZen; run po-sync-admin cancel \
+                 {po_id} again in a minute to mark the PO cancelled in AppZen"
+            );
+            return report;
+        }
         let request = match self.tell_appzen(&recorded, version, Mark::Cancelled { at: now, reason }).await {
             Ok(request) => request,
             Err(why) => {

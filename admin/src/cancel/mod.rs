@@ -5,8 +5,9 @@
 //!
 //! - **Exsited**: the PO the ledger names (Exsited's id, kept once a version created it) is cancelled in Exsited
 //!   (`POST …/{id}/cancel`, `…/reactivate`), with the settings and credentials of Exsited's reconcile function
-//!   and the token it shares through the ledger table; the ledger records it only once Exsited has done it. With no id yet, the cancellation is recorded and
-//!   nothing is sent: the first version to arrive is held, not created.
+//!   and the token it shares through the ledger table; the ledger records it only once Exsited has done it.
+//!   With no id yet, the cancellation is recorded and nothing is sent: the first version to arrive is held, not
+//!   created.
 //! - **AppZen**: its API keeps a cancellation per line of its one upsert (`cancel_flag`, `cancel_date`,
 //!   `cancel_reason`). The cancellation is recorded first, so reconcile sends AppZen no newer version from then
 //!   on; then the version the ledger says AppZen holds is sent again with every line cancelled (see
@@ -24,8 +25,6 @@ use crate::Clients;
 use crate::error::Error;
 use crate::po::version_time;
 use crate::readback::reconcile_config_of;
-
-mod appzen;
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
 use po_sync::config::reconcile::{DestinationConfig, ExsitedDestinationConfig};
@@ -38,6 +37,8 @@ use po_sync_aws::ledger::{DynamoHistory, DynamoLedger, Ledger, Written};
 use serde::Serialize;
 use std::fmt;
 use std::time::Duration;
+
+mod appzen;
 
 /// The longest `--reason`: it goes into the ledger, the e-mail and a history record (whose details are cut at
 /// 300 characters), so it stays a short line.
