@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::po::{answer, version_time};
 use crate::resources::{Resource, Resources};
 use chrono::Utc;
+use po_sync::destination::Destination;
 use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::ledger::{LedgerEntry, LedgerOutcome};
 use po_sync::message::{KeptWebhook, kept_prefix};
@@ -77,7 +78,7 @@ pub async fn history(clients: &Clients, resources: &Resources, po_id: u64) -> Re
         .await?;
     let history_table = resources.require(Resource::HistoryTable)?;
     let attempts = DynamoHistory::reader(clients.dynamodb.clone(), history_table).list(po_id, MAX_ATTEMPTS).await?;
-    Ok(report(po_id, bucket, listed, truncated, ledger, attempts))
+    Ok(report(po_id, bucket, listed, truncated, ledger, attempts, resources.ledger_destination()))
 }
 
 /// The PO's kept bodies, oldest first (the newest [`MAX_VERSIONS`] when there are more).
@@ -98,6 +99,7 @@ pub fn report(
     truncated: bool,
     ledger: Option<LedgerEntry>,
     attempts: Vec<Attempt>,
+    destination: Destination,
 ) -> HistoryReport {
     let mut versions: Vec<KeptVersion> = listed
         .into_iter()
@@ -108,7 +110,7 @@ pub fn report(
         })
         .collect();
     versions.reverse();
-    let answer = answer(po_id, ledger.as_ref(), Utc::now());
+    let answer = answer(po_id, ledger.as_ref(), destination, Utc::now());
     HistoryReport { po_id, bucket: bucket.to_owned(), versions, truncated, ledger, attempts, answer }
 }
 
@@ -251,7 +253,7 @@ mod tests {
             },
         ];
         let listed = vec![kept(1_000), kept(2_000), kept(3_000), kept(4_000)];
-        let report = report(7, "archive", listed, false, Some(entry), attempts);
+        let report = report(7, "archive", listed, false, Some(entry), attempts, Destination::Appzen);
         let said: Vec<(i64, Vec<&str>)> = report.versions.iter().map(|v| (v.kept.version, v.ledger.clone())).collect();
         assert_eq!(
             said,
@@ -268,7 +270,7 @@ mod tests {
             "{text}"
         );
         // Never processed: every kept version is pending.
-        let unseen = super::report(7, "archive", vec![kept(1_000)], false, None, Vec::new());
+        let unseen = super::report(7, "archive", vec![kept(1_000)], false, None, Vec::new(), Destination::Appzen);
         assert_eq!(unseen.versions[0].ledger, ["pending"]);
     }
 }

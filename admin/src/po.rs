@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::readback::{AppZenCopy, AppZenReader, check};
 use crate::resources::{Resource, Resources};
 use chrono::{DateTime, SecondsFormat, Utc};
+use po_sync::destination::Destination;
 use po_sync::ledger::{LedgerEntry, LedgerOutcome};
 use po_sync_aws::ledger::{DynamoLedger, Ledger};
 use po_sync_aws::objects::S3ObjectStore;
@@ -43,7 +44,7 @@ pub async fn po(clients: &Clients, resources: &Resources, po_id: u64) -> Result<
         .for_destination(resources.ledger_destination())
         .read(po_id)
         .await?;
-    let answer = answer(po_id, entry.as_ref(), Utc::now());
+    let answer = answer(po_id, entry.as_ref(), resources.ledger_destination(), Utc::now());
     let mut report = PoReport { po_id, entry, answer, appzen: None, appzen_not_read: None };
     let Some(entry) = &report.entry else { return Ok(report) };
     let (Some(function), Some(bucket)) =
@@ -86,8 +87,9 @@ fn short_sha(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-/// The one-line answer: what Komet last sent, what became of it, and what AppZen holds.
-pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, now: DateTime<Utc>) -> String {
+/// The one-line answer: what Komet last sent, what became of it, and what the destination holds.
+pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, destination: Destination, now: DateTime<Utc>) -> String {
+    let to = destination.label();
     let Some(entry) = entry else {
         return format!(
             "no record: po-sync has never processed PO {po_id} (or this is not the stack's ledger table; a PO \
@@ -96,17 +98,15 @@ pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, now: DateTime<Utc>) -> St
     };
     let holds = entry.appzen.as_ref();
     let older_holding = || match holds {
-        Some(h) => format!(
-            "AppZen holds an older version from {} (upserted {})",
-            version_time(h.version),
-            time(&h.upserted_at)
-        ),
-        None => "AppZen holds no version of this PO from po-sync".to_owned(),
+        Some(h) => {
+            format!("{to} holds an older version from {} (upserted {})", version_time(h.version), time(&h.upserted_at))
+        }
+        None => format!("{to} holds no version of this PO from po-sync"),
     };
     let mut text = match &entry.latest {
         None => match holds {
             Some(h) => {
-                format!("AppZen holds the version from {} (upserted {})", version_time(h.version), time(&h.upserted_at))
+                format!("{to} holds the version from {} (upserted {})", version_time(h.version), time(&h.upserted_at))
             }
             None => "no version has been settled yet".to_owned(),
         },
@@ -115,11 +115,11 @@ pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, now: DateTime<Utc>) -> St
             let same_body = holds.is_some_and(|h| h.body_sha256 == latest.body_sha256);
             match latest.outcome {
                 _ if same_version => format!(
-                    "AppZen holds the latest version Komet sent (upserted {})",
+                    "{to} holds the latest version Komet sent (upserted {})",
                     holds.map(|h| time(&h.upserted_at)).unwrap_or_default()
                 ),
                 LedgerOutcome::Duplicate | LedgerOutcome::Upserted if same_body => format!(
-                    "AppZen holds the latest version's content: it is the same body as the version from {} (upserted {})",
+                    "{to} holds the latest version's content: it is the same body as the version from {} (upserted {})",
                     holds.map(|h| version_time(h.version)).unwrap_or_default(),
                     holds.map(|h| time(&h.upserted_at)).unwrap_or_default()
                 ),
@@ -129,12 +129,12 @@ pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, now: DateTime<Utc>) -> St
                 LedgerOutcome::Held => {
                     format!("the latest version was held (does not reconcile); {}", older_holding())
                 }
-                LedgerOutcome::Rejected => format!("AppZen rejected the latest version; {}", older_holding()),
+                LedgerOutcome::Rejected => format!("{to} rejected the latest version; {}", older_holding()),
                 LedgerOutcome::Unmappable => {
-                    format!("the latest version cannot be expressed as an AppZen PO; {}", older_holding())
+                    format!("the latest version cannot be expressed as an {to} PO; {}", older_holding())
                 }
                 LedgerOutcome::Upserted | LedgerOutcome::Duplicate => format!(
-                    "the latest version was settled as {}, but the ledger does not show AppZen holding it; {}",
+                    "the latest version was settled as {}, but the ledger does not show {to} holding it; {}",
                     latest.outcome,
                     older_holding()
                 ),
@@ -158,7 +158,7 @@ pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, now: DateTime<Utc>) -> St
     }
     if let Some(cancelled) = &entry.cancelled {
         text.push_str(&format!(
-            "; cancelled with po-sync-admin cancel at {}: newer versions are held, not sent to AppZen, until \
+            "; cancelled with po-sync-admin cancel at {}: newer versions are held, not sent to {to}, until \
              po-sync-admin reactivate {po_id}",
             time(&cancelled.at)
         ));
@@ -287,26 +287,29 @@ mod tests {
     #[test]
     fn the_answer_says_whether_appzen_holds_the_latest_version() {
         assert_eq!(
-            answer(123, None, at(0)),
+            answer(123, None, Destination::Appzen, at(0)),
             "no record: po-sync has never processed PO 123 (or this is not the stack's ledger table; a PO number \
              is not an id)"
         );
         let current = entry((5, LedgerOutcome::Upserted, "B"), Some((5, "B")));
         assert_eq!(
-            answer(7, Some(&current), at(50)),
+            answer(7, Some(&current), Destination::Appzen, at(50)),
             "AppZen holds the latest version Komet sent (upserted 2026-11-22T09:00:41Z)"
         );
         let held = entry((5, LedgerOutcome::Held, "B"), Some((1, "A")));
         assert_eq!(
-            answer(7, Some(&held), at(50)),
+            answer(7, Some(&held), Destination::Appzen, at(50)),
             "the latest version was held (does not reconcile); AppZen holds an older version from \
              2026-11-22T09:00:01.000Z (upserted 2026-11-22T09:00:41Z)"
         );
         let duplicate = entry((5, LedgerOutcome::Duplicate, "A"), Some((1, "A")));
-        assert!(answer(7, Some(&duplicate), at(50)).starts_with("AppZen holds the latest version's content"));
+        assert!(
+            answer(7, Some(&duplicate), Destination::Appzen, at(50))
+                .starts_with("AppZen holds the latest version's content")
+        );
         let rejected = entry((5, LedgerOutcome::Rejected, "B"), None);
         assert_eq!(
-            answer(7, Some(&rejected), at(50)),
+            answer(7, Some(&rejected), Destination::Appzen, at(50)),
             "AppZen rejected the latest version; AppZen holds no version of this PO from po-sync"
         );
     }
@@ -322,10 +325,13 @@ mod tests {
             until: at(30),
         });
         assert!(
-            answer(7, Some(&claimed), at(20))
+            answer(7, Some(&claimed), Destination::Appzen, at(20))
                 .ends_with("is being processed right now (claim until 2026-11-22T09:00:30Z)")
         );
-        assert!(answer(7, Some(&claimed), at(30) + Duration::seconds(1)).contains("expired at 2026-11-22T09:00:30Z"));
+        assert!(
+            answer(7, Some(&claimed), Destination::Appzen, at(30) + Duration::seconds(1))
+                .contains("expired at 2026-11-22T09:00:30Z")
+        );
     }
 
     #[test]
@@ -333,7 +339,7 @@ mod tests {
         let mut cancelled = entry((5, LedgerOutcome::Held, "B"), Some((1, "A")));
         cancelled.cancelled =
             Some(po_sync::ledger::Cancellation { at: at(20), reason: Some("twice".into()), destination_id: None });
-        let text = answer(7, Some(&cancelled), at(50));
+        let text = answer(7, Some(&cancelled), Destination::Appzen, at(50));
         assert!(text.starts_with("the latest version was held (the PO is cancelled); AppZen holds an older"), "{text}");
         assert!(
             text.ends_with(

@@ -908,6 +908,7 @@ async fn in_a_stack_that_sends_to_exsited_only_replay_and_po_work_on_exsited_s_q
     let (ok, report) = run_on_stack(&clients, "x", &["po", "48213"]).await;
     assert!(ok, "{report:#}");
     assert_eq!(report["entry"]["poNumber"], "P004410", "{report:#}");
+    assert!(report["answer"].as_str().unwrap().starts_with("Exsited holds the latest version Komet sent"), "{report:#}");
     std::fs::remove_file(file).ok();
 }
 
