@@ -121,14 +121,14 @@ fn ledger_says(entry: Option<&LedgerEntry>, version: i64) -> Vec<&'static str> {
     if let Some(latest) = latest.filter(|l| l.version == version) {
         said.push(outcome_name(latest.outcome));
     }
-    if entry.appzen.as_ref().is_some_and(|h| h.version == version) {
+    if entry.holds.as_ref().is_some_and(|h| h.version == version) {
         said.push("appzen_holds");
     }
     if entry.claim.as_ref().is_some_and(|c| c.version == version) {
         said.push("processing");
     }
     if said.is_empty() {
-        let newest_known = latest.map(|l| l.version).max(entry.appzen.as_ref().map(|h| h.version));
+        let newest_known = latest.map(|l| l.version).max(entry.holds.as_ref().map(|h| h.version));
         said.push(if newest_known.is_none_or(|known| version > known) { "pending" } else { "older" });
     }
     said
@@ -199,7 +199,7 @@ impl fmt::Display for HistoryReport {
 mod tests {
     use super::*;
     use chrono::{DateTime, Utc};
-    use po_sync::ledger::{AppZenHolds, SettledVersion};
+    use po_sync::ledger::{DestinationHolds, SettledVersion};
     use po_sync::message::kept_key;
 
     fn at(ms: i64) -> DateTime<Utc> {
@@ -225,7 +225,7 @@ mod tests {
                 outcome: LedgerOutcome::Held,
                 settled_at: at(3_500),
             }),
-            appzen: Some(AppZenHolds {
+            holds: Some(DestinationHolds {
                 version: 2_000,
                 sequence: None,
                 body_sha256: "b".into(),

@@ -96,7 +96,7 @@ pub fn answer(po_id: u64, entry: Option<&LedgerEntry>, destination: Destination,
              number is not an id)"
         );
     };
-    let holds = entry.appzen.as_ref();
+    let holds = entry.holds.as_ref();
     let older_holding = || match holds {
         Some(h) => {
             format!("{to} holds an older version from {} (upserted {})", version_time(h.version), time(&h.upserted_at))
@@ -186,7 +186,7 @@ impl fmt::Display for PoReport {
             }
             None => writeln!(f, "  latest version   none settled yet")?,
         }
-        match &entry.appzen {
+        match &entry.holds {
             Some(holds) => {
                 let same = entry.latest.as_ref().is_some_and(|l| l.version == holds.version);
                 let note = if same { " (the latest)" } else { "" };
@@ -240,7 +240,7 @@ fn time_ms(at: &DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use chrono::{Duration, TimeZone};
-    use po_sync::ledger::{AppZenHolds, Claim, SettledVersion};
+    use po_sync::ledger::{Claim, DestinationHolds, SettledVersion};
 
     fn at(second: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, second).unwrap()
@@ -260,7 +260,7 @@ mod tests {
                 outcome: latest.1,
                 settled_at: at(40),
             }),
-            appzen: holds.map(|(second, sha)| AppZenHolds {
+            holds: holds.map(|(second, sha)| DestinationHolds {
                 version: at(second).timestamp_millis(),
                 sequence: None,
                 body_sha256: sha.into(),

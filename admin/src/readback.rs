@@ -184,7 +184,7 @@ pub async fn check(reader: &AppZenReader, store: &S3ObjectStore, entry: &LedgerE
         Ok(held) => held,
         Err(e) => return AppZenCopy::Unknown { reason: format!("{e} (GET {})", reader.url_of(&entry.po_number)) },
     };
-    let Some(sent) = &entry.appzen else {
+    let Some(sent) = &entry.holds else {
         return AppZenCopy::NotSent { appzen_holds_one: held.is_some() };
     };
     let Some(held) = held else {

@@ -67,7 +67,7 @@ pub fn repair_version(entry: &LedgerEntry) -> Option<i64> {
         Some(latest) if matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate) => {
             Some(latest.version)
         }
-        _ => entry.appzen.as_ref().map(|holds| holds.version),
+        _ => entry.holds.as_ref().map(|holds| holds.version),
     }
 }
 
@@ -204,7 +204,7 @@ mod tests {
             po_number: format!("P{po_id}"),
             revision: 1,
             latest: None,
-            appzen: None,
+            holds: None,
             claim: None,
             notified: None,
             cancelled: None,
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_repair_sends_the_latest_if_it_reached_appzen_else_the_version_appzen_should_hold() {
-        use po_sync::ledger::{AppZenHolds, SettledVersion};
+        use po_sync::ledger::{DestinationHolds, SettledVersion};
         let settled = |version: i64, outcome| SettledVersion {
             version,
             sequence: None,
@@ -241,7 +241,7 @@ mod tests {
             outcome,
             settled_at: Utc.timestamp_millis_opt(version).unwrap(),
         };
-        let holds = |version: i64| AppZenHolds {
+        let holds = |version: i64| DestinationHolds {
             version,
             sequence: None,
             body_sha256: "s".into(),
@@ -252,7 +252,7 @@ mod tests {
         };
         let mut e = entry("1", 0);
         assert_eq!(repair_version(&e), None);
-        e.appzen = Some(holds(10));
+        e.holds = Some(holds(10));
         e.latest = Some(settled(20, LedgerOutcome::Duplicate));
         assert_eq!(repair_version(&e), Some(20), "a duplicate carries the body AppZen should hold");
         e.latest = Some(settled(20, LedgerOutcome::Held));

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use po_sync::destination::Destination;
 use po_sync::history::{Attempt, AttemptOutcome};
 use po_sync::komet::parse_webhook;
-use po_sync::ledger::{AppZenHolds, LedgerEntry, LedgerOutcome, SettledVersion};
+use po_sync::ledger::{DestinationHolds, LedgerEntry, LedgerOutcome, SettledVersion};
 use po_sync::message::{BodyRef, WebhookEnvelope, body_key, kept_key, sha256_hex};
 use po_sync_admin::redrive::{Fate, Method, RedriveOptions, redrive, snapshot};
 use po_sync_admin::{Clients, Error, Resource, Resources, history, po, replay, status};
@@ -138,7 +138,7 @@ fn upserted(po_id: u64, po_number: &str, received_at: DateTime<Utc>, sha: &str, 
             outcome: LedgerOutcome::Upserted,
             settled_at: settled,
         }),
-        appzen: Some(AppZenHolds {
+        holds: Some(DestinationHolds {
             version: received_at.timestamp_millis(),
             sequence: None,
             body_sha256: sha.to_owned(),
@@ -908,7 +908,10 @@ async fn in_a_stack_that_sends_to_exsited_only_replay_and_po_work_on_exsited_s_q
     let (ok, report) = run_on_stack(&clients, "x", &["po", "48213"]).await;
     assert!(ok, "{report:#}");
     assert_eq!(report["entry"]["poNumber"], "P004410", "{report:#}");
-    assert!(report["answer"].as_str().unwrap().starts_with("Exsited holds the latest version Komet sent"), "{report:#}");
+    assert!(
+        report["answer"].as_str().unwrap().starts_with("Exsited holds the latest version Komet sent"),
+        "{report:#}"
+    );
     std::fs::remove_file(file).ok();
 }
 

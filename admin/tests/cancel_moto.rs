@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use clap::Parser;
 use po_sync::destination::Destination;
 use po_sync::history::AttemptOutcome;
-use po_sync::ledger::{AppZenHolds, Claim, LedgerEntry, LedgerOutcome, SettledVersion};
+use po_sync::ledger::{Claim, DestinationHolds, LedgerEntry, LedgerOutcome, SettledVersion};
 use po_sync::message::kept_key;
 use po_sync_admin::cancel::State;
 use po_sync_admin::{Cli, Clients, execute};
@@ -202,7 +202,7 @@ fn entry(holds: (u32, &str), latest: (u32, LedgerOutcome)) -> LedgerEntry {
             outcome: latest.1,
             settled_at: at(latest.0) + Duration::seconds(1),
         }),
-        appzen: Some(AppZenHolds {
+        holds: Some(DestinationHolds {
             version: at(holds.0).timestamp_millis(),
             sequence: None,
             body_sha256: format!("sha-{}", holds.0),
@@ -305,7 +305,7 @@ async fn cancel_at_both_destinations_then_reactivate() {
         (Some("ordered twice"), Some("P004410")),
         "recorded, then noted as told"
     );
-    assert_eq!((appzen_entry.revision, appzen_entry.appzen.as_ref().unwrap().version), (3, at(10).timestamp_millis()));
+    assert_eq!((appzen_entry.revision, appzen_entry.holds.as_ref().unwrap().version), (3, at(10).timestamp_millis()));
     let exsited_entry = read(&clients, Destination::Exsited).await.unwrap();
     assert_eq!(exsited_entry.cancelled.unwrap().destination_id.as_deref(), Some(EXSITED_ID));
     let history = DynamoHistory::reader(clients.dynamodb.clone(), HISTORY).list(PO_ID, 10).await.unwrap();

@@ -28,7 +28,7 @@ impl DestinationAt<'_> {
         now: DateTime<Utc>,
     ) -> DestinationReport {
         // AppZen's key for the PO (its number), once a version reached AppZen.
-        let holds = current.as_ref().filter(|e| e.appzen.is_some()).map(|e| e.po_number.clone());
+        let holds = current.as_ref().filter(|e| e.holds.is_some()).map(|e| e.po_number.clone());
         if let Some(existing) = current.as_ref().and_then(|e| e.cancelled.as_ref())
             && existing.destination_id == holds
         {
@@ -47,7 +47,7 @@ impl DestinationAt<'_> {
             }
         };
         report.recorded = true;
-        let Some(version) = recorded.appzen.as_ref().map(|sent| sent.version) else {
+        let Some(version) = recorded.holds.as_ref().map(|sent| sent.version) else {
             report.state = State::Done;
             report.sent = "nothing: no version of this PO has reached AppZen yet".to_owned();
             report.ledger = format!(
@@ -126,7 +126,7 @@ impl DestinationAt<'_> {
         };
         // AppZen is told whenever it holds a version, even if the record does not say it was told: a cancel whose
         // record failed after AppZen accepted, and cancel_flag false on an active PO changes nothing.
-        let held = entry.appzen.as_ref().map(|sent| sent.version);
+        let held = entry.holds.as_ref().map(|sent| sent.version);
         let mut requests = 0;
         if let Some(version) = held {
             report.destination_id = Some(entry.po_number.clone());

@@ -305,7 +305,7 @@ impl DestinationAt<'_> {
     ) -> DestinationReport {
         let destination = report.destination;
         // Exsited's id of the PO, once a version created it there.
-        let target = current.as_ref().and_then(|e| e.appzen.as_ref()).and_then(|h| h.uuid.clone());
+        let target = current.as_ref().and_then(|e| e.holds.as_ref()).and_then(|h| h.uuid.clone());
         report.destination_id = target.clone();
         if let Some(existing) = current.as_ref().and_then(|e| e.cancelled.as_ref())
             && existing.destination_id == target
@@ -383,7 +383,7 @@ impl DestinationAt<'_> {
         let cancellation = current.as_ref().and_then(|e| e.cancelled.clone());
         // The PO cancelled in Exsited, or else the one Exsited holds: it may have been cancelled in Exsited itself
         // (reconcile then holds its versions as INACTIVE), and reactivating an active PO changes nothing.
-        let held_id = current.as_ref().and_then(|e| e.appzen.as_ref()).and_then(|h| h.uuid.clone());
+        let held_id = current.as_ref().and_then(|e| e.holds.as_ref()).and_then(|h| h.uuid.clone());
         let target = cancellation.as_ref().and_then(|c| c.destination_id.clone()).or(held_id);
         report.destination_id = target.clone();
         let asked = match &target {
@@ -532,7 +532,7 @@ impl DestinationAt<'_> {
             return Some("not recorded (no history table known: --history-table)".to_owned());
         };
         // The version the action is recorded against: the latest po-sync knows (0: none had arrived).
-        let version = entry.latest.as_ref().map(|l| l.version).or(entry.appzen.as_ref().map(|h| h.version));
+        let version = entry.latest.as_ref().map(|l| l.version).or(entry.holds.as_ref().map(|h| h.version));
         let attempt = Attempt {
             destination: destination.as_str().to_owned(),
             requests,

@@ -7,7 +7,7 @@ pub fn fate(entry: Option<&LedgerEntry>, version: i64, now: DateTime<Utc>) -> Fa
     let Some(entry) = entry else {
         return Fate::Pending { reason: "no ledger entry yet".to_owned() };
     };
-    if entry.appzen.as_ref().is_some_and(|holds| holds.version == version) {
+    if entry.holds.as_ref().is_some_and(|holds| holds.version == version) {
         // AppZen holds this version (newer ones since did not reach AppZen: held, rejected, unmappable).
         return Fate::Applied { outcome: LedgerOutcome::Upserted };
     }
@@ -18,7 +18,7 @@ pub fn fate(entry: Option<&LedgerEntry>, version: i64, now: DateTime<Utc>) -> Fa
         // As reconcile judges it (po_sync::ledger::judge): a newer version supersedes this one once it reached
         // AppZen, or AppZen holds a version newer than this one.
         let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
-        if latest.version > version && (reached_appzen || entry.appzen.as_ref().is_some_and(|h| h.version > version)) {
+        if latest.version > version && (reached_appzen || entry.holds.as_ref().is_some_and(|h| h.version > version)) {
             return Fate::Superseded { by_version: latest.version };
         }
     }

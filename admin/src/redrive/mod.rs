@@ -388,7 +388,7 @@ mod tests {
                 outcome: LedgerOutcome::Held,
                 settled_at: at(s),
             }),
-            appzen: None,
+            holds: None,
             claim: claim.map(|(s, until)| Claim {
                 version: at(s).timestamp_millis(),
                 sequence: None,
@@ -413,7 +413,7 @@ mod tests {
         assert!(matches!(fate(Some(&entry(Some(5), None)), v(3), at(50)), Fate::Pending { .. }));
         // AppZen holds the older version while a newer one was held: the older one was applied.
         let mut holds_older = entry(Some(5), None);
-        holds_older.appzen = Some(po_sync::ledger::AppZenHolds {
+        holds_older.holds = Some(po_sync::ledger::DestinationHolds {
             version: v(3),
             sequence: None,
             body_sha256: "a".into(),

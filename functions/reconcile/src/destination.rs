@@ -141,7 +141,7 @@ impl Sender {
             }
             (Sender::Exsited { client, .. }, Planned::Exsited(plan)) => {
                 let Some(request) = plan.upsert.take() else { return (0, Err(Box::new(Outcome::NotAttempted))) };
-                let known_id = claim.appzen.as_ref().and_then(|holds| holds.uuid.as_deref());
+                let known_id = claim.holds.as_ref().and_then(|holds| holds.uuid.as_deref());
                 let prefix = note_prefix(envelope.po.id, &envelope.po.po_number);
                 let until = deadline.map(|d| d.checked_sub(margin).unwrap_or_else(Instant::now));
                 let delivery = client.deliver(known_id, &request, &prefix, until).await;

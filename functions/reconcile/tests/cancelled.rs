@@ -104,7 +104,7 @@ async fn appzen_a_cancelled_po_holds_newer_versions_until_it_is_reactivated_and_
     let entry = reconciler.ledger().entry(PO_ID).unwrap();
     let latest = entry.latest.as_ref().unwrap();
     assert_eq!((latest.version, latest.outcome), (b.version(), LedgerOutcome::Held));
-    assert_eq!(entry.appzen.as_ref().unwrap().version, a.version(), "AppZen keeps what it has");
+    assert_eq!(entry.holds.as_ref().unwrap().version, a.version(), "AppZen keeps what it has");
     assert!(entry.cancelled.is_some(), "settling keeps the cancellation");
     assert_eq!(ledger::held_version(&entry), Some(b.version()));
     let history: Vec<AttemptOutcome> = reconciler.ledger().attempts().iter().map(|a| a.outcome).collect();
@@ -123,7 +123,7 @@ async fn appzen_a_cancelled_po_holds_newer_versions_until_it_is_reactivated_and_
     let sent = reconciler.process(&record("m-2-replay-2", &replay_of(&b)), None).await;
     assert!(matches!(sent.outcome, Outcome::Upserted(_)), "{sent:?}");
     let entry = reconciler.ledger().entry(PO_ID).unwrap();
-    assert_eq!(entry.appzen.as_ref().unwrap().version, b.version());
+    assert_eq!(entry.holds.as_ref().unwrap().version, b.version());
     assert_eq!(entry.cancelled, None);
     let c = send(50, 26);
     assert!(matches!(reconciler.process(&record("m-3", &c), None).await.outcome, Outcome::Upserted(_)));
@@ -212,7 +212,7 @@ async fn exsited_a_cancelled_po_is_held_without_a_request_and_changed_again_once
     let reconciler = exsited_reconciler(&exsited).await;
     let a = send(0, 24);
     assert!(matches!(reconciler.process(&record("m-1", &a), None).await.outcome, Outcome::Upserted(_)));
-    assert_eq!(reconciler.ledger().entry(PO_ID).unwrap().appzen.unwrap().uuid.as_deref(), Some("PO-1"));
+    assert_eq!(reconciler.ledger().entry(PO_ID).unwrap().holds.unwrap().uuid.as_deref(), Some("PO-1"));
     let before = exsited.received_requests().await.unwrap().len();
     cancel(&reconciler, Some("PO-1")).await;
 
@@ -238,5 +238,5 @@ async fn exsited_a_cancelled_po_is_held_without_a_request_and_changed_again_once
     let sent = reconciler.process(&record("m-2-replay", &replay_of(&b)), None).await;
     let Outcome::Upserted(accepted) = &sent.outcome else { panic!("{sent:?}") };
     assert_eq!((accepted.uuid.as_deref(), accepted.status.as_deref()), (Some("PO-1"), Some("UPDATED")));
-    assert_eq!(reconciler.ledger().entry(PO_ID).unwrap().appzen.unwrap().version, b.version());
+    assert_eq!(reconciler.ledger().entry(PO_ID).unwrap().holds.unwrap().version, b.version());
 }

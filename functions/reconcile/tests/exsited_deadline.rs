@@ -113,7 +113,7 @@ async fn a_delivery_with_too_little_time_left_sends_nothing_and_hands_the_record
     // With time enough, the same record goes through.
     let response = reconciler.handle_batch(batch("c"), Some(SystemTime::now() + Duration::from_secs(120))).await;
     assert!(failures(&response).is_empty());
-    let held = reconciler.ledger().entry(48213).unwrap().appzen.and_then(|held| held.uuid);
+    let held = reconciler.ledger().entry(48213).unwrap().holds.and_then(|held| held.uuid);
     assert_eq!(held.as_deref(), Some("PO-1"));
 }
 

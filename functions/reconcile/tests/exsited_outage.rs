@@ -128,7 +128,7 @@ async fn refused_exsited_credentials_hand_every_record_back_and_are_mailed_once_
     assert!(failures(&reconciler.handle_batch(back, later()).await).is_empty());
     for id in [1, 2] {
         let entry = reconciler.ledger().entry(id).unwrap();
-        assert_eq!(entry.appzen.and_then(|held| held.uuid).as_deref(), Some("PO-1"), "PO {id} is in Exsited");
+        assert_eq!(entry.holds.and_then(|held| held.uuid).as_deref(), Some("PO-1"), "PO {id} is in Exsited");
     }
     let ended = reconciler.ledger().outage_of(Destination::Exsited, OutageCause::Credentials).unwrap();
     assert!(ended.ended_at.is_some(), "{ended:?}");

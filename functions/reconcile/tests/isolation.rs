@@ -104,7 +104,7 @@ async fn a_po_appzen_keeps_failing_hands_back_only_itself_and_its_own_later_vers
     // X waits its first step; its later version is released at once: SQS keeps it behind X, in order.
     assert_eq!(postponed(&reconciler), [("x1".to_owned(), 7), ("x2".to_owned(), 0)]);
     assert!(notifications(&reconciler).is_empty(), "a 500 is not a verdict on the PO: nobody is mailed about it");
-    assert_eq!(reconciler.ledger().entry(2).unwrap().appzen.unwrap().http_status, 201);
+    assert_eq!(reconciler.ledger().entry(2).unwrap().holds.unwrap().http_status, 201);
 }
 
 #[tokio::test]
@@ -314,7 +314,7 @@ async fn a_version_stamped_hours_ahead_does_not_silence_the_next_real_send() {
     // A replay from a clock two hours fast: SQS got it at `sent`, so that is its version.
     let ahead = delivered("m-ahead", &at(chrono::Duration::hours(2)), sent);
     assert!(failures(&reconciler.handle_batch(batch(vec![ahead]), later()).await).is_empty());
-    let holds = reconciler.ledger().entry(48213).unwrap().appzen.unwrap();
+    let holds = reconciler.ledger().entry(48213).unwrap().holds.unwrap();
     assert_eq!(holds.version, sent.timestamp_millis(), "the trusted version, not the stamped one");
 
     // Komet's next real send, a minute later, still reaches AppZen.

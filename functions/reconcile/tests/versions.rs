@@ -73,7 +73,7 @@ async fn a_b_a_ends_with_appzen_on_a() {
     }
     assert_eq!(arrival_dates_sent(&appzen).await, ["2026-02-24", "2026-02-25", "2026-02-24"]);
     let entry = reconciler.ledger().entry(48213).unwrap();
-    let holds = entry.appzen.unwrap();
+    let holds = entry.holds.unwrap();
     assert_eq!((holds.version, holds.body_sha256), (a_again.version(), a.body_sha256.clone()));
     assert_eq!(entry.latest.unwrap().outcome, LedgerOutcome::Upserted);
 }
@@ -94,7 +94,7 @@ async fn an_older_version_redriven_after_a_newer_one_is_superseded_and_appzen_ke
     );
     assert_eq!(report.outcome.fate(), Fate::Consumed);
     assert_eq!(arrival_dates_sent(&appzen).await, ["2026-02-25"], "the older version never reached AppZen");
-    assert_eq!(reconciler.ledger().entry(48213).unwrap().appzen.unwrap().version, newer.version());
+    assert_eq!(reconciler.ledger().entry(48213).unwrap().holds.unwrap().version, newer.version());
 }
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn a_transient_failure_leaves_the_ledger_as_it_was_and_the_success_records
     let report = reconciler.process(&record("m-1", &a), None).await;
     assert!(matches!(report.outcome, Outcome::AppZenUnavailable { .. }), "{report:?}");
     let after_failure = reconciler.ledger().entry(48213).unwrap();
-    assert_eq!((&after_failure.latest, &after_failure.appzen, &after_failure.claim), (&None, &None, &None));
+    assert_eq!((&after_failure.latest, &after_failure.holds, &after_failure.claim), (&None, &None, &None));
 
     // The redelivery (same message) is processed normally.
     let report = reconciler.process(&record("m-1", &a), None).await;
@@ -190,7 +190,7 @@ async fn two_invocations_racing_on_one_po_leave_the_newest_version() {
     assert!(matches!(slow.outcome, Outcome::Upserted(_)), "{slow:?}");
     assert!(matches!(racing.outcome, Outcome::Superseded { .. }), "{racing:?}");
     assert_eq!(arrival_dates_sent(&appzen).await, ["2026-02-25"]);
-    assert_eq!(second.ledger().entry(48213).unwrap().appzen.unwrap().version, newer.version());
+    assert_eq!(second.ledger().entry(48213).unwrap().holds.unwrap().version, newer.version());
 }
 
 #[tokio::test]
@@ -252,7 +252,7 @@ async fn an_operators_replay_sends_a_rejected_version_again_and_a_redelivery_doe
     let report = reconciler.process(&record("m-3", &replay), None).await;
     assert!(matches!(report.outcome, Outcome::Upserted(_)), "{report:?}");
     let entry = reconciler.ledger().entry(48213).unwrap();
-    assert_eq!(entry.appzen.unwrap().version, version.version(), "AppZen holds that version, not a new one");
+    assert_eq!(entry.holds.unwrap().version, version.version(), "AppZen holds that version, not a new one");
     assert_eq!(entry.latest.unwrap().outcome, LedgerOutcome::Upserted);
 }
 

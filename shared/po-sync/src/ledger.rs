@@ -41,9 +41,10 @@ pub struct LedgerEntry {
     /// The latest version whose outcome is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<SettledVersion>,
-    /// What AppZen holds: the last version it accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub appzen: Option<AppZenHolds>,
+    /// What the destination holds: the last version it accepted, and its id for the PO (AppZen's uuid,
+    /// Exsited's `PO-…`). Stored as `appzen`, its name from before Exsited, so existing items still read.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "appzen")]
+    pub holds: Option<DestinationHolds>,
     /// A version being processed right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
@@ -114,10 +115,10 @@ pub struct Notified {
     pub kinds: Vec<String>,
 }
 
-/// The version AppZen last accepted.
+/// The version the destination last accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AppZenHolds {
+pub struct DestinationHolds {
     pub version: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<String>,
@@ -216,7 +217,7 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
     let Some(entry) = current else {
         return Verdict::Proceed { claim: claimed(new_entry(arrival, now), arrival, now, lease) };
     };
-    let holds = entry.appzen.as_ref();
+    let holds = entry.holds.as_ref();
     if let Some(latest) = &entry.latest {
         let is_this = |other: i64, sha: &str| other == version && sha == arrival.body_sha256;
         let reached_appzen = matches!(latest.outcome, LedgerOutcome::Upserted | LedgerOutcome::Duplicate);
@@ -243,7 +244,7 @@ pub fn judge(current: Option<&LedgerEntry>, arrival: &Arrival<'_>, now: DateTime
         }
         return Verdict::Busy { claimed_by: claim.sqs_message_id.clone(), until: claim.until };
     }
-    if !arrival.resend && entry.appzen.as_ref().is_some_and(|holds| holds.body_sha256 == arrival.body_sha256) {
+    if !arrival.resend && entry.holds.as_ref().is_some_and(|holds| holds.body_sha256 == arrival.body_sha256) {
         let mut record = entry.clone();
         record.latest = Some(latest_after(entry, arrival, LedgerOutcome::Duplicate, now));
         // A claim left by this same message (it died before settling) is done with too.
@@ -320,7 +321,7 @@ pub fn settle(
     let mut entry = current.clone();
     entry.latest = Some(latest_after(current, arrival, settlement.outcome, now));
     if let Some(accepted) = &settlement.accepted {
-        entry.appzen = Some(AppZenHolds {
+        entry.holds = Some(DestinationHolds {
             version: arrival.version(),
             sequence: arrival.sequence.map(|s| s.to_string()),
             body_sha256: arrival.body_sha256.to_owned(),
@@ -370,7 +371,7 @@ pub fn cancelled(
         po_number: String::new(),
         revision: 0,
         latest: None,
-        appzen: None,
+        holds: None,
         claim: None,
         notified: None,
         cancelled: None,
@@ -415,7 +416,7 @@ pub fn cancellation_told(current: &LedgerEntry, destination_id: &str, now: DateT
 /// (`po-sync-admin replay --po <id> --latest`) sends it once the PO is reactivated.
 pub fn held_version(entry: &LedgerEntry) -> Option<i64> {
     let latest = entry.latest.as_ref().filter(|latest| latest.outcome == LedgerOutcome::Held)?;
-    let holds = entry.appzen.as_ref().map(|h| order_of(h.version, h.sequence.as_deref()));
+    let holds = entry.holds.as_ref().map(|h| order_of(h.version, h.sequence.as_deref()));
     let newer = holds.is_none_or(|holds| order_of(latest.version, latest.sequence.as_deref()) > holds);
     newer.then_some(latest.version)
 }
@@ -449,7 +450,7 @@ fn new_entry(arrival: &Arrival<'_>, now: DateTime<Utc>) -> LedgerEntry {
         // The first write expects no item, then stores revision 1.
         revision: 0,
         latest: None,
-        appzen: None,
+        holds: None,
         claim: None,
         notified: None,
         cancelled: None,
@@ -531,7 +532,7 @@ mod tests {
         assert_eq!(entry.claim, None);
         let latest = entry.latest.as_ref().unwrap();
         assert_eq!((latest.version, latest.outcome), (a.version(), LedgerOutcome::Upserted));
-        let holds = entry.appzen.unwrap();
+        let holds = entry.holds.unwrap();
         assert_eq!((holds.body_sha256.as_str(), holds.uuid.as_deref()), ("A", Some("u-1")));
     }
 
@@ -540,7 +541,7 @@ mod tests {
         let entry = process(None, &arrival(1, "A", "m1"), &upserted());
         let entry = process(Some(entry), &arrival(2, "B", "m2"), &upserted());
         let entry = process(Some(entry), &arrival(3, "A", "m3"), &upserted());
-        assert_eq!(entry.appzen.unwrap().body_sha256, "A");
+        assert_eq!(entry.holds.unwrap().body_sha256, "A");
         assert_eq!(entry.latest.unwrap().version, at(3).timestamp_millis());
     }
 
@@ -569,7 +570,7 @@ mod tests {
         let latest = entry.latest.as_ref().unwrap();
         assert_eq!((latest.version, latest.outcome), (at(3).timestamp_millis(), LedgerOutcome::Held), "latest stays B");
         assert_eq!(
-            entry.appzen.as_ref().unwrap().version,
+            entry.holds.as_ref().unwrap().version,
             a.version(),
             "AppZen takes A, as it would have without the outage"
         );
@@ -591,7 +592,7 @@ mod tests {
         assert_eq!(record.revision, entry.revision + 1);
         let latest = record.latest.as_ref().unwrap();
         assert_eq!((latest.version, latest.outcome), (again.version(), LedgerOutcome::Duplicate));
-        assert_eq!(record.appzen, entry.appzen, "AppZen's copy is unchanged");
+        assert_eq!(record.holds, entry.holds, "AppZen's copy is unchanged");
         // A redelivery of a version already final writes nothing.
         assert_eq!(judge(Some(&record), &again, at(50), LEASE), Verdict::Duplicate { record: None });
     }
@@ -617,7 +618,7 @@ mod tests {
         // The operator's replay of it (after the fix) is processed again, with its own version.
         let replay = Arrival { replay: true, ..arrival(2, "B", "m2-replay") };
         let entry = process(Some(entry), &replay, &upserted());
-        let holds = entry.appzen.as_ref().unwrap();
+        let holds = entry.holds.as_ref().unwrap();
         assert_eq!((holds.version, holds.body_sha256.as_str()), (at(2).timestamp_millis(), "B"));
         // Once it reached AppZen, a replay of it is a duplicate, and a replay of an older version is superseded.
         assert_eq!(
@@ -647,7 +648,7 @@ mod tests {
             "a plain replay is still a duplicate"
         );
         let entry = process(Some(entry), &resend(2, "A", "m2-resend"), &upserted());
-        let holds = entry.appzen.as_ref().unwrap();
+        let holds = entry.holds.as_ref().unwrap();
         assert_eq!((holds.version, holds.body_sha256.as_str()), (at(2).timestamp_millis(), "A"), "sent again");
         assert_eq!(entry.latest.as_ref().map(|l| l.outcome), Some(LedgerOutcome::Upserted));
         // Its new SQS message may carry any sequence number (moto's are random): it is still that version, not
@@ -700,8 +701,8 @@ mod tests {
         let Verdict::Proceed { claim } = judge(Some(&entry), &b, at(50), LEASE) else { panic!() };
         let released = release(&claim, &b, at(52)).unwrap();
         assert_eq!(
-            (released.latest.clone(), released.appzen.clone(), released.claim.clone()),
-            (entry.latest, entry.appzen, None)
+            (released.latest.clone(), released.holds.clone(), released.claim.clone()),
+            (entry.latest, entry.holds, None)
         );
         assert_eq!(released.revision, claim.revision + 1);
     }
@@ -749,7 +750,7 @@ mod tests {
         // An entry written before sequences were kept orders below any sequence of the same millisecond.
         let mut old = entry.clone();
         old.latest.as_mut().unwrap().sequence = None;
-        old.appzen.as_mut().unwrap().sequence = None;
+        old.holds.as_mut().unwrap().sequence = None;
         assert!(matches!(judge(Some(&old), &earlier, now, LEASE), Verdict::Proceed { .. }));
     }
 
@@ -791,7 +792,7 @@ mod tests {
         let cancelled = cancelled(Some(&entry), 7, cancellation(40, Some("u-1")), at(40));
         assert_eq!(cancelled.revision, entry.revision + 1);
         assert_eq!(cancelled.updated_at, at(40));
-        assert_eq!((&cancelled.latest, &cancelled.appzen), (&entry.latest, &entry.appzen), "nothing else changes");
+        assert_eq!((&cancelled.latest, &cancelled.holds), (&entry.latest, &entry.holds), "nothing else changes");
         // A newer version is claimed and settled (held, by reconcile) with the cancellation still there.
         let held = Settlement { outcome: LedgerOutcome::Held, accepted: None };
         let b = arrival(2, "B", "m2");
@@ -829,7 +830,7 @@ mod tests {
     fn a_po_cancelled_before_its_first_version_gets_an_entry_that_version_claims() {
         let entry = cancelled(None, 7, cancellation(10, None), at(10));
         assert_eq!((entry.po_id.as_str(), entry.po_number.as_str(), entry.revision), ("7", "", 1));
-        assert_eq!((entry.latest.as_ref(), entry.appzen.as_ref()), (None, None));
+        assert_eq!((entry.latest.as_ref(), entry.holds.as_ref()), (None, None));
         let Verdict::Proceed { claim } = judge(Some(&entry), &arrival(11, "A", "m1"), at(12), LEASE) else {
             panic!("the first version is processed (and held by reconcile)")
         };

@@ -62,7 +62,11 @@ impl<'a> Scenario<'a> {
 async fn the_whole_pipeline_end_to_end() {
     let started = Instant::now();
     let since = chrono::Utc::now().timestamp_millis().to_string();
-    let logs = workspace_root().join("target/e2e-logs");
+    // In the target directory this test was built in (`target/`, or `CARGO_TARGET_DIR`), so two runs from two
+    // target directories at once do not delete and interleave each other's logs (the metrics check reads them).
+    let target =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("CARGO_TARGET_TMPDIR is <target>/tmp");
+    let logs = target.join("e2e-logs");
     let _ = std::fs::remove_dir_all(&logs);
     let options = StackOptions::new(&logs);
     let stack = LocalStack::start(options, &LogSink::stderr()).await.unwrap_or_else(|e| panic!("{e}"));
@@ -240,7 +244,7 @@ async fn the_refused_po_is_kept_and_replayed_from_the_archive_once_fixed(stack: 
     let statuses: Vec<Option<u16>> = stack.appzen_upserts().iter().map(|r| r.response_status).collect();
     assert_eq!(statuses, [Some(201)], "the refused version reached AppZen");
     let entry = stack.ledger.read(48230).await.unwrap().expect("the ledger has the PO");
-    assert_eq!(entry.appzen.map(|h| h.version), history["versions"][0]["version"].as_i64());
+    assert_eq!(entry.holds.map(|h| h.version), history["versions"][0]["version"].as_i64());
 
     // Replayed once more, it is a duplicate: AppZen is not called again.
     admin(stack, &["replay", "--po", "48230"]).await;
@@ -359,8 +363,8 @@ async fn verify_reports_no_drift_then_each_po_changed_behind_po_syncs_back(stack
     );
     let entry_a = stack.ledger.read(48391).await.unwrap().unwrap();
     assert_eq!(pos[1]["appzen"]["state"], "older", "{drift:#}");
-    assert_eq!(pos[1]["appzen"]["version"], entry_a.appzen.as_ref().unwrap().version);
-    assert!(pos[1]["appzen"]["holdsVersion"].as_i64().unwrap() < entry_a.appzen.unwrap().version, "{drift:#}");
+    assert_eq!(pos[1]["appzen"]["version"], entry_a.holds.as_ref().unwrap().version);
+    assert!(pos[1]["appzen"]["holdsVersion"].as_i64().unwrap() < entry_a.holds.unwrap().version, "{drift:#}");
     assert_eq!(pos[2]["appzen"]["state"], "missing", "{drift:#}");
     let po = admin(stack, &["po", "48390"]).await;
     assert_eq!(po["appzen"]["state"], "differs", "po shows it too: {po:#}");
@@ -460,7 +464,7 @@ async fn a_revert_a_b_a_ends_with_appzen_on_a(stack: &LocalStack) {
     let totals: Vec<String> = stack.appzen_upserts().iter().map(total_of).collect();
     assert_eq!(totals, ["1284.81", "1294.81", "1284.81"], "Komet's last word was A, and AppZen ends on it");
     let entry = stack.ledger.read(48280).await.unwrap().expect("the ledger has the PO");
-    let holds = entry.appzen.expect("AppZen holds a version");
+    let holds = entry.holds.expect("AppZen holds a version");
     assert_eq!(holds.body_sha256, po_sync::message::sha256_hex(&a));
     assert_eq!(entry.latest.map(|l| l.version), Some(holds.version), "AppZen holds the latest version");
 }
@@ -656,7 +660,7 @@ async fn a_parked_version_redriven_after_a_newer_one_is_superseded(stack: &Local
 
     let totals: Vec<String> = stack.appzen_upserts().iter().map(total_of).collect();
     assert_eq!(totals, ["1294.81"], "the older version never reached AppZen: AppZen keeps the newer one");
-    let holds = stack.ledger.read(48250).await.unwrap().and_then(|e| e.appzen).expect("AppZen holds a version");
+    let holds = stack.ledger.read(48250).await.unwrap().and_then(|e| e.holds).expect("AppZen holds a version");
     assert_eq!(holds.body_sha256, po_sync::message::sha256_hex(&newer));
     let parked = stack
         .sqs
@@ -742,7 +746,7 @@ async fn refused_credentials_hand_the_po_back_mail_the_outage_once_and_it_goes_t
     assert_eq!(emails.len(), 1, "one e-mail for the outage, none about the PO: {emails:#?}");
     assert!(emails[0].subject.contains("AppZen refuses po-sync's credentials"), "{}", emails[0].subject);
     assert!(!emails[0].subject.contains("P004610"), "{}", emails[0].subject);
-    let holds = stack.ledger.read(48410).await.unwrap().and_then(|e| e.appzen).expect("AppZen holds it");
+    let holds = stack.ledger.read(48410).await.unwrap().and_then(|e| e.holds).expect("AppZen holds it");
     assert_eq!(holds.http_status, 201);
 }
 

@@ -89,7 +89,7 @@ async fn a_clean_po_reaches_both_with_exact_amounts_on_one_token(stack: &LocalSt
     assert_eq!(line_total, decimal(&order["total"]), "the lines add up to the total, to the cent");
     let ledger = stack.ledger.clone().for_destination(po_sync::destination::Destination::Exsited);
     let entry = po_sync_aws::ledger::Ledger::read(&ledger, 61001).await.unwrap().expect("Exsited's ledger item");
-    assert_eq!(entry.appzen.as_ref().and_then(|held| held.uuid.as_deref()), order["id"].as_str(), "{entry:?}");
+    assert_eq!(entry.holds.as_ref().and_then(|held| held.uuid.as_deref()), order["id"].as_str(), "{entry:?}");
     assert_eq!(exsited(stack).tokens_issued(), 1, "one token for every request");
 }
 

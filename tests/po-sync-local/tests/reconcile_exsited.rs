@@ -101,7 +101,7 @@ async fn a_po_is_created_with_komets_exact_amounts_and_a_later_version_changes_i
     assert_eq!(order["lines"].as_array().unwrap().len(), 6, "five items and one invoice's charges");
     let entry = reconciler.ledger().entry(48213).unwrap();
     assert_eq!(
-        entry.appzen.as_ref().and_then(|h| h.uuid.as_deref()),
+        entry.holds.as_ref().and_then(|h| h.uuid.as_deref()),
         Some(id.as_str()),
         "the ledger keeps Exsited's id"
     );

@@ -647,7 +647,7 @@ pub fn account(e: &Evidence<'_>) -> Accounting {
             ));
         }
         let ledger_holds =
-            e.ledger.get(&po.po_id).cloned().flatten().and_then(|entry| entry.appzen).map(|h| h.body_sha256);
+            e.ledger.get(&po.po_id).cloned().flatten().and_then(|entry| entry.holds).map(|h| h.body_sha256);
         if ledger_holds.as_deref() != actual.as_ref().map(|x| x.0.as_str()) {
             a.ledger_disagreements += 1;
             a.problem(format!(
