@@ -111,6 +111,12 @@ pub struct ResourceArgs {
     /// ReconcileExsitedFunctionName; a stack without Exsited has none)
     #[arg(long, global = true, value_name = "NAME")]
     pub reconcile_exsited_function: Option<String>,
+    /// Whose webhook queues, reconcile mapping and ledger items to work on: appzen or exsited (default: appzen,
+    /// or exsited in a stack that sends to Exsited only). exsited reads the stack's ExsitedWebhookQueueUrl,
+    /// ExsitedWebhookDeadLetterQueueUrl, ExsitedWebhookParkedQueueUrl and ReconcileExsitedEventSourceMappingId,
+    /// and Exsited's ledger items (exsited#<PO id>)
+    #[arg(long, global = true, value_name = "appzen|exsited")]
+    pub destination: Option<po_sync::destination::Destination>,
 }
 
 impl ResourceArgs {
@@ -127,8 +133,7 @@ impl ResourceArgs {
             reconcile_event_source: self.event_source_mapping.clone(),
             reconcile_function: self.reconcile_function.clone(),
             reconcile_exsited_function: self.reconcile_exsited_function.clone(),
-            // Known once the stack is read.
-            exsited_only: false,
+            destination: self.destination,
         }
     }
 }

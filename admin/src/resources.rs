@@ -107,10 +107,10 @@ pub struct Resources {
     pub reconcile_event_source: Option<String>,
     pub reconcile_function: Option<String>,
     pub reconcile_exsited_function: Option<String>,
-    /// Read from a stack that sends to Exsited only: the webhook queues and mapping above are Exsited's, and
-    /// the PO's ledger items too (`exsited#<PO id>`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub exsited_only: bool,
+    /// Whose path the webhook queues, reconcile's mapping and the ledger items read are: `--destination`, else
+    /// Exsited's in a stack that sends to Exsited only, else AppZen's (`None`: not decided yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
 }
 
 impl Resources {
@@ -164,10 +164,9 @@ impl Resources {
         })
     }
 
-    /// The destination whose ledger items `po`, `history` and `redrive` read: Exsited's in a stack that sends to
-    /// Exsited only, else AppZen's.
+    /// The destination whose ledger items `po`, `history` and `redrive` read (see [`Resources::destination`]).
     pub fn ledger_destination(&self) -> Destination {
-        if self.exsited_only { Destination::Exsited } else { Destination::Appzen }
+        self.destination.unwrap_or_default()
     }
 
     pub fn has(&self, resource: Resource) -> bool {
@@ -220,13 +219,20 @@ impl Resources {
             }
         };
         let mut resources = given;
-        let exsited_only = is_exsited_only(&outputs);
-        resources.exsited_only = exsited_only;
+        let destination = resources.destination.unwrap_or(if is_exsited_only(&outputs) {
+            Destination::Exsited
+        } else {
+            Destination::Appzen
+        });
+        resources.destination = Some(destination);
         for resource in Resource::ALL {
             if resources.has(resource) {
                 continue;
             }
-            let key = if exsited_only { resource.exsited_only_output_key() } else { resource.output_key() };
+            let key = match destination {
+                Destination::Appzen => resource.output_key(),
+                Destination::Exsited => resource.exsited_output_key(),
+            };
             if let Some((_, value)) = outputs.iter().find(|(k, _)| k == key) {
                 *resources.slot(resource) = Some(value.clone());
             }
@@ -256,9 +262,10 @@ fn is_exsited_only(outputs: &[(String, String)]) -> bool {
 }
 
 impl Resource {
-    /// The output that names it in a stack that sends to Exsited only: the webhook queues and reconcile's
-    /// mapping are Exsited's there, so `replay`, `redrive`, `status`, `pause` and `resume` work on the PO's path.
-    fn exsited_only_output_key(self) -> &'static str {
+    /// The output that names it on Exsited's path (`--destination exsited`, or a stack that sends to Exsited
+    /// only): the webhook queues and reconcile's mapping are Exsited's, so `replay`, `redrive`, `status`, `pause`
+    /// and `resume` work on them.
+    fn exsited_output_key(self) -> &'static str {
         match self {
             Resource::WebhookQueue => "ExsitedWebhookQueueUrl",
             Resource::WebhookDeadLetterQueue => "ExsitedWebhookDeadLetterQueueUrl",
@@ -315,10 +322,10 @@ mod tests {
         let both = outputs(&["WebhookQueueUrl", "ExsitedWebhookQueueUrl", "ReconcileFunctionName"]);
         assert!(!is_exsited_only(&both));
         assert!(!is_exsited_only(&outputs(&["WebhookQueueUrl", "ReconcileFunctionName"])));
-        assert_eq!(Resource::WebhookQueue.exsited_only_output_key(), "ExsitedWebhookQueueUrl");
-        assert_eq!(Resource::ParkedQueue.exsited_only_output_key(), "ExsitedWebhookParkedQueueUrl");
-        assert_eq!(Resource::ReconcileEventSource.exsited_only_output_key(), "ReconcileExsitedEventSourceMappingId");
-        assert_eq!(Resource::LedgerTable.exsited_only_output_key(), "LedgerTableName");
+        assert_eq!(Resource::WebhookQueue.exsited_output_key(), "ExsitedWebhookQueueUrl");
+        assert_eq!(Resource::ParkedQueue.exsited_output_key(), "ExsitedWebhookParkedQueueUrl");
+        assert_eq!(Resource::ReconcileEventSource.exsited_output_key(), "ReconcileExsitedEventSourceMappingId");
+        assert_eq!(Resource::LedgerTable.exsited_output_key(), "LedgerTableName");
     }
 
     #[test]

@@ -895,11 +895,22 @@ async fn in_a_stack_that_sends_to_exsited_only_replay_and_po_work_on_exsited_s_q
     clients.cloudformation.create_stack().stack_name("x").template_body(template.to_string()).send().await.unwrap();
     let file = std::env::temp_dir().join(format!("exsited-only-{}.json", std::process::id()));
     std::fs::write(&file, fixture("komet-clean-po.json")).unwrap();
+    let file = file.to_string_lossy().into_owned();
 
-    let (ok, report) = run_on_stack(&clients, "x", &["replay", &file.to_string_lossy()]).await;
+    let (ok, report) = run_on_stack(&clients, "x", &["replay", &file]).await;
     assert!(ok, "{report:#}");
     assert_eq!(drain(&clients, &exsited_queue).await.len(), 1, "queued where reconcile-exsited reads: {report:#}");
     assert!(drain(&clients, &url(&resources, Resource::WebhookQueue)).await.is_empty(), "not AppZen's unread queue");
+
+    // A stack with both destinations: AppZen's path unless --destination exsited.
+    let mut both = template.clone();
+    both["Outputs"]["ReconcileFunctionName"] = serde_json::json!({ "Value": "x-reconcile" });
+    both["Resources"]["Placeholder"]["Properties"]["QueueName"] = serde_json::json!("both-placeholder");
+    clients.cloudformation.create_stack().stack_name("both").template_body(both.to_string()).send().await.unwrap();
+    assert!(run_on_stack(&clients, "both", &["replay", &file]).await.0);
+    assert_eq!(drain(&clients, &url(&resources, Resource::WebhookQueue)).await.len(), 1, "AppZen's queue");
+    assert!(run_on_stack(&clients, "both", &["--destination", "exsited", "replay", &file]).await.0);
+    assert_eq!(drain(&clients, &exsited_queue).await.len(), 1, "Exsited's queue, as asked");
 
     // `po` reads Exsited's ledger item.
     let entry = upserted(48213, "P004410", at(1), "s", 1);
@@ -912,7 +923,7 @@ async fn in_a_stack_that_sends_to_exsited_only_replay_and_po_work_on_exsited_s_q
         report["answer"].as_str().unwrap().starts_with("Exsited holds the latest version Komet sent"),
         "{report:#}"
     );
-    std::fs::remove_file(file).ok();
+    std::fs::remove_file(&file).ok();
 }
 
 /// Runs the command line in-process against stack `stack`, with `--json`: (succeeded, what it printed).

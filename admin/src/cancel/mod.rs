@@ -552,8 +552,8 @@ fn next_after_reactivation(destination: Destination, po_id: u64, written: &Ledge
         Some(version) => {
             let queue = match destination {
                 Destination::Appzen => String::new(),
-                // `replay` queues onto the webhook queue, which is AppZen's unless told otherwise.
-                Destination::Exsited => " --webhook-queue-url <the stack's ExsitedWebhookQueueUrl>".to_owned(),
+                // `replay` queues onto AppZen's webhook queue unless told otherwise (or the stack is Exsited's only).
+                Destination::Exsited => " --destination exsited".to_owned(),
             };
             format!(
                 "the latest version (received {}) was held, not sent: po-sync-admin replay --po {po_id} --latest{queue} \
