@@ -570,7 +570,13 @@ async fn a_record_that_keeps_failing_is_dead_lettered_and_mailed(stack: &LocalSt
     assert!(upserts.len() >= 3, "tried on each of the 3 receives before the DLQ: {}", upserts.len());
     assert!(upserts.iter().all(|r| r.response_status == Some(503)));
     let emails = scenario.new_emails();
-    assert_eq!(emails.len(), 1, "{emails:#?}");
+    assert_eq!(
+        emails.len(),
+        1,
+        "{emails:#?}\nthe poller's invocations since the scenario began: {:#?}\nlogs in {}",
+        &stack.invocations()[scenario.invocations_before..],
+        stack.logs_dir().display()
+    );
     assert!(emails[0].subject.contains("P004450"), "{}", emails[0].subject);
     let reconcile_attempts: Vec<_> = stack
         .invocations()
