@@ -8,7 +8,7 @@
 //! number, AppZen's key for it) once AppZen accepted. `reactivate` tells AppZen first and clears the record
 //! second, so a failure leaves newer versions held while AppZen still shows the PO cancelled.
 
-use super::{DestinationAt, DestinationReport, State, describe, next_after_reactivation, with_reason};
+use super::{DestinationAt, DestinationReport, State, describe, with_reason};
 use crate::po::version_time;
 use crate::readback::{AppZenReader, Mark, send_marked};
 use crate::resources::Resource;
@@ -148,33 +148,11 @@ impl DestinationAt<'_> {
         } else {
             report.sent = "nothing: no version of this PO has reached AppZen".to_owned();
         }
-        let derive = |entry: Option<&LedgerEntry>| entry.and_then(|entry| ledger::reactivated(entry, now));
-        let written = match self.write_derived(po_id, current.clone(), derive).await {
-            Ok(written) => written,
-            Err(why) => {
-                return report.failed(
-                    None,
-                    format!(
-                        "not changed ({why}): the cancellation stays recorded, so newer versions are still held; run \
-                         po-sync-admin reactivate {po_id} again"
-                    ),
-                );
-            }
-        };
-        report.state = State::Done;
-        report.recorded = true;
-        report.ledger = format!(
-            "cancellation cleared (it was made {}): the next version Komet sends goes to AppZen",
-            describe(&cancellation)
-        );
-        report.next = Some(next_after_reactivation(Destination::Appzen, po_id, &written));
         let detail = match held {
             Some(_) => format!("reactivated by po-sync-admin: AppZen's PO {} active again in AppZen", entry.po_number),
             None => "reactivated by po-sync-admin: po-sync's cancellation cleared".to_owned(),
         };
-        report.history =
-            self.record(&written, Destination::Appzen, AttemptOutcome::Reactivated, &detail, requests, now).await;
-        report
+        self.clear_cancellation(report, po_id, current.clone(), &cancellation, &detail, requests, now).await
     }
 
     /// Sends AppZen the version `version` it holds again, marked; the request made, or why AppZen was not told.

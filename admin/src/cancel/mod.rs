@@ -420,8 +420,30 @@ impl DestinationAt<'_> {
             }
             return report;
         };
+        let detail = match &asked {
+            Asked::Done { id, .. } => format!("reactivated by po-sync-admin: Exsited's {id} reactivated in Exsited"),
+            Asked::Nothing => "reactivated by po-sync-admin: po-sync's cancellation cleared".to_owned(),
+        };
+        let requests = u32::from(matches!(asked, Asked::Done { .. }));
+        self.clear_cancellation(report, po_id, current, &cancellation, &detail, requests, now).await
+    }
+
+    /// Clears the recorded `cancellation` (the destination was told, when it had to be), records it in the PO's
+    /// history with `detail`, and reports it with what is left to do.
+    #[allow(clippy::too_many_arguments)]
+    async fn clear_cancellation(
+        &self,
+        mut report: DestinationReport,
+        po_id: u64,
+        current: Option<LedgerEntry>,
+        cancellation: &Cancellation,
+        detail: &str,
+        requests: u32,
+        now: DateTime<Utc>,
+    ) -> DestinationReport {
+        let destination = report.destination;
         let derive = |entry: Option<&LedgerEntry>| entry.and_then(|entry| ledger::reactivated(entry, now));
-        let written = match self.write_derived(po_id, current.clone(), derive).await {
+        let written = match self.write_derived(po_id, current, derive).await {
             Ok(written) => written,
             Err(why) => {
                 return report.failed(
@@ -437,16 +459,11 @@ impl DestinationAt<'_> {
         report.recorded = true;
         report.ledger = format!(
             "cancellation cleared (it was made {}): the next version Komet sends goes to {}",
-            describe(&cancellation),
+            describe(cancellation),
             destination.label()
         );
         report.next = Some(next_after_reactivation(destination, po_id, &written));
-        let detail = match &asked {
-            Asked::Done { id, .. } => format!("reactivated by po-sync-admin: Exsited's {id} reactivated in Exsited"),
-            Asked::Nothing => "reactivated by po-sync-admin: po-sync's cancellation cleared".to_owned(),
-        };
-        let requests = u32::from(matches!(asked, Asked::Done { .. }));
-        report.history = self.record(&written, destination, AttemptOutcome::Reactivated, &detail, requests, now).await;
+        report.history = self.record(&written, destination, AttemptOutcome::Reactivated, detail, requests, now).await;
         report
     }
 
