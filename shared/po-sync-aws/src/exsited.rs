@@ -291,6 +291,12 @@ pub struct Delivery {
     pub result: Result<Delivered, ExsitedError>,
 }
 
+/// Whether Exsited holds `order` under another supplier account than `account`. Compared as Exsited might write
+/// the id back (another case, spaces): only another account means Komet moved the PO.
+fn held_under_another_account(order: &PurchaseOrder, account: &str) -> bool {
+    order.account_id.as_deref().is_some_and(|held| !held.trim().eq_ignore_ascii_case(account.trim()))
+}
+
 /// A PO Exsited shows as cancelled (`INACTIVE`; the docs say "inactive").
 pub fn is_inactive(order: &PurchaseOrder) -> bool {
     order.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("inactive") || s.eq_ignore_ascii_case("cancelled"))
@@ -469,11 +475,19 @@ impl ExsitedClient {
             self.begin(budget, operations)?;
             return self.create_within(request, budget).await.map(Delivered::Created);
         };
+        let moved = held_under_another_account(&existing, account);
         if is_inactive(&existing) {
+            // The old account's PO cancelled by a move whose ledger write was lost: the new account's PO holds
+            // the PO now. Anything else inactive was cancelled in Exsited, by a person.
+            if moved {
+                self.begin(budget, operations)?;
+                if let Some(moved) = self.find_within(account, note_prefix, budget).await?.filter(|o| !is_inactive(o)) {
+                    return self.change_within(&moved, request, budget, operations).await.map(Delivered::Changed);
+                }
+            }
             return Ok(Delivered::Inactive(existing));
         }
-        // Compared as Exsited might write the id back (another case, spaces): only another account moves the PO.
-        if existing.account_id.as_deref().is_some_and(|held| !held.trim().eq_ignore_ascii_case(account.trim())) {
+        if moved {
             return self.move_to_account(existing, request, note_prefix, budget, operations).await;
         }
         self.change_within(&existing, request, budget, operations).await.map(Delivered::Changed)

@@ -356,3 +356,60 @@ async fn a_move_whose_cancel_failed_is_finished_by_the_retry_without_a_second_cr
     };
     assert_eq!((order.id.as_str(), cancelled.as_str()), ("PO-NEW", "PO-OLD"));
 }
+
+/// Exsited holds the old account's PO cancelled, `PO-OLD`, which the ledger still names.
+async fn exsited_holding_the_old_po_cancelled(new_account: serde_json::Value) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/api/v1/oauth2/token")).respond_with(token("t-1", 3600)).mount(&server).await;
+    let old = serde_json::json!({ "purchase_order": { "id": "PO-OLD", "status": "INACTIVE", "account_id": "SUP-OLD" } });
+    Mock::given(method("GET"))
+        .and(path("/api/v3/purchase-orders/PO-OLD"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(old))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v3/purchase-orders"))
+        .and(wiremock::matchers::query_param("account_id", "SUP-0001"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "purchase_orders": new_account })))
+        .mount(&server)
+        .await;
+    for creates_or_cancels in ["/api/v3/purchase-orders", "/api/v3/purchase-orders/PO-OLD/cancel"] {
+        Mock::given(method("POST")).and(path(creates_or_cancels)).respond_with(order("X")).expect(0).mount(&server).await;
+    }
+    server
+}
+
+#[tokio::test]
+async fn a_finished_move_whose_ledger_write_was_lost_changes_the_new_account_s_po_and_is_not_held() {
+    let (request, prefix) = moved_request();
+    let server = exsited_holding_the_old_po_cancelled(serde_json::json!([
+        { "id": "PO-NEW", "status": "ACTIVE", "account_id": "SUP-0001", "purchase_order_note": format!("{prefix} x"),
+          "lines": [{ "uuid": "l-new", "item_id": "CGEN" }] }
+    ]))
+    .await;
+    for change in ["information", "change"] {
+        Mock::given(path(format!("/api/v3/purchase-orders/PO-NEW/{change}")))
+            .respond_with(order("PO-NEW"))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+
+    let delivery = client(&server).deliver(Some("PO-OLD"), &request, &prefix, None).await;
+    let Ok(po_sync_aws::exsited::Delivered::Changed(order)) = delivery.result else { panic!("{:?}", delivery.result) };
+    assert_eq!(order.id, "PO-NEW");
+    assert_eq!(delivery.operations, 4);
+}
+
+#[tokio::test]
+async fn a_po_cancelled_in_exsited_stays_held_when_komet_moves_it_and_nothing_holds_it_under_the_new_account() {
+    let (request, prefix) = moved_request();
+    let server = exsited_holding_the_old_po_cancelled(serde_json::json!([
+        { "id": "PO-OTHER", "status": "ACTIVE", "account_id": "SUP-0001", "purchase_order_note": "PO P-1 of another order" }
+    ]))
+    .await;
+
+    let delivery = client(&server).deliver(Some("PO-OLD"), &request, &prefix, None).await;
+    let Ok(po_sync_aws::exsited::Delivered::Inactive(order)) = delivery.result else { panic!("{:?}", delivery.result) };
+    assert_eq!(order.id, "PO-OLD");
+}
