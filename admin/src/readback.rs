@@ -210,29 +210,35 @@ async fn compare_with_kept(
     let Some(position) = kept.iter().position(|(k, _)| k.version == version) else {
         return Ok(AppZenCopy::NotKept { version });
     };
-    let found = differences_from(reader, store, &kept[position].0, held).await?;
+    let found = differences_from(reader, store, entry, &kept[position].0, held).await?;
     if found.is_empty() {
         return Ok(AppZenCopy::Matches { version });
     }
     for (older, _) in kept[..position].iter().rev().take(OLDER_VERSIONS_COMPARED) {
         // The same body sent twice is two versions; only a different one tells AppZen went back.
-        if differences_from(reader, store, older, held).await.is_ok_and(|d| d.is_empty()) {
+        if differences_from(reader, store, entry, older, held).await.is_ok_and(|d| d.is_empty()) {
             return Ok(AppZenCopy::Older { version, holds_version: older.version });
         }
     }
     Ok(AppZenCopy::Differs { version, differences: found })
 }
 
-/// Where `held` differs from what po-sync sends for the kept body `kept`.
+/// Where `held` differs from what po-sync sends for the kept body `kept` (marked cancelled when `entry` says
+/// AppZen was told of an operator's cancellation).
 async fn differences_from(
     reader: &AppZenReader,
     store: &S3ObjectStore,
+    entry: &LedgerEntry,
     kept: &KeptWebhook,
     held: &HeldPurchaseOrder,
 ) -> Result<Vec<Difference>, String> {
     let (po, source) = kept_po(store, kept).await?;
-    let body = map_purchase_order(&po, &reader.mapping)
+    let mut body = map_purchase_order(&po, &reader.mapping)
         .map_err(|e| format!("{source} cannot be mapped with reconcile's settings: {e}"))?;
+    // Once `po-sync-admin cancel` told AppZen, AppZen should hold every line cancelled.
+    if let Some(cancellation) = entry.cancelled.as_ref().filter(|c| c.destination_id.is_some()) {
+        body.mark_cancelled(cancellation.at, cancellation.reason.as_deref());
+    }
     Ok(differences(&body, held))
 }
 

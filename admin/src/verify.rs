@@ -1,6 +1,7 @@
 //! `verify [--since T]`: every PO in the ledger (or those it changed since T), read back from AppZen and
 //! compared with what po-sync sent (`readback`). Drift is AppZen missing a PO po-sync upserted, holding an
-//! older version's body, or holding fields (amounts, lines, supplier…) po-sync never sent. The exit code is 1
+//! older version's body, or holding fields (amounts, lines, supplier…, a line's cancel flag) po-sync never sent
+//! (a PO `cancel` told AppZen of is compared with every line cancelled). The exit code is 1
 //! on drift, or when a PO could not be checked, so a scheduled run can alarm.
 //!
 //! Reads the whole ledger table (a `Scan`, page by page) and makes one AppZen GET per PO, a few at a time.
@@ -140,6 +141,9 @@ pub async fn verify(
 
 /// Queues the version AppZen should hold again, marked `resend`.
 async fn send_again(clients: &Clients, resources: &Resources, entry: &LedgerEntry) -> Repair {
+    if let Some(cancellation) = &entry.cancelled {
+        return Repair { version: None, outcome: cancelled_repair(&entry.po_id, cancellation) };
+    }
     let (Ok(po_id), Some(version)) = (entry.po_id.parse::<u64>(), repair_version(entry)) else {
         return Repair { version: None, outcome: "nothing to send: the ledger names no version AppZen holds".into() };
     };
@@ -148,6 +152,22 @@ async fn send_again(clients: &Clients, resources: &Resources, entry: &LedgerEntr
         Err(e) => format!("not queued: {e}"),
     };
     Repair { version: Some(version), outcome }
+}
+
+/// What sets AppZen right for a PO an operator cancelled: reconcile holds every version of it, a replay too, so
+/// only the CLI sends AppZen the version it holds again.
+fn cancelled_repair(po_id: &str, cancellation: &po_sync::ledger::Cancellation) -> String {
+    if cancellation.destination_id.is_some() {
+        format!(
+            "not queued: the PO is cancelled, so reconcile would hold the replay; po-sync-admin reactivate {po_id} \
+             then po-sync-admin cancel {po_id} sends AppZen the version it holds again, cancelled"
+        )
+    } else {
+        format!(
+            "not queued: the PO's cancellation is recorded but AppZen was never told; po-sync-admin cancel {po_id} \
+             tells it"
+        )
+    }
 }
 
 impl fmt::Display for VerifyReport {

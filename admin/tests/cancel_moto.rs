@@ -1,7 +1,8 @@
 //! `cancel` and `reactivate` against moto (the ledger and history tables, the archive bucket, Secrets Manager,
 //! Lambda functions and a CloudFormation stack naming them) with AppZen and Exsited stood in by wiremock: both
 //! destinations, then reactivated; Exsited refusing (nothing recorded, exit code 1, through the built binary);
-//! AppZen refusing (recorded, not told, told on the next run); an AppZen-only stack.
+//! AppZen refusing (recorded, not told, told on the next run); an AppZen-only stack; `verify` reading AppZen's
+//! cancel flags.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use clap::Parser;
@@ -511,4 +512,52 @@ async fn appzen_refusing_leaves_the_cancellation_recorded_and_the_next_run_tells
     assert_eq!(upserts(&accepting).await.len(), 1);
     let told = read(&clients, Destination::Appzen).await.unwrap();
     assert_eq!(told.cancelled.unwrap().destination_id.as_deref(), Some("P004410"));
+}
+
+/// AppZen's GET answering `copy`, ahead of the mocks of a larger `priority` (the mock `appzen` mounted: 5).
+async fn appzen_holds(server: &MockServer, copy: &Value, priority: u8) {
+    Mock::given(method("GET"))
+        .and(path("/dictionary-data-services/purchase-order/purchase-order-number/P004410"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(copy))
+        .with_priority(priority)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn verify_holds_appzen_to_the_cancellation_it_was_told() {
+    let (_moto, clients) = start().await;
+    let appzen = appzen(200).await;
+    stack(&clients, "verify-cancelled", &appzen, None).await;
+    seed(&clients, Destination::Appzen, entry((10, "appzen-uuid"), (10, LedgerOutcome::Upserted))).await;
+    let (ok, text) = run(&clients, &["--stack", "verify-cancelled", "cancel", "48213"]).await;
+    assert!(ok, "{text}");
+
+    // AppZen keeps what the CLI sent: every line cancelled. No drift.
+    let cancelled = upserts(&appzen).await.remove(0);
+    appzen_holds(&appzen, &cancelled, 2).await;
+    let (ok, text) = run(&clients, &["--stack", "verify-cancelled", "verify"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("1 match, 0 with drift"), "{text}");
+
+    // Someone re-opened it in AppZen (or an upsert from elsewhere cleared the flags): drift on every line, and the
+    // repair names the CLI, since reconcile holds a replay of a cancelled PO.
+    let mut reopened = cancelled.clone();
+    for line in reopened["purchase_order_lines"].as_array_mut().unwrap() {
+        line["cancel_flag"] = json!(false);
+    }
+    appzen_holds(&appzen, &reopened, 1).await;
+    let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/webhooks.fifo";
+    let (ok, text) =
+        run(&clients, &["--stack", "verify-cancelled", "--webhook-queue-url", queue, "verify", "--repair"]).await;
+    assert!(!ok, "{text}");
+    let lines = cancelled["purchase_order_lines"].as_array().unwrap();
+    assert!(text.contains(&format!("in {} field(s)", lines.len())), "{text}");
+    let first = lines[0]["po_line_id"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("purchase_order_lines[{first}].cancel_flag: po-sync sent true, AppZen holds false")),
+        "{text}"
+    );
+    assert!(text.contains("po-sync-admin reactivate 48213 then po-sync-admin cancel 48213"), "{text}");
+    assert_eq!(upserts(&appzen).await.len(), 1, "verify sends nothing itself");
 }

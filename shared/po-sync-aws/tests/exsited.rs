@@ -361,7 +361,8 @@ async fn a_move_whose_cancel_failed_is_finished_by_the_retry_without_a_second_cr
 async fn exsited_holding_the_old_po_cancelled(new_account: serde_json::Value) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path("/api/v1/oauth2/token")).respond_with(token("t-1", 3600)).mount(&server).await;
-    let old = serde_json::json!({ "purchase_order": { "id": "PO-OLD", "status": "INACTIVE", "account_id": "SUP-OLD" } });
+    let old =
+        serde_json::json!({ "purchase_order": { "id": "PO-OLD", "status": "INACTIVE", "account_id": "SUP-OLD" } });
     Mock::given(method("GET"))
         .and(path("/api/v3/purchase-orders/PO-OLD"))
         .respond_with(ResponseTemplate::new(200).set_body_json(old))
@@ -374,7 +375,12 @@ async fn exsited_holding_the_old_po_cancelled(new_account: serde_json::Value) ->
         .mount(&server)
         .await;
     for creates_or_cancels in ["/api/v3/purchase-orders", "/api/v3/purchase-orders/PO-OLD/cancel"] {
-        Mock::given(method("POST")).and(path(creates_or_cancels)).respond_with(order("X")).expect(0).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path(creates_or_cancels))
+            .respond_with(order("X"))
+            .expect(0)
+            .mount(&server)
+            .await;
     }
     server
 }

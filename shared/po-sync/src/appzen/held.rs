@@ -86,6 +86,9 @@ pub struct HeldLine {
     pub unit_price: Option<HeldMoney>,
     #[serde(default)]
     pub amount: Option<HeldMoney>,
+    /// The line's cancellation (`po-sync-admin cancel` sets it); anything but a JSON boolean reads as none.
+    #[serde(default, deserialize_with = "lenient")]
+    pub cancel_flag: Option<bool>,
 }
 
 impl HeldPurchaseOrder {
@@ -173,6 +176,11 @@ impl Differences {
         self.number(at("quantity"), expected.quantity.into(), held.quantity);
         self.money(&at("unit_price"), &expected.unit_price, held.unit_price.as_ref());
         self.money(&at("amount"), &expected.amount, held.amount.as_ref());
+        // Absent and `false` both mean not cancelled (reconcile sends no flag; reactivate sends `false`).
+        let (sent, kept) = (expected.cancel_flag == Some(true), held.cancel_flag == Some(true));
+        if sent != kept {
+            self.0.push(Difference { field: at("cancel_flag"), expected: sent.to_string(), held: kept.to_string() });
+        }
     }
 }
 
@@ -300,6 +308,31 @@ mod tests {
             found[4].to_string(),
             "purchase_order_lines[added-by-hand]: po-sync sent (absent), AppZen holds a line of 5"
         );
+    }
+
+    #[test]
+    fn a_cancellation_differs_only_where_one_side_holds_the_line_cancelled() {
+        let po = parse_webhook(SAMPLE).unwrap();
+        let settings = MappingSettings::default();
+        let mut body = map_purchase_order(&po, &settings).unwrap();
+        let active = body.clone();
+        let at = chrono::DateTime::UNIX_EPOCH;
+        body.mark_cancelled(at, Some("ordered twice"));
+        let cancelled = round_trip(&body);
+        assert_eq!(differences(&body, &cancelled), []);
+
+        let found = differences(&active, &cancelled);
+        assert_eq!(found.len(), active.purchase_order_lines.len(), "{found:?}");
+        let first = &active.purchase_order_lines[0].po_line_id;
+        assert_eq!(
+            found[0].to_string(),
+            format!("purchase_order_lines[{first}].cancel_flag: po-sync sent false, AppZen holds true")
+        );
+        assert_eq!(differences(&body, &round_trip(&active)).len(), active.purchase_order_lines.len());
+
+        // Reactivated (`false` on every line) is what reconcile's body (no flag) means.
+        body.mark_active();
+        assert_eq!(differences(&active, &round_trip(&body)), []);
     }
 
     #[test]
