@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use po_sync::Decimal;
 use po_sync_local::local::{LocalStack, NOTIFY_TO, SentEmail, StackOptions};
 use po_sync_local::poller::LogSink;
-use po_sync_test_support::{fixture, workspace_root};
+use po_sync_test_support::fixture;
 
 mod support;
 use support::{admin, clean_po_numbered, decimal, exsited, exsited_orders, post_accepted, settle};
@@ -18,7 +18,9 @@ const SETTLE: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exsited_only_end_to_end() {
     let started = Instant::now();
-    let logs = workspace_root().join("target/e2e-exsited-only-logs");
+    // In the target directory this test was built in, as pipeline_e2e's: two runs from two target directories
+    // at once do not delete each other's logs.
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-exsited-only-logs");
     let _ = std::fs::remove_dir_all(&logs);
     let options = StackOptions { destinations: "exsited".to_owned(), ..StackOptions::new(&logs) };
     let stack = LocalStack::start(options, &LogSink::stderr()).await.unwrap_or_else(|e| panic!("{e}"));

@@ -9,7 +9,7 @@ use po_sync::Decimal;
 use po_sync_local::exsited_sandbox::Failure;
 use po_sync_local::local::{LocalStack, SentEmail, StackOptions};
 use po_sync_local::poller::LogSink;
-use po_sync_test_support::{fixture, workspace_root};
+use po_sync_test_support::fixture;
 use serde_json::Value;
 
 mod support;
@@ -43,7 +43,9 @@ fn emails_since(stack: &LocalStack, before: usize) -> Vec<SentEmail> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_destinations_end_to_end() {
     let started = Instant::now();
-    let logs = workspace_root().join("target/e2e-two-destinations-logs");
+    // In the target directory this test was built in, as pipeline_e2e's: two runs from two target directories
+    // at once do not delete each other's logs.
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-two-destinations-logs");
     let _ = std::fs::remove_dir_all(&logs);
     let options = StackOptions { destinations: "appzen,exsited".to_owned(), ..StackOptions::new(&logs) };
     let stack = LocalStack::start(options, &LogSink::stderr()).await.unwrap_or_else(|e| panic!("{e}"));
