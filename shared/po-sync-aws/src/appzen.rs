@@ -4,6 +4,7 @@
 //!
 //! The credentials travel only in headers marked sensitive and are never logged.
 
+use crate::secrets::RenewableCredentials;
 use bytes::Bytes;
 use po_sync::appzen::{ErrorResponse, UPSERT_PATH, UpsertResponse};
 use po_sync::config::reconcile::{AppZenConfig, AppZenCredentials, CredentialsSource};
@@ -12,7 +13,6 @@ use po_sync::retry::{Backoff, GiveUpReason, NextStep, next_step, parse_retry_aft
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use std::fmt;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -48,24 +48,17 @@ pub async fn resolve_credentials(
     }
 }
 
-/// Reads AppZen's credentials from their Secrets Manager secret again when AppZen refuses them, so a rotated
-/// or corrected key takes effect without a deploy.
+/// AppZen's credentials' secret, read again when AppZen refuses them (at most once per
+/// `credential_renewal_interval`, 30 s: [`RenewableCredentials`]).
 #[derive(Debug)]
 pub struct SecretRenewal {
     client: aws_sdk_secretsmanager::Client,
     arn: String,
-    /// When the secret was last read: at most once per `credential_renewal_interval` (30 s), however many
-    /// records fail.
-    last_read: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl SecretRenewal {
     pub fn new(aws: &aws_config::SdkConfig, arn: &str) -> Self {
-        SecretRenewal {
-            client: aws_sdk_secretsmanager::Client::new(aws),
-            arn: arn.to_owned(),
-            last_read: tokio::sync::Mutex::new(None),
-        }
+        SecretRenewal { client: aws_sdk_secretsmanager::Client::new(aws), arn: arn.to_owned() }
     }
 
     async fn read(&self) -> Result<AppZenCredentials, AppZenSetupError> {
@@ -190,9 +183,8 @@ pub struct Upsert {
 pub struct AppZenClient {
     http: reqwest::Client,
     /// The three credential headers, marked sensitive; replaced when a renewal reads new ones.
-    credentials: RwLock<Arc<CredentialHeaders>>,
+    credentials: RenewableCredentials<HeaderMap>,
     renewal: Option<SecretRenewal>,
-    renewal_interval: Duration,
     upsert_url: reqwest::Url,
     request_timeout: Duration,
     max_attempts: u32,
@@ -200,26 +192,18 @@ pub struct AppZenClient {
     deadline_margin: Duration,
 }
 
-#[derive(Debug, PartialEq)]
-struct CredentialHeaders {
-    headers: HeaderMap,
-    /// Counts renewals, so requests that failed with old credentials know a renewal already happened.
-    generation: u64,
-}
-
-impl CredentialHeaders {
-    fn of(credentials: &AppZenCredentials, generation: u64) -> Result<Self, AppZenSetupError> {
-        let mut headers = HeaderMap::new();
-        let secret_headers = [
-            ("x-api-key", "api_key", &credentials.api_key),
-            ("customer-id", "customer_id", &credentials.customer_id),
-            ("customer-key", "customer_key", &credentials.customer_key),
-        ];
-        for (header, name, value) in secret_headers {
-            headers.insert(HeaderName::from_static(header), sensitive(name, value.expose_secret())?);
-        }
-        Ok(CredentialHeaders { headers, generation })
+/// The three credential headers, marked sensitive.
+fn credential_headers(credentials: &AppZenCredentials) -> Result<HeaderMap, AppZenSetupError> {
+    let mut headers = HeaderMap::new();
+    let secret_headers = [
+        ("x-api-key", "api_key", &credentials.api_key),
+        ("customer-id", "customer_id", &credentials.customer_id),
+        ("customer-key", "customer_key", &credentials.customer_key),
+    ];
+    for (header, name, value) in secret_headers {
+        headers.insert(HeaderName::from_static(header), sensitive(name, value.expose_secret())?);
     }
+    Ok(headers)
 }
 
 fn sensitive(name: &'static str, value: &str) -> Result<HeaderValue, AppZenSetupError> {
@@ -246,9 +230,11 @@ impl AppZenClient {
             .build()?;
         Ok(AppZenClient {
             http,
-            credentials: RwLock::new(Arc::new(CredentialHeaders::of(credentials, 0)?)),
+            credentials: RenewableCredentials::new(
+                credential_headers(credentials)?,
+                config.credential_renewal_interval,
+            ),
             renewal: None,
-            renewal_interval: config.credential_renewal_interval,
             upsert_url,
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts.max(1),
@@ -267,41 +253,12 @@ impl AppZenClient {
         self.upsert_url.as_str()
     }
 
-    fn current_credentials(&self) -> Arc<CredentialHeaders> {
-        Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
     /// After AppZen refused the credentials of `generation`: whether newer ones are in place now (another
     /// request renewed them, or the secret holds new ones), so the request is worth sending again at once.
     async fn renew_credentials(&self, generation: u64) -> bool {
         let Some(renewal) = &self.renewal else { return false };
-        let mut last_read = renewal.last_read.lock().await;
-        if self.current_credentials().generation != generation {
-            return true;
-        }
-        if last_read.is_some_and(|at| at.elapsed() < self.renewal_interval) {
-            return false;
-        }
-        *last_read = Some(Instant::now());
-        let renewed = match renewal.read().await {
-            Ok(credentials) => CredentialHeaders::of(&credentials, generation + 1),
-            Err(error) => Err(error),
-        };
-        match renewed {
-            Ok(renewed) if renewed.headers != self.current_credentials().headers => {
-                *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(renewed);
-                tracing::warn!("AppZen refused the credentials; read new ones from the secret, retrying with them");
-                true
-            }
-            Ok(_) => {
-                tracing::warn!("AppZen refused the credentials, and the secret still holds the same ones");
-                false
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "AppZen refused the credentials, and the secret could not be read again");
-                false
-            }
-        }
+        let read = async { renewal.read().await.and_then(|credentials| credential_headers(&credentials)) };
+        self.credentials.renew("AppZen", generation, read, |a, b| a == b).await
     }
 
     /// Upserts `body` (AppZen's JSON), retrying transient failures while attempts and time allow.
@@ -331,8 +288,8 @@ impl AppZenClient {
             };
             attempts += 1;
             let sent_at = Instant::now();
-            let credentials = self.current_credentials();
-            let attempt = self.attempt_with(&credentials.headers, body.clone(), timeout).await;
+            let credentials = self.credentials.current();
+            let attempt = self.attempt_with(&credentials.value, body.clone(), timeout).await;
             crate::metrics::appzen_request(sent_at.elapsed());
             let outage = match attempt {
                 Attempt::Accepted(accepted) => {
@@ -374,8 +331,8 @@ impl AppZenClient {
 
     /// One HTTP request with the current credentials, classified. Cloning `Bytes` shares the buffer.
     pub async fn attempt(&self, body: Bytes, timeout: Duration) -> Attempt {
-        let credentials = self.current_credentials();
-        self.attempt_with(&credentials.headers, body, timeout).await
+        let credentials = self.credentials.current();
+        self.attempt_with(&credentials.value, body, timeout).await
     }
 
     async fn attempt_with(&self, credentials: &HeaderMap, body: Bytes, timeout: Duration) -> Attempt {

@@ -19,6 +19,7 @@
 pub mod token;
 
 use crate::ledger::Written;
+use crate::secrets::RenewableCredentials;
 use bytes::Bytes;
 use po_sync::config::reconcile::{ExsitedCredentialsSource, ExsitedDestinationConfig};
 use po_sync::exsited::{ChangeRequest, CreateRequest, InformationRequest, changes_to};
@@ -55,12 +56,8 @@ impl ExsitedClient {
                 (client_id.clone(), client_secret.clone(), None)
             }
             ExsitedCredentialsSource::Secret { arn } => {
-                let renewal = CredentialsRenewal {
-                    client: aws_sdk_secretsmanager::Client::new(aws),
-                    arn: arn.clone(),
-                    last_read: tokio::sync::Mutex::new(None),
-                };
-                let (client_id, client_secret) = renewal.read().await?;
+                let renewal = CredentialsRenewal { client: aws_sdk_secretsmanager::Client::new(aws), arn: arn.clone() };
+                let ClientCredentials { client_id, client_secret } = renewal.read().await?;
                 (client_id, client_secret, Some(Box::new(renewal)))
             }
         };
@@ -80,17 +77,15 @@ impl ExsitedClient {
 /// many records fail meanwhile (as AppZen's).
 pub const RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Where the client credentials came from, to read them again.
+/// Where the client credentials came from, to read them again ([`RenewableCredentials`]).
 struct CredentialsRenewal {
     client: aws_sdk_secretsmanager::Client,
     arn: String,
-    /// When the secret was last read again.
-    last_read: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl CredentialsRenewal {
     /// `client_id` and `client_secret` from the secret, both present and not blank.
-    async fn read(&self) -> Result<(SecretString, SecretString), ExsitedSetupError> {
+    async fn read(&self) -> Result<ClientCredentials, ExsitedSetupError> {
         let mut secret = crate::secrets::read_json_secret(&self.client, &self.arn)
             .await
             .map_err(|e| ExsitedSetupError::Secret(Box::new(e)))?;
@@ -101,15 +96,21 @@ impl CredentialsRenewal {
                 .map(SecretString::from)
                 .ok_or_else(|| ExsitedSetupError::MissingSecretKey { arn: self.arn.clone(), key })
         };
-        Ok((take("client_id")?, take("client_secret")?))
+        Ok(ClientCredentials { client_id: take("client_id")?, client_secret: take("client_secret")? })
     }
 }
 
-/// The client credentials in use, and which reading of them (0: the first).
+/// The client credentials in use.
 struct ClientCredentials {
     client_id: SecretString,
     client_secret: SecretString,
-    generation: u64,
+}
+
+impl ClientCredentials {
+    fn same_as(&self, other: &ClientCredentials) -> bool {
+        self.client_id.expose_secret() == other.client_id.expose_secret()
+            && self.client_secret.expose_secret() == other.client_secret.expose_secret()
+    }
 }
 
 /// Exsited's token endpoint.
@@ -342,7 +343,7 @@ struct Shared {
 pub struct ExsitedClient {
     http: reqwest::Client,
     config: ExsitedConfig,
-    credentials: std::sync::RwLock<Arc<ClientCredentials>>,
+    credentials: RenewableCredentials<ClientCredentials>,
     // Boxed: the Secrets Manager client is large, and most clients have no secret to read again.
     renewal: Option<Box<CredentialsRenewal>>,
     token: Mutex<Option<Token>>,
@@ -368,15 +369,12 @@ impl ExsitedClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .user_agent(concat!("po-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let credentials = ClientCredentials {
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-            generation: 0,
-        };
+        let credentials =
+            ClientCredentials { client_id: config.client_id.clone(), client_secret: config.client_secret.clone() };
         Ok(ExsitedClient {
             http,
             config,
-            credentials: std::sync::RwLock::new(Arc::new(credentials)),
+            credentials: RenewableCredentials::new(credentials, RENEWAL_INTERVAL),
             renewal: None,
             token: Mutex::new(None),
             fetched: Default::default(),
@@ -789,52 +787,20 @@ impl ExsitedClient {
     /// A token for the current credentials; if the endpoint refuses them and the secret holds others now, one
     /// more try with those.
     async fn fetch_token(&self, budget: Budget) -> Result<TokenAnswer, ExsitedError> {
-        let credentials = self.current_credentials();
-        match self.request_token(&credentials, budget).await {
+        let credentials = self.credentials.current();
+        match self.request_token(&credentials.value, budget).await {
             Err(ExsitedError::CredentialsRefused { .. }) if self.renew_credentials(credentials.generation).await => {
-                self.request_token(&self.current_credentials(), budget).await
+                self.request_token(&self.credentials.current().value, budget).await
             }
             answer => answer,
         }
-    }
-
-    fn current_credentials(&self) -> Arc<ClientCredentials> {
-        Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// After the token endpoint refused the credentials of `generation`: whether others are in place now
     /// (another request renewed them, or the secret holds new ones).
     async fn renew_credentials(&self, generation: u64) -> bool {
         let Some(renewal) = &self.renewal else { return false };
-        let mut last_read = renewal.last_read.lock().await;
-        if self.current_credentials().generation != generation {
-            return true;
-        }
-        if last_read.is_some_and(|at| at.elapsed() < RENEWAL_INTERVAL) {
-            return false;
-        }
-        *last_read = Some(Instant::now());
-        match renewal.read().await {
-            Ok((client_id, client_secret)) => {
-                let current = self.current_credentials();
-                if client_id.expose_secret() == current.client_id.expose_secret()
-                    && client_secret.expose_secret() == current.client_secret.expose_secret()
-                {
-                    tracing::warn!("Exsited refused the client credentials, and the secret still holds the same ones");
-                    return false;
-                }
-                let renewed = ClientCredentials { client_id, client_secret, generation: generation + 1 };
-                *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(renewed);
-                tracing::warn!(
-                    "Exsited refused the client credentials; read new ones from the secret, retrying with them"
-                );
-                true
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "Exsited refused the client credentials, and the secret could not be read again");
-                false
-            }
-        }
+        self.credentials.renew("Exsited", generation, renewal.read(), ClientCredentials::same_as).await
     }
 
     async fn request_token(

@@ -34,9 +34,9 @@ impl AppZenClient {
 
     /// What AppZen holds for `po_number`: `Ok(None)` when it answers 404 (it holds no PO of that number).
     pub async fn read(&self, po_number: &str, timeout: Duration) -> Result<Option<HeldPurchaseOrder>, ReadError> {
-        let credentials = self.current_credentials();
+        let credentials = self.credentials.current();
         let sent =
-            self.http.get(self.read_url(po_number)).headers(credentials.headers.clone()).timeout(timeout).send().await;
+            self.http.get(self.read_url(po_number)).headers(credentials.value.clone()).timeout(timeout).send().await;
         let response = sent.map_err(|e| ReadError::Unreachable(transport_failure(&e).failure))?;
         let status = response.status().as_u16();
         let correlation_id =
