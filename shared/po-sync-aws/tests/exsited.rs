@@ -222,12 +222,13 @@ async fn credentials_the_token_endpoint_refuses_are_a_credentials_outage_whateve
     }
 }
 
-/// Komet moved the PO to another vendor: Exsited holds it under `SUP-OLD`, the version names `SUP-0001`.
-async fn exsited_holding_the_po_under_another_account() -> MockServer {
+/// Komet moved the PO to another vendor: Exsited holds it, `status` (`ACTIVE`, `INACTIVE`), under `SUP-OLD`, and
+/// the version names `SUP-0001`.
+async fn exsited_holding_the_po_under_another_account(status: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path("/api/v1/oauth2/token")).respond_with(token("t-1", 3600)).mount(&server).await;
     let old = serde_json::json!({ "purchase_order": {
-        "id": "PO-OLD", "status": "ACTIVE", "account_id": "SUP-OLD", "lines": [{ "uuid": "l-old", "item_id": "CGEN" }]
+        "id": "PO-OLD", "status": status, "account_id": "SUP-OLD", "lines": [{ "uuid": "l-old", "item_id": "CGEN" }]
     } });
     Mock::given(method("GET"))
         .and(path("/api/v3/purchase-orders/PO-OLD"))
@@ -260,7 +261,7 @@ async fn requests_made(server: &MockServer) -> Vec<String> {
 
 #[tokio::test]
 async fn a_po_moved_to_another_vendor_is_created_under_the_new_account_before_the_old_one_is_cancelled() {
-    let server = exsited_holding_the_po_under_another_account().await;
+    let server = exsited_holding_the_po_under_another_account("ACTIVE").await;
     let (request, prefix) = moved_request();
     Mock::given(method("GET"))
         .and(path("/api/v3/purchase-orders"))
@@ -301,7 +302,7 @@ async fn a_po_moved_to_another_vendor_is_created_under_the_new_account_before_th
 
 #[tokio::test]
 async fn a_move_whose_cancel_failed_is_finished_by_the_retry_without_a_second_create() {
-    let server = exsited_holding_the_po_under_another_account().await;
+    let server = exsited_holding_the_po_under_another_account("ACTIVE").await;
     let (request, prefix) = moved_request();
     let listed = |orders: serde_json::Value| {
         ResponseTemplate::new(200).set_body_json(serde_json::json!({ "purchase_orders": orders }))
@@ -357,17 +358,10 @@ async fn a_move_whose_cancel_failed_is_finished_by_the_retry_without_a_second_cr
     assert_eq!((order.id.as_str(), cancelled.as_str()), ("PO-NEW", "PO-OLD"));
 }
 
-/// Exsited holds the old account's PO cancelled, `PO-OLD`, which the ledger still names.
+/// Exsited holds the old account's PO cancelled, `PO-OLD`, which the ledger still names, and `new_account`'s POs
+/// under `SUP-0001`; nothing is created or cancelled.
 async fn exsited_holding_the_old_po_cancelled(new_account: serde_json::Value) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path("/api/v1/oauth2/token")).respond_with(token("t-1", 3600)).mount(&server).await;
-    let old =
-        serde_json::json!({ "purchase_order": { "id": "PO-OLD", "status": "INACTIVE", "account_id": "SUP-OLD" } });
-    Mock::given(method("GET"))
-        .and(path("/api/v3/purchase-orders/PO-OLD"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(old))
-        .mount(&server)
-        .await;
+    let server = exsited_holding_the_po_under_another_account("INACTIVE").await;
     Mock::given(method("GET"))
         .and(path("/api/v3/purchase-orders"))
         .and(wiremock::matchers::query_param("account_id", "SUP-0001"))
