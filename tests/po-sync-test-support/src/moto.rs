@@ -23,6 +23,23 @@ fn moto_binary() -> PathBuf {
     if venv.exists() { venv } else { PathBuf::from("moto_server") }
 }
 
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux: /proc/net/tcp, then its fds).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 9 && fields[1] == local && fields[3] == "0A")
+        .map(|fields| format!("socket:[{}]", fields[9]))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| target.to_str().is_some_and(|target| inodes.iter().any(|inode| inode == target)))
+}
+
 /// A port nobody is listening on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
@@ -68,7 +85,9 @@ impl MotoServer {
                 return false;
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
+                // Another test's moto may have taken the port between `free_port` and this one's bind (ours then
+                // exits): only a listener of our own child counts, or two tests would share one moto.
+                return listens_on(self.child.id(), self.port);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
