@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """po-bench's Python peer: the same two hot paths, written the way a Python service would write them.
 
-    python_peer.py FILE ITERATIONS        # prints {"bytes":…,"ingest_median_us":…,"reconcile_median_us":…}
-    python_peer.py --print envelope FILE  # the queue message ingest writes (byte-for-byte po-bench's)
-    python_peer.py --print appzen FILE    # AppZen's body reconcile writes (byte-for-byte po-bench's)
+    python_peer.py [--writer W] FILE ITERATIONS        # prints {"bytes":…,"ingest_median_us":…,"reconcile_median_us":…}
+    python_peer.py [--writer W] --print envelope FILE  # the queue message ingest writes (byte-for-byte po-bench's)
+    python_peer.py [--writer W] --print appzen FILE    # AppZen's body reconcile writes (byte-for-byte po-bench's)
 
 - ingest: parse and validate the Komet body (amounts as `decimal.Decimal` through `json`'s `parse_float`),
   normalise it, SHA-256 the body, write the queue message (the envelope) as JSON;
@@ -11,8 +11,14 @@
   shared/po-sync/src/reconcile.rs), map it to AppZen's body (shared/po-sync/src/appzen/mapping.rs, default settings) and write it.
 
 Amounts leave as exact JSON numbers, as po-sync writes them. The standard `json` encoder cannot write a
-`Decimal` as a number, so both documents are written straight from the data in po-sync's member order (the
-fastest of the stdlib ways tried, see "JSON out" below), strings through `json`'s C string encoder.
+`Decimal` as a number. Two writers, W, share everything else (parsing, validation, reconciliation, the
+mapping's refusals) and write the same bytes:
+- `tuned` (the default): both documents written straight from the data in po-sync's member order (the fastest of
+  the stdlib ways tried, see "JSON out" below), strings through `json`'s C string encoder;
+- `straightforward`: both documents built as plain dicts and lists and written by `simplejson.dumps(...,
+  use_decimal=True)` with its C speedups (refused without them), like po-bench's serde derives; see
+  "JSON out, straightforward" below.
+
 Komet's documented sample has trailing commas (`"type": "Fresh Cut", }`), which `json` refuses: ingest removes
 a comma that is followed only by white space and `}` or `]`, with one regular expression, inside the timed
 path (po-sync's own parser accepts them in the same pass). That regular expression does not know about strings;
@@ -30,6 +36,8 @@ import time
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from json.encoder import encode_basestring
+
+import simplejson
 
 ENVELOPE_TYPE = "komet.po_reconciliation"
 ENVELOPE_SCHEMA_VERSION = 1
@@ -345,8 +353,8 @@ def parse_webhook(body):
     return po
 
 
-def ingest(body, received_at):
-    return envelope_json(parse_webhook(body), received_at, hashlib.sha256(body).hexdigest())
+def ingest(body, received_at, write_envelope=envelope_json):
+    return write_envelope(parse_webhook(body), received_at, hashlib.sha256(body).hexdigest())
 
 
 # ------------------------------------------------------------------------------------------------ reconcile
@@ -397,9 +405,8 @@ def vendor_label(vendor):
     return f"{name} (id {vendor['id']})" if vendor.get("id") is not None else name
 
 
-def appzen_json(po):
-    """Komet PO -> AppZen's upsert body, mapped as shared/po-sync/src/appzen/mapping.rs maps it with the default settings and
-    written as it is mapped."""
+def parties(po):
+    """Who the AppZen PO is between: (location, entity_id, vendor, supplier_id), or Unmappable. Shared by both writers."""
     location = po.get("location") or {}
     entity_id = location.get("code")
     if entity_id is None:
@@ -420,7 +427,13 @@ def appzen_json(po):
     )
     if supplier_id is None:
         raise Unmappable("vendor.vendorAccountingCode and vendor.code is missing; AppZen requires it")
+    return location, entity_id, vendor, supplier_id
 
+
+def appzen_json(po):
+    """Komet PO -> AppZen's upsert body, mapped as shared/po-sync/src/appzen/mapping.rs maps it with the default settings and
+    written as it is mapped."""
+    location, entity_id, vendor, supplier_id = parties(po)
     currency = S(CURRENCY)
     status = S(PURCHASE_ORDER_STATUS)
     out = [f'{{"purchase_order_number":{S(po["poNumber"])},"entity_id":{S(entity_id)},"supplier_id":{S(supplier_id)}']
@@ -525,10 +538,202 @@ def as_decimals(po):
     return po
 
 
-def reconcile_path(message):
+def reconcile_path(message, write_appzen=appzen_json):
     po = as_decimals(read_envelope(message)["po"])
     discrepancies = reconcile(po)
-    return len(discrepancies), appzen_json(po)
+    return len(discrepancies), write_appzen(po)
+
+
+# ------------------------------------------------------------------------------------------------ JSON out, straightforward
+# The same two documents built as plain dicts and lists and handed to a generic encoder, as po-bench's serde derives
+# do: the like-for-like peer. simplejson, because the standard `json` cannot write a `Decimal` as a number and
+# simplejson can (`use_decimal=True`), through its C encoder. Parsing, validation, reconciliation and the mapping's
+# refusals are the ones above; only the writing differs.
+
+ONE = Decimal(1)
+
+
+def plain(amount):
+    """An amount as a `Decimal` that simplejson writes with po-sync's digits.
+
+    simplejson writes `str(amount)`, which keeps `60.0`, `60` and `0.00` as they are but turns a parsed `1e2` into
+    `1E+2` where po-sync writes `100`. (`str` also uses an exponent below 0.000001, e.g. `1E-7`, which no `Decimal`
+    avoids; such amounts do not occur in purchase orders or in bench-peer's inputs.)
+    """
+    return amount.quantize(ONE) if amount.as_tuple().exponent > 0 else amount
+
+
+def envelope(po, received_at, body_sha256):
+    """The queue message ingest writes (po-sync's `WebhookEnvelope`)."""
+    return {
+        "type": ENVELOPE_TYPE,
+        "schemaVersion": ENVELOPE_SCHEMA_VERSION,
+        "receivedAt": received_at,
+        "bodySha256": body_sha256,
+        "po": envelope_po(po),
+    }
+
+
+def envelope_po(po):
+    out = {"id": po["id"], "poNumber": po["poNumber"]}
+    for key in ("shipDate", "arrivalDate"):
+        if key in po:
+            out[key] = po[key]
+    if "subTotal" in po:
+        out["subTotal"] = plain(po["subTotal"])
+    out["total"] = plain(po["total"])
+    if "location" in po:
+        out["location"] = po["location"]  # strings and whole numbers only, already in po-sync's member order
+    out["vendorInvoices"] = [envelope_invoice(invoice) for invoice in po["vendorInvoices"]]
+    return out
+
+
+def envelope_invoice(invoice):
+    out = {
+        "invoiceNumber": invoice["invoiceNumber"],
+        "invoiceAmount": plain(invoice["invoiceAmount"]),
+        "totalAdditionalCharges": plain(invoice["totalAdditionalCharges"]),
+    }
+    if "file" in invoice:
+        out["file"] = invoice["file"]
+    if "vendor" in invoice:
+        out["vendor"] = invoice["vendor"]
+    out["purchaseOrderItems"] = [envelope_item(item) for item in invoice["purchaseOrderItems"]]
+    return out
+
+
+def envelope_item(item):
+    out = {}
+    if "categoryProcurementAccountingCode" in item:
+        out["categoryProcurementAccountingCode"] = item["categoryProcurementAccountingCode"]
+    out["totalCost"] = plain(item["totalCost"])
+    return out
+
+
+def money(amount):
+    return {"amount": plain(amount), "currency": CURRENCY}
+
+
+def appzen_body(po):
+    """Komet PO -> AppZen's upsert body, as shared/po-sync/src/appzen/mapping.rs maps it with the default settings."""
+    location, entity_id, vendor, supplier_id = parties(po)
+    body = {"purchase_order_number": po["poNumber"], "entity_id": entity_id, "supplier_id": supplier_id}
+    if "shipDate" in po:
+        body["start_date"] = po["shipDate"]
+    if "arrivalDate" in po:
+        body["end_date"] = po["arrivalDate"]
+    if "shipDate" in po:
+        body["purchase_order_date"] = po["shipDate"]
+    body["total_amount"] = money(po["total"])
+    body["purchase_order_status"] = PURCHASE_ORDER_STATUS
+    body["appzen_purchase_order_status"] = APPZEN_STATUS_ISSUED
+    if "name" in location:
+        body["ship_to_location"] = location["name"]
+    ship_to_location_id = location.get("code", str(location["id"]) if "id" in location else None)
+    if ship_to_location_id is not None:
+        body["ship_to_location_id"] = ship_to_location_id
+
+    custom = {"komet_po_id": po["id"]}
+    if "id" in location:
+        custom["komet_location_id"] = location["id"]
+    if "id" in vendor:
+        custom["komet_vendor_id"] = vendor["id"]
+    if "name" in vendor:
+        custom["komet_vendor_name"] = vendor["name"]
+    if po.get("subTotal") is not None:
+        custom["komet_sub_total"] = plain(po["subTotal"])
+    custom["komet_invoices"] = [komet_invoice(invoice) for invoice in po["vendorInvoices"]]
+    body["custom_json"] = custom
+    body["purchase_order_lines"] = purchase_order_lines(po)
+    return body
+
+
+def komet_invoice(invoice):
+    out = {
+        "invoice_number": invoice["invoiceNumber"],
+        "invoice_amount": plain(invoice["invoiceAmount"]),
+        "total_additional_charges": plain(invoice["totalAdditionalCharges"]),
+    }
+    if "file" in invoice:
+        out["file"] = invoice["file"]
+    return out
+
+
+def purchase_order_lines(po):
+    """One line per item and one per invoice's additional charges; refuses as appzen_json() does, in the same order."""
+    lines = []
+    seen = set()
+    for i, invoice in enumerate(po["vendorInvoices"]):
+        invoice_number = invoice["invoiceNumber"]
+        if invoice_number in seen:
+            raise Unmappable(f"invoice number {invoice_number} appears more than once")
+        seen.add(invoice_number)
+        for j, item in enumerate(invoice["purchaseOrderItems"]):
+            gl_code = item.get("categoryProcurementAccountingCode")
+            if gl_code is None:
+                raise Unmappable(f"vendorInvoices[{i}].purchaseOrderItems[{j}].categoryProcurementAccountingCode is missing")
+            position = j + 1
+            lines.append(
+                po_line(
+                    f"{invoice_number}-{position}",
+                    len(lines) + 1,
+                    gl_code,
+                    f"Invoice {invoice_number} item {position}",
+                    item["totalCost"],
+                    {"komet_invoice_number": invoice_number, "komet_item_position": position},
+                )
+            )
+        charges = invoice["totalAdditionalCharges"]
+        if not charges.is_zero():
+            lines.append(
+                po_line(
+                    f"{invoice_number}-charges",
+                    len(lines) + 1,
+                    ADDITIONAL_CHARGES_GL_CODE,
+                    f"Invoice {invoice_number} additional charges",
+                    charges,
+                    {"komet_invoice_number": invoice_number},
+                )
+            )
+    if not lines:
+        raise Unmappable("the purchase order has no items")
+    return lines
+
+
+def po_line(line_id, line_number, gl_code, description, amount, custom):
+    return {
+        "po_line_id": line_id,
+        "line_number": line_number,
+        "gl_code": gl_code,
+        "line_description": description,
+        "quantity": 1,
+        "unit_price": money(amount),
+        "amount": money(amount),
+        "uninvoiced_amount": money(ZERO),
+        "purchase_order_line_status": PURCHASE_ORDER_STATUS,
+        "appzen_purchase_order_line_status": APPZEN_STATUS_ISSUED,
+        "custom_json": custom,
+    }
+
+
+def dumps(obj):
+    # simplejson's documented way to write `Decimal` as exact JSON numbers; compact, UTF-8 left as it is (as serde_json).
+    return simplejson.dumps(obj, use_decimal=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def envelope_straightforward(po, received_at, body_sha256):
+    return dumps(envelope(po, received_at, body_sha256))
+
+
+def appzen_straightforward(po):
+    return dumps(appzen_body(po))
+
+
+# writer name -> (envelope writer, AppZen body writer)
+WRITERS = {
+    "tuned": (envelope_json, appzen_json),
+    "straightforward": (envelope_straightforward, appzen_straightforward),
+}
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -554,35 +759,48 @@ def micros(ns):
     return f"{tenths // 10}.{tenths % 10}"
 
 
+USAGE = "usage: python_peer.py [--writer tuned|straightforward] FILE ITERATIONS | ... --print envelope|appzen FILE"
+
+
 def main(argv):
+    writer = "tuned"
+    if argv[:1] == ["--writer"]:
+        if len(argv) < 2 or argv[1] not in WRITERS:
+            print(USAGE, file=sys.stderr)
+            return 2
+        writer, argv = argv[1], argv[2:]
+    if writer == "straightforward" and simplejson.encoder.c_make_encoder is None:
+        # Timing simplejson's pure-Python fallback would make the straightforward peer look slower than it is.
+        print("python_peer.py: simplejson's C speedups are not available", file=sys.stderr)
+        return 1
+    write_envelope, write_appzen = WRITERS[writer]
     if len(argv) == 3 and argv[0] == "--print" and argv[1] in ("envelope", "appzen"):
         with open(argv[2], "rb") as f:
             body = f.read()
-        message = ingest(body, RECEIVED_AT)
-        sys.stdout.write(message if argv[1] == "envelope" else reconcile_path(message)[1])
+        message = ingest(body, RECEIVED_AT, write_envelope)
+        sys.stdout.write(message if argv[1] == "envelope" else reconcile_path(message, write_appzen)[1])
         return 0
     if len(argv) != 2 or not argv[1].isdigit() or int(argv[1]) < 1:
-        print("usage: python_peer.py FILE ITERATIONS | python_peer.py --print envelope|appzen FILE", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     path, iterations = argv[0], int(argv[1])
     with open(path, "rb") as f:
         body = f.read()
     try:
-        message = ingest(body, RECEIVED_AT)
-        reconcile_path(message)
+        message = ingest(body, RECEIVED_AT, write_envelope)
+        reconcile_path(message, write_appzen)
     except Invalid as e:
         print(f"ingest would refuse {path} (400): {e}", file=sys.stderr)
         return 1
     except Unmappable as e:
         print(f"reconcile cannot map {path} to one AppZen PO: {e}", file=sys.stderr)
         return 1
-    ingest_ns = median_ns(iterations, lambda: ingest(body, RECEIVED_AT))
-    reconcile_ns = median_ns(iterations, lambda: reconcile_path(message))
+    ingest_ns = median_ns(iterations, lambda: ingest(body, RECEIVED_AT, write_envelope))
+    reconcile_ns = median_ns(iterations, lambda: reconcile_path(message, write_appzen))
     print(
         f'{{"bytes":{len(body)},"ingest_median_us":{micros(ingest_ns)},"reconcile_median_us":{micros(reconcile_ns)}}}'
     )
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
