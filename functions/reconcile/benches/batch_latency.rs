@@ -5,6 +5,10 @@
 //!
 //! `cargo bench -p reconcile --bench batch_latency`
 
+// The batch future nests deeper than the default limit (128) once laid out in a debug build, which `make build`
+// makes of the benchmarks so clippy lints them.
+#![recursion_limit = "256"]
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use po_sync_aws::ledger::MemoryLedger;
 use po_sync_aws::objects::MemoryObjectStore;
