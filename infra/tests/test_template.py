@@ -973,12 +973,12 @@ class TemplateTest(unittest.TestCase):
                 self.assertEqual(statement["Effect"], "Allow")
                 for action in as_list(statement["Action"]):
                     granted.setdefault(str(action), []).extend(as_list(statement["Resource"]))
-        admin = Path(__file__).resolve().parents[2] / "admin" / "src"
+        admin = Path(__file__).resolve().parents[2] / "shared" / "po-sync-admin" / "src"
         named = set()
         for source in admin.rglob("*.rs"):
             named |= set(re.findall(r'"((?:sqs|dynamodb|s3|lambda|cloudformation|cloudwatch|secretsmanager):[A-Z]\w+)"',
                                     source.read_text()))
-        self.assertIn("lambda:GetFunctionConfiguration", named, "the scan of admin/src found its calls")
+        self.assertIn("lambda:GetFunctionConfiguration", named, "the scan of shared/po-sync-admin/src found its calls")
         # Calls admin makes through po-sync-aws (its ports name them there), by IAM action name.
         through_ports = {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:Query", "dynamodb:PutItem", "s3:ListBucket",
                          "s3:GetObject", "s3:PutObject", "sqs:SendMessage", "secretsmanager:GetSecretValue"}

@@ -23,7 +23,7 @@ const LEDGER: &str = "c-ledger";
 const HISTORY: &str = "c-history";
 const ARCHIVE: &str = "c-archive";
 /// The PO Komet sent (id 48213, P004410, invoices 01-P004410 and 01-P004411), kept for the version from :10.
-const KOMET_BODY: &[u8] = include_bytes!("../../shared/po-sync/tests/fixtures/komet-clean-po.json");
+const KOMET_BODY: &[u8] = include_bytes!("../../po-sync/tests/fixtures/komet-clean-po.json");
 /// Where reconcile archived invoice 01-P004410's PDF, as AppZen's copy of the PO notes it.
 const ARCHIVED_PDF: &str = "s3://c-archive/invoices/48213/01-P004410/ab12.pdf";
 const PO_ID: u64 = 48213;
