@@ -8,7 +8,7 @@ use common::{REDIRECT_URI, order, token};
 use po_sync::config::reconcile::{ExsitedCredentialsSource, ExsitedDestinationConfig};
 use po_sync::exsited::{ExsitedSettings, IdRule};
 use po_sync_aws::exsited::{ExsitedClient, ExsitedError, TOKEN_PATH};
-use po_sync_test_support::moto::MotoServer;
+use po_sync_moto::MotoServer;
 use serde_json::json;
 use std::time::Duration;
 use wiremock::matchers::{body_string_contains, header, method, path};

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use po_sync_aws::exsited::token::{self, DynamoTokenStore, MemoryTokenStore, TokenRecord, TokenStore};
 use po_sync_aws::exsited::{ExsitedClient, ExsitedError};
 use po_sync_aws::ledger::{DynamoLedger, Written};
-use po_sync_test_support::moto::{MotoServer, create_ledger_table};
+use po_sync_moto::{MotoServer, create_table};
 use std::time::Duration;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -200,7 +200,7 @@ async fn a_token_that_claims_to_live_forever_is_stored_and_used() {
 async fn the_dynamodb_store_shares_one_token_between_racing_clients_in_the_ledger_table() {
     let moto = MotoServer::start();
     let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    let table = create_ledger_table(&dynamodb, "token-ledger").await.unwrap();
+    let table = create_table(&dynamodb, "token-ledger", po_sync_aws::ledger::KEY, None).await.unwrap();
     let server = MockServer::start().await;
     token_endpoint(&server, "t-dynamo", 1).await;
     Mock::given(method("GET"))

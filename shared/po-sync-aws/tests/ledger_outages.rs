@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use po_sync::destination::Destination;
 use po_sync::outage::{self, OutageCause, OutageRules};
 use po_sync_aws::ledger::{DynamoLedger, Ledger, Written};
-use po_sync_test_support::moto::{MotoServer, create_ledger_table};
+use po_sync_moto::{MotoServer, create_table};
 
 const RULES: OutageRules = OutageRules { quiet: Duration::hours(2), mail_after: Duration::minutes(15) };
 
@@ -14,7 +14,7 @@ const RULES: OutageRules = OutageRules { quiet: Duration::hours(2), mail_after: 
 async fn exsited_s_outages_are_items_of_their_own_and_leave_appzen_s_as_they_were() {
     let moto = MotoServer::start();
     let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    let table = create_ledger_table(&dynamodb, "outage-ledger").await.unwrap();
+    let table = create_table(&dynamodb, "outage-ledger", po_sync_aws::ledger::KEY, None).await.unwrap();
     let appzen = DynamoLedger::new(dynamodb.clone(), &table);
     let exsited = DynamoLedger::new(dynamodb.clone(), &table).for_destination(Destination::Exsited);
     let cause = OutageCause::Credentials;

@@ -1,8 +1,8 @@
 //! Test support every crate's tests use (and no production crate): a moto server per test on a free 127.0.0.1
-//! port, stopped by its own PID even if the test panics ([`moto`]); the EMF checker ([`emf`]) and a metrics
-//! capture local to one thread ([`capture`]); and what the tests build again and again: Komet fixtures, a fixed arrival time and the
-//! envelope ingest writes at it, a Basic `Authorization` header, environment maps, and reconcile's
-//! configuration for in-memory tests.
+//! port, stopped by its own PID even if the test panics, and po-sync's tables in it ([`moto`], the launcher from
+//! po-sync-moto); the EMF checker ([`emf`]) and a metrics capture local to one thread ([`capture`]); and what the
+//! tests build again and again: Komet fixtures, a fixed arrival time and the envelope ingest writes at it, a Basic
+//! `Authorization` header, environment maps, and reconcile's configuration for in-memory tests.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use base64::Engine;
@@ -19,11 +19,7 @@ pub mod capture;
 pub mod emf;
 pub mod moto;
 
-/// The workspace root (where `Cargo.toml`, `.venv/` and `shared/po-sync/tests/fixtures/` are).
-pub fn workspace_root() -> std::path::PathBuf {
-    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir.ancestors().nth(2).map(std::path::Path::to_path_buf).unwrap_or_default()
-}
+pub use po_sync_moto::workspace_root;
 
 /// A fixture from `shared/po-sync/tests/fixtures/`.
 pub fn fixture(name: &str) -> Vec<u8> {

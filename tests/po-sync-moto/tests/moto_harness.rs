@@ -1,7 +1,7 @@
 //! The moto harness itself: a real SQS FIFO queue deduplicates, SES mail can be read back, and the server
 //! is gone once the test drops it.
 
-use po_sync_test_support::moto::MotoServer;
+use po_sync_moto::MotoServer;
 
 #[tokio::test]
 async fn moto_serves_sqs_fifo_and_ses_and_stops_by_pid() {
@@ -9,7 +9,7 @@ async fn moto_serves_sqs_fifo_and_ses_and_stops_by_pid() {
     let config = moto.sdk_config().await;
 
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let url = &po_sync_test_support::moto::create_fifo_queue(&sqs, "harness.fifo", None, None).await.unwrap();
+    let url = &po_sync_moto::create_fifo_queue(&sqs, "harness.fifo", None, None).await.unwrap();
     for _ in 0..2 {
         sqs.send_message()
             .queue_url(url)
