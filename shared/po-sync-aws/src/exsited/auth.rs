@@ -15,40 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-impl ExsitedClient {
-    /// The client `config` describes. Credentials from a secret are read now, and again when the token endpoint
-    /// refuses them (at most every [`RENEWAL_INTERVAL`]), so a rotated client secret needs no restart.
-    pub async fn from_config(
-        config: &ExsitedDestinationConfig,
-        aws: &aws_config::SdkConfig,
-    ) -> Result<Self, ExsitedSetupError> {
-        let (client_id, client_secret, renewal) = match &config.credentials {
-            ExsitedCredentialsSource::Inline { client_id, client_secret } => {
-                (client_id.clone(), client_secret.clone(), None)
-            }
-            ExsitedCredentialsSource::Secret { arn } => {
-                let renewal = CredentialsRenewal { client: aws_sdk_secretsmanager::Client::new(aws), arn: arn.clone() };
-                let ClientCredentials { client_id, client_secret } = renewal.read().await?;
-                (client_id, client_secret, Some(Box::new(renewal)))
-            }
-        };
-        let mut client = ExsitedClient::new(ExsitedConfig {
-            base_url: config.base_url.clone(),
-            client_id,
-            client_secret,
-            redirect_uri: config.redirect_uri.clone(),
-            request_timeout: config.request_timeout,
-        })?;
-        client.renewal = renewal;
-        Ok(client)
-    }
-}
-
 /// How often, at most, Exsited's secret is read again after the token endpoint refused its credentials, however
 /// many records fail meanwhile (as AppZen's).
 pub const RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Where the client credentials came from, to read them again ([`RenewableCredentials`]).
+/// Where the client credentials came from, to read them again ([`crate::secrets::RenewableCredentials`]).
 pub(super) struct CredentialsRenewal {
     client: aws_sdk_secretsmanager::Client,
     arn: String,
@@ -123,6 +94,33 @@ pub(super) struct Shared {
 }
 
 impl ExsitedClient {
+    /// The client `config` describes. Credentials from a secret are read now, and again when the token endpoint
+    /// refuses them (at most every [`RENEWAL_INTERVAL`]), so a rotated client secret needs no restart.
+    pub async fn from_config(
+        config: &ExsitedDestinationConfig,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Self, ExsitedSetupError> {
+        let (client_id, client_secret, renewal) = match &config.credentials {
+            ExsitedCredentialsSource::Inline { client_id, client_secret } => {
+                (client_id.clone(), client_secret.clone(), None)
+            }
+            ExsitedCredentialsSource::Secret { arn } => {
+                let renewal = CredentialsRenewal { client: aws_sdk_secretsmanager::Client::new(aws), arn: arn.clone() };
+                let ClientCredentials { client_id, client_secret } = renewal.read().await?;
+                (client_id, client_secret, Some(Box::new(renewal)))
+            }
+        };
+        let mut client = ExsitedClient::new(ExsitedConfig {
+            base_url: config.base_url.clone(),
+            client_id,
+            client_secret,
+            redirect_uri: config.redirect_uri.clone(),
+            request_timeout: config.request_timeout,
+        })?;
+        client.renewal = renewal;
+        Ok(client)
+    }
+
     /// Shares the token through `store` with every client of the same tenant and client id that uses it
     /// (reconcile's instances, the operator CLI), instead of keeping one of its own.
     pub fn with_token_store(mut self, store: impl TokenStore + 'static) -> Self {
