@@ -65,6 +65,7 @@ soak-short:
 lint:
 	cargo fmt --all --check
 	@test -n "$(CLIPPY_DRIVER)" || { echo "lint: clippy is not installed (rustup component add clippy)" >&2; exit 1; }
+	@mkdir -p $(CARGO_TARGET_DIR)
 	@$(BUILD) --message-format short 2> $(CARGO_TARGET_DIR)/lint.log || { cat $(CARGO_TARGET_DIR)/lint.log; exit 1; }
 	@if grep -E '^(warning|error)|: (warning|error)' $(CARGO_TARGET_DIR)/lint.log; then \
 	    echo "lint: warnings are errors (the lines above; $(CARGO_TARGET_DIR)/lint.log has the build's output)" >&2; \
