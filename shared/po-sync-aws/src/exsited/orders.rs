@@ -4,7 +4,7 @@
 use super::{Budget, ExsitedClient, ExsitedError, PURCHASE_ORDERS_PATH, unreadable};
 use bytes::Bytes;
 use po_sync::exsited::{ChangeRequest, CreateRequest, InformationRequest, changes_to};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// A purchase order as Exsited answers it (the fields po-sync reads; amounts are Exsited's decimal strings).
@@ -100,9 +100,7 @@ impl ExsitedClient {
     }
 
     async fn create_within(&self, request: &CreateRequest, budget: Budget) -> Result<PurchaseOrder, ExsitedError> {
-        let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
-        let (status, answer) = self.send(reqwest::Method::POST, PURCHASE_ORDERS_PATH, Some(body), budget).await?;
-        one_order(status, &answer)
+        self.send_order(reqwest::Method::POST, PURCHASE_ORDERS_PATH, request, budget).await
     }
 
     /// The PO of Exsited id `id`; `None` when Exsited answers 404.
@@ -288,10 +286,7 @@ impl ExsitedClient {
         request: &InformationRequest,
         budget: Budget,
     ) -> Result<PurchaseOrder, ExsitedError> {
-        let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
-        let (status, answer) =
-            self.send(reqwest::Method::PATCH, &order_path(id, Some("information")), Some(body), budget).await?;
-        one_order(status, &answer)
+        self.send_order(reqwest::Method::PATCH, &order_path(id, Some("information")), request, budget).await
     }
 
     /// `POST …/{id}/change`: the lines.
@@ -305,9 +300,19 @@ impl ExsitedClient {
         request: &ChangeRequest,
         budget: Budget,
     ) -> Result<PurchaseOrder, ExsitedError> {
+        self.send_order(reqwest::Method::POST, &order_path(id, Some("change")), request, budget).await
+    }
+
+    /// Sends `request` as JSON; Exsited answers with the purchase order (`{"purchase_order":{…}}`).
+    async fn send_order(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        request: &impl Serialize,
+        budget: Budget,
+    ) -> Result<PurchaseOrder, ExsitedError> {
         let body = serde_json::to_vec(request).map(Bytes::from).map_err(|e| unreadable(0, e))?;
-        let (status, answer) =
-            self.send(reqwest::Method::POST, &order_path(id, Some("change")), Some(body), budget).await?;
+        let (status, answer) = self.send(method, path, Some(body), budget).await?;
         one_order(status, &answer)
     }
 
