@@ -66,15 +66,13 @@ impl SecretRenewal {
             .await
             .map_err(|e| AppZenSetupError::Secret(Box::new(e)))?;
         let mut take = |key: &'static str| {
-            secret
-                .remove(key)
-                .filter(|v| !v.trim().is_empty())
+            crate::secrets::take_non_blank(&mut secret, key)
                 .ok_or_else(|| AppZenSetupError::MissingSecretKey { arn: self.arn.clone(), key })
         };
         Ok(AppZenCredentials {
-            api_key: take("api_key")?.into(),
-            customer_id: take("customer_id")?.into(),
-            customer_key: take("customer_key")?.into(),
+            api_key: take("api_key")?,
+            customer_id: take("customer_id")?,
+            customer_key: take("customer_key")?,
         })
     }
 }

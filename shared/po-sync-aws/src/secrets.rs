@@ -39,6 +39,12 @@ pub async fn read_json_secret(
     serde_json::from_str(text).map_err(|_| SecretError::NotJsonObject { arn: arn.to_owned() })
 }
 
+/// Takes `key` out of a secret [`read_json_secret`] read; `None` when it is missing or blank, which no
+/// credential may be.
+pub fn take_non_blank(secret: &mut HashMap<String, String>, key: &str) -> Option<secrecy::SecretString> {
+    secret.remove(key).filter(|value| !value.trim().is_empty()).map(secrecy::SecretString::from)
+}
+
 /// Credentials kept in memory and read again from their secret when the service refuses them, so a rotated or
 /// corrected secret takes effect without a deploy: at most once per `interval` however many requests fail
 /// meanwhile, one reading at a time. Each reading has a generation, so a request refused with an older one knows
@@ -111,8 +117,22 @@ impl<T> RenewableCredentials<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::RenewableCredentials;
+    use super::{RenewableCredentials, take_non_blank};
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
     use std::time::Duration;
+
+    #[test]
+    fn a_credential_is_taken_only_when_present_and_not_blank() {
+        let mut secret: HashMap<String, String> =
+            [("client_id", "id-1"), ("client_secret", " \t "), ("other", "")].map(|(k, v)| (k.into(), v.into())).into();
+        let taken = take_non_blank(&mut secret, "client_id");
+        assert_eq!(taken.as_ref().map(|t| t.expose_secret()), Some("id-1"));
+        assert!(!secret.contains_key("client_id"), "taken out of the secret");
+        assert!(take_non_blank(&mut secret, "client_secret").is_none(), "blank");
+        assert!(take_non_blank(&mut secret, "other").is_none(), "empty");
+        assert!(take_non_blank(&mut secret, "api_key").is_none(), "missing");
+    }
 
     async fn read(value: &'static str) -> Result<&'static str, String> {
         Ok(value)

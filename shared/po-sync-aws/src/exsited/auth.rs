@@ -32,10 +32,7 @@ impl CredentialsRenewal {
             .await
             .map_err(|e| ExsitedSetupError::Secret(Box::new(e)))?;
         let mut take = |key: &'static str| {
-            secret
-                .remove(key)
-                .filter(|v| !v.trim().is_empty())
-                .map(SecretString::from)
+            crate::secrets::take_non_blank(&mut secret, key)
                 .ok_or_else(|| ExsitedSetupError::MissingSecretKey { arn: self.arn.clone(), key })
         };
         Ok(ClientCredentials { client_id: take("client_id")?, client_secret: take("client_secret")? })
